@@ -1,0 +1,262 @@
+"""The ``edgenas`` command: parse flags, call the library, print. Errors are one line, exit code 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgenas import __version__
+from edgenas.errors import EdgenasError
+
+
+class EdgenasGroup(click.Group):
+    """Turns every error into one ``edgenas: error: ...`` line and the right exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name or "edgenas", complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except click.ClickException as e:
+            click.echo(f"edgenas: error: {e.format_message()}", err=True)
+            code = e.exit_code
+        except EdgenasError as e:
+            click.echo(f"edgenas: error: {e}", err=True)
+            code = e.exit_code
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("edgenas: interrupted", err=True)
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+@click.group(cls=EdgenasGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgenas")
+def main():
+    """Discover small, accurate networks for edge devices; export, benchmark and guard them."""
+
+
+device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+                             help="Training device. Default: cuda when present, else cpu.")
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, inits and shuffles.")
+data_options = [
+    click.option("--dataset", default=None, help="cifar10, cifar100, fashionmnist, kmnist, emnist, imagefolder, digits. Default: the profile's (digits)."),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lies (or is downloaded to)."),
+    click.option("--download", is_flag=True, help="Download a torchvision dataset into --data-dir if absent."),
+]
+
+
+def with_data_options(f):
+    for option in reversed(data_options):
+        f = option(f)
+    return f
+
+
+@main.command()
+@click.option("--profile", "profile_name", default="demo", show_default=True, help="Built-in profile name or a .toml path.")
+@with_data_options
+@click.option("--task", type=click.Choice(["classify", "face"]), default=None, help="Override the profile's task.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. Default: runs/PROFILE-DATASET[-N].")
+@device_option
+@seed_option
+@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out (default: the newest matching run).")
+def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume):
+    """Search an architecture under the profile's budgets and train it (demo profile on digits by default)."""
+    from edgenas.pipeline import discover as run_discover
+    from edgenas.profiles import load_profile
+
+    profile = load_profile(profile_name)
+    if task:
+        profile = dataclasses.replace(profile, task=task)
+    try:
+        summary = run_discover(profile, dataset, data_dir, out, device, seed, resume, download)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; continue with the same command and --resume") from None
+    click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}
+                          | {k: v for k, v in summary.items() if k.startswith("test_") or k.startswith("verify_")}))
+
+
+@main.command()
+@click.argument("target", type=click.Path(exists=True))
+@click.option("--epochs", type=int, default=None, help="Epochs. Default: the profile's train.final_epochs.")
+@click.option("--profile", "profile_name", default=None, help="For an ARCH.json: the training protocol's profile (default demo).")
+@with_data_options
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="For an ARCH.json: the run directory to create.")
+@device_option
+@seed_option
+def train(target, epochs, profile_name, dataset, data_dir, download, out, device, seed):
+    """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy."""
+    from edgenas.final import train_final
+
+    if epochs is not None and epochs < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--epochs")
+    summary = train_final(target, epochs, device, seed, profile_name, dataset, data_dir, out, download)
+    click.echo(json.dumps(summary))
+
+
+@main.command()
+@click.argument("name", required=False)
+def profiles(name):
+    """List the built-in profiles, or show everything NAME (a name or .toml path) sets."""
+    from edgenas.profiles import list_profiles, load_profile
+
+    if name:
+        p = load_profile(name)
+        click.echo(json.dumps(p.to_dict(), indent=2))
+        return
+    for p in list_profiles():
+        s, b = p.search, p.budget
+        budgets = ", ".join(f"{k}={getattr(b, k)}" for k in ("max_params", "max_macs", "max_latency_ms") if getattr(b, k))
+        click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "
+                   f"{s.epochs} epochs; {budgets or 'no budget'}" + (f" on {b.runtime}" if b.max_latency_ms else "")
+                   + f"\n{'':14} {p.description}")
+
+
+# -- export (edgenas/export.py) ----------------------------------------------------------------------
+def _export_formats(ctx, param, value):
+    from edgenas.errors import UserInputError
+    from edgenas.export import parse_formats
+
+    try:
+        return parse_formats(value)
+    except UserInputError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _fraction_below_one(ctx, param, value):
+    from edgenas.device_kit.edgenas_kit import parse_fraction
+
+    try:
+        drop = parse_fraction(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if drop >= 1:
+        raise click.BadParameter(f"{value!r} must be below 100%: write e.g. 1% or 0.01")
+    return drop
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "formats", default="onnx", show_default=True, callback=_export_formats,
+              help="Comma-separated formats: onnx, tensorrt (the engine is built from the ONNX file).")
+@click.option("--fp16", is_flag=True, help="TensorRT: build an FP16 engine.")
+@click.option("--int8", is_flag=True, help="TensorRT: build an INT8 engine, calibrated on the run's training images.")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=512, show_default=True, help="INT8: images to calibrate on.")
+@click.option("--int8-max-drop", default="1%", show_default=True, callback=_fraction_below_one,
+              help="INT8: top-1 agreement with PyTorch the engine may lose (1% or 0.01).")
+def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop):
+    """Export RUN_DIR's network to RUN_DIR/export/ and check it against PyTorch (exit 1 on a parity failure)."""
+    from edgenas.export import export_run
+
+    report = export_run(run_dir, formats, fp16=fp16, int8=int8, calibration_images=calibration_images,
+                        int8_max_drop=int8_max_drop)
+    for line in report.lines():
+        click.echo(line)
+    for why in report.skipped.values():
+        click.echo(f"edgenas: {why}; the ONNX export in {report.out_dir} is complete", err=True)
+    click.echo(f"ready for the device: copy {report.out_dir}, then run `python edgenas_kit.py check .` there")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="One folder of images per person (for lfw: the LFW root). Default: the run's data directory.")
+@click.option("--pairs", "pairs_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Pairs in LFW pairs.txt format, naming images under --data-dir. Default: the run's held-out test pairs.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Where to write the figures. Default: RUN_DIR/verify.json.")
+@device_option
+def verify(run_dir, data_dir, pairs_file, json_out, device):
+    """Face verification of a face run: 10-fold accuracy, threshold, ROC AUC, TAR@FAR=1e-3."""
+    from edgenas.face import format_verification, verify_run
+    from edgenas.runs import write_json_atomic
+
+    result = verify_run(run_dir, data_dir, pairs_file, device)
+    click.echo(format_verification(result))
+    out = Path(json_out) if json_out else Path(run_dir) / "verify.json"
+    write_json_atomic(out, result)
+    click.echo(f"wrote {out}")
+
+
+# -- bench and compare (edgenas/bench.py, edgenas/compare.py) ----------------------------------------
+runtime_option = click.option("--runtime", default=None, help="onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16, tensorrt-int8, "
+                              "torch-cpu, torch-cuda. Default: onnxruntime-cpu (tensorrt-fp16 for .engine).")
+batch_option = click.option("--batch", type=int, default=1, show_default=True, help="Images per inference.")
+threads_option = click.option("--threads", type=int, default=None, help="CPU threads of CPU runtimes. Default: all available.")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@runtime_option
+@batch_option
+@threads_option
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the bench JSON here.")
+def bench(model, runtime, batch, threads, warmup, runs, json_out):
+    """Time MODEL (.onnx, .engine or RUN_DIR): p50/p90/p99, mean, std, throughput."""
+    from edgenas.bench import bench as run_bench, format_bench, write_bench
+
+    result = run_bench(model, runtime, batch, threads, warmup, runs)
+    click.echo(format_bench(result))
+    if json_out:
+        write_bench(json_out, result)
+        click.echo(f"wrote {json_out}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--metric", type=click.Choice(["p50", "p90", "p99"]), default="p50", show_default=True, help="The metric that decides.")
+@click.option("--max-regression", default="5%", show_default=True, help="Allowed slow-down: 5% or 0.05.")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (for CI comments).")
+@click.option("--allow-env-mismatch", is_flag=True, help="Compare results from different runtimes/devices/threads/batches.")
+@click.option("--update-baseline", is_flag=True, help="Accept CURRENT: write it over BASELINE.")
+@click.option("--models", nargs=2, type=click.Path(), default=None, help="Paired mode: measure models A and B in alternation.")
+@runtime_option
+@batch_option
+@threads_option
+@click.option("--rounds", type=int, default=15, show_default=True, help="Paired mode: rounds of A then B.")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Paired mode: untimed runs per model and round.")
+@click.option("--runs", type=int, default=20, show_default=True, help="Paired mode: timed runs per model and round.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Paired mode: seed of the input and the bootstrap.")
+@click.option("--json-a", type=click.Path(dir_okay=False), default=None, help="Paired mode: write A's bench JSON here.")
+@click.option("--json-b", type=click.Path(dir_okay=False), default=None, help="Paired mode: write B's bench JSON here.")
+@click.option("--write-baselines", type=click.Path(file_okay=False), default=None, help="Paired mode: write DIR/a.json and DIR/b.json.")
+def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_baseline, models, runtime, batch, threads,
+            rounds, warmup, runs, seed, json_a, json_b, write_baselines):
+    """Latency gate: BASELINE.json CURRENT.json, or --models A B. Exit 0 ok, 1 regression, 2 unusable input."""
+    from edgenas import compare as cmp
+    from edgenas.bench import read_bench, write_bench
+
+    threshold = cmp.parse_max_regression(max_regression)
+    if models:
+        if files or update_baseline:
+            raise click.UsageError("--models A B takes no BASELINE/CURRENT files and no --update-baseline")
+        result = cmp.paired_compare(models[0], models[1], runtime, rounds, batch, threads, warmup, runs, threshold, seed)
+        click.echo(result.table(markdown))
+        targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
+        if write_baselines:
+            targets += [(Path(write_baselines) / "a.json", result.bench_a), (Path(write_baselines) / "b.json", result.bench_b)]
+        for path, record in targets:
+            if path:
+                write_bench(path, record)
+                click.echo(f"wrote {path}")
+        return result.exit_code
+    if len(files) != 2:
+        raise click.UsageError("give BASELINE.json CURRENT.json, or --models A B")
+    result = cmp.compare_files(files[0], files[1], metric=metric, max_regression=threshold, allow_env_mismatch=allow_env_mismatch)
+    click.echo(result.table(markdown))
+    if update_baseline:
+        cmp.update_baseline(files[0], read_bench(files[1]))
+        click.echo(f"accepted {files[1]} as the new baseline: wrote {files[0]}")
+        return 0
+    if result.regressed:
+        click.echo(f"to accept the new latency as the baseline: {result.accept_command(allow_env_mismatch)}")
+    return result.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

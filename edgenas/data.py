@@ -1,0 +1,479 @@
+"""Datasets by name -> uint8 tensors in memory; batched augmentation as tensor ops on the device.
+
+Every dataset is loaded whole (train / held-out validation / test) into an ``ImageData`` whose
+tensors can live on the training device, so training never touches PIL or a DataLoader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgenas.errors import DataError
+
+TEST_SPLIT_SEED = 0  # the 20 % test split of digits / imagefolder is fixed, whatever the run's seed
+TEST_FRACTION = 0.2
+IMAGEFOLDER_SIZE = (32, 32)  # default input size (H, W) of an imagefolder dataset
+_RESIZE_CHUNK = 4096  # images resized per interpolate call (bounds the float32 working memory)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images ``x`` (N, C, H, W) uint8 and labels ``y`` (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A whole dataset in memory. ``mean``/``std`` are per channel, in [0, 1] pixel units."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    flip: bool  # horizontal-flip augmentation
+    synthetic: bool = False
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        """A copy with every tensor on ``device`` (a no-op copy when they are there already)."""
+        return dataclasses.replace(
+            self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
+        )
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+# A loader returns (train x, train y, test x, test y, class names), x uint8 (N, C, H, W).
+RawData = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[str, ...]]
+Loader = Callable[["DatasetSpec", "Path | None", "_LoadOptions"], RawData]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a registered dataset is. ``num_classes``/``mean``/``std`` are None where the files decide."""
+
+    name: str
+    in_channels: int
+    num_classes: int | None
+    input_size: tuple[int, int]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    flip: bool
+    loader: Loader
+    needs_dir: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class _LoadOptions:
+    download: bool
+    input_size: tuple[int, int]
+    channels: int
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}") from None
+
+
+# --- loaders ------------------------------------------------------------------------------------
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _torchvision(class_name: str, layout: str, **kwargs) -> Loader:
+    """A loader through ``torchvision.datasets.<class_name>``; ``layout`` is what the files look like."""
+
+    def load(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
+        from torchvision import datasets
+
+        cls = getattr(datasets, class_name)
+        splits = []
+        for train in (True, False):
+            try:
+                ds = cls(str(data_dir), train=train, download=opts.download, **kwargs)
+            except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True"
+                if opts.download:
+                    raise DataError(f"{spec.name}: download into {data_dir} failed ({_one_line(e)})") from None
+                raise DataError(
+                    f"{spec.name}: dataset files not found (or corrupt) in {data_dir} "
+                    f"(expected {data_dir}/{layout}); add --download to fetch them"
+                ) from None
+            except OSError as e:  # network or disk trouble while downloading or reading
+                raise DataError(f"{spec.name}: cannot read or download the files in {data_dir} ({_one_line(e)})") from None
+            except (AssertionError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as e:
+                raise DataError(
+                    f"{spec.name}: the files in {data_dir} are malformed ({_one_line(e)}); "
+                    f"delete them and fetch them again with --download"
+                ) from None
+            x = torch.as_tensor(np.asarray(ds.data))
+            x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)  # CIFAR is NHWC, the MNIST family NHW
+            splits += [x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
+        return (*splits, tuple(str(c) for c in ds.classes))
+
+    return load
+
+
+def _load_digits(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)  # 0..16 -> 0..255
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    test = stratified_holdout(y, TEST_FRACTION, TEST_SPLIT_SEED)
+    train = _complement(test, len(y))
+    return x[train], y[train], x[test], y[test], tuple(str(c) for c in bunch.target_names)
+
+
+def _read_image_folder(root: Path, opts: _LoadOptions):
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    try:
+        folder = ImageFolder(str(root))
+    except (FileNotFoundError, OSError) as e:
+        raise DataError(
+            f"imagefolder: {root} holds no images in class folders ({_one_line(e)}); "
+            f"expected {root}/CLASS_NAME/IMAGE.png with one folder per class"
+        ) from None
+    mode = "L" if opts.channels == 1 else "RGB"
+    h, w = opts.input_size
+    images = np.empty((len(folder.samples), h, w, opts.channels), dtype=np.uint8)
+    for i, (path, _) in enumerate(folder.samples):  # decoding files is per image by nature; done once
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+        except OSError as e:
+            raise DataError(f"imagefolder: cannot read the image {path} ({_one_line(e)}); remove or replace it") from None
+        images[i] = np.asarray(img).reshape(h, w, opts.channels)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor(folder.targets, dtype=torch.int64)
+    return x, y, tuple(folder.classes)
+
+
+def _load_imagefolder(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
+    train_dir, test_dir = data_dir / "train", data_dir / "test"
+    if train_dir.is_dir() and test_dir.is_dir():
+        x_train, y_train, names = _read_image_folder(train_dir, opts)
+        x_test, y_test, test_names = _read_image_folder(test_dir, opts)
+        unknown = sorted(set(test_names) - set(names))
+        if unknown:
+            raise DataError(f"imagefolder: {test_dir} has classes that {train_dir} lacks: {', '.join(unknown)}")
+        remap = torch.tensor([names.index(n) for n in test_names], dtype=torch.int64)
+        y_test = remap[y_test]
+    else:
+        x, y, names = _read_image_folder(data_dir, opts)
+        test = stratified_holdout(y, TEST_FRACTION, TEST_SPLIT_SEED)
+        train = _complement(test, len(y))
+        x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
+    if len(names) < 2:
+        raise DataError(
+            f"imagefolder: {data_dir} has {len(names)} class folder(s); a classifier needs at least 2 "
+            f"(one sub-folder of images per class)"
+        )
+    return x_train, y_train, x_test, y_test, names
+
+
+_MNIST_SIZE = (28, 28)
+register(DatasetSpec("cifar10", 3, 10, (32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+                     _torchvision("CIFAR10", "cifar-10-batches-py/"), description="CIFAR-10 (torchvision)"))
+register(DatasetSpec("cifar100", 3, 100, (32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
+                     _torchvision("CIFAR100", "cifar-100-python/"), description="CIFAR-100 (torchvision)"))
+register(DatasetSpec("fashionmnist", 1, 10, _MNIST_SIZE, (0.2860,), (0.3530,), True,
+                     _torchvision("FashionMNIST", "FashionMNIST/raw/*-idx?-ubyte"),
+                     description="Fashion-MNIST (torchvision)"))
+register(DatasetSpec("kmnist", 1, 10, _MNIST_SIZE, (0.1918,), (0.3483,), False,
+                     _torchvision("KMNIST", "KMNIST/raw/*-idx?-ubyte"), description="Kuzushiji-MNIST (torchvision)"))
+register(DatasetSpec("emnist", 1, 47, _MNIST_SIZE, (0.1751,), (0.3332,), False,
+                     _torchvision("EMNIST", "EMNIST/raw/emnist-balanced-*-idx?-ubyte", split="balanced"),
+                     description="EMNIST balanced split, 47 classes (torchvision; images transposed, as stored)"))
+register(DatasetSpec("imagefolder", 3, None, IMAGEFOLDER_SIZE, None, None, False,
+                     _load_imagefolder, description="a directory with one folder of images per class"))
+register(DatasetSpec("digits", 1, 10, (8, 8), (0.3053,), (0.3759,), False,
+                     _load_digits, needs_dir=False, description="scikit-learn's bundled 8x8 digits (no download)"))
+
+
+# --- splitting, resizing, loading ---------------------------------------------------------------
+
+
+def stratified_holdout(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded, class-stratified holdout of ``round(fraction * len(y))`` samples.
+
+    Samples are shuffled, ranked within their class, and ordered by (rank + 0.5) / class size,
+    so any prefix of that order takes each class in proportion; the prefix is the holdout.
+    """
+    n = int(y.shape[0])
+    k = int(round(fraction * n))
+    if k == 0:
+        return torch.empty(0, dtype=torch.int64)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)
+    labels = y[perm]
+    order = torch.sort(labels, stable=True).indices  # classes grouped, random order inside each
+    counts = torch.bincount(labels)
+    starts = torch.cumsum(counts, 0) - counts
+    sorted_labels = labels[order]
+    rank = torch.arange(n) - starts[sorted_labels]
+    key = (rank.double() + 0.5) / counts[sorted_labels].double()
+    ties = torch.randperm(n, generator=gen)  # equal keys (same rank share) are taken in random class order
+    pick = ties[torch.sort(key[ties], stable=True).indices[:k]]
+    return torch.sort(perm[order[pick]]).values
+
+
+def _complement(indices: torch.Tensor, n: int) -> torch.Tensor:
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[indices] = False
+    return keep.nonzero().squeeze(1)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Batched antialiased bilinear resize of uint8 (N, C, H, W) images to ``size`` (H, W)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = torch.empty((x.shape[0], x.shape[1], *size), dtype=torch.uint8, device=x.device)
+    for i in range(0, x.shape[0], _RESIZE_CHUNK):
+        chunk = x[i : i + _RESIZE_CHUNK].float()
+        chunk = F.interpolate(chunk, size=size, mode="bilinear", antialias=True, align_corners=False)
+        out[i : i + _RESIZE_CHUNK] = chunk.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _check_size(input_size) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in input_size)
+    except (TypeError, ValueError):
+        raise DataError(f"input_size must be two positive integers (H, W), got {input_size!r}") from None
+    if h < 1 or w < 1:
+        raise DataError(f"input_size must be two positive integers (H, W), got {input_size!r}")
+    return h, w
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (std 1 where a channel is constant)."""
+    if x.shape[0] == 0:
+        return (0.0,) * x.shape[1], (1.0,) * x.shape[1]
+    v = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
+    mean, std = v.mean(1), v.std(1, unbiased=False)
+    return tuple(float(m) for m in mean), tuple(float(s) if s > 0 else 1.0 for s in std)
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    input_size: tuple[int, int] | None = None,
+    channels: int | None = None,
+) -> ImageData:
+    """Load a registered dataset whole: a seeded validation split is held out of its training set.
+
+    ``val_fraction`` of the training set (stratified by class, seeded by ``seed``) becomes
+    ``val``; the dataset's own test split (or, for digits/imagefolder without one, a fixed
+    stratified 20 %) stays apart as ``test``. ``input_size`` resizes; ``channels`` (1 or 3)
+    applies to imagefolder. Every problem is a one-line ``DataError``.
+    """
+    spec = get_spec(name)
+    if not 0.0 <= val_fraction <= 0.5:
+        raise DataError(f"val_fraction {val_fraction} is outside [0, 0.5]; use e.g. 0.1 to hold out 10 % for validation")
+    size = _check_size(input_size) if input_size is not None else spec.input_size
+    if channels is not None and channels not in (1, 3):
+        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if channels is not None and spec.num_classes is not None and channels != spec.in_channels:
+        raise DataError(f"{name} has {spec.in_channels} channel(s); channels={channels} applies to imagefolder only")
+    path = None
+    if spec.needs_dir:
+        if data_dir is None:
+            raise DataError(f"dataset {name} needs a data directory: pass --data-dir DIR")
+        path = Path(data_dir).expanduser()
+        if download and not path.exists():
+            path.mkdir(parents=True)
+        if not path.is_dir():
+            what = "does not exist" if not path.exists() else "is not a directory"
+            raise DataError(f"data directory {path} {what}; pass --data-dir with an existing directory")
+    opts = _LoadOptions(download=download, input_size=size, channels=channels or spec.in_channels)
+    x_train, y_train, x_test, y_test, class_names = spec.loader(spec, path, opts)
+    x_train, x_test = resize(x_train, size), resize(x_test, size)
+    val = stratified_holdout(y_train, val_fraction, seed)
+    train = _complement(val, len(y_train))
+    train_split = Split(x_train[train].contiguous(), y_train[train].contiguous())
+    if spec.mean is None:
+        mean, std = _channel_stats(train_split.x)
+    else:
+        mean, std = spec.mean, spec.std
+    return ImageData(
+        name=name,
+        train=train_split,
+        val=Split(x_train[val].contiguous(), y_train[val].contiguous()),
+        test=Split(x_test.contiguous(), y_test.contiguous()),
+        num_classes=len(class_names),
+        in_channels=int(x_train.shape[1]),
+        input_size=size,
+        mean=tuple(mean),
+        std=tuple(std),
+        class_names=tuple(class_names),
+        flip=spec.flip,
+    )
+
+
+def synthetic_dataset(
+    name: str, n_train: int, n_test: int, seed: int = 0, *, val_fraction: float = 0.1
+) -> ImageData:
+    """Random images of a registered dataset's shape with learnable class structure (for benchmarks).
+
+    Each class has a smooth random prototype; a sample is its prototype at a random contrast, plus
+    Gaussian noise, shifted by up to two pixels. ``val_fraction`` of ``n_train`` is held out as ``val``.
+    """
+    spec = get_spec(name)
+    if spec.num_classes is None or spec.mean is None:
+        fixed = [n for n in list_datasets() if _REGISTRY[n].num_classes is not None]
+        raise DataError(f"{name} has no fixed shape; synthesise one of: {', '.join(fixed)}")
+    c, k, (h, w) = spec.in_channels, spec.num_classes, spec.input_size
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((k, c, max(2, h // 4), max(2, w // 4)), generator=gen)
+    prototypes = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)  # (k, C, H, W) in [0, 1]
+
+    def draw(n: int) -> Split:
+        y = torch.arange(n) % k
+        y = y[torch.randperm(n, generator=gen)]
+        contrast = 0.6 + 0.6 * torch.rand((n, 1, 1, 1), generator=gen)
+        x = prototypes[y] * contrast + 0.25 * torch.randn((n, c, h, w), generator=gen)
+        x = _random_crop(x.clamp_(0, 1), 2, gen)  # per-sample shifts of up to two pixels
+        return Split(x.mul_(255).round_().to(torch.uint8), y)
+
+    n_val = int(round(val_fraction * n_train))
+    return ImageData(
+        name=name,
+        train=draw(n_train - n_val),
+        val=draw(n_val),
+        test=draw(n_test),
+        num_classes=k,
+        in_channels=c,
+        input_size=(h, w),
+        mean=spec.mean,
+        std=spec.std,
+        class_names=tuple(f"class{i}" for i in range(k)),
+        flip=spec.flip,
+        synthetic=True,
+    )
+
+
+# --- augmentation (batched, on the device) ------------------------------------------------------
+
+
+def _stats(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=like.device).view(1, -1, 1, 1)
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 ``(x / 255 - mean) / std``."""
+    return (x.float().div_(255.0) - _stats(mean, x)).div_(_stats(std, x))
+
+
+class BatchAugment:
+    """The reference training augmentation of uint8 batches, all as tensor ops on their device.
+
+    Order: uint8 -> /255 -> random crop with ``crop_padding`` zero padding -> horizontal flip
+    (if ``flip``) -> normalise -> cutout (side ``cutout``, DARTS style: centre uniform over the
+    image, square clipped at the borders, set to 0 after normalisation; only where
+    min(H, W) > cutout). Crop and flip move whole pixels, so they run on the uint8 batch
+    (zero padding is black either way) before the float conversion.
+    """
+
+    def __init__(
+        self, data: ImageData, *, crop_padding: int = 4, cutout: int = 16, device: torch.device | str = "cpu"
+    ):
+        if crop_padding < 0 or cutout < 0:
+            raise ValueError(f"crop_padding and cutout must be >= 0, got {crop_padding}, {cutout}")
+        self.crop_padding = int(crop_padding)
+        self.flip = bool(data.flip)
+        h, w = data.input_size
+        self.cutout = int(cutout) if 0 < cutout < min(h, w) else 0
+        self.mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.inv_std = 1.0 / torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        n, _, h, w = x.shape
+        dev = x.device
+        if self.crop_padding:
+            x = _random_crop(x, self.crop_padding, generator)
+        if self.flip:
+            flip = torch.rand(n, device=dev, generator=generator) < 0.5
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        out = (x.float().div_(255.0) - self.mean).mul_(self.inv_std)
+        if self.cutout:
+            out.masked_fill_(_cutout_mask(n, h, w, self.cutout, dev, generator).unsqueeze(1), 0.0)
+        return out
+
+
+def _random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Per-sample random (H, W) window of the zero-padded batch, by two gathers (no loop over samples)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), device=x.device, generator=generator)
+    rows = (offsets[0].view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    out = padded.gather(2, rows.expand(n, c, h, w + 2 * pad))
+    cols = (offsets[1].view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    return out.gather(3, cols.expand(n, c, h, w))
+
+
+def _cutout_mask(n: int, h: int, w: int, side: int, device, generator: torch.Generator | None) -> torch.Tensor:
+    """(N, H, W) bool: a side x side square per sample, centre uniform over the image, clipped."""
+    cy = torch.randint(0, h, (n, 1), device=device, generator=generator)
+    cx = torch.randint(0, w, (n, 1), device=device, generator=generator)
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    in_rows = (rows >= cy - side // 2) & (rows < cy + side // 2)  # DARTS: clip(c - L//2), clip(c + L//2)
+    in_cols = (cols >= cx - side // 2) & (cols < cx + side // 2)
+    return in_rows.unsqueeze(2) & in_cols.unsqueeze(1)
+
+
+def augment(
+    x: torch.Tensor,
+    data: ImageData,
+    *,
+    crop_padding: int = 4,
+    cutout: int = 16,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One-off form of ``BatchAugment`` (build a ``BatchAugment`` once for a training loop)."""
+    return BatchAugment(data, crop_padding=crop_padding, cutout=cutout, device=x.device)(x, generator)

@@ -1,0 +1,78 @@
+"""``edgenas train``: train a discovered architecture from scratch under the final-training protocol."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from edgenas.pipeline import Log, candidate_seed, data_shape, stderr_log, versions
+from edgenas.errors import RunDirError
+from edgenas.profiles import Profile, load_profile, stored_profile
+from edgenas.runs import RunDir
+from edgenas.space import count_macs, count_params, load_arch
+
+
+def _run_from_arch(arch_path: Path, profile: Profile, dataset: Optional[str], data_dir, out, download, seed, task, dev) -> tuple[RunDir, object]:
+    """A run directory for a bare ARCH.json, so its result can be exported like a discovered one."""
+    from edgenas import __version__
+
+    arch = load_arch(arch_path)
+    name = dataset or profile.data.dataset
+    data = task.load_data(name, data_dir, profile, seed, download)
+    out = Path(out) if out else Path("runs") / f"train-{arch_path.stem}-{name}"
+    if (out / RunDir.META).exists():
+        raise RunDirError(f"{out} already holds a run; choose another --out")
+    meta = {
+        "edgenas_version": __version__, "task": profile.task, "seed": seed, "device": str(dev), "profile": profile.to_dict(),
+        "dataset": {"name": name, "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+                    "val_fraction": profile.data.val_fraction, "split_seed": seed,
+                    "input_size": list(profile.data.input_size) if profile.data.input_size else None,
+                    "channels": profile.data.channels},
+        "data": {**data_shape(data), **task.extra_meta(data)},
+    }
+    run = RunDir.start(out, meta, resume=False)
+    run.write(RunDir.ARCH, arch.to_dict())
+    return run, data
+
+
+def train_final(target: str, epochs: Optional[int] = None, device: Optional[str] = None, seed: int = 0,
+                profile: Optional[str] = None, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+                out: Optional[str] = None, download: bool = False, log: Log = stderr_log) -> dict:
+    """Train TARGET (a run directory or an ARCH.json) and save the weights into its run directory."""
+    from edgenas.tasks import task_for
+    from edgenas.train import select_device
+
+    dev = select_device(device)
+    path = Path(target)
+    if path.is_dir():
+        run = RunDir.open(path)
+        meta = run.meta
+        prof = load_profile(profile) if profile else stored_profile(meta["profile"])
+        task = task_for(meta.get("task", "classify"))
+        data = run.load_data()
+    else:
+        prof = load_profile(profile or "demo")
+        task = task_for(prof.task)
+        run, data = _run_from_arch(path, prof, dataset, data_dir, out, download, seed, task, dev)
+    arch = run.arch()
+    epochs = epochs or prof.train.final_epochs
+    log(f"training {arch} for {epochs} epochs on {dev}")
+    started = time.monotonic()
+    model, res = task.train(arch, data.to(dev), epochs, prof, dev, candidate_seed(seed, f"train:{arch}"),
+                            lambda e, n, loss, acc, s: log(f"[train] epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%"))
+    test = task.test_metrics(model, data.to(dev), dev)
+    run.save_weights(model)
+    shape = run.meta["data"]
+    final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test,
+             "seconds": round(time.monotonic() - started, 2), "device": str(dev), "seed": seed}
+    summary = run.read(RunDir.SUMMARY) if (run.path / RunDir.SUMMARY).exists() else {
+        "arch": arch.to_dict(), "arch_str": str(arch), "task": prof.task,
+        "params": count_params(arch, shape["in_channels"], shape["num_classes"]),
+        "macs": count_macs(arch, shape["in_channels"], shape["num_classes"], tuple(shape["input_size"])),
+        "profile": prof.name, "dataset": run.meta["dataset"]["name"], "versions": versions(), "run_dir": str(run.path),
+    }
+    summary["final_training"] = final
+    run.write(RunDir.SUMMARY, summary)
+    log(f"done: {arch}: " + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; weights in {run.path / RunDir.WEIGHTS}")
+    return {"arch_str": str(arch), "run_dir": str(run.path), **final}

@@ -1,0 +1,246 @@
+"""The discovery pipeline: run a search end to end — profile, data, strategy ⇄ trainer, run directory, final net.
+
+The strategy (``search.py``) only decides; ``CandidateEvaluator`` answers it: from the journal when
+the candidate was already finished (``--resume``), as "skipped" when it breaks a budget (never
+trained), else by training it. Each finished candidate is journaled before the strategy sees it,
+so a kill loses at most the candidate in flight.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+from edgenas import __version__
+from edgenas.errors import RunDirError
+from edgenas.profiles import Budget, Profile, load_profile
+from edgenas.runs import RunDir
+from edgenas.search import Candidate, Outcome, SearchResult, drive, make_strategy
+from edgenas.space import Arch, count_macs, count_params
+
+Log = Callable[[str], None]
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def candidate_seed(seed: int, key: str) -> int:
+    """A seed per candidate, so a resumed run retrains the candidate in flight identically."""
+    return (zlib.crc32(key.encode()) + seed) % 2**31
+
+
+def default_out(profile: Profile, dataset: str, resume: bool, root: Path = Path("runs")) -> Path:
+    """``runs/PROFILE-DATASET``, numbered (``-2``, ``-3`` …) for a new run; the newest one for resume."""
+    base = root / f"{profile.name}-{dataset}"
+    taken = [base] + [root / f"{base.name}-{i}" for i in range(2, 1000)]
+    existing = [p for p in taken if p.exists()]
+    if resume:
+        return existing[-1] if existing else base
+    return next(p for p in taken if not p.exists())
+
+
+@dataclass
+class BudgetCheck:
+    params: int
+    macs: int
+    latency_ms: Optional[float]
+    reason: str  # empty when within every budget
+
+
+def check_budget(arch: Arch, shape: dict, budget: Budget, latency_of: Callable[[Arch], float],
+                 size: Optional[tuple[int, int]] = None) -> BudgetCheck:
+    """Params and MACs first (free), latency only when they pass and a latency budget is set.
+
+    ``size`` is the task's (params, MACs) of the deployed network; default: the classifier's.
+    """
+    params, macs = size or (count_params(arch, shape["in_channels"], shape["num_classes"]),
+                            count_macs(arch, shape["in_channels"], shape["num_classes"], tuple(shape["input_size"])))
+    if budget.max_params and params > budget.max_params:
+        return BudgetCheck(params, macs, None, f"params {params:,} > max_params {budget.max_params:,}")
+    if budget.max_macs and macs > budget.max_macs:
+        return BudgetCheck(params, macs, None, f"MACs {macs:,} > max_macs {budget.max_macs:,}")
+    latency = None
+    if budget.max_latency_ms:
+        latency = latency_of(arch)
+        if latency > budget.max_latency_ms:
+            return BudgetCheck(params, macs, latency, f"latency {latency:.3f} ms > max_latency_ms {budget.max_latency_ms} on {budget.runtime}")
+    return BudgetCheck(params, macs, latency, "")
+
+
+class CandidateEvaluator:
+    """Answers the strategy: journal → budget check → training. Journals every answer."""
+
+    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log):
+        self.run, self.profile, self.data, self.task = run, profile, data, task
+        self.device, self.seed, self.log = device, seed, log
+        self.shape = run.meta["data"]
+        self.done = {r["key"]: r for r in run.journal()}
+        self.latency_cache = run.latencies()
+        self.count = 0
+        self.started = time.monotonic()
+
+    def latency_of(self, arch: Arch) -> float:
+        key = str(arch)
+        if key not in self.latency_cache:
+            from edgenas.latency import measure_latency
+
+            b = self.profile.budget
+            ms = measure_latency(
+                arch, self.shape["in_channels"], self.shape["num_classes"], tuple(self.shape["input_size"]),
+                b.runtime, threads=b.threads, batch=b.batch, task=self.profile.task,
+                embedding_dim=self.profile.face.embedding_dim,
+            )
+            self.run.record_latency(key, ms)
+            self.latency_cache[key] = ms
+        return self.latency_cache[key]
+
+    def __call__(self, cand: Candidate) -> Outcome:
+        self.count += 1
+        key = cand.key()
+        tag = f"[{cand.stage} #{self.count}] {cand.arch} e{cand.epochs}"
+        if key in self.done:
+            rec = self.done[key]
+            self.log(f"{tag}: from the journal, {rec['status']} acc {rec['acc']:.2f}%")
+            return Outcome(rec["acc"], rec["train_acc"], rec["status"], rec.get("reason", ""))
+        check = check_budget(cand.arch, self.shape, self.profile.budget, self.latency_of,
+                             self.task.model_size(cand.arch, self.shape, self.profile))
+        record = {
+            "key": key, "index": self.count, "stage": cand.stage, **cand.arch.to_dict(), "epochs": cand.epochs,
+            "params": check.params, "macs": check.macs, "latency_ms": check.latency_ms,
+        }
+        if check.reason:
+            self.log(f"{tag}: skipped, over budget ({check.reason})")
+            out = Outcome(0.0, 0.0, "skipped", check.reason)
+            self.run.record({**record, "status": "skipped", "reason": check.reason, "acc": 0.0, "train_acc": 0.0, "seconds": 0.0})
+            return out
+
+        def on_epoch(epoch, epochs, loss, train_acc, seconds):
+            self.log(f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
+                     f"({time.monotonic() - self.started:.0f}s elapsed)")
+
+        _, res = self.task.train(cand.arch, self.data, cand.epochs, self.profile, self.device,
+                                 candidate_seed(self.seed, key), on_epoch)
+        self.log(f"{tag}: {res.status}, {self.task.metric} {res.val_acc:.2f}% in {res.seconds:.1f}s")
+        self.run.record({**record, "status": res.status, "reason": "", "acc": res.val_acc,
+                         "train_acc": res.train_acc, "seconds": res.seconds})
+        return Outcome(res.val_acc, res.train_acc, res.status)
+
+
+def data_shape(data) -> dict:
+    return {
+        "in_channels": data.in_channels, "num_classes": data.num_classes, "input_size": list(data.input_size),
+        "mean": list(data.mean), "std": list(data.std), "class_names": list(data.class_names),
+    }
+
+
+def versions() -> dict:
+    import torch
+
+    return {"edgenas": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def discover(
+    profile: str | Profile = "demo",
+    dataset: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    out: Optional[str | Path] = None,
+    device: Optional[str] = None,
+    seed: int = 0,
+    resume: bool = False,
+    download: bool = False,
+    log: Log = stderr_log,
+) -> dict:
+    """Run a search and train its winner; return ``summary.json`` (also written to the run dir).
+
+    >>> summary = edgenas.discover("demo")          # digits, CPU or CUDA, a few minutes
+    >>> summary["arch"], summary["test_acc"], summary["run_dir"]
+    """
+    from edgenas.tasks import task_for
+    from edgenas.train import select_device
+
+    profile = profile if isinstance(profile, Profile) else load_profile(profile)
+    task = task_for(profile.task)
+    name = dataset or profile.data.dataset
+    dev = select_device(device)
+    out = Path(out) if out else default_out(profile, name, resume)
+    if not resume and ((out / RunDir.META).exists() or (out / RunDir.JOURNAL).exists()):
+        raise RunDirError(f"{out} already holds a search; pass --resume to continue it, or choose another --out")
+    data = task.load_data(name, data_dir, profile, seed, download)
+    meta = {
+        "edgenas_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": profile.task, "seed": seed, "device": str(dev), "profile": profile.to_dict(),
+        "dataset": {"name": name, "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+                    "val_fraction": profile.data.val_fraction, "split_seed": seed,
+                    "input_size": list(profile.data.input_size) if profile.data.input_size else None,
+                    "channels": profile.data.channels},
+        "data": {**data_shape(data), **task.extra_meta(data)},
+    }
+    run = RunDir.start(out, meta, resume)
+    log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
+    data = data.to(dev)
+    started = time.monotonic()
+    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log)
+    strategy = make_strategy(profile.strategy, profile.search, data.in_channels, task.outputs(data, profile))
+    result = drive(strategy, evaluator)
+    search_wall = time.monotonic() - started
+    return finish(run, profile, task, data, result, dev, seed, search_wall, log)
+
+
+def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log) -> Optional[float]:
+    """The winner's median latency on the profile's runtime (cached when a budget measured it)."""
+    from edgenas.errors import EdgenasError
+    from edgenas.latency import measure_latency
+
+    cached = run.latencies().get(str(arch))
+    if cached is not None:
+        return cached
+    shape, b = run.meta["data"], profile.budget
+    try:
+        ms = measure_latency(arch, shape["in_channels"], shape["num_classes"], tuple(shape["input_size"]), b.runtime,
+                             threads=b.threads, batch=b.batch, task=profile.task, embedding_dim=profile.face.embedding_dim)
+    except EdgenasError as e:
+        log(f"latency of the winner not measured on {b.runtime}: {e}")
+        return None
+    run.record_latency(str(arch), ms)
+    return ms
+
+
+def finish(run: RunDir, profile: Profile, task, data, result: SearchResult, dev, seed: int, search_wall: float, log: Log) -> dict:
+    """Train the discovered architecture, save it, and write arch.json and summary.json."""
+    arch = result.arch
+    epochs = result.epochs or profile.search.epochs
+    log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
+    run.write(RunDir.ARCH, arch.to_dict())
+    model, res = task.train(arch, data, epochs, profile, dev, candidate_seed(seed, f"final:{arch}"),
+                            lambda e, n, loss, acc, s: log(f"[final] {arch}: epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%"))
+    test = task.test_metrics(model, data, dev)
+    run.save_weights(model)
+    params, macs = task.model_size(arch, run.meta["data"], profile)
+    journal = run.journal()
+    summary = {
+        "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task,
+        "params": params,
+        "macs": macs,
+        "latency_ms": winner_latency(run, profile, arch, log),
+        "budget": {k: v for k, v in profile.to_dict()["budget"].items()},
+        "search_acc": result.acc, "val_acc": res.val_acc, **test,
+        "discovered_epochs": result.epochs, "final_epochs": epochs,
+        "candidates": result.candidates,
+        "candidates_trained": sum(r["status"] != "skipped" for r in journal),
+        "candidates_skipped": sum(r["status"] == "skipped" for r in journal),
+        "search_seconds": round(search_wall, 2), "candidate_seconds": round(sum(r["seconds"] for r in journal), 2),
+        "final_train_seconds": round(res.seconds, 2),
+        "device": str(dev), "profile": profile.name, "dataset": run.meta["dataset"]["name"], "seed": seed,
+        "versions": versions(), "run_dir": str(run.path),
+    }
+    run.write(RunDir.SUMMARY, summary)
+    log(f"done: {arch}, {summary['params']:,} params, {summary['macs']:,} MACs, "
+        + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; run directory {run.path}")
+    return summary

@@ -1,0 +1,99 @@
+"""Replay a published search log: drive a strategy with the log's accuracies and check each request."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgenas.search import Candidate, EgnasConfig, Outcome, TrgConfig, drive, make_strategy
+from edgenas.space import Arch
+
+# The reference scripts' argument names -> edgenas strategy parameters.
+EGNAS_ARGS = {
+    "min_depth": "min_depth", "max_depth": "max_depth", "min_width": "min_width", "max_width": "max_width",
+    "width_resolution": "width_step", "epochs": "epochs", "add_epochs": "add_epochs_depth",
+    "add_epochs_w": "add_epochs_width", "dp_add_tolerance": "depth_gain", "ch_drop_tolerance": "depth_keep",
+    "dp_break_tolerance": "depth_patience", "ch_break_tolerance": "width_patience",
+    "target_acc": "target_acc", "target_acc_tolerance": "target_tolerance",
+}
+TRG_ARGS = {
+    "min_depth": "min_depth", "max_depth": "max_depth", "min_width": "min_width", "max_width": "max_width",
+    "width_resolution": "width_step", "epochs": "epochs", "target_acc": "target_acc",
+    "target_acc_tolerance": "target_tolerance", "ch_drop_tolerance": "width_drop",
+}
+# Input channels and classes of the logged datasets (they enter the parameter matching).
+DATASET_SHAPES = {"CIFAR10": (3, 10), "CIFAR100": (3, 100), "FashionMNIST": (1, 10), "KMNIST": (1, 10), "EMNIST": (1, 47)}
+
+
+def dataset_shape(args: dict) -> tuple[int, int]:
+    """(input channels, classes) of a logged run; the TRG log (CIFAR-10) names no dataset."""
+    return DATASET_SHAPES[args.get("dataset", "CIFAR10")]
+
+
+def log_strategy(path: Path) -> str:
+    return "trg" if Path(path).name.startswith("trg-") else "egnas"
+
+
+def config_from_args(strategy: str, args: dict):
+    names, cls = (TRG_ARGS, TrgConfig) if strategy == "trg" else (EGNAS_ARGS, EgnasConfig)
+    return cls(**{ours: args[theirs] for theirs, ours in names.items() if theirs in args})
+
+
+class LogMismatch(Exception):
+    pass
+
+
+class Oracle:
+    """Answers each request with the next logged record; raises ``LogMismatch`` when they differ."""
+
+    FIELDS = ("stage", "depth", "width", "ops", "kernels", "epochs")
+
+    def __init__(self, records: list[dict]):
+        self.records = records
+        self.index = 0
+
+    def __call__(self, cand: Candidate) -> Outcome:
+        if self.index >= len(self.records):
+            raise LogMismatch(f"request {self.index + 1} ({cand.stage} {cand.arch}) is beyond the log's {len(self.records)} records")
+        rec = self.records[self.index]
+        asked = {"stage": cand.stage, "epochs": cand.epochs, **cand.arch.to_dict()}
+        diff = [f"{k}: asked {asked[k]}, logged {rec[k]}" for k in self.FIELDS if asked[k] != rec[k]]
+        if diff:
+            raise LogMismatch(f"request {self.index + 1} differs from the log: " + "; ".join(diff))
+        self.index += 1
+        return Outcome(acc=rec["val_acc"], train_acc=rec["train_acc"])
+
+
+@dataclass
+class ReplayReport:
+    path: str
+    requests_matched: int
+    records: int
+    final_matched: bool
+    error: str = ""
+    details: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.final_matched and self.requests_matched == self.records
+
+
+def replay_log(path: str | Path) -> ReplayReport:
+    log = json.loads(Path(path).read_text())
+    strategy = log_strategy(path)
+    config = config_from_args(strategy, log["args"])
+    in_ch, n_cls = dataset_shape(log["args"])
+    oracle = Oracle(log["candidates"])
+    try:
+        result = drive(make_strategy(strategy, config, in_ch, n_cls), oracle)
+    except LogMismatch as e:
+        return ReplayReport(str(path), oracle.index, len(log["candidates"]), False, str(e))
+    final = log["final"]
+    details = []
+    want = Arch.from_dict(final)
+    if result.arch != want:
+        details.append(f"final architecture {result.arch}, logged {want}")
+    if "epochs" in final and result.epochs != final["epochs"]:
+        details.append(f"discovered epochs {result.epochs}, logged {final['epochs']}")
+    return ReplayReport(str(path), oracle.index, len(log["candidates"]), not details, "; ".join(details), details)

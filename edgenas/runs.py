@@ -1,0 +1,187 @@
+"""The run directory: what a search leaves behind, written so a kill loses at most one candidate.
+
+    run.json        how the run was made (profile, dataset, seed, data shape); checked on --resume
+    journal.jsonl   one JSON record per finished candidate, appended and fsynced line by line
+    latency.jsonl   measured latencies per architecture (so a resumed search does not re-measure)
+    arch.json       the discovered architecture
+    summary.json    architecture, params, MACs, latency, budgets, accuracies, epochs, timings, versions
+    model.pt        the final network's weights (a state_dict; load with weights_only=True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from edgenas.errors import RunDirError
+from edgenas.space import Arch
+
+# Fields of run.json that must agree for --resume to continue a run.
+RESUME_FIELDS = ("profile", "dataset", "seed", "task")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _whole_records(data: bytes) -> tuple[list[dict], int]:
+    """The records of whole, parseable lines, and the byte length they span."""
+    records, end = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+        end += len(line)
+    return records, end
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file; a torn last line (no newline, or not JSON) is not trusted."""
+    return _whole_records(path.read_bytes())[0] if path.exists() else []
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one record as a single write, then fsync: a kill leaves at most a torn last line."""
+    line = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _trim_torn_tail(path: Path) -> None:
+    """Cut a torn last line off so the next append starts on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    end = _whole_records(data)[1]
+    if end != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class RunDir:
+    META, JOURNAL, LATENCY = "run.json", "journal.jsonl", "latency.jsonl"
+    ARCH, SUMMARY, WEIGHTS = "arch.json", "summary.json", "model.pt"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- creation and resume ------------------------------------------------------------------
+    @classmethod
+    def start(cls, path: str | Path, meta: dict, resume: bool) -> "RunDir":
+        """Open ``path`` for a new search, or for continuing one with ``resume``."""
+        run = cls(path)
+        has_run = (run.path / cls.META).exists()
+        if resume:
+            if not has_run:
+                raise RunDirError(f"--resume: {run.path} holds no search to resume (no {cls.META}); drop --resume to start one")
+            old = run.meta
+            for key in RESUME_FIELDS:
+                if old.get(key) != meta.get(key):
+                    raise RunDirError(
+                        f"--resume: {run.path} was started with a different {key} "
+                        f"({json.dumps(old.get(key))[:80]}); resume with the same settings or use another --out"
+                    )
+            _trim_torn_tail(run.path / cls.JOURNAL)
+            _trim_torn_tail(run.path / cls.LATENCY)
+            return run
+        if has_run or (run.path / cls.JOURNAL).exists():
+            raise RunDirError(f"{run.path} already holds a search; pass --resume to continue it, or choose another --out")
+        if run.path.exists() and not run.path.is_dir():
+            raise RunDirError(f"--out {run.path} is a file, not a directory")
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run.path / cls.META, meta)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run directory (for train, export, bench, verify)."""
+        run = cls(path)
+        if not (run.path / cls.META).is_file():
+            raise RunDirError(f"{run.path} is not an edgenas run directory (no {cls.META}); give the --out of a finished `edgenas discover`")
+        return run
+
+    # -- files ------------------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.path / self.META).read_text())
+
+    def journal(self) -> list[dict]:
+        return read_jsonl(self.path / self.JOURNAL)
+
+    def record(self, record: dict) -> None:
+        append_jsonl(self.path / self.JOURNAL, record)
+
+    def latencies(self) -> dict[str, float]:
+        return {r["key"]: r["ms"] for r in read_jsonl(self.path / self.LATENCY)}
+
+    def record_latency(self, key: str, ms: float) -> None:
+        append_jsonl(self.path / self.LATENCY, {"key": key, "ms": ms})
+
+    def write(self, name: str, obj) -> None:
+        write_json_atomic(self.path / name, obj)
+
+    def read(self, name: str) -> dict:
+        path = self.path / name
+        if not path.is_file():
+            raise RunDirError(f"{path} is missing; the search in {self.path} has not finished (run `edgenas discover --out {self.path} --resume`)")
+        return json.loads(path.read_text())
+
+    def arch(self) -> Arch:
+        return Arch.from_dict(self.read(self.ARCH))
+
+    @property
+    def data_shape(self) -> dict:
+        """in_channels, num_classes, input_size, mean, std, class_names of the run's dataset."""
+        return self.meta["data"]
+
+    def save_weights(self, model) -> None:
+        import torch
+
+        tmp = self.path / f".{self.WEIGHTS}.tmp"
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, self.path / self.WEIGHTS)
+
+    def load_model(self, device: str = "cpu"):
+        """The final network with its trained weights, in eval mode."""
+        import torch
+
+        from edgenas.network import model_for_run
+
+        weights = self.path / self.WEIGHTS
+        if not weights.is_file():
+            raise RunDirError(f"{weights} is missing; the search in {self.path} has not finished")
+        model = model_for_run(self.arch(), self.meta)
+        model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+        return model.to(device).eval()
+
+    def load_data(self):
+        """The run's dataset, loaded as the search loaded it (same task, split and seed)."""
+        from edgenas.profiles import stored_profile
+        from edgenas.tasks import task_for
+
+        meta, ds = self.meta, self.meta["dataset"]
+        task = task_for(meta.get("task", "classify"))
+        return task.load_data(ds["name"], ds.get("data_dir"), stored_profile(meta["profile"]), ds["split_seed"], False)

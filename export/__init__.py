@@ -1,0 +1,1 @@
+"""The device kit: a standalone checker and benchmark to copy onto an edge device."""

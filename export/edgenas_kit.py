@@ -1,0 +1,643 @@
+#!/usr/bin/env python3
+"""edgenas device kit: check an export's samples and benchmark a model on the device itself.
+
+Standalone: needs only numpy plus onnxruntime (``.onnx``) or tensorrt (``.engine``); no torch, no
+edgenas. ``edgenas bench`` and ``edgenas compare`` import this file, so runners, timing statistics
+and the bench JSON schema exist once. Usage: ``python edgenas_kit.py check|bench --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import glob
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+KIT_VERSION = "0.1.0"  # follows edgenas.__version__
+SCHEMA = "edgenas.bench/1"
+
+# The runtimes the kit runs: name -> (engine, model suffix, needs a GPU).
+RUNTIMES = {
+    "onnxruntime-cpu": ("onnxruntime", ".onnx", False),
+    "onnxruntime-cuda": ("onnxruntime", ".onnx", True),
+    "tensorrt-fp16": ("tensorrt", ".engine", True),
+    "tensorrt-int8": ("tensorrt", ".engine", True),
+}
+DEFAULT_WARMUP = 10  # untimed runs before timing
+DEFAULT_RUNS = 100  # timed runs
+DEFAULT_TOLERANCES = {"max_abs_diff": 1e-3, "min_agreement": 0.999, "min_cosine": 0.999}
+TASKS = ("classify", "face")
+
+# Fields of the bench JSON and the types each must have (extra fields are allowed).
+_NUM = (int, float)
+BENCH_FIELDS = {
+    "schema": str, "model": str, "model_sha256": str, "runtime": str, "runtime_version": str,
+    "device": str, "host": str, "threads": (int, type(None)), "batch": int, "input_shape": list,
+    "warmup": int, "runs": int, "p50_ms": _NUM, "p90_ms": _NUM, "p99_ms": _NUM, "mean_ms": _NUM,
+    "std_ms": _NUM, "throughput": _NUM, "samples_ms": list, "created": str,
+}
+
+
+class KitError(Exception):
+    """Unusable input (file, runtime, option): the kit's CLI prints the message and exits 2."""
+
+    exit_code = 2
+
+
+class KitMissingDependency(KitError):
+    """An optional package (onnxruntime, tensorrt, the CUDA runtime) is not installed."""
+
+
+class BenchSchemaError(KitError):
+    """A bench JSON has the wrong schema, a missing field or a field of the wrong type."""
+
+
+# -- the machine ---------------------------------------------------------------------------------
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_name() -> str:
+    """The CPU model (x86 ``model name``), else the board (Jetson, Raspberry Pi), else the arch."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for key in ("model name", "Model", "Hardware"):
+        for line in lines:
+            if line.split(":")[0].strip() == key and ":" in line:
+                return line.split(":", 1)[1].strip()
+    try:
+        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:limit]
+
+
+# -- runners ---------------------------------------------------------------------------------------
+class Runner:
+    """One model loaded on one runtime. ``runner(x)``: float32 NCHW array in, first output array
+    out, host to host (so a call is synchronised and timing it times the whole inference)."""
+
+    runtime: str
+    runtime_version: str
+    device: str
+    threads: int | None  # CPU threads of CPU runtimes; None on GPUs
+    model_path: Path
+    input_chw: tuple  # (C, H, W) of one input; None for a dynamic dimension
+    max_batch: int | None = None  # largest batch one call takes; None: any
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise KitError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def default_runtime(model: str | Path) -> str:
+    return "tensorrt-fp16" if Path(model).suffix in (".engine", ".plan") else "onnxruntime-cpu"
+
+
+def open_runner(model: str | Path, runtime: str | None = None, threads: int | None = None) -> Runner:
+    """Load ``model`` (``.onnx`` or ``.engine``) on ``runtime`` (default from the suffix)."""
+    model = Path(model)
+    runtime = check_runtime(runtime or default_runtime(model))
+    if not model.is_file():
+        raise KitError(f"{model}: no such file")
+    if threads is not None and threads < 1:
+        raise KitError(f"threads must be >= 1, got {threads}")
+    if RUNTIMES[runtime][0] == "onnxruntime":
+        if model.suffix in (".engine", ".plan"):
+            raise KitError(f"{model} is a TensorRT engine, not an ONNX model: use --runtime tensorrt-fp16")
+        return OnnxRuntimeRunner(model, runtime, threads)
+    return TensorRTRunner(model, runtime)
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise KitMissingDependency("onnxruntime is not installed: pip install onnxruntime") from None
+    return onnxruntime
+
+
+class OnnxRuntimeRunner(Runner):
+    def __init__(self, model: Path, runtime: str, threads: int | None = None):
+        ort = _import_onnxruntime()
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only
+        opts.inter_op_num_threads = 1
+        if runtime == "onnxruntime-cpu":
+            self.threads = threads or available_cpus()
+            opts.intra_op_num_threads = self.threads
+            providers, self.device = ["CPUExecutionProvider"], cpu_name()
+        else:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise KitMissingDependency(
+                    "onnxruntime-cuda needs onnxruntime-gpu and a CUDA GPU: pip install onnxruntime-gpu")
+            self.threads, providers, self.device = None, ["CUDAExecutionProvider"], gpu_name()
+        try:
+            self.session = ort.InferenceSession(str(model), opts, providers=providers)
+        except Exception as e:  # ORT raises its own classes for bad protobufs, bad graphs, missing ops
+            raise KitError(f"{model} is not an ONNX model ONNX Runtime can load: {_first_line(e)}") from None
+        if self.session.get_providers()[0] != providers[0]:
+            raise KitError(f"{runtime}: ONNX Runtime could not use {providers[0]} (is a CUDA GPU visible?)")
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise KitError(f"{model} must take one NCHW input, it takes {[(i.name, i.shape) for i in inputs]}")
+        self.input_name = inputs[0].name
+        dims = [d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape]
+        self.input_chw, self.max_batch = tuple(dims[1:]), dims[0]
+        self.runtime, self.runtime_version, self.model_path = runtime, ort.__version__, model
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, np.float32)})[0]
+
+
+class CudaRuntime:
+    """The few CUDA runtime calls a TensorRT engine needs, through ctypes (no pycuda, no torch)."""
+
+    H2D, D2H = 1, 2  # cudaMemcpyKind
+
+    def __init__(self):
+        self.lib = _load_cudart()
+        vp, sz = ctypes.c_void_p, ctypes.c_size_t
+        for name, args in {
+            "cudaGetDeviceCount": [ctypes.POINTER(ctypes.c_int)], "cudaMalloc": [ctypes.POINTER(vp), sz],
+            "cudaFree": [vp], "cudaMemcpyAsync": [vp, vp, sz, ctypes.c_int, vp],
+            "cudaStreamCreate": [ctypes.POINTER(vp)], "cudaStreamSynchronize": [vp], "cudaStreamDestroy": [vp],
+        }.items():
+            getattr(self.lib, name).argtypes, getattr(self.lib, name).restype = args, ctypes.c_int
+        self.lib.cudaGetErrorString.argtypes, self.lib.cudaGetErrorString.restype = [ctypes.c_int], ctypes.c_char_p
+        count = ctypes.c_int(0)
+        if self.lib.cudaGetDeviceCount(ctypes.byref(count)) != 0 or count.value < 1:
+            raise KitError("TensorRT needs a CUDA GPU and none is visible (cudaGetDeviceCount found none)")
+
+    def call(self, name: str, *args) -> None:
+        err = getattr(self.lib, name)(*args)
+        if err != 0:
+            raise KitError(f"CUDA {name} failed: {self.lib.cudaGetErrorString(err).decode()}")
+
+    def malloc(self, nbytes: int) -> int:
+        ptr = ctypes.c_void_p()
+        self.call("cudaMalloc", ctypes.byref(ptr), max(nbytes, 1))
+        return ptr.value
+
+    def stream(self) -> ctypes.c_void_p:
+        s = ctypes.c_void_p()
+        self.call("cudaStreamCreate", ctypes.byref(s))
+        return s
+
+
+_CudaRuntime = CudaRuntime  # the earlier private name, still used by edgenas/export.py
+
+
+def _load_cudart():
+    names = [ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
+    for entry in sys.path:  # pip wheels (nvidia-cuda-runtime-cu12, nvidia-cuda-runtime cu13)
+        names += sorted(glob.glob(os.path.join(entry, "nvidia", "*", "lib", "libcudart.so*")))
+    for name in filter(None, names):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise KitMissingDependency(
+        "libcudart.so (the CUDA runtime) was not found: install CUDA or pip install nvidia-cuda-runtime-cu12")
+
+
+def gpu_name() -> str:
+    """The CUDA GPU's name from cudaGetDeviceProperties (``name`` is the struct's first field)."""
+    try:
+        lib = _load_cudart()
+        props = ctypes.create_string_buffer(8192)  # larger than cudaDeviceProp in any CUDA version
+        fn = getattr(lib, "cudaGetDeviceProperties_v2", None) or lib.cudaGetDeviceProperties
+        if fn(props, 0) == 0 and props.value:
+            return props.value.decode(errors="replace")
+    except (KitError, OSError, AttributeError):
+        pass
+    try:
+        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")  # Jetson
+    except OSError:
+        return "CUDA GPU"
+
+
+class TensorRTRunner(Runner):
+    """A serialized TensorRT 10 engine: set_input_shape, set_tensor_address, execute_async_v3."""
+
+    def __init__(self, model: Path, runtime: str):
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise KitMissingDependency(f"{runtime} needs TensorRT, which is not installed: pip install tensorrt") from None
+        self.trt, self.cuda = trt, CudaRuntime()
+        self._logger = trt.Logger(trt.Logger.ERROR)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(model.read_bytes())
+        if self.engine is None:
+            raise KitError(f"{model} is not a TensorRT engine this TensorRT ({trt.__version__}) and GPU can load")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self.inputs = [n for n in names if is_input[n]]
+        self.outputs = [n for n in names if not is_input[n]]
+        if len(self.inputs) != 1:
+            raise KitError(f"{model} must take one NCHW input, it takes {self.inputs}")
+        shape = list(self.engine.get_tensor_shape(self.inputs[0]))
+        self.input_chw = tuple(d if d > 0 else None for d in shape[1:])
+        self.max_batch = shape[0] if shape[0] > 0 else self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0]
+        self.stream = self.cuda.stream()
+        self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self.runtime, self.runtime_version, self.model_path = runtime, trt.__version__, model
+        self.threads, self.device = None, gpu_name()
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        ptr, size = self.buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                self.cuda.call("cudaFree", ptr)
+            ptr, size = self.cuda.malloc(nbytes), nbytes
+            self.buffers[name] = (ptr, size)
+            self.context.set_tensor_address(name, ptr)
+        return ptr
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        trt, name = self.trt, self.inputs[0]
+        x = np.ascontiguousarray(inputs, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+        self.context.set_input_shape(name, x.shape)
+        self.cuda.call("cudaMemcpyAsync", self._buffer(name, x.nbytes), x.ctypes.data, x.nbytes, self.cuda.H2D, self.stream)
+        results = {}
+        for out in self.outputs:
+            dtype = trt.nptype(self.engine.get_tensor_dtype(out))
+            results[out] = np.empty(tuple(self.context.get_tensor_shape(out)), dtype=dtype)
+            self._buffer(out, results[out].nbytes)
+        if not self.context.execute_async_v3(self.stream.value):
+            raise KitError(f"TensorRT could not run {self.model_path} on input shape {x.shape}")
+        for out, host in results.items():
+            self.cuda.call("cudaMemcpyAsync", host.ctypes.data, self.buffers[out][0], host.nbytes, self.cuda.D2H, self.stream)
+        self.cuda.call("cudaStreamSynchronize", self.stream)
+        return results[self.outputs[0]].astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        for ptr, _ in self.buffers.values():
+            self.cuda.call("cudaFree", ptr)
+        self.buffers = {}
+        if self.stream:
+            self.cuda.call("cudaStreamDestroy", self.stream)
+            self.stream = None
+
+
+def run_batched(runner: Runner, inputs: np.ndarray) -> np.ndarray:
+    """All of ``inputs`` through ``runner``, in chunks when the model takes a fixed batch."""
+    step = runner.max_batch or len(inputs)
+    return np.concatenate([runner(inputs[i:i + step]) for i in range(0, len(inputs), step)])
+
+
+# -- timing and statistics -------------------------------------------------------------------------
+def measure(fn, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, synchronize=None) -> list[float]:
+    """Milliseconds of each of ``runs`` calls of ``fn()`` after ``warmup`` untimed ones.
+    ``synchronize()`` (e.g. torch.cuda.synchronize) is called inside each timed interval."""
+    if warmup < 0 or runs < 1:
+        raise KitError(f"need warmup >= 0 and runs >= 1, got warmup {warmup}, runs {runs}")
+    sync = synchronize or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    samples = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside a timed run is noise, not the model's latency
+    try:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return samples
+
+
+def latency_stats(samples_ms, batch: int = 1) -> dict:
+    """p50/p90/p99 (linear interpolation), mean, std (ddof=1) in ms; throughput in images/s."""
+    s = np.asarray(samples_ms, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError("latency samples must be a non-empty list of finite, non-negative milliseconds")
+    p50, p90, p99 = np.percentile(s, [50, 90, 99])
+    mean = float(s.mean())
+    return {
+        "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": mean,
+        "std_ms": float(s.std(ddof=1)) if s.size > 1 else 0.0,
+        "throughput": batch * 1000.0 / mean if mean > 0 else math.inf,
+    }
+
+
+def bench_input(input_chw, batch: int, seed: int = 0) -> np.ndarray:
+    if batch < 1:
+        raise KitError(f"batch must be >= 1, got {batch}")
+    if any(d is None for d in input_chw):
+        raise KitError(f"the model's input shape {tuple(input_chw)} has dynamic dimensions; export it with a fixed C, H, W")
+    return np.random.default_rng(seed).standard_normal((batch, *input_chw), dtype=np.float32)
+
+
+def bench_result(runner: Runner, batch: int, warmup: int, samples_ms, tool: str = f"edgenas-kit {KIT_VERSION}",
+                 model_path: str | Path | None = None) -> dict:
+    """The bench JSON record for samples measured on ``runner``."""
+    model_path = Path(model_path or runner.model_path)
+    samples = [float(x) for x in samples_ms]
+    return {
+        "schema": SCHEMA, "model": str(model_path), "model_sha256": file_sha256(model_path),
+        "runtime": runner.runtime, "runtime_version": str(runner.runtime_version), "device": runner.device,
+        "host": platform.node(), "threads": runner.threads, "batch": batch,
+        "input_shape": [batch, *[int(d) for d in runner.input_chw]], "warmup": warmup, "runs": len(samples),
+        **latency_stats(samples, batch), "samples_ms": samples,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool": tool,
+    }
+
+
+def bench_runner(runner: Runner, batch: int = 1, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
+                 tool: str = f"edgenas-kit {KIT_VERSION}", model_path: str | Path | None = None) -> dict:
+    """Time ``runner`` on a random input batch and return the bench JSON record."""
+    x = bench_input(runner.input_chw, batch)
+    samples = measure(lambda: runner(x), warmup, runs)
+    return bench_result(runner, batch, warmup, samples, tool, model_path)
+
+
+def bench_model(model: str | Path, runtime: str | None = None, batch: int = 1, threads: int | None = None,
+                warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
+    """Benchmark an ``.onnx`` or ``.engine`` file; returns the bench JSON record."""
+    with open_runner(model, runtime, threads) as runner:
+        return bench_runner(runner, batch, warmup, runs)
+
+
+# -- the bench JSON --------------------------------------------------------------------------------
+def validate_bench(record, source: str = "bench JSON") -> dict:
+    """``record`` if it is a bench JSON of this schema; else BenchSchemaError naming the problem."""
+    if not isinstance(record, dict):
+        raise BenchSchemaError(f"{source}: not a bench JSON object")
+    schema = record.get("schema")
+    if schema != SCHEMA:
+        raise BenchSchemaError(
+            f"{source}: schema is {schema!r}, expected {SCHEMA!r} (written by `edgenas bench` or edgenas_kit.py bench)")
+    for field, types in BENCH_FIELDS.items():
+        if field not in record:
+            raise BenchSchemaError(f"{source}: field {field!r} is missing")
+        value = record[field]
+        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+            raise BenchSchemaError(f"{source}: field {field!r} has the wrong type ({type(value).__name__})")
+    if record["batch"] < 1 or record["runs"] < 1 or record["warmup"] < 0:
+        raise BenchSchemaError(f"{source}: batch and runs must be >= 1 and warmup >= 0")
+    samples = record["samples_ms"]
+    if len(samples) != record["runs"] or not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in samples):
+        raise BenchSchemaError(f"{source}: samples_ms must hold {record['runs']} numbers (one per run)")
+    if not all(isinstance(d, int) and d > 0 for d in record["input_shape"]):
+        raise BenchSchemaError(f"{source}: input_shape must be a list of positive ints")
+    return record
+
+
+def read_bench(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KitError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise KitError(f"{path} is not a readable JSON file: {_first_line(e)}") from None
+    return validate_bench(record, str(path))
+
+
+def write_atomic(path: str | Path, write) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bench(path: str | Path, record: dict) -> None:
+    validate_bench(record)
+    write_atomic(path, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+
+
+# -- samples.npz and parity ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Samples:
+    inputs: np.ndarray  # float32, normalised NCHW
+    outputs: np.ndarray  # the PyTorch outputs (logits, or embeddings for face)
+    task: str  # "classify" | "face"
+
+
+def save_samples(path: str | Path, inputs: np.ndarray, outputs: np.ndarray, task: str = "classify") -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    arrays = {"inputs": np.asarray(inputs, np.float32), "outputs": np.asarray(outputs, np.float32), "task": np.array(task)}
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def load_samples(path: str | Path) -> Samples:
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: no such file (the export directory should hold samples.npz)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            inputs, outputs = z["inputs"], z["outputs"]
+            task = str(z["task"].reshape(-1)[0]) if "task" in z.files else "classify"
+    except (OSError, ValueError, KeyError) as e:
+        raise KitError(f"{path} is not a samples file with inputs, outputs and task: {_first_line(e)}") from None
+    if task not in TASKS:
+        raise KitError(f"{path}: unknown task {task!r} (expected one of {TASKS})")
+    if inputs.ndim != 4 or len(inputs) != len(outputs) or len(inputs) == 0:
+        raise KitError(f"{path}: inputs must be NCHW and match outputs, got {inputs.shape} and {outputs.shape}")
+    return Samples(inputs.astype(np.float32), outputs.astype(np.float32), task)
+
+
+def parity_report(expected: np.ndarray, actual: np.ndarray, task: str = "classify",
+                  max_abs_diff: float = DEFAULT_TOLERANCES["max_abs_diff"],
+                  min_agreement: float = DEFAULT_TOLERANCES["min_agreement"],
+                  min_cosine: float = DEFAULT_TOLERANCES["min_cosine"]) -> dict:
+    """Compare a runtime's outputs with the reference: logits by max/mean |diff| and top-1
+    agreement (classify), embeddings by cosine similarity (face). ``passed`` and ``failures``."""
+    expected, actual = np.asarray(expected, np.float64), np.asarray(actual, np.float64)
+    report: dict = {"task": task, "samples": int(len(expected)), "passed": False, "failures": []}
+    if expected.shape != actual.shape:
+        report["failures"].append(f"output shape {actual.shape} differs from the reference {expected.shape}")
+        return report
+    if not np.all(np.isfinite(actual)):
+        report["failures"].append("the outputs hold NaN or infinite values")
+        return report
+    diff = np.abs(actual - expected).reshape(len(expected), -1)
+    report.update(max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()))
+    fails = report["failures"]
+    if task == "classify":
+        agreement = float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1)))
+        report.update(top1_agreement=agreement, tolerances={"max_abs_diff": max_abs_diff, "min_agreement": min_agreement})
+        if report["max_abs_diff"] > max_abs_diff:
+            fails.append(f"max |diff| {report['max_abs_diff']:.3g} > {max_abs_diff:g}")
+        if agreement < min_agreement:
+            fails.append(f"top-1 agreement {agreement:.2%} < {min_agreement:.2%}")
+    elif task == "face":
+        a, e = actual.reshape(len(actual), -1), expected.reshape(len(expected), -1)
+        cos = (a * e).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(e, axis=1), 1e-12)
+        report.update(min_cosine=float(cos.min()), mean_cosine=float(cos.mean()), tolerances={"min_cosine": min_cosine})
+        if cos.min() < min_cosine:
+            fails.append(f"min cosine similarity {cos.min():.6f} < {min_cosine:g}")
+    else:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    report["passed"] = not fails
+    return report
+
+
+def check_export(export_dir: str | Path, model: str | Path | None = None, runtime: str | None = None,
+                 threads: int | None = None, **tolerances) -> dict:
+    """Run ``samples.npz``'s inputs through the exported model and compare with its outputs."""
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise KitError(f"{export_dir}: no such export directory")
+    if model is None:
+        engine = runtime is not None and RUNTIMES[check_runtime(runtime)][0] == "tensorrt"
+        model = export_dir / ("model.engine" if engine else "model.onnx")
+    samples = load_samples(export_dir / "samples.npz")
+    with open_runner(model, runtime, threads) as runner:
+        report = parity_report(samples.outputs, run_batched(runner, samples.inputs), samples.task, **tolerances)
+        report.update(model=str(model), runtime=runner.runtime, runtime_version=str(runner.runtime_version),
+                      device=runner.device, threads=runner.threads)
+    return report
+
+
+def format_check(report: dict) -> str:
+    head = (f"check {report['model']} on {report['runtime']} {report['runtime_version']} ({report['device']}): "
+            f"{report['samples']} samples, task {report['task']}")
+    lines = [head]
+    if "max_abs_diff" in report:
+        figures = f"  max |diff| {report['max_abs_diff']:.3g}  mean |diff| {report['mean_abs_diff']:.3g}"
+        if "top1_agreement" in report:
+            figures += f"  top-1 agreement {report['top1_agreement']:.2%}"
+        if "min_cosine" in report:
+            figures += f"  cosine min {report['min_cosine']:.6f} mean {report['mean_cosine']:.6f}"
+        lines.append(figures)
+    lines.append("PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"]))
+    return "\n".join(lines)
+
+
+def format_bench(r: dict) -> str:
+    threads = f", {r['threads']} threads" if r.get("threads") else ""
+    return (f"{r['model']}  {r['runtime']} {r['runtime_version']} on {r['device']}{threads}, "
+            f"input {'x'.join(map(str, r['input_shape']))}\n"
+            f"  p50 {r['p50_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+            f"mean {r['mean_ms']:.3f} ± {r['std_ms']:.3f} ms  throughput {r['throughput']:.1f} images/s  "
+            f"({r['runs']} runs after {r['warmup']} warm-up)")
+
+
+# -- command line ----------------------------------------------------------------------------------
+def parse_fraction(text: str) -> float:
+    """``"5%"`` or ``"0.05"`` -> 0.05; ``"inf"`` disables a tolerance."""
+    text = str(text).strip()
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a fraction: write 5% or 0.05") from None
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{text!r} must be >= 0")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _fraction(text: str) -> float:
+    try:
+        return parse_fraction(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgenas_kit.py", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("check", help="compare the model's outputs on samples.npz with PyTorch's; exit 1 on mismatch")
+    c.add_argument("export_dir")
+    c.add_argument("--model", help="model file (default EXPORT_DIR/model.onnx, or model.engine for TensorRT)")
+    c.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")
+    c.add_argument("--threads", type=int, help="CPU threads (default: all available)")
+    c.add_argument("--max-abs-diff", type=float, default=DEFAULT_TOLERANCES["max_abs_diff"])
+    c.add_argument("--min-agreement", type=_fraction, default=DEFAULT_TOLERANCES["min_agreement"], help="e.g. 99.9%% or 0.999")
+    c.add_argument("--min-cosine", type=float, default=DEFAULT_TOLERANCES["min_cosine"])
+    b = sub.add_parser("bench", help="time the model and write the bench JSON")
+    b.add_argument("model")
+    b.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--threads", type=int, help="CPU threads (default: all available)")
+    b.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
+    b.add_argument("--runs", type=int, default=DEFAULT_RUNS)
+    b.add_argument("--json", dest="json_out", help="write the bench JSON here")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            report = check_export(args.export_dir, args.model, args.runtime, args.threads, max_abs_diff=args.max_abs_diff,
+                                  min_agreement=args.min_agreement, min_cosine=args.min_cosine)
+            print(format_check(report))
+            return 0 if report["passed"] else 1
+        result = bench_model(args.model, args.runtime, args.batch, args.threads, args.warmup, args.runs)
+        print(format_bench(result))
+        if args.json_out:
+            write_bench(args.json_out, result)
+            print(f"wrote {args.json_out}")
+        return 0
+    except KitError as e:
+        print(f"edgenas_kit.py: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

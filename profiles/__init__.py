@@ -1,0 +1,1 @@
+"""Built-in edgenas profiles (TOML files), shipped as package data."""

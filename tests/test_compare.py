@@ -1,0 +1,220 @@
+"""edgenas compare: verdicts on synthetic bench results, environment checks, the bootstrap interval,
+paired mode on real ONNX models, and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgenas import compare as cmp
+from edgenas.cli import main
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.errors import UserInputError
+from edgenas.space import Arch, build_model
+
+
+def record(ms: float = 1.0, n: int = 20, **env) -> dict:
+    """A bench JSON whose samples all take ``ms`` (so p50 = p90 = p99 = mean = ms)."""
+    samples = [ms] * n
+    r = {"schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
+         "runtime_version": "1.20", "device": "AMD EPYC", "host": "ci", "threads": 1, "batch": 1,
+         "input_shape": [1, 3, 32, 32], "warmup": 5, "runs": n, **kit.latency_stats(samples), "samples_ms": samples,
+         "created": "2026-01-01T00:00:00Z"}
+    return r | env
+
+
+def write(path: Path, r: dict) -> str:
+    path.write_text(json.dumps(r))
+    return str(path)
+
+
+# -- verdicts on bench JSONs ---------------------------------------------------------------------
+def test_three_percent_passes_a_five_percent_threshold():
+    c = cmp.compare(record(1.0), record(1.03), max_regression=0.05)
+    assert not c.regressed and c.exit_code == 0
+    assert c.gate.change == pytest.approx(0.03) and c.gate.verdict == "OK"
+    assert c.verdict.startswith("PASS: p50 changed by +3.0%")
+
+
+def test_ten_percent_fails_with_exit_1():
+    c = cmp.compare(record(1.0), record(1.10), max_regression=0.05)
+    assert c.regressed and c.exit_code == 1 and c.gate.verdict == "REGRESSION"
+    assert "FAIL: p50 regressed by +10.0%" in c.verdict
+
+
+def test_faster_passes_and_the_metric_option_picks_the_gate():
+    assert cmp.compare(record(1.0), record(0.5)).exit_code == 0
+    base = record(1.0)
+    tail = record(1.0) | {"p99_ms": 1.5}  # same median, a slower tail
+    assert cmp.compare(base, tail, metric="p50").exit_code == 0
+    c = cmp.compare(base, tail, metric="p99")
+    assert c.exit_code == 1 and c.gate.metric == "p99"
+    with pytest.raises(UserInputError, match="unknown metric 'p75'"):
+        cmp.compare(base, tail, metric="p75")
+
+
+@pytest.mark.parametrize("field, value", [("runtime", "onnxruntime-cuda"), ("device", "Jetson Orin"), ("threads", 4),
+                                          ("batch", 8), ("input_shape", [1, 3, 64, 64])])
+def test_environment_mismatch_names_the_field(field, value):
+    with pytest.raises(UserInputError, match=f"different environments: {field} .* vs .*--allow-env-mismatch") as e:
+        cmp.compare(record(1.0), record(1.0, **{field: value}), names=("base.json", "cur.json"))
+    assert "base.json" in str(e.value) and e.value.exit_code == 2
+    c = cmp.compare(record(1.0), record(1.0, **{field: value}), allow_env_mismatch=True)
+    assert c.exit_code == 0 and f"environment mismatch allowed: {field}" in c.verdict
+
+
+def test_parse_max_regression():
+    assert cmp.parse_max_regression("5%") == pytest.approx(0.05)
+    assert cmp.parse_max_regression("0.05") == pytest.approx(0.05)
+    assert cmp.parse_max_regression("12.5%") == pytest.approx(0.125)
+    for bad, message in [("5", "ambiguous: write 5% or 0.05"), ("five", "not a fraction"), ("-3%", ">= 0")]:
+        with pytest.raises(UserInputError, match=message):
+            cmp.parse_max_regression(bad)
+
+
+def test_tables_plain_and_markdown():
+    c = cmp.compare(record(1.0), record(1.2), names=("base.json", "cur.json"))
+    plain = c.table()
+    assert "p50 (gate)" in plain and "+20.0%" in plain and "REGRESSION" in plain and plain.endswith(c.verdict)
+    md = c.table(markdown=True)
+    assert md.startswith("| metric | baseline (base.json) |") and "|---|" in md and f"**{c.verdict}**" in md
+    assert c.accept_command() == "edgenas compare base.json cur.json --update-baseline"
+
+
+def test_schema_errors_are_unusable_input(tmp_path):
+    good = write(tmp_path / "good.json", record())
+    bad = write(tmp_path / "bad.json", record() | {"schema": "edgenas.bench/0"})
+    missing = record()
+    del missing["p90_ms"]
+    with pytest.raises(UserInputError, match="bad.json: schema is 'edgenas.bench/0'"):
+        cmp.compare_files(good, bad)
+    with pytest.raises(UserInputError, match="field 'p90_ms' is missing"):
+        cmp.compare_files(good, write(tmp_path / "m.json", missing))
+    (tmp_path / "torn.json").write_text('{"schema": ')
+    with pytest.raises(UserInputError, match="torn.json is not a readable JSON file"):
+        cmp.compare_files(good, tmp_path / "torn.json")
+
+
+def test_update_baseline_writes_current(tmp_path):
+    base = write(tmp_path / "base.json", record(1.0))
+    cmp.update_baseline(base, record(1.2))
+    assert json.loads(Path(base).read_text())["p50_ms"] == pytest.approx(1.2)
+
+
+# -- the bootstrap interval ------------------------------------------------------------------------
+def test_bootstrap_interval_covers_the_true_median_ratio():
+    """Per-round ratios lognormal around a known median 1.3: the 95 % interval covers it ~95 % of the time."""
+    rng, true, trials, covered = np.random.default_rng(7), 1.3, 300, 0
+    for t in range(trials):
+        ratios = np.exp(rng.normal(np.log(true), 0.1, size=15))
+        lo, hi = cmp.bootstrap_ci(ratios, seed=t)
+        covered += lo <= true <= hi
+    assert 0.90 <= covered / trials <= 0.99
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_data():
+    rng = np.random.default_rng(0)
+    few, many = np.exp(rng.normal(0, 0.1, 10)), np.exp(rng.normal(0, 0.1, 200))
+    assert cmp.bootstrap_ci(few, seed=3) == cmp.bootstrap_ci(few, seed=3)
+    lo_f, hi_f = cmp.bootstrap_ci(few)
+    lo_m, hi_m = cmp.bootstrap_ci(many)
+    assert lo_f <= np.median(few) <= hi_f and hi_m - lo_m < hi_f - lo_f
+    with pytest.raises(ValueError):
+        cmp.bootstrap_ci([1.0])
+
+
+def test_paired_verdict_needs_the_whole_interval_above_the_threshold():
+    def result(ci):
+        return cmp.PairedResult([1.0, 1.1], ci, 0.95, 0.05, record(), record())
+
+    assert result((1.06, 1.2)).exit_code == 1
+    assert result((1.04, 1.2)).exit_code == 0  # straddles 1.05: not called
+    assert result((0.9, 1.0)).exit_code == 0
+
+
+# -- paired mode on real models --------------------------------------------------------------------
+def export_onnx(path: Path, width: int) -> str:
+    torch.manual_seed(0)
+    model = build_model(Arch.plain(3, width), 3, 10).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, torch.randn(1, 3, 32, 32), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[str, str]:
+    d = tmp_path_factory.mktemp("models")
+    return export_onnx(d / "w16.onnx", 16), export_onnx(d / "w32.onnx", 32)  # w32: about 2.8x the MACs
+
+
+PAIRED = dict(runtime="onnxruntime-cpu", rounds=12, threads=1, warmup=3, runs_per_round=15)
+
+
+def test_paired_model_against_itself_is_not_flagged(models):
+    for seed in range(3):
+        r = cmp.paired_compare(models[0], models[0], seed=seed, **PAIRED)
+        assert not r.regressed and r.exit_code == 0, r.verdict
+        assert len(r.ratios) == 12 and r.ci[0] <= r.median_ratio <= r.ci[1]
+
+
+def test_paired_twice_the_width_is_flagged(models):
+    r = cmp.paired_compare(models[0], models[1], **PAIRED)
+    assert r.regressed and r.exit_code == 1 and r.ci[0] > 1.05, r.verdict
+    assert r.median_ratio > 1.3 and "FAIL: B is slower than A" in r.verdict
+    for b in (r.bench_a, r.bench_b):
+        kit.validate_bench(b)
+        assert b["runs"] == 12 * 15 and b["rounds"] == 12 and b["threads"] == 1
+    assert r.bench_b["model"].endswith("w32.onnx")
+    # the narrower model against the wider one is not a regression
+    assert cmp.paired_compare(models[1], models[0], **PAIRED).exit_code == 0
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def invoke(*args):
+    return CliRunner().invoke(main, ["compare", *map(str, args)])
+
+
+def test_cli_exit_codes(tmp_path):
+    base = write(tmp_path / "base.json", record(1.0))
+    ok = invoke(base, write(tmp_path / "ok.json", record(1.03)), "--max-regression", "5%")
+    assert ok.exit_code == 0 and "PASS" in ok.output
+    slow = write(tmp_path / "slow.json", record(1.10))
+    r = invoke(base, slow, "--max-regression", "0.05")
+    assert r.exit_code == 1 and "FAIL: p50 regressed by +10.0%" in r.output
+    assert f"edgenas compare {base} {slow} --update-baseline" in r.output
+    r = invoke(base, write(tmp_path / "t4.json", record(1.0, threads=4)))
+    assert r.exit_code == 2 and "threads 1 vs 4" in r.output
+    r = invoke(base, tmp_path / "t4.json", "--allow-env-mismatch", "--markdown")
+    assert r.exit_code == 0 and "environment mismatch allowed: threads 1 vs 4" in r.output and "| p50 (gate) |" in r.output
+    assert invoke(base, tmp_path / "absent.json").exit_code == 2
+    assert invoke(base).exit_code == 2
+    r = invoke(base, slow, "--max-regression", "5")
+    assert r.exit_code == 2 and "ambiguous" in r.output
+
+
+def test_cli_update_baseline(tmp_path):
+    base = write(tmp_path / "base.json", record(1.0))
+    slow = write(tmp_path / "slow.json", record(1.10))
+    r = invoke(base, slow, "--update-baseline")
+    assert r.exit_code == 0 and "new baseline" in r.output
+    assert invoke(base, slow).exit_code == 0  # the slower result is now the baseline
+
+
+def test_cli_paired_mode(models, tmp_path):
+    a, b = models
+    r = invoke("--models", a, b, "--runtime", "onnxruntime-cpu", "--threads", "1", "--rounds", "10", "--runs", "15",
+               "--warmup", "3", "--write-baselines", tmp_path / "next")
+    assert r.exit_code == 1 and "FAIL: B is slower than A" in r.output
+    assert kit.read_bench(tmp_path / "next" / "b.json")["model"].endswith("w32.onnx")
+    r = invoke("--models", a, a, "--threads", "1", "--rounds", "10", "--runs", "15", "--json-b", tmp_path / "b.json")
+    assert r.exit_code == 0 and "PASS" in r.output and (tmp_path / "b.json").is_file()
+    assert invoke("--models", a, b, "x.json").exit_code == 2

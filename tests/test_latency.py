@@ -1,0 +1,127 @@
+"""Latency on the real runtime: a positive median, bigger networks slower, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+
+import onnx
+import pytest
+import torch
+
+from edgenas.errors import MissingDependency, UserInputError
+from edgenas.export import export_onnx
+from edgenas.latency import measure_latency, median_ms, timing_onnx
+from edgenas.profiles import RUNTIMES
+from edgenas.space import Arch, build_model
+
+TINY = Arch.plain(3, 4)
+BIG = Arch(9, 64, (1,) * 9, (5,) * 9)  # ~2600x the MACs of TINY on 32x32 inputs
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime-cpu", "torch-cpu"])
+def test_median_is_positive_and_finite(runtime):
+    ms = measure_latency(TINY, 1, 10, (8, 8), runtime)
+    assert 0 < ms < 1000
+
+
+def test_face_networks_are_measured():
+    assert measure_latency(TINY, 3, 0, (16, 16), "onnxruntime-cpu", task="face", embedding_dim=16) > 0
+
+
+def test_a_much_larger_network_is_slower():
+    tiny = measure_latency(TINY, 3, 10, (32, 32), "onnxruntime-cpu", threads=1)
+    big = measure_latency(BIG, 3, 10, (32, 32), "onnxruntime-cpu", threads=1)
+    assert big > 5 * tiny, (tiny, big)
+
+
+def test_batch_costs_time():
+    mid = Arch.plain(6, 16)
+    one = measure_latency(mid, 3, 10, (32, 32), "onnxruntime-cpu", batch=1)
+    sixteen = measure_latency(mid, 3, 10, (32, 32), "onnxruntime-cpu", batch=16)
+    assert sixteen > 4 * one, (one, sixteen)
+
+
+def test_measuring_leaves_the_callers_rng_and_threads_alone():
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    measure_latency(TINY, 1, 10, (8, 8), "torch-cpu", threads=1)
+    measure_latency(TINY, 1, 10, (8, 8), "onnxruntime-cpu")
+    assert torch.equal(torch.rand(3), want) and torch.get_num_threads() == threads
+
+
+def test_median_ms_runs_long_enough_for_a_stable_median():
+    calls = []
+    assert median_ms(lambda: calls.append(1)) >= 0
+    assert len(calls) >= 30 + 5
+
+
+def test_timing_graph_matches_the_exported_graph(tmp_path):
+    """The fast timing export computes with the same ops as ``edgenas export``'s file."""
+    model = build_model(Arch(4, 8, (0, 1, 0, 1), (3, 5, 7, 3)), 3, 10).eval()
+    compute = {"Conv", "Gemm", "Relu", "MatMul", "Add", "BatchNormalization"}
+
+    def ops(path):
+        return Counter(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type in compute)
+
+    timing = timing_onnx(model, tmp_path / "t.onnx", (3, 16, 16))
+    exported = export_onnx(model, tmp_path / "e.onnx", (3, 16, 16), {})
+    assert ops(timing) == ops(exported) and ops(timing)["Conv"] == 1 + 4 + 2  # stem, 4 layers, 2 pointwise
+
+
+def test_unknown_runtime_is_one_line():
+    with pytest.raises(UserInputError, match=r"unknown runtime 'tflite': choose one of onnxruntime-cpu, .*torch-cuda$") as e:
+        measure_latency(TINY, 1, 10, (8, 8), "tflite")
+    assert "\n" not in str(e.value)
+
+
+def test_bad_arguments_are_one_line():
+    with pytest.raises(UserInputError, match="threads and batch must be >= 1"):
+        measure_latency(TINY, 1, 10, (8, 8), "onnxruntime-cpu", threads=0)
+    with pytest.raises(UserInputError, match="face task needs embedding_dim"):
+        measure_latency(TINY, 1, 10, (8, 8), "onnxruntime-cpu", task="face")
+
+
+@pytest.mark.skipif(HAS_TRT, reason="checks the message without TensorRT")
+@pytest.mark.parametrize("runtime", ["tensorrt-fp16", "tensorrt-int8"])
+def test_missing_tensorrt_is_one_line(runtime):
+    with pytest.raises(MissingDependency, match=rf"runtime {runtime} needs TensorRT, which is not installed: pip install tensorrt") as e:
+        measure_latency(TINY, 1, 10, (8, 8), runtime)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_missing_gpu_runtimes_are_one_line():
+    import onnxruntime as ort
+
+    with pytest.raises(MissingDependency, match="torch-cuda needs a CUDA GPU"):
+        measure_latency(TINY, 1, 10, (8, 8), "torch-cuda")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(MissingDependency, match="onnxruntime-cuda needs onnxruntime-gpu"):
+            measure_latency(TINY, 1, 10, (8, 8), "onnxruntime-cuda")
+
+
+def test_every_runtime_is_known():
+    assert set(RUNTIMES) == {"onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-fp16", "tensorrt-int8", "torch-cpu", "torch-cuda"}
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("runtime", ["tensorrt-fp16", "tensorrt-int8"])
+def test_tensorrt_latency(runtime):
+    tiny = measure_latency(TINY, 3, 10, (32, 32), runtime)
+    big = measure_latency(BIG, 3, 10, (32, 32), runtime, batch=8)
+    assert 0 < tiny < big
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("runtime", ["torch-cuda", "onnxruntime-cuda"])
+def test_gpu_latency(runtime):
+    import onnxruntime as ort
+
+    if runtime == "onnxruntime-cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu")
+    assert measure_latency(TINY, 3, 10, (32, 32), runtime) > 0

@@ -1,0 +1,147 @@
+"""The trainer: learns digits, is bit-repeatable on the CPU, fails cleanly on a non-finite loss."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from edgenas.data import Split, load_dataset, normalize, synthetic_dataset
+from edgenas.errors import UserInputError
+from edgenas.space import Arch, build_model
+from edgenas.train import TrainPlan, TrainResult, evaluate, fit, select_device, train_candidate
+
+CPU = torch.device("cpu")
+SMALL = Arch.plain(4, 16)
+PLAN = TrainPlan(crop_padding=1)  # 8x8 digits: a 4-pixel shift would hide half the digit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Train with one intra-op thread (restored after): on a shared 2-core machine, two OpenMP
+    threads competing with other processes slow these tiny nets 10-100x, one thread does not."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _subset(data, n: int):
+    return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
+
+
+def test_trainplan_defaults_are_the_reference_protocol():
+    p = TrainPlan()
+    assert (p.protocol, p.batch_size, p.lr, p.momentum, p.weight_decay, p.grad_clip) == ("reference", 64, 0.025, 0.9, 3e-4, 5.0)
+    assert (p.crop_padding, p.cutout, p.final_epochs) == (4, 16, 600)
+
+
+def test_learns_digits_well_above_chance(digits):
+    lines = []
+    model, result = train_candidate(SMALL, digits, 4, PLAN, CPU, seed=0, on_epoch=lambda *a: lines.append(a))
+    assert isinstance(result, TrainResult) and result.status == "trained" and result.epochs == 4
+    assert result.val_acc > 70.0 and result.train_acc > 50.0  # chance is 10 %
+    assert [line[:2] for line in lines] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert lines[-1][2] < lines[0][2]  # the loss fell
+    assert result.images_per_s > 0 and result.seconds > 0
+    assert evaluate(model, digits.test, digits, CPU) > 70.0
+
+
+def test_epoch_is_quick_on_cpu(digits):
+    seconds = []
+    train_candidate(SMALL, digits, 3, PLAN, CPU, seed=0, on_epoch=lambda e, n, loss, acc, s: seconds.append(s))
+    per_epoch = min(b - a for a, b in zip(seconds, seconds[1:]))
+    assert per_epoch < 1.0, f"an epoch of a depth-4 width-16 net on digits took {per_epoch:.2f} s"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_same_seed_same_weights_and_accuracy(digits, threads):
+    torch.set_num_threads(threads)
+    data = _subset(digits, 320)
+    m1, r1 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11)
+    m2, r2 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11)
+    _, r3 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=12)
+    assert r1.val_acc == r2.val_acc and r1.train_acc == r2.train_acc and r1.loss == r2.loss
+    for (name, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert r3.loss != r1.loss
+
+
+def test_non_finite_loss_fails_the_candidate(digits):
+    plan = dataclasses.replace(PLAN, lr=1e12, grad_clip=0.0)
+    _, result = train_candidate(SMALL, _subset(digits, 320), 5, plan, CPU, seed=0)
+    assert result.status == "failed" and result.val_acc == 0.0
+    assert result.epochs == 1 and not math.isfinite(result.loss)  # stopped after the first bad epoch
+
+
+def test_unknown_and_fast_protocols(digits):
+    with pytest.raises(NotImplementedError):
+        train_candidate(SMALL, digits, 1, TrainPlan(protocol="fast"), CPU, seed=0)
+    with pytest.raises(ValueError, match="protocol"):
+        train_candidate(SMALL, digits, 1, TrainPlan(protocol="turbo"), CPU, seed=0)
+
+
+class _CosineHead(nn.Module):
+    """A stand-in for a margin head: (features, labels) -> logits, with its own parameters."""
+
+    def __init__(self, dim: int, classes: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, dim) * 0.01)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return 16.0 * nn.functional.normalize(features) @ nn.functional.normalize(self.weight).t()
+
+
+def test_fit_trains_a_separate_head(digits):
+    torch.manual_seed(0)
+    model = build_model(SMALL, 1, 10)
+    head = _CosineHead(model.classifier.in_features, 10)
+    before = head.weight.detach().clone()
+    calls = []
+
+    def loss_fn(logits, y):
+        calls.append(logits.shape)
+        return nn.functional.cross_entropy(logits, y)
+
+    result = fit(model, _subset(digits, 640), 2, PLAN, CPU, seed=0, head=head, loss_fn=loss_fn)
+    assert result.status == "trained" and result.train_acc > 20.0
+    assert not torch.equal(before, head.weight) and calls and calls[0][1] == 10
+
+
+def test_select_device():
+    assert select_device("cpu") == CPU
+    assert select_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UserInputError, match="--device tpu.*cpu, cuda") as info:
+        select_device("tpu")
+    assert info.value.exit_code == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(UserInputError, match="no CUDA device is visible; use --device cpu"):
+            select_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_cuda_with_bf16_and_channels_last():
+    cuda = torch.device("cuda")
+    data = synthetic_dataset("fashionmnist", 4000, 1000, seed=0).to(cuda)
+    assert data.train.x.is_cuda
+    t0 = time.perf_counter()
+    model, result = train_candidate(Arch.plain(6, 32), data, 6, TrainPlan(), cuda, seed=0)
+    assert result.status == "trained" and result.val_acc > 30.0, result  # chance is 10 %
+    assert next(model.parameters()).is_cuda
+    assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = normalize(data.val.x[:8], data.mean, data.std).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert model(x).dtype == torch.bfloat16
+    assert evaluate(model, data.test, data, cuda) > 30.0
+    assert time.perf_counter() - t0 < 120
+
