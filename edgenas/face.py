@@ -4,6 +4,7 @@ ranked and reported by the standard verification protocol on pairs of held-out i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -172,20 +173,25 @@ def tar_at_far(scores, same, far: float = FAR) -> Optional[float]:
     return 100.0 * float(tpr[fpr <= far].max())
 
 
-def fold_ids(n: int, folds: int = FOLDS) -> np.ndarray:
-    """Round-robin fold of each of ``n`` pairs (pairs in random order make random folds)."""
-    return np.arange(n) % min(folds, n)
+def fold_ids(same, folds: int = FOLDS) -> np.ndarray:
+    """A fold per pair, round-robin within same-person and within different-person pairs, so every
+    fold is balanced like LFW's (unbalanced folds bias k-fold accuracy below chance)."""
+    same = np.asarray(same, dtype=bool)
+    out = np.empty(len(same), dtype=np.int64)
+    for kind in (same, ~same):
+        out[kind] = np.arange(int(kind.sum())) % max(1, min(folds, len(same) // 2))
+    return out
 
 
 def verify(scores, same, folds=None, far: float = FAR) -> Verification:
     """The standard protocol: k-fold accuracy (threshold from k-1 folds), best threshold, AUC, TAR@FAR.
 
-    ``folds`` gives each pair's fold (default: ``fold_ids``, 10 round-robin folds); it needs 2+ folds.
+    ``folds`` gives each pair's fold (default: ``fold_ids``, 10 balanced folds); it needs 2+ folds.
     """
     from sklearn.metrics import roc_auc_score
 
     s, y = _scores(scores, same)
-    folds = fold_ids(len(s)) if folds is None else np.asarray(folds)
+    folds = fold_ids(y) if folds is None else np.asarray(folds)
     ids = np.unique(folds)
     if folds.shape != s.shape or len(ids) < 2:
         raise ValueError(f"need a fold per pair and at least 2 folds, got {len(ids)} fold(s) for {len(s)} pairs")
@@ -242,11 +248,13 @@ def make_pairs(labels, count: int, seed) -> Pairs:
     if not multi or len(groups) < 2:
         raise DataError(f"verification pairs need 2+ identities, one with 2+ images; got {len(groups)} identities, {len(multi)} with 2+ images")
     rng = np.random.default_rng(seed)
-    half = max(1, count // 2)
     n_same = sum(len(g) * (len(g) - 1) // 2 for g in multi)
     sizes = np.array([len(g) for g in groups])
     n_diff = int((sizes.sum() ** 2 - (sizes ** 2).sum()) // 2)
-    half = min(half, n_same, n_diff)
+    half = min(count // 2, n_same, n_diff)
+    if half < 2:  # k-fold needs 2+ folds, each with a pair of each kind
+        raise DataError(f"verification needs 2+ pairs of each kind; asked for {count} pairs (face.val_pairs), "
+                        f"the held-out images have {n_same} same-person pairs: use face.val_pairs >= 4 and more images")
 
     def same_one():
         g = multi[rng.integers(len(multi))]
@@ -263,7 +271,7 @@ def make_pairs(labels, count: int, seed) -> Pairs:
     ab = np.array(same + diff, dtype=np.int64)
     flags = np.array([True] * len(same) + [False] * len(diff))
     order = rng.permutation(len(flags))
-    return Pairs(ab[order, 0], ab[order, 1], flags[order], fold_ids(len(flags)))
+    return Pairs(ab[order, 0], ab[order, 1], flags[order], fold_ids(flags[order]))
 
 
 @dataclass(frozen=True)
@@ -289,8 +297,8 @@ def _pair_error(path, line: int, expected: str, got: str) -> UserInputError:
 def read_pairs_file(path: str | Path) -> list[PairLine]:
     """Parse LFW's ``pairs.txt`` format: a header ``FOLDS N`` (or ``N`` for one set), then per fold
     ``2N`` lines, ``NAME I J`` (same person) or ``NAME1 I NAME2 J`` (different people), images
-    numbered from 1. Folds are consecutive blocks of 2N lines; one set is cut into 10 round-robin
-    folds. Any deviation is a ``UserInputError`` naming the line and what was expected."""
+    numbered from 1. Folds are consecutive blocks of 2N lines; one set is cut into 10 balanced
+    folds (``fold_ids``). Any deviation is a ``UserInputError`` naming the line and what was expected."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -304,6 +312,8 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
     if not 1 <= len(head) <= 2 or not all(f.isdigit() and int(f) > 0 for f in head):
         raise _pair_error(path, head_no, header, " ".join(head))
     sets, per = (int(head[0]), int(head[1])) if len(head) == 2 else (1, int(head[0]))
+    if sets == 1 and per < 2:
+        raise _pair_error(path, head_no, "2+ pairs of each kind in a one-set file (k-fold needs 2+ folds)", " ".join(head))
     body, want = lines[1:], sets * 2 * per
     shape = "'NAME I J' (same person) or 'NAME1 I NAME2 J' (different people), I and J image numbers from 1"
     out = []
@@ -316,11 +326,13 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
         name_b = f[0] if len(f) == 3 else f[2]
         if len(f) == 4 and name_b == f[0]:
             raise _pair_error(path, no, "two different names on a 4-field (different-people) line", " ".join(f))
-        fold = index // (2 * per) if sets > 1 else index % FOLDS
-        out.append(PairLine(f[0], int(numbers[0]), name_b, int(numbers[1]), fold, no))
+        out.append(PairLine(f[0], int(numbers[0]), name_b, int(numbers[1]), index // (2 * per), no))
     if len(out) < want:
         raise UserInputError(f"pairs file {path}: the header (line {head_no}) promises {sets} x 2 x {per} = {want} pairs, "
                              f"the file has {len(out)}")
+    if sets == 1:  # one set (pairsDevTest style): 10 balanced folds
+        folds = fold_ids([p.same for p in out])
+        out = [dataclasses.replace(p, fold=int(f)) for p, f in zip(out, folds)]
     return out
 
 
@@ -333,7 +345,7 @@ def _image_files(folder: Path) -> list[Path]:
 def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[Path], Pairs]:
     """The image files a pairs file names under ``root`` (``NAME/NAME_0003.*``, else the 3rd image of
     ``NAME/`` in sorted order) and the ``Pairs`` over them. A missing image is a ``DataError``."""
-    listing: dict[str, list[Path]] = {}
+    listing: dict[str, tuple[list[Path], dict[str, Path]]] = {}
     index: dict[Path, int] = {}
 
     def image(name: str, number: int, line: int) -> int:
@@ -342,13 +354,13 @@ def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[P
             if not folder.is_dir():
                 raise DataError(f"pairs file {pairs_path}, line {line}: no folder {folder} for {name}; "
                                 f"--data-dir must hold one folder per person")
-            listing[name] = _image_files(folder)
-        files = listing[name]
-        named = [p for p in files if p.stem == f"{name}_{number:04d}"]
-        if not named and number > len(files):
+            files = _image_files(folder)
+            listing[name] = files, {p.stem: p for p in reversed(files)}
+        files, by_stem = listing[name]
+        path = by_stem.get(f"{name}_{number:04d}") or (files[number - 1] if number <= len(files) else None)
+        if path is None:
             raise DataError(f"pairs file {pairs_path}, line {line}: {name} has no image {number} "
                             f"(no {name}_{number:04d}.* and {len(files)} image(s) in {folder})")
-        path = named[0] if named else files[number - 1]
         return index.setdefault(path, len(index))
 
     a = [image(p.name_a, p.number_a, p.line) for p in lines]
@@ -509,10 +521,15 @@ def embed(model: nn.Module, x: torch.Tensor, mean, std, device, batch_size: int 
     return torch.cat(out).numpy()
 
 
-def evaluate_pairs(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device) -> Verification:
-    """The verification figures of ``model`` on ``pairs`` over the images ``x`` (cosine scores)."""
+def pair_scores(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device) -> np.ndarray:
+    """Cosine similarity of each pair's embeddings (images ``x``)."""
     e = embed(model, x, mean, std, device)
-    return verify(np.sum(e[pairs.a] * e[pairs.b], axis=1), pairs.same, pairs.folds)
+    return np.sum(e[pairs.a] * e[pairs.b], axis=1)
+
+
+def evaluate_pairs(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device) -> Verification:
+    """The verification figures of ``model`` on ``pairs`` over the images ``x``."""
+    return verify(pair_scores(model, x, pairs, mean, std, device), pairs.same, pairs.folds)
 
 
 class FaceTask:
@@ -551,10 +568,11 @@ class FaceTask:
         fitted = fit(model, data, epochs, profile.train, device, seed, on_epoch, head=head)
         status, acc = fitted.status, 0.0
         if status == "trained":
-            try:
-                acc = evaluate_pairs(model, data.val.x, data.val_pairs, data.mean, data.std, device).accuracy
-            except ValueError:  # non-finite embeddings
-                status = "failed"
+            scores = pair_scores(model, data.val.x, data.val_pairs, data.mean, data.std, device)
+            if np.isfinite(scores).all():
+                acc = verify(scores, data.val_pairs.same, data.val_pairs.folds).accuracy
+            else:
+                status = "failed"  # a finite loss can still leave non-finite embeddings
         return model, TrainResult(val_acc=acc, train_acc=fitted.train_acc, status=status, epochs=fitted.epochs,
                                   seconds=time.perf_counter() - t0, images_per_s=fitted.images_per_s, loss=fitted.loss)
 
@@ -584,7 +602,6 @@ def verify_run(run_dir, data_dir=None, pairs_file=None, device=None) -> dict:
     data_dir = data_dir or ds.get("data_dir")
     if not data_dir:
         raise UserInputError(f"--data-dir: {run.path} has no data directory on record; give the folder of identity images")
-    model = run.load_model(str(dev))
     if pairs_file:
         if not Path(data_dir).expanduser().is_dir():
             raise DataError(f"--data-dir {data_dir} is not a directory")
@@ -600,8 +617,9 @@ def verify_run(run_dir, data_dir=None, pairs_file=None, device=None) -> dict:
         data = task.load_data(ds["name"], data_dir, stored_profile(meta["profile"]), ds["split_seed"], False)
         x, pairs, root = data.test.x, data.test_pairs, Path(data.image_root)
         source, overlap = "held-out test identities", 0
-    v = evaluate_pairs(model, x, pairs, shape["mean"], shape["std"], dev)
-    return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source, "image_root": str(root),
+    v = evaluate_pairs(run.load_model(str(dev)), x, pairs, shape["mean"], shape["std"], dev)
+    return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source,
+            "data_dir": str(Path(data_dir).expanduser().resolve()), "image_root": str(root),
             "training_identities_in_pairs": overlap, **v.to_dict(), "edgenas_version": __version__}
 
 

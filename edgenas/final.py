@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 from edgenas.pipeline import Log, candidate_seed, data_shape, stderr_log, versions
-from edgenas.errors import RunDirError
+from edgenas.errors import EdgenasError, RunDirError
 from edgenas.profiles import Profile, load_profile, stored_profile
 from edgenas.runs import RunDir
-from edgenas.space import count_macs, count_params, load_arch
+from edgenas.space import load_arch
 
 
 def _run_from_arch(arch_path: Path, profile: Profile, dataset: Optional[str], data_dir, out, download, seed, task, dev) -> tuple[RunDir, object]:
@@ -59,17 +59,19 @@ def train_final(target: str, epochs: Optional[int] = None, device: Optional[str]
     epochs = epochs or prof.train.final_epochs
     log(f"training {arch} for {epochs} epochs on {dev}")
     started = time.monotonic()
-    model, res = task.train(arch, data.to(dev), epochs, prof, dev, candidate_seed(seed, f"train:{arch}"),
+    data = data.to(dev)
+    model, res = task.train(arch, data, epochs, prof, dev, candidate_seed(seed, f"train:{arch}"),
                             lambda e, n, loss, acc, s: log(f"[train] epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%"))
-    test = task.test_metrics(model, data.to(dev), dev)
+    if res.status != "trained":
+        raise EdgenasError(f"training {arch} diverged (non-finite loss); {run.path / RunDir.WEIGHTS} was left as it was")
+    test = task.test_metrics(model, data, dev)
     run.save_weights(model)
-    shape = run.meta["data"]
+    params, macs = task.model_size(arch, run.meta["data"], prof)
     final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test,
              "seconds": round(time.monotonic() - started, 2), "device": str(dev), "seed": seed}
     summary = run.read(RunDir.SUMMARY) if (run.path / RunDir.SUMMARY).exists() else {
         "arch": arch.to_dict(), "arch_str": str(arch), "task": prof.task,
-        "params": count_params(arch, shape["in_channels"], shape["num_classes"]),
-        "macs": count_macs(arch, shape["in_channels"], shape["num_classes"], tuple(shape["input_size"])),
+        "params": params, "macs": macs,
         "profile": prof.name, "dataset": run.meta["dataset"]["name"], "versions": versions(), "run_dir": str(run.path),
     }
     summary["final_training"] = final

@@ -1,7 +1,7 @@
 """Measure a network's median latency on the runtime a budget names (ONNX Runtime, TensorRT, PyTorch).
 
-Latency does not depend on the weights, so the network is randomly initialised; it is exported
-and run exactly as ``edgenas export`` and ``edgenas bench`` would, timed with the device kit.
+Latency does not depend on the weights, so the network is randomly initialised; it is exported to
+the graph ``edgenas export`` writes and run on the runner ``edgenas bench`` uses, timed with the device kit.
 """
 
 from __future__ import annotations
@@ -103,19 +103,23 @@ def measure_latency(arch: Arch, in_channels: int, num_classes: int, input_size: 
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise MissingDependency("runtime onnxruntime-cuda needs onnxruntime-gpu and a CUDA GPU: pip install onnxruntime-gpu")
-    from edgenas.export import build_engine
+    from edgenas.export import build_engine, half_precision, quantize_int8
 
     model = _random_model(arch, in_channels, num_classes, task, embedding_dim)
     input_chw = (in_channels, *input_size)
     with tempfile.TemporaryDirectory(prefix="edgenas-latency-") as tmp:
-        path = timing_onnx(model, Path(tmp) / "model.onnx", input_chw)
-        if runtime.startswith("tensorrt-"):
-            precision = runtime.split("-")[1]
-            # INT8 timing only: calibrated on random images, so the engine runs INT8 kernels with
-            # meaningless ranges; latency does not depend on the values (accuracy is export's job).
+        tmp = Path(tmp)
+        if runtime == "tensorrt-fp16":
+            path = build_engine(timing_onnx(half_precision(model), tmp / "fp16.onnx", input_chw), tmp / "model.engine",
+                                input_chw, opt_batch=batch, max_batch=batch)
+        elif runtime == "tensorrt-int8":
+            # Timing only: calibrated on random images, so the Q/DQ ranges are meaningless, but the
+            # engine runs the INT8 kernels the exported one will; latency does not depend on values.
             calibration = np.random.default_rng(0).standard_normal((batch, *input_chw), dtype=np.float32)
-            path = build_engine(path, Path(tmp) / "model.engine", input_chw, precision, opt_batch=batch, max_batch=batch,
-                                calibration=calibration if precision == "int8" else None)
+            qdq = quantize_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), tmp / "int8.onnx", calibration)
+            path = build_engine(qdq, tmp / "model.engine", input_chw, opt_batch=batch, max_batch=batch)
+        else:
+            path = timing_onnx(model, tmp / "model.onnx", input_chw)
         with kit_errors(), kit.open_runner(path, runtime, threads) as runner:
             x = kit.bench_input(input_chw, batch)
             return median_ms(lambda: runner(x))

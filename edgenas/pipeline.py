@@ -8,6 +8,7 @@ so a kill loses at most the candidate in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import time
@@ -101,36 +102,60 @@ class CandidateEvaluator:
             self.latency_cache[key] = ms
         return self.latency_cache[key]
 
-    def __call__(self, cand: Candidate) -> Outcome:
-        self.count += 1
-        key = cand.key()
-        tag = f"[{cand.stage} #{self.count}] {cand.arch} e{cand.epochs}"
-        if key in self.done:
-            rec = self.done[key]
-            self.log(f"{tag}: from the journal, {rec['status']} acc {rec['acc']:.2f}%")
-            return Outcome(rec["acc"], rec["train_acc"], rec["status"], rec.get("reason", ""))
+    def tag(self, cand: Candidate, speculative: bool = False) -> str:
+        where = "speculative" if speculative else f"#{self.count}"
+        return f"[{cand.stage} {where}] {cand.arch} e{cand.epochs}"
+
+    def known(self, cand: Candidate) -> Optional[Outcome]:
+        """The journaled answer, if this candidate was finished before (also by speculation)."""
+        rec = self.done.get(cand.key())
+        return None if rec is None else Outcome(rec["acc"], rec["train_acc"], rec["status"], rec.get("reason", ""))
+
+    def screen(self, cand: Candidate) -> tuple[dict, Optional[Outcome]]:
+        """The candidate's record so far, and a ``skipped`` answer (journaled) if it breaks a budget."""
         check = check_budget(cand.arch, self.shape, self.profile.budget, self.latency_of,
                              self.task.model_size(cand.arch, self.shape, self.profile))
         record = {
-            "key": key, "index": self.count, "stage": cand.stage, **cand.arch.to_dict(), "epochs": cand.epochs,
+            "key": cand.key(), "stage": cand.stage, **cand.arch.to_dict(), "epochs": cand.epochs,
             "params": check.params, "macs": check.macs, "latency_ms": check.latency_ms,
         }
-        if check.reason:
-            self.log(f"{tag}: skipped, over budget ({check.reason})")
-            out = Outcome(0.0, 0.0, "skipped", check.reason)
-            self.run.record({**record, "status": "skipped", "reason": check.reason, "acc": 0.0, "train_acc": 0.0, "seconds": 0.0})
-            return out
+        if not check.reason:
+            return record, None
+        self.log(f"{self.tag(cand)}: skipped, over budget ({check.reason})")
+        self.journal({**record, "status": "skipped", "reason": check.reason, "acc": 0.0, "train_acc": 0.0, "seconds": 0.0})
+        return record, Outcome(0.0, 0.0, "skipped", check.reason)
 
-        def on_epoch(epoch, epochs, loss, train_acc, seconds):
+    def journal(self, record: dict) -> Outcome:
+        self.run.record(record)
+        self.done[record["key"]] = record
+        return Outcome(record["acc"], record["train_acc"], record["status"], record.get("reason", ""))
+
+    def finished(self, cand: Candidate, record: dict, res, speculative: bool = False) -> Outcome:
+        """Journal a trained candidate (``res``: a TrainResult or its dict) and return its answer."""
+        res = res if isinstance(res, dict) else dataclasses.asdict(res)
+        self.log(f"{self.tag(cand, speculative)}: {res['status']}, {self.task.metric} {res['val_acc']:.2f}% in {res['seconds']:.1f}s")
+        return self.journal({**record, "status": res["status"], "reason": "", "acc": res["val_acc"],
+                             "train_acc": res["train_acc"], "seconds": res["seconds"], "speculative": speculative})
+
+    def on_epoch(self, tag: str):
+        def report(epoch, epochs, loss, train_acc, seconds):
             self.log(f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
                      f"({time.monotonic() - self.started:.0f}s elapsed)")
+        return report
 
+    def __call__(self, cand: Candidate) -> Outcome:
+        """Answer one request in this process: journal, budget, or training."""
+        self.count += 1
+        known = self.known(cand)
+        if known is not None:
+            self.log(f"{self.tag(cand)}: from the journal, {known.status} acc {known.acc:.2f}%")
+            return known
+        record, skipped = self.screen(cand)
+        if skipped is not None:
+            return skipped
         _, res = self.task.train(cand.arch, self.data, cand.epochs, self.profile, self.device,
-                                 candidate_seed(self.seed, key), on_epoch)
-        self.log(f"{tag}: {res.status}, {self.task.metric} {res.val_acc:.2f}% in {res.seconds:.1f}s")
-        self.run.record({**record, "status": res.status, "reason": "", "acc": res.val_acc,
-                         "train_acc": res.train_acc, "seconds": res.seconds})
-        return Outcome(res.val_acc, res.train_acc, res.status)
+                                 candidate_seed(self.seed, cand.key()), self.on_epoch(self.tag(cand)))
+        return self.finished(cand, record, res)
 
 
 def data_shape(data) -> dict:
@@ -156,8 +181,12 @@ def discover(
     resume: bool = False,
     download: bool = False,
     log: Log = stderr_log,
+    workers: int = 1,
 ) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run dir).
+
+    ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
+    decisions are those of the sequential search; see ``speculate.py``).
 
     >>> summary = edgenas.discover("demo")          # digits, CPU or CUDA, a few minutes
     >>> summary["arch"], summary["test_acc"], summary["run_dir"]
@@ -187,8 +216,19 @@ def discover(
     data = data.to(dev)
     started = time.monotonic()
     evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log)
-    strategy = make_strategy(profile.strategy, profile.search, data.in_channels, task.outputs(data, profile))
-    result = drive(strategy, evaluator)
+    outputs = task.outputs(data, profile)
+    if workers > 1:
+        from edgenas.speculate import WorkerPool, drive_speculative
+
+        log(f"training up to {workers} candidates at once (speculative; same decisions as sequential)")
+        pool = WorkerPool(workers, profile.task, name, data_dir, profile, seed, str(dev))
+        try:
+            result = drive_speculative(lambda: make_strategy(profile.strategy, profile.search, data.in_channels, outputs),
+                                       evaluator, pool, workers, lambda key: candidate_seed(seed, key))
+        finally:
+            pool.close()
+    else:
+        result = drive(make_strategy(profile.strategy, profile.search, data.in_channels, outputs), evaluator)
     search_wall = time.monotonic() - started
     return finish(run, profile, task, data, result, dev, seed, search_wall, log)
 

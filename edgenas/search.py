@@ -9,6 +9,7 @@ not accepted.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Generator, Optional
 
@@ -125,6 +126,19 @@ def _better(out: Outcome, threshold: Optional[float], strict: bool = False) -> b
     return out.acc > threshold if strict else out.acc >= threshold
 
 
+@functools.lru_cache(maxsize=65536)
+def matched_width(arch: Arch, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int) -> int:
+    """The widest width <= ``start_width`` whose parameters (millions) are within budget + slack.
+
+    Lowered one channel at a time, as the reference does. Cached: strategies are replayed often
+    (resume, speculation), and this is the only costly step of a decision.
+    """
+    w = start_width
+    while count_params(arch.with_width(w), in_channels, num_classes) / 1e6 > budget / 1e6 + slack and w > 1:
+        w -= 1
+    return w
+
+
 def egnas(cfg: EgnasConfig, in_channels: int, num_classes: int) -> Strategy:
     depth, width, epochs = cfg.min_depth, cfg.max_width, cfg.epochs
     # Depth stage: grow while it pays; deeper candidates train longer.
@@ -177,10 +191,7 @@ def egnas(cfg: EgnasConfig, in_channels: int, num_classes: int) -> Strategy:
     slack = cfg.micro_param_slack
 
     def matched(a: Arch, start_width: int, budget: int) -> Arch:
-        w = start_width
-        while count_params(a.with_width(w), in_channels, num_classes) / 1e6 > budget / 1e6 + slack and w > 1:
-            w -= 1
-        return a.with_width(w)
+        return a.with_width(matched_width(a, start_width, budget, slack, in_channels, num_classes))
 
     micro_epochs = cfg.micro_epochs
     macro = best

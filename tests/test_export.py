@@ -17,8 +17,8 @@ from edgenas.data import load_dataset, normalize
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParityError, UserInputError
 from edgenas.export import (
-    FORMATS, ONNX_OPSET, TOLERANCES, HeldOut, check_file, export_onnx, export_run, onnx_metadata, parse_formats,
-    read_metadata, verify_export,
+    FORMATS, ONNX_OPSET, TOLERANCES, HeldOut, _calibration_images, check_file, export_onnx, export_run, held_out,
+    onnx_metadata, parse_formats, precision_onnx, read_metadata, tolerance, verify_export,
 )
 from edgenas.profiles import load_profile
 from edgenas.runs import RunDir
@@ -176,6 +176,28 @@ def test_formats_and_options_are_validated(tmp_path):
         export_run(tmp_path, formats=("onnx",), fp16=True)
 
 
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision_graphs_for_tensorrt_keep_parity(exported, tmp_path, precision):
+    """The FP16 graph and the Q/DQ INT8 graph TensorRT builds engines from, checked on ONNX Runtime (CPU)."""
+    run, _ = exported
+    model, data = run.load_model(), run.load_data()
+    source = precision_onnx(model, run.path / "export" / "model.onnx", precision, (1, 8, 8), tmp_path,
+                            _calibration_images(data, 256) if precision == "int8" else None)
+    graph = onnx.load(str(source)).graph
+    ops = [n.op_type for n in graph.node]
+    if precision == "fp16":
+        weights = {i.data_type for i in graph.initializer} - {onnx.TensorProto.INT64}  # INT64: shapes
+        assert ops[0] == ops[-1] == "Cast" and weights == {onnx.TensorProto.FLOAT16}
+    else:
+        assert ops.count("QuantizeLinear") >= 4 and ops.count("Conv") == 6
+        stem = next(n for n in graph.node if n.op_type == "Conv" and "input" in n.input)
+        assert stem.input[1] in {i.name for i in graph.initializer}  # the stem keeps float weights
+    ref = held_out(run, model, data, 256)
+    report = check_file(source, FORMATS["onnx"], ref, "classify", tolerance(precision, int8_max_drop=0.05))
+    assert report["passed"], report["failures"]
+    assert report["top1_agreement"] >= 0.95 and report["max_abs_diff"] > 1e-4  # really reduced precision
+
+
 @pytest.mark.skipif(HAS_TRT, reason="checks the behaviour without TensorRT")
 def test_tensorrt_alone_without_tensorrt_is_a_missing_dependency(exported):
     run, _ = exported
@@ -188,13 +210,18 @@ def test_tensorrt_alone_without_tensorrt_is_a_missing_dependency(exported):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_tensorrt_engine_parity(exported, tmp_path, precision):
     run, _ = exported
-    report = export_run(run.path, formats=("onnx", "tensorrt"), fp16=precision == "fp16", int8=precision == "int8",
-                        calibration_images=256)
+    copy = copy_run(run, tmp_path / "r")
+    # The fixture's network is barely trained (small logit margins): INT8 may flip a few more.
+    report = export_run(copy.path, formats=("onnx", "tensorrt"), fp16=precision == "fp16", int8=precision == "int8",
+                        calibration_images=256, int8_max_drop=0.1)
     trt_parity = report.parity["tensorrt"]
     assert report.files["tensorrt"].name == "model.engine" and trt_parity["precision"] == precision
     assert trt_parity["passed"] and trt_parity["samples"] >= 256 and "top1_agreement" in trt_parity
-    assert kit.check_export(run.path / "export", runtime=f"tensorrt-{precision}", max_abs_diff=np.inf,
-                            min_agreement=0.9)["passed"]
+    parity = json.loads((copy.path / "export" / "parity.json").read_text())
+    assert set(parity["formats"]) == {"onnx", "tensorrt"} and parity["passed"]
+    assert kit.check_export(copy.path / "export", runtime=f"tensorrt-{precision}", max_abs_diff=np.inf,
+                            min_agreement=0.75)["passed"]
+    assert verify_export(copy.path, formats=("tensorrt",), int8_max_drop=0.1).passed
 
 
 # -- the command ---------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 from collections import Counter
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -70,6 +72,20 @@ def test_timing_graph_matches_the_exported_graph(tmp_path):
     timing = timing_onnx(model, tmp_path / "t.onnx", (3, 16, 16))
     exported = export_onnx(model, tmp_path / "e.onnx", (3, 16, 16), {})
     assert ops(timing) == ops(exported) and ops(timing)["Conv"] == 1 + 4 + 2  # stem, 4 layers, 2 pointwise
+
+
+def test_tensorrt_timing_graphs_run(tmp_path):
+    """The FP16 and INT8 graphs the TensorRT runtimes time are valid and run (here on ONNX Runtime)."""
+    from edgenas.export import half_precision, quantize_int8
+
+    model = build_model(TINY, 3, 10).eval()
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16), dtype=np.float32)
+    fp16 = timing_onnx(half_precision(model), tmp_path / "fp16.onnx", (3, 16, 16))
+    int8 = quantize_int8(timing_onnx(model, tmp_path / "fp32.onnx", (3, 16, 16)), tmp_path / "int8.onnx", x)
+    for path in (fp16, int8):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.run(None, {"input": x})[0].shape == (4, 10)
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(int8)).graph.node}
 
 
 def test_unknown_runtime_is_one_line():

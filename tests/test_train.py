@@ -83,9 +83,7 @@ def test_non_finite_loss_fails_the_candidate(digits):
     assert result.epochs == 1 and not math.isfinite(result.loss)  # stopped after the first bad epoch
 
 
-def test_unknown_and_fast_protocols(digits):
-    with pytest.raises(NotImplementedError):
-        train_candidate(SMALL, digits, 1, TrainPlan(protocol="fast"), CPU, seed=0)
+def test_unknown_protocol(digits):  # the fast protocol is tested in test_train_fast.py
     with pytest.raises(ValueError, match="protocol"):
         train_candidate(SMALL, digits, 1, TrainPlan(protocol="turbo"), CPU, seed=0)
 

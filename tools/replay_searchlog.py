@@ -2,20 +2,25 @@
 """Replay published search logs through edgenas's own search engine; exit 0 only if all match.
 
     python tools/replay_searchlog.py ../shared/reference/searchlogs/*.json
+    python tools/replay_searchlog.py --speculate 4 tests/data/searchlogs/*.json   # with speculation on
 """
 
+import argparse
 import sys
 
-from edgenas.replay import replay_log
+from edgenas.replay import replay_log, replay_log_speculative
 
 
-def main(paths: list[str]) -> int:
-    if not paths:
-        print("usage: replay_searchlog.py FILE.json [FILE.json ...]", file=sys.stderr)
-        return 2
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", metavar="FILE.json")
+    parser.add_argument("--speculate", type=int, default=0, metavar="N",
+                        help="drive the search through speculative execution with N candidates at once")
+    args = parser.parse_args(argv)
+    paths = args.paths
     matched = 0
     for path in paths:
-        r = replay_log(path)
+        r = replay_log_speculative(path, args.speculate) if args.speculate > 1 else replay_log(path)
         verdict = "MATCH" if r.ok else "MISMATCH"
         print(f"{verdict}  {path}: {r.requests_matched}/{r.records} requests matched, "
               f"final architecture {'matches' if r.final_matched else 'differs'}" + (f" ({r.error})" if r.error else ""))

@@ -1,0 +1,198 @@
+"""Speculative search: while the strategy waits for one candidate, train those it may ask for next.
+
+Decisions stay exactly those of the sequential search: the strategy only ever sees real answers,
+in request order. Hypothetical answers serve one purpose — guessing which candidates to start
+early, by replaying the (pure, deterministic) strategy from its real history plus a guess. A
+candidate's result depends only on the seed and the candidate (``candidate_seed``), so training it
+early changes nothing but the wall time. Finished speculative candidates are journaled, so a
+resumed search reuses them; those the search ends up not needing are cancelled.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from collections import Counter
+from typing import Callable, Optional
+
+from edgenas.search import Candidate, Outcome, SearchResult, Strategy
+
+# Offsets (percent) around the last accuracy seen: the outcomes a guess is drawn from.
+GUESS_OFFSETS = (-5.0, -1.0, -0.3, -0.1, -0.04, 0.0, 0.04, 0.1, 0.3, 1.0, 5.0)
+
+
+def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Optional[Candidate]:
+    """The request a fresh strategy makes after ``answers``; None once it has finished."""
+    strategy = factory()
+    try:
+        cand = next(strategy)
+        for out in answers:
+            cand = strategy.send(out)
+        return cand
+    except StopIteration:
+        return None
+
+
+def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: float, k: int) -> list[Candidate]:
+    """Up to ``k`` candidates the strategy may request after the pending one, likeliest first.
+
+    Breadth first over hypothetical outcomes of the pending request, then of the guessed ones:
+    a candidate reached by more of the hypothetical outcomes comes first.
+    """
+    found: list[Candidate] = []
+    frontier = [list(answers)]
+    while frontier and len(found) < k:
+        next_frontier = []
+        for history in frontier:
+            reached: Counter = Counter()
+            path = {}
+            for offset in GUESS_OFFSETS:
+                out = Outcome(min(max(guess + offset, 0.0), 100.0), min(guess, 99.0))
+                cand = replay(factory, history + [out])
+                if cand is not None:
+                    reached[cand] += 1
+                    path.setdefault(cand, history + [out])
+            for cand, _ in reached.most_common():
+                if cand not in found:
+                    found.append(cand)
+                    next_frontier.append(path[cand])
+        frontier = next_frontier
+    return found[:k]
+
+
+# -- worker processes ----------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _worker_init(task_name: str, dataset: str, data_dir, profile, split_seed: int, device: str, threads: int, cancelled):
+    import torch
+
+    from edgenas.tasks import task_for
+
+    torch.set_num_threads(threads)
+    task = task_for(task_name)
+    data = task.load_data(dataset, data_dir, profile, split_seed, False)
+    _WORKER.update(task=task, data=data.to(device), profile=profile, device=torch.device(device), cancelled=cancelled)
+
+
+class Cancelled(Exception):
+    pass
+
+
+def _worker_train(arch_dict: dict, epochs: int, seed: int, key: str, tag: str) -> dict:
+    import dataclasses
+    import sys
+
+    from edgenas.space import Arch
+
+    w = _WORKER
+
+    def on_epoch(epoch, total, loss, train_acc, seconds):
+        print(f"{tag}: epoch {epoch}/{total} loss {loss:.3f} train {train_acc:.1f}%", file=sys.stderr, flush=True)
+        if key in w["cancelled"]:
+            raise Cancelled
+
+    try:
+        _, res = w["task"].train(Arch.from_dict(arch_dict), w["data"], epochs, w["profile"], w["device"], seed, on_epoch)
+    except Cancelled:
+        return {"status": "cancelled"}
+    return dataclasses.asdict(res)
+
+
+class WorkerPool:
+    """``workers`` processes sharing one device, each holding the dataset in that device's memory."""
+
+    def __init__(self, workers: int, task_name: str, dataset: str, data_dir, profile, split_seed: int, device: str):
+        ctx = multiprocessing.get_context("spawn")
+        self.manager = ctx.Manager()
+        self.cancelled = self.manager.dict()
+        threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 1
+        self.pool = cf.ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_worker_init,
+            initargs=(task_name, dataset, data_dir, profile, split_seed, device, threads, self.cancelled),
+        )
+
+    def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future:
+        return self.pool.submit(_worker_train, cand.arch.to_dict(), cand.epochs, seed, cand.key(), tag)
+
+    def cancel(self, cand: Candidate, future: cf.Future) -> None:
+        if not future.cancel():  # already running: it stops at its next epoch
+            self.cancelled[cand.key()] = True
+
+    def uncancel(self, cand: Candidate) -> None:
+        self.cancelled.pop(cand.key(), None)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.manager.shutdown()
+
+
+def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: WorkerPool, slots: int, seed_of) -> SearchResult:
+    """Like ``search.drive``, with up to ``slots`` candidates training at once in ``pool``."""
+    strategy = factory()
+    answers: list[Outcome] = []
+    history = []
+    running: dict[str, tuple[Candidate, dict, cf.Future]] = {}
+    guess = 50.0
+
+    def start(cand: Candidate, speculative: bool) -> bool:
+        """Submit ``cand`` unless it is known or over budget; True if it is (now) running."""
+        if cand.key() in running:
+            pool.uncancel(cand)
+            return True
+        if evaluator.known(cand) is not None:
+            return False
+        record, skipped = evaluator.screen(cand)
+        if skipped is not None:
+            return False
+        tag = evaluator.tag(cand, speculative)
+        running[cand.key()] = (cand, record, pool.submit(cand, seed_of(cand.key()), tag))
+        return True
+
+    def collect(done, pending: Candidate) -> None:
+        for fut in done:
+            key = next(k for k, (_, _, f) in running.items() if f is fut)
+            c, record, _ = running.pop(key)
+            if fut.cancelled():
+                continue
+            res = fut.result()
+            if res["status"] != "cancelled":
+                evaluator.finished(c, record, res, speculative=c != pending)
+
+    try:
+        cand = next(strategy)
+        while True:
+            evaluator.count += 1
+            out = evaluator.known(cand)
+            if out is not None:
+                evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
+            elif start(cand, speculative=False):
+                wanted = [cand] + likely_next(factory, answers, guess, slots - 1)
+                for c, _, fut in list(running.values()):
+                    if c not in wanted:
+                        pool.cancel(c, fut)
+                for nxt in wanted[1:]:
+                    if len(running) < slots:
+                        start(nxt, speculative=True)
+                while out is None:  # a candidate cancelled while its guess was stale is started again
+                    start(cand, speculative=False)
+                    while cand.key() in running:
+                        done, _ = cf.wait([f for _, _, f in running.values()], return_when=cf.FIRST_COMPLETED)
+                        collect(done, cand)
+                    out = evaluator.known(cand)
+            else:
+                out = evaluator.known(cand)  # over a budget: screen() journaled it as skipped
+            if out.usable:
+                guess = out.acc
+            answers.append(out)
+            history.append((cand, out))
+            cand = strategy.send(out)
+    except StopIteration as stop:
+        result: SearchResult = stop.value
+        result.candidates = len(history)
+        result.history = history
+        return result
+    finally:
+        for c, _, fut in running.values():
+            pool.cancel(c, fut)

@@ -1,0 +1,17 @@
+import subprocess
+import sys
+
+from edgenas.data import load_dataset
+
+from conftest import TESTS
+
+
+def test_synthetic_fashionmnist_loads_through_the_real_loader(tmp_path):
+    tool = TESTS.parent / "tools" / "synthetic_data.py"
+    r = subprocess.run([sys.executable, str(tool), "fashionmnist", str(tmp_path), "--train", "300", "--test", "50",
+                        "--label-noise", "0.5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "SYNTHETIC" in r.stdout
+    data = load_dataset("fashionmnist", str(tmp_path), val_fraction=0.1)
+    assert data.train.x.shape == (270, 1, 28, 28) and len(data.test) == 50 and data.num_classes == 10
+    assert 0 <= int(data.train.y.min()) and int(data.train.y.max()) <= 9
