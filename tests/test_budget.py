@@ -1,0 +1,86 @@
+"""Budgets in the search: candidates over a latency budget are never trained, and the winner meets it."""
+
+import json
+
+import pytest
+
+from edgenas.bench import bench
+from edgenas.export import export_run
+from edgenas.latency import measure_latency
+from edgenas.pipeline import check_budget, discover
+from edgenas.profiles import Budget, load_profile
+from edgenas.runs import RunDir
+from edgenas.space import Arch
+
+PROFILE = """
+description = "latency-budgeted test search on 32x32 digits"
+[search]
+min_depth = 2
+max_depth = 3
+min_width = 8
+max_width = 32
+width_step = 8
+epochs = 1
+add_epochs_depth = 0
+add_epochs_width = 0
+depth_patience = 0
+width_patience = 0
+micro_epochs = 1
+micro_kernels = [5]
+[train]
+batch_size = 128
+lr = 0.05
+crop_padding = 1
+cutout = 0
+[budget]
+runtime = "onnxruntime-cpu"
+threads = 1
+max_latency_ms = {budget}
+[data]
+dataset = "digits"
+input_size = [32, 32]
+"""
+
+
+def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
+    shape = dict(in_channels=1, num_classes=10, input_size=(32, 32))
+    wide = measure_latency(Arch.plain(2, 32), 1, 10, (32, 32), "onnxruntime-cpu", threads=1)
+    narrow = measure_latency(Arch.plain(2, 8), 1, 10, (32, 32), "onnxruntime-cpu", threads=1)
+    assert wide > 2 * narrow, (wide, narrow)  # 16x the MACs: a clear gap to put the budget in
+    budget = (wide * narrow) ** 0.5
+    path = tmp_path / "latency.toml"
+    path.write_text(PROFILE.format(budget=round(budget, 4)))
+    summary = discover(str(path), out=tmp_path / "run", device="cpu", log=lambda m: None)
+
+    journal = RunDir(tmp_path / "run").journal()
+    skipped = [r for r in journal if r["status"] == "skipped"]
+    trained = [r for r in journal if r["status"] != "skipped"]
+    assert skipped and trained
+    for r in skipped:
+        assert r["latency_ms"] > budget and "latency" in r["reason"] and "max_latency_ms" in r["reason"]
+    for r in trained:
+        assert r["latency_ms"] is not None and r["latency_ms"] <= budget
+    assert journal[0]["status"] == "skipped" and journal[0]["width"] == 32  # the widest never trained
+    assert summary["latency_ms"] <= budget and summary["budget"]["max_latency_ms"] == round(budget, 4)
+
+    export_run(tmp_path / "run")
+    after = bench(tmp_path / "run" / "export" / "model.onnx", runtime="onnxruntime-cpu", threads=1, warmup=20, runs=200)
+    assert after["p50_ms"] <= 1.1 * budget, (after["p50_ms"], budget)  # 10 % for noise between two timings
+    # latencies are measured once per architecture and kept for a resumed search
+    assert len(RunDir(tmp_path / "run").latencies()) >= len(journal) - 1
+
+
+def test_params_and_macs_budgets_are_checked_without_measuring():
+    shape = {"in_channels": 1, "num_classes": 10, "input_size": [8, 8]}
+    never = lambda arch: pytest.fail("latency measured although a free budget already failed")  # noqa: E731
+    check = check_budget(Arch.plain(3, 16), shape, Budget(max_params=100, max_latency_ms=1.0), never)
+    assert "params" in check.reason and check.latency_ms is None
+    check = check_budget(Arch.plain(3, 16), shape, Budget(max_macs=100, max_latency_ms=1.0), never)
+    assert "MACs" in check.reason
+    assert check_budget(Arch.plain(3, 16), shape, Budget(), never).reason == ""
+
+
+def test_builtin_target_profiles():
+    cpu = load_profile("cpu-1thread").budget
+    assert (cpu.runtime, cpu.threads, cpu.batch) == ("onnxruntime-cpu", 1, 1) and cpu.max_latency_ms > 0
+    assert load_profile("jetson-fp16").budget.runtime == "tensorrt-fp16"
