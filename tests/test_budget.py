@@ -1,6 +1,5 @@
 """Budgets in the search: candidates over a latency budget are never trained, and the winner meets it."""
 
-import json
 
 import pytest
 
@@ -43,7 +42,6 @@ input_size = [32, 32]
 
 
 def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
-    shape = dict(in_channels=1, num_classes=10, input_size=(32, 32))
     wide = measure_latency(Arch.plain(2, 32), 1, 10, (32, 32), "onnxruntime-cpu", threads=1)
     narrow = measure_latency(Arch.plain(2, 8), 1, 10, (32, 32), "onnxruntime-cpu", threads=1)
     assert wide > 2 * narrow, (wide, narrow)  # 16x the MACs: a clear gap to put the budget in
