@@ -159,6 +159,8 @@ def _validate(p: Profile, file: str) -> None:
     for key in ("momentum", "weight_decay", "grad_clip", "crop_padding", "cutout"):
         _check(getattr(t, key) >= 0, file, f"train.{key}", "it must be >= 0", getattr(t, key))
     _check(t.final_epochs >= 1, file, "train.final_epochs", "it must be >= 1", t.final_epochs)
+    _check(t.fast_batch_size >= 1, file, "train.fast_batch_size", "it must be >= 1", t.fast_batch_size)
+    _check(0 <= t.warmup_fraction < 1, file, "train.warmup_fraction", "it must be in [0, 1)", t.warmup_fraction)
     b = p.budget
     for key in ("max_params", "max_macs", "max_latency_ms"):
         _check(getattr(b, key) >= 0, file, f"budget.{key}", "it must be >= 0 (0 = no limit)", getattr(b, key))

@@ -304,14 +304,25 @@ class _GraphedTrainer:
         self.eager_steps += 1
 
     def _capture(self) -> None:
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.step.gen)  # augmentation draws advance per replay
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        torch.cuda.synchronize()
         try:
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self._full_batch()
+            graph = torch.cuda.CUDAGraph()
+            graph.register_generator_state(self.step.gen)  # augmentation draws advance per replay
+            # torch.cuda.graph() without its context manager, so a failed capture_end still leaves the side stream
+            with torch.cuda.stream(side):
+                graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    self._full_batch()
+                finally:
+                    graph.capture_end()
+            torch.cuda.current_stream().wait_stream(side)
         except Exception as e:  # noqa: BLE001 - any capture failure: train on, eagerly
+            while e.__context__ is not None:  # the first error, not capture_end's "capture invalidated"
+                e = e.__context__
             warnings.warn(f"CUDA graph capture failed, training this candidate eagerly ({type(e).__name__}: "
-                          f"{' '.join(str(e).split())[:200]})", RuntimeWarning, stacklevel=3)
+                          f"{' '.join(str(e).split())[:300]})", RuntimeWarning, stacklevel=3)
             torch.cuda.synchronize()
             self.capture = False
             # the generator took part in the broken capture; go on with a fresh one, still seeded

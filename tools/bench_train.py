@@ -103,9 +103,10 @@ def load_data(name: str, data_dir: str | None, train_images: int | None, val_ima
     return dataclasses.replace(data, train=trim(data.train, train_images), val=trim(data.val, val_images))
 
 
-def data_label(data: ImageData) -> str:
-    kind = "SYNTHETIC (random images of this shape; no real data given)" if data.synthetic else "real"
-    return f"{data.name} {kind}: {len(data.train)} train / {len(data.val)} val images {data.in_channels}x{data.input_size[0]}x{data.input_size[1]}"
+def data_label(data: ImageData, note: str = "") -> str:
+    kind = "SYNTHETIC (random images of this shape; no real data given)" if data.synthetic else "loaded from files"
+    shape = f"{data.in_channels}x{data.input_size[0]}x{data.input_size[1]}"
+    return f"{data.name} {kind}{f' ({note})' if note else ''}: {len(data.train)} train / {len(data.val)} val images {shape}"
 
 
 # --- the floor -----------------------------------------------------------------------------------
@@ -139,7 +140,6 @@ def measure_device(device: torch.device) -> dict:
     src = torch.ones(copy_elems, device=device)
     dst = torch.empty_like(src)
     cp = _timed(lambda: dst.copy_(src), device, 10 if device.type == "cuda" else 3)
-    del a, b, out, src, dst
     return {"matmul_flop_per_s": 2 * n**3 / mm, "matmul_dtype": str(dtype).removeprefix("torch."), "matmul_n": n,
             "copy_bytes_per_s": 2 * copy_elems * 4 / cp}
 
@@ -234,8 +234,11 @@ def run_reference_loop(arch: Arch, data: ImageData, epochs: int, device: torch.d
         torch.backends.cudnn.benchmark = True
     optimizer = torch.optim.SGD(model.parameters(), plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=0.0)
+    # fork, as the reference ran (Linux, Python 3.6-3.11): workers start without pickling the images
+    context = "fork" if workers and sys.platform == "linux" else None
     queue = torch.utils.data.DataLoader(PILImages(data.train, reference_transform(data, plan)), batch_size=plan.batch_size,
-                                        shuffle=True, pin_memory=device.type == "cuda", num_workers=workers)
+                                        shuffle=True, pin_memory=device.type == "cuda", num_workers=workers,
+                                        multiprocessing_context=context)
     model.train()
     epoch_seconds, images, loss_avg, acc_avg = [], 0, float("nan"), 0.0
     for _ in range(epochs):
@@ -273,7 +276,7 @@ def run_edgenas(name: str, plan: TrainPlan, arch: Arch, data: ImageData, epochs:
     fitted = fit(model, data, epochs, plan, device, seed, lambda e, n, loss, acc, s: stamps.append(s))
     epoch_seconds = [b - a for a, b in zip([0.0] + stamps, stamps)]
     sched = schedule_for(plan, len(data.train), epochs)
-    images = int(round(fitted.images_per_s * fitted.seconds))
+    images = fitted.epochs * sum(min(sched.batch_size, sched.n - s) for s in sched.starts)
     val = evaluate(model, data.val, data, device) if len(data.val) and fitted.status == "trained" else float("nan")
     return summarize(name, plan, sched.batch_size, epoch_seconds, images, val, fitted.train_acc, fitted.loss, fitted.graphed,
                      peak_lr=sched.peak_lr, warmup_steps=sched.warmup_steps, status=fitted.status)
@@ -333,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="d20-w64", help="d<depth>-w<width>, a str(Arch), or an arch.json (default d20-w64)")
     p.add_argument("--dataset", default="cifar10", help="dataset name (default cifar10)")
     p.add_argument("--data-dir", default=None, help="real data here; without it: synthetic data of the dataset's shape")
+    p.add_argument("--data-note", default="", help="said with the data in the output, e.g. 'files written by tools/synthetic_data.py'")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--val-images", type=int, default=None, help="use only the first N validation images")
@@ -355,8 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         runs.remove("edgenas_reference_eager")  # on the CPU it is edgenas_reference itself
     arch = parse_arch(args.arch)
     data = load_data(args.dataset, args.data_dir, args.train_images, args.val_images, args.seed)
-    print(f"bench_train: {arch} on {device}; data: {data_label(data)}", flush=True)
+    print(f"bench_train: {arch} on {device}; data: {data_label(data, args.data_note)}", flush=True)
     rates = measure_device(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     fl = floor(arch, data, device, rates)
     results = {}
     plans = {"edgenas_reference": TrainPlan(), "edgenas_reference_eager": TrainPlan(cuda_graphs=False),
@@ -383,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             results["edgenas_reference"]["steady_images_per_s"] / results["edgenas_reference_eager"]["steady_images_per_s"])
     result = {"tool": "bench_train", "arch": str(arch), "arch_dict": arch.to_dict(), "epochs": args.epochs,
               "seed": args.seed, "env": environment(device),
-              "data": {"dataset": data.name, "synthetic": data.synthetic, "label": data_label(data),
+              "data": {"dataset": data.name, "synthetic": data.synthetic, "label": data_label(data, args.data_note),
                        "train_images": len(data.train), "val_images": len(data.val)},
               "floor": fl, "runs": results, "ratios": ratios, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
     print_report(result)

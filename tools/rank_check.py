@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Does the fast protocol keep the reference protocol's ranking? Kendall's tau over logged candidates.
 
-    python tools/rank_check.py --epochs-scale 0.25 --json rank.json
+    python tools/rank_check.py --epochs-scale 0.25 --noise 0.5 --json rank.json
 
 Takes the candidates of a reference search log (default: the depth and width stages of the
 FashionMNIST tiny search, ``tests/data/searchlogs/egnas-fashionmnist-w64.json``: 21 candidates,
@@ -11,12 +11,16 @@ validation accuracy, Kendall's tau-b between them (``scipy.stats.kendalltau`` wh
 installed, else the exact tau-b computed here, without a p-value), the tau of each against the
 accuracies in the log (meaningful only on the real dataset at the log's epochs), a tau on
 validation loss (finer-grained where accuracies tie), and the wall time and images/s of each
-protocol. Without ``--data-dir`` the data are SYNTHETIC images of the dataset's shape, said so.
+protocol. Without ``--data-dir`` the data are SYNTHETIC images of the dataset's shape, said so;
+synthetic classes are easy to tell apart, so ``--noise 0.5`` (Gaussian pixel noise added once)
+keeps candidates from all reaching 100 % and tying. ``--max-seconds`` bounds the run: no new
+candidate starts after it (each candidate is trained under both protocols before the next).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -30,6 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import data_label, environment, load_data  # noqa: E402
 
+from edgenas.data import Split  # noqa: E402
 from edgenas.space import Arch  # noqa: E402
 from edgenas.train import TrainPlan, schedule_for, select_device, train_candidate  # noqa: E402
 
@@ -96,6 +101,19 @@ def val_loss(model, data, device) -> float:
     return float(total) / len(data.val)
 
 
+def add_noise(data, sigma: float, seed: int):
+    """``data`` with N(0, sigma) pixel noise (pixel range 1) added once to train and val, rounded and clipped."""
+    if sigma == 0:
+        return data
+    gen = torch.Generator().manual_seed(seed + 7919)
+
+    def noisy(split: Split) -> Split:
+        x = split.x.float() + (sigma * 255.0) * torch.randn(split.x.shape, generator=gen)
+        return Split(x.round_().clamp_(0, 255).to(torch.uint8), split.y)
+
+    return dataclasses.replace(data, train=noisy(data.train), val=noisy(data.val), test=noisy(data.test))
+
+
 def images_trained(plan: TrainPlan, n: int, epochs: int) -> int:
     sched = schedule_for(plan, n, epochs)
     return epochs * sum(min(sched.batch_size, n - s) for s in sched.starts)
@@ -110,8 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width-scale", type=float, default=1.0, help="train widths x this (only to shrink runs for tests)")
     p.add_argument("--dataset", default=None, help="default: the log's dataset")
     p.add_argument("--data-dir", default=None, help="real data here; without it: synthetic data of the dataset's shape")
+    p.add_argument("--data-note", default="", help="said with the data in the output, e.g. 'files written by tools/synthetic_data.py'")
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--val-images", type=int, default=None, help="use only the first N validation images")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="add seeded Gaussian noise of this std (pixel range = 1) to every image once: a harder "
+                        "synthetic task, so candidates do not all reach 100%% (default 0)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when present")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's own choice)")
     p.add_argument("--max-seconds", type=float, default=0.0, help="start no new candidate after this many seconds (0: no limit)")
@@ -132,10 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(picked) < 8:
         print(f"warning: only {len(picked)} candidates; the issue asks for at least 8", file=sys.stderr)
     device = select_device(args.device)
-    data = load_data(dataset, args.data_dir, args.train_images, args.val_images, args.seed).to(device)
+    data = load_data(dataset, args.data_dir, args.train_images, args.val_images, args.seed)
+    if args.noise < 0:
+        p.error("--noise must be >= 0")
+    data = add_noise(data, args.noise, args.seed).to(device)
     plans = {"reference": TrainPlan(), "fast": TrainPlan(protocol="fast")}
+    label = data_label(data, args.data_note) + (f", plus pixel noise std {args.noise:g}" if args.noise else "")
     print(f"rank_check: {len(picked)} candidates of {Path(args.log).name} ({','.join(stages)}) on {device}; "
-          f"epochs x {args.epochs_scale}, widths x {args.width_scale}; data: {data_label(data)}", flush=True)
+          f"epochs x {args.epochs_scale}, widths x {args.width_scale}; data: {label}", flush=True)
 
     rows, started = [], time.perf_counter()
     for i, rec in picked:
@@ -160,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = summarize(rows, plans)
     result.update({"tool": "rank_check", "log": str(args.log), "stages": stages, "epochs_scale": args.epochs_scale,
-                   "width_scale": args.width_scale, "seed": args.seed, "env": environment(device),
-                   "data": {"dataset": data.name, "synthetic": data.synthetic, "label": data_label(data),
+                   "width_scale": args.width_scale, "noise": args.noise, "seed": args.seed, "env": environment(device),
+                   "data": {"dataset": data.name, "synthetic": data.synthetic, "label": label,
                             "train_images": len(data.train), "val_images": len(data.val)},
                    "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])})
     print_report(result)

@@ -1,0 +1,197 @@
+"""The fast protocol's schedule and learning, the graph step's arithmetic on the CPU, and the CUDA paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgenas.data import BatchAugment, Split, load_dataset, synthetic_dataset
+from edgenas.space import Arch, build_model
+from edgenas.train import (
+    TrainPlan, _eager_epochs, _GraphedTrainer, _Step, evaluate, fit, schedule_for, train_candidate,
+)
+
+CPU = torch.device("cpu")
+SMALL = Arch.plain(4, 16)
+FAST = TrainPlan(protocol="fast", crop_padding=1)  # 8x8 digits: a 4-pixel shift would hide half the digit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread, as in test_train.py (a shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _subset(data, n: int):
+    return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
+
+
+def test_fast_schedule_is_scaled_lr_warmup_then_cosine():
+    s = schedule_for(TrainPlan(protocol="fast"), n=5000, epochs=4)
+    assert s.batch_size == 512 and s.starts == tuple(range(0, 4608, 512))  # whole batches only: 9 per epoch
+    assert s.total_steps == 36 and s.warmup_steps == round(0.05 * 36) == 2
+    assert s.peak_lr == pytest.approx(0.025 * 512 / 64)  # linear scaling from the reference lr at batch 64
+    lrs = s.lrs()
+    assert lrs[:3] == pytest.approx([0.1, 0.2, 0.2])  # linear warm-up to the peak, then the cosine starts at it
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # then falls every step
+    assert lrs[2 + 17] == pytest.approx(0.1)  # half way through the cosine: half the peak
+    assert 0 < lrs[-1] < 0.002
+    assert s.bn_momentum_power == 8.0
+
+
+def test_fast_batch_is_capped_at_the_training_set():
+    s = schedule_for(dataclasses.replace(FAST, warmup_fraction=0.0), n=300, epochs=2)
+    assert (s.batch_size, s.starts, s.warmup_steps) == (300, (0,), 0)
+    assert s.peak_lr == pytest.approx(0.025 * 300 / 64)
+    assert s.lr(0) == pytest.approx(s.peak_lr)  # no warm-up: cosine from the first step
+
+
+def test_reference_schedule_is_torch_cosine_annealing_per_epoch():
+    s = schedule_for(TrainPlan(), n=1000, epochs=5)
+    assert s.batch_size == 64 and len(s.starts) == 16 and s.warmup_steps == 0  # 15 full batches + one of 40
+    assert schedule_for(TrainPlan(), n=129, epochs=1).starts == (0, 64)  # a lone last sample is dropped
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.025)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5, eta_min=0.0)
+    for epoch in range(5):
+        assert [s.lr(epoch * 16 + k) for k in (0, 15)] == pytest.approx([opt.param_groups[0]["lr"]] * 2, abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+@pytest.mark.parametrize("change", [{"warmup_fraction": 1.0}, {"warmup_fraction": -0.1}, {"fast_batch_size": 0}])
+def test_fast_schedule_rejects_bad_values(change):
+    with pytest.raises(ValueError):
+        schedule_for(dataclasses.replace(FAST, **change), n=100, epochs=1)
+
+
+def test_fast_protocol_learns_digits_well_above_chance(digits):
+    lines = []
+    model, result = train_candidate(SMALL, digits, 10, FAST, CPU, seed=0, on_epoch=lambda *a: lines.append(a))
+    assert result.status == "trained" and result.epochs == 10 and len(lines) == 10
+    assert result.val_acc > 70.0 and result.train_acc > 50.0, result  # chance is 10 %
+    assert lines[-1][2] < lines[0][2]
+    assert evaluate(model, digits.test, digits, CPU) > 70.0
+    _, again = train_candidate(SMALL, digits, 10, FAST, CPU, seed=0)
+    assert (again.val_acc, again.loss) == (result.val_acc, result.loss)  # bit-repeatable on the CPU
+
+
+def test_fast_scales_batchnorm_momentum_while_training_only(digits):
+    torch.manual_seed(0)
+    model = build_model(SMALL, 1, 10)
+    bn = model.stem[1]
+    seen = []
+    bn.register_forward_pre_hook(lambda m, args: seen.append(m.momentum))
+    fit(model, _subset(digits, 512), 1, dataclasses.replace(FAST, fast_batch_size=256), CPU, seed=0)
+    assert seen and all(m == pytest.approx(1 - 0.9 ** 4) for m in seen)  # batch 256 = 4 reference batches
+    assert bn.momentum == 0.1
+
+
+@pytest.mark.parametrize("protocol", ["reference", "fast"])
+def test_graph_step_arithmetic_is_torch_sgd(digits, protocol):
+    """The step the CUDA graph captures (foreach SGD on a device lr, device counters), run eagerly on
+    the CPU, trains as torch's SGD + clip_grad_norm_ + schedule do: same batches, same losses."""
+    plan = dataclasses.replace(FAST if protocol == "fast" else TrainPlan(crop_padding=1), protocol=protocol, fast_batch_size=128)
+    train = Split(digits.train.x[:300], digits.train.y[:300])  # reference: 4 batches of 64 and one of 44
+    runs = []
+    for graph_code in (False, True):
+        torch.manual_seed(0)
+        model = build_model(SMALL, 1, 10).to(memory_format=torch.channels_last)
+        params = list(model.parameters())
+        sched = schedule_for(plan, len(train), 3)
+        step = _Step(model, None, F.cross_entropy, params, plan, train, BatchAugment(digits, crop_padding=1), torch.Generator().manual_seed(5), CPU)
+        epochs = _GraphedTrainer(step, sched, capture=False).epochs() if graph_code else _eager_epochs(step, sched)
+        stats = [(float(loss) / seen, int(correct), seen) for loss, correct, seen in epochs]
+        runs.append((stats, [p.detach().clone() for p in params]))
+    (eager, w_eager), (graph, w_graph) = runs
+    assert [s[1:] for s in eager] == [s[1:] for s in graph]
+    assert [s[0] for s in eager] == pytest.approx([s[0] for s in graph], rel=1e-5)
+    for a, b in zip(w_eager, w_graph):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_fit_is_not_graphed(digits):
+    result = fit(build_model(SMALL, 1, 10), _subset(digits, 256), 1, FAST, CPU, seed=0)
+    assert result.graphed is False and result.images_per_s > 0
+
+
+# --- CUDA (run on a GPU machine: pytest -m gpu) ---------------------------------------------------------
+
+
+
+def _cuda_data(n_train: int):
+    return synthetic_dataset("fashionmnist", n_train, 1000, seed=0).to("cuda")
+
+
+@pytest.mark.parametrize("protocol", ["reference", "fast"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_path_follows_the_eager_path(protocol):
+    """Same seed, same data: the graphed steps give the eager path's loss trajectory within bf16 noise."""
+    cuda = torch.device("cuda")
+    data = _cuda_data(6000)  # 5400 train: reference 84 batches of 64 and one of 24; fast 10 batches of 512
+    plan = TrainPlan(protocol=protocol)
+    curves, results = [], []
+    for graphs in (True, False):
+        torch.manual_seed(0)
+        model = build_model(Arch.plain(6, 32), 1, 10)
+        losses = []
+        r = fit(model, data, 4, dataclasses.replace(plan, cuda_graphs=graphs), cuda, seed=3,
+                on_epoch=lambda e, n, loss, acc, s: losses.append(loss))
+        curves.append(losses)
+        results.append(r)
+    assert results[0].graphed and not results[1].graphed
+    graphed, eager = curves
+    assert all(math.isfinite(v) for v in graphed + eager)
+    # same seed: same batches and augmentations, so only bf16 / cuDNN-algorithm noise separates them
+    assert graphed[0] == pytest.approx(eager[0], rel=0.05), curves
+    assert graphed == pytest.approx(eager, rel=0.08, abs=0.05), curves
+    assert graphed[-1] < graphed[0] and eager[-1] < eager[0], curves
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_protocol_on_cuda():
+    cuda = torch.device("cuda")
+    data = _cuda_data(8000)
+    model, result = train_candidate(Arch.plain(6, 32), data, 5, TrainPlan(protocol="fast"), cuda, seed=0)
+    assert result.status == "trained" and result.val_acc > 30.0, result  # chance is 10 %
+    assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.stem[1].momentum == 0.1  # restored after training
+    fitted = fit(build_model(Arch.plain(6, 32), 1, 10), data, 1, TrainPlan(protocol="fast"), cuda, seed=0)
+    assert fitted.graphed and fitted.images_per_s > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_failed_graph_capture_trains_on_eagerly():
+    """A loss that syncs with the host cannot be captured: a warning, then the same training, eagerly."""
+    cuda = torch.device("cuda")
+    data = _cuda_data(2000)
+
+    def syncing_loss(logits, y):
+        loss = F.cross_entropy(logits, y)
+        return loss * (1.0 if loss.item() >= 0 else 1.0)  # .item() is not allowed while capturing
+
+    torch.manual_seed(0)
+    model = build_model(Arch.plain(4, 16), 1, 10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit(model, data, 2, TrainPlan(), cuda, seed=0, loss_fn=syncing_loss)
+    assert any("CUDA graph capture failed" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert result.status == "trained" and not result.graphed and math.isfinite(result.loss)
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()  # the capture stream was left
+    assert evaluate(model, data.val, data, cuda) > 15.0
