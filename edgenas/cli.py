@@ -66,7 +66,9 @@ def with_data_options(f):
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out (default: the newest matching run).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Candidates trained at once on the device (speculatively; decisions are unchanged).")
-def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers):
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Train candidates as Ray tasks: 'local', or a Ray cluster's address (needs edgenas[ray]).")
+def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address):
     """Search an architecture under the profile's budgets and train it (demo profile on digits by default)."""
     from edgenas.pipeline import discover as run_discover
     from edgenas.profiles import load_profile
@@ -75,7 +77,8 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
     if task:
         profile = dataclasses.replace(profile, task=task)
     try:
-        summary = run_discover(profile, dataset, data_dir, out, device, seed, resume, download, workers=workers)
+        summary = run_discover(profile, dataset, data_dir, out, device, seed, resume, download, workers=workers,
+                               ray=ray_address)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; continue with the same command and --resume") from None
     click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}

@@ -131,11 +131,11 @@ class CandidateEvaluator:
         return Outcome(record["acc"], record["train_acc"], record["status"], record.get("reason", ""))
 
     def finished(self, cand: Candidate, record: dict, res, speculative: bool = False) -> Outcome:
-        """Journal a trained candidate (``res``: a TrainResult or its dict) and return its answer."""
+        """Journal a trained candidate (``res``: a TrainResult or its dict); ``speculative``: not asked for yet."""
         res = res if isinstance(res, dict) else dataclasses.asdict(res)
         self.log(f"{self.tag(cand, speculative)}: {res['status']}, {self.task.metric} {res['val_acc']:.2f}% in {res['seconds']:.1f}s")
-        return self.journal({**record, "status": res["status"], "reason": "", "acc": res["val_acc"],
-                             "train_acc": res["train_acc"], "seconds": res["seconds"], "speculative": speculative})
+        return self.journal({"speculative": False, **record, "status": res["status"], "reason": "", "acc": res["val_acc"],
+                             "train_acc": res["train_acc"], "seconds": res["seconds"]})
 
     def on_epoch(self, tag: str):
         def report(epoch, epochs, loss, train_acc, seconds):
@@ -182,11 +182,13 @@ def discover(
     download: bool = False,
     log: Log = stderr_log,
     workers: int = 1,
+    ray: Optional[str] = None,
 ) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run dir).
 
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
-    decisions are those of the sequential search; see ``speculate.py``).
+    decisions are those of the sequential search; see ``speculate.py``). ``ray`` ("local" or a
+    cluster address) runs them as Ray tasks instead, across the GPUs of a Ray cluster.
 
     >>> summary = edgenas.discover("demo")          # digits, CPU or CUDA, a few minutes
     >>> summary["arch"], summary["test_acc"], summary["run_dir"]
@@ -217,11 +219,13 @@ def discover(
     started = time.monotonic()
     evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log)
     outputs = task.outputs(data, profile)
-    if workers > 1:
-        from edgenas.speculate import WorkerPool, drive_speculative
+    if workers > 1 or ray:
+        from edgenas.speculate import RayPool, WorkerPool, drive_speculative
 
-        log(f"training up to {workers} candidates at once (speculative; same decisions as sequential)")
-        pool = WorkerPool(workers, profile.task, name, data_dir, profile, seed, str(dev))
+        where = f"as Ray tasks ({ray})" if ray else "in worker processes"
+        log(f"training up to {workers} candidates at once {where} (speculative; same decisions as sequential)")
+        pool = (RayPool(workers, profile.task, name, data_dir, profile, seed, dev.type, ray) if ray
+                else WorkerPool(workers, profile.task, name, data_dir, profile, seed, str(dev)))
         try:
             result = drive_speculative(lambda: make_strategy(profile.strategy, profile.search, data.in_channels, outputs),
                                        evaluator, pool, workers, lambda key: candidate_seed(seed, key))

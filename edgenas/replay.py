@@ -125,6 +125,9 @@ class OraclePool:
     def uncancel(self, cand: Candidate) -> None:
         pass
 
+    def result(self, cand: Candidate, future):
+        return None if future.cancelled() else future.result()
+
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 

@@ -123,13 +123,102 @@ class WorkerPool:
     def uncancel(self, cand: Candidate) -> None:
         self.cancelled.pop(cand.key(), None)
 
+    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]:
+        """The finished training's TrainResult as a dict; None if it was cancelled."""
+        if future.cancelled():
+            return None
+        res = future.result()
+        return None if res["status"] == "cancelled" else res
+
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.manager.shutdown()
 
 
-def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: WorkerPool, slots: int, seed_of) -> SearchResult:
-    """Like ``search.drive``, with up to ``slots`` candidates training at once in ``pool``."""
+def _ray_train(data, task_name: str, profile, device: str, arch_dict: dict, epochs: int, seed: int, tag: str) -> dict:
+    """One candidate as a Ray task, on the GPU (or CPUs) Ray assigned to it."""
+    import dataclasses
+    import sys
+
+    import torch
+
+    from edgenas.space import Arch
+    from edgenas.tasks import task_for
+
+    def on_epoch(epoch, total, loss, train_acc, seconds):
+        print(f"{tag}: epoch {epoch}/{total} loss {loss:.3f} train {train_acc:.1f}%", file=sys.stderr, flush=True)
+
+    dev = torch.device(device)
+    _, res = task_for(task_name).train(Arch.from_dict(arch_dict), data.to(dev), epochs, profile, dev, seed, on_epoch)
+    return dataclasses.asdict(res)
+
+
+class RayPool:
+    """Candidates as Ray tasks, spread over the GPUs (and machines) of a Ray cluster.
+
+    ``address`` is a running cluster's (``ray start --head`` …), or "local" to start one on this
+    machine. On CUDA each task asks Ray for ``min(1, GPUs / workers)`` GPUs, so several small
+    candidates share a GPU; the dataset goes to Ray's object store once.
+    """
+
+    def __init__(self, workers: int, task_name: str, dataset: str, data_dir, profile, split_seed: int, device: str,
+                 address: str = "local"):
+        try:
+            import ray
+        except ImportError:
+            from edgenas.errors import MissingDependency
+
+            raise MissingDependency("--ray needs Ray: pip install 'edgenas[ray]'") from None
+        from edgenas.errors import UserInputError
+        from edgenas.tasks import task_for
+
+        self.ray = ray
+        ray.init(address=None if address == "local" else address, include_dashboard=False,
+                 logging_level="WARNING", ignore_reinit_error=True)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if device == "cuda" and not gpus:
+            raise UserInputError("--ray: the Ray cluster has no GPU; use --device cpu or start Ray workers on GPU machines")
+        resources = {"num_gpus": min(1.0, gpus / workers)} if device == "cuda" else {"num_cpus": 1}
+        data = task_for(task_name).load_data(dataset, data_dir, profile, split_seed, False)
+        self.data = ray.put(data)
+        self.args = (task_name, profile, device)
+        self.train = ray.remote(**resources)(_ray_train)
+        self.refs: dict[str, object] = {}
+        self.cancelled: set[str] = set()
+
+    def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future:
+        ref = self.train.remote(self.data, *self.args, cand.arch.to_dict(), cand.epochs, seed, tag)
+        self.refs[cand.key()] = ref
+        self.cancelled.discard(cand.key())
+        return ref.future()
+
+    def cancel(self, cand: Candidate, future: cf.Future) -> None:
+        ref = self.refs.get(cand.key())
+        if ref is not None and not future.done():
+            self.cancelled.add(cand.key())
+            self.ray.cancel(ref, force=True)
+
+    def uncancel(self, cand: Candidate) -> None:
+        pass  # a cancelled Ray task is gone; the driver submits it again when it is wanted
+
+    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]:
+        try:
+            return future.result()
+        except (self.ray.exceptions.TaskCancelledError, self.ray.exceptions.WorkerCrashedError):
+            if cand.key() in self.cancelled:
+                return None
+            raise
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def drive_speculative(factory: Callable[[], Strategy], evaluator, pool, slots: int, seed_of) -> SearchResult:
+    """Like ``search.drive``, with up to ``slots`` candidates training at once in ``pool``.
+
+    ``pool`` is a ``WorkerPool`` (one machine) or a ``RayPool`` (a Ray cluster): ``submit``,
+    ``cancel``, ``uncancel``, ``result`` and ``close``.
+    """
     strategy = factory()
     answers: list[Outcome] = []
     history = []
@@ -147,6 +236,7 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: WorkerPo
         if skipped is not None:
             return False
         tag = evaluator.tag(cand, speculative)
+        record = {**record, "speculative": speculative}  # started before the strategy asked for it
         running[cand.key()] = (cand, record, pool.submit(cand, seed_of(cand.key()), tag))
         return True
 
@@ -154,11 +244,9 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: WorkerPo
         for fut in done:
             key = next(k for k, (_, _, f) in running.items() if f is fut)
             c, record, _ = running.pop(key)
-            if fut.cancelled():
-                continue
-            res = fut.result()
-            if res["status"] != "cancelled":
-                evaluator.finished(c, record, res, speculative=c != pending)
+            res = pool.result(c, fut)
+            if res is not None:
+                evaluator.finished(c, record, res, speculative=c != pending)  # the tag: is it asked for yet?
 
     try:
         cand = next(strategy)

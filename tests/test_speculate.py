@@ -63,3 +63,17 @@ def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile
     again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "speculative]" not in again.stderr and RunDir(out).journal() == journal
+
+
+@pytest.mark.ray
+def test_discover_on_ray_reaches_the_same_decisions_as_worker_processes(tmp_path, ci_profile):
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(out),
+           "--device", "cpu", "--workers", "2", "--ray", "local"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "as Ray tasks (local)" in r.stderr
+    journal = RunDir(out).journal()
+    assert any(rec.get("speculative") for rec in journal)
+    requested = [rec for rec in journal if not rec.get("speculative")]
+    assert requested and (out / "arch.json").is_file() and (out / "model.pt").is_file()
