@@ -21,10 +21,7 @@ from edgenas.network import Network
 from edgenas.space import Arch
 from edgenas.space import count_macs as _space_macs
 from edgenas.space import count_params as _space_params
-from edgenas.verification import (  # noqa: F401  (the protocol's API, also reachable as edgenas.face.*)
-    FAR, FOLDS, PairLine, Pairs, Verification, accuracy_at, best_threshold, fold_ids, make_pairs,
-    read_pairs_file, resolve_pairs, tar_at_far, verify,
-)
+from edgenas.verification import Pairs, Verification, make_pairs, read_pairs_file, resolve_pairs, verify
 
 DATASETS = ("imagefolder", "lfw")
 INPUT_SIZE = (112, 112)  # (H, W) when the profile sets no data.input_size: the usual aligned crop

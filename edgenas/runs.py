@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from edgenas.device_kit.edgenas_kit import write_atomic
 from edgenas.errors import RunDirError
 from edgenas.space import Arch
 
@@ -24,18 +24,7 @@ RESUME_FIELDS = ("profile", "dataset", "seed", "task")
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def _whole_records(data: bytes) -> tuple[list[dict], int]:

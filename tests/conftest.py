@@ -1,6 +1,8 @@
 """Shared fixtures and the gpu / tensorrt / ray markers' skips."""
 
+import dataclasses
 import importlib.util
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,30 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def ci_profile() -> Path:
     return CI_PROFILE
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` intra-op threads, restored after. These nets are tiny: on a shared 2-core
+    machine two OpenMP threads competing with other processes make them 10-100x slower, one does not."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    with torch_threads(1):
+        yield
+
+
+def subset_train(data, n: int):
+    """``data`` with only the first ``n`` training images."""
+    from edgenas.data import Split
+
+    return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))

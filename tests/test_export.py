@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from edgenas import __version__
+from conftest import torch_threads
 from edgenas.data import load_dataset, normalize
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParityError, UserInputError
@@ -45,17 +46,13 @@ def make_run(path, seed: int = 0) -> RunDir:
     model = build_model(ARCH, data.in_channels, data.num_classes).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x = normalize(data.train.x, data.mean, data.std)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: extra threads only contend
-    try:
+    with torch_threads(1):
         for step in range(30):  # a few steps: distinct logits, non-trivial BatchNorm statistics
             i = step * 64 % (len(x) - 64)
             loss = torch.nn.functional.cross_entropy(model(x[i:i + 64]), data.train.y[i:i + 64])
             opt.zero_grad()
             loss.backward()
             opt.step()
-    finally:
-        torch.set_num_threads(threads)
     run.save_weights(model)
     return run
 

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import edgenas
-from edgenas import face
+from edgenas import face, verification
+from conftest import torch_threads
 from edgenas.cli import main
 from edgenas.errors import DataError, UserInputError
 from edgenas.profiles import load_profile
@@ -103,12 +104,8 @@ def face_profile(tmp_path_factory) -> Path:
 def face_run(faces, face_profile, tmp_path_factory):
     """A finished face search through the real pipeline (one thread: these nets are too small for two)."""
     out = tmp_path_factory.mktemp("runs") / "face"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         summary = edgenas.discover(str(face_profile), "imagefolder", str(faces), out, "cpu", seed=0, log=lambda m: None)
-    finally:
-        torch.set_num_threads(threads)
     return out, summary
 
 
@@ -160,18 +157,18 @@ def test_face_model_size_is_the_embedding_net_not_a_classifier():
 # -- verification metrics -----------------------------------------------------------------------------
 def test_best_threshold_hand_case():
     # sorted: .1 d, .2 d, .3 s, .6 d, .8 s, .9 s; cuts at .25 and .7 both get 5 of 6 right: the lower wins
-    t, acc = face.best_threshold([0.9, 0.8, 0.3, 0.6, 0.2, 0.1], [1, 1, 1, 0, 0, 0])
+    t, acc = verification.best_threshold([0.9, 0.8, 0.3, 0.6, 0.2, 0.1], [1, 1, 1, 0, 0, 0])
     assert t == pytest.approx(0.25) and acc == pytest.approx(500 / 6)
-    assert face.best_threshold([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == (pytest.approx(0.5), 100.0)
-    assert face.best_threshold([0.5, 0.5], [1, 0]) == (pytest.approx(-0.5), 50.0)  # ties cannot be cut
+    assert verification.best_threshold([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == (pytest.approx(0.5), 100.0)
+    assert verification.best_threshold([0.5, 0.5], [1, 0]) == (pytest.approx(-0.5), 50.0)  # ties cannot be cut
 
 
 def test_tar_at_far_and_auc_hand_case():
     same, diff = [0.9, 0.8, 0.7, 0.4], [0.75, 0.3, 0.2, 0.1]
     scores, labels = same + diff, [1] * 4 + [0] * 4
-    assert face.tar_at_far(scores, labels, 1e-3) == pytest.approx(50.0)  # no false accept: only .9, .8
-    assert face.tar_at_far(scores, labels, 0.25) == pytest.approx(100.0)  # .75 accepted, then all same ones
-    v = face.verify(scores, labels, folds=[0, 1] * 4)
+    assert verification.tar_at_far(scores, labels, 1e-3) == pytest.approx(50.0)  # no false accept: only .9, .8
+    assert verification.tar_at_far(scores, labels, 0.25) == pytest.approx(100.0)  # .75 accepted, then all same ones
+    v = verification.verify(scores, labels, folds=[0, 1] * 4)
     assert v.roc_auc == pytest.approx(100 * 14 / 16)  # of 16 (same, different) pairs, .7 and .4 lose to .75
     assert v.tar_at_far == pytest.approx(50.0) and v.far_floor == 0.25 and (v.same, v.different) == (4, 4)
 
@@ -180,7 +177,7 @@ def test_kfold_accuracy_hand_case():
     # fold 0: same .9 .7, different .2 .6; fold 1: same .8 .4, different .5 .1
     scores = [0.9, 0.7, 0.2, 0.6, 0.8, 0.4, 0.5, 0.1]
     labels = [1, 1, 0, 0, 1, 1, 0, 0]
-    v = face.verify(scores, labels, folds=[0, 0, 0, 0, 1, 1, 1, 1])
+    v = verification.verify(scores, labels, folds=[0, 0, 0, 0, 1, 1, 1, 1])
     # fold 0 held out: fold 1's best cut is .25 (3 of 4; .65 ties, lower wins) -> .6 is a false accept
     # fold 1 held out: fold 0's best cut is .65 (4 of 4) -> .4 is a false reject
     assert v.fold_thresholds == (pytest.approx(0.25), pytest.approx(0.65))
@@ -219,10 +216,10 @@ def test_metrics_match_a_brute_force_implementation(seed):
     n = int(rng.integers(20, 120))
     y = rng.random(n) < 0.5
     s = np.round(rng.normal(0.6 * y, 0.5), 1)  # rounded: many ties
-    folds = face.fold_ids(y)
-    t, acc = face.best_threshold(s, y)
+    folds = verification.fold_ids(y)
+    t, acc = verification.best_threshold(s, y)
     assert (t, acc) == pytest.approx(_brute_best(list(s), list(y)))
-    v = face.verify(s, y, folds, far=0.05)
+    v = verification.verify(s, y, folds, far=0.05)
     accs, auc, tar = _brute_verify(list(s), list(y), list(folds))
     assert v.fold_accuracies == pytest.approx(accs) and v.accuracy == pytest.approx(np.mean(accs))
     assert v.accuracy_std == pytest.approx(np.std(accs)) and v.roc_auc == pytest.approx(auc) and v.tar_at_far == pytest.approx(tar)
@@ -230,28 +227,28 @@ def test_metrics_match_a_brute_force_implementation(seed):
 
 def test_verify_rejects_unusable_scores():
     with pytest.raises(ValueError, match="finite"):
-        face.verify([0.1, float("nan")], [1, 0], folds=[0, 1])
+        verification.verify([0.1, float("nan")], [1, 0], folds=[0, 1])
     with pytest.raises(ValueError, match="2 folds"):
-        face.verify([0.1, 0.2], [1, 0], folds=[0, 0])
+        verification.verify([0.1, 0.2], [1, 0], folds=[0, 0])
 
 
 # -- pairs ------------------------------------------------------------------------------------------
 def test_make_pairs_is_balanced_seeded_and_correct():
     labels = np.repeat(np.arange(6), 5)
-    p = face.make_pairs(labels, 40, seed=[3, 1])
+    p = verification.make_pairs(labels, 40, seed=[3, 1])
     assert len(p) == 40 and p.same.sum() == 20
     assert np.array_equal(labels[p.a] == labels[p.b], p.same) and (p.a != p.b).all()
     assert len({(min(a, b), max(a, b)) for a, b in zip(p.a, p.b)}) == 40  # no pair twice
     assert set(p.folds) == set(range(10))
-    q = face.make_pairs(labels, 40, seed=[3, 1])
+    q = verification.make_pairs(labels, 40, seed=[3, 1])
     assert np.array_equal(p.a, q.a) and np.array_equal(p.b, q.b)
-    assert not np.array_equal(p.a, face.make_pairs(labels, 40, seed=[4, 1]).a)
-    few = face.make_pairs(np.array([0, 0, 0, 1, 2]), 10, seed=0)  # three same pairs exist: three of each
+    assert not np.array_equal(p.a, verification.make_pairs(labels, 40, seed=[4, 1]).a)
+    few = verification.make_pairs(np.array([0, 0, 0, 1, 2]), 10, seed=0)  # three same pairs exist: three of each
     assert len(few) == 6 and few.same.sum() == 3 and set(few.folds) == {0, 1, 2}
     with pytest.raises(DataError, match="2\\+ images"):
-        face.make_pairs(np.array([0, 1, 2]), 10, seed=0)
+        verification.make_pairs(np.array([0, 1, 2]), 10, seed=0)
     with pytest.raises(DataError, match="2\\+ pairs of each kind"):
-        face.make_pairs(np.array([0, 0, 1, 2]), 10, seed=0)
+        verification.make_pairs(np.array([0, 0, 1, 2]), 10, seed=0)
 
 
 def test_split_identities_is_disjoint_seeded_and_keeps_pairs_possible():
@@ -270,12 +267,12 @@ GOOD_PAIRS = "2\t2\nAnn\t1\t2\nBob\t1\t3\nAnn\t1\tBob\t2\nCid\t2\tAnn\t2\nCid\t1
 def test_read_pairs_file_reads_lfw_format(tmp_path):
     path = tmp_path / "pairs.txt"
     path.write_text(GOOD_PAIRS)
-    lines = face.read_pairs_file(path)
+    lines = verification.read_pairs_file(path)
     assert [p.fold for p in lines] == [0, 0, 0, 0, 1, 1, 1, 1]
     assert [p.same for p in lines] == [True, True, False, False] * 2
     assert (lines[2].name_a, lines[2].number_a, lines[2].name_b, lines[2].number_b, lines[2].line) == ("Ann", 1, "Bob", 2, 4)
     path.write_text("3\n" + "A 1 2\n" * 3 + "A 1 B 1\n" * 3)  # one set (pairsDevTest style): balanced folds
-    assert [p.fold for p in face.read_pairs_file(path)] == [0, 1, 2, 0, 1, 2]
+    assert [p.fold for p in verification.read_pairs_file(path)] == [0, 1, 2, 0, 1, 2]
 
 
 @pytest.mark.parametrize("text,line,expected", [
@@ -292,14 +289,14 @@ def test_read_pairs_file_names_the_bad_line(tmp_path, text, line, expected):
     path = tmp_path / "pairs.txt"
     path.write_text(text)
     with pytest.raises(UserInputError, match=f"line {line}: expected .*{expected}"):
-        face.read_pairs_file(path)
+        verification.read_pairs_file(path)
 
 
 def test_read_pairs_file_counts_against_the_header(tmp_path):
     path = tmp_path / "pairs.txt"
     path.write_text("2 1\nAnn 1 2\nA 1 B 2\n")
     with pytest.raises(UserInputError, match="promises 2 x 2 x 1 = 4 pairs, the file has 2"):
-        face.read_pairs_file(path)
+        verification.read_pairs_file(path)
 
 
 def test_resolve_pairs_finds_images_by_lfw_name_or_position(tmp_path):
@@ -307,14 +304,14 @@ def test_resolve_pairs_finds_images_by_lfw_name_or_position(tmp_path):
         (tmp_path / name).mkdir()
         for f in files:
             Image.new("RGB", (4, 4)).save(tmp_path / name / f)
-    lines = [face.PairLine("Ann", 2, "Ann", 1, 0, 2), face.PairLine("Ann", 1, "Bob", 3, 0, 3)]
-    paths, pairs = face.resolve_pairs(lines, tmp_path, "p.txt")
+    lines = [verification.PairLine("Ann", 2, "Ann", 1, 0, 2), verification.PairLine("Ann", 1, "Bob", 3, 0, 3)]
+    paths, pairs = verification.resolve_pairs(lines, tmp_path, "p.txt")
     assert [p.name for p in paths] == ["Ann_0002.png", "Ann_0001.png", "c.png"]  # Bob's 3rd in sorted order
     assert pairs.a.tolist() == [0, 1] and pairs.b.tolist() == [1, 2] and pairs.same.tolist() == [True, False]
     with pytest.raises(DataError, match="line 7: Bob has no image 4"):
-        face.resolve_pairs([face.PairLine("Bob", 4, "Bob", 1, 0, 7)], tmp_path, "p.txt")
+        verification.resolve_pairs([verification.PairLine("Bob", 4, "Bob", 1, 0, 7)], tmp_path, "p.txt")
     with pytest.raises(DataError, match="line 8: no folder"):
-        face.resolve_pairs([face.PairLine("Cid", 1, "Cid", 2, 0, 8)], tmp_path, "p.txt")
+        verification.resolve_pairs([verification.PairLine("Cid", 1, "Cid", 2, 0, 8)], tmp_path, "p.txt")
 
 
 # -- identity data ------------------------------------------------------------------------------------

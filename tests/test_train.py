@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgenas.data import Split, load_dataset, normalize, synthetic_dataset
+from conftest import subset_train
+from edgenas.data import load_dataset, normalize, synthetic_dataset
 from edgenas.errors import UserInputError
 from edgenas.space import Arch, build_model
 from edgenas.train import TrainPlan, TrainResult, evaluate, fit, select_device, train_candidate
@@ -25,18 +26,7 @@ def digits():
     return load_dataset("digits", seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Train with one intra-op thread (restored after): on a shared 2-core machine, two OpenMP
-    threads competing with other processes slow these tiny nets 10-100x, one thread does not."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _subset(data, n: int):
-    return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_trainplan_defaults_are_the_reference_protocol():
@@ -66,7 +56,7 @@ def test_epoch_is_quick_on_cpu(digits):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_same_seed_same_weights_and_accuracy(digits, threads):
     torch.set_num_threads(threads)
-    data = _subset(digits, 320)
+    data = subset_train(digits, 320)
     m1, r1 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11)
     m2, r2 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11)
     _, r3 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=12)
@@ -78,7 +68,7 @@ def test_same_seed_same_weights_and_accuracy(digits, threads):
 
 def test_non_finite_loss_fails_the_candidate(digits):
     plan = dataclasses.replace(PLAN, lr=1e12, grad_clip=0.0)
-    _, result = train_candidate(SMALL, _subset(digits, 320), 5, plan, CPU, seed=0)
+    _, result = train_candidate(SMALL, subset_train(digits, 320), 5, plan, CPU, seed=0)
     assert result.status == "failed" and result.val_acc == 0.0
     assert result.epochs == 1 and not math.isfinite(result.loss)  # stopped after the first bad epoch
 
@@ -110,7 +100,7 @@ def test_fit_trains_a_separate_head(digits):
         calls.append(logits.shape)
         return nn.functional.cross_entropy(logits, y)
 
-    result = fit(model, _subset(digits, 640), 2, PLAN, CPU, seed=0, head=head, loss_fn=loss_fn)
+    result = fit(model, subset_train(digits, 640), 2, PLAN, CPU, seed=0, head=head, loss_fn=loss_fn)
     assert result.status == "trained" and result.train_acc > 20.0
     assert not torch.equal(before, head.weight) and calls and calls[0][1] == 10
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import subset_train
 from edgenas.data import BatchAugment, Split, load_dataset, synthetic_dataset
 from edgenas.space import Arch, build_model
 from edgenas.train import (
@@ -27,17 +28,7 @@ def digits():
     return load_dataset("digits", seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread, as in test_train.py (a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _subset(data, n: int):
-    return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_fast_schedule_is_scaled_lr_warmup_then_cosine():
@@ -95,7 +86,7 @@ def test_fast_scales_batchnorm_momentum_while_training_only(digits):
     bn = model.stem[1]
     seen = []
     bn.register_forward_pre_hook(lambda m, args: seen.append(m.momentum))
-    fit(model, _subset(digits, 512), 1, dataclasses.replace(FAST, fast_batch_size=256), CPU, seed=0)
+    fit(model, subset_train(digits, 512), 1, dataclasses.replace(FAST, fast_batch_size=256), CPU, seed=0)
     assert seen and all(m == pytest.approx(1 - 0.9 ** 4) for m in seen)  # batch 256 = 4 reference batches
     assert bn.momentum == 0.1
 
@@ -124,7 +115,7 @@ def test_graph_step_arithmetic_is_torch_sgd(digits, protocol):
 
 
 def test_cpu_fit_is_not_graphed(digits):
-    result = fit(build_model(SMALL, 1, 10), _subset(digits, 256), 1, FAST, CPU, seed=0)
+    result = fit(build_model(SMALL, 1, 10), subset_train(digits, 256), 1, FAST, CPU, seed=0)
     assert result.graphed is False and result.images_per_s > 0
 
 
