@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from edgenas.pipeline import Log, candidate_seed, data_shape, stderr_log, versions
-from edgenas.errors import EdgenasError, RunDirError
+from edgenas.pipeline import Log, candidate_seed, run_meta, stderr_log, versions
+from edgenas.errors import EdgenasError
 from edgenas.profiles import Profile, load_profile, stored_profile
 from edgenas.runs import RunDir
 from edgenas.space import load_arch
@@ -15,22 +15,12 @@ from edgenas.space import load_arch
 
 def _run_from_arch(arch_path: Path, profile: Profile, dataset: Optional[str], data_dir, out, download, seed, task, dev) -> tuple[RunDir, object]:
     """A run directory for a bare ARCH.json, so its result can be exported like a discovered one."""
-    from edgenas import __version__
-
     arch = load_arch(arch_path)
     name = dataset or profile.data.dataset
-    data = task.load_data(name, data_dir, profile, seed, download)
     out = Path(out) if out else Path("runs") / f"train-{arch_path.stem}-{name}"
-    if (out / RunDir.META).exists():
-        raise RunDirError(f"{out} already holds a run; choose another --out")
-    meta = {
-        "edgenas_version": __version__, "task": profile.task, "seed": seed, "device": str(dev), "profile": profile.to_dict(),
-        "dataset": {"name": name, "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
-                    "val_fraction": profile.data.val_fraction, "split_seed": seed,
-                    "input_size": list(profile.data.input_size) if profile.data.input_size else None,
-                    "channels": profile.data.channels},
-        "data": {**data_shape(data), **task.extra_meta(data)},
-    }
+    RunDir.refuse_taken(out, hint="choose another --out")
+    data = task.load_data(name, data_dir, profile, seed, download)
+    meta = run_meta(profile, task, name, data_dir, data, seed, dev)
     run = RunDir.start(out, meta, resume=False)
     run.write(RunDir.ARCH, arch.to_dict())
     return run, data

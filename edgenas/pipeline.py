@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edgenas import __version__
-from edgenas.errors import RunDirError
+from edgenas.errors import UserInputError
 from edgenas.profiles import Budget, Profile, load_profile
 from edgenas.runs import RunDir
 from edgenas.search import Candidate, Outcome, SearchResult, drive, make_strategy
@@ -88,19 +88,7 @@ class CandidateEvaluator:
         self.started = time.monotonic()
 
     def latency_of(self, arch: Arch) -> float:
-        key = str(arch)
-        if key not in self.latency_cache:
-            from edgenas.latency import measure_latency
-
-            b = self.profile.budget
-            ms = measure_latency(
-                arch, self.shape["in_channels"], self.shape["num_classes"], tuple(self.shape["input_size"]),
-                b.runtime, threads=b.threads, batch=b.batch, task=self.profile.task,
-                embedding_dim=self.profile.face.embedding_dim,
-            )
-            self.run.record_latency(key, ms)
-            self.latency_cache[key] = ms
-        return self.latency_cache[key]
+        return run_latency(self.run, self.profile, arch, self.latency_cache)
 
     def tag(self, cand: Candidate, speculative: bool = False) -> str:
         where = "speculative" if speculative else f"#{self.count}"
@@ -165,6 +153,19 @@ def data_shape(data) -> dict:
     }
 
 
+def run_meta(profile: Profile, task, dataset: str, data_dir, data, seed: int, dev) -> dict:
+    """What run.json records: enough to reload the data exactly and to check a --resume."""
+    return {
+        "edgenas_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": profile.task, "seed": seed, "device": str(dev), "profile": profile.to_dict(),
+        "dataset": {"name": dataset, "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+                    "val_fraction": profile.data.val_fraction, "split_seed": seed,
+                    "input_size": list(profile.data.input_size) if profile.data.input_size else None,
+                    "channels": profile.data.channels},
+        "data": {**data_shape(data), **task.extra_meta(data)},
+    }
+
+
 def versions() -> dict:
     import torch
 
@@ -200,20 +201,15 @@ def discover(
     task = task_for(profile.task)
     name = dataset or profile.data.dataset
     dev = select_device(device)
+    cpu_runtime = profile.budget.runtime in ("onnxruntime-cpu", "torch-cpu")
+    if workers > 1 and dev.type == "cpu" and profile.budget.max_latency_ms and cpu_runtime:
+        raise UserInputError(f"--workers {workers} with a CPU latency budget ({profile.budget.runtime}) would time "
+                             "candidates on CPUs busy training others; use --workers 1")
     out = Path(out) if out else default_out(profile, name, resume)
-    if not resume and ((out / RunDir.META).exists() or (out / RunDir.JOURNAL).exists()):
-        raise RunDirError(f"{out} already holds a search; pass --resume to continue it, or choose another --out")
+    if not resume:
+        RunDir.refuse_taken(out)  # before loading data: fail fast
     data = task.load_data(name, data_dir, profile, seed, download)
-    meta = {
-        "edgenas_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "task": profile.task, "seed": seed, "device": str(dev), "profile": profile.to_dict(),
-        "dataset": {"name": name, "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
-                    "val_fraction": profile.data.val_fraction, "split_seed": seed,
-                    "input_size": list(profile.data.input_size) if profile.data.input_size else None,
-                    "channels": profile.data.channels},
-        "data": {**data_shape(data), **task.extra_meta(data)},
-    }
-    run = RunDir.start(out, meta, resume)
+    run = RunDir.start(out, run_meta(profile, task, name, data_dir, data, seed, dev), resume)
     log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
     data = data.to(dev)
     started = time.monotonic()
@@ -237,23 +233,30 @@ def discover(
     return finish(run, profile, task, data, result, dev, seed, search_wall, log)
 
 
-def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log) -> Optional[float]:
-    """The winner's median latency on the profile's runtime (cached when a budget measured it)."""
-    from edgenas.errors import EdgenasError
-    from edgenas.latency import measure_latency
+def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict) -> float:
+    """Median latency of ``arch`` on the profile's runtime, measured once per run (latency.jsonl)."""
+    key = str(arch)
+    if key not in cache:
+        from edgenas.latency import measure_latency
 
-    cached = run.latencies().get(str(arch))
-    if cached is not None:
-        return cached
-    shape, b = run.meta["data"], profile.budget
+        shape, b = run.meta["data"], profile.budget
+        cache[key] = measure_latency(
+            arch, shape["in_channels"], shape["num_classes"], tuple(shape["input_size"]), b.runtime,
+            threads=b.threads, batch=b.batch, task=profile.task, embedding_dim=profile.face.embedding_dim,
+        )
+        run.record_latency(key, cache[key])
+    return cache[key]
+
+
+def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log) -> Optional[float]:
+    """The winner's latency for summary.json; None (said why) where its runtime is missing here."""
+    from edgenas.errors import EdgenasError
+
     try:
-        ms = measure_latency(arch, shape["in_channels"], shape["num_classes"], tuple(shape["input_size"]), b.runtime,
-                             threads=b.threads, batch=b.batch, task=profile.task, embedding_dim=profile.face.embedding_dim)
+        return run_latency(run, profile, arch, run.latencies())
     except EdgenasError as e:
-        log(f"latency of the winner not measured on {b.runtime}: {e}")
+        log(f"latency of the winner not measured on {profile.budget.runtime}: {e}")
         return None
-    run.record_latency(str(arch), ms)
-    return ms
 
 
 def finish(run: RunDir, profile: Profile, task, data, result: SearchResult, dev, seed: int, search_wall: float, log: Log) -> dict:

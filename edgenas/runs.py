@@ -96,13 +96,18 @@ class RunDir:
             _trim_torn_tail(run.path / cls.JOURNAL)
             _trim_torn_tail(run.path / cls.LATENCY)
             return run
-        if has_run or (run.path / cls.JOURNAL).exists():
-            raise RunDirError(f"{run.path} already holds a search; pass --resume to continue it, or choose another --out")
-        if run.path.exists() and not run.path.is_dir():
-            raise RunDirError(f"--out {run.path} is a file, not a directory")
+        cls.refuse_taken(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run.path / cls.META, meta)
         return run
+
+    @classmethod
+    def refuse_taken(cls, path: Path, hint: str = "pass --resume to continue it, or choose another --out") -> None:
+        """A new run never goes into a directory that holds one (or into a file)."""
+        if (path / cls.META).exists() or (path / cls.JOURNAL).exists():
+            raise RunDirError(f"{path} already holds a search; {hint}")
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"--out {path} is a file, not a directory")
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":

@@ -82,3 +82,14 @@ def test_builtin_target_profiles():
     cpu = load_profile("cpu-1thread").budget
     assert (cpu.runtime, cpu.threads, cpu.batch) == ("onnxruntime-cpu", 1, 1) and cpu.max_latency_ms > 0
     assert load_profile("jetson-fp16").budget.runtime == "tensorrt-fp16"
+
+
+def test_workers_with_a_cpu_latency_budget_on_the_cpu_are_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from edgenas.cli import main
+
+    path = tmp_path / "latency.toml"
+    path.write_text(PROFILE.format(budget=1.0))
+    r = CliRunner().invoke(main, ["discover", "--profile", str(path), "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "2"])
+    assert r.exit_code == 2 and "use --workers 1" in r.output and not (tmp_path / "o").exists()
