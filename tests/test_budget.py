@@ -64,8 +64,12 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
     export_run(tmp_path / "run")
     after = bench(tmp_path / "run" / "export" / "model.onnx", runtime="onnxruntime-cpu", threads=1, warmup=20, runs=200)
     assert after["p50_ms"] <= 1.1 * budget, (after["p50_ms"], budget)  # 10 % for noise between two timings
-    # latencies are measured once per architecture and kept for a resumed search
+    # latencies are measured once per architecture and kept: a resumed search measures nothing again
+    measured = (tmp_path / "run" / "latency.jsonl").read_text()
     assert len(RunDir(tmp_path / "run").latencies()) >= len(journal) - 1
+    discover(str(path), out=tmp_path / "run", device="cpu", resume=True, log=lambda m: None)
+    assert (tmp_path / "run" / "latency.jsonl").read_text() == measured
+    assert RunDir(tmp_path / "run").journal() == journal
 
 
 def test_params_and_macs_budgets_are_checked_without_measuring():
