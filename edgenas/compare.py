@@ -97,13 +97,16 @@ class Comparison:
         head = ("metric", f"baseline ({base})", f"current ({cur})", "change", "verdict")
         body = [(r.metric + (" (gate)" if r.metric == self.metric else ""), f"{r.baseline:.3f} {r.unit}",
                  f"{r.current:.3f} {r.unit}", _pct(r.change), r.verdict) for r in self.rows]
-        if markdown:
-            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(cells) + " |" for cells in body]
-            return "\n".join(lines) + f"\n\n**{self.verdict}**"
-        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
-        return "\n".join(lines) + "\n" + self.verdict
+        return _render(head, body, markdown) + (f"\n\n**{self.verdict}**" if markdown else "\n" + self.verdict)
+
+
+def _render(head: tuple, body: list[tuple], markdown: bool) -> str:
+    """A table: Markdown (for CI comments) or aligned plain text."""
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body])
 
 
 def env_mismatches(baseline: dict, current: dict) -> list[str]:
@@ -201,13 +204,8 @@ class PairedResult:
                 for tag, r in (("A", a), ("B", b))]
         setup = (f"{len(self.ratios)} rounds of A and B in alternation on {a['runtime']} "
                  f"({a['device']}, threads {a['threads']}, batch {a['batch']})")
-        if markdown:
-            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(c) + " |" for c in body]
-            return "\n".join(lines) + f"\n\n{setup}\n\n**{self.verdict}**"
-        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
-        return "\n".join(lines) + f"\n{setup}\n{self.verdict}"
+        tail = f"\n\n{setup}\n\n**{self.verdict}**" if markdown else f"\n{setup}\n{self.verdict}"
+        return _render(head, body, markdown) + tail
 
 
 def paired_compare(model_a: str | Path, model_b: str | Path, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
