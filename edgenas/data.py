@@ -164,8 +164,23 @@ def _load_digits(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -
     return x[train], y[train], x[test], y[test], tuple(str(c) for c in bunch.target_names)
 
 
-def _read_image_folder(root: Path, opts: _LoadOptions):
+def read_images(paths, input_size: tuple[int, int], channels: int) -> torch.Tensor:
+    """Decode image files and resize them (bilinear) to uint8 (N, C, H, W); 1 channel = grayscale."""
     from PIL import Image
+
+    mode, (h, w) = ("L" if channels == 1 else "RGB"), input_size
+    images = np.empty((len(paths), h, w, channels), dtype=np.uint8)
+    for i, path in enumerate(paths):  # decoding files is per image by nature; done once
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+        except OSError as e:
+            raise DataError(f"cannot read the image {path} ({_one_line(e)}); remove or replace it") from None
+        images[i] = np.asarray(img).reshape(h, w, channels)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def _read_image_folder(root: Path, opts: _LoadOptions):
     from torchvision.datasets import ImageFolder
 
     try:
@@ -175,19 +190,8 @@ def _read_image_folder(root: Path, opts: _LoadOptions):
             f"imagefolder: {root} holds no images in class folders ({_one_line(e)}); "
             f"expected {root}/CLASS_NAME/IMAGE.png with one folder per class"
         ) from None
-    mode = "L" if opts.channels == 1 else "RGB"
-    h, w = opts.input_size
-    images = np.empty((len(folder.samples), h, w, opts.channels), dtype=np.uint8)
-    for i, (path, _) in enumerate(folder.samples):  # decoding files is per image by nature; done once
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-        except OSError as e:
-            raise DataError(f"imagefolder: cannot read the image {path} ({_one_line(e)}); remove or replace it") from None
-        images[i] = np.asarray(img).reshape(h, w, opts.channels)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y = torch.tensor(folder.targets, dtype=torch.int64)
-    return x, y, tuple(folder.classes)
+    x = read_images([path for path, _ in folder.samples], opts.input_size, opts.channels)
+    return x, torch.tensor(folder.targets, dtype=torch.int64), tuple(folder.classes)
 
 
 def _load_imagefolder(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
@@ -287,13 +291,18 @@ def _check_size(input_size) -> tuple[int, int]:
     return h, w
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (std 1 where a channel is constant)."""
-    if x.shape[0] == 0:
-        return (0.0,) * x.shape[1], (1.0,) * x.shape[1]
-    v = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
-    mean, std = v.mean(1), v.std(1, unbiased=False)
-    return tuple(float(m) for m in mean), tuple(float(s) if s > 0 else 1.0 for s in std)
+def channel_stats(x: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images in [0, 1] units (std 1 where a channel is constant),
+    summed in float64 chunk by chunk so large datasets need little extra memory."""
+    total, squares = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
+    for i in range(0, len(x), chunk):
+        v = x[i:i + chunk].transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
+        total += v.sum(1)
+        squares += (v * v).sum(1)
+    n = max(1, x[:, 0].numel())
+    mean = total / n
+    std = (squares / n - mean * mean).clamp_min(0).sqrt()
+    return tuple(float(m) for m in mean), tuple(float(s) if s > 1e-6 else 1.0 for s in std)
 
 
 def load_dataset(
@@ -338,7 +347,7 @@ def load_dataset(
     train = _complement(val, len(y_train))
     train_split = Split(x_train[train].contiguous(), y_train[train].contiguous())
     if spec.mean is None:
-        mean, std = _channel_stats(train_split.x)
+        mean, std = channel_stats(train_split.x)
     else:
         mean, std = spec.mean, spec.std
     return ImageData(

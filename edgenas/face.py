@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgenas.data import ImageData, Split, normalize
+from edgenas.data import ImageData, Split, channel_stats, normalize, read_images
 from edgenas.errors import DataError, UserInputError
 from edgenas.network import Network
 from edgenas.space import Arch
@@ -115,22 +115,6 @@ class FaceData(ImageData):
     image_root: str = ""  # the folder with one sub-folder per identity (where pairs files point)
 
 
-def read_images(paths, input_size: tuple[int, int], channels: int) -> torch.Tensor:
-    """Decode and resize image files to uint8 (N, C, H, W), as ``imagefolder`` data is read."""
-    from PIL import Image
-
-    mode, (h, w) = ("L" if channels == 1 else "RGB"), input_size
-    out = np.empty((len(paths), h, w, channels), dtype=np.uint8)
-    for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-        except OSError as e:
-            raise DataError(f"cannot read the image {path} ({' '.join(str(e).split())}); remove or replace it") from None
-        out[i] = np.asarray(img).reshape(h, w, channels)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
 def image_root(name: str, data_dir: str | Path) -> Path:
     """The folder holding one sub-folder per identity: ``data_dir``, or LFW's images in it."""
     data_dir = Path(data_dir).expanduser()
@@ -201,19 +185,6 @@ def split_identities(counts, fraction: float, seed) -> tuple[np.ndarray, np.ndar
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def _channel_stats(x: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images in [0, 1] units, summed in float64 chunk by chunk."""
-    total, squares = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
-    for i in range(0, len(x), chunk):
-        v = x[i:i + chunk].transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
-        total += v.sum(1)
-        squares += (v * v).sum(1)
-    n = max(1, x[:, 0].numel())
-    mean = total / n
-    std = (squares / n - mean * mean).clamp_min(0).sqrt()
-    return tuple(float(m) for m in mean), tuple(float(s) if s > 1e-6 else 1.0 for s in std)
-
-
 def load_faces(name: str, data_dir, *, input_size=None, channels=None, val_identities: float = 0.2,
                val_pairs: int = 600, seed: int = 0, download: bool = False) -> FaceData:
     """Load an identity dataset whole and split it by identity (seeded): training identities, and two
@@ -229,7 +200,7 @@ def load_faces(name: str, data_dir, *, input_size=None, channels=None, val_ident
         local[ids] = np.arange(len(ids))
         take = np.flatnonzero(local[labels] >= 0)
         splits.append(Split(x[torch.from_numpy(take)].contiguous(), torch.from_numpy(local[labels[take]])))
-    mean, std = _channel_stats(splits[0].x)
+    mean, std = channel_stats(splits[0].x)
     return FaceData(
         name=name, train=splits[0], val=splits[1], test=splits[2], num_classes=len(groups[0]), in_channels=channels,
         input_size=size, mean=mean, std=std,
