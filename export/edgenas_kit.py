@@ -565,7 +565,7 @@ def format_check(report: dict) -> str:
 
 
 def format_bench(r: dict) -> str:
-    threads = f", {r['threads']} threads" if r.get("threads") else ""
+    threads = (f", {r['threads']} thread" + ("s" if r['threads'] != 1 else "")) if r.get("threads") else ""
     return (f"{r['model']}  {r['runtime']} {r['runtime_version']} on {r['device']}{threads}, "
             f"input {'x'.join(map(str, r['input_shape']))}\n"
             f"  p50 {r['p50_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
