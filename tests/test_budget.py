@@ -16,9 +16,9 @@ description = "latency-budgeted test search on 32x32 digits"
 [search]
 min_depth = 2
 max_depth = 3
-min_width = 8
-max_width = 32
-width_step = 8
+min_width = 16
+max_width = 64
+width_step = 16
 epochs = 1
 add_epochs_depth = 0
 add_epochs_width = 0
@@ -42,10 +42,12 @@ input_size = [32, 32]
 
 
 def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
-    wide = measure_latency(Arch.plain(2, 32), 1, 10, (32, 32), "onnxruntime-cpu", threads=1)
-    narrow = measure_latency(Arch.plain(2, 8), 1, 10, (32, 32), "onnxruntime-cpu", threads=1)
-    assert wide > 2 * narrow, (wide, narrow)  # 16x the MACs: a clear gap to put the budget in
-    budget = (wide * narrow) ** 0.5
+    def latency(width):
+        return measure_latency(Arch.plain(2, width), 1, 10, (32, 32), "onnxruntime-cpu", threads=1)
+
+    widest, wider, narrowest = latency(64), latency(32), latency(16)
+    assert widest > 2 * narrowest, (widest, narrowest)  # 14x the MACs: the measurement sees compute
+    budget = (max(wider, narrowest) * narrowest) ** 0.5  # the narrowest fits; 48 and 64 clearly do not
     path = tmp_path / "latency.toml"
     path.write_text(PROFILE.format(budget=round(budget, 4)))
     summary = discover(str(path), out=tmp_path / "run", device="cpu", log=lambda m: None)
@@ -58,12 +60,12 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
         assert r["latency_ms"] > budget and "latency" in r["reason"] and "max_latency_ms" in r["reason"]
     for r in trained:
         assert r["latency_ms"] is not None and r["latency_ms"] <= budget
-    assert journal[0]["status"] == "skipped" and journal[0]["width"] == 32  # the widest never trained
+    assert journal[0]["status"] == "skipped" and journal[0]["width"] == 64  # the widest never trained
     assert summary["latency_ms"] <= budget and summary["budget"]["max_latency_ms"] == round(budget, 4)
 
     export_run(tmp_path / "run")
     after = bench(tmp_path / "run" / "export" / "model.onnx", runtime="onnxruntime-cpu", threads=1, warmup=20, runs=200)
-    assert after["p50_ms"] <= 1.1 * budget, (after["p50_ms"], budget)  # 10 % for noise between two timings
+    assert after["p50_ms"] <= 1.25 * budget, (after["p50_ms"], budget)  # 25 %: two timings on a shared machine
     # latencies are measured once per architecture and kept: a resumed search measures nothing again
     measured = (tmp_path / "run" / "latency.jsonl").read_text()
     assert len(RunDir(tmp_path / "run").latencies()) >= len(journal) - 1
