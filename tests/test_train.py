@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import pytest
 import torch
@@ -44,13 +43,6 @@ def test_learns_digits_well_above_chance(digits):
     assert lines[-1][2] < lines[0][2]  # the loss fell
     assert result.images_per_s > 0 and result.seconds > 0
     assert evaluate(model, digits.test, digits, CPU) > 70.0
-
-
-def test_epoch_is_quick_on_cpu(digits):
-    seconds = []
-    train_candidate(SMALL, digits, 3, PLAN, CPU, seed=0, on_epoch=lambda e, n, loss, acc, s: seconds.append(s))
-    per_epoch = min(b - a for a, b in zip(seconds, seconds[1:]))
-    assert per_epoch < 1.0, f"an epoch of a depth-4 width-16 net on digits took {per_epoch:.2f} s"
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -122,7 +114,6 @@ def test_trains_on_cuda_with_bf16_and_channels_last():
     cuda = torch.device("cuda")
     data = synthetic_dataset("fashionmnist", 4000, 1000, seed=0).to(cuda)
     assert data.train.x.is_cuda
-    t0 = time.perf_counter()
     model, result = train_candidate(Arch.plain(6, 32), data, 6, TrainPlan(), cuda, seed=0)
     assert result.status == "trained" and result.val_acc > 30.0, result  # chance is 10 %
     assert next(model.parameters()).is_cuda
@@ -131,5 +122,4 @@ def test_trains_on_cuda_with_bf16_and_channels_last():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert model(x).dtype == torch.bfloat16
     assert evaluate(model, data.test, data, cuda) > 30.0
-    assert time.perf_counter() - t0 < 120
 
