@@ -23,7 +23,7 @@ from edgenas.errors import UserInputError
 from edgenas.profiles import Budget, Profile, load_profile
 from edgenas.runs import RunDir
 from edgenas.search import Candidate, Outcome, SearchResult, drive, make_strategy
-from edgenas.space import Arch, count_macs, count_params
+from edgenas.space import Arch
 
 Log = Callable[[str], None]
 
@@ -55,14 +55,10 @@ class BudgetCheck:
     reason: str  # empty when within every budget
 
 
-def check_budget(arch: Arch, shape: dict, budget: Budget, latency_of: Callable[[Arch], float],
-                 size: Optional[tuple[int, int]] = None) -> BudgetCheck:
-    """Params and MACs first (free), latency only when they pass and a latency budget is set.
-
-    ``size`` is the task's (params, MACs) of the deployed network; default: the classifier's.
-    """
-    params, macs = size or (count_params(arch, shape["in_channels"], shape["num_classes"]),
-                            count_macs(arch, shape["in_channels"], shape["num_classes"], tuple(shape["input_size"])))
+def check_budget(arch: Arch, size: tuple[int, int], budget: Budget, latency_of: Callable[[Arch], float]) -> BudgetCheck:
+    """``size``: the deployed network's (params, MACs). Those are free to check; latency is measured
+    only when they pass and a latency budget is set."""
+    params, macs = size
     if budget.max_params and params > budget.max_params:
         return BudgetCheck(params, macs, None, f"params {params:,} > max_params {budget.max_params:,}")
     if budget.max_macs and macs > budget.max_macs:
@@ -73,6 +69,10 @@ def check_budget(arch: Arch, shape: dict, budget: Budget, latency_of: Callable[[
         if latency > budget.max_latency_ms:
             return BudgetCheck(params, macs, latency, f"latency {latency:.3f} ms > max_latency_ms {budget.max_latency_ms} on {budget.runtime}")
     return BudgetCheck(params, macs, latency, "")
+
+
+def _outcome(record: dict) -> Outcome:
+    return Outcome(record["acc"], record["train_acc"], record["status"], record.get("reason", ""))
 
 
 class CandidateEvaluator:
@@ -97,12 +97,12 @@ class CandidateEvaluator:
     def known(self, cand: Candidate) -> Optional[Outcome]:
         """The journaled answer, if this candidate was finished before (also by speculation)."""
         rec = self.done.get(cand.key())
-        return None if rec is None else Outcome(rec["acc"], rec["train_acc"], rec["status"], rec.get("reason", ""))
+        return None if rec is None else _outcome(rec)
 
     def screen(self, cand: Candidate) -> tuple[dict, Optional[Outcome]]:
         """The candidate's record so far, and a ``skipped`` answer (journaled) if it breaks a budget."""
-        check = check_budget(cand.arch, self.shape, self.profile.budget, self.latency_of,
-                             self.task.model_size(cand.arch, self.shape, self.profile))
+        check = check_budget(cand.arch, self.task.model_size(cand.arch, self.shape, self.profile),
+                             self.profile.budget, self.latency_of)
         record = {
             "key": cand.key(), "stage": cand.stage, **cand.arch.to_dict(), "epochs": cand.epochs,
             "params": check.params, "macs": check.macs, "latency_ms": check.latency_ms,
@@ -116,7 +116,7 @@ class CandidateEvaluator:
     def journal(self, record: dict) -> Outcome:
         self.run.record(record)
         self.done[record["key"]] = record
-        return Outcome(record["acc"], record["train_acc"], record["status"], record.get("reason", ""))
+        return _outcome(record)
 
     def finished(self, cand: Candidate, record: dict, res, speculative: bool = False) -> Outcome:
         """Journal a trained candidate (``res``: a TrainResult or its dict); ``speculative``: not asked for yet."""

@@ -9,7 +9,7 @@ from edgenas.latency import measure_latency
 from edgenas.pipeline import check_budget, discover
 from edgenas.profiles import Budget, load_profile
 from edgenas.runs import RunDir
-from edgenas.space import Arch
+from edgenas.space import Arch, count_macs, count_params
 
 PROFILE = """
 description = "latency-budgeted test search on 32x32 digits"
@@ -75,13 +75,14 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
 
 
 def test_params_and_macs_budgets_are_checked_without_measuring():
-    shape = {"in_channels": 1, "num_classes": 10, "input_size": [8, 8]}
+    arch = Arch.plain(3, 16)
+    size = (count_params(arch, 1, 10), count_macs(arch, 1, 10, (8, 8)))
     never = lambda arch: pytest.fail("latency measured although a free budget already failed")  # noqa: E731
-    check = check_budget(Arch.plain(3, 16), shape, Budget(max_params=100, max_latency_ms=1.0), never)
-    assert "params" in check.reason and check.latency_ms is None
-    check = check_budget(Arch.plain(3, 16), shape, Budget(max_macs=100, max_latency_ms=1.0), never)
-    assert "MACs" in check.reason
-    assert check_budget(Arch.plain(3, 16), shape, Budget(), never).reason == ""
+    check = check_budget(arch, size, Budget(max_params=100, max_latency_ms=1.0), never)
+    assert "params" in check.reason and check.latency_ms is None and check.params == size[0]
+    check = check_budget(arch, size, Budget(max_macs=100, max_latency_ms=1.0), never)
+    assert "MACs" in check.reason and check.macs == size[1]
+    assert check_budget(arch, size, Budget(), never).reason == ""
 
 
 def test_builtin_target_profiles():
