@@ -79,24 +79,32 @@ class ReplayReport:
         return not self.error and self.final_matched and self.requests_matched == self.records
 
 
-def replay_log(path: str | Path) -> ReplayReport:
+def _load(path: str | Path):
+    """The log, and a factory of fresh strategies configured as the logged run was."""
     log = json.loads(Path(path).read_text())
     strategy = log_strategy(path)
     config = config_from_args(strategy, log["args"])
     in_ch, n_cls = dataset_shape(log["args"])
-    oracle = Oracle(log["candidates"])
-    try:
-        result = drive(make_strategy(strategy, config, in_ch, n_cls), oracle)
-    except LogMismatch as e:
-        return ReplayReport(str(path), oracle.index, len(log["candidates"]), False, str(e))
-    final = log["final"]
-    details = []
-    want = Arch.from_dict(final)
-    if result.arch != want:
-        details.append(f"final architecture {result.arch}, logged {want}")
+    return log, lambda: make_strategy(strategy, config, in_ch, n_cls)
+
+
+def _report(path, log: dict, result, oracle: Oracle) -> ReplayReport:
+    """Compare the search's result with the log's ``final`` (its requests already matched)."""
+    final, want = log["final"], Arch.from_dict(log["final"])
+    details = [f"final architecture {result.arch}, logged {want}"] if result.arch != want else []
     if "epochs" in final and result.epochs != final["epochs"]:
         details.append(f"discovered epochs {result.epochs}, logged {final['epochs']}")
     return ReplayReport(str(path), oracle.index, len(log["candidates"]), not details, "; ".join(details), details)
+
+
+def replay_log(path: str | Path) -> ReplayReport:
+    log, factory = _load(path)
+    oracle = Oracle(log["candidates"])
+    try:
+        result = drive(factory(), oracle)
+    except LogMismatch as e:
+        return ReplayReport(str(path), oracle.index, len(log["candidates"]), False, str(e))
+    return _report(path, log, result, oracle)
 
 
 class OraclePool:
@@ -160,13 +168,10 @@ def replay_log_speculative(path: str | Path, slots: int = 4) -> ReplayReport:
     """``replay_log`` with speculative execution: the strategy's requests must still match the log."""
     from edgenas.speculate import drive_speculative
 
-    log = json.loads(Path(path).read_text())
-    strategy = log_strategy(path)
-    config = config_from_args(strategy, log["args"])
-    in_ch, n_cls = dataset_shape(log["args"])
+    log, factory = _load(path)
     pool = OraclePool(log["candidates"], slots)
     try:
-        result = drive_speculative(lambda: make_strategy(strategy, config, in_ch, n_cls), MemoryEvaluator(), pool, slots, lambda k: 0)
+        result = drive_speculative(factory, MemoryEvaluator(), pool, slots, lambda k: 0)
     finally:
         pool.close()
     oracle = Oracle(log["candidates"])
@@ -175,10 +180,6 @@ def replay_log_speculative(path: str | Path, slots: int = 4) -> ReplayReport:
             oracle(cand)
     except LogMismatch as e:
         return ReplayReport(str(path), oracle.index, len(log["candidates"]), False, str(e))
-    final, want = log["final"], Arch.from_dict(log["final"])
-    details = [f"final architecture {result.arch}, logged {want}"] if result.arch != want else []
-    if "epochs" in final and result.epochs != final["epochs"]:
-        details.append(f"discovered epochs {result.epochs}, logged {final['epochs']}")
-    report = ReplayReport(str(path), oracle.index, len(log["candidates"]), not details, "; ".join(details), details)
+    report = _report(path, log, result, oracle)
     report.details.append(f"{len(set(pool.trained))} candidates trained for {len(result.history)} requests")
     return report
