@@ -80,24 +80,30 @@ class Cancelled(Exception):
     pass
 
 
-def _worker_train(arch_dict: dict, epochs: int, seed: int, key: str, tag: str) -> dict:
+def _train_one(task, data, profile, device, arch_dict: dict, epochs: int, seed: int, tag: str,
+               stop: Callable[[], bool] = lambda: False) -> dict:
+    """Train one candidate in a worker (process or Ray task), printing progress; TrainResult as a dict."""
     import dataclasses
     import sys
 
     from edgenas.space import Arch
 
-    w = _WORKER
-
     def on_epoch(epoch, total, loss, train_acc, seconds):
         print(f"{tag}: epoch {epoch}/{total} loss {loss:.3f} train {train_acc:.1f}%", file=sys.stderr, flush=True)
-        if key in w["cancelled"]:
+        if stop():
             raise Cancelled
 
     try:
-        _, res = w["task"].train(Arch.from_dict(arch_dict), w["data"], epochs, w["profile"], w["device"], seed, on_epoch)
+        _, res = task.train(Arch.from_dict(arch_dict), data, epochs, profile, device, seed, on_epoch)
     except Cancelled:
         return {"status": "cancelled"}
     return dataclasses.asdict(res)
+
+
+def _worker_train(arch_dict: dict, epochs: int, seed: int, key: str, tag: str) -> dict:
+    w = _WORKER
+    return _train_one(w["task"], w["data"], w["profile"], w["device"], arch_dict, epochs, seed, tag,
+                      stop=lambda: key in w["cancelled"])
 
 
 class WorkerPool:
@@ -136,21 +142,13 @@ class WorkerPool:
 
 
 def _ray_train(data, task_name: str, profile, device: str, arch_dict: dict, epochs: int, seed: int, tag: str) -> dict:
-    """One candidate as a Ray task, on the GPU (or CPUs) Ray assigned to it."""
-    import dataclasses
-    import sys
-
+    """One candidate as a Ray task, on the GPU (or CPUs) Ray assigned to it (Ray cancels by killing it)."""
     import torch
 
-    from edgenas.space import Arch
     from edgenas.tasks import task_for
 
-    def on_epoch(epoch, total, loss, train_acc, seconds):
-        print(f"{tag}: epoch {epoch}/{total} loss {loss:.3f} train {train_acc:.1f}%", file=sys.stderr, flush=True)
-
     dev = torch.device(device)
-    _, res = task_for(task_name).train(Arch.from_dict(arch_dict), data.to(dev), epochs, profile, dev, seed, on_epoch)
-    return dataclasses.asdict(res)
+    return _train_one(task_for(task_name), data.to(dev), profile, dev, arch_dict, epochs, seed, tag)
 
 
 class RayPool:
