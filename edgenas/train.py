@@ -374,12 +374,9 @@ def fit(
     training with status ``failed``. On CUDA with ``plan.cuda_graphs`` the steps are replayed
     CUDA graphs (see ``_GraphedTrainer``); if capture fails the candidate trains eagerly, with a warning.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if plan.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {plan.batch_size}")
-    if plan.protocol not in PROTOCOLS:
-        raise ValueError(f"unknown training protocol {plan.protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    if len(data.train) == 0:
+        raise ValueError(f"{data.name}: the training split is empty")
+    sched = schedule_for(plan, len(data.train), epochs)  # checks epochs, batch sizes and the protocol
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -388,10 +385,6 @@ def fit(
         m.to(device=device, memory_format=torch.channels_last).train()
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     train = data.to(device).train
-    n = len(train)
-    if n == 0:
-        raise ValueError(f"{data.name}: the training split is empty")
-    sched = schedule_for(plan, n, epochs)
     augment = BatchAugment(data, crop_padding=plan.crop_padding, cutout=plan.cutout, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     step = _Step(model, head, loss_fn or F.cross_entropy, params, plan, train, augment, gen, device)
