@@ -1,34 +1,76 @@
-"""The ``edgenas`` command: parse flags, call the library, print. Errors are one line, exit code 2."""
+"""The ``edgenas`` command: parse flags, call the library, print. Errors are one line, exit code 2.
+
+Library errors name Python parameters (``device='cuda': ...``); here they are shown with the
+flag the user typed (``--device cuda: ...``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from edgenas import __version__
-from edgenas.errors import EdgenasError
+from edgenas.errors import EdgenasError, ParamError
+from edgenas.version import __version__
+
+# Library parameter -> the flag that sets it, where the two names differ.
+FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json"}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so the command ends as on Ctrl-C (exit 143)."""
+
+
+@contextmanager
+def _sigterm_as_exception():
+    def handler(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker): leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def error_line(e: EdgenasError) -> str:
+    if isinstance(e, ParamError):
+        return e.flag_message(FLAGS.get(e.param, "--" + e.param.replace("_", "-")))
+    return str(e)
 
 
 class EdgenasGroup(click.Group):
-    """Turns every error into one ``edgenas: error: ...`` line and the right exit code."""
+    """Turns every error into one ``edgenas: error: ...`` line and the right exit code.
+
+    Ctrl-C exits 130 and SIGTERM 143; a search stopped either way keeps its journal (``--resume``).
+    """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args, prog_name or "edgenas", complete_var, standalone_mode=False, **extra)
+            with _sigterm_as_exception():
+                rv = super().main(args, prog_name or "edgenas", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except click.ClickException as e:
             click.echo(f"edgenas: error: {e.format_message()}", err=True)
             code = e.exit_code
         except EdgenasError as e:
-            click.echo(f"edgenas: error: {e}", err=True)
+            click.echo(f"edgenas: error: {error_line(e)}", err=True)
             code = e.exit_code
         except (click.Abort, KeyboardInterrupt):
-            click.echo("edgenas: interrupted", err=True)
+            click.echo("edgenas: interrupted; a search continues with the same command and --resume", err=True)
             code = 130
+        except Terminated:
+            click.echo("edgenas: terminated; a search continues with the same command and --resume", err=True)
+            code = 143
         if standalone_mode:
             sys.exit(code)
         return code
@@ -42,7 +84,8 @@ def main():
 
 device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
                              help="Training device. Default: cuda when present, else cpu.")
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, inits and shuffles.")
+seed_option = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+                           help="Seed of splits, inits and shuffles.")
 data_options = [
     click.option("--dataset", default=None, help="cifar10, cifar100, fashionmnist, kmnist, emnist, imagefolder, digits. Default: the profile's (digits)."),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lies (or is downloaded to)."),
@@ -70,24 +113,21 @@ def with_data_options(f):
               help="Train candidates as Ray tasks: 'local', or a Ray cluster's address (needs edgenas[ray]).")
 def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address):
     """Search an architecture under the profile's budgets and train it (demo profile on digits by default)."""
-    from edgenas.pipeline import discover as run_discover
-    from edgenas.profiles import load_profile
+    from edgenas.config.profile import load_profile
+    from edgenas.run.discover import discover as run_discover
 
     profile = load_profile(profile_name)
     if task:
         profile = dataclasses.replace(profile, task=task)
-    try:
-        summary = run_discover(profile, dataset, data_dir, out, device, seed, resume, download, workers=workers,
-                               ray=ray_address)
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted; continue with the same command and --resume") from None
+    summary = run_discover(profile, dataset=dataset, data_dir=data_dir, out=out, device=device, seed=seed,
+                           resume=resume, download=download, workers=workers, ray=ray_address)
     click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}
                           | {k: v for k, v in summary.items() if k.startswith("test_") or k.startswith("verify_")}))
 
 
 @main.command()
 @click.argument("target", type=click.Path(exists=True))
-@click.option("--epochs", type=int, default=None, help="Epochs. Default: the profile's train.final_epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs. Default: the profile's train.final_epochs.")
 @click.option("--profile", "profile_name", default=None, help="For an ARCH.json: the training protocol's profile (default demo).")
 @with_data_options
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="For an ARCH.json: the run directory to create.")
@@ -95,11 +135,10 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
 @seed_option
 def train(target, epochs, profile_name, dataset, data_dir, download, out, device, seed):
     """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy."""
-    from edgenas.final import train_final
+    from edgenas.run.final import train_final
 
-    if epochs is not None and epochs < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--epochs")
-    summary = train_final(target, epochs, device, seed, profile_name, dataset, data_dir, out, download)
+    summary = train_final(target, epochs=epochs, device=device, seed=seed, profile=profile_name, dataset=dataset,
+                          data_dir=data_dir, out=out, download=download)
     click.echo(json.dumps(summary))
 
 
@@ -107,7 +146,7 @@ def train(target, epochs, profile_name, dataset, data_dir, download, out, device
 @click.argument("name", required=False)
 def profiles(name):
     """List the built-in profiles, or show everything NAME (a name or .toml path) sets."""
-    from edgenas.profiles import list_profiles, load_profile
+    from edgenas.config.profile import list_profiles, load_profile
 
     if name:
         p = load_profile(name)
@@ -121,19 +160,20 @@ def profiles(name):
                    + f"\n{'':14} {p.description}")
 
 
-# -- export (edgenas/export.py) ----------------------------------------------------------------------
+# -- export (edgenas/deploy/exporter.py) ---------------------------------------------------------------
 def _export_formats(ctx, param, value):
-    from edgenas.errors import UserInputError
-    from edgenas.export import parse_formats
+    from edgenas.deploy.formats import parse_formats
 
     try:
         return parse_formats(value)
-    except UserInputError as e:
-        raise click.BadParameter(str(e)) from None
+    except ParamError as e:
+        raise click.BadParameter(e.message) from None
 
 
 def _fraction_below_one(ctx, param, value):
-    from edgenas.device_kit.edgenas_kit import parse_fraction
+    from edgenas.device_kit.edgenas_kit import (
+        parse_fraction,  # the kit's parser: one reading of "1%"
+    )
 
     try:
         drop = parse_fraction(value)
@@ -155,9 +195,9 @@ def _fraction_below_one(ctx, param, value):
               help="INT8: top-1 agreement with PyTorch the engine may lose (1% or 0.01).")
 def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop):
     """Export RUN_DIR's network to RUN_DIR/export/ and check it against PyTorch (exit 1 on a parity failure)."""
-    from edgenas.export import export_run
+    from edgenas.deploy.exporter import export_run
 
-    report = export_run(run_dir, formats, fp16=fp16, int8=int8, calibration_images=calibration_images,
+    report = export_run(run_dir, formats=formats, fp16=fp16, int8=int8, calibration_images=calibration_images,
                         int8_max_drop=int8_max_drop)
     for line in report.lines():
         click.echo(line)
@@ -176,17 +216,17 @@ def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop):
 @device_option
 def verify(run_dir, data_dir, pairs_file, json_out, device):
     """Face verification of a face run: 10-fold accuracy, threshold, ROC AUC, TAR@FAR=1e-3."""
-    from edgenas.face import format_verification, verify_run
-    from edgenas.runs import write_json_atomic
+    from edgenas.deploy.verify import format_verification, verify_run
+    from edgenas.run.rundir import write_json_atomic
 
-    result = verify_run(run_dir, data_dir, pairs_file, device)
+    result = verify_run(run_dir, data_dir=data_dir, pairs_file=pairs_file, device=device)
     click.echo(format_verification(result))
     out = Path(json_out) if json_out else Path(run_dir) / "verify.json"
     write_json_atomic(out, result)
     click.echo(f"wrote {out}")
 
 
-# -- bench and compare (edgenas/bench.py, edgenas/compare.py) ----------------------------------------
+# -- bench and compare (edgenas/deploy/bench.py, edgenas/deploy/compare.py) --------------------------
 runtime_option = click.option("--runtime", default=None, help="onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16, tensorrt-int8, "
                               "torch-cpu, torch-cuda. Default: onnxruntime-cpu (tensorrt-fp16 for .engine).")
 batch_option = click.option("--batch", type=int, default=1, show_default=True, help="Images per inference.")
@@ -203,9 +243,10 @@ threads_option = click.option("--threads", type=int, default=None, help="CPU thr
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the bench JSON here.")
 def bench(model, runtime, batch, threads, warmup, runs, json_out):
     """Time MODEL (.onnx, .engine or RUN_DIR): p50/p90/p99, mean, std, throughput."""
-    from edgenas.bench import bench as run_bench, format_bench, write_bench
+    from edgenas.deploy.bench import bench as run_bench
+    from edgenas.deploy.bench import format_bench, write_bench
 
-    result = run_bench(model, runtime, batch, threads, warmup, runs)
+    result = run_bench(model, runtime=runtime, batch=batch, threads=threads, warmup=warmup, runs=runs)
     click.echo(format_bench(result))
     if json_out:
         write_bench(json_out, result)
@@ -233,14 +274,15 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out):
 def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_baseline, models, runtime, batch, threads,
             rounds, warmup, runs, seed, json_a, json_b, write_baselines):
     """Latency gate: BASELINE.json CURRENT.json, or --models A B. Exit 0 ok, 1 regression, 2 unusable input."""
-    from edgenas import compare as cmp
-    from edgenas.bench import read_bench, write_bench
+    from edgenas.deploy import compare as cmp
+    from edgenas.deploy.bench import read_bench, write_bench
 
     threshold = cmp.parse_max_regression(max_regression)
     if models:
         if files or update_baseline:
             raise click.UsageError("--models A B takes no BASELINE/CURRENT files and no --update-baseline")
-        result = cmp.paired_compare(models[0], models[1], runtime, rounds, batch, threads, warmup, runs, threshold, seed)
+        result = cmp.paired_compare(models[0], models[1], runtime=runtime, rounds=rounds, batch=batch, threads=threads,
+                                    warmup=warmup, runs_per_round=runs, max_regression=threshold, seed=seed)
         click.echo(result.table(markdown))
         targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
         if write_baselines:

@@ -1,5 +1,7 @@
 """The exceptions edgenas raises for the user: each message is one line that says what to do."""
 
+from __future__ import annotations
+
 
 class EdgenasError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with when this reaches it."""
@@ -13,6 +15,22 @@ class UserInputError(EdgenasError):
     exit_code = 2
 
 
+class ParamError(UserInputError):
+    """A bad argument of a library function, named as the caller wrote it.
+
+    ``str()`` names the Python parameter (``device='cuda': ...``); the CLI names the flag instead
+    (``--device cuda: ...``), see ``flag_message``.
+    """
+
+    def __init__(self, param: str, value, message: str):
+        self.param, self.value, self.message = param, value, message
+        super().__init__(f"{param}={value!r}: {message}")
+
+    def flag_message(self, flag: str) -> str:
+        value = "" if self.value is True else f" {self.value}"
+        return f"{flag}{value}: {self.message}"
+
+
 class ProfileError(UserInputError):
     """A profile file has an unknown key, a wrong type or an impossible value."""
 
@@ -22,11 +40,11 @@ class DataError(UserInputError):
 
 
 class RunDirError(UserInputError):
-    """A run directory is taken, missing, or was made by another configuration."""
+    """A run directory is taken, missing, damaged, or was made by another configuration."""
 
 
 class MissingDependency(UserInputError):
-    """An optional package (tensorrt, ray, matplotlib) is needed for what was asked."""
+    """An optional package (tensorrt, ray) is needed for what was asked."""
 
 
 class SearchError(EdgenasError):

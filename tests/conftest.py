@@ -53,6 +53,25 @@ def one_thread():
 
 def subset_train(data, n: int):
     """``data`` with only the first ``n`` training images."""
-    from edgenas.data import Split
+    from edgenas.training.data import Split
 
     return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
+
+
+def make_meta(profile="tiny", *, data=None, task: str | None = None, dataset: str = "digits", seed: int = 0,
+              in_channels: int = 1, num_classes: int = 10, input_size=(8, 8)):
+    """A ``RunMeta`` as discover writes it: of ``data`` (an ImageData), or of a dataset of the given shape."""
+    from types import SimpleNamespace
+
+    from edgenas.config.profile import Profile, load_profile
+    from edgenas.run.meta import run_meta
+
+    profile = profile if isinstance(profile, Profile) else load_profile(profile)
+    if task:
+        profile = dataclasses.replace(profile, task=task)
+    if data is None:
+        data = SimpleNamespace(in_channels=in_channels, num_classes=num_classes, input_size=tuple(input_size),
+                               mean=(0.5,) * in_channels, std=(0.25,) * in_channels,
+                               class_names=tuple(f"c{i}" for i in range(num_classes)))
+    return run_meta(profile, task=profile.task, dataset=dataset, data_dir=None, data=data, extra={}, seed=seed,
+                    device="cpu")

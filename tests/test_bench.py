@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
-from edgenas import bench
-from edgenas.cli import main
 from edgenas.device_kit import edgenas_kit as kit
+
+from edgenas.cli import main
+from conftest import make_meta
+from edgenas.config.runtimes import RUNTIMES
+from edgenas.deploy import bench
 from edgenas.errors import MissingDependency, UserInputError
-from edgenas.space import Arch, build_model
+from edgenas.search.space import Arch
+from edgenas.training.network import build_model
 
 
 def export_onnx(model, path: Path, size: int = 32) -> None:
@@ -33,8 +36,7 @@ def run_dir(tmp_path_factory) -> Path:
     arch = Arch.plain(3, 8)
     torch.manual_seed(0)
     model = build_model(arch, 3, 10).eval()
-    (run / "run.json").write_text(json.dumps({"task": "classify", "data": {
-        "in_channels": 3, "num_classes": 10, "input_size": [32, 32]}}))
+    (run / "run.json").write_text(json.dumps(make_meta(in_channels=3, num_classes=10, input_size=(32, 32)).to_dict()))
     (run / "arch.json").write_text(arch.to_json())
     torch.save(model.state_dict(), run / "model.pt")
     (run / "export").mkdir()
@@ -44,9 +46,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_runtime_table_agrees_with_the_kit():
     for name, (engine, suffix, needs_gpu) in kit.RUNTIMES.items():
-        rt = bench.RUNTIMES[name]
+        rt = RUNTIMES[name]
         assert (rt.engine, rt.suffix, rt.needs_gpu) == (engine, suffix, needs_gpu)
-    assert {n for n, r in bench.RUNTIMES.items() if r.engine != "torch"} == set(kit.RUNTIMES)
+    assert {n for n, r in RUNTIMES.items() if r.engine != "torch"} == set(kit.RUNTIMES)
 
 
 def test_bench_onnx_file(run_dir):
@@ -62,7 +64,7 @@ def test_bench_run_directory_on_onnxruntime_and_torch(run_dir):
     r = bench.bench(run_dir, threads=1, warmup=1, runs=5)
     assert r["runtime"] == "onnxruntime-cpu" and r["model"].endswith("export/model.onnx")
     before = torch.get_num_threads()
-    t = bench.bench(run_dir, "torch-cpu", batch=3, threads=1, warmup=1, runs=5)
+    t = bench.bench(run_dir, runtime="torch-cpu", batch=3, threads=1, warmup=1, runs=5)
     kit.validate_bench(t)
     assert (t["runtime"], t["runtime_version"], t["threads"], t["input_shape"]) == ("torch-cpu", torch.__version__, 1, [3, 3, 32, 32])
     assert t["model_sha256"] == kit.file_sha256(run_dir / "model.pt")
@@ -84,15 +86,15 @@ def test_bench_writes_json_atomically(run_dir, tmp_path):
 
 def test_user_errors_are_one_line(run_dir, tmp_path):
     onnx = run_dir / "export" / "model.onnx"
-    with pytest.raises(UserInputError, match="unknown runtime 'ort': choose one of onnxruntime-cpu, .*torch-cuda"):
-        bench.bench(onnx, "ort")
+    with pytest.raises(UserInputError, match="runtime='ort': unknown runtime; choose one of onnxruntime-cpu, .*torch-cuda"):
+        bench.bench(onnx, runtime="ort")
     (tmp_path / "weights.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(UserInputError, match="weights.onnx is not an ONNX model"):
         bench.bench(tmp_path / "weights.onnx")
     with pytest.raises(UserInputError, match="no such model file or run directory"):
         bench.bench(tmp_path / "nothing.onnx")
     with pytest.raises(UserInputError, match="torch-cpu benchmarks a run directory"):
-        bench.bench(onnx, "torch-cpu")
+        bench.bench(onnx, runtime="torch-cpu")
     bare = tmp_path / "bare_run"
     bare.mkdir()
     with pytest.raises(UserInputError, match="has no export/model.onnx: run `edgenas export"):
@@ -110,8 +112,8 @@ def test_missing_tensorrt_is_a_missing_dependency(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
 def test_gpu_runtime_without_a_gpu(run_dir):
-    with pytest.raises(UserInputError, match="torch-cuda needs a CUDA GPU"):
-        bench.bench(run_dir, "torch-cuda")
+    with pytest.raises(UserInputError, match="torch-cuda.: needs a CUDA GPU"):
+        bench.bench(run_dir, runtime="torch-cuda")
 
 
 def test_cli_bench(run_dir, tmp_path):
@@ -124,7 +126,7 @@ def test_cli_bench(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--runtime", "tflite"], "unknown runtime 'tflite'"),
+    (["--runtime", "tflite"], "--runtime tflite: unknown runtime"),
     (["--runs", "0"], "runs >= 1"),
 ])
 def test_cli_bench_bad_input_exits_2(run_dir, args, message):

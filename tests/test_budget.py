@@ -3,13 +3,14 @@
 
 import pytest
 
-from edgenas.bench import bench
-from edgenas.export import export_run
-from edgenas.latency import measure_latency
-from edgenas.pipeline import check_budget, discover
-from edgenas.profiles import Budget, load_profile
-from edgenas.runs import RunDir
-from edgenas.space import Arch, count_macs, count_params
+from edgenas.config.profile import Budget, load_profile
+from edgenas.deploy.bench import bench
+from edgenas.deploy.exporter import export_run
+from edgenas.run.discover import discover
+from edgenas.run.evaluator import check_budget
+from edgenas.run.rundir import RunDir
+from edgenas.runtime.latency import measure_latency
+from edgenas.search.space import Arch, count_macs, count_params
 
 PROFILE = """
 description = "latency-budgeted test search on 32x32 digits"
@@ -43,7 +44,7 @@ input_size = [32, 32]
 
 def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
     def latency(width):
-        return measure_latency(Arch.plain(2, width), 1, 10, (32, 32), "onnxruntime-cpu", threads=1)
+        return measure_latency(Arch.plain(2, width), task="classify", input_chw=(1, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1)
 
     widest, wider, narrowest = latency(64), latency(32), latency(16)
     assert widest > 2 * narrowest, (widest, narrowest)  # 14x the MACs: the measurement sees compute
@@ -99,4 +100,4 @@ def test_workers_with_a_cpu_latency_budget_on_the_cpu_are_refused(tmp_path):
     path = tmp_path / "latency.toml"
     path.write_text(PROFILE.format(budget=1.0))
     r = CliRunner().invoke(main, ["discover", "--profile", str(path), "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "2"])
-    assert r.exit_code == 2 and "use --workers 1" in r.output and not (tmp_path / "o").exists()
+    assert r.exit_code == 2 and "--workers 2: a CPU latency budget" in r.output and not (tmp_path / "o").exists()

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from edgenas import compare as cmp
-from edgenas.cli import main
 from edgenas.device_kit import edgenas_kit as kit
+
+from edgenas.cli import main
+from edgenas.deploy import compare as cmp
 from edgenas.errors import UserInputError
-from edgenas.space import Arch, build_model
+from edgenas.search.space import Arch
+from edgenas.training.network import build_model
 
 
 def record(ms: float = 1.0, n: int = 20, **env) -> dict:

@@ -10,21 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from edgenas import data as edata
-from edgenas.data import (
-    BatchAugment,
+from edgenas.errors import DataError
+from edgenas.training import data as edata
+from edgenas.training.augment import BatchAugment, augment, normalize
+from edgenas.training.data import (
     DatasetSpec,
     ImageData,
     Split,
-    augment,
     list_datasets,
     load_dataset,
-    normalize,
     register,
     stratified_holdout,
     synthetic_dataset,
 )
-from edgenas.errors import DataError
 
 # --- writers of the real formats ----------------------------------------------------------------
 

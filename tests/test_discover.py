@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 import edgenas
 from edgenas.cli import main
-from edgenas.runs import RunDir
-from edgenas.space import Arch, count_params
+from edgenas.run.loading import load_run_model
+from edgenas.run.rundir import RunDir
+from edgenas.search.space import Arch, count_params
 
 
 def _discover(profile, out, *extra, timeout=600):
@@ -46,7 +47,7 @@ def test_run_directory_contents(finished_run):
     # progress on stderr names stage, candidate number, architecture, epoch, accuracy and elapsed time
     assert "[depth #1] d2-w12-ss-33 e2: epoch 1/2" in r.stderr and "elapsed" in r.stderr and "val acc" in r.stderr
     state = torch.load(out / "model.pt", weights_only=True)
-    assert RunDir(out).load_model().state_dict().keys() == state.keys()
+    assert load_run_model(RunDir(out)).state_dict().keys() == state.keys()
 
 
 def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, ci_profile, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
@@ -11,19 +12,27 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-
-from edgenas import __version__
-from conftest import torch_threads
-from edgenas.data import load_dataset, normalize
+from conftest import make_meta, torch_threads
 from edgenas.device_kit import edgenas_kit as kit
-from edgenas.errors import MissingDependency, ParityError, UserInputError
-from edgenas.export import (
-    FORMATS, ONNX_OPSET, TOLERANCES, HeldOut, _calibration_images, check_file, export_onnx, export_run, held_out,
-    onnx_metadata, parse_formats, precision_onnx, read_metadata, tolerance, verify_export,
+
+from edgenas.config.profile import load_profile
+from edgenas.deploy.exporter import (
+    _calibration_images,
+    export_run,
+    onnx_metadata,
+    precision_onnx,
 )
-from edgenas.profiles import load_profile
-from edgenas.runs import RunDir
-from edgenas.space import Arch, build_model
+from edgenas.deploy.formats import FORMATS, TOLERANCES, parse_formats, tolerance
+from edgenas.deploy.parity import HeldOut, check_file, held_out, verify_export
+from edgenas.errors import MissingDependency, ParityError, UserInputError
+from edgenas.run.loading import load_run_data, load_run_model
+from edgenas.run.rundir import RunDir
+from edgenas.runtime.onnx import ONNX_OPSET, export_onnx, read_metadata
+from edgenas.search.space import Arch
+from edgenas.training.augment import normalize
+from edgenas.training.data import load_dataset
+from edgenas.training.network import build_model
+from edgenas.version import __version__
 
 ARCH = Arch(3, 8, (0, 1, 0), (3, 5, 3))
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -32,15 +41,7 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 def make_run(path, seed: int = 0) -> RunDir:
     """A finished classify run on digits: run.json, arch.json and weights with real BatchNorm statistics."""
     data = load_dataset("digits", seed=0, val_fraction=0.1)
-    profile = load_profile("tiny")
-    meta = {
-        "edgenas_version": __version__, "created": "2026-01-01T00:00:00+00:00", "task": "classify", "seed": 0,
-        "device": "cpu", "profile": profile.to_dict(),
-        "dataset": {"name": "digits", "data_dir": None, "val_fraction": 0.1, "split_seed": 0, "input_size": None, "channels": None},
-        "data": {"in_channels": data.in_channels, "num_classes": data.num_classes, "input_size": list(data.input_size),
-                 "mean": list(data.mean), "std": list(data.std), "class_names": list(data.class_names)},
-    }
-    run = RunDir.start(path, meta, resume=False)
+    run = RunDir.start(path, make_meta("tiny", data=data), resume=False)
     run.write(RunDir.ARCH, ARCH.to_dict())
     torch.manual_seed(seed)
     model = build_model(ARCH, data.in_channels, data.num_classes).train()
@@ -87,7 +88,7 @@ def test_onnx_is_checked_opset_and_metadata(exported):
     onnx.checker.check_model(model, full_check=True)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= max(ONNX_OPSET, 17)
     md = read_metadata(run.path / "export" / "model.onnx")
-    shape = run.data_shape
+    shape = run.meta.data.to_dict()
     assert md["architecture"] == ARCH.to_dict() and md["architecture_str"] == str(ARCH)
     assert md["profile"] == "tiny" and md["dataset"] == "digits" and md["task"] == "classify"
     assert md["input_shape"] == ["batch", 1, 8, 8]
@@ -101,7 +102,7 @@ def test_batch_axis_is_dynamic(exported):
     run, _ = exported
     session = ort.InferenceSession(str(run.path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == "batch"
-    model = run.load_model()
+    model = load_run_model(run)
     for batch in (1, 7):
         x = np.random.default_rng(batch).standard_normal((batch, 1, 8, 8), dtype=np.float32)
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
@@ -128,7 +129,7 @@ def test_samples_file_holds_real_inputs_and_pytorch_outputs(exported):
     samples = kit.load_samples(run.path / "export" / "samples.npz")
     assert samples.task == "classify" and samples.inputs.shape == (16, 1, 8, 8) and samples.outputs.shape == (16, 10)
     with torch.no_grad():
-        want = run.load_model()(torch.from_numpy(samples.inputs)).numpy()
+        want = load_run_model(run)(torch.from_numpy(samples.inputs)).numpy()
     np.testing.assert_allclose(samples.outputs, want, atol=1e-6)
     assert kit.check_export(run.path / "export", threads=1)["passed"]
 
@@ -167,9 +168,9 @@ def test_formats_and_options_are_validated(tmp_path):
     assert set(FORMATS) == {"onnx", "tensorrt"}
     assert FORMATS["onnx"].file == "model.onnx" and FORMATS["tensorrt"].file == "model.engine"
     assert parse_formats("tensorrt, onnx") == ("onnx", "tensorrt")
-    with pytest.raises(UserInputError, match="unknown export format tflite: choose from onnx, tensorrt"):
+    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt"):
         parse_formats("onnx,tflite")
-    with pytest.raises(UserInputError, match="--fp16 applies to the tensorrt format only"):
+    with pytest.raises(UserInputError, match="fp16=True: applies to the tensorrt format only"):
         export_run(tmp_path, formats=("onnx",), fp16=True)
 
 
@@ -177,7 +178,7 @@ def test_formats_and_options_are_validated(tmp_path):
 def test_reduced_precision_graphs_for_tensorrt_keep_parity(exported, tmp_path, precision):
     """The FP16 graph and the Q/DQ INT8 graph TensorRT builds engines from, checked on ONNX Runtime (CPU)."""
     run, _ = exported
-    model, data = run.load_model(), run.load_data()
+    model, data = load_run_model(run), load_run_data(run)
     source = precision_onnx(model, run.path / "export" / "model.onnx", precision, (1, 8, 8), tmp_path,
                             _calibration_images(data, 256) if precision == "int8" else None)
     graph = onnx.load(str(source)).graph
@@ -259,7 +260,7 @@ def test_cli_without_tensorrt_says_how_to_install_it(exported, tmp_path):
 
 
 def test_cli_parity_failure_exits_1(exported, tmp_path, monkeypatch):
-    import edgenas.export as export_mod
+    import edgenas.deploy.exporter as export_mod
 
     run = copy_run(exported[0], tmp_path / "r")
     real = export_mod.export_onnx
@@ -277,13 +278,11 @@ def test_cli_parity_failure_exits_1(exported, tmp_path, monkeypatch):
 
 def test_face_embedding_export_keeps_cosine_parity(tmp_path):
     """A face run's network (L2-normalised embeddings) exports with its embedding size and passes on cosine."""
-    from edgenas.face import EmbeddingNet
+    from edgenas.training.network import EmbeddingNet
 
-    profile = load_profile("tiny").to_dict()
-    profile["face"]["embedding_dim"] = 16
-    meta = {"task": "face", "seed": 0, "profile": profile, "dataset": {"name": "lfw"},
-            "data": {"in_channels": 3, "num_classes": 5, "input_size": [16, 16], "mean": [0.5] * 3, "std": [0.25] * 3,
-                     "class_names": [f"id{i}" for i in range(5)]}}
+    tiny = load_profile("tiny")
+    profile = dataclasses.replace(tiny, face=dataclasses.replace(tiny.face, embedding_dim=16))
+    meta = make_meta(profile, task="face", dataset="lfw", in_channels=3, num_classes=5, input_size=(16, 16))
     run = RunDir.start(tmp_path / "face", meta, resume=False)
     run.write(RunDir.ARCH, ARCH.to_dict())
     torch.manual_seed(0)
@@ -291,7 +290,7 @@ def test_face_embedding_export_keeps_cosine_parity(tmp_path):
     with torch.no_grad():
         model(torch.randn(32, 3, 16, 16))  # BatchNorm statistics
     torch.save(model.state_dict(), run.path / RunDir.WEIGHTS)
-    model = run.load_model()
+    model = load_run_model(run)
 
     md = onnx_metadata(run)
     assert md["task"] == "face" and md["embedding_dim"] == 16 and md["output"] == "L2-normalised embedding"

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgenas.device_kit import edgenas_kit as kit
 
 KIT = Path(kit.__file__)
@@ -25,7 +24,8 @@ def export_onnx(path: Path, width: int = 8, depth: int = 3, size: int = 32, seed
     """A small random-weight classifier exported to ONNX (opset 17, dynamic batch); returns the torch model."""
     import torch
 
-    from edgenas.space import Arch, build_model
+    from edgenas.search.space import Arch
+    from edgenas.training.network import build_model
 
     torch.manual_seed(seed)
     model = build_model(Arch.plain(depth, width), 3, 10).eval()
@@ -308,7 +308,7 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     bench = run(python, "edgenas_kit.py", "bench", "export/model.onnx", "--threads", "1", "--runs", "20",
                 "--warmup", "2", "--json", "bench.json", cwd=device)
     assert bench.returncode == 0, bench.stderr
-    from edgenas.compare import compare_files
+    from edgenas.deploy.compare import compare_files
 
     assert compare_files(device / "bench.json", device / "bench.json").exit_code == 0  # edgenas reads it
     record = json.loads((device / "bench.json").read_text())

@@ -11,11 +11,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import MissingDependency, UserInputError
-from edgenas.export import export_onnx
-from edgenas.latency import measure_latency, median_ms, timing_onnx
-from edgenas.profiles import RUNTIMES
-from edgenas.space import Arch, build_model
+from edgenas.runtime.latency import measure_latency, median_ms
+from edgenas.runtime.onnx import export_onnx, timing_onnx
+from edgenas.search.space import Arch
+from edgenas.training.network import build_model
 
 TINY = Arch.plain(3, 4)
 BIG = Arch(9, 64, (1,) * 9, (5,) * 9)  # ~2600x the MACs of TINY on 32x32 inputs
@@ -24,24 +25,24 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 @pytest.mark.parametrize("runtime", ["onnxruntime-cpu", "torch-cpu"])
 def test_median_is_positive_and_finite(runtime):
-    ms = measure_latency(TINY, 1, 10, (8, 8), runtime)
+    ms = measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime=runtime)
     assert 0 < ms < 1000
 
 
 def test_face_networks_are_measured():
-    assert measure_latency(TINY, 3, 0, (16, 16), "onnxruntime-cpu", task="face", embedding_dim=16) > 0
+    assert measure_latency(TINY, task="face", input_chw=(3, 16, 16), outputs=16, runtime="onnxruntime-cpu") > 0
 
 
 def test_a_much_larger_network_is_slower():
-    tiny = measure_latency(TINY, 3, 10, (32, 32), "onnxruntime-cpu", threads=1)
-    big = measure_latency(BIG, 3, 10, (32, 32), "onnxruntime-cpu", threads=1)
+    tiny = measure_latency(TINY, task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1)
+    big = measure_latency(BIG, task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1)
     assert big > 5 * tiny, (tiny, big)
 
 
 def test_batch_costs_time():
     mid = Arch.plain(6, 16)
-    one = measure_latency(mid, 3, 10, (32, 32), "onnxruntime-cpu", batch=1)
-    sixteen = measure_latency(mid, 3, 10, (32, 32), "onnxruntime-cpu", batch=16)
+    one = measure_latency(mid, task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=1)
+    sixteen = measure_latency(mid, task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=16)
     assert sixteen > 4 * one, (one, sixteen)
 
 
@@ -50,8 +51,8 @@ def test_measuring_leaves_the_callers_rng_and_threads_alone():
     want = torch.rand(3)
     threads = torch.get_num_threads()
     torch.manual_seed(123)
-    measure_latency(TINY, 1, 10, (8, 8), "torch-cpu", threads=1)
-    measure_latency(TINY, 1, 10, (8, 8), "onnxruntime-cpu")
+    measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="torch-cpu", threads=1)
+    measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu")
     assert torch.equal(torch.rand(3), want) and torch.get_num_threads() == threads
 
 
@@ -76,7 +77,7 @@ def test_timing_graph_matches_the_exported_graph(tmp_path):
 
 def test_tensorrt_timing_graphs_run(tmp_path):
     """The FP16 and INT8 graphs the TensorRT runtimes time are valid and run (here on ONNX Runtime)."""
-    from edgenas.export import half_precision, quantize_int8
+    from edgenas.runtime.onnx import half_precision, quantize_int8
 
     model = build_model(TINY, 3, 10).eval()
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16), dtype=np.float32)
@@ -89,23 +90,23 @@ def test_tensorrt_timing_graphs_run(tmp_path):
 
 
 def test_unknown_runtime_is_one_line():
-    with pytest.raises(UserInputError, match=r"unknown runtime 'tflite': choose one of onnxruntime-cpu, .*torch-cuda$") as e:
-        measure_latency(TINY, 1, 10, (8, 8), "tflite")
+    with pytest.raises(UserInputError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda$") as e:
+        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="tflite")
     assert "\n" not in str(e.value)
 
 
 def test_bad_arguments_are_one_line():
-    with pytest.raises(UserInputError, match="threads and batch must be >= 1"):
-        measure_latency(TINY, 1, 10, (8, 8), "onnxruntime-cpu", threads=0)
-    with pytest.raises(UserInputError, match="face task needs embedding_dim"):
-        measure_latency(TINY, 1, 10, (8, 8), "onnxruntime-cpu", task="face")
+    with pytest.raises(UserInputError, match="threads=0: give an integer >= 1"):
+        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", threads=0)
+    with pytest.raises(UserInputError, match="batch=0: give an integer >= 1"):
+        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", batch=0)
 
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the message without TensorRT")
 @pytest.mark.parametrize("runtime", ["tensorrt-fp16", "tensorrt-int8"])
 def test_missing_tensorrt_is_one_line(runtime):
     with pytest.raises(MissingDependency, match=rf"runtime {runtime} needs TensorRT, which is not installed: pip install tensorrt") as e:
-        measure_latency(TINY, 1, 10, (8, 8), runtime)
+        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime=runtime)
     assert "\n" not in str(e.value)
 
 
@@ -114,10 +115,10 @@ def test_missing_gpu_runtimes_are_one_line():
     import onnxruntime as ort
 
     with pytest.raises(MissingDependency, match="torch-cuda needs a CUDA GPU"):
-        measure_latency(TINY, 1, 10, (8, 8), "torch-cuda")
+        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="torch-cuda")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(MissingDependency, match="onnxruntime-cuda needs onnxruntime-gpu"):
-            measure_latency(TINY, 1, 10, (8, 8), "onnxruntime-cuda")
+            measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cuda")
 
 
 def test_every_runtime_is_known():
@@ -128,8 +129,8 @@ def test_every_runtime_is_known():
 @pytest.mark.gpu
 @pytest.mark.parametrize("runtime", ["tensorrt-fp16", "tensorrt-int8"])
 def test_tensorrt_latency(runtime):
-    tiny = measure_latency(TINY, 3, 10, (32, 32), runtime)
-    big = measure_latency(BIG, 3, 10, (32, 32), runtime, batch=8)
+    tiny = measure_latency(TINY, task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime)
+    big = measure_latency(BIG, task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime, batch=8)
     assert 0 < tiny < big
 
 
@@ -140,4 +141,4 @@ def test_gpu_latency(runtime):
 
     if runtime == "onnxruntime-cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs onnxruntime-gpu")
-    assert measure_latency(TINY, 3, 10, (32, 32), runtime) > 0
+    assert measure_latency(TINY, task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime) > 0

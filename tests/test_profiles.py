@@ -2,9 +2,14 @@ import pytest
 from click.testing import CliRunner
 
 from edgenas.cli import main
+from edgenas.config.profile import (
+    builtin_names,
+    load_profile,
+    parse_profile,
+    stored_profile,
+)
+from edgenas.config.strategies import EgnasConfig, TrgConfig
 from edgenas.errors import ProfileError
-from edgenas.profiles import builtin_names, load_profile, parse_profile, stored_profile
-from edgenas.search import EgnasConfig, TrgConfig
 
 
 def test_builtin_profiles_exist():
@@ -75,3 +80,99 @@ def test_cli_profiles_lists_and_shows():
     assert r.exit_code == 0 and "tiny" in r.output and "paper-trg" in r.output
     r = CliRunner().invoke(main, ["profiles", "mobile"])
     assert r.exit_code == 0 and '"max_width": 128' in r.output
+
+
+# -- every setting's bounds, checked once in the profile ----------------------------------------------
+def _bad_values(rules: dict, tp) -> list:
+    """Values just outside the declared range (and NaN/inf for numbers)."""
+    if "choices" in rules:
+        return ["not-a-choice" if tp is str else 2]
+    if "items" in rules:
+        return [[4]]
+    if "item_ge" in rules:
+        return [[rules["item_ge"] - 1, 8], [rules["item_le"] + 1, 8]]
+    out = []
+    for key, step in (("ge", -1), ("gt", 0), ("le", 1), ("lt", 0)):
+        if key in rules:
+            edge = rules[key]
+            value = edge + step if tp is int else (edge + step * max(1.0, abs(edge)) if step else edge)
+            out.append(int(value) if tp is int else float(value))
+    if tp is float:
+        out += [float("nan"), float("inf"), float("-inf")]
+    return out
+
+
+def _cases():
+    import dataclasses
+    import typing
+
+    from edgenas.config.plan import TrainPlan
+    from edgenas.config.profile import Budget, DataConfig, FaceConfig
+
+    for section, cls, strategy in (("search", EgnasConfig, "egnas"), ("search", TrgConfig, "trg"), ("train", TrainPlan, "egnas"),
+                                   ("budget", Budget, "egnas"), ("data", DataConfig, "egnas"), ("face", FaceConfig, "egnas")):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            rules = f.metadata.get("rules")
+            if not rules:
+                continue
+            tp = hints[f.name]
+            tp = next((a for a in typing.get_args(tp) if a is not type(None)), tp) if typing.get_origin(tp) is typing.Union else tp
+            for value in _bad_values(rules, tp):
+                yield strategy, section, f.name, value
+
+
+def _toml(value) -> str:
+    if isinstance(value, float):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf") if abs(value) == float("inf") else repr(value)
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+CASES = list(_cases())
+
+
+@pytest.mark.parametrize("strategy,section,key,value", CASES, ids=[f"{c[0]}-{c[1]}.{c[2]}={c[3]!r}" for c in CASES])
+def test_every_out_of_range_setting_is_one_line_exit_2_before_anything_is_written(tmp_path, strategy, section, key, value):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'strategy = "{strategy}"\n[{section}]\n{key} = {_toml(value)}\n')
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["discover", "--profile", str(path), "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgenas: error: ") and f"{section}.{key}" in lines[0], r.output
+    assert str(path) in lines[0] and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_count_of_checked_settings_covers_every_bounded_key():
+    keys = {(s, k) for _, s, k, _ in CASES}
+    assert ("face", "margin") in keys and ("search", "width_drop") in keys and ("search", "micro_gain") in keys
+    assert len(keys) >= 40
+
+
+def test_arcface_margin_of_1_58_is_refused_in_the_profile(tmp_path):
+    """ArcFace needs m < pi/2 = 1.5708: the profile says so, before data or a run directory exist."""
+    path = tmp_path / "face.toml"
+    path.write_text('task = "face"\n[face]\nmargin = 1.58\n')
+    r = CliRunner().invoke(main, ["discover", "--profile", str(path), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "face.margin = 1.58 is not allowed; it must be a finite number >= 0 and < 1.5708" in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_directory_named_like_a_builtin_does_not_hide_it(tmp_path, monkeypatch):
+    (tmp_path / "demo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_profile("demo").source == "profiles/demo.toml"
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile("./demo")
+
+
+def test_a_profile_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ProfileError, match="not UTF-8 text"):
+        load_profile(str(path))

@@ -1,11 +1,13 @@
+import dataclasses
 import json
 
 import pytest
+from conftest import make_meta
 
 from edgenas.errors import RunDirError
-from edgenas.runs import RunDir, append_jsonl, read_jsonl, write_json_atomic
+from edgenas.run.rundir import RunDir, append_jsonl, read_jsonl, write_json_atomic
 
-META = {"profile": {"name": "p"}, "dataset": {"name": "digits"}, "seed": 0, "task": "classify"}
+META = make_meta()
 
 
 def test_torn_last_line_is_not_trusted_and_is_trimmed_on_resume(tmp_path):
@@ -31,7 +33,7 @@ def test_garbage_line_stops_reading(tmp_path):
 
 def test_taken_directory_is_refused(tmp_path):
     RunDir.start(tmp_path / "r", META, resume=False)
-    with pytest.raises(RunDirError, match="already holds a search; pass --resume"):
+    with pytest.raises(RunDirError, match="already holds a search; resume it"):
         RunDir.start(tmp_path / "r", META, resume=False)
 
 
@@ -40,7 +42,7 @@ def test_resume_needs_a_run_and_the_same_settings(tmp_path):
         RunDir.start(tmp_path / "none", META, resume=True)
     RunDir.start(tmp_path / "r", META, resume=False)
     with pytest.raises(RunDirError, match="different seed"):
-        RunDir.start(tmp_path / "r", {**META, "seed": 1}, resume=True)
+        RunDir.start(tmp_path / "r", dataclasses.replace(META, seed=1), resume=True)
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):

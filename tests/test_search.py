@@ -3,13 +3,13 @@ import subprocess
 import sys
 
 import pytest
-
-from edgenas.errors import SearchError
-from edgenas.replay import replay_log
-from edgenas.search import EgnasConfig, Outcome, TrgConfig, drive, egnas, trg
-from edgenas.space import count_params
-
 from conftest import SEARCHLOGS, TESTS
+
+from edgenas.config.strategies import EgnasConfig, TrgConfig
+from edgenas.errors import SearchError
+from edgenas.search.replay import replay_log
+from edgenas.search.space import count_params
+from edgenas.search.strategies import Outcome, drive, egnas, trg
 
 
 @pytest.mark.parametrize("path", SEARCHLOGS, ids=lambda p: p.stem)

@@ -2,12 +2,12 @@ import json
 
 import pytest
 import torch
+from conftest import SEARCHLOGS
 from torch import nn
 
-from edgenas.replay import dataset_shape
-from edgenas.space import Arch, build_model, count_macs, count_params, load_arch
-
-from conftest import SEARCHLOGS
+from edgenas.search.replay import dataset_shape
+from edgenas.search.space import Arch, count_macs, count_params, load_arch
+from edgenas.training.network import build_model
 
 ARCHS = [
     Arch.plain(10, 64),

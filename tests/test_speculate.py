@@ -5,14 +5,14 @@ import subprocess
 import sys
 
 import pytest
-
-from edgenas.replay import replay_log_speculative
-from edgenas.runs import RunDir
-from edgenas.search import EgnasConfig, Outcome, egnas
-from edgenas.speculate import likely_next, replay
-from edgenas.space import Arch
-
 from conftest import SEARCHLOGS
+
+from edgenas.config.strategies import EgnasConfig
+from edgenas.run.rundir import RunDir
+from edgenas.search.replay import replay_log_speculative
+from edgenas.search.space import Arch
+from edgenas.search.speculation import likely_next, replay
+from edgenas.search.strategies import Outcome, egnas
 
 CFG = EgnasConfig(min_depth=3, max_depth=8, min_width=8, max_width=16, width_step=4)
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(TOOLS))
 import bench_train  # noqa: E402
 import rank_check  # noqa: E402
 
-from edgenas.space import Arch  # noqa: E402
+from edgenas.search.space import Arch  # noqa: E402
 
 
 def _run(tool: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:

@@ -1,9 +1,9 @@
 import subprocess
 import sys
 
-from edgenas.data import load_dataset
-
 from conftest import TESTS
+
+from edgenas.training.data import load_dataset
 
 
 def test_synthetic_fashionmnist_loads_through_the_real_loader(tmp_path):

@@ -7,13 +7,22 @@ import math
 
 import pytest
 import torch
+from conftest import subset_train
 from torch import nn
 
-from conftest import subset_train
-from edgenas.data import load_dataset, normalize, synthetic_dataset
-from edgenas.errors import UserInputError
-from edgenas.space import Arch, build_model
-from edgenas.train import TrainPlan, TrainResult, evaluate, fit, select_device, train_candidate
+from edgenas.config.plan import TrainPlan
+from edgenas.errors import ProfileError, UserInputError
+from edgenas.search.space import Arch
+from edgenas.training.augment import normalize
+from edgenas.training.data import load_dataset, synthetic_dataset
+from edgenas.training.network import build_model
+from edgenas.training.trainer import (
+    TrainResult,
+    evaluate,
+    fit,
+    select_device,
+    train_candidate,
+)
 
 CPU = torch.device("cpu")
 SMALL = Arch.plain(4, 16)
@@ -58,16 +67,19 @@ def test_same_seed_same_weights_and_accuracy(digits, threads):
     assert r3.loss != r1.loss
 
 
-def test_non_finite_loss_fails_the_candidate(digits):
-    plan = dataclasses.replace(PLAN, lr=1e12, grad_clip=0.0)
-    _, result = train_candidate(SMALL, subset_train(digits, 320), 5, plan, CPU, seed=0)
-    assert result.status == "failed" and result.val_acc == 0.0
-    assert result.epochs == 1 and not math.isfinite(result.loss)  # stopped after the first bad epoch
+def test_non_finite_loss_fails_the_training(digits):
+    model = build_model(SMALL, 1, 10)
+    with torch.no_grad():
+        model.classifier.bias[0] = float("inf")  # a profile cannot ask for a diverging lr any more
+    result = fit(model, subset_train(digits, 320), 5, PLAN, CPU, seed=0)
+    assert result.status == "failed" and result.epochs == 1 and not math.isfinite(result.loss)  # stopped at once
 
 
-def test_unknown_protocol(digits):  # the fast protocol is tested in test_train_fast.py
-    with pytest.raises(ValueError, match="protocol"):
-        train_candidate(SMALL, digits, 1, TrainPlan(protocol="turbo"), CPU, seed=0)
+def test_plan_settings_are_checked_where_the_plan_is_made():
+    with pytest.raises(ProfileError, match=r"train.protocol = 'turbo' is not allowed; choose one of reference, fast"):
+        TrainPlan(protocol="turbo")
+    with pytest.raises(ProfileError, match=r"train.lr = inf is not allowed; it must be a finite number > 0"):
+        TrainPlan(lr=float("inf"))
 
 
 class _CosineHead(nn.Module):
@@ -100,11 +112,11 @@ def test_fit_trains_a_separate_head(digits):
 def test_select_device():
     assert select_device("cpu") == CPU
     assert select_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(UserInputError, match="--device tpu.*cpu, cuda") as info:
+    with pytest.raises(UserInputError, match="device='tpu': unknown device; choose one of: cpu, cuda") as info:
         select_device("tpu")
     assert info.value.exit_code == 2
     if not torch.cuda.is_available():
-        with pytest.raises(UserInputError, match="no CUDA device is visible; use --device cpu"):
+        with pytest.raises(UserInputError, match="device=.cuda.: no CUDA device is visible; use cpu"):
             select_device("cuda")
 
 

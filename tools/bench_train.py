@@ -33,7 +33,7 @@ low arithmetic intensity, BatchNorm/ReLU passes, the optimizer and augmentation,
 sit above it; ``x_floor`` says by how much.
 
 Without ``--data-dir`` the data are SYNTHETIC images of the dataset's shape and size
-(``edgenas.data.synthetic_dataset``), and the output says so. ``--json OUT`` writes every figure.
+(``edgenas.training.data.synthetic_dataset``), and the output says so. ``--json OUT`` writes every figure.
 """
 
 from __future__ import annotations
@@ -52,9 +52,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgenas.data import ImageData, Split, get_spec, load_dataset, synthetic_dataset
-from edgenas.space import Arch, activation_count, build_model, count_macs, load_arch
-from edgenas.train import TrainPlan, evaluate, fit, schedule_for, select_device
+from edgenas.config.plan import TrainPlan
+from edgenas.search.space import Arch, activation_count, count_macs, load_arch
+from edgenas.training.data import (
+    ImageData,
+    Split,
+    get_spec,
+    load_dataset,
+    synthetic_dataset,
+)
+from edgenas.training.network import build_model
+from edgenas.training.schedule import schedule_for
+from edgenas.training.trainer import evaluate, fit, select_device
 
 # Real sizes (train, test) of each dataset, used for synthetic data of the same shape and size.
 SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "fashionmnist": (60000, 10000),

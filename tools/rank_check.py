@@ -34,9 +34,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import data_label, environment, load_data  # noqa: E402
 
-from edgenas.data import Split  # noqa: E402
-from edgenas.space import Arch  # noqa: E402
-from edgenas.train import TrainPlan, schedule_for, select_device, train_candidate  # noqa: E402
+from edgenas.config.plan import TrainPlan  # noqa: E402
+from edgenas.search.space import Arch  # noqa: E402
+from edgenas.training.data import Split  # noqa: E402
+from edgenas.training.schedule import schedule_for  # noqa: E402
+from edgenas.training.trainer import select_device, train_candidate  # noqa: E402
 
 DEFAULT_LOG = Path(__file__).resolve().parents[1] / "tests" / "data" / "searchlogs" / "egnas-fashionmnist-w64.json"
 PROTOCOLS = ("reference", "fast")

@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from edgenas.replay import replay_log, replay_log_speculative
+from edgenas.search.replay import replay_log, replay_log_speculative
 
 
 def main(argv: list[str]) -> int:

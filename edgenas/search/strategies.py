@@ -1,4 +1,4 @@
-"""The ``egnas`` and ``trg`` strategies as pure decision logic (``shared/reference/ALGORITHM.md``).
+"""The ``egnas`` and ``trg`` strategies as pure decision logic (the published EGNAS and TRG rules).
 
 A strategy is a generator: it yields a ``Candidate`` and is sent back its ``Outcome``, and returns
 a ``SearchResult``. It never trains anything itself, so the same code is driven by the real
@@ -10,57 +10,12 @@ not accepted.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Generator, Optional
 
-from edgenas.space import CONV, Arch, count_params
-
-STRATEGIES = ("egnas", "trg")
-
-
-@dataclass(frozen=True)
-class EgnasConfig:
-    """Architecture-aware dynamic training. Accuracies in percent, slack in million parameters."""
-
-    min_depth: int = 10
-    max_depth: int = 100
-    min_width: int = 16
-    max_width: int = 64
-    width_step: int = 2
-    epochs: int = 10  # epochs of the first depth candidate
-    add_epochs_depth: int = 1  # more epochs for each deeper candidate
-    add_epochs_width: int = 2  # more epochs for each narrower candidate
-    depth_gain: float = 0.10  # accuracy gain that makes a deeper net the best
-    depth_keep: float = 0.05  # drop tolerated without counting a failure
-    depth_patience: int = 2
-    width_patience: int = 2
-    micro_epochs: int = 2  # proxy training of the op and kernel stages
-    micro_param_slack: float = 0.01  # million parameters allowed over the macro budget
-    micro_kernels: tuple[int, ...] = (5,)
-    target_acc: float = 100.0
-    target_tolerance: float = 0.10
-
-
-@dataclass(frozen=True)
-class TrgConfig:
-    """True-rank guided: every candidate trained for the same ``epochs``."""
-
-    min_depth: int = 10
-    max_depth: int = 20
-    min_width: int = 16
-    max_width: int = 72
-    width_step: int = 4
-    epochs: int = 600
-    target_acc: float = 99.0
-    target_tolerance: float = 0.5
-    depth_gain: float = 0.25
-    depth_keep: float = 0.15
-    width_drop: float = 0.5
-    micro_gain: float = 0.10
-    micro_kernels: tuple[int, ...] = (5, 7)
-
-
-CONFIGS = {"egnas": EgnasConfig, "trg": TrgConfig}
+from edgenas.config.strategies import STRATEGIES, EgnasConfig, TrgConfig
+from edgenas.errors import SearchError
+from edgenas.search.space import CONV, Arch, count_params
 
 
 @dataclass(frozen=True)
@@ -101,9 +56,6 @@ class SearchResult:
     acc: float  # the ranking accuracy that selected it (last accepted)
     candidates: int = 0
     history: list = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"arch": self.arch.to_dict(), "epochs": self.epochs, "acc": self.acc, "candidates": self.candidates}
 
 
 Strategy = Generator[Candidate, Outcome, SearchResult]
@@ -183,8 +135,6 @@ def egnas(cfg: EgnasConfig, in_channels: int, num_classes: int) -> Strategy:
         else:
             break
     if best is None:
-        from edgenas.errors import SearchError
-
         raise SearchError("no candidate fitted the budget, down to the minimum width; raise the budget or lower min_width")
 
     # Operation stage: proxy training, each layer tried as a full conv at matched parameters.
@@ -252,8 +202,6 @@ def trg(cfg: TrgConfig) -> Strategy:
         else:
             break
     if best is None:
-        from edgenas.errors import SearchError
-
         raise SearchError("no candidate fitted the budget, down to the minimum width; raise the budget or lower min_width")
 
     current = best
@@ -291,8 +239,3 @@ def drive(strategy: Strategy, evaluate: Evaluator) -> SearchResult:
         result.candidates = count
         result.history = history
         return result
-
-
-def config_dict(config) -> dict:
-    d = asdict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

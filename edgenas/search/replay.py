@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgenas.search import Candidate, EgnasConfig, Outcome, TrgConfig, drive, make_strategy
-from edgenas.space import Arch
+from edgenas.config.strategies import EgnasConfig, TrgConfig
+from edgenas.search.space import Arch
+from edgenas.search.speculation import drive_speculative
+from edgenas.search.strategies import Candidate, Outcome, drive, make_strategy
 
 # The reference scripts' argument names -> edgenas strategy parameters.
 EGNAS_ARGS = {
@@ -111,8 +114,6 @@ class OraclePool:
     """A worker pool whose 'training' looks the candidate up in the log (any order, threads)."""
 
     def __init__(self, records: list[dict], workers: int):
-        import concurrent.futures as cf
-
         self.by_request = {(r["stage"], Arch.from_dict(r), r["epochs"]): r for r in records}
         self.executor = cf.ThreadPoolExecutor(workers)
         self.trained: list[str] = []
@@ -166,8 +167,6 @@ class MemoryEvaluator:
 
 def replay_log_speculative(path: str | Path, slots: int = 4) -> ReplayReport:
     """``replay_log`` with speculative execution: the strategy's requests must still match the log."""
-    from edgenas.speculate import drive_speculative
-
     log, factory = _load(path)
     pool = OraclePool(log["candidates"], slots)
     try:

@@ -1,6 +1,6 @@
 """The search space: an ``Arch`` value (depth, width, ops, kernels), its model, params and MACs.
 
-A plain chain with no skip connections (see ``shared/reference/ALGORITHM.md``): a 3x3 stem to
+A plain chain with no skip connections (the EGNAS/TRG space): a 3x3 stem to
 ``2C`` channels, ``depth`` layers of which ``depth//3`` and ``2*depth//3`` have stride 2 and
 double the running width (``C -> 2C -> 4C``), then global average pooling and a linear head.
 """
@@ -11,10 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgenas.config.strategies import KERNELS
+
 SEPARABLE = 0  # ReLU -> depthwise kxk -> pointwise 1x1 -> BN
 CONV = 1  # ReLU -> kxk conv -> BN
 OPS = (SEPARABLE, CONV)
-KERNELS = (3, 5, 7)
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,11 @@ def load_arch(path: str | Path) -> Arch:
     return Arch.from_dict(data.get("arch", data))
 
 
-def build_model(arch: Arch, in_channels: int, num_classes: int):
-    """The PyTorch network for ``arch``: ``model(x)`` gives logits, ``model.features(x)`` pooled features."""
-    from edgenas.network import Network
+def count_embedding_params(arch: Arch, in_channels: int, embedding_dim: int) -> int:
+    """Trainable parameters of ``EmbeddingNet`` (the deployed network; the margin head is not in it)."""
+    return count_params(arch, in_channels, embedding_dim) + 2 * embedding_dim  # + BatchNorm1d affine
 
-    return Network(arch, in_channels, num_classes)
+
+def count_embedding_macs(arch: Arch, in_channels: int, embedding_dim: int, input_size: tuple[int, int]) -> int:
+    """MACs of one image through ``EmbeddingNet``: convolutions and the embedding layer (BN folds away)."""
+    return count_macs(arch, in_channels, embedding_dim, input_size)

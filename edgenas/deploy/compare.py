@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas import bench as bench_mod
-from edgenas.bench import kit, kit_errors
+from edgenas.deploy import bench as bench_mod
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import UserInputError
+from edgenas.runtime.runners import kit_errors
 
 METRICS = ("p50", "p90", "p99")
 ENV_FIELDS = ("runtime", "device", "threads", "batch", "input_shape")  # must match to compare
@@ -208,7 +209,7 @@ class PairedResult:
         return _render(head, body, markdown) + tail
 
 
-def paired_compare(model_a: str | Path, model_b: str | Path, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
+def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
                    batch: int = 1, threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
                    runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
                    seed: int = 0, confidence: float = CONFIDENCE, resamples: int = RESAMPLES) -> PairedResult:
@@ -222,7 +223,7 @@ def paired_compare(model_a: str | Path, model_b: str | Path, runtime: str | None
         ra = stack.enter_context(bench_mod.open_runner(model_a, runtime, threads))
         rb = stack.enter_context(bench_mod.open_runner(model_b, runtime, threads))
         if ra.runtime != rb.runtime:
-            raise UserInputError(f"A runs on {ra.runtime} and B on {rb.runtime}: pass --runtime to measure both on one")
+            raise UserInputError(f"A runs on {ra.runtime} and B on {rb.runtime}: name one runtime to measure both on")
         stack.enter_context(kit_errors())
         xa, xb = kit.bench_input(ra.input_chw, batch, seed), kit.bench_input(rb.input_chw, batch, seed)
         samples_a, samples_b, ratios = [], [], []

@@ -16,10 +16,8 @@ from pathlib import Path
 
 from edgenas.device_kit.edgenas_kit import write_atomic
 from edgenas.errors import RunDirError
-from edgenas.space import Arch
-
-# Fields of run.json that must agree for --resume to continue a run.
-RESUME_FIELDS = ("profile", "dataset", "seed", "task")
+from edgenas.run.meta import RunMeta
+from edgenas.search.space import Arch
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -79,48 +77,51 @@ class RunDir:
 
     # -- creation and resume ------------------------------------------------------------------
     @classmethod
-    def start(cls, path: str | Path, meta: dict, resume: bool) -> "RunDir":
+    def start(cls, path: str | Path, meta: RunMeta, *, resume: bool) -> "RunDir":
         """Open ``path`` for a new search, or for continuing one with ``resume``."""
         run = cls(path)
-        has_run = (run.path / cls.META).exists()
         if resume:
-            if not has_run:
-                raise RunDirError(f"--resume: {run.path} holds no search to resume (no {cls.META}); drop --resume to start one")
-            old = run.meta
-            for key in RESUME_FIELDS:
-                if old.get(key) != meta.get(key):
-                    raise RunDirError(
-                        f"--resume: {run.path} was started with a different {key} "
-                        f"({json.dumps(old.get(key))[:80]}); resume with the same settings or use another --out"
-                    )
+            if not (run.path / cls.META).exists():
+                raise RunDirError(f"{run.path} holds no search to resume (no {cls.META}); start one without resume")
+            differs = run.meta.same_run(meta)
+            if differs:
+                before = json.dumps(run.meta.to_dict()[differs])[:80]
+                raise RunDirError(f"{run.path} was started with a different {differs} ({before}); "
+                                  "resume with the same settings or start a new run elsewhere")
             _trim_torn_tail(run.path / cls.JOURNAL)
             _trim_torn_tail(run.path / cls.LATENCY)
             return run
         cls.refuse_taken(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run.path / cls.META, meta)
+        write_json_atomic(run.path / cls.META, meta.to_dict())
         return run
 
     @classmethod
-    def refuse_taken(cls, path: Path, hint: str = "pass --resume to continue it, or choose another --out") -> None:
+    def refuse_taken(cls, path: Path, hint: str = "resume it, or choose another run directory") -> None:
         """A new run never goes into a directory that holds one (or into a file)."""
         if (path / cls.META).exists() or (path / cls.JOURNAL).exists():
             raise RunDirError(f"{path} already holds a search; {hint}")
         if path.exists() and not path.is_dir():
-            raise RunDirError(f"--out {path} is a file, not a directory")
+            raise RunDirError(f"{path} is a file, not a directory")
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
         """An existing run directory (for train, export, bench, verify)."""
         run = cls(path)
         if not (run.path / cls.META).is_file():
-            raise RunDirError(f"{run.path} is not an edgenas run directory (no {cls.META}); give the --out of a finished `edgenas discover`")
+            raise RunDirError(f"{run.path} is not an edgenas run directory (no {cls.META}); "
+                              "give the run directory of a finished `edgenas discover`")
         return run
 
     # -- files ------------------------------------------------------------------------------------
     @property
-    def meta(self) -> dict:
-        return json.loads((self.path / self.META).read_text())
+    def meta(self) -> RunMeta:
+        path = self.path / self.META
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise RunDirError(f"{path} cannot be read ({' '.join(str(e).split())[:120]})") from None
+        return RunMeta.from_dict(content, str(path))
 
     def journal(self) -> list[dict]:
         return read_jsonl(self.path / self.JOURNAL)
@@ -140,16 +141,18 @@ class RunDir:
     def read(self, name: str) -> dict:
         path = self.path / name
         if not path.is_file():
-            raise RunDirError(f"{path} is missing; the search in {self.path} has not finished (run `edgenas discover --out {self.path} --resume`)")
-        return json.loads(path.read_text())
+            raise RunDirError(f"{path} is missing; the search in {self.path} has not finished (resume it)")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise RunDirError(f"{path} cannot be read ({' '.join(str(e).split())[:120]})") from None
 
     def arch(self) -> Arch:
-        return Arch.from_dict(self.read(self.ARCH))
-
-    @property
-    def data_shape(self) -> dict:
-        """in_channels, num_classes, input_size, mean, std, class_names of the run's dataset."""
-        return self.meta["data"]
+        path = self.path / self.ARCH
+        try:
+            return Arch.from_dict(self.read(self.ARCH))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise RunDirError(f"{path} is not a valid architecture ({' '.join(str(e).split())[:160]})") from None
 
     def save_weights(self, model) -> None:
         import torch
@@ -157,25 +160,3 @@ class RunDir:
         tmp = self.path / f".{self.WEIGHTS}.tmp"
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, self.path / self.WEIGHTS)
-
-    def load_model(self, device: str = "cpu"):
-        """The final network with its trained weights, in eval mode."""
-        import torch
-
-        from edgenas.network import model_for_run
-
-        weights = self.path / self.WEIGHTS
-        if not weights.is_file():
-            raise RunDirError(f"{weights} is missing; the search in {self.path} has not finished")
-        model = model_for_run(self.arch(), self.meta)
-        model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-        return model.to(device).eval()
-
-    def load_data(self):
-        """The run's dataset, loaded as the search loaded it (same task, split and seed)."""
-        from edgenas.profiles import stored_profile
-        from edgenas.tasks import task_for
-
-        meta, ds = self.meta, self.meta["dataset"]
-        task = task_for(meta.get("task", "classify"))
-        return task.load_data(ds["name"], ds.get("data_dir"), stored_profile(meta["profile"]), ds["split_seed"], False)

@@ -1,0 +1,29 @@
+"""The runtimes a model can be timed and run on: the one table that profiles, latency, bench and export read.
+
+The device kit (``export/edgenas_kit.py``) cannot import edgenas, so it keeps its own table of the
+runtimes it runs; ``tests/test_layers.py`` checks that it agrees with this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    engine: str  # "onnxruntime" | "tensorrt" | "torch": who runs the model
+    suffix: str  # the model file it runs (torch: a run directory's model.pt)
+    needs_gpu: bool
+    install: str  # how to get the engine
+
+
+RUNTIMES = {r.name: r for r in (
+    Runtime("onnxruntime-cpu", "onnxruntime", ".onnx", False, "pip install onnxruntime"),
+    Runtime("onnxruntime-cuda", "onnxruntime", ".onnx", True, "pip install onnxruntime-gpu"),
+    Runtime("tensorrt-fp16", "tensorrt", ".engine", True, "pip install tensorrt"),
+    Runtime("tensorrt-int8", "tensorrt", ".engine", True, "pip install tensorrt"),
+    Runtime("torch-cpu", "torch", ".pt", False, "pip install torch"),
+    Runtime("torch-cuda", "torch", ".pt", True, "pip install torch (a CUDA build)"),
+)}
+CPU_RUNTIMES = tuple(name for name, r in RUNTIMES.items() if not r.needs_gpu)

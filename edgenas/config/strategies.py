@@ -1,0 +1,66 @@
+"""The search strategies' settings (``[search]`` of a profile): EGNAS and TRG, with their bounds.
+
+Accuracies and tolerances in percent; ``micro_param_slack`` in million parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgenas.config.schema import check_fields, setting
+
+STRATEGIES = ("egnas", "trg")
+KERNELS = (3, 5, 7)  # kernel sizes a layer may take (odd: "same" padding keeps the resolution)
+MAX_DEPTH = 1000  # layers; far beyond any edge network, and it bounds a typo
+MAX_WIDTH = 4096  # channels of the first layer (the last has 4x)
+
+
+@dataclass(frozen=True)
+class EgnasConfig:
+    """Architecture-aware dynamic training."""
+
+    min_depth: int = setting(10, ge=1, le=MAX_DEPTH)
+    max_depth: int = setting(100, ge=1, le=MAX_DEPTH)
+    min_width: int = setting(16, ge=1, le=MAX_WIDTH)
+    max_width: int = setting(64, ge=1, le=MAX_WIDTH)
+    width_step: int = setting(2, ge=1, le=MAX_WIDTH)
+    epochs: int = setting(10, ge=1, le=100_000)  # epochs of the first depth candidate
+    add_epochs_depth: int = setting(1, ge=0, le=10_000)  # more epochs for each deeper candidate
+    add_epochs_width: int = setting(2, ge=0, le=10_000)  # more epochs for each narrower candidate
+    depth_gain: float = setting(0.10, ge=0, le=100)  # accuracy gain that makes a deeper net the best
+    depth_keep: float = setting(0.05, ge=0, le=100)  # drop tolerated without counting a failure
+    depth_patience: int = setting(2, ge=0, le=MAX_DEPTH)
+    width_patience: int = setting(2, ge=0, le=MAX_WIDTH)
+    micro_epochs: int = setting(2, ge=1, le=100_000)  # proxy training of the op and kernel stages
+    micro_param_slack: float = setting(0.01, ge=0, le=1e6)  # million parameters allowed over the macro budget
+    micro_kernels: tuple[int, ...] = setting((5,), items=KERNELS)
+    target_acc: float = setting(100.0, ge=0, le=100)
+    target_tolerance: float = setting(0.10, ge=0, le=100)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "search")
+
+
+@dataclass(frozen=True)
+class TrgConfig:
+    """True-rank guided: every candidate trained for the same ``epochs``."""
+
+    min_depth: int = setting(10, ge=1, le=MAX_DEPTH)
+    max_depth: int = setting(20, ge=1, le=MAX_DEPTH)
+    min_width: int = setting(16, ge=1, le=MAX_WIDTH)
+    max_width: int = setting(72, ge=1, le=MAX_WIDTH)
+    width_step: int = setting(4, ge=1, le=MAX_WIDTH)
+    epochs: int = setting(600, ge=1, le=100_000)
+    target_acc: float = setting(99.0, ge=0, le=100)
+    target_tolerance: float = setting(0.5, ge=0, le=100)
+    depth_gain: float = setting(0.25, ge=0, le=100)
+    depth_keep: float = setting(0.15, ge=0, le=100)
+    width_drop: float = setting(0.5, ge=0, le=100)  # accuracy a narrower net may lose and still be taken
+    micro_gain: float = setting(0.10, ge=0, le=100)  # accuracy an op or kernel change must gain
+    micro_kernels: tuple[int, ...] = setting((5, 7), items=KERNELS)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "search")
+
+
+CONFIGS = {"egnas": EgnasConfig, "trg": TrgConfig}

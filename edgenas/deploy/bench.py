@@ -1,0 +1,79 @@
+"""Benchmark a model (``.onnx``, ``.engine`` or a run directory) on a runtime; write the bench JSON.
+
+Runners, timing statistics and the JSON schema live in the device kit (``export/edgenas_kit.py``),
+so ``edgenas bench`` and the kit on a device write the same file; this adds the PyTorch runtimes
+and run directories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.errors import ParamError, UserInputError
+from edgenas.run.loading import load_run_model
+from edgenas.run.rundir import RunDir
+from edgenas.runtime.runners import TorchRunner, kit_errors, open_file_runner
+from edgenas.version import __version__
+
+TOOL = f"edgenas {__version__}"
+DEFAULT_WARMUP = kit.DEFAULT_WARMUP
+DEFAULT_RUNS = kit.DEFAULT_RUNS
+
+
+def resolve(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
+    """The file (or run directory, for torch runtimes) that ``runtime`` runs, and the runtime."""
+    path = Path(model)
+    if not path.exists():
+        raise UserInputError(f"{path}: no such model file or run directory")
+    runtime = runtime or kit.default_runtime(path)
+    if runtime not in RUNTIMES:
+        raise ParamError("runtime", runtime, f"unknown runtime; choose one of {', '.join(RUNTIMES)}")
+    rt = RUNTIMES[runtime]
+    if rt.engine == "torch":
+        if not path.is_dir():
+            raise UserInputError(f"{runtime} benchmarks a run directory (arch.json, model.pt), not the file {path}")
+        return path, runtime
+    if path.is_dir():
+        target = path / "export" / f"model{rt.suffix}"
+        if not target.is_file():
+            hint = f"run `edgenas export {path}` first" + ("" if rt.engine == "tensorrt" else ", or use --runtime torch-cpu")
+            raise UserInputError(f"{path} has no export/{target.name}: {hint}")
+        return target, runtime
+    return path, runtime
+
+
+def open_runner(model: str | Path, runtime: str | None = None, threads: int | None = None) -> kit.Runner:
+    """A runner for ``model`` (``.onnx``, ``.engine`` or run directory); use it as a context manager."""
+    path, runtime = resolve(model, runtime)
+    if RUNTIMES[runtime].engine != "torch":
+        return open_file_runner(path, runtime, threads)
+    run = RunDir.open(path)
+    device = "cuda" if runtime == "torch-cuda" else "cpu"
+    if device == "cuda":
+        TorchRunner.check_cuda(runtime)
+    return TorchRunner(load_run_model(run, device), runtime=runtime, input_chw=run.meta.data.input_chw,
+                       model_path=run.path / RunDir.WEIGHTS, threads=threads)
+
+
+def bench(model: str | Path, *, runtime: str | None = None, batch: int = 1, threads: int | None = None,
+          warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
+    """Time ``model`` on ``runtime`` (default: from the model) and return the bench JSON record."""
+    with open_runner(model, runtime, threads) as runner, kit_errors():
+        return kit.bench_runner(runner, batch, warmup, runs, tool=TOOL)
+
+
+def write_bench(path: str | Path, result: dict) -> None:
+    """Write a bench JSON atomically (temp file, then rename)."""
+    with kit_errors():
+        kit.write_bench(path, result)
+
+
+def read_bench(path: str | Path) -> dict:
+    """A bench JSON from ``edgenas bench`` or the device kit, validated against the schema."""
+    with kit_errors():
+        return kit.read_bench(path)
+
+
+format_bench = kit.format_bench

@@ -1,0 +1,183 @@
+"""``edgenas export``: a run's network into RUN_DIR/export/ — ONNX (and a TensorRT engine), parity-checked.
+
+The folder it writes is what goes onto the device: the model, held-out samples with PyTorch's
+outputs, ``parity.json`` and the device kit (``edgenas_kit.py``, shipped from ``export/``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgenas.deploy.formats import (
+    DEFAULT_INT8_MAX_DROP,
+    FORMATS,
+    TOLERANCES,
+    check_options,
+    parse_formats,
+    tolerance,
+)
+from edgenas.deploy.parity import (
+    ExportReport,
+    HeldOut,
+    check_file,
+    held_out,
+    parity_error,
+    write_parity,
+)
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.errors import MissingDependency, ParamError, RunDirError, UserInputError
+from edgenas.run.loading import load_run_data, load_run_model
+from edgenas.run.rundir import RunDir
+from edgenas.runtime.onnx import export_onnx, half_precision, quantize_int8
+from edgenas.runtime.tensorrt import TRT_INSTALL, build_engine, import_tensorrt
+from edgenas.training.augment import normalize
+from edgenas.version import __version__
+
+EXPORT_DIR = "export"  # RUN_DIR/export/: the export folder (not to be confused with the kit's source folder)
+
+
+def onnx_metadata(run: RunDir) -> dict:
+    """The metadata an exported model carries: what it is, where it came from, how to feed it."""
+    meta, shape = run.meta, run.meta.data
+    arch, task = run.arch(), meta.task
+    md = {
+        "edgenas_version": __version__,
+        "task": task,
+        "architecture": arch.to_dict(),
+        "architecture_str": str(arch),
+        "profile": meta.profile.name,
+        "dataset": meta.dataset.name,
+        "input_shape": ["batch", *shape.input_chw],
+        "mean": list(shape.mean),
+        "std": list(shape.std),
+        "normalization": "float32 NCHW input = (pixel / 255 - mean) / std, per channel",
+        "weights_sha256": kit.file_sha256(run.path / RunDir.WEIGHTS),
+    }
+    if task == "face":
+        md |= {"output": "L2-normalised embedding", "embedding_dim": meta.outputs}
+    else:
+        md |= {"output": "logits", "num_classes": shape.num_classes, "class_names": list(shape.class_names)}
+    return md
+
+
+def precision_onnx(model, onnx_path: Path, precision: str, input_chw: tuple[int, int, int], workdir: Path,
+                   calibration: np.ndarray | None = None) -> Path:
+    """The ONNX file an engine of ``precision`` is built from (``onnx_path`` itself for fp32)."""
+    if precision == "fp16":
+        return export_onnx(half_precision(model), workdir / "model.fp16.onnx", input_chw, {"precision": "fp16"})
+    if precision == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise UserInputError("an INT8 engine needs calibration images")
+        return quantize_int8(onnx_path, workdir / "model.int8.onnx", calibration)
+    return onnx_path
+
+
+def _calibration_images(data, count: int) -> np.ndarray:
+    """``count`` training images (seeded choice), normalised, for INT8 calibration."""
+    n = min(count, len(data.train))
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(1))[:n]
+    return normalize(data.train.x[order].cpu(), data.mean, data.std).numpy()
+
+
+def _copy_kit(out: Path) -> Path:
+    text = (resources.files("edgenas.device_kit") / "edgenas_kit.py").read_bytes()
+    kit.write_atomic(out / "edgenas_kit.py", lambda f: f.write(text))
+    os.chmod(out / "edgenas_kit.py", 0o755)
+    return out / "edgenas_kit.py"
+
+
+def _engine_missing(asked: tuple[str, ...]) -> dict:
+    """``{"tensorrt": why}`` when an engine was asked for beside ONNX and TensorRT is missing here."""
+    if "tensorrt" not in asked:
+        return {}
+    try:
+        import_tensorrt("the tensorrt format")
+    except MissingDependency:
+        if "onnx" not in asked:
+            raise
+        return {"tensorrt": f"TensorRT is not installed, so no model.engine was built ({TRT_INSTALL})"}
+    return {}
+
+
+def _check_export_args(*, calibration_images: int, parity_samples: int, kit_samples: int, int8_max_drop: float) -> None:
+    for name, value in (("calibration_images", calibration_images), ("parity_samples", parity_samples),
+                        ("kit_samples", kit_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ParamError(name, value, "give an integer >= 1")
+    if not 0 <= int8_max_drop < 1:
+        raise ParamError("int8_max_drop", int8_max_drop, "give a fraction in [0, 1), e.g. 0.01 for 1 %")
+
+
+def _export_engine(run: RunDir, model, data, report: ExportReport, ref: HeldOut, *, onnx_path: Path, precision: str,
+                   calibration_images: int, int8_max_drop: float) -> None:
+    """Build ``model.engine`` from the ONNX file (at ``precision``) and check it against PyTorch."""
+    meta = run.meta
+    input_chw = meta.data.input_chw
+    calibration = _calibration_images(data, calibration_images) if precision == "int8" else None
+    with tempfile.TemporaryDirectory(prefix="edgenas-engine-") as tmp:
+        source = precision_onnx(model, onnx_path, precision, input_chw, Path(tmp), calibration)
+        engine = build_engine(source, report.out_dir / FORMATS["tensorrt"].file, input_chw,
+                              opt_batch=meta.profile.budget.batch)
+    runtime = "tensorrt-int8" if precision == "int8" else "tensorrt-fp16"
+    p = check_file(engine, FORMATS["tensorrt"], ref, meta.task, tolerance(precision, int8_max_drop), runtime)
+    report.files["tensorrt"] = engine
+    report.parity["tensorrt"] = {"precision": precision, **p}
+    write_parity(run, report)
+
+
+def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, int8: bool = False,
+               calibration_images: int = 512, parity_samples: int = 256, kit_samples: int = 16,
+               int8_max_drop: float = DEFAULT_INT8_MAX_DROP) -> ExportReport:
+    """Export a finished run into RUN_DIR/export/ and check every file against PyTorch.
+
+    Writes ``model.onnx``, ``samples.npz`` (``kit_samples`` held-out inputs with PyTorch's
+    outputs), ``edgenas_kit.py``, ``parity.json`` and, for ``tensorrt``, ``model.engine``
+    (built from the ONNX file, so ``tensorrt`` implies ``onnx``). When ``onnx`` and ``tensorrt``
+    are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); when
+    only ``tensorrt`` is asked for, that raises ``MissingDependency`` before anything is written.
+    A parity failure raises ``ParityError`` after every file (and parity.json) is written.
+    """
+    asked = parse_formats(formats)
+    check_options(asked, fp16=fp16, int8=int8)
+    _check_export_args(calibration_images=calibration_images, parity_samples=parity_samples, kit_samples=kit_samples,
+                       int8_max_drop=int8_max_drop)
+    skipped = _engine_missing(asked)
+    run = RunDir.open(run_dir)
+    model, data, task = load_run_model(run, "cpu"), load_run_data(run), run.meta.task
+    out = run.path / EXPORT_DIR
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file; move it away so the export folder can be written there")
+    out.mkdir(exist_ok=True)
+    onnx_path = export_onnx(model, out / FORMATS["onnx"].file, run.meta.data.input_chw, onnx_metadata(run))
+    ref = held_out(run, model, data, max(parity_samples, kit_samples))
+    kit.save_samples(out / "samples.npz", ref.inputs[:kit_samples], ref.outputs[:kit_samples], task)
+    _copy_kit(out)
+    ref = HeldOut(ref.inputs[:parity_samples], ref.labels[:parity_samples], ref.outputs[:parity_samples], ref.source)
+    report = ExportReport(out, skipped=skipped, removed=_remove_stale(out, asked, skipped))
+    report.files["onnx"] = onnx_path
+    report.parity["onnx"] = {"precision": "fp32", **check_file(onnx_path, FORMATS["onnx"], ref, task, TOLERANCES["fp32"])}
+    write_parity(run, report)  # written now too, so a failing engine build leaves the ONNX figures
+    if "tensorrt" in asked and "tensorrt" not in skipped:
+        _export_engine(run, model, data, report, ref, onnx_path=onnx_path,
+                       precision="int8" if int8 else "fp16" if fp16 else "fp32",
+                       calibration_images=calibration_images, int8_max_drop=int8_max_drop)
+    if not report.passed:
+        raise parity_error(report)
+    return report
+
+
+def _remove_stale(out: Path, asked: tuple[str, ...], skipped: dict) -> list[Path]:
+    """Delete files of formats not built now: they were built from the ONNX file just replaced."""
+    removed = []
+    for name, fmt in FORMATS.items():
+        stale = out / fmt.file
+        if name != "onnx" and (name not in asked or name in skipped) and stale.exists():
+            stale.unlink()
+            removed.append(stale)
+    return removed

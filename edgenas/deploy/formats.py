@@ -1,0 +1,69 @@
+"""The export formats and the parity tolerances of each precision: the tables export, parity and bench read."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from edgenas.errors import ParamError
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    file: str  # written in RUN_DIR/export/
+    runtime: str  # the runtime that runs the file for parity (config.runtimes.RUNTIMES)
+    options: tuple[str, ...]  # export options that apply to it
+
+
+FORMATS = {f.name: f for f in (
+    ExportFormat("onnx", "model.onnx", "onnxruntime-cpu", ()),
+    ExportFormat("tensorrt", "model.engine", "tensorrt-fp16", ("fp16", "int8", "calibration_images", "int8_max_drop")),
+)}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What a runtime's outputs may differ from PyTorch's on the held-out samples."""
+
+    max_abs_diff: float  # logits, over every sample and class; inf: reported, not checked
+    min_agreement: float  # top-1 agreement with PyTorch (classify), a fraction
+    min_cosine: float  # smallest cosine similarity of embeddings (face)
+
+    def as_kwargs(self) -> dict:
+        return {"max_abs_diff": self.max_abs_diff, "min_agreement": self.min_agreement, "min_cosine": self.min_cosine}
+
+
+DEFAULT_INT8_MAX_DROP = 0.01  # top-1 agreement an INT8 engine may lose against PyTorch (--int8-max-drop)
+TOLERANCES = {  # per precision; int8's agreement bound is 1 - int8_max_drop (see ``tolerance``)
+    "fp32": Tolerance(1e-3, 0.999, 0.999),
+    "fp16": Tolerance(0.1, 0.99, 0.995),
+    "int8": Tolerance(math.inf, 1.0 - DEFAULT_INT8_MAX_DROP, 0.98),
+}
+MAX_ENGINE_BATCH = 64  # largest batch of a TensorRT engine's optimisation profile
+
+
+def tolerance(precision: str, int8_max_drop: float = DEFAULT_INT8_MAX_DROP) -> Tolerance:
+    tol = TOLERANCES[precision]
+    if precision == "int8":
+        tol = Tolerance(tol.max_abs_diff, 1.0 - int8_max_drop, tol.min_cosine)
+    return tol
+
+
+def parse_formats(formats) -> tuple[str, ...]:
+    """``"onnx,tensorrt"`` or a sequence of names -> names in table order; unknown -> UserInputError."""
+    names = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ParamError("formats", formats, f"unknown export format {', '.join(unknown) or '(none)'}; "
+                         f"choose from {', '.join(FORMATS)}")
+    return tuple(n for n in FORMATS if n in names)
+
+
+def check_options(formats: tuple[str, ...], **options) -> None:
+    """Refuse an option (``fp16=True`` …) that no asked-for format takes."""
+    for option, value in options.items():
+        if value and not any(option in FORMATS[f].options for f in formats):
+            owners = [f for f in FORMATS if option in FORMATS[f].options]
+            raise ParamError(option, value, f"applies to the {'/'.join(owners)} format only; "
+                             f"ask for formats onnx,{owners[0]}")

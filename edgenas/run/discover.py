@@ -1,0 +1,158 @@
+"""``edgenas discover``: a search end to end — profile, data, strategy ⇄ evaluator, run directory, final net.
+
+The strategy (``search/strategies.py``) only decides; ``CandidateEvaluator`` answers it. The
+winner is trained again under the discovered epochs and written with ``arch.json`` and
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from edgenas.config.profile import Profile, load_profile
+from edgenas.config.runtimes import CPU_RUNTIMES
+from edgenas.errors import EdgenasError, ParamError
+from edgenas.run.evaluator import CandidateEvaluator, candidate_seed, run_latency
+from edgenas.run.log import Log, stderr_log
+from edgenas.run.meta import run_meta, versions
+from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
+from edgenas.run.rundir import RunDir
+from edgenas.runtime.latency import check_runtime_available
+from edgenas.search.space import Arch
+from edgenas.search.speculation import drive_speculative
+from edgenas.search.strategies import SearchResult, drive, make_strategy
+from edgenas.training.tasks import Task, task_for
+from edgenas.training.trainer import select_device
+from edgenas.version import __version__
+
+MAX_SEED = 2**31 - 1  # seeds reach torch, numpy and the candidate-seed hash
+
+
+def default_out(profile: Profile, dataset: str, resume: bool, root: Path = Path("runs")) -> Path:
+    """``runs/PROFILE-DATASET``, numbered (``-2``, ``-3`` …) for a new run; the newest one for resume."""
+    base = root / f"{profile.name}-{dataset}"
+    taken = [base] + [root / f"{base.name}-{i}" for i in range(2, 1000)]
+    existing = [p for p in taken if p.exists()]
+    if resume:
+        return existing[-1] if existing else base
+    return next(p for p in taken if not p.exists())
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ParamError("seed", seed, f"give an integer from 0 to {MAX_SEED}")
+    return seed
+
+
+def _check_parallel(profile: Profile, dev: torch.device, workers: int) -> None:
+    if not isinstance(workers, int) or workers < 1:
+        raise ParamError("workers", workers, "give an integer >= 1")
+    if workers > 1 and dev.type == "cpu" and profile.budget.max_latency_ms and profile.budget.runtime in CPU_RUNTIMES:
+        raise ParamError("workers", workers, f"a CPU latency budget ({profile.budget.runtime}) would be timed on CPUs "
+                         "busy training other candidates; use 1")
+
+
+def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, outputs: int, workers: int,
+            ray: Optional[str], log: Log) -> SearchResult:
+    """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
+    def factory():
+        return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs)
+
+    if workers == 1 and not ray:
+        return drive(factory(), evaluator)
+    where = f"as Ray tasks ({ray})" if ray else "in worker processes"
+    log(f"training up to {workers} candidates at once {where} (speculative; same decisions as sequential)")
+    pool = RayPool(workers, spec, address=ray) if ray else WorkerPool(workers, spec)
+    try:
+        return drive_speculative(factory, evaluator, pool, workers, lambda key: candidate_seed(evaluator.seed, key))
+    finally:
+        pool.close()
+
+
+def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+             out: Optional[str | Path] = None, device: Optional[str] = None, seed: int = 0, resume: bool = False,
+             download: bool = False, workers: int = 1, ray: Optional[str] = None, log: Log = stderr_log) -> dict:
+    """Run a search and train its winner; return ``summary.json`` (also written to the run directory).
+
+    ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
+    decisions are those of the sequential search; see ``search/speculation.py``). ``ray``
+    ("local" or a cluster address) runs them as Ray tasks instead, across a Ray cluster's GPUs.
+    ``resume`` continues the run in ``out`` (default: the newest run of this profile and dataset).
+
+    >>> summary = edgenas.discover("demo", dataset="digits", out="runs/demo")
+    >>> summary["arch"], summary["test_acc"], summary["run_dir"]
+    """
+    profile = profile if isinstance(profile, Profile) else load_profile(profile)
+    task, name, seed = task_for(profile.task), dataset or profile.data.dataset, check_seed(seed)
+    dev = select_device(device)
+    _check_parallel(profile, dev, workers)
+    if profile.budget.max_latency_ms:
+        check_runtime_available(profile.budget.runtime)  # before anything is written
+    out = Path(out) if out else default_out(profile, name, resume)
+    if resume and (out / RunDir.SUMMARY).is_file() and (out / RunDir.WEIGHTS).is_file():
+        log(f"{out} holds a finished search; nothing to resume")
+        return RunDir.open(out).read(RunDir.SUMMARY)
+    if not resume:
+        RunDir.refuse_taken(out)  # before loading data: fail fast
+    data = task.load_data(name, data_dir, profile, seed, download)
+    meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
+                    extra=task.extra_meta(data), seed=seed, device=dev)
+    run = RunDir.start(out, meta, resume=resume)
+    log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
+    data = data.to(dev)
+    started = time.monotonic()
+    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log)
+    spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type)
+    result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
+    return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
+                  search_wall=time.monotonic() - started, log=log)
+
+
+def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log) -> Optional[float]:
+    """The winner's latency for summary.json; None (said why) where its runtime is missing here."""
+    try:
+        return run_latency(run, profile, arch, run.latencies())
+    except EdgenasError as e:
+        log(f"latency of the winner not measured on {profile.budget.runtime}: {e}")
+        return None
+
+
+def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult, res, test: dict, epochs: int,
+             device, seed: int, search_wall: float, log: Log) -> dict:
+    arch, journal = result.arch, run.journal()
+    params, macs = task.model_size(arch, run.meta.data, profile)
+    return {
+        "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
+        "latency_ms": winner_latency(run, profile, arch, log), "budget": profile.to_dict()["budget"],
+        "search_acc": result.acc, "val_acc": res.val_acc, **test,
+        "discovered_epochs": result.epochs, "final_epochs": epochs, "candidates": result.candidates,
+        "candidates_trained": sum(r["status"] != "skipped" for r in journal),
+        "candidates_skipped": sum(r["status"] == "skipped" for r in journal),
+        "search_seconds": round(search_wall, 2), "candidate_seconds": round(sum(r["seconds"] for r in journal), 2),
+        "final_train_seconds": round(res.seconds, 2),
+        "device": str(device), "profile": profile.name, "dataset": run.meta.dataset.name, "seed": seed,
+        "versions": versions(), "run_dir": str(run.path),
+    }
+
+
+def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchResult, device, seed: int,
+           search_wall: float, log: Log) -> dict:
+    """Train the discovered architecture, save it, and write arch.json and summary.json."""
+    arch = result.arch
+    epochs = result.epochs or profile.search.epochs
+    log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
+    run.write(RunDir.ARCH, arch.to_dict())
+    model, res = task.train(arch, data, epochs, profile, device, candidate_seed(seed, f"final:{arch}"),
+                            lambda e, n, loss, acc, s: log(f"[final] {arch}: epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%"))
+    test = task.test_metrics(model, data, device)
+    run.save_weights(model)
+    summary = _summary(run, profile, task=task, result=result, res=res, test=test, epochs=epochs, device=device,
+                       seed=seed, search_wall=search_wall, log=log)
+    run.write(RunDir.SUMMARY, summary)
+    log(f"done: {arch}, {summary['params']:,} params, {summary['macs']:,} MACs, "
+        + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; run directory {run.path}")
+    return summary

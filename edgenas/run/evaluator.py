@@ -1,0 +1,135 @@
+"""Answering the strategy: from the journal, as over budget (never trained), or by training the candidate.
+
+Each finished candidate is journaled before the strategy sees it, so a kill loses at most the
+candidate in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from edgenas.config.profile import Budget, Profile
+from edgenas.run.log import Log
+from edgenas.run.rundir import RunDir
+from edgenas.runtime.latency import measure_latency
+from edgenas.search.space import Arch
+from edgenas.search.strategies import Candidate, Outcome
+
+
+def candidate_seed(seed: int, key: str) -> int:
+    """A seed per candidate, so a resumed run retrains the candidate in flight identically."""
+    return (zlib.crc32(key.encode()) + seed) % 2**31
+
+
+@dataclass
+class BudgetCheck:
+    params: int
+    macs: int
+    latency_ms: Optional[float]
+    reason: str  # empty when within every budget
+
+
+def check_budget(arch: Arch, size: tuple[int, int], budget: Budget, latency_of: Callable[[Arch], float]) -> BudgetCheck:
+    """``size``: the deployed network's (params, MACs). Those are free to check; latency is measured
+    only when they pass and a latency budget is set."""
+    params, macs = size
+    if budget.max_params and params > budget.max_params:
+        return BudgetCheck(params, macs, None, f"params {params:,} > max_params {budget.max_params:,}")
+    if budget.max_macs and macs > budget.max_macs:
+        return BudgetCheck(params, macs, None, f"MACs {macs:,} > max_macs {budget.max_macs:,}")
+    latency = None
+    if budget.max_latency_ms:
+        latency = latency_of(arch)
+        if latency > budget.max_latency_ms:
+            return BudgetCheck(params, macs, latency, f"latency {latency:.3f} ms > max_latency_ms {budget.max_latency_ms} on {budget.runtime}")
+    return BudgetCheck(params, macs, latency, "")
+
+
+def _outcome(record: dict) -> Outcome:
+    return Outcome(record["acc"], record["train_acc"], record["status"], record.get("reason", ""))
+
+
+def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict) -> float:
+    """Median latency of ``arch`` on the profile's runtime, measured once per run (latency.jsonl)."""
+    key = str(arch)
+    if key not in cache:
+        meta, b = run.meta, profile.budget
+        cache[key] = measure_latency(arch, task=meta.task, input_chw=meta.data.input_chw, outputs=meta.outputs,
+                                     runtime=b.runtime, threads=b.threads, batch=b.batch)
+        run.record_latency(key, cache[key])
+    return cache[key]
+
+
+class CandidateEvaluator:
+    """Answers the strategy: journal → budget check → training. Journals every answer."""
+
+    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log):
+        self.run, self.profile, self.data, self.task = run, profile, data, task
+        self.device, self.seed, self.log = device, seed, log
+        self.shape = run.meta.data
+        self.done = {r["key"]: r for r in run.journal()}
+        self.latency_cache = run.latencies()
+        self.count = 0
+        self.started = time.monotonic()
+
+    def latency_of(self, arch: Arch) -> float:
+        return run_latency(self.run, self.profile, arch, self.latency_cache)
+
+    def tag(self, cand: Candidate, speculative: bool = False) -> str:
+        where = "speculative" if speculative else f"#{self.count}"
+        return f"[{cand.stage} {where}] {cand.arch} e{cand.epochs}"
+
+    def known(self, cand: Candidate) -> Optional[Outcome]:
+        """The journaled answer, if this candidate was finished before (also by speculation)."""
+        rec = self.done.get(cand.key())
+        return None if rec is None else _outcome(rec)
+
+    def screen(self, cand: Candidate) -> tuple[dict, Optional[Outcome]]:
+        """The candidate's record so far, and a ``skipped`` answer (journaled) if it breaks a budget."""
+        check = check_budget(cand.arch, self.task.model_size(cand.arch, self.shape, self.profile),
+                             self.profile.budget, self.latency_of)
+        record = {
+            "key": cand.key(), "stage": cand.stage, **cand.arch.to_dict(), "epochs": cand.epochs,
+            "params": check.params, "macs": check.macs, "latency_ms": check.latency_ms,
+        }
+        if not check.reason:
+            return record, None
+        self.log(f"{self.tag(cand)}: skipped, over budget ({check.reason})")
+        self.journal({**record, "status": "skipped", "reason": check.reason, "acc": 0.0, "train_acc": 0.0, "seconds": 0.0})
+        return record, Outcome(0.0, 0.0, "skipped", check.reason)
+
+    def journal(self, record: dict) -> Outcome:
+        self.run.record(record)
+        self.done[record["key"]] = record
+        return _outcome(record)
+
+    def finished(self, cand: Candidate, record: dict, res, speculative: bool = False) -> Outcome:
+        """Journal a trained candidate (``res``: a TrainResult or its dict); ``speculative``: not asked for yet."""
+        res = res if isinstance(res, dict) else dataclasses.asdict(res)
+        self.log(f"{self.tag(cand, speculative)}: {res['status']}, {self.task.metric} {res['val_acc']:.2f}% in {res['seconds']:.1f}s")
+        return self.journal({"speculative": False, **record, "status": res["status"], "reason": "", "acc": res["val_acc"],
+                             "train_acc": res["train_acc"], "seconds": res["seconds"]})
+
+    def on_epoch(self, tag: str):
+        def report(epoch, epochs, loss, train_acc, seconds):
+            self.log(f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
+                     f"({time.monotonic() - self.started:.0f}s elapsed)")
+        return report
+
+    def __call__(self, cand: Candidate) -> Outcome:
+        """Answer one request in this process: journal, budget, or training."""
+        self.count += 1
+        known = self.known(cand)
+        if known is not None:
+            self.log(f"{self.tag(cand)}: from the journal, {known.status} acc {known.acc:.2f}%")
+            return known
+        record, skipped = self.screen(cand)
+        if skipped is not None:
+            return skipped
+        _, res = self.task.train(cand.arch, self.data, cand.epochs, self.profile, self.device,
+                                 candidate_seed(self.seed, cand.key()), self.on_epoch(self.tag(cand)))
+        return self.finished(cand, record, res)

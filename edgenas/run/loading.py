@@ -1,0 +1,34 @@
+"""A finished run's network with its trained weights, and its dataset loaded as the search loaded it."""
+
+from __future__ import annotations
+
+import torch
+
+from edgenas.errors import RunDirError
+from edgenas.run.rundir import RunDir
+from edgenas.training.data import ImageData
+from edgenas.training.network import build_network
+from edgenas.training.tasks import task_for
+
+
+def load_run_model(run: RunDir, device: str = "cpu") -> torch.nn.Module:
+    """The final network of ``run`` with its trained weights, in eval mode on ``device``."""
+    weights = run.path / RunDir.WEIGHTS
+    if not weights.is_file():
+        raise RunDirError(f"{weights} is missing; the search in {run.path} has not finished")
+    meta = run.meta
+    model = build_network(run.arch(), task=meta.task, in_channels=meta.data.in_channels, outputs=meta.outputs)
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 -- unpickling refused, not a state dict, wrong keys or shapes
+        raise RunDirError(f"{weights} does not hold this run's weights ({' '.join(str(e).split())[:160]}); "
+                          "train the run again (edgenas train)") from None
+    return model.to(device).eval()
+
+
+def load_run_data(run: RunDir) -> ImageData:
+    """The run's dataset, loaded as the search loaded it (same task, split and seed)."""
+    meta = run.meta
+    ds = meta.dataset
+    return task_for(meta.task).load_data(ds.name, ds.data_dir, meta.profile, ds.split_seed, False)

@@ -1,0 +1,117 @@
+"""Measure a network's median latency on the runtime a budget names (ONNX Runtime, TensorRT, PyTorch).
+
+Latency does not depend on the weights, so the network is randomly initialised; it is exported to
+the graph ``edgenas export`` writes and run on the runner ``edgenas bench`` uses, timed with the device kit.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.errors import MissingDependency, ParamError
+from edgenas.runtime.onnx import half_precision, quantize_int8, timing_onnx
+from edgenas.runtime.runners import kit_errors
+from edgenas.runtime.tensorrt import build_engine, import_tensorrt
+from edgenas.search.space import Arch
+from edgenas.training.network import build_network
+
+WARMUP = 10  # most untimed runs before timing (the first ORT/TensorRT calls allocate, pick kernels)
+WARMUP_SECONDS = 0.1  # ... or fewer, for a network slower than WARMUP_SECONDS / WARMUP
+PROBE_RUNS = 5  # timed runs (after one untimed) that size the measurement
+MIN_RUNS = 30
+MIN_SECONDS = 0.3  # timed runs last at least this long, unless MAX_RUNS comes first
+MAX_RUNS = 5000
+MAX_SECONDS = 5.0  # a slow network stops at MIN_RUNS or after this long, whichever is later
+
+
+def median_ms(fn, synchronize=None) -> float:
+    """Median milliseconds of ``fn()``: warm-up, a short probe, then enough runs for a stable median."""
+    per_run = max(float(np.median(kit.measure(fn, 1, PROBE_RUNS, synchronize))), 1e-3)
+    warmup = min(WARMUP, math.ceil(WARMUP_SECONDS * 1e3 / per_run))
+    runs = max(MIN_RUNS, math.ceil(MIN_SECONDS * 1e3 / per_run))
+    runs = min(runs, MAX_RUNS, max(MIN_RUNS, math.floor(MAX_SECONDS * 1e3 / per_run)))
+    return float(np.median(kit.measure(fn, warmup, runs, synchronize)))
+
+
+def _random_model(arch: Arch, *, task: str, in_channels: int, outputs: int):
+    """The deployed network of ``arch`` with random weights, built without touching the caller's RNG state."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build_network(arch, task=task, in_channels=in_channels, outputs=outputs).eval()
+
+
+def check_runtime_available(runtime: str) -> None:
+    """Raise ``MissingDependency`` when this machine cannot time on ``runtime`` (a cheap check, nothing built)."""
+    if runtime not in RUNTIMES:
+        raise ParamError("runtime", runtime, f"choose one of {', '.join(RUNTIMES)}")
+    if runtime.startswith("tensorrt-"):
+        import_tensorrt(f"runtime {runtime}")
+    elif runtime == "onnxruntime-cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise MissingDependency("runtime onnxruntime-cuda needs onnxruntime-gpu and a CUDA GPU: pip install onnxruntime-gpu")
+    elif runtime == "torch-cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MissingDependency("runtime torch-cuda needs a CUDA GPU and a CUDA build of torch; torch sees no GPU")
+
+
+def measure_latency(arch: Arch, *, task: str, input_chw: tuple[int, int, int], outputs: int, runtime: str,
+                    threads: int = 1, batch: int = 1) -> float:
+    """Median latency in ms of one batch of ``batch`` images of ``arch``'s deployed network on ``runtime``.
+
+    ``outputs``: classes, or the embedding size of a ``face`` network. ``threads`` applies to CPU
+    runtimes. An unknown runtime is a ``ParamError``; one this machine lacks a ``MissingDependency``.
+    """
+    if threads < 1 or batch < 1:
+        raise ParamError("threads" if threads < 1 else "batch", threads if threads < 1 else batch, "give an integer >= 1")
+    check_runtime_available(runtime)
+    model = _random_model(arch, task=task, in_channels=input_chw[0], outputs=outputs)
+    if runtime.startswith("torch-"):
+        return _torch_latency(model, input_chw, runtime=runtime, threads=threads, batch=batch)
+    with tempfile.TemporaryDirectory(prefix="edgenas-latency-") as tmp:
+        path = _timing_file(model, Path(tmp), input_chw, runtime=runtime, batch=batch)
+        with kit_errors(), kit.open_runner(path, runtime, threads) as runner:
+            x = kit.bench_input(input_chw, batch)
+            return median_ms(lambda: runner(x))
+
+
+def _timing_file(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: str, batch: int) -> Path:
+    """The file ``runtime`` runs: an ONNX file, or a TensorRT engine built for ``batch``."""
+    if runtime == "tensorrt-fp16":
+        return build_engine(timing_onnx(half_precision(model), tmp / "fp16.onnx", input_chw), tmp / "model.engine",
+                            input_chw, opt_batch=batch, max_batch=batch)
+    if runtime == "tensorrt-int8":
+        # Timing only: calibrated on random images, so the Q/DQ ranges are meaningless, but the
+        # engine runs the INT8 kernels the exported one will; latency does not depend on values.
+        calibration = np.random.default_rng(0).standard_normal((batch, *input_chw), dtype=np.float32)
+        qdq = quantize_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), tmp / "int8.onnx", calibration)
+        return build_engine(qdq, tmp / "model.engine", input_chw, opt_batch=batch, max_batch=batch)
+    return timing_onnx(model, tmp / "model.onnx", input_chw)
+
+
+def _torch_latency(model, input_chw: tuple[int, int, int], *, runtime: str, threads: int, batch: int) -> float:
+    import torch
+
+    cuda = runtime == "torch-cuda"
+    device = "cuda" if cuda else "cpu"
+    model = model.to(device)
+    x = torch.from_numpy(kit.bench_input(input_chw, batch)).to(device)
+    old_threads = torch.get_num_threads()
+    if not cuda:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return median_ms(lambda: model(x), torch.cuda.synchronize if cuda else None)
+    finally:
+        torch.set_num_threads(old_threads)

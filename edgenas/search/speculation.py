@@ -1,0 +1,142 @@
+"""Speculative search: while the strategy waits for one candidate, train those it may ask for next.
+
+Decisions stay exactly those of the sequential search: the strategy only ever sees real answers,
+in request order. Hypothetical answers serve one purpose — guessing which candidates to start
+early, by replaying the (pure, deterministic) strategy from its real history plus a guess. A
+candidate's result depends only on the seed and the candidate (``candidate_seed``), so training it
+early changes nothing but the wall time. Finished speculative candidates are journaled, so a
+resumed search reuses them; those the search ends up not needing are cancelled.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections import Counter
+from typing import Callable, Optional, Protocol
+
+from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy
+
+# Offsets (percent) around the last accuracy seen: the outcomes a guess is drawn from.
+GUESS_OFFSETS = (-5.0, -1.0, -0.3, -0.1, -0.04, 0.0, 0.04, 0.1, 0.3, 1.0, 5.0)
+
+
+def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Optional[Candidate]:
+    """The request a fresh strategy makes after ``answers``; None once it has finished."""
+    strategy = factory()
+    try:
+        cand = next(strategy)
+        for out in answers:
+            cand = strategy.send(out)
+        return cand
+    except StopIteration:
+        return None
+
+
+def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: float, k: int) -> list[Candidate]:
+    """Up to ``k`` candidates the strategy may request after the pending one, likeliest first.
+
+    Breadth first over hypothetical outcomes of the pending request, then of the guessed ones:
+    a candidate reached by more of the hypothetical outcomes comes first.
+    """
+    found: list[Candidate] = []
+    frontier = [list(answers)]
+    while frontier and len(found) < k:
+        next_frontier = []
+        for history in frontier:
+            reached: Counter = Counter()
+            path = {}
+            for offset in GUESS_OFFSETS:
+                out = Outcome(min(max(guess + offset, 0.0), 100.0), min(guess, 99.0))
+                cand = replay(factory, history + [out])
+                if cand is not None:
+                    reached[cand] += 1
+                    path.setdefault(cand, history + [out])
+            for cand, _ in reached.most_common():
+                if cand not in found:
+                    found.append(cand)
+                    next_frontier.append(path[cand])
+        frontier = next_frontier
+    return found[:k]
+
+
+class Pool(Protocol):
+    """Where candidates train at once: ``edgenas.run.pools`` (processes, Ray) or a replay's oracle."""
+
+    def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future: ...
+    def cancel(self, cand: Candidate, future: cf.Future) -> None: ...
+    def uncancel(self, cand: Candidate) -> None: ...
+    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]: ...
+    def close(self) -> None: ...
+
+
+def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, slots: int, seed_of) -> SearchResult:
+    """Like ``strategies.drive``, with up to ``slots`` candidates training at once in ``pool``.
+
+    ``evaluator`` answers from the journal (``known``), screens budgets (``screen``), tags and
+    journals results (``tag``, ``finished``), as ``edgenas.run.evaluator.CandidateEvaluator`` does.
+    """
+    strategy = factory()
+    answers: list[Outcome] = []
+    history = []
+    running: dict[str, tuple[Candidate, dict, cf.Future]] = {}
+    guess = 50.0
+
+    def start(cand: Candidate, speculative: bool) -> bool:
+        """Submit ``cand`` unless it is known or over budget; True if it is (now) running."""
+        if cand.key() in running:
+            pool.uncancel(cand)
+            return True
+        if evaluator.known(cand) is not None:
+            return False
+        record, skipped = evaluator.screen(cand)
+        if skipped is not None:
+            return False
+        tag = evaluator.tag(cand, speculative)
+        record = {**record, "speculative": speculative}  # started before the strategy asked for it
+        running[cand.key()] = (cand, record, pool.submit(cand, seed_of(cand.key()), tag))
+        return True
+
+    def collect(done, pending: Candidate) -> None:
+        for fut in done:
+            key = next(k for k, (_, _, f) in running.items() if f is fut)
+            c, record, _ = running.pop(key)
+            res = pool.result(c, fut)
+            if res is not None:
+                evaluator.finished(c, record, res, speculative=c != pending)  # the tag: is it asked for yet?
+
+    try:
+        cand = next(strategy)
+        while True:
+            evaluator.count += 1
+            out = evaluator.known(cand)
+            if out is not None:
+                evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
+            elif start(cand, speculative=False):
+                wanted = [cand] + likely_next(factory, answers, guess, slots - 1)
+                for c, _, fut in list(running.values()):
+                    if c not in wanted:
+                        pool.cancel(c, fut)
+                for nxt in wanted[1:]:
+                    if len(running) < slots:
+                        start(nxt, speculative=True)
+                while out is None:  # a candidate cancelled while its guess was stale is started again
+                    start(cand, speculative=False)
+                    while cand.key() in running:
+                        done, _ = cf.wait([f for _, _, f in running.values()], return_when=cf.FIRST_COMPLETED)
+                        collect(done, cand)
+                    out = evaluator.known(cand)
+            else:
+                out = evaluator.known(cand)  # over a budget: screen() journaled it as skipped
+            if out.usable:
+                guess = out.acc
+            answers.append(out)
+            history.append((cand, out))
+            cand = strategy.send(out)
+    except StopIteration as stop:
+        result: SearchResult = stop.value
+        result.candidates = len(history)
+        result.history = history
+        return result
+    finally:
+        for c, _, fut in running.values():
+            pool.cancel(c, fut)

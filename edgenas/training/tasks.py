@@ -1,0 +1,141 @@
+"""What differs between tasks: how data loads, how a candidate trains, what ranks and what is reported.
+
+``classify`` ranks candidates by validation accuracy and reports test accuracy; ``face`` ranks by
+verification accuracy on pairs of held-out identities. Both follow the ``Task`` protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from edgenas.config.profile import Profile
+from edgenas.search.space import (
+    Arch,
+    count_embedding_macs,
+    count_embedding_params,
+    count_macs,
+    count_params,
+)
+from edgenas.training.arcface import ArcFace
+from edgenas.training.data import ImageData, load_dataset
+from edgenas.training.embeddings import evaluate_pairs, pair_scores
+from edgenas.training.faces import FaceData, load_faces
+from edgenas.training.network import EmbeddingNet
+from edgenas.training.trainer import (
+    EpochCallback,
+    TrainResult,
+    evaluate,
+    fit,
+    train_candidate,
+)
+from edgenas.training.verification import verify
+
+
+class Task(Protocol):
+    name: str
+    metric: str  # what ranks candidates, for the log
+
+    def load_data(self, name: str, data_dir, profile: Profile, seed: int, download: bool) -> ImageData: ...
+
+    def extra_meta(self, data) -> dict:
+        """Task-specific facts of the data for run.json's ``data`` section."""
+
+    def outputs(self, data, profile: Profile) -> int:
+        """Outputs of the deployed network (classes, or embedding dimensions): ``data`` is an
+        ``ImageData`` or anything with ``num_classes``."""
+
+    def model_size(self, arch: Arch, shape, profile: Profile) -> tuple[int, int]:
+        """(params, MACs per image) of the network the run deploys: what budgets and summary.json count.
+        ``shape``: a ``run.meta.DataShape`` (anything with in_channels, num_classes, input_size)."""
+
+    def train(self, arch: Arch, data, epochs: int, profile: Profile, device, seed: int,
+              on_epoch: EpochCallback | None = None) -> tuple[torch.nn.Module, TrainResult]: ...
+
+    def test_metrics(self, model: torch.nn.Module, data, device) -> dict: ...
+
+
+class ClassifyTask:
+    name = "classify"
+    metric = "val acc"
+
+    def load_data(self, name, data_dir, profile, seed, download):
+        d = profile.data
+        return load_dataset(name, data_dir, download=download, val_fraction=d.val_fraction, seed=seed,
+                            input_size=d.input_size, channels=d.channels)
+
+    def extra_meta(self, data) -> dict:
+        return {}
+
+    def outputs(self, data, profile) -> int:
+        return data.num_classes
+
+    def model_size(self, arch, shape, profile) -> tuple[int, int]:
+        c, k = shape.in_channels, shape.num_classes
+        return count_params(arch, c, k), count_macs(arch, c, k, tuple(shape.input_size))
+
+    def train(self, arch, data, epochs, profile, device, seed, on_epoch=None):
+        return train_candidate(arch, data, epochs, profile.train, device, seed, on_epoch=on_epoch)
+
+    def test_metrics(self, model, data, device) -> dict:
+        return {"test_acc": evaluate(model, data.test, data, device)}
+
+
+class FaceTask:
+    """Face verification: an embedding net trained with an ArcFace head, ranked by verification accuracy."""
+
+    name = "face"
+    metric = "verify acc"
+
+    def load_data(self, name, data_dir, profile, seed, download) -> FaceData:
+        f, d = profile.face, profile.data
+        return load_faces(name, data_dir, input_size=d.input_size, channels=d.channels, val_identities=f.val_identities,
+                          val_pairs=f.val_pairs, seed=seed, download=download)
+
+    def extra_meta(self, data: FaceData) -> dict:
+        pairs = {k: {"same": int(p.same.sum()), "different": int((~p.same).sum())}
+                 for k, p in (("val", data.val_pairs), ("test", data.test_pairs))}
+        return {"face": {"identities": dict(zip(("train", "val", "test"), map(len, data.identities))),
+                         "images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+                         "pairs": pairs, "image_root": data.image_root}}
+
+    def outputs(self, data, profile) -> int:
+        return profile.face.embedding_dim
+
+    def model_size(self, arch: Arch, shape, profile) -> tuple[int, int]:
+        c, d = shape.in_channels, profile.face.embedding_dim
+        return count_embedding_params(arch, c, d), count_embedding_macs(arch, c, d, tuple(shape.input_size))
+
+    def train(self, arch, data: FaceData, epochs, profile, device, seed, on_epoch=None):
+        t0 = time.perf_counter()
+        data, f = data.to(device), profile.face
+        torch.manual_seed(seed)
+        model = EmbeddingNet(arch, data.in_channels, f.embedding_dim)
+        head = ArcFace(f.embedding_dim, data.num_classes, f.scale, f.margin)
+        fitted = fit(model, data, epochs, profile.train, device, seed, on_epoch, head=head)
+        status, acc = fitted.status, 0.0
+        if status == "trained":
+            scores = pair_scores(model, data.val.x, data.val_pairs, data.mean, data.std, device)
+            if np.isfinite(scores).all():
+                acc = verify(scores, data.val_pairs.same, data.val_pairs.folds).accuracy
+            else:
+                status = "failed"  # a finite loss can still leave non-finite embeddings
+        return model, TrainResult(val_acc=acc, train_acc=fitted.train_acc, status=status, epochs=fitted.epochs,
+                                  seconds=time.perf_counter() - t0, images_per_s=fitted.images_per_s, loss=fitted.loss)
+
+    def test_metrics(self, model, data: FaceData, device) -> dict:
+        v = evaluate_pairs(model, data.test.x, data.test_pairs, data.mean, data.std, device)
+        out = {"test_verify_acc": v.accuracy, "test_verify_std": v.accuracy_std, "test_roc_auc": v.roc_auc}
+        out["test_tar_at_far_1e-3"] = v.tar_at_far
+        return {k: val for k, val in out.items() if val is not None}  # all in percent
+
+
+TASKS = {"classify": ClassifyTask, "face": FaceTask}  # the names are config.profile.TASKS
+
+
+def task_for(name: str) -> Task:
+    """The task of a profile (its ``task`` was validated there)."""
+    return TASKS[name]()

@@ -1,0 +1,271 @@
+"""Train one candidate under a ``TrainPlan`` and evaluate it.
+
+The whole dataset sits on the training device; batches are gathered, augmented and fed there.
+Per-batch statistics stay on the device and are read once per epoch. On CUDA each training step
+(gather, augmentation, forward, backward, clipping, SGD) is captured once as a CUDA graph and
+replayed, so a small net is no longer bound by kernel launches; the arithmetic is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgenas.config.plan import TrainPlan
+from edgenas.errors import ParamError
+from edgenas.search.space import Arch
+from edgenas.training.augment import BatchAugment
+from edgenas.training.cuda_graphs import GraphedTrainer, graphs_available
+from edgenas.training.data import ImageData, Split
+from edgenas.training.network import build_model
+from edgenas.training.schedule import Schedule, schedule_for
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What ``fit`` measured. Accuracies in percent; ``loss`` is the last epoch's mean."""
+
+    train_acc: float
+    status: str  # "trained" | "failed" (non-finite loss)
+    epochs: int  # epochs actually run
+    seconds: float  # training wall time
+    images_per_s: float
+    loss: float
+    graphed: bool = False  # the training steps ran as CUDA graph replays
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One trained candidate. ``val_acc`` is 0.0 when training failed, NaN when there is no val split."""
+
+    val_acc: float
+    train_acc: float
+    status: str  # "trained" | "failed"
+    epochs: int
+    seconds: float  # training and evaluation wall time
+    images_per_s: float  # training throughput
+    loss: float
+
+
+class EpochCallback(Protocol):
+    def __call__(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None: ...
+
+
+def select_device(name: str | None) -> torch.device:
+    """None -> CUDA when visible, else the CPU; otherwise ``cpu`` or ``cuda``."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ParamError("device", "cuda", "no CUDA device is visible; use cpu")
+        return torch.device("cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ParamError("device", name, f"unknown device; choose one of: {', '.join(DEVICES)}")
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (no weight-cast cache: graph-safe); full fp32 elsewhere (bit-repeatable on the CPU)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    return nullcontext()
+
+
+@contextmanager
+def _bn_momentum(modules: list[nn.Module], power: float):
+    """BatchNorm momentum m -> 1 - (1 - m) ** power inside the block (restored after)."""
+    norms = [m for mod in modules for m in mod.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None]
+    saved = [m.momentum for m in norms]
+    if power != 1.0:
+        for m in norms:
+            m.momentum = 1.0 - (1.0 - m.momentum) ** power
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
+class _Step:
+    """Everything a training step touches, so one step can run eagerly or be captured and replayed."""
+
+    def __init__(self, model, head, loss_fn, params, plan: TrainPlan, train: Split, augment, gen, device):
+        self.model, self.head, self.loss_fn, self.params = model, head, loss_fn, params
+        self.plan, self.train, self.augment, self.gen, self.device = plan, train, augment, gen, device
+        self.memory_format = torch.channels_last  # faster on CUDA and, for these nets, on the CPU too (mkldnn)
+
+    def logits_and_loss(self, x: torch.Tensor, y: torch.Tensor):
+        with _autocast(self.device):
+            logits = self.model(x) if self.head is None else self.head(self.model.features(x), y)
+            wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()  # bf16 -> fp32
+            return logits, self.loss_fn(wide, y)
+
+    def batch(self, idx: torch.Tensor):
+        x = self.augment(self.train.x.index_select(0, idx), self.gen).contiguous(memory_format=self.memory_format)
+        return x, self.train.y.index_select(0, idx)
+
+
+def _eager_epochs(step: _Step, sched: Schedule):
+    """The plain loop (CPU, or CUDA without graphs): torch's SGD, lr set per epoch or per step."""
+    plan = step.plan
+    optimizer = torch.optim.SGD(step.params, lr=sched.peak_lr, momentum=plan.momentum,
+                                weight_decay=plan.weight_decay, foreach=True)
+    per_epoch = sched.protocol == "reference"
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=sched.epochs, eta_min=0.0) if per_epoch else None
+    n, bs, k = sched.n, sched.batch_size, 0
+    for _ in range(sched.epochs):
+        order = torch.randperm(n, device=step.device, generator=step.gen)
+        loss_sum = torch.zeros((), device=step.device)
+        correct = torch.zeros((), device=step.device, dtype=torch.int64)
+        seen = 0
+        for s in sched.starts:
+            if not per_epoch:
+                for group in optimizer.param_groups:
+                    group["lr"] = sched.lr(k)
+            x, y = step.batch(order[s : s + bs])
+            logits, loss = step.logits_and_loss(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if plan.grad_clip > 0:
+                nn.utils.clip_grad_norm_(step.params, plan.grad_clip, foreach=True)
+            optimizer.step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+            k += 1
+        if scheduler is not None:
+            scheduler.step()
+        yield loss_sum, correct, seen
+
+
+def fit(
+    model: nn.Module,
+    data: ImageData,
+    epochs: int,
+    plan: TrainPlan,
+    device: torch.device,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+    *,
+    head: nn.Module | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> FitResult:
+    """Train ``model`` in place on ``data.train`` for ``epochs`` epochs under ``plan``.
+
+    Without ``head``: logits = ``model(x)``. With ``head`` (e.g. a margin head for faces):
+    logits = ``head(model.features(x), y)``, and the head's parameters are optimised too.
+    ``loss_fn(logits, y)`` defaults to cross-entropy. Shuffling and augmentation are seeded from
+    ``seed``; weights are not (seed before building the model). A non-finite epoch loss stops
+    training with status ``failed``. On CUDA with ``plan.cuda_graphs`` the steps are replayed
+    CUDA graphs (see ``cuda_graphs.GraphedTrainer``); if capture fails the candidate trains eagerly, with a warning.
+    """
+    if len(data.train) == 0:
+        raise ValueError(f"{data.name}: the training split is empty")
+    sched = schedule_for(plan, len(data.train), epochs)  # checks epochs, batch sizes and the protocol
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    modules = [model] + ([head] if head is not None else [])
+    for m in modules:
+        m.to(device=device, memory_format=torch.channels_last).train()
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    train = data.to(device).train
+    augment = BatchAugment(data, crop_padding=plan.crop_padding, cutout=plan.cutout, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    step = _Step(model, head, loss_fn or F.cross_entropy, params, plan, train, augment, gen, device)
+    graphed = None
+    if cuda and plan.cuda_graphs and graphs_available(device):
+        graphed = GraphedTrainer(step, sched)
+        epoch_stats = graphed.epochs()
+    else:
+        epoch_stats = _eager_epochs(step, sched)
+
+    t0 = time.perf_counter()
+    status, loss_mean, train_acc, done, images = "trained", float("nan"), 0.0, 0, 0
+    with _bn_momentum(modules, sched.bn_momentum_power):
+        for epoch, (loss_sum, correct, seen) in enumerate(epoch_stats, start=1):
+            done = epoch
+            images += seen
+            loss_mean = loss_sum.item() / seen  # the one device sync of the epoch
+            train_acc = 100.0 * correct.item() / seen
+            if on_epoch is not None:
+                on_epoch(epoch, epochs, loss_mean, train_acc, time.perf_counter() - t0)
+            if not math.isfinite(loss_mean):
+                status = "failed"
+                break
+    seconds = time.perf_counter() - t0
+    return FitResult(
+        train_acc=train_acc,
+        status=status,
+        epochs=done,
+        seconds=seconds,
+        images_per_s=images / seconds if seconds > 0 else 0.0,
+        loss=loss_mean,
+        graphed=graphed is not None and graphed.graph is not None,
+    )
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, data: ImageData, device: torch.device, batch_size: int = 1024) -> float:
+    """Top-1 accuracy (percent) of ``model`` on ``split``, normalised with ``data``'s statistics."""
+    if len(split) == 0:
+        raise ValueError(f"{data.name}: cannot evaluate on an empty split")
+    memory_format = torch.channels_last
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    inv_std = 1.0 / torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    try:
+        for s in range(0, len(split), batch_size):
+            x = split.x[s : s + batch_size].to(device, non_blocking=True)
+            x = ((x.float().div_(255.0) - mean).mul_(inv_std)).contiguous(memory_format=memory_format)
+            with _autocast(device):
+                logits = model(x)
+            correct += (logits.argmax(1) == split.y[s : s + batch_size].to(device)).sum()
+    finally:
+        model.train(was_training)
+    return 100.0 * correct.item() / len(split)
+
+
+def train_candidate(
+    arch: Arch,
+    data: ImageData,
+    epochs: int,
+    plan: TrainPlan,
+    device: torch.device,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """Build ``arch`` with weights seeded from ``seed``, train it, and rank it on ``data.val``."""
+    t0 = time.perf_counter()
+    data = data.to(device)
+    torch.manual_seed(seed)
+    model = build_model(arch, data.in_channels, data.num_classes)
+    fitted = fit(model, data, epochs, plan, device, seed, on_epoch)
+    if fitted.status != "trained":
+        val_acc = 0.0
+    elif len(data.val) == 0:
+        val_acc = float("nan")
+    else:
+        val_acc = evaluate(model, data.val, data, device)
+    result = TrainResult(
+        val_acc=val_acc,
+        train_acc=fitted.train_acc,
+        status=fitted.status,
+        epochs=fitted.epochs,
+        seconds=time.perf_counter() - t0,
+        images_per_s=fitted.images_per_s,
+        loss=fitted.loss,
+    )
+    return model, result
