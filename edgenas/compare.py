@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,48 @@ def parse_max_regression(text) -> float:
     return value
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f}%"
+def exact(x) -> Decimal:
+    """The shortest decimal that reads back as the float ``x`` (what a JSON file or a flag says):
+    verdicts are decided on these, so they never depend on binary rounding."""
+    return Decimal(repr(float(x)))
+
+
+def exceeds(value, reference, fraction) -> bool:
+    """``value > reference * (1 + fraction)`` in exact decimal arithmetic: equal is not over."""
+    with localcontext() as ctx:
+        ctx.prec = 80  # two 17-digit operands and a sum: every product here is exact
+        return exact(value) > exact(reference) * (1 + exact(fraction))
+
+
+def falls_below(value, reference, fraction) -> bool:
+    """``value < reference * (1 - fraction)`` in exact decimal arithmetic."""
+    with localcontext() as ctx:
+        ctx.prec = 80
+        return exact(value) < exact(reference) * (1 - exact(fraction))
+
+
+def relative_change(current, baseline) -> Decimal:
+    """current / baseline - 1, in decimals (for display; verdicts use ``exceeds``)."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        return exact(current) / exact(baseline) - 1
+
+
+def distinct_text(value: Decimal, limits, *, scale: int = 100, suffix: str = "%", sign: bool = True) -> str:
+    """``value * scale`` with one decimal, or as many more as it takes to never print the same as
+    one of ``limits`` (also scaled) unless it equals it: a pass and a fail never read alike."""
+    v, marks = value * scale, [Decimal(lim) * scale for lim in limits]
+    digits = max([1] + [-m.normalize().as_tuple().exponent for m in marks])
+    for d in range(digits, 30):
+        shown = v.quantize(Decimal(1).scaleb(-d), rounding=ROUND_HALF_EVEN)
+        if all(shown != m or v == m for m in marks):
+            break
+    return f"{shown:{'+' if sign else ''}f}{suffix}"
+
+
+def threshold_text(fraction) -> str:
+    """A threshold as a percentage with every digit it has (at least one decimal)."""
+    return distinct_text(exact(fraction), [exact(fraction)], sign=False)
 
 
 @dataclass(frozen=True)
@@ -53,6 +94,11 @@ class Row:
     def change(self) -> float:
         """current / baseline - 1 (positive: more milliseconds, or more images/s)."""
         return self.current / self.baseline - 1 if self.baseline else float("inf")
+
+    def change_text(self, threshold: float) -> str:
+        """The change in percent, with the digits that tell it apart from +-threshold."""
+        t = exact(threshold)
+        return distinct_text(relative_change(self.current, self.baseline), [t, -t])
 
 
 @dataclass
@@ -69,7 +115,8 @@ class Comparison:
 
     @property
     def regressed(self) -> bool:
-        return self.gate.change > self.max_regression
+        """Slower by more than the threshold; a change exactly equal to it passes."""
+        return exceeds(self.gate.current, self.gate.baseline, self.max_regression)
 
     @property
     def exit_code(self) -> int:
@@ -77,12 +124,13 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        g, limit = self.gate, f"{self.max_regression:.1%}"
+        g, limit = self.gate, threshold_text(self.max_regression)
+        change = g.change_text(self.max_regression)
         if self.regressed:
-            text = (f"FAIL: {g.metric} regressed by {_pct(g.change)} ({g.baseline:.3f} -> {g.current:.3f} ms), "
+            text = (f"FAIL: {g.metric} regressed by {change} ({g.baseline:.6g} -> {g.current:.6g} ms), "
                     f"over the {limit} threshold")
         else:
-            text = f"PASS: {g.metric} changed by {_pct(g.change)}, within the {limit} threshold"
+            text = f"PASS: {g.metric} changed by {change}, within the {limit} threshold"
         if self.mismatches:
             text += f" (environment mismatch allowed: {'; '.join(self.mismatches)})"
         return text
@@ -96,7 +144,7 @@ class Comparison:
         base, cur = (Path(n).name for n in self.names)
         head = ("metric", f"baseline ({base})", f"current ({cur})", "change", "verdict")
         body = [(r.metric + (" (gate)" if r.metric == self.metric else ""), f"{r.baseline:.3f} {r.unit}",
-                 f"{r.current:.3f} {r.unit}", _pct(r.change), r.verdict) for r in self.rows]
+                 f"{r.current:.3f} {r.unit}", r.change_text(self.max_regression), r.verdict) for r in self.rows]
         return _render(head, body, markdown) + (f"\n\n**{self.verdict}**" if markdown else "\n" + self.verdict)
 
 
@@ -131,8 +179,7 @@ def compare(baseline: dict, current: dict, metric: str = "p50", max_regression: 
     rows = []
     for m in ("p50", "p90", "p99", "mean"):
         b, c = float(baseline[f"{m}_ms"]), float(current[f"{m}_ms"])
-        change = c / b - 1 if b > 0 else float("inf")
-        verdict = "regression" if change > max_regression else "faster" if change < -max_regression else "ok"
+        verdict = "regression" if exceeds(c, b, max_regression) else "faster" if falls_below(c, b, max_regression) else "ok"
         if m == metric:
             verdict = verdict.upper()
         rows.append(Row(m, "ms", b, c, verdict))
@@ -182,8 +229,9 @@ class PairedResult:
 
     @property
     def regressed(self) -> bool:
-        """B is slower only when the whole interval lies above 1 + threshold."""
-        return self.ci[0] > 1 + self.max_regression
+        """B is slower only when the whole interval lies above 1 + threshold (exactly: a lower
+        bound equal to it passes)."""
+        return exceeds(self.ci[0], 1, self.max_regression)
 
     @property
     def exit_code(self) -> int:
@@ -191,11 +239,12 @@ class PairedResult:
 
     @property
     def verdict(self) -> str:
-        lo, hi = self.ci
-        interval = f"{self.confidence:.0%} interval [{lo:.3f}, {hi:.3f}] of the median ratio B/A {self.median_ratio:.3f}"
+        limit = 1 + exact(self.max_regression)
+        lo, hi = (distinct_text(exact(x), [limit], scale=1, suffix="", sign=False) for x in self.ci)
+        interval = f"{self.confidence:.0%} interval [{lo}, {hi}] of the median ratio B/A {self.median_ratio:.3f}"
         if self.regressed:
-            return f"FAIL: B is slower than A: the whole {interval} lies above {1 + self.max_regression:.3f}"
-        return f"PASS: no regression over {self.max_regression:.1%}: {interval}"
+            return f"FAIL: B is slower than A: the whole {interval} lies above {limit}"
+        return f"PASS: no regression over {threshold_text(self.max_regression)}: {interval}"
 
     def table(self, markdown: bool = False) -> str:
         a, b = self.bench_a, self.bench_b

@@ -48,6 +48,38 @@ def test_ten_percent_fails_with_exit_1():
     assert "FAIL: p50 regressed by +10.0%" in c.verdict
 
 
+BOUNDARY_PAIRS = [(10, 10.5), (1, 1.05), (2, 2.1), (20, 21), (4, 4.2), (100, 105), (0.5, 0.525), (3, 3.15), (7, 7.35),
+                  (0.2, 0.21), (0.8, 0.84)]  # exactly +5 % as written; c/b - 1 rounds to either side of 0.05
+
+
+@pytest.mark.parametrize("base, cur", BOUNDARY_PAIRS)
+def test_a_change_equal_to_the_threshold_passes(base, cur):
+    c = cmp.compare(record(base), record(cur), max_regression=cmp.parse_max_regression("5%"))
+    assert not c.regressed and c.exit_code == 0 and c.gate.verdict == "OK"
+    assert c.verdict == "PASS: p50 changed by +5.0%, within the 5.0% threshold"
+
+
+
+def test_paired_lower_bound_equal_to_the_threshold_passes():
+    paired = cmp.PairedResult([1.05] * 3, (1.05, 1.06), 0.95, cmp.parse_max_regression("5%"), record(), record())
+    assert paired.exit_code == 0 and "[1.05, 1.06]" in paired.verdict
+
+
+def test_just_over_and_just_under_never_print_alike():
+    under = cmp.compare(record(1.0), record(1.049999), max_regression=0.05)
+    over = cmp.compare(record(1.0), record(1.050001), max_regression=0.05)
+    assert under.exit_code == 0 and "+4.9999%" in under.verdict
+    assert over.exit_code == 1 and "+5.0001%" in over.verdict
+    assert "+4.99%" in cmp.compare(record(1.0), record(1.0499)).verdict  # as few digits as tell them apart
+    assert "+5.01%" in cmp.compare(record(1.0), record(1.0501)).verdict
+    assert cmp.compare(record(1.0), record(0.9499)).gate.verdict == "faster"
+    assert cmp.compare(record(1.0), record(0.95)).gate.verdict == "OK"
+    pass_ = cmp.PairedResult([1.0], (1.0499999, 1.2), 0.95, 0.05, record(), record())
+    fail = cmp.PairedResult([1.0], (1.0500001, 1.2), 0.95, 0.05, record(), record())
+    assert pass_.exit_code == 0 and "[1.0499999," in pass_.verdict
+    assert fail.exit_code == 1 and "[1.0500001," in fail.verdict
+
+
 def test_faster_passes_and_the_metric_option_picks_the_gate():
     assert cmp.compare(record(1.0), record(0.5)).exit_code == 0
     base = record(1.0)
