@@ -72,7 +72,7 @@ def test_just_over_and_just_under_never_print_alike():
     assert over.exit_code == 1 and "+5.0001%" in over.verdict
     assert "+4.99%" in cmp.compare(record(1.0), record(1.0499)).verdict  # as few digits as tell them apart
     assert "+5.01%" in cmp.compare(record(1.0), record(1.0501)).verdict
-    assert cmp.compare(record(1.0), record(0.9499)).gate.verdict == "faster"
+    assert cmp.compare(record(1.0), record(0.9499)).gate.verdict == "FASTER"
     assert cmp.compare(record(1.0), record(0.95)).gate.verdict == "OK"
     pass_ = cmp.PairedResult([1.0], (1.0499999, 1.2), 0.95, 0.05, record(), record())
     fail = cmp.PairedResult([1.0], (1.0500001, 1.2), 0.95, 0.05, record(), record())
