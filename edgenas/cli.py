@@ -226,7 +226,7 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out):
 @click.option("--rounds", type=int, default=15, show_default=True, help="Paired mode: rounds of A then B.")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Paired mode: untimed runs per model and round.")
 @click.option("--runs", type=int, default=20, show_default=True, help="Paired mode: timed runs per model and round.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Paired mode: seed of the input and the bootstrap.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Paired mode: seed of the random input.")
 @click.option("--json-a", type=click.Path(dir_okay=False), default=None, help="Paired mode: write A's bench JSON here.")
 @click.option("--json-b", type=click.Path(dir_okay=False), default=None, help="Paired mode: write B's bench JSON here.")
 @click.option("--write-baselines", type=click.Path(file_okay=False), default=None, help="Paired mode: write DIR/a.json and DIR/b.json.")
@@ -240,7 +240,8 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
     if models:
         if files or update_baseline:
             raise click.UsageError("--models A B takes no BASELINE/CURRENT files and no --update-baseline")
-        result = cmp.paired_compare(models[0], models[1], runtime, rounds, batch, threads, warmup, runs, threshold, seed)
+        result = cmp.paired_compare(models[0], models[1], runtime=runtime, rounds=rounds, batch=batch, threads=threads,
+                                    warmup=warmup, runs_per_round=runs, max_regression=threshold, seed=seed)
         click.echo(result.table(markdown))
         targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
         if write_baselines:

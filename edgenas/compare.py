@@ -1,5 +1,5 @@
 """Latency-regression verdicts for CI: two bench JSONs (``compare``), or two models measured in
-alternation on one machine with a bootstrap interval of their latency ratio (``paired_compare``).
+alternation on one machine with a distribution-free interval of their latency ratio (``paired_compare``).
 """
 
 from __future__ import annotations
@@ -13,18 +13,20 @@ from pathlib import Path
 import numpy as np
 
 from edgenas import bench as bench_mod
+from edgenas import intervals
 from edgenas.bench import kit, kit_errors
 from edgenas.errors import UserInputError
 
 METRICS = ("p50", "p90", "p99")
 ENV_FIELDS = ("runtime", "device", "threads", "batch", "input_shape")  # must match to compare
 DEFAULT_MAX_REGRESSION = 0.05
+METHOD_NAMES = {"wilcoxon": "Wilcoxon signed-rank", "hs": "Hettmansperger-Sheather", "sign": "sign-test",
+                "bootstrap": "bootstrap"}
 # Paired mode: rounds of A then B; each round warms up and times both models.
 DEFAULT_ROUNDS = 15
 DEFAULT_ROUND_WARMUP = 5
 DEFAULT_ROUND_RUNS = 20
-CONFIDENCE = 0.95
-RESAMPLES = 2000
+CONFIDENCE = intervals.CONFIDENCE
 
 
 def parse_max_regression(text) -> float:
@@ -199,29 +201,15 @@ def update_baseline(baseline_path: str | Path, current: dict) -> None:
 
 
 # -- paired mode -----------------------------------------------------------------------------------
-def bootstrap_ci(values, confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0,
-                 stat=np.median) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat(values)``, seeded and so reproducible."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or v.size < 2:
-        raise ValueError("a bootstrap interval needs at least 2 values")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    idx = np.random.default_rng(seed).integers(0, v.size, size=(resamples, v.size))
-    stats = stat(v[idx], axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats, [alpha, 1 - alpha])
-    return float(low), float(high)
-
-
 @dataclass
 class PairedResult:
     ratios: list[float]  # per round: median latency of B / median latency of A
-    ci: tuple[float, float]  # bootstrap interval of the median ratio
+    ci: tuple[float, float]  # interval of the ratios' centre (intervals.METHODS[method])
     confidence: float
     max_regression: float
     bench_a: dict  # bench JSON records over all rounds (each can become a baseline)
     bench_b: dict
+    method: str = intervals.DEFAULT_METHOD
 
     @property
     def median_ratio(self) -> float:
@@ -241,7 +229,8 @@ class PairedResult:
     def verdict(self) -> str:
         limit = 1 + exact(self.max_regression)
         lo, hi = (distinct_text(exact(x), [limit], scale=1, suffix="", sign=False) for x in self.ci)
-        interval = f"{self.confidence:.0%} interval [{lo}, {hi}] of the median ratio B/A {self.median_ratio:.3f}"
+        interval = (f"{self.confidence:.0%} {METHOD_NAMES[self.method]} interval [{lo}, {hi}] of the ratio B/A "
+                    f"(median {self.median_ratio:.3f})")
         if self.regressed:
             return f"FAIL: B is slower than A: the whole {interval} lies above {limit}"
         return f"PASS: no regression over {threshold_text(self.max_regression)}: {interval}"
@@ -257,12 +246,15 @@ class PairedResult:
         return _render(head, body, markdown) + tail
 
 
-def paired_compare(model_a: str | Path, model_b: str | Path, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
+def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
                    batch: int = 1, threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
                    runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
-                   seed: int = 0, confidence: float = CONFIDENCE, resamples: int = RESAMPLES) -> PairedResult:
+                   seed: int = 0, confidence: float = CONFIDENCE, method: str = intervals.DEFAULT_METHOD) -> PairedResult:
     """Measure A and B in alternation (A B, B A, A B, ...) on this machine; B regressed when the
-    bootstrap interval of the median per-round ratio lies wholly above ``1 + max_regression``."""
+    interval (``method``, see ``edgenas.intervals``) of the per-round ratios B/A lies wholly above
+    ``1 + max_regression``."""
+    if method not in intervals.METHODS:
+        raise UserInputError(f"unknown interval method {method!r}: choose one of {', '.join(intervals.METHODS)}")
     if rounds < 2:
         raise UserInputError(f"paired mode needs at least 2 rounds, got {rounds}")
     if max_regression < 0:
@@ -289,5 +281,5 @@ def paired_compare(model_a: str | Path, model_b: str | Path, runtime: str | None
             samples_b += b
         bench_a = kit.bench_result(ra, batch, warmup, samples_a, tool=bench_mod.TOOL) | {"rounds": rounds}
         bench_b = kit.bench_result(rb, batch, warmup, samples_b, tool=bench_mod.TOOL) | {"rounds": rounds}
-    ci = bootstrap_ci(ratios, confidence, resamples, seed)
-    return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b)
+    ci = intervals.METHODS[method](ratios, confidence)
+    return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)

@@ -139,28 +139,7 @@ def test_update_baseline_writes_current(tmp_path):
     assert json.loads(Path(base).read_text())["p50_ms"] == pytest.approx(1.2)
 
 
-# -- the bootstrap interval ------------------------------------------------------------------------
-def test_bootstrap_interval_covers_the_true_median_ratio():
-    """Per-round ratios lognormal around a known median 1.3: the 95 % interval covers it ~95 % of the time."""
-    rng, true, trials, covered = np.random.default_rng(7), 1.3, 300, 0
-    for t in range(trials):
-        ratios = np.exp(rng.normal(np.log(true), 0.1, size=15))
-        lo, hi = cmp.bootstrap_ci(ratios, seed=t)
-        covered += lo <= true <= hi
-    assert 0.90 <= covered / trials <= 0.99
-
-
-def test_bootstrap_interval_is_seeded_and_narrows_with_more_data():
-    rng = np.random.default_rng(0)
-    few, many = np.exp(rng.normal(0, 0.1, 10)), np.exp(rng.normal(0, 0.1, 200))
-    assert cmp.bootstrap_ci(few, seed=3) == cmp.bootstrap_ci(few, seed=3)
-    lo_f, hi_f = cmp.bootstrap_ci(few)
-    lo_m, hi_m = cmp.bootstrap_ci(many)
-    assert lo_f <= np.median(few) <= hi_f and hi_m - lo_m < hi_f - lo_f
-    with pytest.raises(ValueError):
-        cmp.bootstrap_ci([1.0])
-
-
+# -- paired verdicts ------------------------------------------------------------------------------
 def test_paired_verdict_needs_the_whole_interval_above_the_threshold():
     def result(ci):
         return cmp.PairedResult([1.0, 1.1], ci, 0.95, 0.05, record(), record())
