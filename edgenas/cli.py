@@ -203,8 +203,10 @@ threads_option = click.option("--threads", type=int, default=None, help="CPU thr
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the bench JSON here.")
 def bench(model, runtime, batch, threads, warmup, runs, json_out):
     """Time MODEL (.onnx, .engine or RUN_DIR): p50/p90/p99, mean, std, throughput."""
-    from edgenas.bench import bench as run_bench, format_bench, write_bench
+    from edgenas.bench import bench as run_bench, check_writable, format_bench, write_bench
 
+    if json_out:
+        check_writable(json_out, "--json")
     result = run_bench(model, runtime, batch, threads, warmup, runs)
     click.echo(format_bench(result))
     if json_out:
@@ -234,12 +236,17 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
             rounds, warmup, runs, seed, json_a, json_b, write_baselines):
     """Latency gate: BASELINE.json CURRENT.json, or --models A B. Exit 0 ok, 1 regression, 2 unusable input."""
     from edgenas import compare as cmp
-    from edgenas.bench import read_bench, write_bench
+    from edgenas.bench import check_writable, read_bench, write_bench
 
     threshold = cmp.parse_max_regression(max_regression)
     if models:
         if files or update_baseline:
             raise click.UsageError("--models A B takes no BASELINE/CURRENT files and no --update-baseline")
+        for flag, path in (("--json-a", json_a), ("--json-b", json_b)):
+            if path:
+                check_writable(path, flag)
+        if write_baselines:
+            check_writable(write_baselines, "--write-baselines", directory=True)
         result = cmp.paired_compare(models[0], models[1], runtime=runtime, rounds=rounds, batch=batch, threads=threads,
                                     warmup=warmup, runs_per_round=runs, max_regression=threshold, seed=seed)
         click.echo(result.table(markdown))

@@ -35,6 +35,8 @@ def parse_max_regression(text) -> float:
         value = kit.parse_fraction(text)
     except ValueError as e:
         raise UserInputError(f"--max-regression {e}") from None
+    if value == float("inf"):
+        raise UserInputError(f"--max-regression {text!r} would pass any slow-down: give a finite threshold")
     if not str(text).strip().endswith("%") and value >= 1:
         raise UserInputError(f"--max-regression {text!r} is ambiguous: write {text}% or {value / 100:g}")
     return value

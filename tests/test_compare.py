@@ -19,12 +19,14 @@ from edgenas.errors import UserInputError
 from edgenas.space import Arch, build_model
 
 
-def record(ms: float = 1.0, n: int = 20, **env) -> dict:
-    """A bench JSON whose samples all take ``ms`` (so p50 = p90 = p99 = mean = ms)."""
-    samples = [ms] * n
+def record(ms: float = 1.0, n: int = 20, samples: list | None = None, **env) -> dict:
+    """A bench JSON whose samples all take ``ms`` (so p50 = p90 = p99 = mean = ms), or ``samples``."""
+    samples = samples or [ms] * n
+    n = len(samples)
     r = {"schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
          "runtime_version": "1.20", "device": "AMD EPYC", "host": "ci", "threads": 1, "batch": 1,
-         "input_shape": [1, 3, 32, 32], "warmup": 5, "runs": n, **kit.latency_stats(samples), "samples_ms": samples,
+         "input_shape": [1, 3, 32, 32], "warmup": 5, "runs": n, **kit.latency_stats(samples, env.get("batch", 1)),
+         "samples_ms": samples,
          "created": "2026-01-01T00:00:00Z"}
     return r | env
 
@@ -83,7 +85,7 @@ def test_just_over_and_just_under_never_print_alike():
 def test_faster_passes_and_the_metric_option_picks_the_gate():
     assert cmp.compare(record(1.0), record(0.5)).exit_code == 0
     base = record(1.0)
-    tail = record(1.0) | {"p99_ms": 1.5}  # same median, a slower tail
+    tail = record(samples=[1.0] * 95 + [1.5] * 5)  # same median, a slower tail
     assert cmp.compare(base, tail, metric="p50").exit_code == 0
     c = cmp.compare(base, tail, metric="p99")
     assert c.exit_code == 1 and c.gate.metric == "p99"
@@ -131,6 +133,24 @@ def test_schema_errors_are_unusable_input(tmp_path):
     (tmp_path / "torn.json").write_text('{"schema": ')
     with pytest.raises(UserInputError, match="torn.json is not a readable JSON file"):
         cmp.compare_files(good, tmp_path / "torn.json")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"p50_ms": float("nan")}, "field 'p50_ms' is nan, not a positive finite number"),
+    ({"p50_ms": 0.0}, "field 'p50_ms' is 0.0, not a positive finite number"),
+    ({"p50_ms": -1.0}, "field 'p50_ms' is -1.0, not a positive finite number"),
+    ({"p50_ms": 0.5}, "field 'p50_ms' is 0.5 but samples_ms give 1.0: the file contradicts itself"),
+    ({"samples_ms": [1.0] * 19 + [float("nan")]}, "samples_ms must be finite"),
+])
+def test_garbage_is_unusable_input_and_never_becomes_the_baseline(tmp_path, changes, message):
+    base = write(tmp_path / "base.json", record(1.0))
+    before = Path(base).read_text()
+    garbage = write(tmp_path / "cur.json", record(1.0) | changes)
+    for args in ((base, garbage), (garbage, base), (base, garbage, "--update-baseline")):
+        r = invoke(*args)
+        assert r.exit_code == 2 and message in r.output, r.output
+        assert r.output.startswith("edgenas: error: ") and r.output.count("\n") == 1
+    assert Path(base).read_text() == before
 
 
 def test_update_baseline_writes_current(tmp_path):
@@ -229,3 +249,15 @@ def test_cli_paired_mode(models, tmp_path):
     r = invoke("--models", a, a, "--threads", "1", "--rounds", "10", "--runs", "15", "--json-b", tmp_path / "b.json")
     assert r.exit_code == 0 and "PASS" in r.output and (tmp_path / "b.json").is_file()
     assert invoke("--models", a, b, "x.json").exit_code == 2
+
+
+@pytest.mark.parametrize("flag", ["--json-a", "--json-b", "--write-baselines"])
+def test_cli_unwritable_output_is_refused_before_measuring(tmp_path, flag):
+    (tmp_path / "file").write_text("a file, not a directory")
+    (tmp_path / "dir").mkdir()
+    # the models do not exist: the error about the output shows that it is checked first
+    for target, message in [(tmp_path / "file" / "out.json", "is not a directory"),
+                            (tmp_path / ("file" if flag == "--write-baselines" else "dir"), "is a ")]:
+        r = invoke("--models", tmp_path / "a.onnx", tmp_path / "b.onnx", flag, target)
+        assert r.exit_code == 2 and r.output.startswith("edgenas: error: ") and flag in r.output, r.output
+        assert message in r.output and r.output.count("\n") == 1

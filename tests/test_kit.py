@@ -189,6 +189,45 @@ def test_parity_report_shape_and_nan():
     assert "NaN" in kit.parity_report(ref, bad)["failures"][0]
 
 
+def test_parity_fails_on_nan_reference_and_refuses_nan_tolerances():
+    ref = np.zeros((4, 10))
+    ref[2, 3] = np.nan
+    report = kit.parity_report(ref, np.zeros((4, 10)))  # NaN - 0 compares False with any tolerance
+    assert not report["passed"] and "reference outputs (samples.npz) hold NaN" in report["failures"][0]
+    for tolerance in ("max_abs_diff", "min_agreement", "min_cosine"):
+        with pytest.raises(ValueError, match=f"{tolerance} is NaN"):
+            kit.parity_report(np.zeros((4, 10)), np.zeros((4, 10)), **{tolerance: math.nan})
+
+
+def test_check_cli_fails_on_nan_reference_and_refuses_nan_tolerance(export_dir, tmp_path, capsys):
+    for flag in ("--max-abs-diff", "--min-cosine"):
+        with pytest.raises(SystemExit) as e:
+            kit.main(["check", str(export_dir), flag, "nan"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"{flag}: invalid _tolerance value" not in err and "'nan' must be a number >= 0" in err
+    poisoned = tmp_path / "export"
+    shutil.copytree(export_dir, poisoned)
+    s = kit.load_samples(poisoned / "samples.npz")
+    outputs = s.outputs.copy()
+    outputs[0, 0] = np.nan
+    kit.save_samples(poisoned / "samples.npz", s.inputs, outputs, s.task)
+    assert kit.main(["check", str(poisoned), "--threads", "1"]) == 1
+    assert "FAIL: the reference outputs (samples.npz) hold NaN" in capsys.readouterr().out
+
+
+def test_check_writable(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert kit.check_writable(tmp_path / "new" / "deeper" / "b.json", "--json") == tmp_path / "new" / "deeper" / "b.json"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    with pytest.raises(kit.KitError, match=r"--json .*f/b.json cannot be written: .*f is not a directory"):
+        kit.check_writable(tmp_path / "f" / "b.json", "--json")
+    with pytest.raises(kit.KitError, match="is a directory, expected a file"):
+        kit.check_writable(tmp_path, "--json")
+    with pytest.raises(kit.KitError, match="is a file, expected a directory"):
+        kit.check_writable(tmp_path / "f", "--history", directory=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
 def test_samples_round_trip_and_errors(tmp_path):
     x, y = np.ones((2, 1, 4, 4), np.float32), np.zeros((2, 3), np.float32)
     kit.save_samples(tmp_path / "s.npz", x, y, "face")
