@@ -14,6 +14,7 @@ import numpy as np
 
 from edgenas import bench as bench_mod
 from edgenas import intervals
+from edgenas.environment import condition_warnings, record_notes
 from edgenas.bench import kit, kit_errors
 from edgenas.errors import UserInputError
 
@@ -112,6 +113,7 @@ class Comparison:
     max_regression: float
     mismatches: list[str] = field(default_factory=list)  # allowed environment differences
     names: tuple[str, str] = ("baseline", "current")
+    warnings: list[str] = field(default_factory=list)  # about the bench conditions (edgenas.environment)
 
     @property
     def gate(self) -> Row:
@@ -137,7 +139,7 @@ class Comparison:
             text = f"PASS: {g.metric} changed by {change}, within the {limit} threshold"
         if self.mismatches:
             text += f" (environment mismatch allowed: {'; '.join(self.mismatches)})"
-        return text
+        return text + "".join(f"\nwarning: {w}" for w in self.warnings)
 
     def accept_command(self, allow_env_mismatch: bool = False) -> str:
         """The command that makes the current result the new baseline."""
@@ -149,7 +151,15 @@ class Comparison:
         head = ("metric", f"baseline ({base})", f"current ({cur})", "change", "verdict")
         body = [(r.metric + (" (gate)" if r.metric == self.metric else ""), f"{r.baseline:.3f} {r.unit}",
                  f"{r.current:.3f} {r.unit}", r.change_text(self.max_regression), r.verdict) for r in self.rows]
-        return _render(head, body, markdown) + (f"\n\n**{self.verdict}**" if markdown else "\n" + self.verdict)
+        return _render(head, body, markdown) + _verdict_block(self.verdict, markdown)
+
+
+def _verdict_block(verdict: str, markdown: bool) -> str:
+    """The verdict under a table: in Markdown, the verdict line bold and each warning quoted."""
+    if not markdown:
+        return "\n" + verdict
+    first, *warnings = verdict.split("\n")
+    return f"\n\n**{first}**" + "".join(f"\n\n> {w}" for w in warnings)
 
 
 def _render(head: tuple, body: list[tuple], markdown: bool) -> str:
@@ -188,7 +198,8 @@ def compare(baseline: dict, current: dict, metric: str = "p50", max_regression: 
             verdict = verdict.upper()
         rows.append(Row(m, "ms", b, c, verdict))
     rows.append(Row("throughput", "images/s", float(baseline["throughput"]), float(current["throughput"]), "info"))
-    return Comparison(rows, metric, max_regression, mismatches if allow_env_mismatch else [], names)
+    return Comparison(rows, metric, max_regression, mismatches if allow_env_mismatch else [], names,
+                      condition_warnings(baseline, current, names))
 
 
 def compare_files(baseline_path: str | Path, current_path: str | Path, **options) -> Comparison:
@@ -233,9 +244,10 @@ class PairedResult:
         lo, hi = (distinct_text(exact(x), [limit], scale=1, suffix="", sign=False) for x in self.ci)
         interval = (f"{self.confidence:.0%} {METHOD_NAMES[self.method]} interval [{lo}, {hi}] of the ratio B/A "
                     f"(median {self.median_ratio:.3f})")
+        notes = "".join(f"\nwarning: {w}" for w in record_notes(self.bench_a, "the paired run"))
         if self.regressed:
-            return f"FAIL: B is slower than A: the whole {interval} lies above {limit}"
-        return f"PASS: no regression over {threshold_text(self.max_regression)}: {interval}"
+            return f"FAIL: B is slower than A: the whole {interval} lies above {limit}" + notes
+        return f"PASS: no regression over {threshold_text(self.max_regression)}: {interval}" + notes
 
     def table(self, markdown: bool = False) -> str:
         a, b = self.bench_a, self.bench_b
@@ -244,8 +256,24 @@ class PairedResult:
                 for tag, r in (("A", a), ("B", b))]
         setup = (f"{len(self.ratios)} rounds of A and B in alternation on {a['runtime']} "
                  f"({a['device']}, threads {a['threads']}, batch {a['batch']})")
-        tail = f"\n\n{setup}\n\n**{self.verdict}**" if markdown else f"\n{setup}\n{self.verdict}"
-        return _render(head, body, markdown) + tail
+        tail = f"\n\n{setup}" if markdown else f"\n{setup}"
+        return _render(head, body, markdown) + tail + _verdict_block(self.verdict, markdown)
+
+
+def _alternate(run_a, run_b, *, rounds: int, warmup: int, runs: int) -> tuple[list, list, list]:
+    """Samples of A, samples of B, and per round median(B) / median(A)."""
+    samples_a, samples_b, ratios = [], [], []
+    for k in range(rounds):
+        # A B, then B A: swapping who goes first each round cancels the order effect (the
+        # second model of a pair runs on caches and clocks the first one warmed up).
+        if k % 2 == 0:
+            a, b = kit.measure(run_a, warmup, runs), kit.measure(run_b, warmup, runs)
+        else:
+            b, a = kit.measure(run_b, warmup, runs), kit.measure(run_a, warmup, runs)
+        ratios.append(float(np.median(b) / np.median(a)))
+        samples_a += a
+        samples_b += b
+    return samples_a, samples_b, ratios
 
 
 def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
@@ -268,20 +296,11 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
             raise UserInputError(f"A runs on {ra.runtime} and B on {rb.runtime}: pass --runtime to measure both on one")
         stack.enter_context(kit_errors())
         xa, xb = kit.bench_input(ra.input_chw, batch, seed), kit.bench_input(rb.input_chw, batch, seed)
-        samples_a, samples_b, ratios = [], [], []
-        for k in range(rounds):
-            # A B, then B A: swapping who goes first each round cancels the order effect (the
-            # second model of a pair runs on caches and clocks the first one warmed up).
-            if k % 2 == 0:
-                a = kit.measure(lambda: ra(xa), warmup, runs_per_round)
-                b = kit.measure(lambda: rb(xb), warmup, runs_per_round)
-            else:
-                b = kit.measure(lambda: rb(xb), warmup, runs_per_round)
-                a = kit.measure(lambda: ra(xa), warmup, runs_per_round)
-            ratios.append(float(np.median(b) / np.median(a)))
-            samples_a += a
-            samples_b += b
-        bench_a = kit.bench_result(ra, batch, warmup, samples_a, tool=bench_mod.TOOL) | {"rounds": rounds}
-        bench_b = kit.bench_result(rb, batch, warmup, samples_b, tool=bench_mod.TOOL) | {"rounds": rounds}
+        before = kit.probe()
+        samples_a, samples_b, ratios = _alternate(lambda: ra(xa), lambda: rb(xb), rounds=rounds, warmup=warmup,
+                                                  runs=runs_per_round)
+        environment = kit.conditions.environment(before, kit.probe())
+        bench_a, bench_b = (kit.bench_result(r, batch, warmup, s, tool=bench_mod.TOOL, environment=environment)
+                            | {"rounds": rounds} for r, s in ((ra, samples_a), (rb, samples_b)))
     ci = intervals.METHODS[method](ratios, confidence)
     return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)

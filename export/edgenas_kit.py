@@ -14,6 +14,7 @@ import ctypes.util
 import gc
 import glob
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -27,8 +28,30 @@ from pathlib import Path
 
 import numpy as np
 
+
+
+def _load_conditions():
+    """edgenas_env.py, the bench-conditions probe: from the package, else from beside this file
+    (found by path, so ``python -I edgenas_kit.py`` finds it too); None when it is missing."""
+    try:
+        from . import edgenas_env
+        return edgenas_env
+    except ImportError:
+        pass
+    path = Path(__file__).with_name("edgenas_env.py")
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("edgenas_env", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conditions = _load_conditions()
+
 KIT_VERSION = "0.1.0"  # follows edgenas.__version__
-SCHEMA = "edgenas.bench/1"
+SCHEMA = "edgenas.bench/2"  # written; /2 added the "environment" block
+READ_SCHEMAS = ("edgenas.bench/1", SCHEMA)  # read
 
 # The runtimes the kit runs: name -> (engine, model suffix, needs a GPU).
 RUNTIMES = {
@@ -377,9 +400,24 @@ def bench_input(input_chw, batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *input_chw), dtype=np.float32)
 
 
+def probe() -> dict:
+    """The machine's conditions now (``edgenas_env.snapshot``): taken before and after timing."""
+    if conditions is None:
+        raise KitError("edgenas_env.py is missing beside edgenas_kit.py: copy the whole export folder to the device")
+    return conditions.snapshot()
+
+
+def measure_with_conditions(fn, warmup: int, runs: int) -> tuple[list[float], dict]:
+    """``measure(fn, warmup, runs)`` and the bench JSON's ``environment`` block around it."""
+    before = probe()
+    samples = measure(fn, warmup, runs)
+    return samples, conditions.environment(before, probe())
+
+
 def bench_result(runner: Runner, batch: int, warmup: int, samples_ms, tool: str = f"edgenas-kit {KIT_VERSION}",
-                 model_path: str | Path | None = None) -> dict:
-    """The bench JSON record for samples measured on ``runner``."""
+                 model_path: str | Path | None = None, *, environment: dict | None = None) -> dict:
+    """The bench JSON record for samples measured on ``runner`` under ``environment``
+    (``measure_with_conditions``; ``None``: every reading unknown)."""
     model_path = Path(model_path or runner.model_path)
     samples = [float(x) for x in samples_ms]
     return {
@@ -389,15 +427,20 @@ def bench_result(runner: Runner, batch: int, warmup: int, samples_ms, tool: str 
         "input_shape": [batch, *[int(d) for d in runner.input_chw]], "warmup": warmup, "runs": len(samples),
         **latency_stats(samples, batch), "samples_ms": samples,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool": tool,
+        "environment": environment if environment is not None else unknown_environment(),
     }
+
+
+def unknown_environment() -> dict:
+    return dict.fromkeys(conditions.FIELDS if conditions else ())
 
 
 def bench_runner(runner: Runner, batch: int = 1, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
                  tool: str = f"edgenas-kit {KIT_VERSION}", model_path: str | Path | None = None) -> dict:
     """Time ``runner`` on a random input batch and return the bench JSON record."""
     x = bench_input(runner.input_chw, batch)
-    samples = measure(lambda: runner(x), warmup, runs)
-    return bench_result(runner, batch, warmup, samples, tool, model_path)
+    samples, environment = measure_with_conditions(lambda: runner(x), warmup, runs)
+    return bench_result(runner, batch, warmup, samples, tool, model_path, environment=environment)
 
 
 def bench_model(model: str | Path, runtime: str | None = None, batch: int = 1, threads: int | None = None,
@@ -413,9 +456,11 @@ def validate_bench(record, source: str = "bench JSON") -> dict:
     if not isinstance(record, dict):
         raise BenchSchemaError(f"{source}: not a bench JSON object")
     schema = record.get("schema")
-    if schema != SCHEMA:
-        raise BenchSchemaError(
-            f"{source}: schema is {schema!r}, expected {SCHEMA!r} (written by `edgenas bench` or edgenas_kit.py bench)")
+    if schema not in READ_SCHEMAS:
+        raise BenchSchemaError(f"{source}: schema is {schema!r}, expected one of {', '.join(map(repr, READ_SCHEMAS))} "
+                               "(written by `edgenas bench` or edgenas_kit.py bench)")
+    if schema != READ_SCHEMAS[0] and not isinstance(record.get("environment"), dict):
+        raise BenchSchemaError(f"{source}: field 'environment' must be an object ({schema}; readings may be null)")
     for field, types in BENCH_FIELDS.items():
         if field not in record:
             raise BenchSchemaError(f"{source}: field {field!r} is missing")

@@ -26,8 +26,7 @@ def record(ms: float = 1.0, n: int = 20, samples: list | None = None, **env) -> 
     r = {"schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
          "runtime_version": "1.20", "device": "AMD EPYC", "host": "ci", "threads": 1, "batch": 1,
          "input_shape": [1, 3, 32, 32], "warmup": 5, "runs": n, **kit.latency_stats(samples, env.get("batch", 1)),
-         "samples_ms": samples,
-         "created": "2026-01-01T00:00:00Z"}
+         "samples_ms": samples, "created": "2026-01-01T00:00:00Z", "environment": kit.unknown_environment()}
     return r | env
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 from edgenas.device_kit import edgenas_kit as kit
+from edgenas.device_kit.edgenas_env import FIELDS as ENV_FIELDS
+from edgenas.export import _copy_kit
 
 KIT = Path(kit.__file__)
 
@@ -107,7 +109,7 @@ def good_record(**changes) -> dict:
         "schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "0" * 64, "runtime": "onnxruntime-cpu",
         "runtime_version": "1.0", "device": "cpu", "host": "h", "threads": 1, "batch": 1,
         "input_shape": [1, 3, 32, 32], "warmup": 2, "runs": len(samples), **kit.latency_stats(samples),
-        "samples_ms": samples, "created": "2026-01-01T00:00:00Z",
+        "samples_ms": samples, "created": "2026-01-01T00:00:00Z", "environment": kit.unknown_environment(),
     }
     record.update(changes)
     return record
@@ -118,7 +120,8 @@ def test_validate_bench_accepts_a_record_and_extra_fields():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"schema": "edgenas.bench/2"}, "schema is 'edgenas.bench/2'"),
+    ({"schema": "edgenas.bench/3"}, "schema is 'edgenas.bench/3', expected one of 'edgenas.bench/1', 'edgenas.bench/2'"),
+    ({"environment": None}, "field 'environment' must be an object"),
     ({"schema": None}, "schema is None"),
     ({"p50_ms": "fast"}, "'p50_ms' has the wrong type"),
     ({"batch": True}, "'batch' has the wrong type"),
@@ -335,7 +338,7 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     python = device_env(tmp_path / "venv")
     device = tmp_path / "device"  # what a user copies: RUN_DIR/export/ and edgenas_kit.py
     shutil.copytree(export_dir, device / "export")
-    shutil.copy(KIT, device / "edgenas_kit.py")
+    _copy_kit(device)  # edgenas_kit.py and edgenas_env.py, as `edgenas export` copies them
     probe = ("import importlib.util as u; "
              "print([n for n in ('numpy', 'onnxruntime', 'torch', 'edgenas', 'onnx', 'click') if u.find_spec(n)])")
     assert run(python, "-c", probe, cwd=device).stdout.strip() == "['numpy', 'onnxruntime']"
@@ -352,6 +355,8 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     assert compare_files(device / "bench.json", device / "bench.json").exit_code == 0  # edgenas reads it
     record = json.loads((device / "bench.json").read_text())
     assert record["tool"].startswith("edgenas-kit") and record["runs"] == 20 and record["threads"] == 1
+    assert record["schema"] == "edgenas.bench/2" and set(record["environment"]) == set(ENV_FIELDS)
+    assert record["environment"]["cpus"] == kit.conditions.cpu_count(Path("/"))  # the device's own probe ran
 
     s = kit.load_samples(device / "export" / "samples.npz")
     kit.save_samples(device / "export" / "samples.npz", s.inputs, s.outputs * 1.01, s.task)  # tampered
@@ -367,13 +372,14 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-def test_kit_source_imports_only_stdlib_numpy_and_lazy_runtimes():
+@pytest.mark.parametrize("name, allowed", [("edgenas_kit.py", {"numpy"}), ("edgenas_env.py", set())])
+def test_kit_source_imports_only_stdlib_numpy_and_lazy_runtimes(name, allowed):
     import ast
 
-    tree = ast.parse(KIT.read_text())
+    tree = ast.parse((KIT.parent / name).read_text())
     top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
-    assert top - set(sys.stdlib_module_names) == {"numpy"}
+    assert top - set(sys.stdlib_module_names) == allowed
 
 
 def test_kit_version_follows_edgenas():
