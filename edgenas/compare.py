@@ -151,10 +151,10 @@ class Comparison:
         head = ("metric", f"baseline ({base})", f"current ({cur})", "change", "verdict")
         body = [(r.metric + (" (gate)" if r.metric == self.metric else ""), f"{r.baseline:.3f} {r.unit}",
                  f"{r.current:.3f} {r.unit}", r.change_text(self.max_regression), r.verdict) for r in self.rows]
-        return _render(head, body, markdown) + _verdict_block(self.verdict, markdown)
+        return render_table(head, body, markdown) + verdict_block(self.verdict, markdown)
 
 
-def _verdict_block(verdict: str, markdown: bool) -> str:
+def verdict_block(verdict: str, markdown: bool) -> str:
     """The verdict under a table: in Markdown, the verdict line bold and each warning quoted."""
     if not markdown:
         return "\n" + verdict
@@ -162,7 +162,7 @@ def _verdict_block(verdict: str, markdown: bool) -> str:
     return f"\n\n**{first}**" + "".join(f"\n\n> {w}" for w in warnings)
 
 
-def _render(head: tuple, body: list[tuple], markdown: bool) -> str:
+def render_table(head: tuple, body: list[tuple], markdown: bool) -> str:
     """A table: Markdown (for CI comments) or aligned plain text."""
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -257,7 +257,7 @@ class PairedResult:
         setup = (f"{len(self.ratios)} rounds of A and B in alternation on {a['runtime']} "
                  f"({a['device']}, threads {a['threads']}, batch {a['batch']})")
         tail = f"\n\n{setup}" if markdown else f"\n{setup}"
-        return _render(head, body, markdown) + tail + _verdict_block(self.verdict, markdown)
+        return render_table(head, body, markdown) + tail + verdict_block(self.verdict, markdown)
 
 
 def _alternate(run_a, run_b, *, rounds: int, warmup: int, runs: int) -> tuple[list, list, list]:
