@@ -4,6 +4,7 @@ rewritten; a result is judged against the median of the last N results of its en
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import statistics
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenas.bench import kit, kit_errors
-from edgenas.compare import (DEFAULT_MAX_REGRESSION, ENV_FIELDS, METRICS, exceeds, relative_change, distinct_text,
-                             exact, render_table, threshold_text, verdict_block)
+from edgenas.compare import (DEFAULT_MAX_REGRESSION, ENV_FIELDS, METRICS, distinct_text, exact, exceeds, relative_change,
+                             render_table, threshold_text, verdict_block)
 from edgenas.environment import condition_warnings, record_notes
 from edgenas.errors import MissingDependency, UserInputError
 
@@ -90,8 +91,6 @@ def _same_result(a: dict, b: dict) -> bool:
 
 
 def _json(record: dict) -> str:
-    import json
-
     return json.dumps(record, indent=2) + "\n"
 
 
@@ -166,13 +165,17 @@ class Trend:
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
+            import matplotlib.ticker
         except ImportError:
             raise MissingDependency("--png needs matplotlib: pip install 'edgenas[report]'") from None
         values = [*self.values(), float(self.current[f"{self.metric}_ms"])]
         fig, ax = plt.subplots(figsize=(5, 2.2), dpi=100)
         ax.plot(range(len(values)), values, marker="o", markersize=3)
         if self.baseline is not None:
-            ax.axhline(self.baseline * (1 + self.max_regression), color="red", linewidth=0.8, linestyle="--")
+            ax.axhline(self.baseline * (1 + self.max_regression), color="red", linewidth=0.8, linestyle="--",
+                       label=f"median + {threshold_text(self.max_regression)}")
+            ax.legend(loc="best", fontsize=8)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("result (last is the current one)")
         ax.set_ylabel(f"{self.metric} ms")
         fig.tight_layout()
@@ -193,7 +196,7 @@ def judge(current: dict, history: History, *, name: str, window: int = DEFAULT_W
     warnings = list(history.refused)
     if entries:
         last = entries[-1]
-        warnings += condition_warnings(last.record, current, (str(last.path), name))
+        warnings += condition_warnings(last.record, current, (str(last.path), name), baseline_notes=False)
     else:
         warnings += record_notes(current, name)
     return Trend(current, name, entries, metric, max_regression, warnings)
