@@ -246,13 +246,15 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
     if models:
         if files or update_baseline or history_dir:
             raise click.UsageError("--models A B takes no BASELINE/CURRENT files, no --history and no --update-baseline")
-        return _paired(models, markdown, threshold, json_a=json_a, json_b=json_b, write_baselines=write_baselines,
+        return _paired(models, markdown=markdown, threshold=threshold, json_a=json_a, json_b=json_b,
+                       write_baselines=write_baselines,
                        options=dict(runtime=runtime, rounds=rounds, batch=batch, threads=threads, warmup=warmup,
                                     runs_per_round=runs, seed=seed))
     if history_dir:
         if len(files) != 1 or update_baseline:
             raise click.UsageError("--history DIR takes one CURRENT.json and no --update-baseline (the history keeps every result)")
-        return _history(history_dir, files[0], markdown, png_out, window=window, metric=metric, max_regression=threshold)
+        return _history(history_dir, current_path=files[0], markdown=markdown, png_out=png_out, window=window,
+                        metric=metric, max_regression=threshold)
     if len(files) != 2:
         raise click.UsageError("give BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B")
     result = cmp.compare_files(files[0], files[1], metric=metric, max_regression=threshold, allow_env_mismatch=allow_env_mismatch)
@@ -268,7 +270,7 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
     return result.exit_code
 
 
-def _paired(models, markdown, threshold, *, json_a, json_b, write_baselines, options) -> int:
+def _paired(models, *, markdown, threshold, json_a, json_b, write_baselines, options) -> int:
     from edgenas.bench import check_writable, write_bench
     from edgenas.compare import paired_compare
 
@@ -289,7 +291,7 @@ def _paired(models, markdown, threshold, *, json_a, json_b, write_baselines, opt
     return result.exit_code
 
 
-def _history(directory, current_path, markdown, png_out, **options) -> int:
+def _history(directory, *, current_path, markdown, png_out, **options) -> int:
     from edgenas.bench import check_writable, read_bench
     from edgenas.history import History, judge
 
@@ -298,7 +300,7 @@ def _history(directory, current_path, markdown, png_out, **options) -> int:
         check_writable(png_out, "--png")
     current = read_bench(current_path)
     history = History.load(directory)
-    trend = judge(current, history, name=current_path, **options)
+    trend = judge(current, history=history, name=current_path, **options)
     click.echo(trend.table(markdown))
     if png_out:
         trend.save_png(png_out)

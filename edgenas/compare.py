@@ -302,5 +302,5 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
         environment = kit.conditions.environment(before, kit.probe())
         bench_a, bench_b = (kit.bench_result(r, batch, warmup, s, tool=bench_mod.TOOL, environment=environment)
                             | {"rounds": rounds} for r, s in ((ra, samples_a), (rb, samples_b)))
-    ci = intervals.METHODS[method](ratios, confidence)
+    ci = intervals.METHODS[method](ratios, confidence=confidence)
     return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)

@@ -60,12 +60,14 @@ def record_notes(record: dict, name: str) -> list[str]:
     return [f"{Path(name).name} ran with {n}" for n in notes if n]
 
 
-def condition_warnings(baseline: dict, current: dict, names: tuple[str, str], *, baseline_notes: bool = True) -> list[str]:
-    """Everything ``compare`` should warn about the conditions of ``baseline`` and ``current``
-    (``baseline_notes=False``: about the baseline only where it differs from ``current``)."""
-    found = (record_notes(baseline, names[0]) if baseline_notes else []) + record_notes(current, names[1])
-    if baseline.get("environment") is not None and current.get("environment") is not None:
-        diffs = differences(baseline["environment"], current["environment"])
-        if diffs:
-            found.insert(0, "different conditions: " + "; ".join(diffs))
-    return found
+def difference_note(baseline: dict, current: dict) -> list[str]:
+    """One warning listing the settings two results disagree on (none when either has no block)."""
+    if baseline.get("environment") is None or current.get("environment") is None:
+        return []
+    diffs = differences(baseline["environment"], current["environment"])
+    return ["different conditions: " + "; ".join(diffs)] if diffs else []
+
+
+def condition_warnings(baseline: dict, current: dict, names: tuple[str, str]) -> list[str]:
+    """Everything ``compare`` should warn about the conditions of ``baseline`` and ``current``."""
+    return difference_note(baseline, current) + record_notes(baseline, names[0]) + record_notes(current, names[1])

@@ -15,7 +15,7 @@ from pathlib import Path
 from edgenas.bench import kit, kit_errors
 from edgenas.compare import (DEFAULT_MAX_REGRESSION, ENV_FIELDS, METRICS, distinct_text, exact, exceeds, relative_change,
                              render_table, threshold_text, verdict_block)
-from edgenas.environment import condition_warnings, record_notes
+from edgenas.environment import difference_note, record_notes
 from edgenas.errors import MissingDependency, UserInputError
 
 DEFAULT_WINDOW = 10
@@ -185,7 +185,7 @@ class Trend:
         kit.write_atomic(path, lambda f: f.write(buf.getvalue()))
 
 
-def judge(current: dict, history: History, *, name: str, window: int = DEFAULT_WINDOW, metric: str = "p50",
+def judge(current: dict, *, history: History, name: str, window: int = DEFAULT_WINDOW, metric: str = "p50",
           max_regression: float = DEFAULT_MAX_REGRESSION) -> Trend:
     """``current`` against the last ``window`` results of its environment in ``history``."""
     if metric not in METRICS:
@@ -193,10 +193,6 @@ def judge(current: dict, history: History, *, name: str, window: int = DEFAULT_W
     if window < 1:
         raise UserInputError(f"--window must be >= 1, got {window}")
     entries = history.window(current, window)
-    warnings = list(history.refused)
-    if entries:
-        last = entries[-1]
-        warnings += condition_warnings(last.record, current, (str(last.path), name), baseline_notes=False)
-    else:
-        warnings += record_notes(current, name)
+    warnings = list(history.refused) + (difference_note(entries[-1].record, current) if entries else [])
+    warnings += record_notes(current, name)  # the window's own notes were shown when each was judged
     return Trend(current, name, entries, metric, max_regression, warnings)

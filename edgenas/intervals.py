@@ -105,7 +105,7 @@ def wilcoxon_interval(values, confidence: float = CONFIDENCE):
     return _shaped(values, np.exp(walsh[:, k]), np.exp(walsh[:, m - k - 1]))
 
 
-def bootstrap_interval(values, confidence: float = CONFIDENCE, *, resamples: int = RESAMPLES, seed: int = 0):
+def bootstrap_interval(values, *, confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0):
     """Percentile bootstrap of the median (paired mode's method before edgenas 0.1.1): covers
     less than ``confidence`` at 10-30 rounds; kept for ``tools/gate_calibration.py``."""
     x, tail = _rows(values), _check(confidence)

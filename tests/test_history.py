@@ -52,23 +52,23 @@ def test_append_numbers_files_and_never_overwrites(tmp_path):
 
 def test_window_median_decides_and_an_equal_change_passes(tmp_path):
     h = filled(tmp_path, [1.0, 0.97, 1.03, 1.0, 2.5, 1.0, 0.99, 1.01, 1.0, 1.02])  # one noisy outlier (2.5)
-    assert judge(result(1.05, 99), h, name="cur.json").exit_code == 0  # exactly +5 % over the median 1.0
-    t = judge(result(1.06, 99), h, name="cur.json")
+    assert judge(result(1.05, 99), history=h, name="cur.json").exit_code == 0  # exactly +5 % over the median 1.0
+    t = judge(result(1.06, 99), history=h, name="cur.json")
     assert t.regressed and t.baseline == 1.0
     assert t.verdict.startswith("FAIL: p50 regressed by +6.0%: 1.06 ms against the median 1 ms of the last 10 results")
-    assert judge(result(0.5, 99), h, name="cur.json").exit_code == 0
+    assert judge(result(0.5, 99), history=h, name="cur.json").exit_code == 0
 
 
 def test_the_window_is_the_last_n_of_the_same_environment(tmp_path):
     h = filled(tmp_path, [1.0] * 5 + [1.5] * 3)  # a step up three results ago
-    assert judge(result(1.5, 99), h, name="c", window=3).exit_code == 0  # the new level is the norm
-    assert judge(result(1.5, 99), h, name="c", window=8).exit_code == 1  # against the older majority
+    assert judge(result(1.5, 99), history=h, name="c", window=3).exit_code == 0  # the new level is the norm
+    assert judge(result(1.5, 99), history=h, name="c", window=8).exit_code == 1  # against the older majority
     h = filled(tmp_path / "mixed", [1.0, 1.0, 1.0])
     for k in range(3):
         h.append(result(0.5, 50 + k, threads=4))  # another environment's results
-    t = judge(result(0.52, 99, threads=4), h, name="c")
+    t = judge(result(0.52, 99, threads=4), history=h, name="c")
     assert len(t.window) == 3 and t.baseline == 0.5 and t.exit_code == 0
-    first = judge(result(1.0, 99, batch=8) | kit.latency_stats(result(1.0)["samples_ms"], 8), h, name="c")
+    first = judge(result(1.0, 99, batch=8) | kit.latency_stats(result(1.0)["samples_ms"], 8), history=h, name="c")
     assert first.window == [] and "first result in this environment" in first.verdict
 
 

@@ -58,7 +58,7 @@ def test_rows_give_one_interval_each_and_bad_ratios_are_refused():
 def test_the_default_gate_keeps_its_false_failure_rate(machine):
     """2000 simulated gates whose true slowdown equals the threshold: the build fails at most
     nominal + 0.5 pp of the time, and twice the threshold is still caught most of the time."""
-    r = gate_calibration.calibrate(intervals.DEFAULT_METHOD, machine, gates=GATES, rounds=15)
+    r = gate_calibration.calibrate(intervals.DEFAULT_METHOD, machine=machine, gates=GATES, rounds=15)
     assert r["false_failure"] <= NOMINAL + SLACK, r
     assert 0.93 <= r["coverage"] and r["power"] >= 0.6, r
 

@@ -70,7 +70,7 @@ def simulate_ratios(machine: str, *, gates: int, rounds: int, ratio: float, runs
     return b / a
 
 
-def calibrate(method: str, machine: str, *, gates: int, rounds: int, threshold: float = THRESHOLD,
+def calibrate(method: str, *, machine: str, gates: int, rounds: int, threshold: float = THRESHOLD,
               seed: int = 0) -> dict:
     """Coverage, false-failure rate at a true slowdown equal to the threshold, and power at twice it."""
     interval = METHODS[method]
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     for machine in args.machines:
         for rounds in args.rounds:
             for method in args.methods:
-                r = calibrate(method, machine, gates=args.gates, rounds=rounds, seed=args.seed)
+                r = calibrate(method, machine=machine, gates=args.gates, rounds=rounds, seed=args.seed)
                 rows.append(r)
                 print(f"{machine:10} {rounds:6d} {method:10} {r['coverage']:9.1%} {r['false_failure']:10.2%} "
                       f"{r['power']:9.1%}", flush=True)
