@@ -257,6 +257,8 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
                         metric=metric, max_regression=threshold)
     if len(files) != 2:
         raise click.UsageError("give BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B")
+    if png_out:
+        raise click.UsageError("--png draws a history's trend: it needs --history DIR")
     result = cmp.compare_files(files[0], files[1], metric=metric, max_regression=threshold, allow_env_mismatch=allow_env_mismatch)
     click.echo(result.table(markdown))
     if update_baseline:

@@ -302,5 +302,8 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
         environment = kit.conditions.environment(before, kit.probe())
         bench_a, bench_b = (kit.bench_result(r, batch, warmup, s, tool=bench_mod.TOOL, environment=environment)
                             | {"rounds": rounds} for r, s in ((ra, samples_a), (rb, samples_b)))
-    ci = intervals.METHODS[method](ratios, confidence=confidence)
+    try:
+        ci = intervals.METHODS[method](ratios, confidence=confidence)
+    except ValueError as e:  # a median of 0 ms: the timer cannot resolve the model
+        raise UserInputError(f"paired mode: {e} (per-round ratios {ratios[:3]}...): use a larger --batch") from None
     return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)

@@ -73,17 +73,30 @@ class History:
                 f.flush()
                 os.fsync(f.fileno())
             seq = 1 + max([int(m.group(1)) for p in self.directory.iterdir() if (m := NAME.fullmatch(p.name))] or [0])
-            while True:
-                target = self.directory / f"{seq:06d}-{stamp}.json"
-                try:
-                    os.link(tmp, target)
-                    break
-                except FileExistsError:
-                    seq += 1
+            target = _claim(Path(tmp), directory=self.directory, seq=seq, stamp=stamp)
         finally:
             Path(tmp).unlink(missing_ok=True)
         self.entries.append(Entry(target, record))
         return target
+
+
+def _claim(tmp: Path, *, directory: Path, seq: int, stamp: str) -> Path:
+    """Give the written ``tmp`` the first free name from ``seq`` on, never replacing a file."""
+    while True:
+        target = directory / f"{seq:06d}-{stamp}.json"
+        try:
+            os.link(tmp, target)  # fails if the name is taken
+            return target
+        except FileExistsError:
+            seq += 1
+        except OSError:  # no hard links here: reserve the name exclusively, then move onto it
+            try:
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                seq += 1
+                continue
+            os.replace(tmp, target)
+            return target
 
 
 def _same_result(a: dict, b: dict) -> bool:

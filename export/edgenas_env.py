@@ -215,6 +215,23 @@ def environment(before: dict, after: dict) -> dict:
     }
 
 
+def describe(env: dict) -> str:
+    """One line of the readings an environment block has, e.g. for ``edgenas bench``'s output."""
+    clock = env.get("cpu_freq_mhz") and f"CPU {env['cpu_freq_mhz']:g} MHz" + (
+        f" (max {env['cpu_max_freq_mhz']:g})" if env.get("cpu_max_freq_mhz") else "")
+    loads = env.get("load_avg_before"), env.get("load_avg_after")
+    temps = env.get("temperatures_c")
+    parts = [env.get("cpu_governor") and f"governor {env['cpu_governor']}", clock,
+             all(loads) and f"load {loads[0][0]:g} -> {loads[1][0]:g} on {env.get('cpus')} CPUs",
+             temps and f"max {max(temps.values()):g} °C",
+             env.get("jetson_nvpmodel") and f"nvpmodel {env['jetson_nvpmodel']}",
+             env.get("jetson_clocks") is not None and f"jetson_clocks {'on' if env['jetson_clocks'] else 'off'}",
+             *(f"{g['name']} {g['sm_clock_mhz']:g}/{g['max_sm_clock_mhz']:g} MHz" for g in env.get("gpus") or []
+               if g.get("sm_clock_mhz") is not None and g.get("max_sm_clock_mhz") is not None),
+             env.get("throttled") is not None and ("THROTTLED" if env["throttled"] else "not throttled")]
+    return ", ".join(p for p in parts if p) or "not readable here"
+
+
 FIELDS = ("cpus", "cpu_governor", "cpu_freq_mhz", "cpu_max_freq_mhz", "load_avg_before", "load_avg_after",
           "temperatures_c", "cpu_throttle_events", "rpi_throttled", "rpi_throttle_flags", "jetson_nvpmodel",
           "jetson_clocks", "gpus", "throttled")

@@ -663,7 +663,8 @@ def format_bench(r: dict) -> str:
             f"input {'x'.join(map(str, r['input_shape']))}\n"
             f"  p50 {r['p50_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
             f"mean {r['mean_ms']:.3f} ± {r['std_ms']:.3f} ms  throughput {r['throughput']:.1f} images/s  "
-            f"({r['runs']} runs after {r['warmup']} warm-up)")
+            f"({r['runs']} runs after {r['warmup']} warm-up)"
+            + (f"\n  conditions: {conditions.describe(r['environment'])}" if conditions and r.get("environment") else ""))
 
 
 # -- command line ----------------------------------------------------------------------------------

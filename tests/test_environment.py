@@ -82,6 +82,9 @@ def test_environment_block_from_before_and_after(jetson):
     assert e["rpi_throttled"] == "0x50005"
     assert e["rpi_throttle_flags"] == ["under-voltage", "throttled", "under-voltage-occurred", "throttling-occurred"]
     json.dumps(e)  # it goes into the bench JSON as it is
+    assert env.describe(e) == ("governor performance,schedutil, CPU 1150 MHz (max 1510.4), load 0.52 -> 3.1 on 4 CPUs, "
+                               "max 49 °C, nvpmodel 15W, jetson_clocks on, NVIDIA H100 80GB HBM3 1980/1980 MHz, "
+                               "NVIDIA H100 80GB HBM3 1410/1980 MHz, THROTTLED")
 
 
 def test_jetson_clocks_off_and_not_a_jetson(jetson):
@@ -99,7 +102,7 @@ def test_nothing_readable_gives_null_everywhere(tmp_path):
     s = env.snapshot(tmp_path, str(tmp_path / "empty-bin"))
     assert s == dict.fromkeys(s) and len(s) == 11
     e = env.environment(s, s)
-    assert e == dict.fromkeys(env.FIELDS)
+    assert e == dict.fromkeys(env.FIELDS) and env.describe(e) == "not readable here"
 
 
 def test_a_failing_command_reads_as_null(tmp_path):

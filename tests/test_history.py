@@ -50,6 +50,22 @@ def test_append_numbers_files_and_never_overwrites(tmp_path):
     assert len(list((tmp_path / "h").iterdir())) == 5
 
 
+def test_append_without_hard_links_still_never_overwrites(tmp_path, monkeypatch):
+    """A file system without hard links (some network and FAT mounts): names are reserved with
+    O_EXCL instead. os.link is made to fail as it fails there."""
+    h = filled(tmp_path, [1.0])
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("os.link", no_links)
+    (tmp_path / "000002-20260101T000001Z.json").write_text("taken")  # the name the next result would get
+    path = h.append(result(1.1, 1))
+    assert path.name == "000003-20260101T000001Z.json" and json.loads(path.read_text()) == result(1.1, 1)
+    assert (tmp_path / "000002-20260101T000001Z.json").read_text() == "taken"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_window_median_decides_and_an_equal_change_passes(tmp_path):
     h = filled(tmp_path, [1.0, 0.97, 1.03, 1.0, 2.5, 1.0, 0.99, 1.01, 1.0, 1.02])  # one noisy outlier (2.5)
     assert judge(result(1.05, 99), history=h, name="cur.json").exit_code == 0  # exactly +5 % over the median 1.0
@@ -121,3 +137,5 @@ def test_cli_history_refused_files_png_and_bad_input(tmp_path):
     assert r.exit_code == 2 and "--history" in r.output and r.output.count("\n") == 1
     r = invoke("--history", hist, current(tmp_path, 1.0, 3), "--window", "0")
     assert r.exit_code == 2 and "--window must be >= 1" in r.output
+    r = invoke(current(tmp_path, 1.0, 3), current(tmp_path, 1.0, 4), "--png", tmp_path / "t.png")
+    assert r.exit_code == 2 and "--png draws a history's trend" in r.output
