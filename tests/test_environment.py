@@ -159,6 +159,15 @@ def test_loaded_throttled_and_version_1_warnings():
     assert condition_warnings(old, result(), ("b.json", "c.json")) == ["b.json records no bench conditions (edgenas.bench/1)"]
 
 
+def test_paired_verdict_warns_about_a_loaded_machine(tmp_path):
+    from edgenas.compare import PairedResult
+
+    loaded = json.loads(Path(bench_json(tmp_path / "a.json", block(load_avg_before=[3.9, 2.0, 1.0]))).read_text())
+    r = PairedResult([1.0, 1.01], (0.99, 1.02), 0.95, 0.05, loaded, loaded)
+    assert r.exit_code == 0 and r.verdict.endswith("\nwarning: the paired run ran with load average 3.9 on 4 CPUs")
+    assert "\n\n> warning: the paired run ran with load average 3.9" in r.table(markdown=True)
+
+
 def bench_json(path: Path, environment: dict | None, schema: str = kit.SCHEMA) -> str:
     samples = [1.0] * 10
     r = {"schema": schema, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
