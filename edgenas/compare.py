@@ -14,8 +14,8 @@ import numpy as np
 
 from edgenas import bench as bench_mod
 from edgenas import intervals
-from edgenas.environment import condition_warnings, record_notes
 from edgenas.bench import kit, kit_errors
+from edgenas.environment import condition_warnings, record_notes
 from edgenas.errors import UserInputError
 
 METRICS = ("p50", "p90", "p99")

@@ -7,7 +7,7 @@ leading shape. ``METHODS`` names them; ``DEFAULT_METHOD`` is what ``edgenas comp
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from math import comb
 
 import numpy as np
@@ -37,13 +37,13 @@ def _shaped(values, low: np.ndarray, high: np.ndarray):
     return low, high
 
 
-@lru_cache(maxsize=None)
+@cache
 def _binom_half_cdf(n: int) -> tuple[float, ...]:
     """P(B <= k) for B ~ Binomial(n, 1/2), k = 0..n."""
     return tuple(np.cumsum([comb(n, i) for i in range(n + 1)]) / 2.0 ** n)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _signed_rank_cdf(n: int) -> tuple[float, ...]:
     """P(W+ <= w) of the Wilcoxon signed-rank statistic of n untied values, w = 0..n(n+1)/2."""
     counts = np.zeros(n * (n + 1) // 2 + 1)

@@ -8,7 +8,6 @@ look for ``vcgencmd``, ``nvpmodel`` and ``nvidia-smi``) default to the real mach
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def _load_conditions():
     """edgenas_env.py, the bench-conditions probe: from the package, else from beside this file
     (found by path, so ``python -I edgenas_kit.py`` finds it too); None when it is missing."""

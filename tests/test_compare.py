@@ -7,7 +7,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
