@@ -372,6 +372,15 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
+def test_kit_without_its_probe_says_what_to_copy(export_dir, tmp_path):
+    shutil.copy(KIT, tmp_path / "edgenas_kit.py")  # edgenas_env.py left behind
+    r = run(Path(sys.executable), "edgenas_kit.py", "bench", export_dir / "model.onnx", "--runs", "2", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "edgenas_kit.py: error: edgenas_env.py is missing beside edgenas_kit.py: copy the whole export folder to the device")
+    check = run(Path(sys.executable), "edgenas_kit.py", "check", export_dir, "--threads", "1", cwd=tmp_path)
+    assert check.returncode == 0 and "PASS" in check.stdout  # check needs no probe
+
+
 @pytest.mark.parametrize("name, allowed", [("edgenas_kit.py", {"numpy"}), ("edgenas_env.py", set())])
 def test_kit_source_imports_only_stdlib_numpy_and_lazy_runtimes(name, allowed):
     import ast
