@@ -244,8 +244,10 @@ threads_option = click.option("--threads", type=int, default=None, help="CPU thr
 def bench(model, runtime, batch, threads, warmup, runs, json_out):
     """Time MODEL (.onnx, .engine or RUN_DIR): p50/p90/p99, mean, std, throughput."""
     from edgenas.deploy.bench import bench as run_bench
-    from edgenas.deploy.bench import format_bench, write_bench
+    from edgenas.deploy.bench import check_writable, format_bench, write_bench
 
+    if json_out:
+        check_writable(json_out, "--json")
     result = run_bench(model, runtime=runtime, batch=batch, threads=threads, warmup=warmup, runs=runs)
     click.echo(format_bench(result))
     if json_out:
@@ -260,6 +262,10 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out):
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (for CI comments).")
 @click.option("--allow-env-mismatch", is_flag=True, help="Compare results from different runtimes/devices/threads/batches.")
 @click.option("--update-baseline", is_flag=True, help="Accept CURRENT: write it over BASELINE.")
+@click.option("--history", "history_dir", type=click.Path(file_okay=False), default=None,
+              help="History mode: judge CURRENT.json against the results in DIR, then add it there.")
+@click.option("--window", type=int, default=10, show_default=True, help="History mode: the last N results of the same environment.")
+@click.option("--png", "png_out", type=click.Path(dir_okay=False), default=None, help="History mode: draw the trend into this PNG.")
 @click.option("--models", nargs=2, type=click.Path(), default=None, help="Paired mode: measure models A and B in alternation.")
 @runtime_option
 @batch_option
@@ -267,42 +273,86 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out):
 @click.option("--rounds", type=int, default=15, show_default=True, help="Paired mode: rounds of A then B.")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Paired mode: untimed runs per model and round.")
 @click.option("--runs", type=int, default=20, show_default=True, help="Paired mode: timed runs per model and round.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Paired mode: seed of the input and the bootstrap.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Paired mode: seed of the random input.")
 @click.option("--json-a", type=click.Path(dir_okay=False), default=None, help="Paired mode: write A's bench JSON here.")
 @click.option("--json-b", type=click.Path(dir_okay=False), default=None, help="Paired mode: write B's bench JSON here.")
 @click.option("--write-baselines", type=click.Path(file_okay=False), default=None, help="Paired mode: write DIR/a.json and DIR/b.json.")
-def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_baseline, models, runtime, batch, threads,
-            rounds, warmup, runs, seed, json_a, json_b, write_baselines):
-    """Latency gate: BASELINE.json CURRENT.json, or --models A B. Exit 0 ok, 1 regression, 2 unusable input."""
+def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_baseline, history_dir, window, png_out,
+            models, runtime, batch, threads, rounds, warmup, runs, seed, json_a, json_b, write_baselines):
+    """Latency gate: BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B.
+    Exit 0 ok, 1 regression, 2 unusable input."""
     from edgenas.deploy import compare as cmp
-    from edgenas.deploy.bench import read_bench, write_bench
 
     threshold = cmp.parse_max_regression(max_regression)
     if models:
-        if files or update_baseline:
-            raise click.UsageError("--models A B takes no BASELINE/CURRENT files and no --update-baseline")
-        result = cmp.paired_compare(models[0], models[1], runtime=runtime, rounds=rounds, batch=batch, threads=threads,
-                                    warmup=warmup, runs_per_round=runs, max_regression=threshold, seed=seed)
-        click.echo(result.table(markdown))
-        targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
-        if write_baselines:
-            targets += [(Path(write_baselines) / "a.json", result.bench_a), (Path(write_baselines) / "b.json", result.bench_b)]
-        for path, record in targets:
-            if path:
-                write_bench(path, record)
-                click.echo(f"wrote {path}")
-        return result.exit_code
+        if files or update_baseline or history_dir:
+            raise click.UsageError("--models A B takes no BASELINE/CURRENT files, no --history and no --update-baseline")
+        return _paired(models, markdown=markdown, threshold=threshold, json_a=json_a, json_b=json_b,
+                       write_baselines=write_baselines,
+                       options=dict(runtime=runtime, rounds=rounds, batch=batch, threads=threads, warmup=warmup,
+                                    runs_per_round=runs, seed=seed))
+    if history_dir:
+        if len(files) != 1 or update_baseline:
+            raise click.UsageError("--history DIR takes one CURRENT.json and no --update-baseline (the history keeps every result)")
+        return _history(history_dir, current_path=files[0], markdown=markdown, png_out=png_out, window=window,
+                        metric=metric, max_regression=threshold)
     if len(files) != 2:
-        raise click.UsageError("give BASELINE.json CURRENT.json, or --models A B")
+        raise click.UsageError("give BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B")
+    if png_out:
+        raise click.UsageError("--png draws a history's trend: it needs --history DIR")
     result = cmp.compare_files(files[0], files[1], metric=metric, max_regression=threshold, allow_env_mismatch=allow_env_mismatch)
     click.echo(result.table(markdown))
     if update_baseline:
+        from edgenas.deploy.bench import read_bench
+
         cmp.update_baseline(files[0], read_bench(files[1]))
         click.echo(f"accepted {files[1]} as the new baseline: wrote {files[0]}")
         return 0
     if result.regressed:
         click.echo(f"to accept the new latency as the baseline: {result.accept_command(allow_env_mismatch)}")
     return result.exit_code
+
+
+def _paired(models, *, markdown, threshold, json_a, json_b, write_baselines, options) -> int:
+    from edgenas.deploy.bench import check_writable, write_bench
+    from edgenas.deploy.compare import paired_compare
+
+    for flag, path in (("--json-a", json_a), ("--json-b", json_b)):
+        if path:
+            check_writable(path, flag)
+    if write_baselines:
+        check_writable(write_baselines, "--write-baselines", directory=True)
+    result = paired_compare(models[0], models[1], max_regression=threshold, **options)
+    click.echo(result.table(markdown))
+    targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
+    if write_baselines:
+        targets += [(Path(write_baselines) / "a.json", result.bench_a), (Path(write_baselines) / "b.json", result.bench_b)]
+    for path, record in targets:
+        if path:
+            write_bench(path, record)
+            click.echo(f"wrote {path}")
+    return result.exit_code
+
+
+def _history(directory, *, current_path, markdown, png_out, **options) -> int:
+    from edgenas.deploy.bench import check_writable, read_bench
+    from edgenas.deploy.history import History, judge
+
+    check_writable(directory, "--history", directory=True)
+    if png_out:
+        check_writable(png_out, "--png")
+    current = read_bench(current_path)
+    history = History.load(directory)
+    trend = judge(current, history=history, name=current_path, **options)
+    click.echo(trend.table(markdown))
+    if png_out:
+        trend.save_png(png_out)
+        click.echo(f"wrote {png_out}")
+    if history.holds(current):
+        click.echo(f"{current_path} is already in {directory}: not added again")
+    else:
+        click.echo(f"added {current_path} to the history: {history.append(current)}")
+    return trend.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ import ctypes.util
 import gc
 import glob
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -27,8 +28,29 @@ from pathlib import Path
 
 import numpy as np
 
+
+def _load_conditions():
+    """edgenas_env.py, the bench-conditions probe: from the package, else from beside this file
+    (found by path, so ``python -I edgenas_kit.py`` finds it too); None when it is missing."""
+    try:
+        from . import edgenas_env
+        return edgenas_env
+    except ImportError:
+        pass
+    path = Path(__file__).with_name("edgenas_env.py")
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("edgenas_env", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conditions = _load_conditions()
+
 KIT_VERSION = "0.1.0"  # follows edgenas.__version__
-SCHEMA = "edgenas.bench/1"
+SCHEMA = "edgenas.bench/2"  # written; /2 added the "environment" block
+READ_SCHEMAS = ("edgenas.bench/1", SCHEMA)  # read
 
 # The runtimes the kit runs: name -> (engine, model suffix, needs a GPU).
 RUNTIMES = {
@@ -377,9 +399,24 @@ def bench_input(input_chw, batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *input_chw), dtype=np.float32)
 
 
+def probe() -> dict:
+    """The machine's conditions now (``edgenas_env.snapshot``): taken before and after timing."""
+    if conditions is None:
+        raise KitError("edgenas_env.py is missing beside edgenas_kit.py: copy the whole export folder to the device")
+    return conditions.snapshot()
+
+
+def measure_with_conditions(fn, warmup: int, runs: int) -> tuple[list[float], dict]:
+    """``measure(fn, warmup, runs)`` and the bench JSON's ``environment`` block around it."""
+    before = probe()
+    samples = measure(fn, warmup, runs)
+    return samples, conditions.environment(before, probe())
+
+
 def bench_result(runner: Runner, batch: int, warmup: int, samples_ms, tool: str = f"edgenas-kit {KIT_VERSION}",
-                 model_path: str | Path | None = None) -> dict:
-    """The bench JSON record for samples measured on ``runner``."""
+                 model_path: str | Path | None = None, *, environment: dict | None = None) -> dict:
+    """The bench JSON record for samples measured on ``runner`` under ``environment``
+    (``measure_with_conditions``; ``None``: every reading unknown)."""
     model_path = Path(model_path or runner.model_path)
     samples = [float(x) for x in samples_ms]
     return {
@@ -389,15 +426,20 @@ def bench_result(runner: Runner, batch: int, warmup: int, samples_ms, tool: str 
         "input_shape": [batch, *[int(d) for d in runner.input_chw]], "warmup": warmup, "runs": len(samples),
         **latency_stats(samples, batch), "samples_ms": samples,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool": tool,
+        "environment": environment if environment is not None else unknown_environment(),
     }
+
+
+def unknown_environment() -> dict:
+    return dict.fromkeys(conditions.FIELDS if conditions else ())
 
 
 def bench_runner(runner: Runner, batch: int = 1, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
                  tool: str = f"edgenas-kit {KIT_VERSION}", model_path: str | Path | None = None) -> dict:
     """Time ``runner`` on a random input batch and return the bench JSON record."""
     x = bench_input(runner.input_chw, batch)
-    samples = measure(lambda: runner(x), warmup, runs)
-    return bench_result(runner, batch, warmup, samples, tool, model_path)
+    samples, environment = measure_with_conditions(lambda: runner(x), warmup, runs)
+    return bench_result(runner, batch, warmup, samples, tool, model_path, environment=environment)
 
 
 def bench_model(model: str | Path, runtime: str | None = None, batch: int = 1, threads: int | None = None,
@@ -413,9 +455,11 @@ def validate_bench(record, source: str = "bench JSON") -> dict:
     if not isinstance(record, dict):
         raise BenchSchemaError(f"{source}: not a bench JSON object")
     schema = record.get("schema")
-    if schema != SCHEMA:
-        raise BenchSchemaError(
-            f"{source}: schema is {schema!r}, expected {SCHEMA!r} (written by `edgenas bench` or edgenas_kit.py bench)")
+    if schema not in READ_SCHEMAS:
+        raise BenchSchemaError(f"{source}: schema is {schema!r}, expected one of {', '.join(map(repr, READ_SCHEMAS))} "
+                               "(written by `edgenas bench` or edgenas_kit.py bench)")
+    if schema != READ_SCHEMAS[0] and not isinstance(record.get("environment"), dict):
+        raise BenchSchemaError(f"{source}: field 'environment' must be an object ({schema}; readings may be null)")
     for field, types in BENCH_FIELDS.items():
         if field not in record:
             raise BenchSchemaError(f"{source}: field {field!r} is missing")
@@ -429,7 +473,27 @@ def validate_bench(record, source: str = "bench JSON") -> dict:
         raise BenchSchemaError(f"{source}: samples_ms must hold {record['runs']} numbers (one per run)")
     if not all(isinstance(d, int) and d > 0 for d in record["input_shape"]):
         raise BenchSchemaError(f"{source}: input_shape must be a list of positive ints")
+    _check_figures(record, source)
     return record
+
+
+STATS_RTOL = 1e-9  # recomputing from samples_ms: JSON floats round-trip exactly; this absorbs ulps
+
+
+def _check_figures(record: dict, source: str) -> None:
+    """Latencies are finite and positive and the percentiles are those of samples_ms: a result
+    that says otherwise is garbage, and a gate must not pass (or store) it."""
+    for field in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput"):
+        if not (math.isfinite(record[field]) and record[field] > 0):
+            raise BenchSchemaError(f"{source}: field {field!r} is {record[field]!r}, not a positive finite number")
+    try:
+        stats = latency_stats(record["samples_ms"], record["batch"])
+    except ValueError:
+        raise BenchSchemaError(f"{source}: samples_ms must be finite, non-negative milliseconds") from None
+    for field, value in stats.items():
+        if not math.isclose(record[field], value, rel_tol=STATS_RTOL, abs_tol=1e-12):
+            raise BenchSchemaError(
+                f"{source}: field {field!r} is {record[field]!r} but samples_ms give {value!r}: the file contradicts itself")
 
 
 def read_bench(path: str | Path) -> dict:
@@ -457,6 +521,28 @@ def write_atomic(path: str | Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | Path, label: str, *, directory: bool = False) -> Path:
+    """Refuse now, before anything is measured, a ``path`` that cannot be written (``label`` names
+    the flag): a file where a directory is meant or the reverse, a file as a parent, or a parent
+    directory in which a probe file cannot be created."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        raise KitError(f"{label} {path} is a {'file' if directory else 'directory'}, expected a "
+                       f"{'directory' if directory else 'file'}")
+    existing = path if directory and path.is_dir() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise KitError(f"{label} {path} cannot be written: {existing} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".edgenas-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise KitError(f"{label} {path} cannot be written: {e.strerror or e} in {existing}") from None
+    return path
 
 
 def write_bench(path: str | Path, record: dict) -> None:
@@ -502,10 +588,16 @@ def parity_report(expected: np.ndarray, actual: np.ndarray, task: str = "classif
                   min_cosine: float = DEFAULT_TOLERANCES["min_cosine"]) -> dict:
     """Compare a runtime's outputs with the reference: logits by max/mean |diff| and top-1
     agreement (classify), embeddings by cosine similarity (face). ``passed`` and ``failures``."""
+    for name, value in (("max_abs_diff", max_abs_diff), ("min_agreement", min_agreement), ("min_cosine", min_cosine)):
+        if math.isnan(value):
+            raise ValueError(f"tolerance {name} is NaN: every comparison with it would pass")
     expected, actual = np.asarray(expected, np.float64), np.asarray(actual, np.float64)
     report: dict = {"task": task, "samples": int(len(expected)), "passed": False, "failures": []}
     if expected.shape != actual.shape:
         report["failures"].append(f"output shape {actual.shape} differs from the reference {expected.shape}")
+        return report
+    if not np.all(np.isfinite(expected)):
+        report["failures"].append("the reference outputs (samples.npz) hold NaN or infinite values")
         return report
     if not np.all(np.isfinite(actual)):
         report["failures"].append("the outputs hold NaN or infinite values")
@@ -570,7 +662,8 @@ def format_bench(r: dict) -> str:
             f"input {'x'.join(map(str, r['input_shape']))}\n"
             f"  p50 {r['p50_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
             f"mean {r['mean_ms']:.3f} ± {r['std_ms']:.3f} ms  throughput {r['throughput']:.1f} images/s  "
-            f"({r['runs']} runs after {r['warmup']} warm-up)")
+            f"({r['runs']} runs after {r['warmup']} warm-up)"
+            + (f"\n  conditions: {conditions.describe(r['environment'])}" if conditions and r.get("environment") else ""))
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -591,6 +684,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _tolerance(text: str) -> float:
+    """A non-negative number (``inf`` turns a check off); NaN would make every check pass."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         return parse_fraction(text)
@@ -606,9 +710,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="model file (default EXPORT_DIR/model.onnx, or model.engine for TensorRT)")
     c.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")
     c.add_argument("--threads", type=int, help="CPU threads (default: all available)")
-    c.add_argument("--max-abs-diff", type=float, default=DEFAULT_TOLERANCES["max_abs_diff"])
+    c.add_argument("--max-abs-diff", type=_tolerance, default=DEFAULT_TOLERANCES["max_abs_diff"])
     c.add_argument("--min-agreement", type=_fraction, default=DEFAULT_TOLERANCES["min_agreement"], help="e.g. 99.9%% or 0.999")
-    c.add_argument("--min-cosine", type=float, default=DEFAULT_TOLERANCES["min_cosine"])
+    c.add_argument("--min-cosine", type=_tolerance, default=DEFAULT_TOLERANCES["min_cosine"])
     b = sub.add_parser("bench", help="time the model and write the bench JSON")
     b.add_argument("model")
     b.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")
@@ -628,6 +732,8 @@ def main(argv=None) -> int:
                                   min_agreement=args.min_agreement, min_cosine=args.min_cosine)
             print(format_check(report))
             return 0 if report["passed"] else 1
+        if args.json_out:
+            check_writable(args.json_out, "--json")
         result = bench_model(args.model, args.runtime, args.batch, args.threads, args.warmup, args.runs)
         print(format_bench(result))
         if args.json_out:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import make_meta
+from edgenas.device_kit import edgenas_env as env
 from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
-from conftest import make_meta
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.deploy import bench
 from edgenas.errors import MissingDependency, UserInputError
@@ -58,6 +60,9 @@ def test_bench_onnx_file(run_dir):
     assert (r["runtime"], r["threads"], r["batch"], r["input_shape"], r["runs"]) == ("onnxruntime-cpu", 1, 2, [2, 3, 32, 32], 12)
     assert r["model_sha256"] == kit.file_sha256(onnx) and r["tool"] == bench.TOOL
     assert r["p50_ms"] > 0 and "p50" in bench.format_bench(r)
+    e = r["environment"]  # the conditions, measured around the timed runs by the kit's probe
+    assert r["schema"] == "edgenas.bench/2" and set(e) == set(env.FIELDS)
+    assert e["cpus"] == os.cpu_count() and len(e["load_avg_before"]) == len(e["load_avg_after"]) == 3
 
 
 def test_bench_run_directory_on_onnxruntime_and_torch(run_dir):

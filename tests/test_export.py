@@ -76,10 +76,12 @@ def exported(tmp_path_factory):
 def test_export_writes_a_ready_to_copy_folder(exported):
     run, report = exported
     out = run.path / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["edgenas_kit.py", "model.onnx", "parity.json", "samples.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["edgenas_env.py", "edgenas_kit.py", "model.onnx", "parity.json",
+                                                     "samples.npz"]
     assert report.passed and report.files == {"onnx": out / "model.onnx"} and report.skipped == {}
-    kit_src = importlib.util.find_spec("edgenas.device_kit.edgenas_kit").origin
-    assert (out / "edgenas_kit.py").read_bytes() == open(kit_src, "rb").read()
+    for name in ("edgenas_kit", "edgenas_env"):  # the kit and the bench-conditions probe it imports
+        src = importlib.util.find_spec(f"edgenas.device_kit.{name}").origin
+        assert (out / f"{name}.py").read_bytes() == open(src, "rb").read()
 
 
 def test_onnx_is_checked_opset_and_metadata(exported):

@@ -27,7 +27,6 @@ from edgenas.search.space import (
 from edgenas.training import faces as face_data
 from edgenas.training import verification
 from edgenas.training.arcface import ArcFace
-from edgenas.training.embeddings import evaluate_pairs
 from edgenas.training.network import EmbeddingNet
 from edgenas.training.tasks import FaceTask
 

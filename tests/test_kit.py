@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgenas.device_kit import edgenas_kit as kit
+from edgenas.device_kit.edgenas_env import FIELDS as ENV_FIELDS
+
+from edgenas.deploy.exporter import _copy_kit
 
 KIT = Path(kit.__file__)
 
@@ -107,7 +110,7 @@ def good_record(**changes) -> dict:
         "schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "0" * 64, "runtime": "onnxruntime-cpu",
         "runtime_version": "1.0", "device": "cpu", "host": "h", "threads": 1, "batch": 1,
         "input_shape": [1, 3, 32, 32], "warmup": 2, "runs": len(samples), **kit.latency_stats(samples),
-        "samples_ms": samples, "created": "2026-01-01T00:00:00Z",
+        "samples_ms": samples, "created": "2026-01-01T00:00:00Z", "environment": kit.unknown_environment(),
     }
     record.update(changes)
     return record
@@ -118,7 +121,8 @@ def test_validate_bench_accepts_a_record_and_extra_fields():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"schema": "edgenas.bench/2"}, "schema is 'edgenas.bench/2'"),
+    ({"schema": "edgenas.bench/3"}, "schema is 'edgenas.bench/3', expected one of 'edgenas.bench/1', 'edgenas.bench/2'"),
+    ({"environment": None}, "field 'environment' must be an object"),
     ({"schema": None}, "schema is None"),
     ({"p50_ms": "fast"}, "'p50_ms' has the wrong type"),
     ({"batch": True}, "'batch' has the wrong type"),
@@ -187,6 +191,45 @@ def test_parity_report_shape_and_nan():
     bad = ref.copy()
     bad[1, 1] = np.nan
     assert "NaN" in kit.parity_report(ref, bad)["failures"][0]
+
+
+def test_parity_fails_on_nan_reference_and_refuses_nan_tolerances():
+    ref = np.zeros((4, 10))
+    ref[2, 3] = np.nan
+    report = kit.parity_report(ref, np.zeros((4, 10)))  # NaN - 0 compares False with any tolerance
+    assert not report["passed"] and "reference outputs (samples.npz) hold NaN" in report["failures"][0]
+    for tolerance in ("max_abs_diff", "min_agreement", "min_cosine"):
+        with pytest.raises(ValueError, match=f"{tolerance} is NaN"):
+            kit.parity_report(np.zeros((4, 10)), np.zeros((4, 10)), **{tolerance: math.nan})
+
+
+def test_check_cli_fails_on_nan_reference_and_refuses_nan_tolerance(export_dir, tmp_path, capsys):
+    for flag in ("--max-abs-diff", "--min-cosine"):
+        with pytest.raises(SystemExit) as e:
+            kit.main(["check", str(export_dir), flag, "nan"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"{flag}: invalid _tolerance value" not in err and "'nan' must be a number >= 0" in err
+    poisoned = tmp_path / "export"
+    shutil.copytree(export_dir, poisoned)
+    s = kit.load_samples(poisoned / "samples.npz")
+    outputs = s.outputs.copy()
+    outputs[0, 0] = np.nan
+    kit.save_samples(poisoned / "samples.npz", s.inputs, outputs, s.task)
+    assert kit.main(["check", str(poisoned), "--threads", "1"]) == 1
+    assert "FAIL: the reference outputs (samples.npz) hold NaN" in capsys.readouterr().out
+
+
+def test_check_writable(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert kit.check_writable(tmp_path / "new" / "deeper" / "b.json", "--json") == tmp_path / "new" / "deeper" / "b.json"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    with pytest.raises(kit.KitError, match=r"--json .*f/b.json cannot be written: .*f is not a directory"):
+        kit.check_writable(tmp_path / "f" / "b.json", "--json")
+    with pytest.raises(kit.KitError, match="is a directory, expected a file"):
+        kit.check_writable(tmp_path, "--json")
+    with pytest.raises(kit.KitError, match="is a file, expected a directory"):
+        kit.check_writable(tmp_path / "f", "--history", directory=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
 def test_samples_round_trip_and_errors(tmp_path):
@@ -296,7 +339,7 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     python = device_env(tmp_path / "venv")
     device = tmp_path / "device"  # what a user copies: RUN_DIR/export/ and edgenas_kit.py
     shutil.copytree(export_dir, device / "export")
-    shutil.copy(KIT, device / "edgenas_kit.py")
+    _copy_kit(device)  # edgenas_kit.py and edgenas_env.py, as `edgenas export` copies them
     probe = ("import importlib.util as u; "
              "print([n for n in ('numpy', 'onnxruntime', 'torch', 'edgenas', 'onnx', 'click') if u.find_spec(n)])")
     assert run(python, "-c", probe, cwd=device).stdout.strip() == "['numpy', 'onnxruntime']"
@@ -313,6 +356,8 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     assert compare_files(device / "bench.json", device / "bench.json").exit_code == 0  # edgenas reads it
     record = json.loads((device / "bench.json").read_text())
     assert record["tool"].startswith("edgenas-kit") and record["runs"] == 20 and record["threads"] == 1
+    assert record["schema"] == "edgenas.bench/2" and set(record["environment"]) == set(ENV_FIELDS)
+    assert record["environment"]["cpus"] == kit.conditions.cpu_count(Path("/"))  # the device's own probe ran
 
     s = kit.load_samples(device / "export" / "samples.npz")
     kit.save_samples(device / "export" / "samples.npz", s.inputs, s.outputs * 1.01, s.task)  # tampered
@@ -328,13 +373,23 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-def test_kit_source_imports_only_stdlib_numpy_and_lazy_runtimes():
+def test_kit_without_its_probe_says_what_to_copy(export_dir, tmp_path):
+    shutil.copy(KIT, tmp_path / "edgenas_kit.py")  # edgenas_env.py left behind
+    r = run(Path(sys.executable), "edgenas_kit.py", "bench", export_dir / "model.onnx", "--runs", "2", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "edgenas_kit.py: error: edgenas_env.py is missing beside edgenas_kit.py: copy the whole export folder to the device")
+    check = run(Path(sys.executable), "edgenas_kit.py", "check", export_dir, "--threads", "1", cwd=tmp_path)
+    assert check.returncode == 0 and "PASS" in check.stdout  # check needs no probe
+
+
+@pytest.mark.parametrize("name, allowed", [("edgenas_kit.py", {"numpy"}), ("edgenas_env.py", set())])
+def test_kit_source_imports_only_stdlib_numpy_and_lazy_runtimes(name, allowed):
     import ast
 
-    tree = ast.parse(KIT.read_text())
+    tree = ast.parse((KIT.parent / name).read_text())
     top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
-    assert top - set(sys.stdlib_module_names) == {"numpy"}
+    assert top - set(sys.stdlib_module_names) == allowed
 
 
 def test_kit_version_follows_edgenas():

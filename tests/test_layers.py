@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import grimp
-import pytest
+from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.runtimes import RUNTIMES
-from edgenas.device_kit import edgenas_kit as kit
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import subset_train
-from edgenas.errors import ProfileError
 from torch import nn
 
 from edgenas.config.plan import TrainPlan
+from edgenas.errors import ProfileError
 from edgenas.search.space import Arch
 from edgenas.training.augment import BatchAugment
 from edgenas.training.cuda_graphs import GraphedTrainer

@@ -70,6 +70,12 @@ def write_bench(path: str | Path, result: dict) -> None:
         kit.write_bench(path, result)
 
 
+def check_writable(path: str | Path, label: str, *, directory: bool = False) -> Path:
+    """Fail before measuring when ``path`` (the flag ``label``) cannot be written: exit code 2."""
+    with kit_errors():
+        return kit.check_writable(path, label, directory=directory)
+
+
 def read_bench(path: str | Path) -> dict:
     """A bench JSON from ``edgenas bench`` or the device kit, validated against the schema."""
     with kit_errors():

@@ -1,5 +1,5 @@
 """Latency-regression verdicts for CI: two bench JSONs (``compare``), or two models measured in
-alternation on one machine with a bootstrap interval of their latency ratio (``paired_compare``).
+alternation on one machine with a distribution-free interval of their latency ratio (``paired_compare``).
 """
 
 from __future__ import annotations
@@ -7,11 +7,14 @@ from __future__ import annotations
 import shlex
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
 
 import numpy as np
 
 from edgenas.deploy import bench as bench_mod
+from edgenas.deploy import intervals
+from edgenas.deploy.environment import condition_warnings, record_notes
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import UserInputError
 from edgenas.runtime.runners import kit_errors
@@ -19,12 +22,13 @@ from edgenas.runtime.runners import kit_errors
 METRICS = ("p50", "p90", "p99")
 ENV_FIELDS = ("runtime", "device", "threads", "batch", "input_shape")  # must match to compare
 DEFAULT_MAX_REGRESSION = 0.05
+METHOD_NAMES = {"wilcoxon": "Wilcoxon signed-rank", "hs": "Hettmansperger-Sheather", "sign": "sign-test",
+                "bootstrap": "bootstrap"}
 # Paired mode: rounds of A then B; each round warms up and times both models.
 DEFAULT_ROUNDS = 15
 DEFAULT_ROUND_WARMUP = 5
 DEFAULT_ROUND_RUNS = 20
-CONFIDENCE = 0.95
-RESAMPLES = 2000
+CONFIDENCE = intervals.CONFIDENCE
 
 
 def parse_max_regression(text) -> float:
@@ -33,13 +37,55 @@ def parse_max_regression(text) -> float:
         value = kit.parse_fraction(text)
     except ValueError as e:
         raise UserInputError(f"--max-regression {e}") from None
+    if value == float("inf"):
+        raise UserInputError(f"--max-regression {text!r} would pass any slow-down: give a finite threshold")
     if not str(text).strip().endswith("%") and value >= 1:
         raise UserInputError(f"--max-regression {text!r} is ambiguous: write {text}% or {value / 100:g}")
     return value
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f}%"
+def exact(x) -> Decimal:
+    """The shortest decimal that reads back as the float ``x`` (what a JSON file or a flag says):
+    verdicts are decided on these, so they never depend on binary rounding."""
+    return Decimal(repr(float(x)))
+
+
+def exceeds(value, reference, fraction) -> bool:
+    """``value > reference * (1 + fraction)`` in exact decimal arithmetic: equal is not over."""
+    with localcontext() as ctx:
+        ctx.prec = 80  # two 17-digit operands and a sum: every product here is exact
+        return exact(value) > exact(reference) * (1 + exact(fraction))
+
+
+def falls_below(value, reference, fraction) -> bool:
+    """``value < reference * (1 - fraction)`` in exact decimal arithmetic."""
+    with localcontext() as ctx:
+        ctx.prec = 80
+        return exact(value) < exact(reference) * (1 - exact(fraction))
+
+
+def relative_change(current, baseline) -> Decimal:
+    """current / baseline - 1, in decimals (for display; verdicts use ``exceeds``)."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        return exact(current) / exact(baseline) - 1
+
+
+def distinct_text(value: Decimal, limits, *, scale: int = 100, suffix: str = "%", sign: bool = True) -> str:
+    """``value * scale`` with one decimal, or as many more as it takes to never print the same as
+    one of ``limits`` (also scaled) unless it equals it: a pass and a fail never read alike."""
+    v, marks = value * scale, [Decimal(lim) * scale for lim in limits]
+    digits = max([1] + [-m.normalize().as_tuple().exponent for m in marks])
+    for d in range(digits, 30):
+        shown = v.quantize(Decimal(1).scaleb(-d), rounding=ROUND_HALF_EVEN)
+        if all(shown != m or v == m for m in marks):
+            break
+    return f"{shown:{'+' if sign else ''}f}{suffix}"
+
+
+def threshold_text(fraction) -> str:
+    """A threshold as a percentage with every digit it has (at least one decimal)."""
+    return distinct_text(exact(fraction), [exact(fraction)], sign=False)
 
 
 @dataclass(frozen=True)
@@ -55,6 +101,11 @@ class Row:
         """current / baseline - 1 (positive: more milliseconds, or more images/s)."""
         return self.current / self.baseline - 1 if self.baseline else float("inf")
 
+    def change_text(self, threshold: float) -> str:
+        """The change in percent, with the digits that tell it apart from +-threshold."""
+        t = exact(threshold)
+        return distinct_text(relative_change(self.current, self.baseline), [t, -t])
+
 
 @dataclass
 class Comparison:
@@ -63,6 +114,7 @@ class Comparison:
     max_regression: float
     mismatches: list[str] = field(default_factory=list)  # allowed environment differences
     names: tuple[str, str] = ("baseline", "current")
+    warnings: list[str] = field(default_factory=list)  # about the bench conditions (edgenas.environment)
 
     @property
     def gate(self) -> Row:
@@ -70,7 +122,8 @@ class Comparison:
 
     @property
     def regressed(self) -> bool:
-        return self.gate.change > self.max_regression
+        """Slower by more than the threshold; a change exactly equal to it passes."""
+        return exceeds(self.gate.current, self.gate.baseline, self.max_regression)
 
     @property
     def exit_code(self) -> int:
@@ -78,15 +131,16 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        g, limit = self.gate, f"{self.max_regression:.1%}"
+        g, limit = self.gate, threshold_text(self.max_regression)
+        change = g.change_text(self.max_regression)
         if self.regressed:
-            text = (f"FAIL: {g.metric} regressed by {_pct(g.change)} ({g.baseline:.3f} -> {g.current:.3f} ms), "
+            text = (f"FAIL: {g.metric} regressed by {change} ({g.baseline:.6g} -> {g.current:.6g} ms), "
                     f"over the {limit} threshold")
         else:
-            text = f"PASS: {g.metric} changed by {_pct(g.change)}, within the {limit} threshold"
+            text = f"PASS: {g.metric} changed by {change}, within the {limit} threshold"
         if self.mismatches:
             text += f" (environment mismatch allowed: {'; '.join(self.mismatches)})"
-        return text
+        return text + "".join(f"\nwarning: {w}" for w in self.warnings)
 
     def accept_command(self, allow_env_mismatch: bool = False) -> str:
         """The command that makes the current result the new baseline."""
@@ -97,11 +151,19 @@ class Comparison:
         base, cur = (Path(n).name for n in self.names)
         head = ("metric", f"baseline ({base})", f"current ({cur})", "change", "verdict")
         body = [(r.metric + (" (gate)" if r.metric == self.metric else ""), f"{r.baseline:.3f} {r.unit}",
-                 f"{r.current:.3f} {r.unit}", _pct(r.change), r.verdict) for r in self.rows]
-        return _render(head, body, markdown) + (f"\n\n**{self.verdict}**" if markdown else "\n" + self.verdict)
+                 f"{r.current:.3f} {r.unit}", r.change_text(self.max_regression), r.verdict) for r in self.rows]
+        return render_table(head, body, markdown) + verdict_block(self.verdict, markdown)
 
 
-def _render(head: tuple, body: list[tuple], markdown: bool) -> str:
+def verdict_block(verdict: str, markdown: bool) -> str:
+    """The verdict under a table: in Markdown, the verdict line bold and each warning quoted."""
+    if not markdown:
+        return "\n" + verdict
+    first, *warnings = verdict.split("\n")
+    return f"\n\n**{first}**" + "".join(f"\n\n> {w}" for w in warnings)
+
+
+def render_table(head: tuple, body: list[tuple], markdown: bool) -> str:
     """A table: Markdown (for CI comments) or aligned plain text."""
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -132,13 +194,13 @@ def compare(baseline: dict, current: dict, metric: str = "p50", max_regression: 
     rows = []
     for m in ("p50", "p90", "p99", "mean"):
         b, c = float(baseline[f"{m}_ms"]), float(current[f"{m}_ms"])
-        change = c / b - 1 if b > 0 else float("inf")
-        verdict = "regression" if change > max_regression else "faster" if change < -max_regression else "ok"
+        verdict = "regression" if exceeds(c, b, max_regression) else "faster" if falls_below(c, b, max_regression) else "ok"
         if m == metric:
             verdict = verdict.upper()
         rows.append(Row(m, "ms", b, c, verdict))
     rows.append(Row("throughput", "images/s", float(baseline["throughput"]), float(current["throughput"]), "info"))
-    return Comparison(rows, metric, max_regression, mismatches if allow_env_mismatch else [], names)
+    return Comparison(rows, metric, max_regression, mismatches if allow_env_mismatch else [], names,
+                      condition_warnings(baseline, current, names))
 
 
 def compare_files(baseline_path: str | Path, current_path: str | Path, **options) -> Comparison:
@@ -153,29 +215,15 @@ def update_baseline(baseline_path: str | Path, current: dict) -> None:
 
 
 # -- paired mode -----------------------------------------------------------------------------------
-def bootstrap_ci(values, confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0,
-                 stat=np.median) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat(values)``, seeded and so reproducible."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or v.size < 2:
-        raise ValueError("a bootstrap interval needs at least 2 values")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    idx = np.random.default_rng(seed).integers(0, v.size, size=(resamples, v.size))
-    stats = stat(v[idx], axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats, [alpha, 1 - alpha])
-    return float(low), float(high)
-
-
 @dataclass
 class PairedResult:
     ratios: list[float]  # per round: median latency of B / median latency of A
-    ci: tuple[float, float]  # bootstrap interval of the median ratio
+    ci: tuple[float, float]  # interval of the ratios' centre (intervals.METHODS[method])
     confidence: float
     max_regression: float
     bench_a: dict  # bench JSON records over all rounds (each can become a baseline)
     bench_b: dict
+    method: str = intervals.DEFAULT_METHOD
 
     @property
     def median_ratio(self) -> float:
@@ -183,8 +231,9 @@ class PairedResult:
 
     @property
     def regressed(self) -> bool:
-        """B is slower only when the whole interval lies above 1 + threshold."""
-        return self.ci[0] > 1 + self.max_regression
+        """B is slower only when the whole interval lies above 1 + threshold (exactly: a lower
+        bound equal to it passes)."""
+        return exceeds(self.ci[0], 1, self.max_regression)
 
     @property
     def exit_code(self) -> int:
@@ -192,11 +241,14 @@ class PairedResult:
 
     @property
     def verdict(self) -> str:
-        lo, hi = self.ci
-        interval = f"{self.confidence:.0%} interval [{lo:.3f}, {hi:.3f}] of the median ratio B/A {self.median_ratio:.3f}"
+        limit = 1 + exact(self.max_regression)
+        lo, hi = (distinct_text(exact(x), [limit], scale=1, suffix="", sign=False) for x in self.ci)
+        interval = (f"{self.confidence:.0%} {METHOD_NAMES[self.method]} interval [{lo}, {hi}] of the ratio B/A "
+                    f"(median {self.median_ratio:.3f})")
+        notes = "".join(f"\nwarning: {w}" for w in record_notes(self.bench_a, "the paired run"))
         if self.regressed:
-            return f"FAIL: B is slower than A: the whole {interval} lies above {1 + self.max_regression:.3f}"
-        return f"PASS: no regression over {self.max_regression:.1%}: {interval}"
+            return f"FAIL: B is slower than A: the whole {interval} lies above {limit}" + notes
+        return f"PASS: no regression over {threshold_text(self.max_regression)}: {interval}" + notes
 
     def table(self, markdown: bool = False) -> str:
         a, b = self.bench_a, self.bench_b
@@ -205,16 +257,35 @@ class PairedResult:
                 for tag, r in (("A", a), ("B", b))]
         setup = (f"{len(self.ratios)} rounds of A and B in alternation on {a['runtime']} "
                  f"({a['device']}, threads {a['threads']}, batch {a['batch']})")
-        tail = f"\n\n{setup}\n\n**{self.verdict}**" if markdown else f"\n{setup}\n{self.verdict}"
-        return _render(head, body, markdown) + tail
+        tail = f"\n\n{setup}" if markdown else f"\n{setup}"
+        return render_table(head, body, markdown) + tail + verdict_block(self.verdict, markdown)
+
+
+def _alternate(run_a, run_b, *, rounds: int, warmup: int, runs: int) -> tuple[list, list, list]:
+    """Samples of A, samples of B, and per round median(B) / median(A)."""
+    samples_a, samples_b, ratios = [], [], []
+    for k in range(rounds):
+        # A B, then B A: swapping who goes first each round cancels the order effect (the
+        # second model of a pair runs on caches and clocks the first one warmed up).
+        if k % 2 == 0:
+            a, b = kit.measure(run_a, warmup, runs), kit.measure(run_b, warmup, runs)
+        else:
+            b, a = kit.measure(run_b, warmup, runs), kit.measure(run_a, warmup, runs)
+        ratios.append(float(np.median(b) / np.median(a)))
+        samples_a += a
+        samples_b += b
+    return samples_a, samples_b, ratios
 
 
 def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
                    batch: int = 1, threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
                    runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
-                   seed: int = 0, confidence: float = CONFIDENCE, resamples: int = RESAMPLES) -> PairedResult:
+                   seed: int = 0, confidence: float = CONFIDENCE, method: str = intervals.DEFAULT_METHOD) -> PairedResult:
     """Measure A and B in alternation (A B, B A, A B, ...) on this machine; B regressed when the
-    bootstrap interval of the median per-round ratio lies wholly above ``1 + max_regression``."""
+    interval (``method``, see ``edgenas.intervals``) of the per-round ratios B/A lies wholly above
+    ``1 + max_regression``."""
+    if method not in intervals.METHODS:
+        raise UserInputError(f"unknown interval method {method!r}: choose one of {', '.join(intervals.METHODS)}")
     if rounds < 2:
         raise UserInputError(f"paired mode needs at least 2 rounds, got {rounds}")
     if max_regression < 0:
@@ -226,20 +297,14 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
             raise UserInputError(f"A runs on {ra.runtime} and B on {rb.runtime}: name one runtime to measure both on")
         stack.enter_context(kit_errors())
         xa, xb = kit.bench_input(ra.input_chw, batch, seed), kit.bench_input(rb.input_chw, batch, seed)
-        samples_a, samples_b, ratios = [], [], []
-        for k in range(rounds):
-            # A B, then B A: swapping who goes first each round cancels the order effect (the
-            # second model of a pair runs on caches and clocks the first one warmed up).
-            if k % 2 == 0:
-                a = kit.measure(lambda: ra(xa), warmup, runs_per_round)
-                b = kit.measure(lambda: rb(xb), warmup, runs_per_round)
-            else:
-                b = kit.measure(lambda: rb(xb), warmup, runs_per_round)
-                a = kit.measure(lambda: ra(xa), warmup, runs_per_round)
-            ratios.append(float(np.median(b) / np.median(a)))
-            samples_a += a
-            samples_b += b
-        bench_a = kit.bench_result(ra, batch, warmup, samples_a, tool=bench_mod.TOOL) | {"rounds": rounds}
-        bench_b = kit.bench_result(rb, batch, warmup, samples_b, tool=bench_mod.TOOL) | {"rounds": rounds}
-    ci = bootstrap_ci(ratios, confidence, resamples, seed)
-    return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b)
+        before = kit.probe()
+        samples_a, samples_b, ratios = _alternate(lambda: ra(xa), lambda: rb(xb), rounds=rounds, warmup=warmup,
+                                                  runs=runs_per_round)
+        environment = kit.conditions.environment(before, kit.probe())
+        bench_a, bench_b = (kit.bench_result(r, batch, warmup, s, tool=bench_mod.TOOL, environment=environment)
+                            | {"rounds": rounds} for r, s in ((ra, samples_a), (rb, samples_b)))
+    try:
+        ci = intervals.METHODS[method](ratios, confidence=confidence)
+    except ValueError as e:  # a median of 0 ms: the timer cannot resolve the model
+        raise UserInputError(f"paired mode: {e} (per-round ratios {ratios[:3]}...): use a larger --batch") from None
+    return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)

@@ -85,9 +85,13 @@ def _calibration_images(data, count: int) -> np.ndarray:
     return normalize(data.train.x[order].cpu(), data.mean, data.std).numpy()
 
 
+KIT_FILES = ("edgenas_kit.py", "edgenas_env.py")  # the kit and the bench-conditions probe it imports
+
+
 def _copy_kit(out: Path) -> Path:
-    text = (resources.files("edgenas.device_kit") / "edgenas_kit.py").read_bytes()
-    kit.write_atomic(out / "edgenas_kit.py", lambda f: f.write(text))
+    for name in KIT_FILES:
+        text = (resources.files("edgenas.device_kit") / name).read_bytes()
+        kit.write_atomic(out / name, lambda f, text=text: f.write(text))
     os.chmod(out / "edgenas_kit.py", 0o755)
     return out / "edgenas_kit.py"
 

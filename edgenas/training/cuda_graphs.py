@@ -29,7 +29,7 @@ class GraphedTrainer:
     ``clip_grad_norm_``: ``g *= min(max_norm / (||g|| + 1e-6), 1)``.
     """
 
-    def __init__(self, step: _Step, sched: Schedule, capture: bool = True):
+    def __init__(self, step, sched: Schedule, capture: bool = True):  # step: trainer._Step
         dev = step.device
         self.step, self.sched = step, sched
         self.capture = capture  # False: every step eager (what the CPU tests check the arithmetic with)
