@@ -145,6 +145,11 @@ def _validate(p: Profile, file: str) -> None:
     _check(s.min_width >= 1, file, "search.min_width", "it must be >= 1", s.min_width)
     _check(s.max_width >= s.min_width, file, "search.max_width", f"it must be >= search.min_width ({s.min_width})", s.max_width)
     _check(s.width_step >= 1, file, "search.width_step", "it must be >= 1", s.width_step)
+    # The width stage steps down from max_width while above min_width (the reference's rule): only
+    # a whole number of steps ends exactly at min_width, never below it (nor below one channel).
+    span = s.max_width - s.min_width
+    _check(span % s.width_step == 0, file, "search.width_step",
+           f"it must divide search.max_width - search.min_width ({span}), so the width stage ends at search.min_width", s.width_step)
     _check(s.epochs >= 1, file, "search.epochs", "it must be >= 1", s.epochs)
     _check(all(k in KERNELS for k in s.micro_kernels), file, "search.micro_kernels", f"each must be one of {KERNELS}", list(s.micro_kernels))
     if isinstance(s, EgnasConfig):
