@@ -130,7 +130,7 @@ def _better(out: Outcome, threshold: Optional[float], strict: bool = False) -> b
 
 
 @functools.lru_cache(maxsize=65536)
-def matched_width(arch: Arch, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int,
+def matched_width(arch: Arch, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int, *,
                   floor: int = 1) -> Optional[int]:
     """The widest width <= ``start_width`` whose parameters (millions) are within budget + slack.
 

@@ -186,6 +186,20 @@ def test_profile_refuses_a_width_step_that_does_not_end_at_min_width(widths):
     assert e.value.exit_code == 2
 
 
+def test_cli_refuses_an_impossible_width_in_one_line_with_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from edgenas.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[search]\nmin_width = 1\nmax_width = 2\nwidth_step = 4\n")
+    r = CliRunner().invoke(main, ["discover", "--profile", str(bad), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and not (tmp_path / "run").exists()
+    assert r.output.strip().splitlines() == [f"edgenas: error: {bad}: search.width_step = 4 is not allowed; it must "
+                                             "divide search.max_width - search.min_width (1), so the width stage ends "
+                                             "at search.min_width"]
+
+
 def test_profile_accepts_a_width_step_that_ends_at_min_width():
     assert parse_profile("[search]\nmin_width = 8\nmax_width = 20\nwidth_step = 4\n", "ok", "ok.toml").search.width_step == 4
 
@@ -291,16 +305,16 @@ def searches(draw):
     """A profile's [search] table (egnas or trg, may be illegal for widths) and an oracle seed."""
     strategy = draw(hs.sampled_from(["egnas", "trg"]))
     lo, step = draw(hs.integers(1, 8)), draw(hs.integers(1, 4))
-    table = {"min_depth": draw(hs.integers(1, 4)), "min_width": lo, "width_step": step,
-             "max_width": lo + step * draw(hs.integers(0, 4)) + draw(hs.sampled_from([0, 0, 0, 1, 2])),
-             "epochs": draw(hs.integers(1, 3)), "target_acc": draw(hs.sampled_from([90.0, 100.0])),
+    table = {"min_depth": draw(hs.integers(1, 8)), "min_width": lo, "width_step": step,
+             "max_width": lo + step * draw(hs.integers(0, 8)) + draw(hs.sampled_from([0, 0, 0, 1, 2])),
+             "epochs": draw(hs.integers(1, 3)), "target_acc": draw(hs.sampled_from([90.0, 100.0, 100.0])),
              "target_tolerance": draw(hs.sampled_from([0.0, 0.1])), "depth_gain": draw(hs.sampled_from([0.0, 0.1, 0.25])),
              "depth_keep": draw(hs.sampled_from([0.0, 0.05, 0.15])),
              "micro_kernels": draw(hs.lists(hs.sampled_from([3, 5, 7]), max_size=2, unique=True))}
-    table["max_depth"] = table["min_depth"] + draw(hs.integers(0, 4))
+    table["max_depth"] = table["min_depth"] + draw(hs.integers(0, 8))
     if strategy == "egnas":
         table.update(depth_patience=draw(hs.integers(0, 2)), width_patience=draw(hs.integers(0, 2)),
-                     micro_param_slack=draw(hs.sampled_from([0.0, 0.0001, 0.01])))
+                     micro_param_slack=draw(hs.sampled_from([0.0, 0.0001, 0.01, 0.01])))
     else:
         table.update(width_drop=draw(hs.sampled_from([0.0, 0.5])), micro_gain=draw(hs.sampled_from([0.0, 0.1])))
     return strategy, table, draw(hs.integers(0, 10**6))
@@ -320,7 +334,7 @@ def random_oracle(seed: int):
     return answer
 
 
-@settings(max_examples=120, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(searches(), hs.integers(2, 8))
 def test_speculation_consumes_exactly_the_sequential_requests(search, slots):
     strategy, table, seed = search
