@@ -3,6 +3,7 @@
 
     python tools/replay_searchlog.py ../shared/reference/searchlogs/*.json
     python tools/replay_searchlog.py --speculate 4 tests/data/searchlogs/*.json   # with speculation on
+    python tools/replay_searchlog.py tests/data/searchlogs/synthetic/*.json   # cases no published log reaches
 """
 
 import argparse

@@ -108,6 +108,12 @@ def _check_ranges(p: Profile, file: str) -> None:
         if getattr(s, high) < getattr(s, low):
             raise ProfileError(f"{file}: search.{high} = {getattr(s, high)} is not allowed; "
                                f"it must be >= search.{low} ({getattr(s, low)})")
+    # The width stage steps down from max_width while above min_width (the reference's rule): only
+    # a whole number of steps ends exactly at min_width, never below it (nor below one channel).
+    span = s.max_width - s.min_width
+    if span % s.width_step:
+        raise ProfileError(f"{file}: search.width_step = {s.width_step} is not allowed; it must divide "
+                           f"search.max_width - search.min_width ({span}), so the width stage ends at search.min_width")
 
 
 def _validate(p: Profile, file: str) -> None:

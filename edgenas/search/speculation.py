@@ -32,25 +32,51 @@ def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Optional[
         return None
 
 
-def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: float, k: int) -> list[Candidate]:
+def _branch(factory: Callable[[], Strategy], at, history: Optional[list], out: Outcome):
+    """(strategy, request) after the hypothetical ``out``; None where the search ends there.
+
+    ``at`` waits after ``history``: forked if it can be (one decision), else the history is replayed
+    into a fresh strategy. A hypothetical that leads to an error (an impossible width, nothing
+    within budget) is not speculated: were it real, the search itself would raise it.
+    """
+    try:
+        if hasattr(at, "fork"):
+            strategy = at.fork()
+            return strategy, strategy.send(out)
+        strategy = factory()
+        cand = next(strategy)
+        for answer in [*history, out]:
+            cand = strategy.send(answer)
+        return strategy, cand
+    except StopIteration:
+        return None
+    except Exception:  # noqa: BLE001 - any error of a branch that is not (yet) the real one
+        return None
+
+
+def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: float, k: int, *,
+                at: Optional[Strategy] = None) -> list[Candidate]:
     """Up to ``k`` candidates the strategy may request after the pending one, likeliest first.
 
     Breadth first over hypothetical outcomes of the pending request, then of the guessed ones:
-    a candidate reached by more of the hypothetical outcomes comes first.
+    a candidate reached by more of the hypothetical outcomes comes first. ``at`` is the strategy
+    waiting after ``answers``; one that can ``fork()`` makes each hypothetical cost one decision
+    instead of a replay of the whole history.
     """
+    forkable = hasattr(at, "fork")
     found: list[Candidate] = []
-    frontier = [list(answers)]
+    frontier = [(at if forkable else None, None if forkable else list(answers))]
     while frontier and len(found) < k:
         next_frontier = []
-        for history in frontier:
+        for strategy, history in frontier:
             reached: Counter = Counter()
             path = {}
             for offset in GUESS_OFFSETS:
                 out = Outcome(min(max(guess + offset, 0.0), 100.0), min(guess, 99.0))
-                cand = replay(factory, history + [out])
-                if cand is not None:
-                    reached[cand] += 1
-                    path.setdefault(cand, history + [out])
+                branch = _branch(factory, strategy, history, out)
+                if branch is not None:
+                    reached[branch[1]] += 1
+                    path.setdefault(branch[1], (branch[0], None if forkable else history + [out]))
             for cand, _ in reached.most_common():
                 if cand not in found:
                     found.append(cand)
@@ -112,7 +138,7 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
             if out is not None:
                 evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
             elif start(cand, speculative=False):
-                wanted = [cand] + likely_next(factory, answers, guess, slots - 1)
+                wanted = [cand] + likely_next(factory, answers, guess, slots - 1, at=strategy)
                 for c, _, fut in list(running.values()):
                     if c not in wanted:
                         pool.cancel(c, fut)

@@ -3,12 +3,14 @@
 A strategy is a generator: it yields a ``Candidate`` and is sent back its ``Outcome``, and returns
 a ``SearchResult``. It never trains anything itself, so the same code is driven by the real
 trainer, by the oracle of a published log (``tools/replay_searchlog.py``), or replayed from a
-journal on ``--resume``. Outcomes of candidates that were not trained (over a budget) count as
-not accepted.
+journal on ``--resume``. A candidate over a budget (never trained) is not accepted; one whose
+training failed (non-finite loss) is a poor result: it counts against the stage's patience.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import copy
 import functools
 from dataclasses import dataclass, field
 from typing import Callable, Generator, Optional
@@ -58,10 +60,11 @@ class SearchResult:
     history: list = field(default_factory=list)
 
 
+
 Strategy = Generator[Candidate, Outcome, SearchResult]
 
 
-def make_strategy(name: str, config, in_channels: int, num_classes: int) -> Strategy:
+def make_strategy(name: str, config, in_channels: int, num_classes: int) -> "StrategyRun":
     if name == "egnas":
         return egnas(config, in_channels, num_classes)
     if name == "trg":
@@ -79,145 +82,277 @@ def _better(out: Outcome, threshold: Optional[float], strict: bool = False) -> b
 
 
 @functools.lru_cache(maxsize=65536)
-def matched_width(arch: Arch, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int) -> int:
+def matched_width(arch: Arch, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int, *,
+                  floor: int = 1) -> Optional[int]:
     """The widest width <= ``start_width`` whose parameters (millions) are within budget + slack.
 
-    Lowered one channel at a time, as the reference does. Cached: strategies are replayed often
+    Lowered one channel at a time, as the reference does, but never below ``floor`` (the profile's
+    ``min_width``): None when even that is over. Cached: strategies are forked and replayed often
     (resume, speculation), and this is the only costly step of a decision.
     """
+    def over(w: int) -> bool:
+        return count_params(arch.with_width(w), in_channels, num_classes) / 1e6 > budget / 1e6 + slack
+
     w = start_width
-    while count_params(arch.with_width(w), in_channels, num_classes) / 1e6 > budget / 1e6 + slack and w > 1:
+    while over(w) and w > floor:
         w -= 1
-    return w
+    return None if over(w) else w
 
 
-def egnas(cfg: EgnasConfig, in_channels: int, num_classes: int) -> Strategy:
-    depth, width, epochs = cfg.min_depth, cfg.max_width, cfg.epochs
-    # Depth stage: grow while it pays; deeper candidates train longer.
-    arch = Arch.plain(depth, width)
-    out = yield Candidate("depth", arch, epochs)
-    best, best_acc, best_train, disc_epochs = None, None, 0.0, epochs
-    if out.usable:
-        best, best_acc, best_train = arch, out.acc, out.train_acc
-        failures = 0
-        while best_acc < cfg.target_acc - cfg.target_tolerance and depth != cfg.max_depth:
-            if best_train >= 100:
-                break
-            epochs += cfg.add_epochs_depth
-            depth += 1
-            arch = Arch.plain(depth, width)
-            out = yield Candidate("depth", arch, epochs)
-            if not out.usable:  # over a budget: deeper ones are too
-                break
-            if out.acc >= best_acc + cfg.depth_gain:
-                best, best_acc, best_train, disc_epochs, failures = arch, out.acc, out.train_acc, epochs, 0
-            elif out.acc >= best_acc - cfg.depth_keep:
-                pass
-            elif failures != cfg.depth_patience:
-                failures += 1
-            else:
-                break
-    base = best or Arch.plain(cfg.min_depth, width)
+class StrategyRun(collections.abc.Generator):
+    """A strategy under way, as a generator whose whole state is a plain record (``state``).
 
-    # Width stage: narrower candidates, more epochs each, accepted while no worse.
-    failures = 0
-    while width > cfg.min_width:
-        width -= cfg.width_step
-        epochs += cfg.add_epochs_width
-        arch = base.with_width(width)
-        out = yield Candidate("width", arch, epochs)
-        if _better(out, best_acc):
-            best, best_acc, disc_epochs, failures = arch, out.acc, epochs, 0
-        elif not out.usable and best is None:
-            continue  # still over budget: keep narrowing
-        elif failures != cfg.width_patience:
-            failures += 1
+    ``body(state)`` resumes from ``state`` wherever it stands, first yielding ``state.pending`` (the
+    request that waits for its outcome); so ``fork()`` — a copied record and a fresh body — is an
+    independent twin at the cost of one decision, not of a replay of the whole history.
+    """
+
+    def __init__(self, body: Callable, state: "_State"):
+        self._body, self.state = body, state
+        self._gen = body(state)
+
+    def send(self, value):
+        return self._gen.send(value)
+
+    def throw(self, typ, val=None, tb=None):
+        return self._gen.throw(typ if val is None else val)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def fork(self) -> "StrategyRun":
+        """A twin waiting for the same request (call it between a request and its outcome)."""
+        twin = StrategyRun(self._body, copy.copy(self.state))
+        next(twin._gen)
+        return twin
+
+
+@dataclass
+class _State:
+    """All a search knows between two requests; ``pending`` is the request that awaits its outcome."""
+
+    pending: Optional[Candidate]
+    depth: int
+    width: int
+    epochs: int
+    stage: str = "depth"
+    failures: int = 0  # patience used in the current macro stage
+    failed: int = 0  # candidates whose training failed (non-finite loss), for the error message
+    best: Optional[Arch] = None  # the last accepted macro candidate
+    best_acc: Optional[float] = None
+    best_train: float = 0.0
+    disc_epochs: Optional[int] = None  # egnas: the discovered training epochs
+    width_ref: Optional[float] = None  # trg: the accuracy the width stage compares with
+    base: Optional[Arch] = None  # the width stage's net (the depth found); the macro result after it
+    current: Optional[Arch] = None  # micro stages: the net so far
+    budget: int = 0  # micro stages: the parameters to match
+    ops_width: int = 0  # egnas: the operation stage's width
+    step: int = -1  # micro stages: index of the pending change (-1: the macro result retrained)
+
+
+def _start(cfg) -> _State:
+    first = Candidate("depth", Arch.plain(cfg.min_depth, cfg.max_width), cfg.epochs)
+    return _State(first, cfg.min_depth, cfg.max_width, cfg.epochs)
+
+
+def _deeper(cfg, st: _State, add_epochs: int) -> Optional[Candidate]:
+    """The next depth candidate; None once the target, the maximum depth or 100 % train accuracy is reached."""
+    if st.best_acc is not None and st.best_acc >= cfg.target_acc - cfg.target_tolerance:
+        return None
+    if st.depth == cfg.max_depth or st.best_train >= 100:
+        return None
+    st.depth, st.epochs = st.depth + 1, st.epochs + add_epochs
+    return Candidate("depth", Arch.plain(st.depth, st.width), st.epochs)
+
+
+def _narrower(cfg, st: _State, add_epochs: int) -> Optional[Candidate]:
+    """The next width candidate (``width -= width_step`` while above ``min_width``); None below that."""
+    if st.width <= cfg.min_width:
+        return None
+    st.width, st.epochs = st.width - cfg.width_step, st.epochs + add_epochs
+    return Candidate("width", st.base.with_width(st.width), st.epochs)
+
+
+def _enter_micro(st: _State, stage: str) -> None:
+    """Leave the width stage: its best is the macro result, retrained first (egnas) or kept (trg)."""
+    if st.best is None:
+        why = "fitted the budget and trained" if st.failed else "fitted the budget"
+        raise SearchError(f"no candidate {why}, down to the minimum width; raise the budget or lower min_width")
+    st.base = st.current = st.best
+    st.stage, st.step = stage, -1
+
+
+def egnas(cfg: EgnasConfig, in_channels: int, num_classes: int) -> StrategyRun:
+    return StrategyRun(functools.partial(_egnas_body, cfg, (in_channels, num_classes)), _start(cfg))
+
+
+def _egnas_body(cfg: EgnasConfig, shape: tuple[int, int], st: _State) -> Strategy:
+    stages = {"depth": _egnas_depth, "width": _egnas_width, "ops": _egnas_ops, "kernels": _egnas_kernels}
+    while st.stage != "done":
+        yield from stages[st.stage](cfg, st, shape)
+    return SearchResult(st.current, st.disc_epochs, st.best_acc if st.best_acc is not None else 0.0)
+
+
+def _egnas_depth(cfg: EgnasConfig, st: _State, shape) -> Strategy:
+    """Grow while it pays; deeper candidates train longer. A failed training is a patience failure."""
+    while st.pending is not None:
+        out = yield st.pending
+        st.failed += out.status == "failed"
+        if out.status == "skipped":  # over a budget: deeper ones are too
+            break
+        if out.usable and (st.best_acc is None or out.acc >= st.best_acc + cfg.depth_gain):
+            st.best, st.best_acc, st.best_train, st.failures = st.pending.arch, out.acc, out.train_acc, 0
+        elif out.usable and out.acc >= st.best_acc - cfg.depth_keep:
+            pass
+        elif st.failures != cfg.depth_patience:
+            st.failures += 1
         else:
             break
-    if best is None:
-        raise SearchError("no candidate fitted the budget, down to the minimum width; raise the budget or lower min_width")
-
-    # Operation stage: proxy training, each layer tried as a full conv at matched parameters.
-    slack = cfg.micro_param_slack
-
-    def matched(a: Arch, start_width: int, budget: int) -> Arch:
-        return a.with_width(matched_width(a, start_width, budget, slack, in_channels, num_classes))
-
-    micro_epochs = cfg.micro_epochs
-    macro = best
-    out = yield Candidate("ops", macro, micro_epochs)
-    best_acc = out.acc if out.usable else None
-    budget = count_params(macro, in_channels, num_classes)
-    current, ops_width = macro, macro.width
-    for i in range(macro.depth):
-        arch = matched(current.with_op(i, CONV), macro.width, budget)
-        out = yield Candidate("ops", arch, micro_epochs)
-        if _better(out, best_acc, strict=True):
-            current, best_acc, ops_width = arch, out.acc, arch.width
-    current = current.with_width(ops_width)
-
-    # Kernel stage: larger kernels at matched parameters.
-    budget = count_params(current, in_channels, num_classes)
-    for i in range(current.depth):
-        for k in cfg.micro_kernels:
-            arch = matched(current.with_kernel(i, k), ops_width, budget)
-            out = yield Candidate("kernels", arch, micro_epochs)
-            if _better(out, best_acc, strict=True):
-                current, best_acc = arch, out.acc
-    return SearchResult(current, disc_epochs, best_acc if best_acc is not None else 0.0)
+        st.pending = _deeper(cfg, st, cfg.add_epochs_depth)
+    # The reference's epoch counter as the depth stage leaves it: one more per deeper candidate
+    # tried, accepted or not. It is the discovered epochs unless a width candidate is accepted.
+    st.disc_epochs = st.epochs
+    st.base = st.best or Arch.plain(cfg.min_depth, st.width)
+    st.stage, st.failures = "width", 0
+    st.pending = _narrower(cfg, st, cfg.add_epochs_width)
 
 
-def trg(cfg: TrgConfig) -> Strategy:
-    depth, width, epochs = cfg.min_depth, cfg.max_width, cfg.epochs
-    arch = Arch.plain(depth, width)
-    out = yield Candidate("depth", arch, epochs)
-    best, best_acc, best_train = None, None, 0.0
-    if out.usable:
-        best, best_acc, best_train = arch, out.acc, out.train_acc
-        while best_acc < cfg.target_acc - cfg.target_tolerance and depth != cfg.max_depth:
-            if best_train >= 100:
-                break
-            depth += 1
-            arch = Arch.plain(depth, width)
-            out = yield Candidate("depth", arch, epochs)
-            if not out.usable:
-                break
-            if out.acc >= best_acc + cfg.depth_gain:
-                best, best_acc, best_train = arch, out.acc, out.train_acc
-            elif out.acc < best_acc - cfg.depth_keep:
-                break
-    base = best or Arch.plain(cfg.min_depth, width)
-
-    width_ref = best_acc
-    while width > cfg.min_width:
-        width -= cfg.width_step
-        arch = base.with_width(width)
-        out = yield Candidate("width", arch, epochs)
-        if _better(out, None if width_ref is None else width_ref - cfg.width_drop):
-            best, best_acc = arch, out.acc
-            if width_ref is None:
-                width_ref = out.acc
-        elif not out.usable and best is None:
-            continue
+def _egnas_width(cfg: EgnasConfig, st: _State, shape) -> Strategy:
+    """Narrower candidates, more epochs each, accepted while no worse than the last accepted."""
+    while st.pending is not None:
+        out = yield st.pending
+        st.failed += out.status == "failed"
+        if _better(out, st.best_acc):
+            st.best, st.best_acc, st.disc_epochs, st.failures = st.pending.arch, out.acc, st.epochs, 0
+        elif out.status == "skipped" and st.best is None:
+            pass  # still over budget: keep narrowing
+        elif st.failures != cfg.width_patience:
+            st.failures += 1
         else:
             break
-    if best is None:
-        raise SearchError("no candidate fitted the budget, down to the minimum width; raise the budget or lower min_width")
+        st.pending = _narrower(cfg, st, cfg.add_epochs_width)
+    _enter_micro(st, "ops")
+    st.pending = Candidate("ops", st.base, cfg.micro_epochs)
 
-    current = best
-    layers = range(2 * current.depth // 3)
-    for i in layers:
-        arch = current.with_op(i, CONV)
-        out = yield Candidate("ops", arch, epochs)
-        if _better(out, best_acc + cfg.micro_gain, strict=True):
-            current, best_acc = arch, out.acc
-    for i in layers:
-        for k in cfg.micro_kernels:
-            arch = current.with_kernel(i, k)
-            out = yield Candidate("kernels", arch, epochs)
-            if _better(out, best_acc + cfg.micro_gain, strict=True):
-                current, best_acc = arch, out.acc
-    return SearchResult(current, None, best_acc)
+
+def _egnas_ops(cfg: EgnasConfig, st: _State, shape) -> Strategy:
+    """Proxy training; each layer tried as a full conv at matched parameters, kept if strictly better."""
+    while st.pending is not None:
+        out = yield st.pending
+        if st.step < 0:  # the macro result retrained: the accuracy and parameters to beat
+            st.best_acc = out.acc if out.usable else None
+            st.budget, st.ops_width = count_params(st.base, *shape), st.base.width
+        elif _better(out, st.best_acc, strict=True):
+            st.current, st.best_acc, st.ops_width = st.pending.arch, out.acc, st.pending.arch.width
+        st.pending = _next_op(cfg, st, shape)
+    st.current = st.current.with_width(st.ops_width)
+    st.budget = count_params(st.current, *shape)
+    st.stage, st.step = "kernels", -1
+    st.pending = _next_kernel(cfg, st, shape)
+
+
+def _egnas_kernels(cfg: EgnasConfig, st: _State, shape) -> Strategy:
+    """Larger kernels at matched parameters, kept if strictly better."""
+    while st.pending is not None:
+        out = yield st.pending
+        if _better(out, st.best_acc, strict=True):
+            st.current, st.best_acc = st.pending.arch, out.acc
+        st.pending = _next_kernel(cfg, st, shape)
+    st.stage = "done"
+
+
+def _matched(cfg: EgnasConfig, arch: Arch, start_width: int, *, budget: int, shape) -> Optional[Arch]:
+    """``arch`` narrowed to the macro budget, or None if that would take it below ``min_width``."""
+    w = matched_width(arch, start_width, budget, cfg.micro_param_slack, *shape, floor=cfg.min_width)
+    return None if w is None else arch.with_width(w)
+
+
+def _next_op(cfg: EgnasConfig, st: _State, shape) -> Optional[Candidate]:
+    """The next layer's full conv at matched parameters; a change that cannot be matched is not tried."""
+    while st.step + 1 < st.current.depth:
+        st.step += 1
+        arch = _matched(cfg, st.current.with_op(st.step, CONV), st.base.width, budget=st.budget, shape=shape)
+        if arch is not None:
+            return Candidate("ops", arch, cfg.micro_epochs)
+    return None
+
+
+def _next_kernel(cfg: EgnasConfig, st: _State, shape) -> Optional[Candidate]:
+    """The next (layer, kernel) at matched parameters; a change that cannot be matched is not tried."""
+    kernels = cfg.micro_kernels
+    while st.step + 1 < st.current.depth * len(kernels):
+        st.step += 1
+        layer, k = divmod(st.step, len(kernels))
+        arch = _matched(cfg, st.current.with_kernel(layer, kernels[k]), st.ops_width, budget=st.budget, shape=shape)
+        if arch is not None:
+            return Candidate("kernels", arch, cfg.micro_epochs)
+    return None
+
+
+def trg(cfg: TrgConfig) -> StrategyRun:
+    return StrategyRun(functools.partial(_trg_body, cfg), _start(cfg))
+
+
+def _trg_body(cfg: TrgConfig, st: _State) -> Strategy:
+    stages = {"depth": _trg_depth, "width": _trg_width, "micro": _trg_micro}
+    while st.stage != "done":
+        yield from stages[st.stage](cfg, st)
+    return SearchResult(st.current, None, st.best_acc)
+
+
+def _trg_depth(cfg: TrgConfig, st: _State) -> Strategy:
+    """Grow while it pays; the first drop (a failed training is one) or over-budget candidate stops it."""
+    while st.pending is not None:
+        out = yield st.pending
+        st.failed += out.status == "failed"
+        if out.usable and (st.best_acc is None or out.acc >= st.best_acc + cfg.depth_gain):
+            st.best, st.best_acc, st.best_train = st.pending.arch, out.acc, out.train_acc
+        elif not (out.usable and out.acc >= st.best_acc - cfg.depth_keep):
+            break
+        st.pending = _deeper(cfg, st, 0)
+    st.width_ref = st.best_acc
+    st.base = st.best or Arch.plain(cfg.min_depth, st.width)
+    st.stage = "width"
+    st.pending = _narrower(cfg, st, 0)
+
+
+def _trg_width(cfg: TrgConfig, st: _State) -> Strategy:
+    """Narrower while within ``width_drop`` of the depth stage's best; the first drop (or failure) stops it."""
+    while st.pending is not None:
+        out = yield st.pending
+        st.failed += out.status == "failed"
+        if _better(out, None if st.width_ref is None else st.width_ref - cfg.width_drop):
+            st.best, st.best_acc = st.pending.arch, out.acc
+            if st.width_ref is None:
+                st.width_ref = out.acc
+        elif out.status == "skipped" and st.best is None:
+            pass  # still over budget: keep narrowing
+        else:
+            break
+        st.pending = _narrower(cfg, st, 0)
+    _enter_micro(st, "micro")
+    st.pending = _trg_change(cfg, st)
+
+
+def _trg_micro(cfg: TrgConfig, st: _State) -> Strategy:
+    """Ops, then kernels, of the first ``2 L // 3`` layers; a change is kept if it gains ``micro_gain``."""
+    while st.pending is not None:
+        out = yield st.pending
+        if _better(out, st.best_acc + cfg.micro_gain, strict=True):
+            st.current, st.best_acc = st.pending.arch, out.acc
+        st.pending = _trg_change(cfg, st)
+    st.stage = "done"
+
+
+def _trg_change(cfg: TrgConfig, st: _State) -> Optional[Candidate]:
+    layers = 2 * st.current.depth // 3
+    st.step += 1
+    if st.step < layers:
+        return Candidate("ops", st.current.with_op(st.step, CONV), cfg.epochs)
+    layer, k = divmod(st.step - layers, max(1, len(cfg.micro_kernels)))
+    if not cfg.micro_kernels or layer >= layers:
+        return None
+    return Candidate("kernels", st.current.with_kernel(layer, cfg.micro_kernels[k]), cfg.epochs)
 
 
 Evaluator = Callable[[Candidate], Outcome]
