@@ -331,7 +331,31 @@ def print_report(result: dict) -> None:
           "x floor = epoch s / floor)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def ratios_of(results: dict) -> dict:
+    """Steady and overall images/s of each edgenas run over the reference loop, and graphs over eager."""
+    ratios = {}
+    if "reference_loop" in results:
+        base = results["reference_loop"]
+        for name, r in results.items():
+            if name != "reference_loop":
+                ratios[f"{name}/reference_loop steady"] = r["steady_images_per_s"] / base["steady_images_per_s"]
+                ratios[f"{name}/reference_loop overall"] = r["images_per_s"] / base["images_per_s"]
+    if "edgenas_reference" in results and "edgenas_reference_eager" in results:
+        ratios["edgenas_reference/edgenas_reference_eager steady"] = (
+            results["edgenas_reference"]["steady_images_per_s"] / results["edgenas_reference_eager"]["steady_images_per_s"])
+    return ratios
+
+
+def write_json(path: str, result: dict) -> None:
+    """Write to a temp file, then rename: a reader (or a kill) never sees half a file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=float))
+    tmp.replace(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="d20-w64", help="d<depth>-w<width>, a str(Arch), or an arch.json (default d20-w64)")
     p.add_argument("--dataset", default="cifar10", help="dataset name (default cifar10)")
@@ -345,13 +369,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's own choice)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", dest="json_out", default=None, help="write every figure to this JSON file")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="write every figure to this JSON file (rewritten after each run, with \"complete\": false until the last)")
     args = p.parse_args(argv)
-    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
-    unknown = sorted(set(runs) - set(RUNS))
+    args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = sorted(set(args.runs) - set(RUNS))
     if unknown or args.epochs < 1:
         p.error(f"--runs: unknown {', '.join(unknown)}; choose from {', '.join(RUNS)}" if unknown else "--epochs must be >= 1")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runs = args.runs
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -365,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
     fl = floor(arch, data, device, rates)
     results = {}
+    result = {"tool": "bench_train", "arch": str(arch), "arch_dict": arch.to_dict(), "epochs": args.epochs,
+              "seed": args.seed, "env": environment(device),
+              "data": {"dataset": data.name, "synthetic": data.synthetic, "label": data_label(data, args.data_note),
+                       "train_images": len(data.train), "val_images": len(data.val)},
+              "floor": fl, "runs": results, "ratios": {}, "complete": False,
+              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
     plans = {"edgenas_reference": TrainPlan(), "edgenas_reference_eager": TrainPlan(cuda_graphs=False),
              "edgenas_fast": TrainPlan(protocol="fast")}
     for name in runs:
@@ -376,30 +412,15 @@ def main(argv: list[str] | None = None) -> int:
         r["epoch_equivalent_seconds"] = len(data.train) / r["steady_images_per_s"]
         r["x_floor"] = r["epoch_equivalent_seconds"] / fl["seconds_per_epoch"]
         results[name] = r
+        result["ratios"] = ratios_of(results)
         print(f"    {r['steady_images_per_s']:.0f} img/s steady, val acc {r['val_acc']:.2f}%", flush=True)
-    ratios = {}
-    if "reference_loop" in results:
-        base = results["reference_loop"]
-        for name, r in results.items():
-            if name != "reference_loop":
-                ratios[f"{name}/reference_loop steady"] = r["steady_images_per_s"] / base["steady_images_per_s"]
-                ratios[f"{name}/reference_loop overall"] = r["images_per_s"] / base["images_per_s"]
-    if "edgenas_reference" in results and "edgenas_reference_eager" in results:
-        ratios["edgenas_reference/edgenas_reference_eager steady"] = (
-            results["edgenas_reference"]["steady_images_per_s"] / results["edgenas_reference_eager"]["steady_images_per_s"])
-    result = {"tool": "bench_train", "arch": str(arch), "arch_dict": arch.to_dict(), "epochs": args.epochs,
-              "seed": args.seed, "env": environment(device),
-              "data": {"dataset": data.name, "synthetic": data.synthetic, "label": data_label(data, args.data_note),
-                       "train_images": len(data.train), "val_images": len(data.val)},
-              "floor": fl, "runs": results, "ratios": ratios, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+        if args.json_out and name != runs[-1]:
+            write_json(args.json_out, result)  # a time-boxed caller that stops this run keeps the runs so far
+    result["complete"] = True
     print_report(result)
     if args.json_out:
-        out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=float))
-        tmp.replace(out)
-        print(f"wrote {out}")
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
     return 0
 
 
