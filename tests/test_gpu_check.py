@@ -117,3 +117,20 @@ def test_target_verdicts():
                                                   "candidates_trained_per_hour": 514.0, "requests_answered": 58,
                                                   "requests_answered_per_hour": 497.0, "workers": 1})
     assert done["met"] is True and "finished in 420 s" in done["measured"]
+
+
+def test_pytest_figures_from_junit_xml(tmp_path):
+    (tmp_path / "pytest_gpu.xml").write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_train" name="test_graphs"/>'
+        '<testcase classname="tests.test_train_fast" name="test_fast"><failure message="AssertionError: 3 &gt; 2&#10;more">tb</failure></testcase>'
+        '<testcase classname="tests.test_export" name="test_trt"><error message="">tb</error></testcase>'
+        '<testcase classname="tests.test_latency" name="test_ort_cuda"><skipped message="needs onnxruntime-gpu"/></testcase>'
+        '</testsuite></testsuites>')
+    ctx = gpu_check.Context(tmp_path, tmp_path, "cuda", gpu_check.FULL, "tiny")
+    fig = gpu_check.pytest_figures(ctx, {})
+    assert (fig["tests"], fig["n_passed"], fig["n_failed"], fig["n_skipped"]) == (4, 1, 2, 1)
+    assert fig["failed"] == ["tests.test_train_fast::test_fast: AssertionError: 3 > 2", "tests.test_export::test_trt"]
+    assert fig["skipped"] == ["tests.test_latency::test_ort_cuda: needs onnxruntime-gpu"]
+    assert gpu_check.pytest_figures(gpu_check.Context(tmp_path / "none", tmp_path, "cuda", gpu_check.FULL, "tiny"), {}) == {
+        "junit": "missing (pytest did not finish)"}

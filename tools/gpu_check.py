@@ -202,7 +202,8 @@ def pytest_figures(ctx: Context, record: dict) -> dict:
         bad = case.find("failure") if case.find("failure") is not None else case.find("error")
         kind = "failed" if bad is not None else "skipped" if case.find("skipped") is not None else "passed"
         why = bad if bad is not None else case.find("skipped")
-        figures[kind].append(name if why is None else f"{name}: {(why.get('message') or '').splitlines()[0][:200]}")
+        first_line = next(iter((why.get("message") or "").splitlines()), "") if why is not None else ""
+        figures[kind].append(f"{name}: {first_line[:200]}" if first_line else name)
     return {"tests": len(cases), **{f"n_{k}": len(v) for k, v in figures.items()}, **figures}
 
 
@@ -400,8 +401,8 @@ def targets(results: dict) -> list[dict]:
 
 def print_tables(summary: dict) -> None:
     env = summary["environment"]
-    print(f"\n== gpu_check on {env.get('device_name')} (--device {summary['device']}), torch {env.get('torch')}, "
-          f"CUDA {env.get('cuda')}{QUICK_NOTE if summary['quick'] else ''}")
+    print(f"\n== gpu_check on {env.get('device_name')} (--device {summary['device']}), torch {env.get('torch')} "
+          f"(CUDA build {env.get('cuda')}){QUICK_NOTE if summary['quick'] else ''}")
     print(f"{'step':20} {'status':10} {'exit':>4} {'wall s':>7} {'box s':>6}  reason")
     for name, r in summary["steps"].items():
         code = "-" if r["exit_code"] is None else str(r["exit_code"])
