@@ -42,8 +42,9 @@ def test_quick_cpu_run_writes_every_step_and_the_summary(tmp_path):
         assert fig["workers"] == workers and fig["finished"] and fig["candidates_trained"] >= 1
         assert fig["requests_answered"] == fig["summary"]["candidates"] and fig["candidates_trained_per_hour"] > 0
         assert (out / "runs" / name / "journal.jsonl").exists()
-    assert len(summary["targets"]) == 8 and all(t["met"] in (True, False, None) for t in summary["targets"])
-    assert "quick: n/a" in r.stdout and "not measured" not in r.stdout  # every target has a (tiny-scale) figure
+    # every target has a figure, at tiny scale: no verdict
+    assert len(summary["targets"]) == 8 and all(t["met"] is None and t["verdict"] == "quick: n/a" for t in summary["targets"])
+    assert "quick: n/a" in r.stdout and "not measured" not in r.stdout
 
 
 def test_time_box_stops_the_step_and_its_children(tmp_path):
@@ -117,6 +118,10 @@ def test_target_verdicts():
                                                   "candidates_trained_per_hour": 514.0, "requests_answered": 58,
                                                   "requests_answered_per_hour": 497.0, "workers": 1})
     assert done["met"] is True and "finished in 420 s" in done["measured"]
+    results = {"bench_cifar10": {"figures": _bench(6000.0, 19000.0)}, "search_w1": {"figures": {}}}
+    verdicts = [t["verdict"] for t in gpu_check.targets(results, quick=False)]
+    assert verdicts == ["met", "NOT met"] + ["not measured"] * 3 + ["met", "not measured"]
+    assert all(t["verdict"] in ("quick: n/a", "not measured") for t in gpu_check.targets(results, quick=True))
 
 
 def test_pytest_figures_from_junit_xml(tmp_path):

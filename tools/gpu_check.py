@@ -389,14 +389,19 @@ def search_target(name: str, fig: dict) -> dict:
     return target(label, f"not finished, stopped at {fig['wall_s']:.0f} s; {rate}", None, name)
 
 
-def targets(results: dict) -> list[dict]:
-    """Each target of the issue: what was measured and whether it was met (None: not measured)."""
+def targets(results: dict, quick: bool) -> list[dict]:
+    """Each target of the issue: what was measured, whether it was met (None: not measured, or --quick) and a verdict."""
     figures = {name: r["figures"] for name, r in results.items()}
     rows = bench_targets("bench_cifar10", figures.get("bench_cifar10", {}))
     rows += bench_targets("bench_fashionmnist", figures.get("bench_fashionmnist", {}))
     rows += [tau_target(figures.get("rank_check", {})), floor_target(figures.get("bench_cifar10", {}))]
     searches = [n for n in results if n.startswith("search_w")] or ["search_w1", "search_w4"]
-    return rows + [search_target(n, figures.get(n, {})) for n in searches]
+    rows += [search_target(n, figures.get(n, {})) for n in searches]
+    for row in rows:
+        row["verdict"] = "not measured" if row["met"] is None else "met" if row["met"] else "NOT met"
+        if quick and row["met"] is not None:  # tiny sizes: the figure exists but says nothing about the target
+            row["met"], row["verdict"] = None, "quick: n/a"
+    return rows
 
 
 def print_tables(summary: dict) -> None:
@@ -409,10 +414,7 @@ def print_tables(summary: dict) -> None:
         print(f"{name:20} {r['status']:10} {code:>4} {r['wall_s']:>7.1f} {r['time_box_s']:>6.0f}  {r.get('reason', '')}")
     print(f"\n{'target':60} {'verdict':13} measured")
     for row in summary["targets"]:
-        verdict = "not measured" if row["met"] is None else "met" if row["met"] else "NOT met"
-        if summary["quick"] and row["met"] is not None:
-            verdict = "quick: n/a"
-        print(f"{row['target']:60} {verdict:13} {row['measured']}")
+        print(f"{row['target']:60} {row['verdict']:13} {row['measured']}")
     print(f"\nfigures: {summary['out']}/summary.json and one JSON file per step")
 
 
@@ -491,7 +493,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"gpu_check: {len(chosen)} steps on {device}, budget {budget:.0f} s, figures to {args.out}", flush=True)
         results = run_all(ctx, chosen, budget)
     summary = {"tool": "gpu_check", "device": device, "quick": scale.quick, "budget_s": budget, "out": str(args.out),
-               "environment": env, "steps": results, "targets": targets(results)}
+               "environment": env, "steps": results, "targets": targets(results, scale.quick)}
     write_json(args.out / "summary.json", summary)
     print_tables(summary)
     # a search stopped at its time box is expected (its figures are a rate); any other stop or failure is not
