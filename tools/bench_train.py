@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -54,20 +52,19 @@ from torch import nn
 
 from edgenas.config.plan import TrainPlan
 from edgenas.search.space import Arch, activation_count, count_macs, load_arch
+from edgenas.training.bench_data import (
+    benchmark_data,
+    benchmark_environment,
+    data_label,
+)
 from edgenas.training.data import (
     ImageData,
     Split,
-    get_spec,
-    load_dataset,
-    synthetic_dataset,
 )
 from edgenas.training.network import build_model
 from edgenas.training.schedule import schedule_for
 from edgenas.training.trainer import evaluate, fit, select_device
 
-# Real sizes (train, test) of each dataset, used for synthetic data of the same shape and size.
-SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "fashionmnist": (60000, 10000),
-         "kmnist": (60000, 10000), "emnist": (112800, 18800)}
 RUNS = ("reference_loop", "edgenas_reference", "edgenas_reference_eager", "edgenas_fast")
 FLOOR_MODEL = ("floor per image = max(3 x MACs x 2 / matmul rate, 3 x activations x bytes / copy bandwidth): "
                "training ~ 3 forward passes of arithmetic at the dense matmul rate; every layer output "
@@ -91,31 +88,6 @@ def parse_arch(text: str) -> Arch:
         return Arch(depth, width, tuple(int(c == "c") for c in parts[2]), tuple(int(k) for k in parts[3]))
     except (ValueError, IndexError) as e:
         raise SystemExit(f"--arch {text!r}: give d<depth>-w<width>, a full d-w-ops-kernels string, or an arch.json ({e})")
-
-
-def trim(split: Split, n: int | None) -> Split:
-    return split if not n or n >= len(split) else Split(split.x[:n], split.y[:n])
-
-
-def load_data(name: str, data_dir: str | None, train_images: int | None, val_images: int | None, seed: int) -> ImageData:
-    """Real data when ``data_dir`` is given (or the dataset needs none), else synthetic of its shape and size."""
-    import dataclasses
-
-    if data_dir or not get_spec(name).needs_dir:
-        data = load_dataset(name, data_dir, seed=seed)
-    else:
-        n_train, n_test = SIZES.get(name, (50000, 10000))
-        n_val = val_images or round(0.1 * (train_images / 0.9 if train_images else n_train))
-        if train_images:  # generate only what is used
-            n_train = min(n_train, train_images + n_val)
-        data = synthetic_dataset(name, n_train, min(n_test, 1000), seed=seed, val_fraction=n_val / n_train)
-    return dataclasses.replace(data, train=trim(data.train, train_images), val=trim(data.val, val_images))
-
-
-def data_label(data: ImageData, note: str = "") -> str:
-    kind = "SYNTHETIC (random images of this shape; no real data given)" if data.synthetic else "loaded from files"
-    shape = f"{data.in_channels}x{data.input_size[0]}x{data.input_size[1]}"
-    return f"{data.name} {kind}{f' ({note})' if note else ''}: {len(data.train)} train / {len(data.val)} val images {shape}"
 
 
 # --- the floor -----------------------------------------------------------------------------------
@@ -304,17 +276,6 @@ def summarize(name, plan, batch_size, epoch_seconds, images, val, train_acc, los
 # --- the report ----------------------------------------------------------------------------------
 
 
-def environment(device: torch.device) -> dict:
-    env = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-           "cpu_threads": torch.get_num_threads(), "host_cpus": os.cpu_count()}
-    if device.type == "cuda":
-        env.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version())
-    else:
-        env.update(device_name=platform.processor() or platform.machine())
-    return env
-
-
 def print_report(result: dict) -> None:
     f, runs = result["floor"], result["runs"]
     print(f"\n== bench_train: {result['arch']} on {result['env']['device_name']} ({result['env']['device']}), "
@@ -340,7 +301,31 @@ def print_report(result: dict) -> None:
           "x floor = epoch s / floor)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def ratios_of(results: dict) -> dict:
+    """Steady and overall images/s of each edgenas run over the reference loop, and graphs over eager."""
+    ratios = {}
+    if "reference_loop" in results:
+        base = results["reference_loop"]
+        for name, r in results.items():
+            if name != "reference_loop":
+                ratios[f"{name}/reference_loop steady"] = r["steady_images_per_s"] / base["steady_images_per_s"]
+                ratios[f"{name}/reference_loop overall"] = r["images_per_s"] / base["images_per_s"]
+    if "edgenas_reference" in results and "edgenas_reference_eager" in results:
+        ratios["edgenas_reference/edgenas_reference_eager steady"] = (
+            results["edgenas_reference"]["steady_images_per_s"] / results["edgenas_reference_eager"]["steady_images_per_s"])
+    return ratios
+
+
+def write_json(path: str, result: dict) -> None:
+    """Write to a temp file, then rename: a reader (or a kill) never sees half a file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=float))
+    tmp.replace(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="d20-w64", help="d<depth>-w<width>, a str(Arch), or an arch.json (default d20-w64)")
     p.add_argument("--dataset", default="cifar10", help="dataset name (default cifar10)")
@@ -354,26 +339,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's own choice)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", dest="json_out", default=None, help="write every figure to this JSON file")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="write every figure to this JSON file (rewritten after each run, with \"complete\": false until the last)")
     args = p.parse_args(argv)
-    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
-    unknown = sorted(set(runs) - set(RUNS))
+    args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = sorted(set(args.runs) - set(RUNS))
     if unknown or args.epochs < 1:
         p.error(f"--runs: unknown {', '.join(unknown)}; choose from {', '.join(RUNS)}" if unknown else "--epochs must be >= 1")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runs = args.runs
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     if device.type != "cuda" and "edgenas_reference_eager" in runs:
         runs.remove("edgenas_reference_eager")  # on the CPU it is edgenas_reference itself
     arch = parse_arch(args.arch)
-    data = load_data(args.dataset, args.data_dir, args.train_images, args.val_images, args.seed)
+    data = benchmark_data(args.dataset, args.data_dir, args.train_images, args.val_images, args.seed)
     print(f"bench_train: {arch} on {device}; data: {data_label(data, args.data_note)}", flush=True)
     rates = measure_device(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     fl = floor(arch, data, device, rates)
     results = {}
+    result = {"tool": "bench_train", "arch": str(arch), "arch_dict": arch.to_dict(), "epochs": args.epochs,
+              "seed": args.seed, "env": benchmark_environment(device),
+              "data": {"dataset": data.name, "synthetic": data.synthetic, "label": data_label(data, args.data_note),
+                       "train_images": len(data.train), "val_images": len(data.val)},
+              "floor": fl, "runs": results, "ratios": {}, "complete": False,
+              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
     plans = {"edgenas_reference": TrainPlan(), "edgenas_reference_eager": TrainPlan(cuda_graphs=False),
              "edgenas_fast": TrainPlan(protocol="fast")}
     for name in runs:
@@ -385,30 +382,15 @@ def main(argv: list[str] | None = None) -> int:
         r["epoch_equivalent_seconds"] = len(data.train) / r["steady_images_per_s"]
         r["x_floor"] = r["epoch_equivalent_seconds"] / fl["seconds_per_epoch"]
         results[name] = r
+        result["ratios"] = ratios_of(results)
         print(f"    {r['steady_images_per_s']:.0f} img/s steady, val acc {r['val_acc']:.2f}%", flush=True)
-    ratios = {}
-    if "reference_loop" in results:
-        base = results["reference_loop"]
-        for name, r in results.items():
-            if name != "reference_loop":
-                ratios[f"{name}/reference_loop steady"] = r["steady_images_per_s"] / base["steady_images_per_s"]
-                ratios[f"{name}/reference_loop overall"] = r["images_per_s"] / base["images_per_s"]
-    if "edgenas_reference" in results and "edgenas_reference_eager" in results:
-        ratios["edgenas_reference/edgenas_reference_eager steady"] = (
-            results["edgenas_reference"]["steady_images_per_s"] / results["edgenas_reference_eager"]["steady_images_per_s"])
-    result = {"tool": "bench_train", "arch": str(arch), "arch_dict": arch.to_dict(), "epochs": args.epochs,
-              "seed": args.seed, "env": environment(device),
-              "data": {"dataset": data.name, "synthetic": data.synthetic, "label": data_label(data, args.data_note),
-                       "train_images": len(data.train), "val_images": len(data.val)},
-              "floor": fl, "runs": results, "ratios": ratios, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+        if args.json_out and name != runs[-1]:
+            write_json(args.json_out, result)  # a time-boxed caller that stops this run keeps the runs so far
+    result["complete"] = True
     print_report(result)
     if args.json_out:
-        out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=float))
-        tmp.replace(out)
-        print(f"wrote {out}")
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
     return 0
 
 

@@ -7,8 +7,7 @@ Takes the candidates of a reference search log (default: the depth and width sta
 FashionMNIST tiny search, ``tests/data/searchlogs/egnas-fashionmnist-w64.json``: 21 candidates,
 depth 10-22 and width 64-48, trained 10-38 epochs), trains each under both protocols (same data,
 same initial weights, the log's epochs times ``--epochs-scale``), and reports both rankings by
-validation accuracy, Kendall's tau-b between them (``scipy.stats.kendalltau`` when scipy is
-installed, else the exact tau-b computed here, without a p-value), the tau of each against the
+validation accuracy, Kendall's tau-b between them (``scipy.stats.kendalltau``), the tau of each against the
 accuracies in the log (meaningful only on the real dataset at the log's epochs), a tau on
 validation loss (finer-grained where accuracies tie), and the wall time and images/s of each
 protocol. Without ``--data-dir`` the data are SYNTHETIC images of the dataset's shape, said so;
@@ -30,47 +29,27 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import kendalltau
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import data_label, environment, load_data  # noqa: E402
-
-from edgenas.config.plan import TrainPlan  # noqa: E402
-from edgenas.search.space import Arch  # noqa: E402
-from edgenas.training.data import Split  # noqa: E402
-from edgenas.training.schedule import schedule_for  # noqa: E402
-from edgenas.training.trainer import select_device, train_candidate  # noqa: E402
+from edgenas.config.plan import TrainPlan
+from edgenas.search.space import Arch
+from edgenas.training.bench_data import (
+    benchmark_data,
+    benchmark_environment,
+    data_label,
+)
+from edgenas.training.data import Split
+from edgenas.training.schedule import schedule_for
+from edgenas.training.trainer import select_device, train_candidate
 
 DEFAULT_LOG = Path(__file__).resolve().parents[1] / "tests" / "data" / "searchlogs" / "egnas-fashionmnist-w64.json"
 PROTOCOLS = ("reference", "fast")
 
 
-def kendall_tau(a: list[float], b: list[float]) -> tuple[float, float | None, str]:
-    """(tau-b, two-sided p-value or None, implementation). NaN when either side is all ties."""
-    try:
-        from scipy.stats import kendalltau
-    except ImportError:
-        return kendall_tau_b(a, b), None, "exact tau-b (edgenas; scipy not installed)"
+def kendall_tau(a: list[float], b: list[float]) -> tuple[float, float, str]:
+    """(tau-b, two-sided p-value, implementation). NaN when either side is all ties."""
     res = kendalltau(a, b)
-    return float(res.statistic if hasattr(res, "statistic") else res[0]), float(res.pvalue), "scipy.stats.kendalltau (tau-b)"
-
-
-def kendall_tau_b(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_a) (n0 - ties_b)) over all pairs."""
-    if len(a) != len(b):
-        raise ValueError(f"kendall_tau_b needs two equally long sequences, got {len(a)} and {len(b)}")
-    n = len(a)
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = (a[i] > a[j]) - (a[i] < a[j]), (b[i] > b[j]) - (b[i] < b[j])
-            ties_a += da == 0
-            ties_b += db == 0
-            if da and db:
-                concordant += da == db
-                discordant += da != db
-    n0 = n * (n - 1) // 2
-    denom = math.sqrt((n0 - ties_a) * (n0 - ties_b))
-    return (concordant - discordant) / denom if denom else float("nan")
+    return float(res.statistic), float(res.pvalue), "scipy.stats.kendalltau (tau-b)"
 
 
 def ranking(values: list[float]) -> list[int]:
@@ -121,7 +100,7 @@ def images_trained(plan: TrainPlan, n: int, epochs: int) -> int:
     return epochs * sum(min(sched.batch_size, n - s) for s in sched.starts)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", default=str(DEFAULT_LOG), help="a reference search log (default: FashionMNIST tiny)")
     p.add_argument("--stages", default="depth,width", help="stages of the log to take (default depth,width)")
@@ -140,66 +119,83 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's own choice)")
     p.add_argument("--max-seconds", type=float, default=0.0, help="start no new candidate after this many seconds (0: no limit)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", dest="json_out", default=None, help="write every figure to this JSON file")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="write every figure to this JSON file (rewritten after each candidate from the second on, "
+                        "with \"complete\": false until the last)")
     args = p.parse_args(argv)
     if args.epochs_scale <= 0 or args.width_scale <= 0:
         p.error("--epochs-scale and --width-scale must be > 0")
+    if args.noise < 0:
+        p.error("--noise must be >= 0")
+    args.stage_list = [s.strip() for s in args.stages.split(",") if s.strip()]
+    args.picked = select(json.loads(Path(args.log).read_text()), args.stage_list, args.max_candidates)
+    if len(args.picked) < 2:
+        p.error(f"--stages {args.stages} / --max-candidates {args.max_candidates}: fewer than 2 candidates to rank")
+    return args
+
+
+def train_both(rec: dict, i: int, data, plans: dict, device, args) -> dict:
+    """One logged candidate trained under every protocol: its row of figures."""
+    width = max(1, round(rec["width"] * args.width_scale))
+    arch = Arch(rec["depth"], width, tuple(rec["ops"]), tuple(rec["kernels"]))
+    epochs = max(1, round(rec["epochs"] * args.epochs_scale))
+    row = {"log_index": i, "stage": rec["stage"], "arch": str(arch), "epochs": epochs,
+           "logged_epochs": rec["epochs"], "logged_val_acc": rec["val_acc"]}
+    for name, plan in plans.items():
+        model, res = train_candidate(arch, data, epochs, plan, device, seed=args.seed + i)
+        row[name] = {"val_acc": res.val_acc, "val_loss": val_loss(model, data, device) if res.status == "trained" else float("nan"),
+                     "train_acc": res.train_acc, "status": res.status, "seconds": res.seconds,
+                     "images": images_trained(plan, len(data.train), res.epochs), "images_per_s": res.images_per_s}
+        del model
+    print(f"  #{i:<3} {row['stage']:6} {arch.depth:>3}x{arch.width:<3} e{epochs:<3} "
+          + "  ".join(f"{n} {row[n]['val_acc']:6.2f}% ({row[n]['seconds']:.1f}s)" for n in plans)
+          + f"  log {rec['val_acc']:.2f}%", flush=True)
+    return row
+
+
+def write_json(path: str, result: dict) -> None:
+    """Write to a temp file, then rename: a reader (or a kill) never sees half a file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
     log = json.loads(Path(args.log).read_text())
     dataset = args.dataset or log["args"].get("dataset", "CIFAR10").lower()
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    picked = select(log, stages, args.max_candidates)
-    if len(picked) < 2:
-        p.error(f"--stages {args.stages} / --max-candidates {args.max_candidates}: fewer than 2 candidates to rank")
+    picked = args.picked
     if len(picked) < 8:
         print(f"warning: only {len(picked)} candidates; the issue asks for at least 8", file=sys.stderr)
     device = select_device(args.device)
-    data = load_data(dataset, args.data_dir, args.train_images, args.val_images, args.seed)
-    if args.noise < 0:
-        p.error("--noise must be >= 0")
+    data = benchmark_data(dataset, args.data_dir, args.train_images, args.val_images, args.seed)
     data = add_noise(data, args.noise, args.seed).to(device)
     plans = {"reference": TrainPlan(), "fast": TrainPlan(protocol="fast")}
     label = data_label(data, args.data_note) + (f", plus pixel noise std {args.noise:g}" if args.noise else "")
-    print(f"rank_check: {len(picked)} candidates of {Path(args.log).name} ({','.join(stages)}) on {device}; "
+    print(f"rank_check: {len(picked)} candidates of {Path(args.log).name} ({','.join(args.stage_list)}) on {device}; "
           f"epochs x {args.epochs_scale}, widths x {args.width_scale}; data: {label}", flush=True)
-
+    about = {"tool": "rank_check", "log": str(args.log), "stages": args.stage_list, "epochs_scale": args.epochs_scale,
+             "width_scale": args.width_scale, "noise": args.noise, "seed": args.seed, "env": benchmark_environment(device),
+             "data": {"dataset": data.name, "synthetic": data.synthetic, "label": label,
+                      "train_images": len(data.train), "val_images": len(data.val)},
+             "candidates_selected": len(picked), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
     rows, started = [], time.perf_counter()
     for i, rec in picked:
         if args.max_seconds and rows and time.perf_counter() - started > args.max_seconds:
             print(f"  --max-seconds {args.max_seconds:g} reached: stopping after {len(rows)} candidates", flush=True)
             break
-        width = max(1, round(rec["width"] * args.width_scale))
-        arch = Arch(rec["depth"], width, tuple(rec["ops"]), tuple(rec["kernels"]))
-        epochs = max(1, round(rec["epochs"] * args.epochs_scale))
-        row = {"log_index": i, "stage": rec["stage"], "arch": str(arch), "epochs": epochs,
-               "logged_epochs": rec["epochs"], "logged_val_acc": rec["val_acc"]}
-        for name, plan in plans.items():
-            model, res = train_candidate(arch, data, epochs, plan, device, seed=args.seed + i)
-            row[name] = {"val_acc": res.val_acc, "val_loss": val_loss(model, data, device) if res.status == "trained" else float("nan"),
-                         "train_acc": res.train_acc, "status": res.status, "seconds": res.seconds,
-                         "images": images_trained(plan, len(data.train), res.epochs), "images_per_s": res.images_per_s}
-            del model
-        rows.append(row)
-        print(f"  #{i:<3} {row['stage']:6} {arch.depth:>3}x{arch.width:<3} e{epochs:<3} "
-              + "  ".join(f"{n} {row[n]['val_acc']:6.2f}% ({row[n]['seconds']:.1f}s)" for n in plans)
-              + f"  log {rec['val_acc']:.2f}%", flush=True)
-
-    result = summarize(rows, plans)
-    result.update({"tool": "rank_check", "log": str(args.log), "stages": stages, "epochs_scale": args.epochs_scale,
-                   "width_scale": args.width_scale, "noise": args.noise, "seed": args.seed, "env": environment(device),
-                   "data": {"dataset": data.name, "synthetic": data.synthetic, "label": label,
-                            "train_images": len(data.train), "val_images": len(data.val)},
-                   "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])})
+        rows.append(train_both(rec, i, data, plans, device, args))
+        if args.json_out and len(rows) >= 2 and len(rows) < len(picked):
+            write_json(args.json_out, {**summarize(rows, plans), **about, "complete": False})  # kept if a caller stops us
+    result = {**summarize(rows, plans), **about, "complete": True}
     print_report(result)
     if args.json_out:
-        out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out)
-        print(f"wrote {out}")
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
     return 0
 
 
