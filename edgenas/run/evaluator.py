@@ -14,8 +14,9 @@ from typing import Callable, Optional
 
 from edgenas.config.profile import Budget, Profile
 from edgenas.run.log import Log
+from edgenas.run.meta import RunMeta
 from edgenas.run.rundir import RunDir
-from edgenas.runtime.latency import measure_latency
+from edgenas.runtime.latency_sources import LatencySource, LocalRuntime
 from edgenas.search.space import Arch
 from edgenas.search.strategies import Candidate, Outcome
 
@@ -53,13 +54,17 @@ def _outcome(record: dict) -> Outcome:
     return Outcome(record["acc"], record["train_acc"], record["status"], record.get("reason", ""))
 
 
+def latency_source(profile: Profile, meta: RunMeta) -> LatencySource:
+    """The source of candidate latencies a profile's budget names."""
+    b = profile.budget
+    return LocalRuntime(meta.task, meta.data.input_chw, meta.outputs, b.runtime, threads=b.threads, batch=b.batch)
+
+
 def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict) -> float:
-    """Median latency of ``arch`` on the profile's runtime, measured once per run (latency.jsonl)."""
+    """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl)."""
     key = str(arch)
     if key not in cache:
-        meta, b = run.meta, profile.budget
-        cache[key] = measure_latency(arch, task=meta.task, input_chw=meta.data.input_chw, outputs=meta.outputs,
-                                     runtime=b.runtime, threads=b.threads, batch=b.batch)
+        cache[key] = latency_source(profile, run.meta).latency_ms(arch)
         run.record_latency(key, cache[key])
     return cache[key]
 
