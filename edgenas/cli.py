@@ -42,10 +42,12 @@ def _sigterm_as_exception():
         signal.signal(signal.SIGTERM, previous)
 
 
+def flag_of(param: str) -> str:
+    return FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
 def error_line(e: EdgenasError) -> str:
-    if isinstance(e, ParamError):
-        return e.flag_message(FLAGS.get(e.param, "--" + e.param.replace("_", "-")))
-    return str(e)
+    return e.flag_message(flag_of) if isinstance(e, ParamError) else str(e)
 
 
 class EdgenasGroup(click.Group):

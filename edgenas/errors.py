@@ -19,16 +19,24 @@ class ParamError(UserInputError):
     """A bad argument of a library function, named as the caller wrote it.
 
     ``str()`` names the Python parameter (``device='cuda': ...``); the CLI names the flag instead
-    (``--device cuda: ...``), see ``flag_message``.
+    (``--device cuda: ...``), see ``flag_message``. ``{name}`` in the message names another
+    parameter the same way (``continue it with {resume}``).
     """
 
     def __init__(self, param: str, value, message: str):
         self.param, self.value, self.message = param, value, message
-        super().__init__(f"{param}={value!r}: {message}")
+        super().__init__(f"{param}={value!r}: {self._fill(message, lambda n: n)}")
 
-    def flag_message(self, flag: str) -> str:
+    @staticmethod
+    def _fill(message: str, name_of) -> str:
+        import re
+
+        return re.sub(r"\{([a-z_]+)\}", lambda m: name_of(m.group(1)), message)
+
+    def flag_message(self, flag_of) -> str:
+        """The message with flags: ``flag_of(param)`` is the flag that sets a parameter."""
         value = "" if self.value is True else f" {self.value}"
-        return f"{flag}{value}: {self.message}"
+        return f"{flag_of(self.param)}{value}: {self._fill(self.message, flag_of)}"
 
 
 class ProfileError(UserInputError):

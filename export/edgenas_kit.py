@@ -249,9 +249,6 @@ class CudaRuntime:
         return s
 
 
-_CudaRuntime = CudaRuntime  # the earlier private name, still used by edgenas/export.py
-
-
 def _load_cudart():
     names = [ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
     for entry in sys.path:  # pip wheels (nvidia-cuda-runtime-cu12, nvidia-cuda-runtime cu13)

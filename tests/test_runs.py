@@ -4,7 +4,7 @@ import json
 import pytest
 from conftest import make_meta
 
-from edgenas.errors import RunDirError
+from edgenas.errors import RunDirError, UserInputError
 from edgenas.run.rundir import RunDir, append_jsonl, read_jsonl, write_json_atomic
 
 META = make_meta()
@@ -33,12 +33,12 @@ def test_garbage_line_stops_reading(tmp_path):
 
 def test_taken_directory_is_refused(tmp_path):
     RunDir.start(tmp_path / "r", META, resume=False)
-    with pytest.raises(RunDirError, match="already holds a search; resume it"):
+    with pytest.raises(UserInputError, match="out=.*: already holds a search; continue it with resume, or choose another out"):
         RunDir.start(tmp_path / "r", META, resume=False)
 
 
 def test_resume_needs_a_run_and_the_same_settings(tmp_path):
-    with pytest.raises(RunDirError, match="holds no search to resume"):
+    with pytest.raises(UserInputError, match="holds no search to resume"):
         RunDir.start(tmp_path / "none", META, resume=True)
     RunDir.start(tmp_path / "r", META, resume=False)
     with pytest.raises(RunDirError, match="different seed"):

@@ -28,7 +28,7 @@ def _run_from_arch(arch_path: Path, profile: Profile, task: Task, *, dataset: Op
         raise ParamError("target", str(arch_path), f"not a valid architecture file ({' '.join(str(e).split())[:160]})") from None
     name = dataset or profile.data.dataset
     out = Path(out) if out else Path("runs") / f"train-{arch_path.stem}-{name}"
-    RunDir.refuse_taken(out, hint="choose another run directory (out)")
+    RunDir.refuse_taken(out, hint="choose another {out}")
     data = task.load_data(name, data_dir, profile, seed, download)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
                     extra=task.extra_meta(data), seed=seed, device=device)

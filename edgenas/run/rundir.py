@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from edgenas.device_kit.edgenas_kit import write_atomic
-from edgenas.errors import RunDirError
+from edgenas.errors import ParamError, RunDirError
 from edgenas.run.meta import RunMeta
 from edgenas.search.space import Arch
 
@@ -82,7 +82,7 @@ class RunDir:
         run = cls(path)
         if resume:
             if not (run.path / cls.META).exists():
-                raise RunDirError(f"{run.path} holds no search to resume (no {cls.META}); start one without resume")
+                raise ParamError("resume", True, f"{run.path} holds no search to resume (no {cls.META}); start one without {{resume}}")
             differs = run.meta.same_run(meta)
             if differs:
                 before = json.dumps(run.meta.to_dict()[differs])[:80]
@@ -97,12 +97,12 @@ class RunDir:
         return run
 
     @classmethod
-    def refuse_taken(cls, path: Path, hint: str = "resume it, or choose another run directory") -> None:
+    def refuse_taken(cls, path: Path, hint: str = "continue it with {resume}, or choose another {out}") -> None:
         """A new run never goes into a directory that holds one (or into a file)."""
         if (path / cls.META).exists() or (path / cls.JOURNAL).exists():
-            raise RunDirError(f"{path} already holds a search; {hint}")
+            raise ParamError("out", str(path), f"already holds a search; {hint}")
         if path.exists() and not path.is_dir():
-            raise RunDirError(f"{path} is a file, not a directory")
+            raise ParamError("out", str(path), "is a file, not a directory")
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":

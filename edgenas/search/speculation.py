@@ -95,6 +95,60 @@ class Pool(Protocol):
     def close(self) -> None: ...
 
 
+class _Speculator:
+    """The running candidates of a speculative search: start, cancel and collect them."""
+
+    def __init__(self, evaluator, pool: Pool, slots: int, seed_of):
+        self.evaluator, self.pool, self.slots, self.seed_of = evaluator, pool, slots, seed_of
+        self.running: dict[str, tuple[Candidate, dict, cf.Future]] = {}
+
+    def start(self, cand: Candidate, speculative: bool) -> bool:
+        """Submit ``cand`` unless it is known or over budget; True if it is (now) running."""
+        ev = self.evaluator
+        if cand.key() in self.running:
+            self.pool.uncancel(cand)
+            return True
+        if ev.known(cand) is not None:
+            return False
+        record, skipped = ev.screen(cand)
+        if skipped is not None:
+            return False
+        record = {**record, "speculative": speculative}  # started before the strategy asked for it
+        self.running[cand.key()] = (cand, record, self.pool.submit(cand, self.seed_of(cand.key()), ev.tag(cand, speculative)))
+        return True
+
+    def collect(self, done, pending: Candidate) -> None:
+        for fut in done:
+            key = next(k for k, (_, _, f) in self.running.items() if f is fut)
+            c, record, _ = self.running.pop(key)
+            res = self.pool.result(c, fut)
+            if res is not None:
+                self.evaluator.finished(c, record, res, speculative=c != pending)  # the tag: is it asked for yet?
+
+    def keep_only(self, wanted: list[Candidate]) -> None:
+        """Cancel what is no longer wanted; start the wanted ones while slots are free."""
+        for c, _, fut in list(self.running.values()):
+            if c not in wanted:
+                self.pool.cancel(c, fut)
+        for nxt in wanted[1:]:
+            if len(self.running) < self.slots:
+                self.start(nxt, speculative=True)
+
+    def wait_for(self, cand: Candidate) -> Outcome:
+        out = None
+        while out is None:  # a candidate cancelled while its guess was stale is started again
+            self.start(cand, speculative=False)
+            while cand.key() in self.running:
+                done, _ = cf.wait([f for _, _, f in self.running.values()], return_when=cf.FIRST_COMPLETED)
+                self.collect(done, cand)
+            out = self.evaluator.known(cand)
+        return out
+
+    def cancel_all(self) -> None:
+        for c, _, fut in self.running.values():
+            self.pool.cancel(c, fut)
+
+
 def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, slots: int, seed_of) -> SearchResult:
     """Like ``strategies.drive``, with up to ``slots`` candidates training at once in ``pool``.
 
@@ -104,32 +158,8 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
     strategy = factory()
     answers: list[Outcome] = []
     history = []
-    running: dict[str, tuple[Candidate, dict, cf.Future]] = {}
+    spec = _Speculator(evaluator, pool, slots, seed_of)
     guess = 50.0
-
-    def start(cand: Candidate, speculative: bool) -> bool:
-        """Submit ``cand`` unless it is known or over budget; True if it is (now) running."""
-        if cand.key() in running:
-            pool.uncancel(cand)
-            return True
-        if evaluator.known(cand) is not None:
-            return False
-        record, skipped = evaluator.screen(cand)
-        if skipped is not None:
-            return False
-        tag = evaluator.tag(cand, speculative)
-        record = {**record, "speculative": speculative}  # started before the strategy asked for it
-        running[cand.key()] = (cand, record, pool.submit(cand, seed_of(cand.key()), tag))
-        return True
-
-    def collect(done, pending: Candidate) -> None:
-        for fut in done:
-            key = next(k for k, (_, _, f) in running.items() if f is fut)
-            c, record, _ = running.pop(key)
-            res = pool.result(c, fut)
-            if res is not None:
-                evaluator.finished(c, record, res, speculative=c != pending)  # the tag: is it asked for yet?
-
     try:
         cand = next(strategy)
         while True:
@@ -137,20 +167,9 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
             out = evaluator.known(cand)
             if out is not None:
                 evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
-            elif start(cand, speculative=False):
-                wanted = [cand] + likely_next(factory, answers, guess, slots - 1, at=strategy)
-                for c, _, fut in list(running.values()):
-                    if c not in wanted:
-                        pool.cancel(c, fut)
-                for nxt in wanted[1:]:
-                    if len(running) < slots:
-                        start(nxt, speculative=True)
-                while out is None:  # a candidate cancelled while its guess was stale is started again
-                    start(cand, speculative=False)
-                    while cand.key() in running:
-                        done, _ = cf.wait([f for _, _, f in running.values()], return_when=cf.FIRST_COMPLETED)
-                        collect(done, cand)
-                    out = evaluator.known(cand)
+            elif spec.start(cand, speculative=False):
+                spec.keep_only([cand] + likely_next(factory, answers, guess, slots - 1, at=strategy))
+                out = spec.wait_for(cand)
             else:
                 out = evaluator.known(cand)  # over a budget: screen() journaled it as skipped
             if out.usable:
@@ -164,5 +183,4 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
         result.history = history
         return result
     finally:
-        for c, _, fut in running.values():
-            pool.cancel(c, fut)
+        spec.cancel_all()

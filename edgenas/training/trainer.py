@@ -8,6 +8,7 @@ replayed, so a small net is no longer bound by kernel launches; the arithmetic i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import contextmanager, nullcontext
@@ -171,48 +172,40 @@ def fit(
     """
     if len(data.train) == 0:
         raise ValueError(f"{data.name}: the training split is empty")
-    sched = schedule_for(plan, len(data.train), epochs)  # checks epochs, batch sizes and the protocol
-    cuda = device.type == "cuda"
-    if cuda:
+    sched = schedule_for(plan, len(data.train), epochs)  # checks epochs and the training-set size
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     modules = [model] + ([head] if head is not None else [])
     for m in modules:
         m.to(device=device, memory_format=torch.channels_last).train()
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    train = data.to(device).train
     augment = BatchAugment(data, crop_padding=plan.crop_padding, cutout=plan.cutout, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    step = _Step(model, head, loss_fn or F.cross_entropy, params, plan, train, augment, gen, device)
-    graphed = None
-    if cuda and plan.cuda_graphs and graphs_available(device):
-        graphed = GraphedTrainer(step, sched)
-        epoch_stats = graphed.epochs()
-    else:
-        epoch_stats = _eager_epochs(step, sched)
+    step = _Step(model, head, loss_fn or F.cross_entropy, params, plan, data.to(device).train, augment, gen, device)
+    graphed = GraphedTrainer(step, sched) if device.type == "cuda" and plan.cuda_graphs and graphs_available(device) else None
+    epoch_stats = graphed.epochs() if graphed is not None else _eager_epochs(step, sched)
+    with _bn_momentum(modules, sched.bn_momentum_power):
+        result = _run_epochs(epoch_stats, epochs, on_epoch)
+    return dataclasses.replace(result, graphed=graphed is not None and graphed.graph is not None)
 
+
+def _run_epochs(epoch_stats, epochs: int, on_epoch: EpochCallback | None) -> FitResult:
+    """Drive the epochs, reading each one's loss and accuracy once; stop at a non-finite loss."""
     t0 = time.perf_counter()
     status, loss_mean, train_acc, done, images = "trained", float("nan"), 0.0, 0, 0
-    with _bn_momentum(modules, sched.bn_momentum_power):
-        for epoch, (loss_sum, correct, seen) in enumerate(epoch_stats, start=1):
-            done = epoch
-            images += seen
-            loss_mean = loss_sum.item() / seen  # the one device sync of the epoch
-            train_acc = 100.0 * correct.item() / seen
-            if on_epoch is not None:
-                on_epoch(epoch, epochs, loss_mean, train_acc, time.perf_counter() - t0)
-            if not math.isfinite(loss_mean):
-                status = "failed"
-                break
+    for epoch, (loss_sum, correct, seen) in enumerate(epoch_stats, start=1):
+        done = epoch
+        images += seen
+        loss_mean = loss_sum.item() / seen  # the one device sync of the epoch
+        train_acc = 100.0 * correct.item() / seen
+        if on_epoch is not None:
+            on_epoch(epoch, epochs, loss_mean, train_acc, time.perf_counter() - t0)
+        if not math.isfinite(loss_mean):
+            status = "failed"
+            break
     seconds = time.perf_counter() - t0
-    return FitResult(
-        train_acc=train_acc,
-        status=status,
-        epochs=done,
-        seconds=seconds,
-        images_per_s=images / seconds if seconds > 0 else 0.0,
-        loss=loss_mean,
-        graphed=graphed is not None and graphed.graph is not None,
-    )
+    return FitResult(train_acc=train_acc, status=status, epochs=done, seconds=seconds,
+                     images_per_s=images / seconds if seconds > 0 else 0.0, loss=loss_mean)
 
 
 @torch.inference_mode()
