@@ -21,7 +21,7 @@ from edgenas.network import Network
 from edgenas.space import Arch
 from edgenas.space import count_macs as _space_macs
 from edgenas.space import count_params as _space_params
-from edgenas.verification import Pairs, Verification, make_pairs, read_pairs_file, resolve_pairs, verify
+from edgenas.verification import Pairs, Verification, make_pairs, read_pairs_file, resolve_pairs, roc_points, verify
 
 DATASETS = ("imagefolder", "lfw")
 INPUT_SIZE = (112, 112)  # (H, W) when the profile sets no data.input_size: the usual aligned crop
@@ -321,10 +321,12 @@ def verify_run(run_dir, data_dir=None, pairs_file=None, device=None) -> dict:
         data = task.load_data(ds["name"], data_dir, stored_profile(meta["profile"]), ds["split_seed"], False)
         x, pairs, root = data.test.x, data.test_pairs, Path(data.image_root)
         source, overlap = "held-out test identities", 0
-    v = evaluate_pairs(run.load_model(str(dev)), x, pairs, shape["mean"], shape["std"], dev)
+    scores = pair_scores(run.load_model(str(dev)), x, pairs, shape["mean"], shape["std"], dev)
+    v = verify(scores, pairs.same, pairs.folds)
     return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source,
             "data_dir": str(Path(data_dir).expanduser().resolve()), "image_root": str(root),
-            "training_identities_in_pairs": overlap, **v.to_dict(), "edgenas_version": __version__}
+            "training_identities_in_pairs": overlap, **v.to_dict(), "roc": roc_points(scores, pairs.same),
+            "edgenas_version": __version__}
 
 
 def format_verification(r: dict) -> str:

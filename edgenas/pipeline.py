@@ -78,9 +78,10 @@ def _outcome(record: dict) -> Outcome:
 class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
-    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log):
+    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log, progress=None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
+        self.progress = progress  # an edgenas.progress.Progress on a terminal, else None
         self.shape = run.meta["data"]
         self.done = {r["key"]: r for r in run.journal()}
         self.latency_cache = run.latencies()
@@ -116,6 +117,8 @@ class CandidateEvaluator:
     def journal(self, record: dict) -> Outcome:
         self.run.record(record)
         self.done[record["key"]] = record
+        if self.progress:
+            self.progress.record(record)
         return _outcome(record)
 
     def finished(self, cand: Candidate, record: dict, res, speculative: bool = False) -> Outcome:
@@ -126,6 +129,9 @@ class CandidateEvaluator:
                              "train_acc": res["train_acc"], "seconds": res["seconds"]})
 
     def on_epoch(self, tag: str):
+        if self.progress:
+            return self.progress.epoch
+
         def report(epoch, epochs, loss, train_acc, seconds):
             self.log(f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
                      f"({time.monotonic() - self.started:.0f}s elapsed)")
@@ -134,8 +140,12 @@ class CandidateEvaluator:
     def __call__(self, cand: Candidate) -> Outcome:
         """Answer one request in this process: journal, budget, or training."""
         self.count += 1
+        if self.progress:
+            self.progress.candidate(cand.stage, self.count, str(cand.arch), cand.epochs)
         known = self.known(cand)
         if known is not None:
+            if self.progress:
+                self.progress.record(self.done[cand.key()])
             self.log(f"{self.tag(cand)}: from the journal, {known.status} acc {known.acc:.2f}%")
             return known
         record, skipped = self.screen(cand)
@@ -184,12 +194,14 @@ def discover(
     log: Log = stderr_log,
     workers: int = 1,
     ray: Optional[str] = None,
+    progress=None,
 ) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run dir).
 
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
     decisions are those of the sequential search; see ``speculate.py``). ``ray`` ("local" or a
-    cluster address) runs them as Ray tasks instead, across the GPUs of a Ray cluster.
+    cluster address) runs them as Ray tasks instead, across the GPUs of a Ray cluster. ``progress``
+    (an ``edgenas.progress.Progress``) replaces the per-epoch log lines with a live display.
 
     >>> summary = edgenas.discover("demo")          # digits, CPU or CUDA, a few minutes
     >>> summary["arch"], summary["test_acc"], summary["run_dir"]
@@ -213,7 +225,7 @@ def discover(
     log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
     data = data.to(dev)
     started = time.monotonic()
-    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log)
+    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress)
     outputs = task.outputs(data, profile)
     if workers > 1 or ray:
         from edgenas.speculate import RayPool, WorkerPool, drive_speculative
@@ -230,7 +242,7 @@ def discover(
     else:
         result = drive(make_strategy(profile.strategy, profile.search, data.in_channels, outputs), evaluator)
     search_wall = time.monotonic() - started
-    return finish(run, profile, task, data, result, dev, seed, search_wall, log)
+    return finish(run, profile, task, data, result, dev, seed, search_wall, log, progress=progress)
 
 
 def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict) -> float:
@@ -259,14 +271,18 @@ def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log) -> Optio
         return None
 
 
-def finish(run: RunDir, profile: Profile, task, data, result: SearchResult, dev, seed: int, search_wall: float, log: Log) -> dict:
+def finish(run: RunDir, profile: Profile, task, data, result: SearchResult, dev, seed: int, search_wall: float, log: Log,
+           *, progress=None) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json."""
     arch = result.arch
     epochs = result.epochs or profile.search.epochs
     log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
     run.write(RunDir.ARCH, arch.to_dict())
-    model, res = task.train(arch, data, epochs, profile, dev, candidate_seed(seed, f"final:{arch}"),
-                            lambda e, n, loss, acc, s: log(f"[final] {arch}: epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%"))
+    on_epoch = lambda e, n, loss, acc, s: log(f"[final] {arch}: epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%")
+    if progress:
+        progress.candidate("final", 0, str(arch), epochs)
+        on_epoch = progress.epoch
+    model, res = task.train(arch, data, epochs, profile, dev, candidate_seed(seed, f"final:{arch}"), on_epoch)
     test = task.test_metrics(model, data, dev)
     run.save_weights(model)
     params, macs = task.model_size(arch, run.meta["data"], profile)
