@@ -112,20 +112,20 @@ def layer_rows(view: RunView) -> list[dict]:
     """Stem, each layer and the head: op, kernel, channels, stride, resolution, params and MACs."""
     arch, shape = view.arch, view.meta["data"]
     c, (h, w) = shape["in_channels"], shape["input_size"]
-    rows = [{"label": f"stem conv3x3 {c}->{2 * arch.width} {h}x{w}", "op": "stem", "kernel": 3, "c_in": c,
+    rows = [{"name": "stem", "label": f"stem conv3x3 {c}->{2 * arch.width} {h}x{w}", "op": "stem", "kernel": 3, "c_in": c,
              "c_out": 2 * arch.width, "stride": 1, "resolution": f"{h}x{w}",
              "params": 9 * c * 2 * arch.width + 4 * arch.width, "macs": h * w * 9 * c * 2 * arch.width}]
     for i, ((c_in, c_out, stride), op, k) in enumerate(zip(layer_plan(arch), arch.ops, arch.kernels), start=1):
         h, w = _out_size(h, stride), _out_size(w, stride)
         per_pixel = k * k * c_in + c_in * c_out if op == SEPARABLE else k * k * c_in * c_out
         name = "sep" if op == SEPARABLE else "conv"
-        rows.append({"label": f"L{i} {name}{k}x{k} {c_in}->{c_out} s{stride} {h}x{w}", "op": name, "kernel": k,
+        rows.append({"name": f"L{i}", "label": f"L{i} {name}{k}x{k} {c_in}->{c_out} s{stride} {h}x{w}", "op": name, "kernel": k,
                      "c_in": c_in, "c_out": c_out, "stride": stride, "resolution": f"{h}x{w}",
                      "params": per_pixel + 2 * c_out, "macs": h * w * per_pixel})
     total = view.winner_figures()
     if total.get("params") is not None:
         head = "embedding" if view.task == "face" else "pool+linear"
-        rows.append({"label": f"head {head}", "op": "head", "kernel": None, "c_in": rows[-1]["c_out"], "c_out": None,
+        rows.append({"name": f"head: {head}", "label": f"head {head}", "op": "head", "kernel": None, "c_in": rows[-1]["c_out"], "c_out": None,
                      "stride": None, "resolution": "1x1", "params": total["params"] - sum(r["params"] for r in rows),
                      "macs": total["macs"] - sum(r["macs"] for r in rows)})
     return rows

@@ -136,7 +136,7 @@ def tradeoffs(view) -> Optional[Chart]:
     for ax in grid[0]:  # one legend of every kind of mark drawn on any panel
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    grid[0][0].legend(handles.values(), handles.keys(), fontsize=8, loc="lower right")
+    grid[0][0].legend(handles.values(), handles.keys(), fontsize=8, loc="best")
     fig.suptitle("Accuracy against cost: trained candidates, the Pareto front and the budgets")
     return Chart("tradeoffs", "Accuracy against parameters, MACs and latency", fig, drawn)
 
@@ -146,7 +146,7 @@ def network(view) -> Optional[Chart]:
     rows = view.layers
     if not rows:
         return None
-    fig, grid = new_figure(10, 1.2 + 0.38 * len(rows), 1, 2, sharey=True)
+    fig, grid = new_figure(10, max(2.4, 1.2 + 0.38 * len(rows)), 1, 2, sharey=True)
     labels = [r["label"] for r in rows]
     ys = list(range(len(rows)))[::-1]
     colours = ["#2ca02c" if r["op"] == "conv" else "#1f77b4" if r["op"] == "sep" else "#7f7f7f" for r in rows]
@@ -169,7 +169,7 @@ def stage_times(view) -> Optional[Chart]:
         seconds["final training"] = float(final)
     if not seconds:
         return None
-    fig, grid = new_figure(7, 0.8 + 0.45 * len(seconds))
+    fig, grid = new_figure(7, max(2.4, 0.8 + 0.45 * len(seconds)))
     ax = grid[0][0]
     names = list(seconds)[::-1]
     ax.barh(names, [seconds[n] for n in names], color="#1f77b4")
@@ -186,7 +186,7 @@ def budgets(view) -> Optional[Chart]:
     shares = [(axis, value, limit) for axis, value, limit in view.budget_use() if limit and value is not None]
     if not shares:
         return None
-    fig, grid = new_figure(7, 0.9 + 0.5 * len(shares))
+    fig, grid = new_figure(7, max(2.4, 0.9 + 0.5 * len(shares)))
     ax = grid[0][0]
     names = [f"{AXIS_LABELS[a]}\n{v:,.4g} of {lim:,.4g}" for a, v, lim in shares]
     pct = [100.0 * v / lim for _, v, lim in shares]
@@ -210,7 +210,7 @@ def export_accuracy(view) -> Optional[Chart]:
             bars.append((f"{name} {p.get('precision', '')} (mean cosine x100)".strip(), 100.0 * p["mean_cosine"]))
     if not bars:
         return None
-    fig, grid = new_figure(7, 0.9 + 0.45 * len(bars))
+    fig, grid = new_figure(7, max(2.4, 0.9 + 0.45 * len(bars)))
     ax = grid[0][0]
     ax.barh([b[0] for b in bars][::-1], [b[1] for b in bars][::-1], color="#9467bd")
     lo = min(b[1] for b in bars)

@@ -25,7 +25,8 @@ def table(headers: list[str], rows: list[list], left: int = 1) -> str:
 
 
 def kv_table(pairs: list[tuple[str, object]]) -> str:
-    return table(["", ""], [[k, v] for k, v in pairs], left=2)
+    body = "".join(f'<tr><th class="l">{esc(k)}</th><td class="l">{esc(v)}</td></tr>' for k, v in pairs)
+    return f"<table><tbody>{body}</tbody></table>"
 
 
 def missing(text: str) -> str:
@@ -94,7 +95,7 @@ def _tradeoffs(view: RunView, charts: dict) -> str:
 def _network(view: RunView, charts: dict) -> str:
     rows = view.layers
     body = table(["layer", "op", "kernel", "in ch", "out ch", "stride", "output", "params", "MACs"],
-                 [[r["label"].split()[0], r["op"], r["kernel"] or "-", r["c_in"], r["c_out"] or "-", r["stride"] or "-",
+                 [[r["name"], r["op"], r["kernel"] or "-", r["c_in"], r["c_out"] or "-", r["stride"] or "-",
                    r["resolution"], num(r["params"]), num(r["macs"])] for r in rows], left=2) if rows else ""
     note = ("Latency share per layer: not available (this run has no per-layer latency table; "
             "the latency budget measures whole networks).")

@@ -56,3 +56,22 @@ def subset_train(data, n: int):
     from edgenas.data import Split
 
     return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
+
+
+@pytest.fixture(scope="session")
+def budget_run(tmp_path_factory):
+    """A finished search of the CI profile under a parameter budget (one candidate is skipped), made
+    by the CLI with stderr on a pipe: (run directory, stderr). Shared by the report, pareto and
+    progress tests."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("budget")
+    profile = folder / "ci-budget.toml"
+    profile.write_text(CI_PROFILE.read_text().replace('description = "', 'description = "Under a budget: ')
+                       + "\n[budget]\nmax_params = 3100\n")
+    out = folder / "run"
+    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(profile), "--out", str(out), "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    return out, r.stderr
