@@ -82,10 +82,12 @@ class LiveProgress:
         if self.task is not None:
             self.bar.remove_task(self.task)
         self.task = self.bar.add_task(f"{where} {label}", total=epochs, tally=self.tally.text())
+        self.bar.refresh()  # every candidate and epoch is drawn at least once, however short
 
     def epoch(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:
         if self.task is not None:
             self.bar.update(self.task, completed=epoch, total=epochs)
+            self.bar.refresh()
 
     def record(self, record: dict) -> None:
         self.tally.add(record)

@@ -87,13 +87,17 @@ def trajectory(view) -> Optional[Chart]:
 
 
 def tradeoff_axes(view) -> list[str]:
+    """params and MACs; latency too where two or more trained candidates have one (a latency budget
+    measures every candidate; without one only the winner is measured, and one point trades nothing)."""
     axes = ["params", "macs"]
-    if any(pareto.latency_of(r, view.latencies) is not None for r in view.journal):
+    if len(pareto.points(view.journal, "latency", view.latencies)) >= 2:
         axes.append("latency")
     return axes
 
 
 def _draw_tradeoff(ax, view, axis: str, colours: dict) -> int:
+    from matplotlib.ticker import MaxNLocator
+
     journal, lat = view.journal, view.latencies
     pts = pareto.points(journal, axis, lat)
     for stage, colour in colours.items():
@@ -117,6 +121,7 @@ def _draw_tradeoff(ax, view, axis: str, colours: dict) -> int:
     if limit:
         ax.axvline(limit, color="#d62728", ls="--", lw=1.2, label=f"budget {limit:,}")
     ax.set_xlabel(AXIS_LABELS[axis])
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.grid(alpha=0.3)
     return len(pts) + len(skipped)
 

@@ -77,7 +77,8 @@ def _trajectory(view: RunView, charts: dict) -> str:
 def _tradeoffs(view: RunView, charts: dict) -> str:
     parts = ["<h2>Accuracy against parameters, MACs and latency</h2>",
              figure(charts, "tradeoffs", "Trained candidates; the black step line is the Pareto front (no other "
-                    "candidate is both cheaper and more accurate); red dashed lines are the budgets; the star is the winner.",
+                    "candidate is both cheaper and more accurate); red dashed lines are the budgets; the star is the winner. "
+                    "Latency is drawn where two or more trained candidates were measured (a latency budget measures each).",
                     "No candidate has finished yet.")]
     for axis in ("params", "macs", "latency"):
         rows = pareto.front_rows(view.journal, axis, view.latencies)

@@ -154,6 +154,22 @@ def test_report_marks_a_failed_candidate(budget_run, tmp_path):
     assert page.figures["trajectory"]["points"] == 4
 
 
+def test_latency_is_drawn_where_candidates_were_measured(budget_run, tmp_path):
+    from edgenas.report_figures import tradeoff_axes
+
+    out, _ = budget_run
+    run = _partial(out, tmp_path / "timed", 4)
+    assert tradeoff_axes(load_view(run)) == ["params", "macs"]
+    records = RunDir(run).journal()
+    for i, r in enumerate(records):  # as a search under a latency budget journals them
+        r["latency_ms"] = 0.5 + 0.1 * i
+    (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert tradeoff_axes(load_view(run)) == ["params", "macs", "latency"]
+    write_report(run, tmp_path / "r.html")
+    page = Page((tmp_path / "r.html").read_text())
+    assert "Pareto front against latency" in " ".join(page.text) and page.figures["tradeoffs"]["points"] >= 6
+
+
 def test_report_errors_name_the_file_or_flag(budget_run, tmp_path):
     out, _ = budget_run
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", str(tmp_path)], capture_output=True, text=True)
