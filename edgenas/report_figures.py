@@ -41,6 +41,16 @@ def _metric(view) -> str:
     return "verification accuracy, val pairs (%)" if view.task == "face" else "validation accuracy (%)"
 
 
+def best_so_far(journal: list[dict]) -> list[Optional[float]]:
+    """After each candidate, the best accuracy of the trained ones so far (None before the first)."""
+    best, out = None, []
+    for r in journal:
+        if r["status"] == "trained":
+            best = r["acc"] if best is None else max(best, r["acc"])
+        out.append(best)
+    return out
+
+
 def trajectory(view) -> Optional[Chart]:
     """Candidate order against ranking accuracy by stage, skipped/failed marked, best so far, epochs."""
     journal = view.journal
@@ -61,14 +71,9 @@ def trajectory(view) -> Optional[Chart]:
         if ns:
             ax.scatter(ns, [floor] * len(ns), marker=marker, color=colour, s=60, zorder=4,
                        label=f"{status} ({len(ns)}, not ranked)")
-    best, line = None, []
-    for n, r in zip(numbers, journal):
-        if r["status"] == "trained":
-            best = r["acc"] if best is None else max(best, r["acc"])
-        line.append(best)
-    xs = [n for n, b in zip(numbers, line) if b is not None]
-    if xs:
-        ax.step(xs, [b for b in line if b is not None], where="post", color="black", lw=1.2, label="best so far")
+    best = [(n, b) for n, b in zip(numbers, best_so_far(journal)) if b is not None]
+    if best:
+        ax.step(*zip(*best), where="post", color="black", lw=1.2, label="best so far")
     ax.set_ylabel(_metric(view))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
