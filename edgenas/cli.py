@@ -95,6 +95,9 @@ data_options = [
 ]
 
 
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output (errors still go to stderr).")
+
+
 def with_data_options(f):
     for option in reversed(data_options):
         f = option(f)
@@ -113,16 +116,20 @@ def with_data_options(f):
               help="Candidates trained at once on the device (speculatively; decisions are unchanged).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Train candidates as Ray tasks: 'local', or a Ray cluster's address (needs edgenas[ray]).")
-def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address):
+@quiet_option
+def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address, quiet):
     """Search an architecture under the profile's budgets and train it (demo profile on digits by default)."""
     from edgenas.config.profile import load_profile
     from edgenas.run.discover import discover as run_discover
+    from edgenas.run.progress import reporter
 
     profile = load_profile(profile_name)
     if task:
         profile = dataclasses.replace(profile, task=task)
-    summary = run_discover(profile, dataset=dataset, data_dir=data_dir, out=out, device=device, seed=seed,
-                           resume=resume, download=download, workers=workers, ray=ray_address)
+    with reporter(quiet) as (log, progress):
+        summary = run_discover(profile, dataset=dataset, data_dir=data_dir, out=out, device=device, seed=seed,
+                               resume=resume, download=download, workers=workers, ray=ray_address, log=log,
+                               progress=progress)
     click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}
                           | {k: v for k, v in summary.items() if k.startswith("test_") or k.startswith("verify_")}))
 
@@ -132,15 +139,25 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs. Default: the profile's train.final_epochs.")
 @click.option("--profile", "profile_name", default=None, help="For an ARCH.json: the training protocol's profile (default demo).")
 @with_data_options
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="For an ARCH.json: the run directory to create.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="For an ARCH.json or --candidate: the run directory to create (default for --candidate: RUN_DIR-cN).")
+@click.option("--candidate", type=int, default=None, metavar="N",
+              help="Train candidate N of RUN_DIR's search (as `edgenas pareto` numbers them) into a new run directory.")
 @device_option
 @seed_option
-def train(target, epochs, profile_name, dataset, data_dir, download, out, device, seed):
+@quiet_option
+def train(target, epochs, profile_name, dataset, data_dir, download, out, candidate, device, seed, quiet):
     """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy."""
-    from edgenas.run.final import train_final
+    from edgenas.run.final import candidate_run, train_final
+    from edgenas.run.progress import reporter
 
-    summary = train_final(target, epochs=epochs, device=device, seed=seed, profile=profile_name, dataset=dataset,
-                          data_dir=data_dir, out=out, download=download)
+    if candidate is not None:
+        if not Path(target).is_dir():
+            raise click.BadParameter(f"{target} is a file; --candidate needs a RUN_DIR", param_hint="--candidate")
+        target, out = str(candidate_run(target, candidate, out=out).path), None
+    with reporter(quiet) as (log, progress):
+        summary = train_final(target, epochs=epochs, device=device, seed=seed, profile=profile_name, dataset=dataset,
+                              data_dir=data_dir, out=out, download=download, log=log, progress=progress)
     click.echo(json.dumps(summary))
 
 
@@ -160,6 +177,41 @@ def profiles(name):
         click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "
                    f"{s.epochs} epochs; {budgets or 'no budget'}" + (f" on {b.runtime}" if b.max_latency_ms else "")
                    + f"\n{'':14} {p.description}")
+
+
+# -- seeing the search (edgenas/deploy/pareto.py, edgenas/deploy/report.py) ----------------------------------------
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--x", "axis", type=click.Choice(["params", "macs", "latency"]), default="params", show_default=True,
+              help="The cost against which accuracy is traded.")
+@click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
+def pareto(run_dir, axis, as_json):
+    """The non-dominated trained candidates of RUN_DIR's search (accuracy against --x), cheapest first."""
+    from edgenas.deploy.pareto import format_rows, front_rows
+    from edgenas.run.rundir import RunDir
+
+    run = RunDir.open(run_dir)
+    journal, latencies = run.journal(), run.latencies()
+    rows = front_rows(journal, axis, latencies)
+    if axis == "latency" and not rows and any(r["status"] == "trained" for r in journal):
+        raise click.BadParameter(f"{run.path} has no latency measured for a trained candidate "
+                                 "(a profile with budget.max_latency_ms measures them); use --x params or --x macs",
+                                 param_hint="--x latency")
+    click.echo(json.dumps({"run_dir": str(run.path), "x": axis, "front": rows}, indent=2) if as_json
+               else format_rows(rows, axis))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="The HTML file. Default: RUN_DIR/report.html.")
+@click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None, help="Also write each figure as DIR/NAME.png.")
+def report(run_dir, out, png_dir):
+    """One self-contained HTML page of RUN_DIR: trajectory, trade-offs, network, budgets, export, provenance."""
+    from edgenas.deploy.report import write_report
+
+    written = write_report(run_dir, out, png_dir=png_dir)
+    for path in written:
+        click.echo(f"wrote {path}")
 
 
 # -- export (edgenas/deploy/exporter.py) ---------------------------------------------------------------

@@ -75,3 +75,22 @@ def make_meta(profile="tiny", *, data=None, task: str | None = None, dataset: st
                                class_names=tuple(f"c{i}" for i in range(num_classes)))
     return run_meta(profile, task=profile.task, dataset=dataset, data_dir=None, data=data, extra={}, seed=seed,
                     device="cpu")
+
+
+@pytest.fixture(scope="session")
+def budget_run(tmp_path_factory):
+    """A finished search of the CI profile under a parameter budget (one candidate is skipped), made
+    by the CLI with stderr on a pipe: (run directory, stderr). Shared by the report, pareto and
+    progress tests."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("budget")
+    profile = folder / "ci-budget.toml"
+    profile.write_text(CI_PROFILE.read_text().replace('description = "', 'description = "Under a budget: ')
+                       + "\n[budget]\nmax_params = 3100\n")
+    out = folder / "run"
+    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(profile), "--out", str(out), "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    return out, r.stderr

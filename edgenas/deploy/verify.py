@@ -8,11 +8,16 @@ from edgenas.errors import ParamError, UserInputError
 from edgenas.run.loading import load_run_model
 from edgenas.run.rundir import RunDir
 from edgenas.training.data import read_images
-from edgenas.training.embeddings import evaluate_pairs
+from edgenas.training.embeddings import pair_scores
 from edgenas.training.faces import image_root
 from edgenas.training.tasks import task_for
 from edgenas.training.trainer import select_device
-from edgenas.training.verification import read_pairs_file, resolve_pairs
+from edgenas.training.verification import (
+    read_pairs_file,
+    resolve_pairs,
+    roc_points,
+    verify,
+)
 from edgenas.version import __version__
 
 
@@ -49,10 +54,12 @@ def verify_run(run_dir, *, data_dir=None, pairs_file=None, device=None) -> dict:
         data = task_for("face").load_data(ds.name, data_dir, meta.profile, ds.split_seed, False)
         x, pairs, root = data.test.x, data.test_pairs, Path(data.image_root)
         source, overlap = "held-out test identities", 0
-    v = evaluate_pairs(load_run_model(run, str(dev)), x, pairs, meta.data.mean, meta.data.std, dev)
+    scores = pair_scores(load_run_model(run, str(dev)), x, pairs, meta.data.mean, meta.data.std, dev)
+    v = verify(scores, pairs.same, pairs.folds)
     return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source,
             "data_dir": str(Path(data_dir).expanduser().resolve()), "image_root": str(root),
-            "training_identities_in_pairs": overlap, **v.to_dict(), "edgenas_version": __version__}
+            "training_identities_in_pairs": overlap, **v.to_dict(), "roc": roc_points(scores, pairs.same),
+            "edgenas_version": __version__}
 
 
 def format_verification(r: dict) -> str:

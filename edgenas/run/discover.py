@@ -17,7 +17,7 @@ from edgenas.config.profile import Profile, load_profile
 from edgenas.config.runtimes import CPU_RUNTIMES
 from edgenas.errors import EdgenasError, ParamError
 from edgenas.run.evaluator import CandidateEvaluator, candidate_seed, run_latency
-from edgenas.run.log import Log, stderr_log
+from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
 from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
 from edgenas.run.rundir import RunDir
@@ -75,13 +75,15 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
 
 def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] = None, data_dir: Optional[str] = None,
              out: Optional[str | Path] = None, device: Optional[str] = None, seed: int = 0, resume: bool = False,
-             download: bool = False, workers: int = 1, ray: Optional[str] = None, log: Log = stderr_log) -> dict:
+             download: bool = False, workers: int = 1, ray: Optional[str] = None, log: Log = stderr_log,
+             progress=None) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run directory).
 
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
     decisions are those of the sequential search; see ``search/speculation.py``). ``ray``
     ("local" or a cluster address) runs them as Ray tasks instead, across a Ray cluster's GPUs.
     ``resume`` continues the run in ``out`` (default: the newest run of this profile and dataset).
+    ``progress`` (a ``run.progress.Progress``) replaces the per-epoch log lines with a live display.
 
     >>> summary = edgenas.discover("demo", dataset="digits", out="runs/demo")
     >>> summary["arch"], summary["test_acc"], summary["run_dir"]
@@ -105,11 +107,11 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
     data = data.to(dev)
     started = time.monotonic()
-    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log)
+    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress)
     spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type)
     result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
     return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
-                  search_wall=time.monotonic() - started, log=log)
+                  search_wall=time.monotonic() - started, log=log, progress=progress)
 
 
 def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log) -> Optional[float]:
@@ -140,14 +142,14 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
 
 
 def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchResult, device, seed: int,
-           search_wall: float, log: Log) -> dict:
+           search_wall: float, log: Log, progress=None) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json."""
     arch = result.arch
     epochs = result.epochs or profile.search.epochs
     log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
     run.write(RunDir.ARCH, arch.to_dict())
-    model, res = task.train(arch, data, epochs, profile, device, candidate_seed(seed, f"final:{arch}"),
-                            lambda e, n, loss, acc, s: log(f"[final] {arch}: epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%"))
+    on_epoch = epoch_log(log, f"[final] {arch}: ", progress, stage="final", arch=arch, epochs=epochs)
+    model, res = task.train(arch, data, epochs, profile, device, candidate_seed(seed, f"final:{arch}"), on_epoch)
     test = task.test_metrics(model, data, device)
     run.save_weights(model)
     summary = _summary(run, profile, task=task, result=result, res=res, test=test, epochs=epochs, device=device,

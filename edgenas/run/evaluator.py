@@ -72,9 +72,10 @@ def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict) -> float
 class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
-    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log):
+    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log, progress=None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
+        self.progress = progress  # a run.progress.Progress on a terminal, else None
         self.shape = run.meta.data
         self.done = {r["key"]: r for r in run.journal()}
         self.latency_cache = run.latencies()
@@ -110,6 +111,8 @@ class CandidateEvaluator:
     def journal(self, record: dict) -> Outcome:
         self.run.record(record)
         self.done[record["key"]] = record
+        if self.progress:
+            self.progress.record(record)
         return _outcome(record)
 
     def finished(self, cand: Candidate, record: dict, res, speculative: bool = False) -> Outcome:
@@ -120,6 +123,9 @@ class CandidateEvaluator:
                              "train_acc": res["train_acc"], "seconds": res["seconds"]})
 
     def on_epoch(self, tag: str):
+        if self.progress:
+            return self.progress.epoch
+
         def report(epoch, epochs, loss, train_acc, seconds):
             self.log(f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
                      f"({time.monotonic() - self.started:.0f}s elapsed)")
@@ -128,8 +134,12 @@ class CandidateEvaluator:
     def __call__(self, cand: Candidate) -> Outcome:
         """Answer one request in this process: journal, budget, or training."""
         self.count += 1
+        if self.progress:
+            self.progress.candidate(cand.stage, self.count, str(cand.arch), cand.epochs)
         known = self.known(cand)
         if known is not None:
+            if self.progress:
+                self.progress.record(self.done[cand.key()])
             self.log(f"{self.tag(cand)}: from the journal, {known.status} acc {known.acc:.2f}%")
             return known
         record, skipped = self.screen(cand)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -11,10 +13,10 @@ from edgenas.errors import EdgenasError, ParamError
 from edgenas.run.discover import check_seed
 from edgenas.run.evaluator import candidate_seed
 from edgenas.run.loading import load_run_data
-from edgenas.run.log import Log, stderr_log
+from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
 from edgenas.run.rundir import RunDir
-from edgenas.search.space import load_arch
+from edgenas.search.space import Arch, load_arch
 from edgenas.training.tasks import Task, task_for
 from edgenas.training.trainer import select_device
 
@@ -37,6 +39,28 @@ def _run_from_arch(arch_path: Path, profile: Profile, task: Task, *, dataset: Op
     return run, data
 
 
+def candidate_run(run_dir: str | Path, number: int, *, out: Optional[str | Path] = None) -> RunDir:
+    """A new run directory holding candidate ``number`` (1-based, journal order) of ``run_dir``'s
+    search as its architecture; its run.json records where it came from."""
+    src = RunDir.open(run_dir)
+    journal = src.journal()
+    if not 1 <= number <= len(journal):
+        held = f"holds candidates 1 to {len(journal)}" if journal else "has no finished candidate yet"
+        raise ParamError("candidate", number, f"{src.path} {held} (see `edgenas pareto {src.path}`)")
+    record = journal[number - 1]
+    if record["status"] != "trained":
+        raise ParamError("candidate", number, f"that candidate was {record['status']} "
+                         f"({record.get('reason') or 'not trained'}); choose a trained one (see `edgenas pareto {src.path}`)")
+    out = Path(out) if out else src.path.with_name(f"{src.path.name}-c{number}")
+    RunDir.refuse_taken(out, hint="choose another {out}")
+    meta = dataclasses.replace(src.meta, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               origin={"from_run": str(src.path.resolve()), "candidate": number,
+                                       "candidate_key": record["key"]})
+    run = RunDir.start(out, meta, resume=False)
+    run.write(RunDir.ARCH, Arch.from_dict(record).to_dict())
+    return run
+
+
 def _open_target(target: str | Path, *, profile, dataset, data_dir, out, download, seed: int, device):
     """(run directory, profile, task, data) for a run directory or a bare ARCH.json."""
     path = Path(target)
@@ -55,7 +79,7 @@ def _open_target(target: str | Path, *, profile, dataset, data_dir, out, downloa
 
 def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Optional[str] = None, seed: int = 0,
                 profile: Optional[str] = None, dataset: Optional[str] = None, data_dir: Optional[str] = None,
-                out: Optional[str] = None, download: bool = False, log: Log = stderr_log) -> dict:
+                out: Optional[str] = None, download: bool = False, log: Log = stderr_log, progress=None) -> dict:
     """Train TARGET (a run directory or an ARCH.json) and save the weights into its run directory.
 
     ``epochs`` defaults to the profile's ``train.final_epochs``; ``profile``, ``dataset``,
@@ -71,8 +95,8 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
     log(f"training {arch} for {epochs} epochs on {dev}")
     started = time.monotonic()
     data = data.to(dev)
-    model, res = task.train(arch, data, epochs, prof, dev, candidate_seed(seed, f"train:{arch}"),
-                            lambda e, n, loss, acc, s: log(f"[train] epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%"))
+    on_epoch = epoch_log(log, "[train] ", progress, stage="train", arch=arch, epochs=epochs)
+    model, res = task.train(arch, data, epochs, prof, dev, candidate_seed(seed, f"train:{arch}"), on_epoch)
     if res.status != "trained":
         raise EdgenasError(f"training {arch} diverged (non-finite loss); {run.path / RunDir.WEIGHTS} was left as it was")
     test = task.test_metrics(model, data, dev)
@@ -93,7 +117,7 @@ def _record(run: RunDir, profile: Profile, task: Task, *, final: dict) -> None:
         params, macs = task.model_size(arch, run.meta.data, profile)
         summary = {"arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
                    "profile": profile.name, "dataset": run.meta.dataset.name, "versions": versions(),
-                   "run_dir": str(run.path)}
+                   "run_dir": str(run.path), **(run.meta.origin or {})}
     summary["final_training"] = final
     summary.update({k: v for k, v in final.items() if k.startswith("test_")})
     run.write(RunDir.SUMMARY, summary)

@@ -12,6 +12,8 @@ from edgenas.config.profile import Profile, stored_profile
 from edgenas.errors import ProfileError, RunDirError
 from edgenas.version import __version__
 
+ORIGIN = ("from_run", "candidate", "candidate_key")  # run.json keys of a run made by `train --candidate`
+
 
 @dataclass(frozen=True)
 class DatasetRecord:
@@ -57,6 +59,7 @@ class RunMeta:
     profile: Profile
     dataset: DatasetRecord
     data: DataShape
+    origin: Optional[dict] = None  # a run made by `train --candidate`: from_run, candidate, candidate_key
 
     @property
     def outputs(self) -> int:
@@ -79,7 +82,7 @@ class RunMeta:
             "device": self.device, "profile": self.profile.to_dict(),
             "dataset": {"name": ds.name, "data_dir": ds.data_dir, "val_fraction": ds.val_fraction,
                         "split_seed": ds.split_seed, "input_size": ds.input_size, "channels": ds.channels},
-            "data": self.data.to_dict(),
+            "data": self.data.to_dict(), **(self.origin or {}),
         }
 
     @classmethod
@@ -96,6 +99,7 @@ class RunMeta:
                                tuple(int(v) for v in data["input_size"]), tuple(float(v) for v in data["mean"]),
                                tuple(float(v) for v in data["std"]), tuple(str(c) for c in data["class_names"]),
                                data.get("face")),
+                origin={k: d[k] for k in ORIGIN if k in d} or None,
             )
         except (KeyError, TypeError, ValueError, AttributeError, ProfileError) as e:
             what = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]

@@ -103,34 +103,48 @@ def final_width(arch: Arch) -> int:
     return layer_plan(arch)[-1][1]
 
 
-def count_params(arch: Arch, in_channels: int, num_classes: int) -> int:
-    """Every trainable parameter, BatchNorm affine ones included; equals the built model's."""
-    total = 9 * in_channels * 2 * arch.width + 2 * (2 * arch.width)  # stem conv + BN
-    for (c_in, c_out, _), op, k in zip(layer_plan(arch), arch.ops, arch.kernels):
-        if op == SEPARABLE:
-            total += k * k * c_in + c_in * c_out
-        else:
-            total += k * k * c_in * c_out
-        total += 2 * c_out  # BN
-    return total + final_width(arch) * num_classes + num_classes
-
-
 def _out_size(size: int, stride: int) -> int:
     # kxk conv with padding k//2 (k odd): size is kept at stride 1, halved (rounded up) at stride 2.
     return (size - 1) // stride + 1
 
 
+@dataclass(frozen=True)
+class LayerCost:
+    """One convolution of the network: its shape at ``size`` (its output H, W), parameters (BN included) and MACs."""
+
+    name: str  # "stem", "L1", "L2", ...
+    op: str  # "stem", "sep" or "conv"
+    kernel: int
+    c_in: int
+    c_out: int
+    stride: int
+    size: tuple[int, int]
+    params: int
+    macs: int
+
+
+def layer_costs(arch: Arch, in_channels: int, input_size: tuple[int, int] = (1, 1)) -> list[LayerCost]:
+    """The stem and every layer, in order (the pooling and the head are not in it)."""
+    h, w = input_size
+    stem = 2 * arch.width
+    costs = [LayerCost("stem", "stem", 3, in_channels, stem, 1, (h, w), 9 * in_channels * stem + 2 * stem,
+                       h * w * 9 * in_channels * stem)]
+    for i, ((c_in, c_out, stride), op, k) in enumerate(zip(layer_plan(arch), arch.ops, arch.kernels), start=1):
+        h, w = _out_size(h, stride), _out_size(w, stride)
+        per_pixel = k * k * c_in + c_in * c_out if op == SEPARABLE else k * k * c_in * c_out
+        costs.append(LayerCost(f"L{i}", "sep" if op == SEPARABLE else "conv", k, c_in, c_out, stride, (h, w),
+                               per_pixel + 2 * c_out, h * w * per_pixel))  # + BN's scale and shift
+    return costs
+
+
+def count_params(arch: Arch, in_channels: int, num_classes: int) -> int:
+    """Every trainable parameter, BatchNorm affine ones included; equals the built model's."""
+    return sum(c.params for c in layer_costs(arch, in_channels)) + final_width(arch) * num_classes + num_classes
+
+
 def count_macs(arch: Arch, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> int:
     """Multiply-accumulates of one forward pass of one image (convolutions and the head)."""
-    h, w = input_size
-    total = h * w * 9 * in_channels * 2 * arch.width
-    for (c_in, c_out, stride), op, k in zip(layer_plan(arch), arch.ops, arch.kernels):
-        h, w = _out_size(h, stride), _out_size(w, stride)
-        if op == SEPARABLE:
-            total += h * w * (k * k * c_in + c_in * c_out)
-        else:
-            total += h * w * k * k * c_in * c_out
-    return total + final_width(arch) * num_classes
+    return sum(c.macs for c in layer_costs(arch, in_channels, input_size)) + final_width(arch) * num_classes
 
 
 def activation_count(arch: Arch, in_channels: int, input_size: tuple[int, int]) -> int:

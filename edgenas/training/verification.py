@@ -85,6 +85,21 @@ def tar_at_far(scores, same, far: float = FAR) -> Optional[float]:
     return 100.0 * float(tpr[fpr <= far].max())
 
 
+def roc_points(scores, same, max_points: int = 200) -> Optional[dict]:
+    """The ROC curve as false/true accept rates (0..1), at most ``max_points`` of its corners, for
+    ``edgenas report``; None when the pairs hold one kind only."""
+    from sklearn.metrics import roc_curve
+
+    s, y = _scores(scores, same)
+    if y.all() or not y.any():
+        return None
+    fpr, tpr, _ = roc_curve(y, s)
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [round(float(f), 6) for f in fpr], "tpr": [round(float(t), 6) for t in tpr]}
+
+
 def fold_ids(same, folds: int = FOLDS) -> np.ndarray:
     """A fold per pair, round-robin within same-person and within different-person pairs, so every
     fold is balanced like LFW's (unbalanced folds bias k-fold accuracy below chance)."""

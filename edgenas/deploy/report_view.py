@@ -1,0 +1,124 @@
+"""What ``edgenas report`` reads from a run directory, finished or still searching (any file but run.json may be missing)."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from edgenas.deploy import pareto
+from edgenas.run.rundir import RunDir, read_jsonl
+from edgenas.search.space import Arch, layer_costs
+
+BENCH_SCHEMAS = ("edgenas.bench/1", "edgenas.bench/2")
+
+
+@dataclass
+class RunView:
+    """Everything the report reads from a run directory; any file but run.json may be missing."""
+
+    path: Path
+    meta: dict
+    journal: list[dict]
+    latencies: dict[str, float]
+    summary: Optional[dict] = None
+    arch: Optional[Arch] = None  # arch.json, else the best trained candidate so far
+    arch_source: str = "discovered"
+    parity: Optional[dict] = None
+    verify: Optional[dict] = None
+    benches: list[tuple[str, dict]] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "classify")
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def winner(self) -> Optional[str]:
+        return str(self.arch) if self.arch else None
+
+    @property
+    def budget(self) -> dict:
+        return self.meta.get("profile", {}).get("budget", {})
+
+    def winner_figures(self) -> dict:
+        """params, macs, latency_ms of the winner: summary.json, else its journal record."""
+        if self.summary and "params" in self.summary:
+            return {k: self.summary.get(k) for k in ("params", "macs", "latency_ms")}
+        for r in self.journal:
+            if self.arch and str(pareto.arch_of(r)) == str(self.arch):
+                return {"params": r["params"], "macs": r["macs"], "latency_ms": pareto.latency_of(r, self.latencies)}
+        return {}
+
+    def budget_use(self) -> list[tuple[str, Optional[float], float]]:
+        """(axis, the winner's value, the budget; 0 = none) for params, MACs, latency."""
+        w, b = self.winner_figures(), self.budget
+        return [("params", w.get("params"), b.get("max_params", 0)), ("macs", w.get("macs"), b.get("max_macs", 0)),
+                ("latency", w.get("latency_ms"), b.get("max_latency_ms", 0.0))]
+
+    @property
+    def layers(self) -> list[dict]:
+        return layer_rows(self) if self.arch else []
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None  # half-written by another process: the report shows the rest
+
+
+def find_benches(path: Path) -> list[tuple[str, dict]]:
+    """Bench JSONs (``edgenas bench --json``) lying in the run directory, export/ or bench/."""
+    found = []
+    for folder in (path, path / "export", path / "bench"):
+        for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            record = _read_json(f)
+            if isinstance(record, dict) and record.get("schema") in BENCH_SCHEMAS:
+                found.append((str(f.relative_to(path)), record))
+    return found
+
+
+def load_view(run_dir: str | Path) -> RunView:
+    run = RunDir.open(run_dir)
+    journal = run.journal()
+    view = RunView(run.path, run.meta.to_dict(), journal, {r["key"]: r["ms"] for r in read_jsonl(run.path / RunDir.LATENCY)},
+                   summary=_read_json(run.path / RunDir.SUMMARY), parity=_read_json(run.path / "export" / "parity.json"),
+                   verify=_read_json(run.path / "verify.json"), benches=find_benches(run.path))
+    arch = _read_json(run.path / RunDir.ARCH)
+    if arch:
+        view.arch = Arch.from_dict(arch)
+    else:
+        trained = [r for r in journal if r["status"] == "trained"]
+        if trained:
+            view.arch = pareto.arch_of(max(trained, key=lambda r: r["acc"]))
+            view.arch_source = "best candidate so far"
+    return view
+
+
+def layer_rows(view: RunView) -> list[dict]:
+    """Stem, each layer and the head: op, kernel, channels, stride, resolution, params and MACs."""
+    arch, shape = view.arch, view.meta["data"]
+    rows = []
+    for c in layer_costs(arch, shape["in_channels"], tuple(shape["input_size"])):
+        h, w = c.size
+        kind = f"conv3x3 {c.c_in}->{c.c_out}" if c.op == "stem" else f"{c.op}{c.kernel}x{c.kernel} {c.c_in}->{c.c_out} s{c.stride}"
+        rows.append({"name": c.name, "label": f"{c.name} {kind} {h}x{w}", "op": c.op, "kernel": c.kernel, "c_in": c.c_in,
+                     "c_out": c.c_out, "stride": c.stride, "resolution": f"{h}x{w}", "params": c.params, "macs": c.macs})
+    total = view.winner_figures()
+    if total.get("params") is not None:
+        head = "embedding" if view.task == "face" else "pool+linear"
+        rows.append({"name": f"head: {head}", "label": f"head {head}", "op": "head", "kernel": None,
+                     "c_in": rows[-1]["c_out"], "c_out": None, "stride": None, "resolution": "1x1",
+                     "params": total["params"] - sum(r["params"] for r in rows),
+                     "macs": total["macs"] - sum(r["macs"] for r in rows)})
+    return rows
+
+
+def esc(value) -> str:
+    return html.escape("" if value is None else str(value))
