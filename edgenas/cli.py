@@ -19,7 +19,8 @@ from edgenas.errors import EdgenasError, ParamError
 from edgenas.version import __version__
 
 # Library parameter -> the flag that sets it, where the two names differ.
-FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json"}
+FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json",
+         "png_dir": "--png"}
 
 
 class Terminated(BaseException):

@@ -136,6 +136,6 @@ def test_cli_history_refused_files_png_and_bad_input(tmp_path):
     r = invoke("--history", tmp_path / "afile", tmp_path / "missing.json")  # checked before the input is read
     assert r.exit_code == 2 and "--history" in r.output and r.output.count("\n") == 1
     r = invoke("--history", hist, current(tmp_path, 1.0, 3), "--window", "0")
-    assert r.exit_code == 2 and "--window must be >= 1" in r.output
+    assert r.exit_code == 2 and "--window 0: give an integer >= 1" in r.output
     r = invoke(current(tmp_path, 1.0, 3), current(tmp_path, 1.0, 4), "--png", tmp_path / "t.png")
     assert r.exit_code == 2 and "--png draws a history's trend" in r.output

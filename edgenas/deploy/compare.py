@@ -16,7 +16,7 @@ from edgenas.deploy import bench as bench_mod
 from edgenas.deploy import intervals
 from edgenas.deploy.environment import condition_warnings, record_notes
 from edgenas.device_kit import edgenas_kit as kit
-from edgenas.errors import UserInputError
+from edgenas.errors import ParamError, UserInputError
 from edgenas.runtime.runners import kit_errors
 
 METRICS = ("p50", "p90", "p99")
@@ -36,11 +36,11 @@ def parse_max_regression(text) -> float:
     try:
         value = kit.parse_fraction(text)
     except ValueError as e:
-        raise UserInputError(f"--max-regression {e}") from None
+        raise ParamError("max_regression", text, str(e)) from None
     if value == float("inf"):
-        raise UserInputError(f"--max-regression {text!r} would pass any slow-down: give a finite threshold")
+        raise ParamError("max_regression", text, "would pass any slow-down: give a finite threshold")
     if not str(text).strip().endswith("%") and value >= 1:
-        raise UserInputError(f"--max-regression {text!r} is ambiguous: write {text}% or {value / 100:g}")
+        raise ParamError("max_regression", text, f"is ambiguous: write {text}% or {value / 100:g}")
     return value
 
 
@@ -306,5 +306,5 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
     try:
         ci = intervals.METHODS[method](ratios, confidence=confidence)
     except ValueError as e:  # a median of 0 ms: the timer cannot resolve the model
-        raise UserInputError(f"paired mode: {e} (per-round ratios {ratios[:3]}...): use a larger --batch") from None
+        raise ParamError("batch", batch, f"paired mode: {e} (per-round ratios {ratios[:3]}...): use a larger {{batch}}") from None
     return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)

@@ -26,7 +26,7 @@ from edgenas.deploy.compare import (
 )
 from edgenas.deploy.environment import difference_note, record_notes
 from edgenas.device_kit import edgenas_kit as kit
-from edgenas.errors import MissingDependency, UserInputError
+from edgenas.errors import MissingDependency, ParamError, UserInputError
 from edgenas.runtime.runners import kit_errors
 
 DEFAULT_WINDOW = 10
@@ -191,7 +191,7 @@ class Trend:
             import matplotlib.pyplot as plt
             import matplotlib.ticker
         except ImportError:
-            raise MissingDependency("--png needs matplotlib: pip install 'edgenas[report]'") from None
+            raise MissingDependency("drawing the trend needs matplotlib: pip install 'edgenas[report]'") from None
         values = [*self.values(), float(self.current[f"{self.metric}_ms"])]
         fig, ax = plt.subplots(figsize=(5, 2.2), dpi=100)
         ax.plot(range(len(values)), values, marker="o", markersize=3)
@@ -215,7 +215,7 @@ def judge(current: dict, *, history: History, name: str, window: int = DEFAULT_W
     if metric not in METRICS:
         raise UserInputError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
     if window < 1:
-        raise UserInputError(f"--window must be >= 1, got {window}")
+        raise ParamError("window", window, "give an integer >= 1")
     entries = history.window(current, window)
     warnings = list(history.refused) + (difference_note(entries[-1].record, current) if entries else [])
     warnings += record_notes(current, name)  # the window's own notes were shown when each was judged

@@ -13,7 +13,7 @@ from edgenas.deploy import report_figures
 from edgenas.deploy.report_html import page
 from edgenas.deploy.report_view import RunView, load_view
 from edgenas.device_kit.edgenas_kit import write_atomic
-from edgenas.errors import UserInputError
+from edgenas.errors import ParamError
 
 DPI = 100
 
@@ -39,9 +39,9 @@ def write_report(run_dir: str | Path, out: Optional[str | Path] = None, *, png_d
     view = load_view(run_dir)
     out = Path(out) if out else view.path / "report.html"
     if out.is_dir():
-        raise UserInputError(f"--out {out} is a directory; give a file name such as {out / 'report.html'}")
+        raise ParamError("out", str(out), f"is a directory; give a file name such as {out / 'report.html'}")
     if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
-        raise UserInputError(f"--png {png_dir} is a file; give a directory")
+        raise ParamError("png_dir", str(png_dir), "is a file; give a directory")
     charts = render_charts(view)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     text = page(view, {name: (chart, base64.b64encode(data).decode()) for name, (chart, data) in charts.items()}, created)
