@@ -249,9 +249,11 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS
+    from edgenas.training.images import image_extensions
 
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    extensions = image_extensions()
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
 
 
 def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[Path], Pairs]:
