@@ -49,7 +49,11 @@ def verify_run(run_dir, *, data_dir=None, pairs_file=None, device=None) -> dict:
         data = task_for("face").load_data(ds.name, data_dir, meta.profile, ds.split_seed, False)
         x, pairs, root = data.test.x, data.test_pairs, Path(data.image_root)
         source, overlap = "held-out test identities", 0
-    v = evaluate_pairs(load_run_model(run, str(dev)), x, pairs, meta.data.mean, meta.data.std, dev)
+    model = load_run_model(run, str(dev))
+    try:
+        v = evaluate_pairs(model, x, pairs, meta.data.mean, meta.data.std, dev)
+    except ValueError as e:  # one kind of pair, or NaN/infinite scores: no figure would mean anything
+        raise UserInputError(f"cannot verify {run.path} on {'the pairs file ' if pairs_file else ''}{source}: {e}") from None
     return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source,
             "data_dir": str(Path(data_dir).expanduser().resolve()), "image_root": str(root),
             "training_identities_in_pairs": overlap, **v.to_dict(), "edgenas_version": __version__}
