@@ -13,6 +13,7 @@ from PIL import Image
 
 from edgenas.errors import DataError
 from edgenas.training import images as eimages
+from edgenas.training import memory as ememory
 from edgenas.training.data import load_dataset, read_images
 from edgenas.training.images import list_image_folder
 
@@ -142,11 +143,11 @@ def test_broken_and_foreign_files_are_one_line(tmp_path):
 
 def test_memory_is_checked_before_decoding(tmp_path, monkeypatch):
     Image.new("L", (4, 4)).save(tmp_path / "a.png")
-    monkeypatch.setattr(eimages, "available_memory", lambda: 10 ** 6)
+    monkeypatch.setattr(ememory, "available_memory", lambda: 10 ** 6)
     _raises(lambda: read_images([tmp_path / "a.png"] * 1000, (64, 64), 3), "1000 images of 3x64x64",
             "needs about", "is available", "smaller data.input_size")
     monkeypatch.undo()
-    assert eimages.available_memory() is None or eimages.available_memory() > 0
+    assert ememory.available_memory() is None or ememory.available_memory() > 0
 
 
 # -- symbolic links -----------------------------------------------------------------------------

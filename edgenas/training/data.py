@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from edgenas.errors import DataError
 from edgenas.training.augment import random_crop
 from edgenas.training.images import decode_images, list_image_folder
+from edgenas.training.memory import check_memory
 
 TEST_SPLIT_SEED = 0  # the 20 % test split of digits / imagefolder is fixed, whatever the run's seed
 TEST_FRACTION = 0.2
@@ -345,6 +346,10 @@ def load_dataset(
             raise DataError(f"data directory {path} {what}; pass --data-dir with an existing directory")
     opts = _LoadOptions(download=download, input_size=size, channels=channels or spec.in_channels)
     x_train, y_train, x_test, y_test, class_names = spec.loader(spec, path, opts)
+    if tuple(x_train.shape[-2:]) != size:  # resized copies are allocated below: check before
+        n, c = len(x_train) + len(x_test), int(x_train.shape[1])
+        check_memory(n * c * size[0] * size[1], f"{name}: {n} images resized to {c}x{size[0]}x{size[1]} (uint8)",
+                     "use a smaller data.input_size")
     x_train, x_test = resize(x_train, size), resize(x_test, size)
     val = stratified_holdout(y_train, val_fraction, seed)
     train = _complement(val, len(y_train))

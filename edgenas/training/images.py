@@ -1,5 +1,5 @@
 """Image files -> uint8 arrays: every format and bit depth PIL opens, read one documented way;
-class folders listed without following link loops; the memory a dataset needs checked first."""
+class folders listed without following link loops or giving a file two labels."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.errors import DataError
+from edgenas.training.memory import check_memory
 
 # Modes with more than 8 bits per sample. PIL opens 16-bit grayscale PNG/TIFF as "I;16*" (or "I"
 # in older versions), 32-bit float TIFF as "F". They are scaled from their full range to 0..255.
@@ -23,32 +24,6 @@ def image_extensions() -> frozenset[str]:
 
     Image.init()
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (``MemAvailable``), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2 ** 30:.1f} GiB"
-
-
-def check_memory(nbytes: int, what: str, hint: str, *, available: int | None = None) -> None:
-    """Refuse (one-line ``DataError``) when ``nbytes`` exceed the memory available now."""
-    available = available_memory() if available is None else available
-    if available is not None and nbytes > available:
-        raise DataError(f"{what} needs about {_gib(nbytes)} of memory, {_gib(available)} is available; {hint}")
 
 
 # --- decoding -----------------------------------------------------------------------------------
