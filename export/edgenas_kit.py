@@ -571,7 +571,7 @@ def save_samples(path: str | Path, inputs: np.ndarray, outputs: np.ndarray, task
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
-def _numbers(path: Path, name: str, a: np.ndarray, ndim: int, shape: str) -> np.ndarray:
+def _numbers(path: Path, *, name: str, a: np.ndarray, ndim: int, shape: str) -> np.ndarray:
     if a.dtype.kind not in "fiu":
         raise KitError(f"{path}: {name} must be real numbers (float32), got dtype {a.dtype}")
     if a.ndim != ndim or 0 in a.shape:
@@ -594,8 +594,8 @@ def load_samples(path: str | Path) -> Samples:
         raise KitError(f"{path} is not a samples file with inputs, outputs and task: {_first_line(e)}") from None
     if task not in TASKS:
         raise KitError(f"{path}: unknown task {task!r} (expected one of {TASKS})")
-    inputs = _numbers(path, "inputs", inputs, 4, "(N, C, H, W)")
-    outputs = _numbers(path, "outputs", outputs, 2, "(N, K)")
+    inputs = _numbers(path, name="inputs", a=inputs, ndim=4, shape="(N, C, H, W)")
+    outputs = _numbers(path, name="outputs", a=outputs, ndim=2, shape="(N, K)")
     if len(inputs) != len(outputs):
         raise KitError(f"{path}: inputs and outputs must hold as many samples, got {inputs.shape} and {outputs.shape}")
     if not np.isfinite(inputs).all():

@@ -328,7 +328,7 @@ def test_read_pairs_file_refuses_names_and_numbers_that_are_no_image(tmp_path, l
         verification.read_pairs_file(path)
 
 
-_TOKENS = hs.one_of(hs.sampled_from(["A", "B", "C", "..", "A/B", "0", "1", "2", "3", "10", "-1", "x", "\u0663", "\x00"]),
+_TOKENS = hs.one_of(hs.sampled_from(["A", "B", "C", "..", "A/B", "x" * 300, "0", "1", "2", "3", "10", "-1", "x", "\u0663", "\x00"]),
                     hs.text(min_size=1, max_size=4))
 _LINES = hs.lists(hs.lists(_TOKENS, min_size=0, max_size=5).map(" ".join), min_size=0, max_size=12)
 
@@ -387,6 +387,8 @@ def test_resolve_pairs_finds_images_by_lfw_name_or_position(tmp_path):
         verification.resolve_pairs([verification.PairLine("Bob", 4, "Bob", 1, 0, 7)], tmp_path, "p.txt")
     with pytest.raises(DataError, match="line 8: no folder"):
         verification.resolve_pairs([verification.PairLine("Cid", 1, "Cid", 2, 0, 8)], tmp_path, "p.txt")
+    with pytest.raises(DataError, match="line 9: no folder"):  # too long a name for the file system: no traceback
+        verification.resolve_pairs([verification.PairLine("x" * 300, 1, "x" * 300, 2, 0, 9)], tmp_path, "p.txt")
 
 
 # -- identity data ------------------------------------------------------------------------------------

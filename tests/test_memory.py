@@ -41,9 +41,9 @@ def test_training_bytes_counts_state_and_saved_activations():
 
 
 def test_check_memory_names_the_estimate_and_what_is_available():
-    memory.check_memory(GIB, "x", "y", available=2 * GIB)
+    memory.check_memory(GIB, what="x", hint="y", available=2 * GIB)
     with pytest.raises(DataError, match=r"^the images needs about 3.0 GiB of memory, 1.0 GiB is available; shrink$"):
-        memory.check_memory(3 * GIB, "the images", "shrink", available=GIB)
+        memory.check_memory(3 * GIB, what="the images", hint="shrink", available=GIB)
     assert memory.available_memory() is None or memory.available_memory() > 0
 
 

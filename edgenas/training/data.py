@@ -290,7 +290,8 @@ def channel_stats(x: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...],
     return tuple(float(m) for m in mean), tuple(float(s) if s > 1e-6 else 1.0 for s in std)
 
 
-def _check_rankable(source: str, y_train: torch.Tensor, *, n_val: int, n_test: int, class_names, val_fraction: float) -> None:
+def _check_rankable(source: str, *, y_train: torch.Tensor, n_val: int, n_test: int, class_names,
+                    val_fraction: float) -> None:
     """Refuse splits that cannot rank candidates: an empty validation (when asked for) or test split,
     or a class without training images (accuracies would be NaN, or of a class never seen)."""
     problems = []
@@ -348,12 +349,12 @@ def load_dataset(
     x_train, y_train, x_test, y_test, class_names = spec.loader(spec, path, opts)
     if tuple(x_train.shape[-2:]) != size:  # resized copies are allocated below: check before
         n, c = len(x_train) + len(x_test), int(x_train.shape[1])
-        check_memory(n * c * size[0] * size[1], f"{name}: {n} images resized to {c}x{size[0]}x{size[1]} (uint8)",
-                     "use a smaller data.input_size")
+        check_memory(n * c * size[0] * size[1], what=f"{name}: {n} images resized to {c}x{size[0]}x{size[1]} (uint8)",
+                     hint="use a smaller data.input_size")
     x_train, x_test = resize(x_train, size), resize(x_test, size)
     val = stratified_holdout(y_train, val_fraction, seed)
     train = _complement(val, len(y_train))
-    _check_rankable(f"{name}: {path}" if path else name, y_train[train], n_val=len(val), n_test=len(y_test),
+    _check_rankable(f"{name}: {path}" if path else name, y_train=y_train[train], n_val=len(val), n_test=len(y_test),
                     class_names=class_names, val_fraction=val_fraction)
     train_split = Split(x_train[train].contiguous(), y_train[train].contiguous())
     if spec.mean is None:

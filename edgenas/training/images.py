@@ -48,8 +48,8 @@ def _widen_to_8_bits(img, path):
 
 
 def _as_mode(img, mode: str, path):
-    """``img`` (its first frame, as opened) as "L" or "RGB": >8-bit gray scaled down, transparency composited onto
-    black (colour x alpha / 255), palette, CMYK, YCbCr and the rest through PIL's conversions."""
+    """``img`` (its first frame, as opened) as "L" or "RGB": >8-bit gray scaled down, transparency
+    composited onto black (colour x alpha / 255), palette, CMYK, YCbCr ... through PIL's conversions."""
     from PIL import Image
 
     if img.mode in _WIDE_MODES:
@@ -92,8 +92,8 @@ def decode_images(paths, input_size: tuple[int, int], channels: int) -> np.ndarr
     The memory the array needs is checked first."""
     mode, (h, w) = ("L" if channels == 1 else "RGB"), input_size
     nbytes = len(paths) * h * w * channels
-    check_memory(nbytes, f"{len(paths)} images of {channels}x{h}x{w} (uint8)",
-                 "use fewer images or a smaller data.input_size")
+    check_memory(nbytes, what=f"{len(paths)} images of {channels}x{h}x{w} (uint8)",
+                 hint="use fewer images or a smaller data.input_size")
     images = np.empty((len(paths), h, w, channels), dtype=np.uint8)
     for i, path in enumerate(paths):  # decoding files is per image by nature; done once
         images[i] = _decode(path, mode, (h, w))

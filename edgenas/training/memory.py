@@ -31,7 +31,7 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / 2 ** 30:.1f} GiB"
 
 
-def check_memory(nbytes: int, what: str, hint: str, *, available: int | None = None,
+def check_memory(nbytes: int, *, what: str, hint: str, available: int | None = None,
                  error: type[UserInputError] = DataError) -> None:
     """Refuse (a one-line ``error``, exit 2) when ``nbytes`` exceed ``available`` (default: the host's now)."""
     available = available_memory() if available is None else available
@@ -62,6 +62,6 @@ def check_training_memory(arch: Arch, *, in_channels: int, outputs: int, input_s
     """Refuse (``ProfileError``, exit 2) to train ``arch`` where its estimate exceeds the device's free memory."""
     nbytes = training_bytes(arch, in_channels=in_channels, outputs=outputs, input_size=input_size, batch=batch)
     params = count_params(arch, in_channels, outputs)
-    check_memory(nbytes, f"{what} {arch} ({params:,} parameters, batch {batch} of {in_channels}x{input_size[0]}x"
-                 f"{input_size[1]}) to train", "lower search.max_width, data.input_size or the batch size",
+    check_memory(nbytes, what=f"{what} {arch} ({params:,} parameters, batch {batch} of {in_channels}x{input_size[0]}x"
+                 f"{input_size[1]}) to train", hint="lower search.max_width, data.input_size or the batch size",
                  available=device_memory(device), error=ProfileError)

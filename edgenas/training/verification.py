@@ -225,7 +225,7 @@ def _bad_name(name: str) -> bool:
     return name in (".", "..") or "/" in name or "\\" in name or not name.isprintable()
 
 
-def _pair_line(path, no: int, f: list[str], fold: int) -> PairLine:
+def _pair_line(path, *, no: int, f: list[str], fold: int) -> PairLine:
     numbers = f[1:3] if len(f) == 3 else f[1:4:2]
     if len(f) not in (3, 4) or not all(_is_number(n) for n in numbers):
         raise _pair_error(path, no, _SHAPE, " ".join(f))
@@ -240,7 +240,7 @@ def _pair_line(path, no: int, f: list[str], fold: int) -> PairLine:
     return PairLine(f[0], int(numbers[0]), name_b, int(numbers[1]), fold, no)
 
 
-def _check_kinds(path, out: list[PairLine], sets: int, per: int) -> None:
+def _check_kinds(path, *, out: list[PairLine], sets: int, per: int) -> None:
     """Every fold holds ``per`` pairs of each kind, as the header promises (one kind cannot be scored)."""
     for fold in range(sets):
         block = out[fold * 2 * per:(fold + 1) * 2 * per]
@@ -275,11 +275,11 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
     for index, (no, f) in enumerate(body):
         if index >= want:
             raise _pair_error(path, no, f"no more lines: the header promises {sets} x 2 x {per} = {want} pairs", " ".join(f))
-        out.append(_pair_line(path, no, f, index // (2 * per)))
+        out.append(_pair_line(path, no=no, f=f, fold=index // (2 * per)))
     if len(out) < want:
         raise UserInputError(f"pairs file {path}: the header (line {head_no}) promises {sets} x 2 x {per} = {want} pairs, "
                              f"the file has {len(out)}")
-    _check_kinds(path, out, sets, per)
+    _check_kinds(path, out=out, sets=sets, per=per)
     if sets == 1:  # one set (pairsDevTest style): 10 balanced folds
         folds = fold_ids([p.same for p in out])
         out = [dataclasses.replace(p, fold=int(f)) for p, f in zip(out, folds)]
@@ -303,7 +303,11 @@ def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[P
     def image(name: str, number: int, line: int) -> int:
         folder = root / name
         if name not in listing:
-            if not folder.is_dir():
+            try:
+                is_dir = folder.is_dir()
+            except OSError:  # e.g. a name longer than the file system allows
+                is_dir = False
+            if not is_dir:
                 raise DataError(f"pairs file {pairs_path}, line {line}: no folder {folder} for {name}; "
                                 f"--data-dir must hold one folder per person")
             try:
