@@ -299,10 +299,18 @@ threads_option = click.option("--threads", type=int, default=None, help="CPU thr
 def bench(model, runtime, batch, threads, warmup, runs, json_out):
     """Time MODEL (.onnx, .engine or RUN_DIR): p50/p90/p99, mean, std, throughput."""
     from edgenas.deploy.bench import bench as run_bench
-    from edgenas.deploy.bench import check_writable, format_bench, write_bench
+    from edgenas.deploy.bench import (
+        check_writable,
+        format_bench,
+        stale_export,
+        write_bench,
+    )
 
     if json_out:
         check_writable(json_out, "--json")
+    stale = stale_export(model, runtime)
+    if stale:
+        click.echo(f"edgenas: warning: {stale}", err=True)
     result = run_bench(model, runtime=runtime, batch=batch, threads=threads, warmup=warmup, runs=runs)
     click.echo(format_bench(result))
     if json_out:

@@ -134,6 +134,7 @@ class Runner:
     model_path: Path
     input_chw: tuple  # (C, H, W) of one input; None for a dynamic dimension
     max_batch: int | None = None  # largest batch one call takes; None: any
+    weights_sha256: str | None = None  # SHA-256 of the PyTorch weights it was exported from (ONNX metadata)
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -209,6 +210,7 @@ class OnnxRuntimeRunner(Runner):
         dims = [d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape]
         self.input_chw, self.max_batch = tuple(dims[1:]), dims[0]
         self.runtime, self.runtime_version, self.model_path = runtime, ort.__version__, model
+        self.weights_sha256 = self.session.get_modelmeta().custom_metadata_map.get("weights_sha256")
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, np.float32)})[0]
@@ -551,18 +553,32 @@ def write_bench(path: str | Path, record: dict) -> None:
 @dataclass(frozen=True)
 class Samples:
     inputs: np.ndarray  # float32, normalised NCHW
-    outputs: np.ndarray  # the PyTorch outputs (logits, or embeddings for face)
+    outputs: np.ndarray  # the PyTorch outputs (logits, or embeddings for face), (N, K)
     task: str  # "classify" | "face"
+    weights_sha256: str | None = None  # the PyTorch weights that made ``outputs`` (None: not recorded)
 
 
-def save_samples(path: str | Path, inputs: np.ndarray, outputs: np.ndarray, task: str = "classify") -> None:
+def save_samples(path: str | Path, inputs: np.ndarray, outputs: np.ndarray, task: str = "classify", *,
+                 weights_sha256: str | None = None) -> None:
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     arrays = {"inputs": np.asarray(inputs, np.float32), "outputs": np.asarray(outputs, np.float32), "task": np.array(task)}
+    if weights_sha256:
+        arrays["weights_sha256"] = np.array(weights_sha256)
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
+def _numbers(path: Path, *, name: str, a: np.ndarray, ndim: int, shape: str) -> np.ndarray:
+    if a.dtype.kind not in "fiu":
+        raise KitError(f"{path}: {name} must be real numbers (float32), got dtype {a.dtype}")
+    if a.ndim != ndim or 0 in a.shape:
+        raise KitError(f"{path}: {name} must be a non-empty {shape} array, got shape {a.shape}")
+    return a.astype(np.float32)
+
+
 def load_samples(path: str | Path) -> Samples:
+    """``samples.npz``: float NCHW ``inputs``, (N, K) ``outputs``, ``task`` (and ``weights_sha256``).
+    Anything else (a wrong shape or dtype, NaN inputs) is a ``KitError`` (exit 2)."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"{path}: no such file (the export directory should hold samples.npz)")
@@ -570,13 +586,18 @@ def load_samples(path: str | Path) -> Samples:
         with np.load(path, allow_pickle=False) as z:
             inputs, outputs = z["inputs"], z["outputs"]
             task = str(z["task"].reshape(-1)[0]) if "task" in z.files else "classify"
-    except (OSError, ValueError, KeyError) as e:
+            weights = str(z["weights_sha256"].reshape(-1)[0]) if "weights_sha256" in z.files else None
+    except (OSError, ValueError, KeyError, IndexError, EOFError) as e:
         raise KitError(f"{path} is not a samples file with inputs, outputs and task: {_first_line(e)}") from None
     if task not in TASKS:
         raise KitError(f"{path}: unknown task {task!r} (expected one of {TASKS})")
-    if inputs.ndim != 4 or len(inputs) != len(outputs) or len(inputs) == 0:
-        raise KitError(f"{path}: inputs must be NCHW and match outputs, got {inputs.shape} and {outputs.shape}")
-    return Samples(inputs.astype(np.float32), outputs.astype(np.float32), task)
+    inputs = _numbers(path, name="inputs", a=inputs, ndim=4, shape="(N, C, H, W)")
+    outputs = _numbers(path, name="outputs", a=outputs, ndim=2, shape="(N, K)")
+    if len(inputs) != len(outputs):
+        raise KitError(f"{path}: inputs and outputs must hold as many samples, got {inputs.shape} and {outputs.shape}")
+    if not np.isfinite(inputs).all():
+        raise KitError(f"{path}: inputs hold NaN or infinite values")
+    return Samples(inputs, outputs, task, weights)
 
 
 def parity_report(expected: np.ndarray, actual: np.ndarray, task: str = "classify",
@@ -621,9 +642,41 @@ def parity_report(expected: np.ndarray, actual: np.ndarray, task: str = "classif
     return report
 
 
+def _check_input_shape(samples: Samples, runner: Runner, source: Path) -> None:
+    want = tuple(runner.input_chw)
+    got = tuple(samples.inputs.shape[1:])
+    if len(want) != 3 or any(w is not None and w != g for w, g in zip(want, got)):
+        shown = "x".join("?" if w is None else str(w) for w in want)
+        raise KitError(f"{source}: inputs are {'x'.join(map(str, got))} (C x H x W), the model {runner.model_path} "
+                       f"takes {shown}: these samples belong to another model")
+
+
+def provenance_failures(export_dir: Path, runner: Runner, samples: Samples) -> list[str]:
+    """Why the files of an export were not all made from the same weights (empty when they were).
+
+    Compares the SHA-256 of the PyTorch weights recorded in the model (ONNX metadata),
+    samples.npz and parity.json, and, where the export sits in its run directory
+    (``RUN_DIR/export`` beside ``run.json``), the run's current ``model.pt``."""
+    recorded = {"samples.npz": samples.weights_sha256, runner.model_path.name: runner.weights_sha256}
+    try:
+        recorded["parity.json"] = json.loads((export_dir / "parity.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        pass  # no (or no readable) parity.json: nothing recorded there
+    run_dir = export_dir.resolve().parent
+    if export_dir.resolve().name == "export" and (run_dir / "run.json").is_file() and (run_dir / "model.pt").is_file():
+        recorded[str(run_dir / "model.pt")] = file_sha256(run_dir / "model.pt")
+    known = {name: h for name, h in recorded.items() if isinstance(h, str) and h}
+    if len(set(known.values())) <= 1:
+        return []
+    listed = ", ".join(f"{name} {h[:12]}" for name, h in known.items())
+    return [f"stale export: its files come from different weights (SHA-256 {listed}); "
+            f"run `edgenas export` on the run directory again"]
+
+
 def check_export(export_dir: str | Path, model: str | Path | None = None, runtime: str | None = None,
                  threads: int | None = None, **tolerances) -> dict:
-    """Run ``samples.npz``'s inputs through the exported model and compare with its outputs."""
+    """Run ``samples.npz``'s inputs through the exported model and compare with its outputs; a
+    model, samples or parity.json made from other weights than the rest fails too (``provenance_failures``)."""
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise KitError(f"{export_dir}: no such export directory")
@@ -632,9 +685,13 @@ def check_export(export_dir: str | Path, model: str | Path | None = None, runtim
         model = export_dir / ("model.engine" if engine else "model.onnx")
     samples = load_samples(export_dir / "samples.npz")
     with open_runner(model, runtime, threads) as runner:
+        _check_input_shape(samples, runner, export_dir / "samples.npz")
         report = parity_report(samples.outputs, run_batched(runner, samples.inputs), samples.task, **tolerances)
         report.update(model=str(model), runtime=runner.runtime, runtime_version=str(runner.runtime_version),
                       device=runner.device, threads=runner.threads)
+        stale = provenance_failures(export_dir, runner, samples)
+    if stale:
+        report.update(passed=False, failures=[*stale, *report["failures"]])
     return report
 
 

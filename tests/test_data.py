@@ -246,6 +246,18 @@ def test_bad_imagefolder(tmp_path):
     _raises(lambda: load_dataset("imagefolder", tmp_path / "one"), "at least 2")
 
 
+def test_splits_too_small_to_rank_are_one_line(tmp_path):
+    write_imagefolder(tmp_path / "one", classes=("a", "b", "c"), per_class=1)  # val was empty: NaN ranks
+    _raises(lambda: load_dataset("imagefolder", tmp_path / "one"), "too small to rank",
+            "validation split (val_fraction 0.1) is empty", "at least 6 training images", "add images")
+    write_imagefolder(tmp_path / "split" / "train", classes=("a", "b"), per_class=1)
+    write_imagefolder(tmp_path / "split" / "test", classes=("a", "b"), per_class=1)
+    _raises(lambda: load_dataset("imagefolder", tmp_path / "split", val_fraction=0.5), "too small to rank",
+            "1 class(es) have no training image")
+    d = load_dataset("imagefolder", tmp_path / "split", val_fraction=0.0)  # no validation asked for: fine
+    assert len(d.train) == 2 and len(d.val) == 0
+
+
 def test_bad_arguments():
     _raises(lambda: load_dataset("digits", val_fraction=0.6), "val_fraction", "[0, 0.5]")
     _raises(lambda: load_dataset("digits", val_fraction=-0.1), "val_fraction")

@@ -12,6 +12,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_meta, torch_threads
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as hs
 from PIL import Image
 
 import edgenas
@@ -302,6 +304,69 @@ def test_read_pairs_file_names_the_bad_line(tmp_path, text, line, expected):
         verification.read_pairs_file(path)
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("2 2\n" + "A 1 2\n" * 4 + "A 1 B 1\n" * 4, "fold 1 \\(lines 2-5\\) has 4 same-person and 0 different-people pairs"),
+    ("2 2\nA 1 2\nA 1 B 1\nA 2 3\nA 1 C 1\n" + "A 1 B 1\n" * 4, "fold 2 \\(lines 6-9\\) has 0 same-person"),
+    ("3\n" + "A 1 2\n" * 6, "the file has 6 same-person and 0 different-people pairs; the header promises 3 of each"),
+])
+def test_read_pairs_file_refuses_folds_of_one_kind(tmp_path, text, expected):
+    """A set of one kind scored 100 % (every pair on one side of a threshold below all scores)."""
+    path = tmp_path / "pairs.txt"
+    path.write_text(text)
+    with pytest.raises(UserInputError, match=expected):
+        verification.read_pairs_file(path)
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("A 3 3", "two different image numbers"), ("../etc 1 2", "folder names"), ("A/B 1 2", "folder names"),
+    ("A\x00 1 2", "folder names"), ("A 1 \u00b2", "'NAME I J'"), ("A 1 " + "9" * 5000, "'NAME I J'"),
+])
+def test_read_pairs_file_refuses_names_and_numbers_that_are_no_image(tmp_path, line, expected):
+    path = tmp_path / "pairs.txt"
+    path.write_text(f"1 2\n{line}\nA 1 2\nA 1 B 2\nA 2 B 1\n")
+    with pytest.raises(UserInputError, match=f"line 2: expected .*{expected}"):
+        verification.read_pairs_file(path)
+
+
+_TOKENS = hs.one_of(hs.sampled_from(["A", "B", "C", "..", "A/B", "x" * 300, "0", "1", "2", "3", "10", "-1", "x", "\u0663", "\x00"]),
+                    hs.text(min_size=1, max_size=4))
+_LINES = hs.lists(hs.lists(_TOKENS, min_size=0, max_size=5).map(" ".join), min_size=0, max_size=12)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=hs.sampled_from(["", "1 2", "2 1", "3", "2", "1 1", "0 2", "x"]), body=_LINES)
+@example(header="1 2", body=["A 1 2", "B 1 3", "A 1 B 2", "C 3 A 1"])  # read, and correct
+@example(header="2 1", body=["A 1 2", "A 1 B 2", "C 2 3", "B 3 C 1"])
+@example(header="1 2", body=["A 1 2", "B 1 4", "A 1 B 2", "C 3 A 1"])  # B has no image 4
+def test_hostile_pairs_files_give_a_line_or_a_correct_result(tmp_path, header, body):
+    """Random headers, counts, names and numbers: a one-line error naming the file, or pairs that say
+    what the file says, over images that exist; never a traceback."""
+    people = tmp_path / "people"
+    if not people.exists():
+        for name in ("A", "B", "C"):
+            (people / name).mkdir(parents=True)
+            for i in (1, 2, 3):
+                Image.new("L", (2, 2)).save(people / name / f"{name}_{i:04d}.png")
+    path = tmp_path / "pairs.txt"
+    path.write_text("\n".join([header, *body]) + "\n")
+    try:
+        lines = verification.read_pairs_file(path)
+        files, pairs = verification.resolve_pairs(lines, people, path)
+    except UserInputError as e:
+        assert "\n" not in str(e) and str(path) in str(e) and e.exit_code == 2, str(e)
+        return
+    assert 0 < pairs.same.sum() < len(pairs) and pairs.same.sum() * 2 == len(pairs)
+    for p, a, b in zip(lines, pairs.a, pairs.b):
+        assert files[a].parent.name == p.name_a and files[b].parent.name == p.name_b and p.same == (p.name_a == p.name_b)
+        assert files[a].stem.endswith(f"_{p.number_a:04d}") and files[b].stem.endswith(f"_{p.number_b:04d}")
+
+
+def test_verify_refuses_scores_of_one_kind():
+    for same in ([1, 1, 1, 1], [0, 0, 0, 0]):
+        with pytest.raises(ValueError, match="verification needs pairs of both kinds"):
+            verification.verify([0.1, 0.2, 0.3, 0.4], same, folds=[0, 1, 0, 1])
+
+
 def test_read_pairs_file_counts_against_the_header(tmp_path):
     path = tmp_path / "pairs.txt"
     path.write_text("2 1\nAnn 1 2\nA 1 B 2\n")
@@ -322,6 +387,8 @@ def test_resolve_pairs_finds_images_by_lfw_name_or_position(tmp_path):
         verification.resolve_pairs([verification.PairLine("Bob", 4, "Bob", 1, 0, 7)], tmp_path, "p.txt")
     with pytest.raises(DataError, match="line 8: no folder"):
         verification.resolve_pairs([verification.PairLine("Cid", 1, "Cid", 2, 0, 8)], tmp_path, "p.txt")
+    with pytest.raises(DataError, match="line 9: no folder"):  # too long a name for the file system: no traceback
+        verification.resolve_pairs([verification.PairLine("x" * 300, 1, "x" * 300, 2, 0, 9)], tmp_path, "p.txt")
 
 
 # -- identity data ------------------------------------------------------------------------------------
@@ -434,7 +501,10 @@ def test_verify_command_errors_are_one_line_exit_2(face_run, faces, tmp_path):
     bad.write_text("1 2\nperson_00 1 2\nperson_00 1 person_01\n")
     missing = tmp_path / "missing.txt"
     missing.write_text("1 2\nperson_00 1 11\nperson_00 1 person_01 2\nperson_01 1 2\nperson_02 1 person_03 1\n")
+    one_kind = tmp_path / "one-kind.txt"  # was scored 100 %
+    one_kind.write_text("1 2\nperson_00 1 2\nperson_01 1 2\nperson_02 1 2\nperson_03 1 2\n")
     for args, message in (
+        ([str(out), "--data-dir", str(faces), "--pairs", str(one_kind)], "has 4 same-person and 0 different-people"),
         ([str(classify)], "is a classify run; edgenas verify needs a face run"),
         ([str(out), "--data-dir", str(faces), "--pairs", str(bad)], "line 3: expected"),
         ([str(out), "--data-dir", str(faces), "--pairs", str(missing)], "line 2: person_00 has no image 11"),
@@ -444,6 +514,23 @@ def test_verify_command_errors_are_one_line_exit_2(face_run, faces, tmp_path):
         assert r.exit_code == 2, (args, r.output)
         errors = [line for line in r.output.splitlines() if line.startswith("edgenas: error:")]
         assert len(errors) == 1 and message in errors[0], r.output
+
+
+def test_verify_command_refuses_nan_embeddings_exit_2(face_run, tmp_path):
+    import shutil
+
+    out, _ = face_run
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("export", "verify.json"))
+    weights = torch.load(broken / "model.pt", weights_only=True)
+    first = next(k for k, v in weights.items() if v.is_floating_point() and v.ndim == 4)
+    weights[first] = torch.full_like(weights[first], float("nan"))
+    torch.save(weights, broken / "model.pt")
+    r = CliRunner().invoke(main, ["verify", str(broken), "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("edgenas: error:")]
+    assert len(errors) == 1 and "held-out test identities" in errors[0] and "200 of 200 scores are NaN" in errors[0], r.output
+    assert not (broken / "verify.json").exists()
 
 
 def test_export_of_a_face_run_is_the_embedding_net_with_cosine_parity(face_run):

@@ -244,6 +244,57 @@ def test_samples_round_trip_and_errors(tmp_path):
         kit.load_samples(tmp_path / "junk.npz")
 
 
+def _samples_file(path: Path, **arrays) -> Path:
+    np.savez(path, **{"task": np.array("classify"), **arrays})
+    return path
+
+
+@pytest.mark.parametrize("inputs, outputs, message", [
+    (np.array([["a", "b"]] * 16).reshape(16, 1, 1, 2), np.zeros((16, 10)), "inputs must be real numbers (float32), got dtype <U1"),
+    (np.zeros((16, 3, 32, 32), complex), np.zeros((16, 10)), "inputs must be real numbers"),
+    (np.zeros((16, 3, 32)), np.zeros((16, 10)), "inputs must be a non-empty (N, C, H, W) array, got shape (16, 3, 32)"),
+    (np.zeros((0, 3, 32, 32)), np.zeros((0, 10)), "inputs must be a non-empty"),
+    (np.zeros((16, 3, 32, 32)), np.zeros((16, 10, 1)), "outputs must be a non-empty (N, K) array"),
+    (np.zeros((16, 3, 32, 32)), np.zeros((15, 10)), "inputs and outputs must hold as many samples"),
+    (np.full((16, 3, 32, 32), np.nan), np.zeros((16, 10)), "inputs hold NaN or infinite values"),
+    (np.zeros((16, 1, 8, 8)), np.zeros((16, 10)), "inputs are 1x8x8 (C x H x W), the model"),
+    (np.zeros((16, 3, 16, 16)), np.zeros((16, 10)), "model.onnx takes 3x32x32: these samples belong to another model"),
+])
+def test_check_cli_refuses_samples_of_the_wrong_shape_or_dtype(export_dir, tmp_path, capsys, inputs, outputs, message):
+    """Each was a numpy or ONNX Runtime traceback (or a pass on garbage); now one line, exit 2."""
+    bad = tmp_path / "export"
+    shutil.copytree(export_dir, bad)
+    _samples_file(bad / "samples.npz", inputs=inputs, outputs=outputs)
+    assert kit.main(["check", str(bad), "--threads", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured
+    assert captured.err.startswith("edgenas_kit.py: error: ") and "samples.npz" in captured.err
+    assert message in captured.err, captured.err
+
+
+def test_check_fails_when_samples_come_from_other_weights(export_dir, tmp_path, capsys):
+    """Samples recorded for other weights than the model's (ONNX metadata) are a stale export: FAIL, exit 1."""
+    import onnx
+
+    export = tmp_path / "export"
+    shutil.copytree(export_dir, export)
+    proto = onnx.load(str(export / "model.onnx"))
+    onnx.helper.set_model_props(proto, {"weights_sha256": "a" * 64})
+    onnx.save(proto, str(export / "model.onnx"))
+    s = kit.load_samples(export / "samples.npz")
+    kit.save_samples(export / "samples.npz", s.inputs, s.outputs, s.task, weights_sha256="a" * 64)
+    assert kit.main(["check", str(export), "--threads", "1"]) == 0  # the same weights: PASS
+    assert "PASS" in capsys.readouterr().out
+    kit.save_samples(export / "samples.npz", s.inputs, s.outputs, s.task, weights_sha256="b" * 64)
+    assert kit.main(["check", str(export), "--threads", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL: stale export" in out and "samples.npz bbbbbbbbbbbb" in out and "model.onnx aaaaaaaaaaaa" in out
+    (export / "parity.json").write_text(json.dumps({"weights_sha256": "c" * 64}))
+    kit.save_samples(export / "samples.npz", s.inputs, s.outputs, s.task, weights_sha256="a" * 64)
+    report = kit.check_export(export, threads=1)
+    assert not report["passed"] and "parity.json cccccccccccc" in report["failures"][0]
+
+
 # -- runners on ONNX Runtime -----------------------------------------------------------------------
 def test_check_export_passes_and_a_tampered_sample_fails(export_dir, tmp_path):
     report = kit.check_export(export_dir, threads=1)

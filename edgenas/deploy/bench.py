@@ -7,6 +7,7 @@ and run directories.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from edgenas.config.runtimes import RUNTIMES
@@ -18,6 +19,7 @@ from edgenas.runtime.runners import TorchRunner, kit_errors, open_file_runner
 from edgenas.version import __version__
 
 TOOL = f"edgenas {__version__}"
+EXPORT_DIR = "export"  # RUN_DIR/export/, as edgenas export writes it
 DEFAULT_WARMUP = kit.DEFAULT_WARMUP
 DEFAULT_RUNS = kit.DEFAULT_RUNS
 
@@ -42,6 +44,39 @@ def resolve(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
             raise UserInputError(f"{path} has no export/{target.name}: {hint}")
         return target, runtime
     return path, runtime
+
+
+def _recorded_weights(target: Path) -> dict[str, str]:
+    """The weights hashes an export records: ``model.onnx``'s metadata and ``parity.json``."""
+    from edgenas.runtime.onnx import read_metadata
+
+    recorded = {}
+    if target.suffix == ".onnx":
+        try:
+            recorded[target.name] = read_metadata(target).get("weights_sha256")
+        except Exception:  # not readable as ONNX: opening the runner says so, in one line
+            pass
+    try:
+        recorded["parity.json"] = json.loads((target.parent / "parity.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {name: h for name, h in recorded.items() if isinstance(h, str) and h}
+
+
+def stale_export(model: str | Path, runtime: str | None = None) -> str | None:
+    """A one-line warning when ``model`` (a run directory, or a file in its ``export/``) resolves to an
+    export made from other weights than the run's ``model.pt`` now (e.g. after ``edgenas train``)."""
+    target, runtime = resolve(model, runtime)
+    run_dir = target.parent.parent
+    weights = run_dir / RunDir.WEIGHTS
+    if RUNTIMES[runtime].engine == "torch" or target.parent.name != EXPORT_DIR or not weights.is_file():
+        return None
+    current = kit.file_sha256(weights)
+    stale = [name for name, h in _recorded_weights(target).items() if h != current]
+    if not stale:
+        return None
+    return (f"{target} is stale: {' and '.join(stale)} record other weights than {weights} (retrained since the "
+            f"export?); these figures are of the old network: run `edgenas export {run_dir}` again")
 
 
 def open_runner(model: str | Path, runtime: str | None = None, threads: int | None = None) -> kit.Runner:

@@ -158,9 +158,11 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file; move it away so the export folder can be written there")
     out.mkdir(exist_ok=True)
-    onnx_path = export_onnx(model, out / FORMATS["onnx"].file, run.meta.data.input_chw, onnx_metadata(run))
+    metadata = onnx_metadata(run)
+    onnx_path = export_onnx(model, out / FORMATS["onnx"].file, run.meta.data.input_chw, metadata)
     ref = held_out(run, model, data, max(parity_samples, kit_samples))
-    kit.save_samples(out / "samples.npz", ref.inputs[:kit_samples], ref.outputs[:kit_samples], task)
+    kit.save_samples(out / "samples.npz", ref.inputs[:kit_samples], ref.outputs[:kit_samples], task,
+                     weights_sha256=metadata["weights_sha256"])
     _copy_kit(out)
     ref = HeldOut(ref.inputs[:parity_samples], ref.labels[:parity_samples], ref.outputs[:parity_samples], ref.source)
     report = ExportReport(out, skipped=skipped, removed=_remove_stale(out, asked, skipped))

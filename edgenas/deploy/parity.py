@@ -156,6 +156,7 @@ def write_parity(run: RunDir, report: ExportReport) -> None:
         "edgenas_version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "run_dir": str(run.path),
+        "weights_sha256": kit.file_sha256(run.path / RunDir.WEIGHTS),  # the model.pt these figures are of
         "passed": report.passed,
         "formats": report.parity,
         "skipped": report.skipped,

@@ -55,7 +55,10 @@ def verify_run(run_dir, *, data_dir=None, pairs_file=None, device=None) -> dict:
         x, pairs, root = data.test.x, data.test_pairs, Path(data.image_root)
         source, overlap = "held-out test identities", 0
     scores = pair_scores(load_run_model(run, str(dev)), x, pairs, meta.data.mean, meta.data.std, dev)
-    v = verify(scores, pairs.same, pairs.folds)
+    try:
+        v = verify(scores, pairs.same, pairs.folds)
+    except ValueError as e:  # one kind of pair, or NaN/infinite scores: no figure would mean anything
+        raise UserInputError(f"cannot verify {run.path} on {'the pairs file ' if pairs_file else ''}{source}: {e}") from None
     return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source,
             "data_dir": str(Path(data_dir).expanduser().resolve()), "image_root": str(root),
             "training_identities_in_pairs": overlap, **v.to_dict(), "roc": roc_points(scores, pairs.same),

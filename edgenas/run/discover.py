@@ -25,6 +25,7 @@ from edgenas.runtime.latency import check_runtime_available
 from edgenas.search.space import Arch
 from edgenas.search.speculation import drive_speculative
 from edgenas.search.strategies import SearchResult, drive, make_strategy
+from edgenas.training.memory import check_training_memory
 from edgenas.training.tasks import Task, task_for
 from edgenas.training.trainer import select_device
 from edgenas.version import __version__
@@ -54,6 +55,15 @@ def _check_parallel(profile: Profile, dev: torch.device, workers: int) -> None:
     if workers > 1 and dev.type == "cpu" and profile.budget.max_latency_ms and profile.budget.runtime in CPU_RUNTIMES:
         raise ParamError("workers", workers, f"a CPU latency budget ({profile.budget.runtime}) would be timed on CPUs "
                          "busy training other candidates; use 1")
+
+
+def _check_first_candidate(profile: Profile, data, *, outputs: int, device) -> None:
+    """Every search trains ``(min_depth, max_width)`` first: refuse (exit 2) a profile whose first
+    candidate cannot fit in the device's memory, with the estimate, before anything is written."""
+    plan, cfg = profile.train, profile.search
+    batch = min(plan.fast_batch_size if plan.protocol == "fast" else plan.batch_size, max(1, len(data.train)))
+    check_training_memory(Arch.plain(cfg.min_depth, cfg.max_width), in_channels=data.in_channels, outputs=outputs,
+                          input_size=data.input_size, batch=batch, device=device, what="the first candidate")
 
 
 def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, outputs: int, workers: int,
@@ -101,6 +111,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     if not resume:
         RunDir.refuse_taken(out)  # before loading data: fail fast
     data = task.load_data(name, data_dir, profile, seed, download)
+    _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
                     extra=task.extra_meta(data), seed=seed, device=dev)
     run = RunDir.start(out, meta, resume=resume)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from edgenas.errors import DataError
 from edgenas.training.augment import random_crop
+from edgenas.training.images import decode_images, list_image_folder
+from edgenas.training.memory import check_memory
 
 TEST_SPLIT_SEED = 0  # the 20 % test split of digits / imagefolder is fixed, whatever the run's seed
 TEST_FRACTION = 0.2
@@ -166,33 +168,15 @@ def _load_digits(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -
 
 
 def read_images(paths, input_size: tuple[int, int], channels: int) -> torch.Tensor:
-    """Decode image files and resize them (bilinear) to uint8 (N, C, H, W); 1 channel = grayscale."""
-    from PIL import Image
-
-    mode, (h, w) = ("L" if channels == 1 else "RGB"), input_size
-    images = np.empty((len(paths), h, w, channels), dtype=np.uint8)
-    for i, path in enumerate(paths):  # decoding files is per image by nature; done once
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-        except OSError as e:
-            raise DataError(f"cannot read the image {path} ({_one_line(e)}); remove or replace it") from None
-        images[i] = np.asarray(img).reshape(h, w, channels)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    """Decode image files and resize them (bilinear) to uint8 (N, C, H, W); 1 channel = grayscale.
+    How each kind of file is read (bit depths, transparency, frames, size limit): ``images``."""
+    return torch.from_numpy(decode_images(list(paths), input_size, channels)).permute(0, 3, 1, 2).contiguous()
 
 
 def _read_image_folder(root: Path, opts: _LoadOptions):
-    from torchvision.datasets import ImageFolder
-
-    try:
-        folder = ImageFolder(str(root))
-    except (FileNotFoundError, OSError) as e:
-        raise DataError(
-            f"imagefolder: {root} holds no images in class folders ({_one_line(e)}); "
-            f"expected {root}/CLASS_NAME/IMAGE.png with one folder per class"
-        ) from None
-    x = read_images([path for path, _ in folder.samples], opts.input_size, opts.channels)
-    return x, torch.tensor(folder.targets, dtype=torch.int64), tuple(folder.classes)
+    paths, targets, classes = list_image_folder(root)
+    x = read_images(paths, opts.input_size, opts.channels)
+    return x, torch.tensor(targets, dtype=torch.int64), classes
 
 
 def _load_imagefolder(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
@@ -306,6 +290,26 @@ def channel_stats(x: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...],
     return tuple(float(m) for m in mean), tuple(float(s) if s > 1e-6 else 1.0 for s in std)
 
 
+def _check_rankable(source: str, *, y_train: torch.Tensor, n_val: int, n_test: int, class_names,
+                    val_fraction: float) -> None:
+    """Refuse splits that cannot rank candidates: an empty validation (when asked for) or test split,
+    or a class without training images (accuracies would be NaN, or of a class never seen)."""
+    problems = []
+    if val_fraction > 0 and n_val == 0:
+        need = next(m for m in range(1, 10 ** 6) if round(val_fraction * m) >= 1)
+        problems.append(f"the validation split (val_fraction {val_fraction}) is empty: it needs at least {need} "
+                        f"training images, there are {len(y_train) + n_val}")
+    if n_test == 0:
+        problems.append("the test split is empty")
+    counts = torch.bincount(y_train, minlength=len(class_names))
+    missing = [class_names[i] for i in range(len(class_names)) if counts[i] == 0]
+    if missing:
+        problems.append(f"{len(missing)} class(es) have no training image ({', '.join(missing[:5])}"
+                        f"{', ...' if len(missing) > 5 else ''})")
+    if problems:
+        raise DataError(f"{source} is too small to rank candidates: {'; '.join(problems)}; add images")
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -343,9 +347,15 @@ def load_dataset(
             raise DataError(f"data directory {path} {what}; pass --data-dir with an existing directory")
     opts = _LoadOptions(download=download, input_size=size, channels=channels or spec.in_channels)
     x_train, y_train, x_test, y_test, class_names = spec.loader(spec, path, opts)
+    if tuple(x_train.shape[-2:]) != size:  # resized copies are allocated below: check before
+        n, c = len(x_train) + len(x_test), int(x_train.shape[1])
+        check_memory(n * c * size[0] * size[1], what=f"{name}: {n} images resized to {c}x{size[0]}x{size[1]} (uint8)",
+                     hint="use a smaller data.input_size")
     x_train, x_test = resize(x_train, size), resize(x_test, size)
     val = stratified_holdout(y_train, val_fraction, seed)
     train = _complement(val, len(y_train))
+    _check_rankable(f"{name}: {path}" if path else name, y_train=y_train[train], n_val=len(val), n_test=len(y_test),
+                    class_names=class_names, val_fraction=val_fraction)
     train_split = Split(x_train[train].contiguous(), y_train[train].contiguous())
     if spec.mean is None:
         mean, std = channel_stats(train_split.x)

@@ -11,6 +11,7 @@ import torch
 
 from edgenas.errors import DataError
 from edgenas.training.data import ImageData, Split, channel_stats, read_images
+from edgenas.training.images import list_image_folder
 from edgenas.training.verification import Pairs, make_pairs
 
 DATASETS = ("imagefolder", "lfw")
@@ -57,8 +58,6 @@ def _list_lfw(data_dir: Path, download: bool) -> tuple[list[str], list[int], lis
 
 def list_identities(name: str, data_dir, download: bool = False) -> tuple[list[str], np.ndarray, tuple[str, ...], Path]:
     """(image paths, identity per image, identity names, image root) of an identity dataset."""
-    from torchvision.datasets import ImageFolder
-
     if name not in DATASETS:
         raise DataError(f"the face task reads identity images: --dataset imagefolder (one folder per person) or lfw, not {name!r}")
     if data_dir is None:
@@ -69,12 +68,8 @@ def list_identities(name: str, data_dir, download: bool = False) -> tuple[list[s
     if name == "lfw":
         paths, targets, names, root = _list_lfw(path, download)
     else:
-        try:
-            folder = ImageFolder(str(path), allow_empty=True)
-        except (FileNotFoundError, OSError) as e:
-            raise DataError(f"imagefolder: {path} holds no identity folders ({' '.join(str(e).split())}); "
-                            f"expected {path}/PERSON_NAME/IMAGE.png, one folder per person") from None
-        paths, targets, names, root = [p for p, _ in folder.samples], [t for _, t in folder.samples], folder.classes, path
+        files, targets, names = list_image_folder(path, allow_empty=True)
+        paths, root = [str(p) for p in files], path
     used = np.unique(np.asarray(targets, dtype=np.int64))  # drop identities without images
     remap = np.full(len(names), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))

@@ -5,6 +5,7 @@ and metrics over pair scores — k-fold accuracy, best threshold, ROC AUC, TAR a
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -46,7 +47,8 @@ def _scores(scores, same) -> tuple[np.ndarray, np.ndarray]:
     if s.shape != y.shape or len(s) == 0:
         raise ValueError(f"need one same/different label per score, got {len(s)} scores and {len(y)} labels")
     if not np.isfinite(s).all():
-        raise ValueError("scores must be finite (the network produced NaN or infinite embeddings)")
+        raise ValueError(f"{int((~np.isfinite(s)).sum())} of {len(s)} scores are NaN or infinite "
+                         f"(the network produced NaN or infinite embeddings)")
     return s, y
 
 
@@ -118,6 +120,9 @@ def verify(scores, same, folds=None, far: float = FAR) -> Verification:
     from sklearn.metrics import roc_auc_score
 
     s, y = _scores(scores, same)
+    if y.all() or not y.any():  # every threshold below (or above) all scores would score 100 %
+        raise ValueError(f"all {len(y)} pairs are {'same-person' if y.all() else 'different-people'} pairs; "
+                         f"verification needs pairs of both kinds")
     folds = fold_ids(y) if folds is None else np.asarray(folds)
     ids = np.unique(folds)
     if folds.shape != s.shape or len(ids) < 2:
@@ -221,42 +226,75 @@ def _pair_error(path, line: int, expected: str, got: str) -> UserInputError:
     return UserInputError(f"pairs file {path}, line {line}: expected {expected}, got {got.strip()!r}")
 
 
+_NUMBER = re.compile(r"0*[1-9][0-9]{0,8}")  # 1 .. 999,999,999 in ASCII digits (int() of 5000 digits raises)
+_SHAPE = "'NAME I J' (same person) or 'NAME1 I NAME2 J' (different people), I and J image numbers from 1"
+_HEADER = "a header 'FOLDS PAIRS_PER_FOLD' (e.g. '10 300') or 'PAIRS_PER_SET' (e.g. '1100')"
+
+
+def _is_number(field: str) -> bool:
+    return _NUMBER.fullmatch(field) is not None
+
+
+def _bad_name(name: str) -> bool:
+    """A name that is not one folder under the image root (a path, '..', a control character)."""
+    return name in (".", "..") or "/" in name or "\\" in name or not name.isprintable()
+
+
+def _pair_line(path, *, no: int, f: list[str], fold: int) -> PairLine:
+    numbers = f[1:3] if len(f) == 3 else f[1:4:2]
+    if len(f) not in (3, 4) or not all(_is_number(n) for n in numbers):
+        raise _pair_error(path, no, _SHAPE, " ".join(f))
+    name_b = f[0] if len(f) == 3 else f[2]
+    if len(f) == 4 and name_b == f[0]:
+        raise _pair_error(path, no, "two different names on a 4-field (different-people) line", " ".join(f))
+    if len(f) == 3 and numbers[0] == numbers[1]:
+        raise _pair_error(path, no, "two different image numbers on a same-person line", " ".join(f))
+    if _bad_name(f[0]) or _bad_name(name_b):
+        raise _pair_error(path, no, "person names that are folder names (no '/', '\\', '..' or control characters)",
+                          " ".join(f))
+    return PairLine(f[0], int(numbers[0]), name_b, int(numbers[1]), fold, no)
+
+
+def _check_kinds(path, *, out: list[PairLine], sets: int, per: int) -> None:
+    """Every fold holds ``per`` pairs of each kind, as the header promises (one kind cannot be scored)."""
+    for fold in range(sets):
+        block = out[fold * 2 * per:(fold + 1) * 2 * per]
+        same = sum(p.same for p in block)
+        if same != per:
+            where = f"fold {fold + 1} (lines {block[0].line}-{block[-1].line})" if sets > 1 else "the file"
+            raise UserInputError(f"pairs file {path}: {where} has {same} same-person and {len(block) - same} "
+                                 f"different-people pairs; the header promises {per} of each")
+
+
 def read_pairs_file(path: str | Path) -> list[PairLine]:
     """Parse LFW's ``pairs.txt`` format: a header ``FOLDS N`` (or ``N`` for one set), then per fold
-    ``2N`` lines, ``NAME I J`` (same person) or ``NAME1 I NAME2 J`` (different people), images
+    ``2N`` lines, N ``NAME I J`` (same person) and N ``NAME1 I NAME2 J`` (different people), images
     numbered from 1. Folds are consecutive blocks of 2N lines; one set is cut into 10 balanced
     folds (``fold_ids``). Any deviation is a ``UserInputError`` naming the line and what was expected."""
     path = Path(path)
     try:
         text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserInputError(f"cannot read the pairs file {path} ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserInputError(f"cannot read the pairs file {path} ({' '.join(str(e).split())})") from None
     lines = [(i, line.split()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
-    header = "a header 'FOLDS PAIRS_PER_FOLD' (e.g. '10 300') or 'PAIRS_PER_SET' (e.g. '1100')"
     if not lines:
-        raise UserInputError(f"pairs file {path} is empty; expected {header} and pair lines")
+        raise UserInputError(f"pairs file {path} is empty; expected {_HEADER} and pair lines")
     head_no, head = lines[0]
-    if not 1 <= len(head) <= 2 or not all(f.isdigit() and int(f) > 0 for f in head):
-        raise _pair_error(path, head_no, header, " ".join(head))
+    if not 1 <= len(head) <= 2 or not all(_is_number(f) for f in head):
+        raise _pair_error(path, head_no, _HEADER, " ".join(head))
     sets, per = (int(head[0]), int(head[1])) if len(head) == 2 else (1, int(head[0]))
     if sets == 1 and per < 2:
         raise _pair_error(path, head_no, "2+ pairs of each kind in a one-set file (k-fold needs 2+ folds)", " ".join(head))
     body, want = lines[1:], sets * 2 * per
-    shape = "'NAME I J' (same person) or 'NAME1 I NAME2 J' (different people), I and J image numbers from 1"
     out = []
     for index, (no, f) in enumerate(body):
         if index >= want:
             raise _pair_error(path, no, f"no more lines: the header promises {sets} x 2 x {per} = {want} pairs", " ".join(f))
-        numbers = f[1:3] if len(f) == 3 else f[1:4:2]
-        if len(f) not in (3, 4) or not all(n.isdigit() and int(n) > 0 for n in numbers):
-            raise _pair_error(path, no, shape, " ".join(f))
-        name_b = f[0] if len(f) == 3 else f[2]
-        if len(f) == 4 and name_b == f[0]:
-            raise _pair_error(path, no, "two different names on a 4-field (different-people) line", " ".join(f))
-        out.append(PairLine(f[0], int(numbers[0]), name_b, int(numbers[1]), index // (2 * per), no))
+        out.append(_pair_line(path, no=no, f=f, fold=index // (2 * per)))
     if len(out) < want:
         raise UserInputError(f"pairs file {path}: the header (line {head_no}) promises {sets} x 2 x {per} = {want} pairs, "
                              f"the file has {len(out)}")
+    _check_kinds(path, out=out, sets=sets, per=per)
     if sets == 1:  # one set (pairsDevTest style): 10 balanced folds
         folds = fold_ids([p.same for p in out])
         out = [dataclasses.replace(p, fold=int(f)) for p, f in zip(out, folds)]
@@ -264,9 +302,11 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS
+    from edgenas.training.images import image_extensions
 
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    extensions = image_extensions()
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
 
 
 def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[Path], Pairs]:
@@ -278,10 +318,18 @@ def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[P
     def image(name: str, number: int, line: int) -> int:
         folder = root / name
         if name not in listing:
-            if not folder.is_dir():
+            try:
+                is_dir = folder.is_dir()
+            except OSError:  # e.g. a name longer than the file system allows
+                is_dir = False
+            if not is_dir:
                 raise DataError(f"pairs file {pairs_path}, line {line}: no folder {folder} for {name}; "
                                 f"--data-dir must hold one folder per person")
-            files = _image_files(folder)
+            try:
+                files = _image_files(folder)
+            except OSError as e:
+                raise DataError(f"pairs file {pairs_path}, line {line}: cannot list {folder} "
+                                f"({' '.join(str(e).split())})") from None
             listing[name] = files, {p.stem: p for p in reversed(files)}
         files, by_stem = listing[name]
         path = by_stem.get(f"{name}_{number:04d}") or (files[number - 1] if number <= len(files) else None)
