@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replay published search logs through edgenas's own search engine; exit 0 only if all match.
 
-    python tools/replay_searchlog.py ../shared/reference/searchlogs/*.json
+    python tools/replay_searchlog.py tests/data/searchlogs/*.json   # the 11 published logs (vendored)
     python tools/replay_searchlog.py --speculate 4 tests/data/searchlogs/*.json   # with speculation on
     python tools/replay_searchlog.py tests/data/searchlogs/synthetic/*.json   # cases no published log reaches
 """

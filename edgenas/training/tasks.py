@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from edgenas.config.profile import Profile
+from edgenas.config.profile import TASKS, Profile
 from edgenas.search.space import (
     Arch,
     count_embedding_macs,
@@ -133,9 +133,11 @@ class FaceTask:
         return {k: val for k, val in out.items() if val is not None}  # all in percent
 
 
-TASKS = {"classify": ClassifyTask, "face": FaceTask}  # the names are config.profile.TASKS
+TASK_CLASSES = {"classify": ClassifyTask, "face": FaceTask}
+if tuple(TASK_CLASSES) != TASKS:  # the profile validates task names against config.profile.TASKS
+    raise ImportError(f"training.tasks implements {tuple(TASK_CLASSES)} but profiles allow {TASKS}")
 
 
 def task_for(name: str) -> Task:
     """The task of a profile (its ``task`` was validated there)."""
-    return TASKS[name]()
+    return TASK_CLASSES[name]()
