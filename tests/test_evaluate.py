@@ -17,7 +17,6 @@ from edgenas.cli import main
 from edgenas.deploy.evaluate import classify_figures, evaluate_run
 from edgenas.deploy.exporter import export_run
 from edgenas.deploy.verify import verify_run
-from edgenas.errors import ParityError
 from edgenas.run.loading import load_run_data
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.ort_int8 import CALIBRATION_METHODS, calibration_images, quantize_ort_int8
