@@ -58,7 +58,7 @@ def export_onnx_int8(run: RunDir, model, data, report: ExportReport, *, onnx_pat
     write_json_atomic(figures, result)
     failures = []
     try:
-        check_drop(result, int8_max_drop, flag="--int8-max-drop", figures=figures)
+        check_drop(result, int8_max_drop, flag="--int8-max-drop")
     except AccuracyDropError as e:
         failures.append(str(e))
     key = "top1" if task == "classify" else "accuracy"
