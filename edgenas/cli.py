@@ -278,7 +278,7 @@ def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, json_out):
     write_json_atomic(out, result)
     click.echo(f"wrote {out}")
     if max_drop is not None:
-        check_drop(result, max_drop, figures=out)
+        check_drop(result, max_drop=max_drop, figures=out)
         click.echo(f"gate passed: {result['drop_pp']:.2f} pp lost, at most {100 * max_drop:g} pp allowed")
 
 

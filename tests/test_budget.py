@@ -143,9 +143,9 @@ def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing
 
     real, seen = latency_mod.quantize_ort_int8, []
 
-    def spy(onnx_path, out_path, calibration, **kw):
-        path = real(onnx_path, out_path, calibration, **kw)
-        seen.append(([n.op_type for n in onnx.load(str(path)).graph.node], np.array(calibration)))
+    def spy(onnx_path, **kw):
+        path = real(onnx_path, **kw)
+        seen.append(([n.op_type for n in onnx.load(str(path)).graph.node], np.array(kw["calibration"])))
         return path
 
     monkeypatch.setattr(latency_mod, "quantize_ort_int8", spy)

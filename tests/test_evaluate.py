@@ -116,7 +116,8 @@ def test_the_kit_checks_the_int8_model_by_agreement_not_logits(demo_run):
 def test_every_calibration_method_keeps_accuracy(demo_run, fp32_eval, method, tmp_path):
     run = demo_run[0]
     calibration = calibration_images(load_run_data(RunDir.open(run)), 128)
-    path = quantize_ort_int8(run / "export" / "model.onnx", tmp_path / "m.int8.onnx", calibration, method=method)
+    path = quantize_ort_int8(run / "export" / "model.onnx", out_path=tmp_path / "m.int8.onnx", calibration=calibration,
+                             method=method)
     with torch_threads(1):
         r = evaluate_run(run, model=path, threads=1)
     assert r["drop_pp"] <= 1.0, (method, r["drop_pp"])  # ~96 % digits: every method keeps within the default gate

@@ -93,7 +93,7 @@ def _test_inputs(run: RunDir, data) -> tuple[np.ndarray, object]:
     return x, (data.test_pairs if run.meta.task == "face" else test.y.cpu().numpy())
 
 
-def _reference(run: RunDir, model, data, x: np.ndarray, *, threads: int | None, flip: bool) -> np.ndarray:
+def _reference(run: RunDir, *, model, data, x: np.ndarray, threads: int | None, flip: bool) -> np.ndarray:
     """PyTorch's outputs on the same images: logits, or embeddings as ``edgenas verify`` computes them."""
     with TorchRunner(model, runtime="torch-cpu", input_chw=run.meta.data.input_chw, model_path=run.path / RunDir.WEIGHTS,
                      threads=threads) as reference:
@@ -118,7 +118,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
         out = _outputs(runner, x, flip=flip)
         where = {"runtime": runner.runtime, "runtime_version": str(runner.runtime_version), "device": runner.device,
                  "threads": runner.threads}
-    ref = _reference(run, torch_model, data, x, threads=threads, flip=flip)
+    ref = _reference(run, model=torch_model, data=data, x=x, threads=threads, flip=flip)
     if task == "face":
         artifact, pytorch = face_figures(out, target), face_figures(ref, target)
         agreement = {"mean_cosine": float(np.mean(np.sum(out * ref, axis=1) / np.maximum(
@@ -132,7 +132,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
             **_compare(task, artifact, pytorch), **agreement, "edgenas_version": __version__}
 
 
-def check_drop(result: dict, max_drop: float, *, flag: str = "--max-drop", figures: str | Path | None = None) -> None:
+def check_drop(result: dict, *, max_drop: float, flag: str = "--max-drop", figures: str | Path | None = None) -> None:
     """Raise ``AccuracyDropError`` when the file loses more than ``max_drop`` (a fraction: 0.01 = 1 pp)."""
     key, name = HEADLINE[result["task"]]
     if result["drop_pp"] > 100.0 * max_drop + 1e-9:  # 1e-9 pp: accuracies are exact fractions of the test split

@@ -171,7 +171,7 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
                        precision="int8" if int8 else "fp16" if fp16 else "fp32",
                        calibration_images=calibration_images, int8_max_drop=int8_max_drop)
     if "onnx-int8" in asked:
-        export_onnx_int8(run, model, data, report, onnx_path=onnx_path, ref=ref, samples=samples,
+        export_onnx_int8(run, model=model, data=data, report=report, onnx_path=onnx_path, ref=ref, samples=samples,
                          calibration_images_count=calibration_images, calibration_method=calibration_method,
                          int8_max_drop=int8_max_drop)
         write_parity(run, report)

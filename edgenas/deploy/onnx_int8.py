@@ -26,7 +26,7 @@ from edgenas.runtime.runners import kit_errors
 FIGURES_ONLY = Tolerance(math.inf, 0.0, -1.0)  # parity figures of an INT8 file are reported, not checked
 
 
-def kit_tolerances(path: Path, samples: HeldOut, task: str, int8_max_drop: float) -> dict:
+def kit_tolerances(path: Path, *, samples: HeldOut, task: str, int8_max_drop: float) -> dict:
     """What the device kit's check of ``path`` on samples.npz allows: no logit bound; top-1 agreement
     (faces: cosine) no lower than 1 - ``int8_max_drop`` (faces: the int8 cosine bound) or than this
     machine's INT8 kernels reach on the same samples, whichever is lower."""
@@ -40,7 +40,7 @@ def kit_tolerances(path: Path, samples: HeldOut, task: str, int8_max_drop: float
     return tol
 
 
-def export_onnx_int8(run: RunDir, model, data, report: ExportReport, *, onnx_path: Path, ref: HeldOut,
+def export_onnx_int8(run: RunDir, *, model, data, report: ExportReport, onnx_path: Path, ref: HeldOut,
                      samples: HeldOut, calibration_images_count: int, calibration_method: str | None,
                      int8_max_drop: float) -> None:
     """Quantise ``onnx_path`` into model.int8.onnx, evaluate it on the whole test split against PyTorch,
@@ -50,7 +50,7 @@ def export_onnx_int8(run: RunDir, model, data, report: ExportReport, *, onnx_pat
     calibration = calibration_images(data, calibration_images_count)
     recipe = {"method": method, "images": int(len(calibration)), "format": "QDQ", "activations": "QUInt8 per tensor",
               "weights": "QInt8 per channel"}
-    path = quantize_ort_int8(onnx_path, report.out_dir / fmt.file, calibration, method=method,
+    path = quantize_ort_int8(onnx_path, out_path=report.out_dir / fmt.file, calibration=calibration, method=method,
                              metadata={"precision": "int8", "calibration": json.dumps(recipe)})
     parity = check_file(path, fmt, ref, task, FIGURES_ONLY)
     result = evaluate_run(run.path, model=path, runtime=fmt.runtime, torch_model=model, data=data)
@@ -58,7 +58,7 @@ def export_onnx_int8(run: RunDir, model, data, report: ExportReport, *, onnx_pat
     write_json_atomic(figures, result)
     failures = []
     try:
-        check_drop(result, int8_max_drop, flag="--int8-max-drop")
+        check_drop(result, max_drop=int8_max_drop, flag="--int8-max-drop")
     except AccuracyDropError as e:
         failures.append(str(e))
     key = "top1" if task == "classify" else "accuracy"
@@ -68,4 +68,4 @@ def export_onnx_int8(run: RunDir, model, data, report: ExportReport, *, onnx_pat
     report.files["onnx-int8"] = path
     report.parity["onnx-int8"] = {"precision": "int8", **parity, "passed": not failures, "failures": failures,
                                   "calibration": recipe, "accuracy_gate": gate,
-                                  "kit_tolerances": kit_tolerances(path, samples, task, int8_max_drop)}
+                                  "kit_tolerances": kit_tolerances(path, samples=samples, task=task, int8_max_drop=int8_max_drop)}

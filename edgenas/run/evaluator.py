@@ -66,7 +66,7 @@ def latency_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
                         calibration=calibration)
 
 
-def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, data=None) -> float:
+def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, data=None) -> float:
     """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl)."""
     key = str(arch)
     if key not in cache:
@@ -88,7 +88,7 @@ class CandidateEvaluator:
         self.started = time.monotonic()
 
     def latency_of(self, arch: Arch) -> float:
-        return run_latency(self.run, self.profile, arch, self.latency_cache, self.data)
+        return run_latency(self.run, self.profile, arch, self.latency_cache, data=self.data)
 
     def tag(self, cand: Candidate, speculative: bool = False) -> str:
         where = "speculative" if speculative else f"#{self.count}"

@@ -95,7 +95,8 @@ def _timing_file(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: 
     if calibration is None and runtime.endswith("-int8"):
         calibration = np.random.default_rng(0).standard_normal((LATENCY_CALIBRATION_IMAGES, *input_chw), dtype=np.float32)
     if runtime == "onnxruntime-cpu-int8":  # as `edgenas export --format onnx-int8` writes it
-        return quantize_ort_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), tmp / "int8.onnx", calibration)
+        return quantize_ort_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), out_path=tmp / "int8.onnx",
+                                 calibration=calibration)
     if runtime == "tensorrt-fp16":
         return build_engine(timing_onnx(half_precision(model), tmp / "fp16.onnx", input_chw), tmp / "model.engine",
                             input_chw, opt_batch=batch, max_batch=batch)

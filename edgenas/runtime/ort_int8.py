@@ -70,9 +70,9 @@ def _reader(calibration: np.ndarray):
     return Batches()
 
 
-def quantize_ort_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray, *,
+def quantize_ort_int8(onnx_path: str | Path, *, out_path: str | Path, calibration: np.ndarray,
                       method: str = DEFAULT_CALIBRATION_METHOD, metadata: dict | None = None) -> Path:
-    """Write a QDQ INT8 copy of ``onnx_path`` for ONNX Runtime's CPU provider, calibrated on ``calibration``.
+    """Write a QDQ INT8 copy of ``onnx_path`` to ``out_path`` for ONNX Runtime's CPU provider, calibrated on ``calibration``.
 
     ``calibration``: float32 NCHW, normalised as the model's input. ``method``: minmax, entropy or
     percentile. The result keeps the source's metadata_props, with ``metadata`` added.
