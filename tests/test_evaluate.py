@@ -110,6 +110,10 @@ def test_the_kit_checks_the_int8_model_by_agreement_not_logits(demo_run):
     assert kit.check_export(out, threads=1)["tolerances_from"] == "defaults"  # the fp32 file keeps the defaults
     bench = kit.bench_model(out / "model.int8.onnx", "onnxruntime-cpu-int8", threads=1, warmup=2, runs=5)
     assert bench["runtime"] == "onnxruntime-cpu-int8" and bench["threads"] == 1
+    from edgenas.deploy.bench import bench as edgenas_bench
+
+    run_bench = edgenas_bench(demo_run[0], runtime="onnxruntime-cpu-int8", threads=1, warmup=2, runs=5)
+    assert run_bench["model"].endswith("export/model.int8.onnx") and run_bench["model_sha256"] == bench["model_sha256"]
 
 
 @pytest.mark.parametrize("method", CALIBRATION_METHODS)
