@@ -94,7 +94,8 @@ def _test_inputs(run: RunDir, data) -> tuple[np.ndarray, object]:
 
 
 def _reference(run: RunDir, *, model, data, x: np.ndarray, threads: int | None, flip: bool) -> np.ndarray:
-    """PyTorch's outputs on the same images: logits, or embeddings as ``edgenas verify`` computes them."""
+    """PyTorch's outputs on the same images: logits, or embeddings as ``edgenas verify`` computes them
+    (the runner holds the model on the CPU with ``threads`` threads while ``embed`` runs it)."""
     with TorchRunner(model, runtime="torch-cpu", input_chw=run.meta.data.input_chw, model_path=run.path / RunDir.WEIGHTS,
                      threads=threads) as reference:
         if run.meta.task == "face":
