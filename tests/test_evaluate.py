@@ -154,6 +154,7 @@ def test_evaluate_command_gate_and_json(demo_run, tmp_path):
     assert "top-1 accuracy" in r.output and "gate passed" in r.output and "PyTorch" in r.output
     result = json.loads(target.read_text())
     assert result["threads"] == 1 and len(result["artifact"]["confusion"]) == 10
+    assert result["runtime"] == "onnxruntime-cpu-int8"  # the formats table's runtime of model.int8.onnx
     # a gate no INT8 file can pass (it loses something or nothing; -1 pp is refused as a value)
     r = CliRunner().invoke(main, ["evaluate", str(run), "--model", str(run / "export" / "model.int8.onnx"),
                                   "--threads", "1", "--max-drop", "0", "--json", str(target)])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.deploy.formats import FORMATS
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, ParamError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
@@ -81,7 +82,8 @@ def _check_args(run: RunDir, model: Path, runtime: str | None, flip: bool) -> st
     if flip and run.meta.task != "face":
         raise ParamError("flip", True, f"applies to face runs (embedding of the image plus its mirror); {run.path} is a "
                          f"{run.meta.task} run")
-    return runtime or kit.default_runtime(model)
+    exported = {f.file: f.runtime for f in FORMATS.values()}  # model.int8.onnx: onnxruntime-cpu-int8
+    return runtime or exported.get(model.name) or kit.default_runtime(model)
 
 
 def _test_inputs(run: RunDir, data) -> tuple[np.ndarray, object]:
