@@ -20,7 +20,7 @@ from edgenas.version import __version__
 
 # Library parameter -> the flag that sets it, where the two names differ.
 FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json",
-         "png_dir": "--png"}
+         "png_dir": "--png", "model": "--model"}
 
 
 class Terminated(BaseException):
@@ -239,26 +239,37 @@ def _fraction_below_one(ctx, param, value):
     return drop
 
 
+def _optional_drop(ctx, param, value):
+    return None if value is None else _fraction_below_one(ctx, param, value)
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--format", "formats", default="onnx", show_default=True, callback=_export_formats,
-              help="Comma-separated formats: onnx, tensorrt (the engine is built from the ONNX file).")
+              help="Comma-separated formats: onnx, tensorrt, onnx-int8 (engine and INT8 file are built from the ONNX file).")
 @click.option("--fp16", is_flag=True, help="TensorRT: build an FP16 engine.")
 @click.option("--int8", is_flag=True, help="TensorRT: build an INT8 engine, calibrated on the run's training images.")
 @click.option("--calibration-images", type=click.IntRange(min=1), default=512, show_default=True, help="INT8: images to calibrate on.")
 @click.option("--int8-max-drop", default="1%", show_default=True, callback=_fraction_below_one,
-              help="INT8: top-1 agreement with PyTorch the engine may lose (1% or 0.01).")
-def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop):
+              help="INT8: what it may lose against PyTorch (1% or 0.01): TensorRT, top-1 agreement; "
+                   "onnx-int8, test accuracy in percentage points (faces: verification accuracy).")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+              help="onnx-int8: how activation ranges are calibrated. Default: minmax.")
+def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop, calibration_method):
     """Export RUN_DIR's network to RUN_DIR/export/ and check it against PyTorch (exit 1 on a parity failure)."""
     from edgenas.deploy.exporter import export_run
 
     report = export_run(run_dir, formats=formats, fp16=fp16, int8=int8, calibration_images=calibration_images,
-                        int8_max_drop=int8_max_drop)
+                        int8_max_drop=int8_max_drop, calibration_method=calibration_method)
     for line in report.lines():
         click.echo(line)
     for why in report.skipped.values():
         click.echo(f"edgenas: {why}; the ONNX export in {report.out_dir} is complete", err=True)
     click.echo(f"ready for the device: copy {report.out_dir}, then run `python edgenas_kit.py check .` there")
+
+
+flip_option = click.option("--flip", is_flag=True, help="Faces: embed each image plus its horizontal mirror, summed "
+                           "(insightface's Accuracy-Flip).")
 
 
 @main.command()
@@ -269,12 +280,13 @@ def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop):
               help="Pairs in LFW pairs.txt format, naming images under --data-dir. Default: the run's held-out test pairs.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Where to write the figures. Default: RUN_DIR/verify.json.")
 @device_option
-def verify(run_dir, data_dir, pairs_file, json_out, device):
+@flip_option
+def verify(run_dir, data_dir, pairs_file, json_out, device, flip):
     """Face verification of a face run: 10-fold accuracy, threshold, ROC AUC, TAR@FAR=1e-3."""
     from edgenas.deploy.verify import format_verification, verify_run
     from edgenas.run.rundir import write_json_atomic
 
-    result = verify_run(run_dir, data_dir=data_dir, pairs_file=pairs_file, device=device)
+    result = verify_run(run_dir, data_dir=data_dir, pairs_file=pairs_file, device=device, flip=flip)
     click.echo(format_verification(result))
     out = Path(json_out) if json_out else Path(run_dir) / "verify.json"
     write_json_atomic(out, result)
@@ -282,10 +294,46 @@ def verify(run_dir, data_dir, pairs_file, json_out, device):
 
 
 # -- bench and compare (edgenas/deploy/bench.py, edgenas/deploy/compare.py) --------------------------
-runtime_option = click.option("--runtime", default=None, help="onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16, tensorrt-int8, "
-                              "torch-cpu, torch-cuda. Default: onnxruntime-cpu (tensorrt-fp16 for .engine).")
+runtime_option = click.option("--runtime", default=None, help="onnxruntime-cpu, onnxruntime-cpu-int8, onnxruntime-cuda, "
+                              "tensorrt-fp16, tensorrt-int8, torch-cpu, torch-cuda. Default: onnxruntime-cpu "
+                              "(tensorrt-fp16 for .engine).")
 batch_option = click.option("--batch", type=int, default=1, show_default=True, help="Images per inference.")
 threads_option = click.option("--threads", type=int, default=None, help="CPU threads of CPU runtimes. Default: all available.")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "model_file", type=click.Path(dir_okay=False), default=None,
+              help="The exported file. Default: RUN_DIR/export/model.onnx (also model.int8.onnx, model.engine).")
+@runtime_option
+@threads_option
+@flip_option
+@click.option("--max-drop", default=None, callback=_optional_drop,
+              help="Gate: exit 1 when the file loses more accuracy than this against PyTorch (1% or 0.01 = 1 pp).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the figures. Default: RUN_DIR/export/MODEL.evaluate.json.")
+def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, json_out):
+    """The whole test split through an exported file, beside PyTorch: top-1/top-5, per class, confusion
+    matrix (faces: the verification protocol). Exit 1 when --max-drop is exceeded."""
+    from edgenas.deploy.bench import check_writable
+    from edgenas.deploy.evaluate import (
+        check_drop,
+        evaluate_run,
+        format_evaluation,
+        result_path,
+    )
+    from edgenas.run.rundir import RunDir, write_json_atomic
+
+    if json_out:
+        check_writable(json_out, "--json")
+    result = evaluate_run(run_dir, model=model_file, runtime=runtime, threads=threads, flip=flip)
+    click.echo(format_evaluation(result))
+    out = Path(json_out) if json_out else result_path(RunDir.open(run_dir), Path(result["model"]))
+    write_json_atomic(out, result)
+    click.echo(f"wrote {out}")
+    if max_drop is not None:
+        check_drop(result, max_drop=max_drop, figures=out)
+        click.echo(f"gate passed: {result['drop_pp']:.2f} pp lost, at most {100 * max_drop:g} pp allowed")
 
 
 @main.command()

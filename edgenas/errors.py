@@ -61,3 +61,7 @@ class SearchError(EdgenasError):
 
 class ParityError(EdgenasError):
     """An exported model does not compute what the PyTorch model computes."""
+
+
+class AccuracyDropError(ParityError):
+    """An exported model loses more accuracy against PyTorch than its gate allows (exit code 1)."""

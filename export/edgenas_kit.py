@@ -55,6 +55,7 @@ READ_SCHEMAS = ("edgenas.bench/1", SCHEMA)  # read
 # The runtimes the kit runs: name -> (engine, model suffix, needs a GPU).
 RUNTIMES = {
     "onnxruntime-cpu": ("onnxruntime", ".onnx", False),
+    "onnxruntime-cpu-int8": ("onnxruntime", ".onnx", False),  # the CPU provider running model.int8.onnx
     "onnxruntime-cuda": ("onnxruntime", ".onnx", True),
     "tensorrt-fp16": ("tensorrt", ".engine", True),
     "tensorrt-int8": ("tensorrt", ".engine", True),
@@ -188,7 +189,7 @@ class OnnxRuntimeRunner(Runner):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only
         opts.inter_op_num_threads = 1
-        if runtime == "onnxruntime-cpu":
+        if not RUNTIMES[runtime][2]:  # a CPU runtime
             self.threads = threads or available_cpus()
             opts.intra_op_num_threads = self.threads
             providers, self.device = ["CPUExecutionProvider"], cpu_name()
@@ -673,22 +674,45 @@ def provenance_failures(export_dir: Path, runner: Runner, samples: Samples) -> l
             f"run `edgenas export` on the run directory again"]
 
 
+# The file ``check`` runs when no --model is given, per runtime (others: model.onnx).
+DEFAULT_MODELS = {"onnxruntime-cpu-int8": "model.int8.onnx", "tensorrt-fp16": "model.engine", "tensorrt-int8": "model.engine"}
+
+
+def recorded_tolerances(export_dir: str | Path, model: str | Path) -> dict:
+    """The tolerances ``parity.json`` records for ``model``'s file (its format's ``kit_tolerances``), else {}.
+
+    An INT8 file is judged at export by accuracy on the whole test split; its check here asks the
+    device to agree with PyTorch on the samples as well as the export machine's INT8 kernels did."""
+    try:
+        formats = json.loads((Path(export_dir) / "parity.json").read_text()).get("formats", {})
+        entries = [e for e in formats.values() if isinstance(e, dict) and e.get("file") == Path(model).name]
+        recorded = entries[0].get("kit_tolerances") if entries else None
+        return {k: float(v) for k, v in recorded.items() if k in DEFAULT_TOLERANCES} if isinstance(recorded, dict) else {}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}  # no or a damaged parity.json: the defaults (or the flags) apply
+
+
 def check_export(export_dir: str | Path, model: str | Path | None = None, runtime: str | None = None,
                  threads: int | None = None, **tolerances) -> dict:
     """Run ``samples.npz``'s inputs through the exported model and compare with its outputs; a
-    model, samples or parity.json made from other weights than the rest fails too (``provenance_failures``)."""
+    model, samples or parity.json made from other weights than the rest fails too (``provenance_failures``).
+
+    Tolerances: those given (not None), else those parity.json records for the file, else the defaults."""
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise KitError(f"{export_dir}: no such export directory")
     if model is None:
-        engine = runtime is not None and RUNTIMES[check_runtime(runtime)][0] == "tensorrt"
-        model = export_dir / ("model.engine" if engine else "model.onnx")
+        model = export_dir / DEFAULT_MODELS.get(check_runtime(runtime) if runtime else "", "model.onnx")
+    recorded = recorded_tolerances(export_dir, model)
+    given = {k: v for k, v in tolerances.items() if v is not None}
     samples = load_samples(export_dir / "samples.npz")
     with open_runner(model, runtime, threads) as runner:
         _check_input_shape(samples, runner, export_dir / "samples.npz")
-        report = parity_report(samples.outputs, run_batched(runner, samples.inputs), samples.task, **tolerances)
+        report = parity_report(samples.outputs, run_batched(runner, samples.inputs), samples.task,
+                               **{**DEFAULT_TOLERANCES, **recorded, **given})
         report.update(model=str(model), runtime=runner.runtime, runtime_version=str(runner.runtime_version),
-                      device=runner.device, threads=runner.threads)
+                      device=runner.device, threads=runner.threads,
+                      tolerances_from="parity.json" if set(recorded) - set(given) else "defaults")
         stale = provenance_failures(export_dir, runner, samples)
     if stale:
         report.update(passed=False, failures=[*stale, *report["failures"]])
@@ -706,6 +730,8 @@ def format_check(report: dict) -> str:
         if "min_cosine" in report:
             figures += f"  cosine min {report['min_cosine']:.6f} mean {report['mean_cosine']:.6f}"
         lines.append(figures)
+    if report.get("tolerances_from") == "parity.json":
+        lines.append(f"  tolerances from parity.json: {report['tolerances']}")
     lines.append("PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"]))
     return "\n".join(lines)
 
@@ -761,12 +787,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("check", help="compare the model's outputs on samples.npz with PyTorch's; exit 1 on mismatch")
     c.add_argument("export_dir")
-    c.add_argument("--model", help="model file (default EXPORT_DIR/model.onnx, or model.engine for TensorRT)")
+    c.add_argument("--model", help="model file (default EXPORT_DIR/model.onnx; model.int8.onnx for onnxruntime-cpu-int8, "
+                   "model.engine for TensorRT)")
     c.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")
     c.add_argument("--threads", type=int, help="CPU threads (default: all available)")
-    c.add_argument("--max-abs-diff", type=_tolerance, default=DEFAULT_TOLERANCES["max_abs_diff"])
-    c.add_argument("--min-agreement", type=_fraction, default=DEFAULT_TOLERANCES["min_agreement"], help="e.g. 99.9%% or 0.999")
-    c.add_argument("--min-cosine", type=_tolerance, default=DEFAULT_TOLERANCES["min_cosine"])
+    c.add_argument("--max-abs-diff", type=_tolerance, help="default: parity.json's for the file, else 1e-3")
+    c.add_argument("--min-agreement", type=_fraction, help="e.g. 99.9%% or 0.999 (default: parity.json's for the file, else 99.9%%)")
+    c.add_argument("--min-cosine", type=_tolerance, help="default: parity.json's for the file, else 0.999")
     b = sub.add_parser("bench", help="time the model and write the bench JSON")
     b.add_argument("model")
     b.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")

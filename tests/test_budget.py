@@ -101,3 +101,65 @@ def test_workers_with_a_cpu_latency_budget_on_the_cpu_are_refused(tmp_path):
     path.write_text(PROFILE.format(budget=1.0))
     r = CliRunner().invoke(main, ["discover", "--profile", str(path), "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "2"])
     assert r.exit_code == 2 and "--workers 2: a CPU latency budget" in r.output and not (tmp_path / "o").exists()
+
+
+INT8_PROFILE = """
+description = "a search timed on ONNX Runtime INT8 (8x8 digits)"
+[search]
+min_depth = 2
+max_depth = 3
+min_width = 4
+max_width = 12
+width_step = 4
+epochs = 1
+add_epochs_depth = 0
+add_epochs_width = 0
+depth_patience = 0
+width_patience = 0
+micro_epochs = 1
+micro_kernels = [5]
+[train]
+batch_size = 128
+lr = 0.05
+crop_padding = 1
+cutout = 0
+[budget]
+runtime = "onnxruntime-cpu-int8"
+threads = 1
+max_latency_ms = 1000.0
+[data]
+dataset = "digits"
+"""
+
+
+def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing(tmp_path, monkeypatch):
+    import numpy as np
+    import onnx
+    from conftest import torch_threads
+
+    import edgenas.runtime.latency as latency_mod
+    from edgenas.run.loading import load_run_data
+    from edgenas.runtime.ort_int8 import calibration_images
+
+    real, seen = latency_mod.quantize_ort_int8, []
+
+    def spy(onnx_path, **kw):
+        path = real(onnx_path, **kw)
+        seen.append(([n.op_type for n in onnx.load(str(path)).graph.node], np.array(kw["calibration"])))
+        return path
+
+    monkeypatch.setattr(latency_mod, "quantize_ort_int8", spy)
+    path = tmp_path / "int8.toml"
+    path.write_text(INT8_PROFILE)
+    with torch_threads(1):
+        discover(str(path), out=tmp_path / "run", device="cpu", log=lambda m: None)
+    run = RunDir(tmp_path / "run")
+    assert len(seen) == len(run.latencies()) >= 3 and all(r["latency_ms"] > 0 for r in run.journal())
+    for ops, calibration in seen:  # every timed file was the quantised graph, calibrated on 8 training images
+        assert ops.count("QuantizeLinear") >= 3 and "ConvInteger" not in ops
+        np.testing.assert_array_equal(calibration, calibration_images(load_run_data(run), 8))
+    measured = (tmp_path / "run" / "latency.jsonl").read_text()
+    seen.clear()
+    with torch_threads(1):
+        discover(str(path), out=tmp_path / "run", device="cpu", resume=True, log=lambda m: None)
+    assert seen == [] and (tmp_path / "run" / "latency.jsonl").read_text() == measured

@@ -167,10 +167,11 @@ def test_altered_onnx_initializer_is_caught(exported, tmp_path):
 
 
 def test_formats_and_options_are_validated(tmp_path):
-    assert set(FORMATS) == {"onnx", "tensorrt"}
+    assert set(FORMATS) == {"onnx", "tensorrt", "onnx-int8"}
     assert FORMATS["onnx"].file == "model.onnx" and FORMATS["tensorrt"].file == "model.engine"
+    assert FORMATS["onnx-int8"].file == "model.int8.onnx" and FORMATS["onnx-int8"].runtime == "onnxruntime-cpu-int8"
     assert parse_formats("tensorrt, onnx") == ("onnx", "tensorrt")
-    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt"):
+    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8"):
         parse_formats("onnx,tflite")
     with pytest.raises(UserInputError, match="fp16=True: applies to the tensorrt format only"):
         export_run(tmp_path, formats=("onnx",), fp16=True)
@@ -245,7 +246,7 @@ def test_cli_exports_a_run(exported, tmp_path):
 def test_cli_unknown_format_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli(), ["export", str(tmp_path), "--format", "onnx,tflite"])
     assert result.exit_code == 2
-    assert "--format" in result.output and "tflite" in result.output and "onnx, tensorrt" in result.output
+    assert "--format" in result.output and "tflite" in result.output and "onnx, tensorrt, onnx-int8" in result.output
     assert "Traceback" not in result.output
 
 

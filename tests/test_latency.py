@@ -122,7 +122,8 @@ def test_missing_gpu_runtimes_are_one_line():
 
 
 def test_every_runtime_is_known():
-    assert set(RUNTIMES) == {"onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-fp16", "tensorrt-int8", "torch-cpu", "torch-cuda"}
+    assert set(RUNTIMES) == {"onnxruntime-cpu", "onnxruntime-cpu-int8", "onnxruntime-cuda", "tensorrt-fp16", "tensorrt-int8",
+                             "torch-cpu", "torch-cuda"}
 
 
 @pytest.mark.tensorrt

@@ -20,6 +20,8 @@ class Runtime:
 
 RUNTIMES = {r.name: r for r in (
     Runtime("onnxruntime-cpu", "onnxruntime", ".onnx", False, "pip install onnxruntime"),
+    # ONNX Runtime's CPU provider on an INT8 (QDQ) file: model.int8.onnx; a budget times each candidate quantised
+    Runtime("onnxruntime-cpu-int8", "onnxruntime", ".onnx", False, "pip install onnxruntime"),
     Runtime("onnxruntime-cuda", "onnxruntime", ".onnx", True, "pip install onnxruntime-gpu"),
     Runtime("tensorrt-fp16", "tensorrt", ".engine", True, "pip install tensorrt"),
     Runtime("tensorrt-int8", "tensorrt", ".engine", True, "pip install tensorrt"),

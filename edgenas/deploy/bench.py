@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from edgenas.config.runtimes import RUNTIMES
+from edgenas.deploy.formats import FORMATS
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
 from edgenas.run.loading import load_run_model
@@ -38,7 +39,8 @@ def resolve(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
             raise UserInputError(f"{runtime} benchmarks a run directory (arch.json, model.pt), not the file {path}")
         return path, runtime
     if path.is_dir():
-        target = path / "export" / f"model{rt.suffix}"
+        exported = {f.runtime: f.file for f in FORMATS.values()}  # e.g. onnxruntime-cpu-int8 runs model.int8.onnx
+        target = path / "export" / exported.get(runtime, f"model{rt.suffix}")
         if not target.is_file():
             hint = f"run `edgenas export {path}` first" + ("" if rt.engine == "tensorrt" else ", or use --runtime torch-cpu")
             raise UserInputError(f"{path} has no export/{target.name}: {hint}")

@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgenas.deploy.formats import (
     DEFAULT_INT8_MAX_DROP,
@@ -22,6 +21,7 @@ from edgenas.deploy.formats import (
     parse_formats,
     tolerance,
 )
+from edgenas.deploy.onnx_int8 import export_onnx_int8
 from edgenas.deploy.parity import (
     ExportReport,
     HeldOut,
@@ -35,8 +35,9 @@ from edgenas.errors import MissingDependency, ParamError, RunDirError, UserInput
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.onnx import export_onnx, half_precision, quantize_int8
+from edgenas.runtime.ort_int8 import calibration_images as _calibration_images
+from edgenas.runtime.ort_int8 import check_calibration_method
 from edgenas.runtime.tensorrt import TRT_INSTALL, build_engine, import_tensorrt
-from edgenas.training.augment import normalize
 from edgenas.version import __version__
 
 EXPORT_DIR = "export"  # RUN_DIR/export/: the export folder (not to be confused with the kit's source folder)
@@ -76,13 +77,6 @@ def precision_onnx(model, onnx_path: Path, precision: str, input_chw: tuple[int,
             raise UserInputError("an INT8 engine needs calibration images")
         return quantize_int8(onnx_path, workdir / "model.int8.onnx", calibration)
     return onnx_path
-
-
-def _calibration_images(data, count: int) -> np.ndarray:
-    """``count`` training images (seeded choice), normalised, for INT8 calibration."""
-    n = min(count, len(data.train))
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(1))[:n]
-    return normalize(data.train.x[order].cpu(), data.mean, data.std).numpy()
 
 
 KIT_FILES = ("edgenas_kit.py", "edgenas_env.py")  # the kit and the bench-conditions probe it imports
@@ -137,18 +131,22 @@ def _export_engine(run: RunDir, model, data, report: ExportReport, ref: HeldOut,
 
 def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, int8: bool = False,
                calibration_images: int = 512, parity_samples: int = 256, kit_samples: int = 16,
-               int8_max_drop: float = DEFAULT_INT8_MAX_DROP) -> ExportReport:
+               int8_max_drop: float = DEFAULT_INT8_MAX_DROP, calibration_method: str | None = None) -> ExportReport:
     """Export a finished run into RUN_DIR/export/ and check every file against PyTorch.
 
     Writes ``model.onnx``, ``samples.npz`` (``kit_samples`` held-out inputs with PyTorch's
     outputs), ``edgenas_kit.py``, ``parity.json`` and, for ``tensorrt``, ``model.engine``
-    (built from the ONNX file, so ``tensorrt`` implies ``onnx``). When ``onnx`` and ``tensorrt``
+    (built from the ONNX file, so ``tensorrt`` implies ``onnx``); for ``onnx-int8``, ``model.int8.onnx``
+    (ONNX Runtime, QDQ, ``calibration_method`` minmax/entropy/percentile on ``calibration_images``
+    training images), gated by accuracy on the test split (``int8_max_drop``). When ``onnx`` and ``tensorrt``
     are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); when
     only ``tensorrt`` is asked for, that raises ``MissingDependency`` before anything is written.
     A parity failure raises ``ParityError`` after every file (and parity.json) is written.
     """
     asked = parse_formats(formats)
-    check_options(asked, fp16=fp16, int8=int8)
+    check_options(asked, fp16=fp16, int8=int8, calibration_method=calibration_method)
+    if calibration_method is not None:
+        check_calibration_method(calibration_method)
     _check_export_args(calibration_images=calibration_images, parity_samples=parity_samples, kit_samples=kit_samples,
                        int8_max_drop=int8_max_drop)
     skipped = _engine_missing(asked)
@@ -164,6 +162,7 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     kit.save_samples(out / "samples.npz", ref.inputs[:kit_samples], ref.outputs[:kit_samples], task,
                      weights_sha256=metadata["weights_sha256"])
     _copy_kit(out)
+    samples = HeldOut(ref.inputs[:kit_samples], ref.labels[:kit_samples], ref.outputs[:kit_samples], ref.source)
     ref = HeldOut(ref.inputs[:parity_samples], ref.labels[:parity_samples], ref.outputs[:parity_samples], ref.source)
     report = ExportReport(out, skipped=skipped, removed=_remove_stale(out, asked, skipped))
     report.files["onnx"] = onnx_path
@@ -173,6 +172,11 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
         _export_engine(run, model, data, report, ref, onnx_path=onnx_path,
                        precision="int8" if int8 else "fp16" if fp16 else "fp32",
                        calibration_images=calibration_images, int8_max_drop=int8_max_drop)
+    if "onnx-int8" in asked:
+        export_onnx_int8(run, model=model, data=data, report=report, onnx_path=onnx_path, ref=ref, samples=samples,
+                         calibration_images_count=calibration_images, calibration_method=calibration_method,
+                         int8_max_drop=int8_max_drop)
+        write_parity(run, report)
     if not report.passed:
         raise parity_error(report)
     return report

@@ -100,8 +100,13 @@ class ExportReport:
                 figures.append(f"min cosine {p['min_cosine']:.6f}")
             if "max_abs_diff" in p:
                 figures.append(f"max |diff| {p['max_abs_diff']:.2g}, mean {p['mean_abs_diff']:.2g}")
+            check = "parity"
+            if "accuracy_gate" in p:  # an INT8 file is judged by accuracy on the test split, not by logits
+                g, check = p["accuracy_gate"], "accuracy gate"
+                figures.insert(0, f"test {g['metric']} {g['int8']:.2f}% vs PyTorch {g['pytorch']:.2f}% on {g['images']} "
+                                  f"images, {g['drop_pp']:.2f} pp lost, at most {g['max_drop_pp']:g} pp allowed")
             verdict = "passed" if p["passed"] else "FAILED: " + "; ".join(p["failures"])
-            out.append(f"{name} ({p['precision']}): {self.out_dir / p['file']}: parity {verdict} ({', '.join(figures)})")
+            out.append(f"{name} ({p['precision']}): {self.out_dir / p['file']}: {check} {verdict} ({', '.join(figures)})")
         out += [f"removed {path}: it was built from the previous model.onnx" for path in self.removed]
         return out
 
@@ -132,8 +137,8 @@ def verify_export(run_dir: str | Path, *, formats=("onnx",), parity_samples: int
         path = out / fmt.file
         if not path.is_file():
             raise UserInputError(f"{path} does not exist: export the {name} format of {run.path} first")
-        precision = previous.get(name, {}).get("precision", "fp32") if name == "tensorrt" else "fp32"
-        runtime = "tensorrt-int8" if precision == "int8" else None
+        precision = {"tensorrt": previous.get(name, {}).get("precision", "fp32"), "onnx-int8": "int8"}.get(name, "fp32")
+        runtime = "tensorrt-int8" if name == "tensorrt" and precision == "int8" else None
         p = check_file(path, fmt, ref, task, tolerance(precision, int8_max_drop), runtime)
         report.files[name] = path
         report.parity[name] = {"precision": precision, **p}

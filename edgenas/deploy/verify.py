@@ -34,9 +34,10 @@ def _pairs_from_file(run: RunDir, data_dir, pairs_file):
     return x, pairs, root, len(seen & set(meta.data.class_names))
 
 
-def verify_run(run_dir, *, data_dir=None, pairs_file=None, device=None) -> dict:
+def verify_run(run_dir, *, data_dir=None, pairs_file=None, device=None, flip: bool = False) -> dict:
     """Verification figures of a face run's network: on a pairs file (LFW format) of images under
-    ``data_dir``, or on the run's held-out test identities. Returns what ``verify.json`` holds."""
+    ``data_dir``, or on the run's held-out test identities. ``flip``: each embedding is that of the
+    image plus its horizontal mirror (insightface's Accuracy-Flip). Returns what ``verify.json`` holds."""
     run = RunDir.open(run_dir)
     meta = run.meta
     if meta.task != "face":
@@ -54,19 +55,20 @@ def verify_run(run_dir, *, data_dir=None, pairs_file=None, device=None) -> dict:
         data = task_for("face").load_data(ds.name, data_dir, meta.profile, ds.split_seed, False)
         x, pairs, root = data.test.x, data.test_pairs, Path(data.image_root)
         source, overlap = "held-out test identities", 0
-    scores = pair_scores(load_run_model(run, str(dev)), x, pairs, meta.data.mean, meta.data.std, dev)
+    scores = pair_scores(load_run_model(run, str(dev)), x, pairs, meta.data.mean, meta.data.std, dev, flip=flip)
     try:
         v = verify(scores, pairs.same, pairs.folds)
     except ValueError as e:  # one kind of pair, or NaN/infinite scores: no figure would mean anything
         raise UserInputError(f"cannot verify {run.path} on {'the pairs file ' if pairs_file else ''}{source}: {e}") from None
-    return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source,
+    return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source, "flip": flip,
             "data_dir": str(Path(data_dir).expanduser().resolve()), "image_root": str(root),
             "training_identities_in_pairs": overlap, **v.to_dict(), "roc": roc_points(scores, pairs.same),
             "edgenas_version": __version__}
 
 
 def format_verification(r: dict) -> str:
-    lines = [f"{r['arch']}: {r['pairs']} pairs ({r['same']} same, {r['different']} different) from {r['pairs_source']}",
+    flip = ", embeddings of image + mirror (flip)" if r.get("flip") else ""
+    lines = [f"{r['arch']}: {r['pairs']} pairs ({r['same']} same, {r['different']} different) from {r['pairs_source']}{flip}",
              f"  accuracy      {r['accuracy']:.2f}% ± {r['accuracy_std']:.2f} ({r['folds']}-fold: threshold chosen on the other folds)",
              f"  threshold     {r['threshold']:.4f} cosine (best on all pairs: {r['best_accuracy']:.2f}%)"]
     if r["roc_auc"] is not None:

@@ -17,6 +17,7 @@ from edgenas.run.log import Log
 from edgenas.run.meta import RunMeta
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.latency_sources import LatencySource, LocalRuntime
+from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, calibration_images
 from edgenas.search.space import Arch
 from edgenas.search.strategies import Candidate, Outcome
 
@@ -54,17 +55,22 @@ def _outcome(record: dict) -> Outcome:
     return Outcome(record["acc"], record["train_acc"], record["status"], record.get("reason", ""))
 
 
-def latency_source(profile: Profile, meta: RunMeta) -> LatencySource:
-    """The source of candidate latencies a profile's budget names."""
+def latency_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
+    """The source of candidate latencies a profile's budget names. ``data``: the run's ImageData, whose
+    training images calibrate the candidates an INT8 runtime times (else random images do)."""
     b = profile.budget
-    return LocalRuntime(meta.task, meta.data.input_chw, meta.outputs, b.runtime, threads=b.threads, batch=b.batch)
+    calibration = None
+    if data is not None and b.runtime == "onnxruntime-cpu-int8":
+        calibration = calibration_images(data, LATENCY_CALIBRATION_IMAGES)
+    return LocalRuntime(meta.task, meta.data.input_chw, meta.outputs, b.runtime, threads=b.threads, batch=b.batch,
+                        calibration=calibration)
 
 
-def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict) -> float:
+def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, data=None) -> float:
     """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl)."""
     key = str(arch)
     if key not in cache:
-        cache[key] = latency_source(profile, run.meta).latency_ms(arch)
+        cache[key] = latency_source(profile, run.meta, data).latency_ms(arch)
         run.record_latency(key, cache[key])
     return cache[key]
 
@@ -83,7 +89,7 @@ class CandidateEvaluator:
         self.started = time.monotonic()
 
     def latency_of(self, arch: Arch) -> float:
-        return run_latency(self.run, self.profile, arch, self.latency_cache)
+        return run_latency(self.run, self.profile, arch, self.latency_cache, data=self.data)
 
     def tag(self, cand: Candidate, speculative: bool = False) -> str:
         where = "speculative" if speculative else f"#{self.count}"

@@ -16,6 +16,7 @@ from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError
 from edgenas.runtime.onnx import half_precision, quantize_int8, timing_onnx
+from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, quantize_ort_int8
 from edgenas.runtime.runners import kit_errors
 from edgenas.runtime.tensorrt import build_engine, import_tensorrt
 from edgenas.search.space import Arch
@@ -67,11 +68,13 @@ def check_runtime_available(runtime: str) -> None:
 
 
 def measure_latency(arch: Arch, *, task: str, input_chw: tuple[int, int, int], outputs: int, runtime: str,
-                    threads: int = 1, batch: int = 1) -> float:
+                    threads: int = 1, batch: int = 1, calibration: np.ndarray | None = None) -> float:
     """Median latency in ms of one batch of ``batch`` images of ``arch``'s deployed network on ``runtime``.
 
     ``outputs``: classes, or the embedding size of a ``face`` network. ``threads`` applies to CPU
-    runtimes. An unknown runtime is a ``ParamError``; one this machine lacks a ``MissingDependency``.
+    runtimes. ``calibration``: normalised images the INT8 runtimes quantise with (default: random
+    ones; the kernels and so the latency do not depend on the ranges). An unknown runtime is a
+    ``ParamError``; one this machine lacks a ``MissingDependency``.
     """
     if threads < 1 or batch < 1:
         raise ParamError("threads" if threads < 1 else "batch", threads if threads < 1 else batch, "give an integer >= 1")
@@ -80,21 +83,26 @@ def measure_latency(arch: Arch, *, task: str, input_chw: tuple[int, int, int], o
     if runtime.startswith("torch-"):
         return _torch_latency(model, input_chw, runtime=runtime, threads=threads, batch=batch)
     with tempfile.TemporaryDirectory(prefix="edgenas-latency-") as tmp:
-        path = _timing_file(model, Path(tmp), input_chw, runtime=runtime, batch=batch)
+        path = _timing_file(model, Path(tmp), input_chw, runtime=runtime, batch=batch, calibration=calibration)
         with kit_errors(), kit.open_runner(path, runtime, threads) as runner:
             x = kit.bench_input(input_chw, batch)
             return median_ms(lambda: runner(x))
 
 
-def _timing_file(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: str, batch: int) -> Path:
-    """The file ``runtime`` runs: an ONNX file, or a TensorRT engine built for ``batch``."""
+def _timing_file(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: str, batch: int,
+                 calibration: np.ndarray | None = None) -> Path:
+    """The file ``runtime`` runs: an ONNX file (quantised for onnxruntime-cpu-int8), or a TensorRT engine built for ``batch``."""
+    if calibration is None and runtime.endswith("-int8"):
+        calibration = np.random.default_rng(0).standard_normal((LATENCY_CALIBRATION_IMAGES, *input_chw), dtype=np.float32)
+    if runtime == "onnxruntime-cpu-int8":  # as `edgenas export --format onnx-int8` writes it
+        return quantize_ort_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), out_path=tmp / "int8.onnx",
+                                 calibration=calibration)
     if runtime == "tensorrt-fp16":
         return build_engine(timing_onnx(half_precision(model), tmp / "fp16.onnx", input_chw), tmp / "model.engine",
                             input_chw, opt_batch=batch, max_batch=batch)
     if runtime == "tensorrt-int8":
-        # Timing only: calibrated on random images, so the Q/DQ ranges are meaningless, but the
+        # Timing only: the Q/DQ ranges of a randomly initialised network are meaningless, but the
         # engine runs the INT8 kernels the exported one will; latency does not depend on values.
-        calibration = np.random.default_rng(0).standard_normal((batch, *input_chw), dtype=np.float32)
         qdq = quantize_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), tmp / "int8.onnx", calibration)
         return build_engine(qdq, tmp / "model.engine", input_chw, opt_batch=batch, max_batch=batch)
     return timing_onnx(model, tmp / "model.onnx", input_chw)

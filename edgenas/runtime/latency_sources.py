@@ -6,8 +6,10 @@ idea), so a measured runtime, a device server or a latency table are interchange
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
 
 from edgenas.runtime.latency import check_runtime_available, measure_latency
 from edgenas.search.space import Arch
@@ -31,13 +33,15 @@ class LocalRuntime:
     runtime: str
     threads: int = 1
     batch: int = 1
+    calibration: np.ndarray | None = field(default=None, compare=False, repr=False)  # INT8 runtimes: images to quantise with
 
     def check(self) -> None:
         check_runtime_available(self.runtime)
 
     def latency_ms(self, arch: Arch) -> float:
         return measure_latency(arch, task=self.task, input_chw=self.input_chw, outputs=self.outputs,
-                               runtime=self.runtime, threads=self.threads, batch=self.batch)
+                               runtime=self.runtime, threads=self.threads, batch=self.batch,
+                               calibration=self.calibration)
 
     def identity(self) -> dict:
         return {"source": "measured", "runtime": self.runtime, "threads": self.threads, "batch": self.batch,

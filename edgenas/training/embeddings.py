@@ -11,24 +11,37 @@ from edgenas.training.verification import Pairs, Verification, verify
 
 
 @torch.inference_mode()
-def embed(model: nn.Module, x: torch.Tensor, mean, std, device, batch_size: int = 256) -> np.ndarray:
-    """Embeddings (N, D) float32 of uint8 images ``x``, normalised with ``mean``/``std``."""
+def embed(model: nn.Module, x: torch.Tensor, mean, std, device, batch_size: int = 256, *, flip: bool = False) -> np.ndarray:
+    """Embeddings (N, D) float32 of uint8 images ``x``, normalised with ``mean``/``std``.
+
+    ``flip``: the embedding of each image plus that of its horizontal mirror, L2-normalised again
+    (insightface's "Accuracy-Flip").
+    """
     was_training = model.training
     model.eval()
     try:
-        out = [model(normalize(x[i:i + batch_size].to(device), tuple(mean), tuple(std))).float().cpu()
-               for i in range(0, len(x), batch_size)]
+        out = []
+        for i in range(0, len(x), batch_size):
+            batch = normalize(x[i:i + batch_size].to(device), tuple(mean), tuple(std))
+            e = model(batch).float()
+            if flip:
+                e = torch.nn.functional.normalize(e + model(batch.flip(-1)).float(), dim=1)
+            out.append(e.cpu())
     finally:
         model.train(was_training)
     return torch.cat(out).numpy()
 
 
-def pair_scores(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device) -> np.ndarray:
+def scores_of(embeddings: np.ndarray, pairs: Pairs) -> np.ndarray:
+    """Cosine similarity of each pair of (L2-normalised) embeddings."""
+    return np.sum(embeddings[pairs.a] * embeddings[pairs.b], axis=1)
+
+
+def pair_scores(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device, *, flip: bool = False) -> np.ndarray:
     """Cosine similarity of each pair's embeddings (images ``x``)."""
-    e = embed(model, x, mean, std, device)
-    return np.sum(e[pairs.a] * e[pairs.b], axis=1)
+    return scores_of(embed(model, x, mean, std, device, flip=flip), pairs)
 
 
-def evaluate_pairs(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device) -> Verification:
-    """The verification figures of ``model`` on ``pairs`` over the images ``x``."""
-    return verify(pair_scores(model, x, pairs, mean, std, device), pairs.same, pairs.folds)
+def evaluate_pairs(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device, *, flip: bool = False) -> Verification:
+    """The verification figures of ``model`` on ``pairs`` over the images ``x`` (``flip``: see ``embed``)."""
+    return verify(pair_scores(model, x, pairs, mean, std, device, flip=flip), pairs.same, pairs.folds)
