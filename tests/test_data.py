@@ -21,8 +21,8 @@ from edgenas.training.data import (
     load_dataset,
     register,
     stratified_holdout,
-    synthetic_dataset,
 )
+from edgenas.training.synthetic import synthetic_dataset
 
 # --- writers of the real formats ----------------------------------------------------------------
 

@@ -13,8 +13,9 @@ from edgenas.config.plan import TrainPlan
 from edgenas.errors import ProfileError, UserInputError
 from edgenas.search.space import Arch
 from edgenas.training.augment import normalize
-from edgenas.training.data import load_dataset, synthetic_dataset
+from edgenas.training.data import load_dataset
 from edgenas.training.network import build_model
+from edgenas.training.synthetic import synthetic_dataset
 from edgenas.training.trainer import (
     TrainResult,
     evaluate,

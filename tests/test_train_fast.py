@@ -17,9 +17,10 @@ from edgenas.errors import ProfileError
 from edgenas.search.space import Arch
 from edgenas.training.augment import BatchAugment
 from edgenas.training.cuda_graphs import GraphedTrainer
-from edgenas.training.data import Split, load_dataset, synthetic_dataset
+from edgenas.training.data import Split, load_dataset
 from edgenas.training.network import build_model
 from edgenas.training.schedule import schedule_for
+from edgenas.training.synthetic import synthetic_dataset
 from edgenas.training.trainer import (
     _eager_epochs,
     _Step,

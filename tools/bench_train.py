@@ -33,7 +33,7 @@ low arithmetic intensity, BatchNorm/ReLU passes, the optimizer and augmentation,
 sit above it; ``x_floor`` says by how much.
 
 Without ``--data-dir`` the data are SYNTHETIC images of the dataset's shape and size
-(``edgenas.training.data.synthetic_dataset``), and the output says so. ``--json OUT`` writes every figure.
+(``edgenas.training.synthetic.synthetic_dataset``), and the output says so. ``--json OUT`` writes every figure.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 For machines that cannot download the real set (benchmarks, dry runs): the files load through the
 normal loader (``edgenas discover --dataset fashionmnist --data-dir DIR``), so everything but the
-pictures is real. Images come from ``edgenas.training.data.synthetic_dataset``; ``--label-noise`` replaces a
+pictures is real. Images come from ``edgenas.training.synthetic.synthetic_dataset``; ``--label-noise`` replaces a
 share of the labels at random so accuracy saturates below 100 % like on real data and the search
 runs its normal course instead of stopping at a perfect score.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgenas.training.data import synthetic_dataset
+from edgenas.training.synthetic import synthetic_dataset
 
 IDX_FOLDERS = {"fashionmnist": ("FashionMNIST", "train", "t10k"), "kmnist": ("KMNIST", "train", "t10k")}
 

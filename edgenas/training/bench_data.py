@@ -17,8 +17,8 @@ from edgenas.training.data import (
     Split,
     get_spec,
     load_dataset,
-    synthetic_dataset,
 )
+from edgenas.training.synthetic import synthetic_dataset
 
 # Real sizes (train, test) of each dataset, used for synthetic data of the same shape and size.
 SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "fashionmnist": (60000, 10000),

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from edgenas.errors import DataError
-from edgenas.training.augment import random_crop
 from edgenas.training.images import decode_images, list_image_folder
 from edgenas.training.memory import check_memory
 
@@ -310,6 +309,21 @@ def _check_rankable(source: str, *, y_train: torch.Tensor, n_val: int, n_test: i
         raise DataError(f"{source} is too small to rank candidates: {'; '.join(problems)}; add images")
 
 
+def _data_path(spec: DatasetSpec, data_dir, *, download: bool) -> Path | None:
+    """The dataset's folder (made when downloading into a new one); None for built-in data."""
+    if not spec.needs_dir:
+        return None
+    if data_dir is None:
+        raise DataError(f"dataset {spec.name} needs a data directory: pass --data-dir DIR")
+    path = Path(data_dir).expanduser()
+    if download and not path.exists():
+        path.mkdir(parents=True)
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a directory"
+        raise DataError(f"data directory {path} {what}; pass --data-dir with an existing directory")
+    return path
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -335,16 +349,7 @@ def load_dataset(
         raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     if channels is not None and spec.num_classes is not None and channels != spec.in_channels:
         raise DataError(f"{name} has {spec.in_channels} channel(s); channels={channels} applies to imagefolder only")
-    path = None
-    if spec.needs_dir:
-        if data_dir is None:
-            raise DataError(f"dataset {name} needs a data directory: pass --data-dir DIR")
-        path = Path(data_dir).expanduser()
-        if download and not path.exists():
-            path.mkdir(parents=True)
-        if not path.is_dir():
-            what = "does not exist" if not path.exists() else "is not a directory"
-            raise DataError(f"data directory {path} {what}; pass --data-dir with an existing directory")
+    path = _data_path(spec, data_dir, download=download)
     opts = _LoadOptions(download=download, input_size=size, channels=channels or spec.in_channels)
     x_train, y_train, x_test, y_test, class_names = spec.loader(spec, path, opts)
     if tuple(x_train.shape[-2:]) != size:  # resized copies are allocated below: check before
@@ -373,46 +378,4 @@ def load_dataset(
         std=tuple(std),
         class_names=tuple(class_names),
         flip=spec.flip,
-    )
-
-
-def synthetic_dataset(
-    name: str, n_train: int, n_test: int, seed: int = 0, *, val_fraction: float = 0.1
-) -> ImageData:
-    """Random images of a registered dataset's shape with learnable class structure (for benchmarks).
-
-    Each class has a smooth random prototype; a sample is its prototype at a random contrast, plus
-    Gaussian noise, shifted by up to two pixels. ``val_fraction`` of ``n_train`` is held out as ``val``.
-    """
-    spec = get_spec(name)
-    if spec.num_classes is None or spec.mean is None:
-        fixed = [n for n in list_datasets() if _REGISTRY[n].num_classes is not None]
-        raise DataError(f"{name} has no fixed shape; synthesise one of: {', '.join(fixed)}")
-    c, k, (h, w) = spec.in_channels, spec.num_classes, spec.input_size
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((k, c, max(2, h // 4), max(2, w // 4)), generator=gen)
-    prototypes = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)  # (k, C, H, W) in [0, 1]
-
-    def draw(n: int) -> Split:
-        y = torch.arange(n) % k
-        y = y[torch.randperm(n, generator=gen)]
-        contrast = 0.6 + 0.6 * torch.rand((n, 1, 1, 1), generator=gen)
-        x = prototypes[y] * contrast + 0.25 * torch.randn((n, c, h, w), generator=gen)
-        x = random_crop(x.clamp_(0, 1), 2, gen)  # per-sample shifts of up to two pixels
-        return Split(x.mul_(255).round_().to(torch.uint8), y)
-
-    n_val = int(round(val_fraction * n_train))
-    return ImageData(
-        name=name,
-        train=draw(n_train - n_val),
-        val=draw(n_val),
-        test=draw(n_test),
-        num_classes=k,
-        in_channels=c,
-        input_size=(h, w),
-        mean=spec.mean,
-        std=spec.std,
-        class_names=tuple(f"class{i}" for i in range(k)),
-        flip=spec.flip,
-        synthetic=True,
     )
