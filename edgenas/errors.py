@@ -53,3 +53,11 @@ class SearchError(EdgenasError):
 
 class ParityError(EdgenasError):
     """An exported model does not compute what the PyTorch model computes."""
+
+
+class DeviceUnavailable(EdgenasError):
+    """The device server (``[budget] device``, ``--device``) stopped answering, retries included."""
+
+
+class DeviceRefused(UserInputError):
+    """The device server refused a request (token, upload size, not a model it can time)."""

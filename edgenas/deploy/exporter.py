@@ -85,7 +85,7 @@ def _calibration_images(data, count: int) -> np.ndarray:
     return normalize(data.train.x[order].cpu(), data.mean, data.std).numpy()
 
 
-KIT_FILES = ("edgenas_kit.py", "edgenas_env.py")  # the kit and the bench-conditions probe it imports
+KIT_FILES = ("edgenas_kit.py", "edgenas_env.py", "edgenas_serve.py")  # the kit, its bench-conditions probe and its server
 
 
 def _copy_kit(out: Path) -> Path:

@@ -1,0 +1,162 @@
+"""Time models on an edge device that runs ``edgenas_kit.py serve``: the HTTP client (standard library only).
+
+``time_on_device`` sends one ONNX file and returns the device's ``edgenas.bench`` JSON. A device
+that does not answer is retried with exponential backoff for a bounded time, then reported in
+one line (``DeviceUnavailable``); a request the device refuses is a ``DeviceRefused`` naming why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from edgenas.errors import DeviceRefused, DeviceUnavailable, ParamError, UserInputError
+
+TOKEN_ENV = "EDGENAS_DEVICE_TOKEN"
+STATUS_SCHEMA = "edgenas.device/1"
+STATUS_TIMEOUT_S = 10.0  # a status answer is immediate
+BENCH_TIMEOUT_S = 1800.0  # waiting in the device's queue, plus a TensorRT engine build on a Jetson
+DEFAULT_RETRY_S = 60.0  # how long an unreachable device is retried before the error
+FIRST_BACKOFF_S = 0.5  # doubled after every failed attempt
+MAX_BACKOFF_S = 10.0
+
+
+def check_url(url: str, name: str = "device") -> str:
+    """``http://HOST:PORT`` (a trailing slash is dropped); else a ``ParamError`` naming ``name``."""
+    parts = urllib.parse.urlsplit(str(url))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
+        raise ParamError(name, url, "give the device server's address as http://HOST:PORT (edgenas_kit.py serve prints it)")
+    return f"http://{parts.netloc}"
+
+
+def read_token(token_file: Optional[str | Path] = None, *, flag: str = "device_token_file") -> str:
+    """The device's token: ``$EDGENAS_DEVICE_TOKEN`` if set, else the content of ``token_file``."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token:
+        return token
+    if not token_file:
+        raise UserInputError(f"the device needs its token: set {TOKEN_ENV} or name a file with {flag}")
+    try:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{flag} {token_file}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    if not token:
+        raise UserInputError(f"{flag} {token_file}: the file is empty; it must hold the token the server was started with")
+    return token
+
+
+class DeviceClient:
+    """Requests to one device server; ``retry_s`` bounds how long an unreachable server is retried."""
+
+    def __init__(self, url: str, *, token: str, retry_s: float = DEFAULT_RETRY_S, timeout_s: float = BENCH_TIMEOUT_S):
+        self.url, self.token, self.retry_s, self.timeout_s = check_url(url), token, retry_s, timeout_s
+
+    def status(self, *, retry_s: Optional[float] = None) -> dict:
+        answer = self._request("GET", "/status", timeout=STATUS_TIMEOUT_S, retry_s=retry_s)
+        if answer.get("schema") != STATUS_SCHEMA:
+            raise DeviceRefused(f"{self.url} is not an edgenas device server (status schema {answer.get('schema')!r})")
+        return answer
+
+    def bench(self, onnx: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
+              warmup: int = 10, runs: Optional[int] = None, name: str = "model.onnx") -> dict:
+        """The device's bench JSON for the ONNX model ``onnx``; ``runs=None`` sizes the runs to the model."""
+        query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name}
+        if threads is not None:
+            query["threads"] = threads
+        return self._request("POST", "/bench?" + urllib.parse.urlencode(query), body=onnx, timeout=self.timeout_s)
+
+    def paired(self, onnx_a: bytes, onnx_b: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
+               rounds: int = 15, warmup: int = 5, runs: int = 20, name: str = "pair") -> dict:
+        """A and B timed in alternation on the device: ``{"bench_a", "bench_b", "ratios"}``."""
+        query = {"runtime": runtime, "batch": batch, "rounds": rounds, "warmup": warmup, "runs": runs, "name": name,
+                 "split": len(onnx_a)}
+        if threads is not None:
+            query["threads"] = threads
+        return self._request("POST", "/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b,
+                             timeout=self.timeout_s)
+
+    def _request(self, method: str, path: str, *, body: Optional[bytes] = None, timeout: float,
+                 retry_s: Optional[float] = None) -> dict:
+        budget = self.retry_s if retry_s is None else retry_s
+        deadline, delay, attempts = time.monotonic() + budget, FIRST_BACKOFF_S, 0
+        while True:
+            attempts += 1
+            try:
+                return self._once(method, path, body=body, timeout=timeout)
+            except _Retry as e:
+                reason = e.reason
+            if time.monotonic() + delay > deadline:
+                raise DeviceUnavailable(f"device {self.url} is not answering ({reason}) after {attempts} attempt"
+                                        f"{'s' if attempts > 1 else ''} in {budget:g} s: start `edgenas_kit.py serve` "
+                                        "there again (a search continues with --resume)")
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _once(self, method: str, path: str, *, body: Optional[bytes], timeout: float) -> dict:
+        request = urllib.request.Request(self.url + path, data=body, method=method,
+                                         headers={"Authorization": f"Bearer {self.token}",
+                                                  "Content-Type": "application/octet-stream"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return _json(response.read(), self.url)
+        except urllib.error.HTTPError as e:
+            reason = _json(e.read(), self.url, quiet=True).get("error") or e.reason
+            if e.code == 503:  # its queue is full: the device is there, just busy
+                raise _Retry(f"busy: {reason}") from None
+            raise DeviceRefused(f"device {self.url} refused {method} {path.split('?')[0]} ({e.code}): {reason}") from None
+        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as e:
+            raise _Retry(_reason(e)) from None
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _reason(e: BaseException) -> str:
+    inner = getattr(e, "reason", None)
+    if isinstance(inner, BaseException):
+        e = inner
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def _json(data: bytes, url: str, *, quiet: bool = False) -> dict:
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        if quiet:
+            return {}
+        raise DeviceRefused(f"{url} answered with something that is not edgenas JSON: {data[:60]!r}")
+    return answer
+
+
+def time_on_device(url: str, onnx_path: str | Path, *, token: str, runtime: str = "onnxruntime-cpu",
+                   threads: Optional[int] = None, batch: int = 1, warmup: int = 10, runs: Optional[int] = None,
+                   retry_s: float = DEFAULT_RETRY_S) -> dict:
+    """Time the ONNX file ``onnx_path`` on the device server at ``url``; the device's bench JSON.
+
+    The device builds what ``runtime`` needs (a TensorRT engine for ``batch``), times it with the
+    kit's own measurement (``runs=None``: warm-up, then at least 30 runs and 0.3 s) and answers
+    with the ``edgenas.bench`` record: ``p50_ms``, its ``device``, ``host``, ``runtime_version``.
+    """
+    path = Path(onnx_path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot be read ({e.strerror or e})") from None
+    client = DeviceClient(url, token=token, retry_s=retry_s)
+    return client.bench(data, runtime=runtime, threads=threads, batch=batch, warmup=warmup, runs=runs, name=path.name)
