@@ -321,10 +321,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "edgenas-serve"
     timeout = READ_TIMEOUT_S
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._answer(self._get)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._answer(self._post)
 
     def _answer(self, handle) -> None:
@@ -389,7 +389,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise Refused(400, f"upload incomplete: got {len(data):,} of {size:,} bytes")
         return data
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args) -> None:
         self.server.log(f"{self.address_string()} {format % args}")
 
 

@@ -16,10 +16,11 @@ import torch
 from edgenas.config.profile import Profile, load_profile
 from edgenas.config.runtimes import CPU_RUNTIMES
 from edgenas.errors import EdgenasError, ParamError
-from edgenas.run.evaluator import CandidateEvaluator, candidate_seed, run_latency
+from edgenas.run.evaluator import CandidateEvaluator, candidate_seed, latency_source, run_latency
 from edgenas.run.log import Log, stderr_log
 from edgenas.run.meta import run_meta, versions
 from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
+from edgenas.run.prefetch import drive_prefetching
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.latency import check_runtime_available
 from edgenas.search.space import Arch
@@ -62,6 +63,9 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
     def factory():
         return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs)
 
+    if workers == 1 and not ray and evaluator.prefetcher is not None:
+        log(f"latency measured on {profile.budget.device}, ahead of need while candidates train")
+        return drive_prefetching(factory, evaluator)
     if workers == 1 and not ray:
         return drive(factory(), evaluator)
     where = f"as Ray tasks ({ray})" if ray else "in worker processes"
@@ -90,7 +94,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     task, name, seed = task_for(profile.task), dataset or profile.data.dataset, check_seed(seed)
     dev = select_device(device)
     _check_parallel(profile, dev, workers)
-    if profile.budget.max_latency_ms:
+    if profile.budget.max_latency_ms and not profile.budget.device:
         check_runtime_available(profile.budget.runtime)  # before anything is written
     out = Path(out) if out else default_out(profile, name, resume)
     if resume and (out / RunDir.SUMMARY).is_file() and (out / RunDir.WEIGHTS).is_file():
@@ -101,13 +105,21 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     data = task.load_data(name, data_dir, profile, seed, download)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
                     extra=task.extra_meta(data), seed=seed, device=dev)
+    latency = latency_source(profile, meta)
+    if profile.budget.device:
+        latency.check()  # the device answers, and runs the budget's runtime: before run.json is written
     run = RunDir.start(out, meta, resume=resume)
     log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
     data = data.to(dev)
     started = time.monotonic()
-    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log)
+    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, latency)
     spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type)
-    result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
+    finished = False
+    try:
+        result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
+        finished = True
+    finally:
+        evaluator.close(wait=finished)
     return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
                   search_wall=time.monotonic() - started, log=log)
 
