@@ -344,6 +344,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:  # the client left; nothing to tell it
             pass
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, unknown method), as JSON like the others."""
+        self.close_connection = True
+        self.request_version = "HTTP/1.0"  # not 0.9, which http.server answers without a status line
+        data = (json.dumps({"error": f"malformed request: {message or code}"}) + "\n").encode()
+        try:
+            self.send_response(code, message)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(data)
+        except OSError:
+            pass
+
     def _authorise(self) -> None:
         given = self.headers.get("Authorization", "")
         if not given.startswith("Bearer "):

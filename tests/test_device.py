@@ -1,0 +1,222 @@
+"""The device server (``edgenas_kit.py serve``) on loopback, started from a venv where torch cannot
+be imported, and what talks to it: the client, a search with a ``[budget] device``, bench and compare."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_kit import device_env, export_onnx
+
+from edgenas.deploy.exporter import _copy_kit
+from edgenas.errors import DeviceRefused, DeviceUnavailable, ProfileError, UserInputError
+from edgenas.runtime.device_client import DeviceClient, read_token, time_on_device
+
+TOKEN = "loopback-test-token-0123"
+MAX_UPLOAD_MB = 1
+
+
+class Server:
+    """``python -I edgenas_kit.py serve`` in a subprocess; ``start`` again after ``kill`` on the same port."""
+
+    def __init__(self, python: Path, folder: Path):
+        self.python, self.folder, self.proc, self.port = python, folder, None, 0
+        (folder / "token").write_text(TOKEN + "\n")
+
+    def start(self) -> "Server":
+        self.log = self.folder / "server.log"
+        out = self.folder / "server.out"
+        with open(out, "w") as stdout, open(self.log, "a") as stderr:
+            self.proc = subprocess.Popen(
+                [str(self.python), "-I", "edgenas_kit.py", "serve", "--port", str(self.port), "--token-file", "token",
+                 "--threads", "1", "--max-upload-mb", str(MAX_UPLOAD_MB)],
+                cwd=self.folder, stdout=stdout, stderr=stderr)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = out.read_text()
+            if "listening on http://127.0.0.1:" in text:
+                self.port = int(text.split("127.0.0.1:")[1].split()[0])
+                return self
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.1)
+        raise AssertionError("the server did not start: " + self.log.read_text())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def measured(self) -> int:
+        return DeviceClient(self.url, token=TOKEN, retry_s=5).status()["measured"]
+
+
+@pytest.fixture(scope="module")
+def device_python(tmp_path_factory) -> Path:
+    return device_env(tmp_path_factory.mktemp("venv") / "venv")
+
+
+@pytest.fixture(scope="module")
+def server(device_python, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("device")
+    _copy_kit(folder)  # edgenas_kit.py, edgenas_env.py, edgenas_serve.py: what `edgenas export` copies
+    s = Server(device_python, folder).start()
+    yield s
+    s.kill()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.onnx"
+    export_onnx(path, width=8, depth=3, size=16)
+    return path
+
+
+def raw(server: Server, method: str, path: str, *, body: bytes | None = None, headers: dict | None = None):
+    """One request as sent, answered with (status, JSON)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+# -- the server ------------------------------------------------------------------------------------
+def test_the_server_runs_without_torch_and_answers_status(server, device_python):
+    probe = "import importlib.util as u; print([n for n in ('torch', 'edgenas', 'onnx') if u.find_spec(n)])"
+    assert subprocess.run([str(device_python), "-I", "-c", probe], capture_output=True, text=True,
+                          timeout=60).stdout.strip() == "[]"
+    status = DeviceClient(server.url, token=TOKEN).status()
+    assert status["schema"] == "edgenas.device/1" and status["runtime"] == "onnxruntime-cpu"
+    assert "onnxruntime-cpu" in status["runtimes"] and status["versions"]["onnxruntime"]
+    assert status["versions"]["edgenas_kit"] and status["queue"] == 0 and status["threads"] == 1
+    assert status["max_upload_bytes"] == MAX_UPLOAD_MB << 20
+
+
+def test_time_on_device_returns_the_kits_bench_json(server, model):
+    from edgenas.device_kit import edgenas_kit as kit
+
+    record = time_on_device(server.url, model, token=TOKEN, threads=1, warmup=2, runs=25)
+    kit.validate_bench(record)
+    assert record["runs"] == 25 and record["threads"] == 1 and record["input_shape"] == [1, 3, 16, 16]
+    assert record["model"] == "model.onnx" and record["model_sha256"] == kit.file_sha256(model)
+    assert record["tool"].startswith("edgenas-serve") and record["device"] and record["host"]
+    auto = time_on_device(server.url, model, token=TOKEN, threads=1)  # runs sized to the model, as a search times
+    assert auto["runs"] >= 30
+
+
+def test_refused_requests_get_a_clear_status_and_the_server_goes_on(server, model):
+    onnx = model.read_bytes()
+    cases = [
+        (("GET", "/status"), {}, None, 401, "missing token"),
+        (("GET", "/status"), {"Authorization": "Bearer wrong-token-xxxxxxxx"}, None, 401, "wrong token"),
+        (("POST", "/bench"), {**AUTH, "Content-Length": str((MAX_UPLOAD_MB << 20) + 1)}, None, 413, "over the server's limit"),
+        (("POST", "/bench"), AUTH, onnx[: len(onnx) // 2], 400, "is not an ONNX model"),
+        (("POST", "/bench"), AUTH, b"this is not a model", 400, "is not an ONNX model"),
+        (("POST", "/bench"), AUTH, b"", 400, "the upload is empty"),
+        (("POST", "/bench?threads=many"), AUTH, onnx, 400, "threads='many' is not an integer"),
+        (("POST", "/bench?runtime=tflite"), AUTH, onnx, 400, "unknown runtime 'tflite'"),
+        (("POST", "/bench?colour=red"), AUTH, onnx, 400, "unknown setting 'colour'"),
+        (("POST", "/upload"), AUTH, onnx, 404, "unknown path"),
+        (("POST", "/paired?split=0"), AUTH, onnx, 400, "split=0 must fall inside the body"),
+    ]
+    for (method, path), headers, body, status, reason in cases:
+        got, answer = raw(server, method, path, body=body, headers=headers)
+        assert (got, reason in answer["error"]) == (status, True), (path, headers.keys(), got, answer)
+        assert raw(server, "GET", "/status", headers=AUTH)[0] == 200  # still serving
+    with pytest.raises(DeviceRefused, match=r"refused POST /bench \(401\): wrong token"):
+        time_on_device(server.url, model, token="wrong-token-xxxxxxxx")
+
+
+def test_a_malformed_request_and_a_client_that_stops_mid_upload(server, model):
+    import socket
+
+    for request, status in ((b"GET /status HTTP/1.1 junk\r\n\r\n", b"400"), (b"BREW /pot HTTP/1.1\r\n\r\n", b"501")):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(request)
+            answer = b"".join(iter(lambda: s.recv(4096), b""))
+            assert answer.split()[1] == status and b'{"error": "malformed request: ' in answer, answer
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:  # claims 1000 bytes, sends 10
+        s.sendall(f"POST /bench HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  "Content-Length: 1000\r\n\r\n0123456789".encode())
+        s.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: s.recv(4096), b""))
+        assert answer.split()[1] == b"400" and b"upload incomplete: got 10 of 1,000 bytes" in answer, answer
+    assert time_on_device(server.url, model, token=TOKEN, threads=1, warmup=1, runs=5)["runs"] == 5
+
+
+def test_two_clients_at_once_are_timed_one_after_the_other(server, model):
+    answers = []
+
+    def client():
+        answers.append(time_on_device(server.url, model, token=TOKEN, threads=1, warmup=5, runs=400))
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(answers) == 2
+    (a0, a1), (b0, b1) = sorted((r["server"]["timed_from"], r["server"]["timed_to"]) for r in answers)
+    assert a1 <= b0, "the two timed intervals overlap"
+    kinds = [("start" if ": start " in line else "end") for line in server.log.read_text().splitlines()
+             if line.split()[2:3] == ["timing"]]
+    assert len(kinds) >= 4 and kinds == ["start", "end"] * (len(kinds) // 2)  # the log: never two starts in a row
+
+
+def test_the_client_retries_with_backoff_then_gives_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(DeviceUnavailable) as info:
+        DeviceClient(f"http://127.0.0.1:{port}", token=TOKEN, retry_s=1.2).status()
+    assert 0.5 <= time.monotonic() - started < 10
+    message = str(info.value)
+    assert "\n" not in message and "is not answering" in message and "attempts in 1.2 s" in message
+
+
+def test_the_token_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGENAS_DEVICE_TOKEN", raising=False)
+    with pytest.raises(UserInputError, match="set EDGENAS_DEVICE_TOKEN or name a file with budget.device_token_file"):
+        read_token(None, flag="budget.device_token_file")
+    (tmp_path / "t").write_text("from-file\n")
+    assert read_token(tmp_path / "t") == "from-file"
+    with pytest.raises(UserInputError, match="cannot be read"):
+        read_token(tmp_path / "missing")
+    monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", "from-env")
+    assert read_token(tmp_path / "t") == "from-env"
+
+
+@pytest.mark.parametrize("budget,message", [
+    ('device = "127.0.0.1:8765"', "budget.device = '127.0.0.1:8765' is not allowed; give the device server's address"),
+    ('device = "https://host:8765"', "give the device server's address as http://HOST:PORT"),
+    ('device = "http://host:8765"\nruntime = "torch-cpu"', "cannot run on a device server"),
+    ('device_token_file = "token"', "budget.device_token_file is set but budget.device is not"),
+    ('device = "http://host:1"\ndevice_retry_s = 0', "budget.device_retry_s = 0.0 is not allowed"),
+])
+def test_device_budget_settings_are_checked(tmp_path, budget, message):
+    from edgenas.config.profile import load_profile
+
+    path = tmp_path / "p.toml"
+    path.write_text(f"[budget]\n{budget}\n")
+    with pytest.raises(ProfileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_profile(path)
