@@ -220,3 +220,155 @@ def test_device_budget_settings_are_checked(tmp_path, budget, message):
     path.write_text(f"[budget]\n{budget}\n")
     with pytest.raises(ProfileError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_profile(path)
+
+
+# -- a search against the device ---------------------------------------------------------------------
+def device_profile(path: Path, url: str, *, max_latency_ms: float, retry_s: float = 1.0) -> Path:
+    """tests/data/profiles/ci.toml, wider (32 -> 8 in one step), its latency budget measured on ``url``."""
+    from conftest import CI_PROFILE
+
+    text = CI_PROFILE.read_text().replace("max_width = 12", "max_width = 32").replace("min_width = 4", "min_width = 8")
+    text = text.replace("width_step = 4", "width_step = 24").replace("[data]", (
+        f'[budget]\nmax_latency_ms = {max_latency_ms}\nbatch = 64\ndevice = "{url}"\ndevice_retry_s = {retry_s}\n\n[data]'))
+    path.write_text(text)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_search_measures_on_the_device_skips_over_budget_and_resumes_without_measuring(
+        server, tmp_path, monkeypatch, one_thread):
+    import edgenas
+    from edgenas.runtime.device_client import DeviceLatency
+    from edgenas.search.space import Arch
+
+    monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
+    source = DeviceLatency(server.url, token=TOKEN, task="classify", input_chw=(1, 8, 8), outputs=10,
+                           runtime="onnxruntime-cpu", threads=1, batch=64)
+    widest = source.latency_ms(Arch.plain(2, 32))  # the first candidate: over a budget of half of it
+    budget = round(widest / 2, 4)
+    profile = device_profile(tmp_path / "device.toml", server.url, max_latency_ms=budget)
+    before, lines = server.measured(), []
+    summary = edgenas.discover(profile, dataset="digits", out=tmp_path / "run", device="cpu", log=lines.append)
+    measured = server.measured() - before
+
+    journal, latencies = read_jsonl(tmp_path / "run" / "journal.jsonl"), read_jsonl(tmp_path / "run" / "latency.jsonl")
+    assert any(r["status"] == "skipped" and "latency" in r["reason"] for r in journal)
+    assert any(r["status"] == "trained" for r in journal)
+    for r in journal:  # skipped exactly when the device's figure is over the budget
+        assert (r["status"] == "skipped") == (r["latency_ms"] > budget), r
+    keys = [r["key"] for r in latencies]
+    assert len(keys) == len(set(keys)) == measured  # each architecture measured once, each measurement kept
+    status = DeviceClient(server.url, token=TOKEN).status()
+    assert all(r["source"]["source"] == "device" and r["source"]["url"] == server.url
+               and r["source"]["device"] == status["device"] and r["source"]["batch"] == 64 for r in latencies)
+    assert summary["latency_ms"] <= budget and any("ahead of need" in line for line in lines)
+
+    for name in ("summary.json", "model.pt"):  # as if killed before the final training
+        (tmp_path / "run" / name).unlink()
+    before = server.measured()
+    again = edgenas.discover(profile, dataset="digits", out=tmp_path / "run", device="cpu", resume=True, log=lines.append)
+    assert server.measured() == before and again["arch"] == summary["arch"]  # nothing measured again
+    assert read_jsonl(tmp_path / "run" / "latency.jsonl") == latencies
+
+
+def test_a_search_is_refused_before_run_json_when_the_device_does_not_answer(tmp_path, monkeypatch):
+    import socket
+
+    from click.testing import CliRunner
+
+    from edgenas.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = device_profile(tmp_path / "p.toml", f"http://127.0.0.1:{port}", max_latency_ms=1.0)
+    monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
+    r = CliRunner().invoke(main, ["discover", "--profile", str(profile), "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith(f"edgenas: error: budget.device http://127.0.0.1:{port} does not answer (Connection refused)")
+    assert not (tmp_path / "run" / "run.json").exists()
+    monkeypatch.delenv("EDGENAS_DEVICE_TOKEN")
+    r = CliRunner().invoke(main, ["discover", "--profile", str(profile), "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert r.exit_code == 2 and "set EDGENAS_DEVICE_TOKEN or name a file with budget.device_token_file" in r.output
+
+
+@pytest.mark.slow
+def test_a_device_killed_mid_search_stops_it_in_one_line_and_resume_ends_at_the_same_arch(
+        device_python, tmp_path, monkeypatch, one_thread):
+    import edgenas
+
+    folder = tmp_path / "device"
+    folder.mkdir()
+    _copy_kit(folder)
+    server = Server(device_python, folder).start()
+    try:
+        # A budget nothing breaks: the decisions do not hang on the figures of a noisy shared machine.
+        profile = device_profile(tmp_path / "device.toml", server.url, max_latency_ms=1e6, retry_s=1.0)
+        monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
+        reference = edgenas.discover(profile, dataset="digits", out=tmp_path / "whole", device="cpu", log=lambda _: None)
+
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [str(Path(sys.executable).with_name("edgenas")), "discover", "--profile", str(profile), "--out",
+               str(tmp_path / "run"), "--device", "cpu"]
+        search = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        journal = tmp_path / "run" / "journal.jsonl"
+        deadline = time.monotonic() + 240
+        while not (journal.exists() and journal.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+            assert search.poll() is None, search.communicate()
+            time.sleep(0.05)
+        server.kill()
+        out, err = search.communicate(timeout=240)
+        assert search.returncode == 1, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"edgenas: error: device {server.url} is not answering") and "--resume" in last, err
+        assert "Traceback" not in err
+        records = read_jsonl(journal)  # every line whole
+        assert 1 <= len(records) < reference["candidates"] and not (tmp_path / "run" / "summary.json").exists()
+
+        server.start()  # the same port: the profile names it
+        resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=240)
+        assert resumed.returncode == 0, resumed.stderr
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["arch"] == reference["arch"]
+        assert read_jsonl(journal)[: len(records)] == records
+        keys = [r["key"] for r in read_jsonl(tmp_path / "run" / "latency.jsonl")]
+        assert len(keys) == len(set(keys))
+    finally:
+        server.kill()
+
+
+# -- bench and compare against the device ------------------------------------------------------------
+def test_bench_and_compare_with_device(server, model, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edgenas.cli import main
+    from edgenas.deploy.bench import read_bench
+
+    (tmp_path / "token").write_text(TOKEN)
+    runner = CliRunner()
+    r = runner.invoke(main, ["bench", str(model), "--device", server.url, "--device-token-file", str(tmp_path / "token"),
+                             "--threads", "1", "--warmup", "2", "--runs", "20", "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.output
+    record = read_bench(tmp_path / "b.json")
+    assert record["runs"] == 20 and record["tool"].startswith("edgenas-serve") and record["model"] == str(model)
+
+    monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
+    r = runner.invoke(main, ["compare", "--models", str(model), str(model), "--device", server.url, "--threads", "1",
+                             "--rounds", "6", "--warmup", "1", "--runs", "5", "--json-a", str(tmp_path / "a.json")])
+    assert r.exit_code in (0, 1) and "6 rounds of A and B in alternation on onnxruntime-cpu" in r.output, r.output
+    assert read_bench(tmp_path / "a.json")["rounds"] == 6
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"x")
+    for args, message in [
+        (["bench", str(engine), "--device", server.url], "--device sends an ONNX model"),
+        (["bench", str(model), "--device", "localhost"], "--device localhost: give the device server's address"),
+        (["bench", str(model), "--device", server.url, "--runtime", "torch-cpu"], "--runtime torch-cpu: a device server"),
+        (["compare", "a.json", "b.json", "--device", server.url], "--device URL goes with --models A B"),
+    ]:
+        r = runner.invoke(main, args)
+        assert r.exit_code == 2 and message in r.output, (args, r.output)
