@@ -372,3 +372,16 @@ def test_bench_and_compare_with_device(server, model, tmp_path, monkeypatch):
     ]:
         r = runner.invoke(main, args)
         assert r.exit_code == 2 and message in r.output, (args, r.output)
+
+
+@pytest.mark.parametrize("name", ["cpu-1thread", "jetson-fp16"])
+def test_the_target_profiles_show_the_device_line_commented(name):
+    from importlib import resources
+
+    from edgenas.config.profile import load_profile, parse_profile
+
+    text = (resources.files("edgenas.builtin_profiles") / f"{name}.toml").read_text()
+    assert load_profile(name).budget.device == ""
+    uncommented = text.replace("# device = ", "device = ").replace("# device_token_file = ", "device_token_file = ")
+    budget = parse_profile(uncommented, name, name).budget
+    assert budget.device.startswith("http://") and budget.device_token_file.endswith(".token")

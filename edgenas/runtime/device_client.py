@@ -46,7 +46,7 @@ def read_token(token_file: Optional[str | Path] = None, *, flag: str = "device_t
     if not token_file:
         raise UserInputError(f"the device needs its token: set {TOKEN_ENV} or name a file with {flag}")
     try:
-        token = Path(token_file).read_text(encoding="utf-8").strip()
+        token = Path(token_file).expanduser().read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
         raise UserInputError(f"{flag} {token_file}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     if not token:
