@@ -385,3 +385,10 @@ def test_the_target_profiles_show_the_device_line_commented(name):
     uncommented = text.replace("# device = ", "device = ").replace("# device_token_file = ", "device_token_file = ")
     budget = parse_profile(uncommented, name, name).budget
     assert budget.device.startswith("http://") and budget.device_token_file.endswith(".token")
+
+
+def test_a_model_over_the_upload_limit_is_refused_before_it_is_sent(server, tmp_path):
+    big = tmp_path / "big.onnx"
+    big.write_bytes(b"\0" * ((MAX_UPLOAD_MB << 20) + 1))
+    with pytest.raises(DeviceRefused, match=r"big.onnx: 1,048,577 bytes is over the upload limit .* --max-upload-mb"):
+        time_on_device(server.url, big, token=TOKEN)

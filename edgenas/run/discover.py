@@ -52,7 +52,8 @@ def check_seed(seed) -> int:
 def _check_parallel(profile: Profile, dev: torch.device, workers: int) -> None:
     if not isinstance(workers, int) or workers < 1:
         raise ParamError("workers", workers, "give an integer >= 1")
-    if workers > 1 and dev.type == "cpu" and profile.budget.max_latency_ms and profile.budget.runtime in CPU_RUNTIMES:
+    b = profile.budget
+    if workers > 1 and dev.type == "cpu" and b.max_latency_ms and b.runtime in CPU_RUNTIMES and not b.device:
         raise ParamError("workers", workers, f"a CPU latency budget ({profile.budget.runtime}) would be timed on CPUs "
                          "busy training other candidates; use 1")
 
@@ -112,7 +113,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
     data = data.to(dev)
     started = time.monotonic()
-    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, latency)
+    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, latency=latency)
     spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type)
     finished = False
     try:

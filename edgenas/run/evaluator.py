@@ -80,7 +80,7 @@ def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, source: 
 class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
-    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log,
+    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log, *,
                  latency: Optional[LatencySource] = None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log

@@ -59,6 +59,7 @@ class DeviceClient:
 
     def __init__(self, url: str, *, token: str, retry_s: float = DEFAULT_RETRY_S, timeout_s: float = BENCH_TIMEOUT_S):
         self.url, self.token, self.retry_s, self.timeout_s = check_url(url), token, retry_s, timeout_s
+        self._max_upload: Optional[int] = None  # the device's --max-upload-mb, in bytes, once asked
 
     def status(self, *, retry_s: Optional[float] = None) -> dict:
         answer = self._request("GET", "/status", timeout=STATUS_TIMEOUT_S, retry_s=retry_s)
@@ -72,6 +73,7 @@ class DeviceClient:
         query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name}
         if threads is not None:
             query["threads"] = threads
+        self._check_size(len(onnx), name)
         return self._request("POST", "/bench?" + urllib.parse.urlencode(query), body=onnx, timeout=self.timeout_s)
 
     def paired(self, onnx_a: bytes, onnx_b: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
@@ -81,8 +83,17 @@ class DeviceClient:
                  "split": len(onnx_a)}
         if threads is not None:
             query["threads"] = threads
+        self._check_size(len(onnx_a) + len(onnx_b), name)
         return self._request("POST", "/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b,
                              timeout=self.timeout_s)
+
+    def _check_size(self, size: int, name: str) -> None:
+        """Refuse here an upload the device would refuse (it closes the connection on an unread body)."""
+        if self._max_upload is None:
+            self._max_upload = int(self.status().get("max_upload_bytes", 0)) or None
+        if self._max_upload and size > self._max_upload:
+            raise DeviceRefused(f"{name}: {size:,} bytes is over the upload limit of the device at {self.url} "
+                                f"({self._max_upload:,} bytes; its --max-upload-mb)")
 
     def _request(self, method: str, path: str, *, body: Optional[bytes] = None, timeout: float,
                  retry_s: Optional[float] = None) -> dict:
