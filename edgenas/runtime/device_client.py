@@ -7,6 +7,7 @@ one line (``DeviceUnavailable``); a request the device refuses is a ``DeviceRefu
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -126,8 +127,8 @@ class DeviceClient:
             if e.code == 503:  # its queue is full: the device is there, just busy
                 raise _Retry(f"busy: {reason}") from None
             raise DeviceRefused(f"device {self.url} refused {method} {path.split('?')[0]} ({e.code}): {reason}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as e:
-            raise _Retry(_reason(e)) from None
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as e:
+            raise _Retry(_reason(e)) from None  # refused, reset, timed out, or cut off mid-answer
 
 
 class _Retry(Exception):
