@@ -140,7 +140,7 @@ def test_refused_requests_get_a_clear_status_and_the_server_goes_on(server, mode
         got, answer = raw(server, method, path, body=body, headers=headers)
         assert (got, reason in answer["error"]) == (status, True), (path, headers.keys(), got, answer)
         assert raw(server, "GET", "/status", headers=AUTH)[0] == 200  # still serving
-    with pytest.raises(DeviceRefused, match=r"refused POST /bench \(401\): wrong token"):
+    with pytest.raises(DeviceRefused, match=r"refused GET /status \(401\): wrong token"):
         time_on_device(server.url, model, token="wrong-token-xxxxxxxx")
 
 
@@ -247,7 +247,7 @@ def test_a_search_measures_on_the_device_skips_over_budget_and_resumes_without_m
     monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
     source = DeviceLatency(server.url, token=TOKEN, task="classify", input_chw=(1, 8, 8), outputs=10,
                            runtime="onnxruntime-cpu", threads=1, batch=64)
-    widest = source.latency_ms(Arch.plain(2, 32))  # the first candidate: over a budget of half of it
+    widest = min(source.latency_ms(Arch.plain(2, 32)) for _ in range(2))  # the first candidate: over half of it
     budget = round(widest / 2, 4)
     profile = device_profile(tmp_path / "device.toml", server.url, max_latency_ms=budget)
     before, lines = server.measured(), []
