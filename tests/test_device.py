@@ -392,3 +392,19 @@ def test_a_model_over_the_upload_limit_is_refused_before_it_is_sent(server, tmp_
     big.write_bytes(b"\0" * ((MAX_UPLOAD_MB << 20) + 1))
     with pytest.raises(DeviceRefused, match=r"big.onnx: 1,048,577 bytes is over the upload limit .* --max-upload-mb"):
         time_on_device(server.url, big, token=TOKEN)
+
+
+def test_serve_refuses_bad_settings_in_one_line(server, device_python):
+    from edgenas.device_kit import edgenas_serve as serve
+
+    (server.folder / "short").write_text("abc\n")
+    for args, message in [(["--token-file", "missing"], "--token-file missing: cannot be read"),
+                          (["--token-file", "short"], "the token must be at least 8 characters"),
+                          (["--token-file", "token", "--port", str(server.port)], f"cannot listen on 127.0.0.1:{server.port}"),
+                          (["--token-file", "token", "--runtime", "tflite"], "unknown runtime 'tflite'"),
+                          (["--port", "0"], "the following arguments are required: --token-file")]:
+        r = subprocess.run([str(device_python), "-I", "edgenas_kit.py", "serve", *args], cwd=server.folder,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert serve.is_loopback("127.0.0.1") and serve.is_loopback("::1") and serve.is_loopback("localhost")
+    assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("192.168.1.20")
