@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,7 +16,12 @@ import pytest
 from test_kit import device_env, export_onnx
 
 from edgenas.deploy.exporter import _copy_kit
-from edgenas.errors import DeviceRefused, DeviceUnavailable, ProfileError, UserInputError
+from edgenas.errors import (
+    DeviceRefused,
+    DeviceUnavailable,
+    ProfileError,
+    UserInputError,
+)
 from edgenas.runtime.device_client import DeviceClient, read_token, time_on_device
 
 TOKEN = "loopback-test-token-0123"
@@ -173,7 +177,7 @@ def test_two_clients_at_once_are_timed_one_after_the_other(server, model):
     for t in threads:
         t.join(timeout=120)
     assert len(answers) == 2
-    (a0, a1), (b0, b1) = sorted((r["server"]["timed_from"], r["server"]["timed_to"]) for r in answers)
+    (_, a1), (b0, _) = sorted((r["server"]["timed_from"], r["server"]["timed_to"]) for r in answers)
     assert a1 <= b0, "the two timed intervals overlap"
     kinds = [("start" if ": start " in line else "end") for line in server.log.read_text().splitlines()
              if line.split()[2:3] == ["timing"]]
@@ -321,7 +325,7 @@ def test_a_device_killed_mid_search_stops_it_in_one_line_and_resume_ends_at_the_
             assert search.poll() is None, search.communicate()
             time.sleep(0.05)
         server.kill()
-        out, err = search.communicate(timeout=240)
+        _, err = search.communicate(timeout=240)
         assert search.returncode == 1, err
         last = err.strip().splitlines()[-1]
         assert last.startswith(f"edgenas: error: device {server.url} is not answering") and "--resume" in last, err
