@@ -176,7 +176,7 @@ def profiles(name):
         s, b = p.search, p.budget
         budgets = ", ".join(f"{k}={getattr(b, k)}" for k in ("max_params", "max_macs", "max_latency_ms") if getattr(b, k))
         click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "
-                   f"{s.epochs} epochs; {budgets or 'no budget'}" + (f" on {b.runtime}" if b.max_latency_ms else "")
+                   f"{s.epochs} epochs; {budgets or 'no budget'}" + (f" on {b.runtime}" if b.max_latency_ms else "") + (f" at {b.device}" if b.device else "")
                    + f"\n{'':14} {p.description}")
 
 
@@ -299,6 +299,19 @@ runtime_option = click.option("--runtime", default=None, help="onnxruntime-cpu, 
                               "(tensorrt-fp16 for .engine).")
 batch_option = click.option("--batch", type=int, default=1, show_default=True, help="Images per inference.")
 threads_option = click.option("--threads", type=int, default=None, help="CPU threads of CPU runtimes. Default: all available.")
+device_url_option = click.option("--device", "device_url", default=None, metavar="URL",
+                                 help="Time on the device server at http://HOST:PORT (`edgenas_kit.py serve`) instead of here.")
+device_token_option = click.option("--device-token-file", type=click.Path(dir_okay=False), default=None,
+                                   help="File holding the device's token. Default: $EDGENAS_DEVICE_TOKEN.")
+
+
+def _device_token(device_url, token_file) -> str:
+    from edgenas.runtime.device_client import check_url, read_token
+
+    if token_file and not device_url:
+        raise click.UsageError("--device-token-file goes with --device URL")
+    check_url(device_url, "device")
+    return read_token(token_file, flag="--device-token-file")
 
 
 @main.command()
@@ -344,10 +357,13 @@ def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, json_out):
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
 @click.option("--runs", type=int, default=100, show_default=True, help="Timed runs.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the bench JSON here.")
-def bench(model, runtime, batch, threads, warmup, runs, json_out):
+@device_url_option
+@device_token_option
+def bench(model, runtime, batch, threads, warmup, runs, json_out, device_url, device_token_file):
     """Time MODEL (.onnx, .engine or RUN_DIR): p50/p90/p99, mean, std, throughput."""
     from edgenas.deploy.bench import bench as run_bench
     from edgenas.deploy.bench import (
+        bench_on_device,
         check_writable,
         format_bench,
         stale_export,
@@ -356,10 +372,15 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out):
 
     if json_out:
         check_writable(json_out, "--json")
-    stale = stale_export(model, runtime)
-    if stale:
-        click.echo(f"edgenas: warning: {stale}", err=True)
-    result = run_bench(model, runtime=runtime, batch=batch, threads=threads, warmup=warmup, runs=runs)
+    if device_url or device_token_file:
+        token = _device_token(device_url, device_token_file)
+        result = bench_on_device(model, device_url, token=token, runtime=runtime, batch=batch, threads=threads,
+                                 warmup=warmup, runs=runs)
+    else:
+        stale = stale_export(model, runtime)
+        if stale:
+            click.echo(f"edgenas: warning: {stale}", err=True)
+        result = run_bench(model, runtime=runtime, batch=batch, threads=threads, warmup=warmup, runs=runs)
     click.echo(format_bench(result))
     if json_out:
         write_bench(json_out, result)
@@ -388,20 +409,28 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out):
 @click.option("--json-a", type=click.Path(dir_okay=False), default=None, help="Paired mode: write A's bench JSON here.")
 @click.option("--json-b", type=click.Path(dir_okay=False), default=None, help="Paired mode: write B's bench JSON here.")
 @click.option("--write-baselines", type=click.Path(file_okay=False), default=None, help="Paired mode: write DIR/a.json and DIR/b.json.")
+@device_url_option
+@device_token_option
 def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_baseline, history_dir, window, png_out,
-            models, runtime, batch, threads, rounds, warmup, runs, seed, json_a, json_b, write_baselines):
+            models, runtime, batch, threads, rounds, warmup, runs, seed, json_a, json_b, write_baselines, device_url,
+            device_token_file):
     """Latency gate: BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B.
     Exit 0 ok, 1 regression, 2 unusable input."""
     from edgenas.deploy import compare as cmp
 
     threshold = cmp.parse_max_regression(max_regression)
+    if (device_url or device_token_file) and not models:
+        raise click.UsageError("--device URL goes with --models A B (the device times both)")
     if models:
         if files or update_baseline or history_dir:
             raise click.UsageError("--models A B takes no BASELINE/CURRENT files, no --history and no --update-baseline")
+        options = dict(runtime=runtime, rounds=rounds, batch=batch, threads=threads, warmup=warmup, runs_per_round=runs)
+        if device_url or device_token_file:
+            options.update(device=device_url, token=_device_token(device_url, device_token_file))
+        else:
+            options.update(seed=seed)
         return _paired(models, markdown=markdown, threshold=threshold, json_a=json_a, json_b=json_b,
-                       write_baselines=write_baselines,
-                       options=dict(runtime=runtime, rounds=rounds, batch=batch, threads=threads, warmup=warmup,
-                                    runs_per_round=runs, seed=seed))
+                       write_baselines=write_baselines, options=options)
     if history_dir:
         if len(files) != 1 or update_baseline:
             raise click.UsageError("--history DIR takes one CURRENT.json and no --update-baseline (the history keeps every result)")
@@ -426,14 +455,18 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
 
 def _paired(models, *, markdown, threshold, json_a, json_b, write_baselines, options) -> int:
     from edgenas.deploy.bench import check_writable, write_bench
-    from edgenas.deploy.compare import paired_compare
+    from edgenas.deploy.compare import paired_compare, paired_compare_on_device
 
     for flag, path in (("--json-a", json_a), ("--json-b", json_b)):
         if path:
             check_writable(path, flag)
     if write_baselines:
         check_writable(write_baselines, "--write-baselines", directory=True)
-    result = paired_compare(models[0], models[1], max_regression=threshold, **options)
+    if "device" in options:
+        url = options.pop("device")
+        result = paired_compare_on_device(models[0], models[1], url, max_regression=threshold, **options)
+    else:
+        result = paired_compare(models[0], models[1], max_regression=threshold, **options)
     click.echo(result.table(markdown))
     targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
     if write_baselines:

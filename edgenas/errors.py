@@ -65,3 +65,11 @@ class ParityError(EdgenasError):
 
 class AccuracyDropError(ParityError):
     """An exported model loses more accuracy against PyTorch than its gate allows (exit code 1)."""
+
+
+class DeviceUnavailable(EdgenasError):
+    """The device server (``[budget] device``, ``--device``) stopped answering, retries included."""
+
+
+class DeviceRefused(UserInputError):
+    """The device server refused a request (token, upload size, not a model it can time)."""

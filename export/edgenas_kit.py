@@ -3,7 +3,8 @@
 
 Standalone: needs only numpy plus onnxruntime (``.onnx``) or tensorrt (``.engine``); no torch, no
 edgenas. ``edgenas bench`` and ``edgenas compare`` import this file, so runners, timing statistics
-and the bench JSON schema exist once. Usage: ``python edgenas_kit.py check|bench --help``.
+and the bench JSON schema exist once. Usage: ``python edgenas_kit.py check|bench|serve --help``
+(``serve``: the benchmark server of ``edgenas_serve.py``, beside this file).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ctypes.util
 import gc
 import glob
 import hashlib
+import importlib
 import importlib.util
 import json
 import math
@@ -29,24 +31,25 @@ from pathlib import Path
 import numpy as np
 
 
-def _load_conditions():
-    """edgenas_env.py, the bench-conditions probe: from the package, else from beside this file
+def _load_sibling(name: str):
+    """A kit file (``edgenas_env``, ``edgenas_serve``): from the package, else from beside this file
     (found by path, so ``python -I edgenas_kit.py`` finds it too); None when it is missing."""
-    try:
-        from . import edgenas_env
-        return edgenas_env
-    except ImportError:
-        pass
-    path = Path(__file__).with_name("edgenas_env.py")
+    if __package__:
+        try:
+            return importlib.import_module(f"{__package__}.{name}")
+        except ImportError:
+            pass
+    path = Path(__file__).with_name(f"{name}.py")
     if not path.is_file():
         return None
-    spec = importlib.util.spec_from_file_location("edgenas_env", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    return sys.modules[name]
 
 
-conditions = _load_conditions()
+conditions = _load_sibling("edgenas_env")  # the bench-conditions probe
 
 KIT_VERSION = "0.1.0"  # follows edgenas.__version__
 SCHEMA = "edgenas.bench/2"  # written; /2 added the "environment" block
@@ -802,6 +805,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     b.add_argument("--runs", type=int, default=DEFAULT_RUNS)
     b.add_argument("--json", dest="json_out", help="write the bench JSON here")
+    serve = _load_sibling("edgenas_serve")
+    if serve is not None:
+        s = sub.add_parser("serve", help="time models sent over HTTP by edgenas (a search's latency budget, bench, compare)")
+        serve.add_arguments(s, sys.modules[__name__])
     return p
 
 
@@ -813,6 +820,8 @@ def main(argv=None) -> int:
                                   min_agreement=args.min_agreement, min_cosine=args.min_cosine)
             print(format_check(report))
             return 0 if report["passed"] else 1
+        if args.command == "serve":
+            return _load_sibling("edgenas_serve").serve(args, sys.modules[__name__])
         if args.json_out:
             check_writable(args.json_out, "--json")
         result = bench_model(args.model, args.runtime, args.batch, args.threads, args.warmup, args.runs)

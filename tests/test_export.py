@@ -76,10 +76,10 @@ def exported(tmp_path_factory):
 def test_export_writes_a_ready_to_copy_folder(exported):
     run, report = exported
     out = run.path / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["edgenas_env.py", "edgenas_kit.py", "model.onnx", "parity.json",
-                                                     "samples.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["edgenas_env.py", "edgenas_kit.py", "edgenas_serve.py", "model.onnx",
+                                                     "parity.json", "samples.npz"]
     assert report.passed and report.files == {"onnx": out / "model.onnx"} and report.skipped == {}
-    for name in ("edgenas_kit", "edgenas_env"):  # the kit and the bench-conditions probe it imports
+    for name in ("edgenas_kit", "edgenas_env", "edgenas_serve"):  # the kit, its bench-conditions probe, its server
         src = importlib.util.find_spec(f"edgenas.device_kit.{name}").origin
         assert (out / f"{name}.py").read_bytes() == open(src, "rb").read()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,9 +42,36 @@ class Budget:
     runtime: str = setting("onnxruntime-cpu", choices=tuple(RUNTIMES))  # where latency is measured
     threads: int = setting(1, ge=1, le=1024)  # CPU threads of CPU runtimes
     batch: int = setting(1, ge=1, le=4096)
+    # Latency measured on an edge device running `edgenas_kit.py serve` ("" = on this machine). Its
+    # token comes from $EDGENAS_DEVICE_TOKEN or device_token_file, never from the profile itself.
+    device: str = ""  # "http://HOST:PORT"
+    device_token_file: str = ""  # a file holding the token (relative to the working directory)
+    device_retry_s: float = setting(60.0, gt=0, le=86_400)  # seconds an unanswering device is retried
 
     def __post_init__(self) -> None:
         check_fields(self, "budget")
+        if self.device:
+            problem = device_url_problem(self.device)
+            if problem:
+                raise ProfileError(f"budget.device = {self.device!r} is not allowed; {problem}")
+            if RUNTIMES[self.runtime].engine == "torch":
+                raise ProfileError(f"budget.runtime = {self.runtime!r} cannot run on a device server (it runs ONNX "
+                                   "models); choose onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16 or tensorrt-int8")
+        elif self.device_token_file:
+            raise ProfileError("budget.device_token_file is set but budget.device is not: name the device's "
+                               "http://HOST:PORT too")
+
+
+def device_url_problem(url: str) -> Optional[str]:
+    """What is wrong with a device server's address (None when it is ``http://HOST:PORT``)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
+        return "give the device server's address as http://HOST:PORT (`edgenas_kit.py serve` prints it)"
+    return None
 
 
 @dataclass(frozen=True)

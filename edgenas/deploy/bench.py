@@ -16,6 +16,7 @@ from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
 from edgenas.run.loading import load_run_model
 from edgenas.run.rundir import RunDir
+from edgenas.runtime.device_client import time_on_device
 from edgenas.runtime.runners import TorchRunner, kit_errors, open_file_runner
 from edgenas.version import __version__
 
@@ -99,6 +100,40 @@ def bench(model: str | Path, *, runtime: str | None = None, batch: int = 1, thre
     """Time ``model`` on ``runtime`` (default: from the model) and return the bench JSON record."""
     with open_runner(model, runtime, threads) as runner, kit_errors():
         return kit.bench_runner(runner, batch, warmup, runs, tool=TOOL)
+
+
+def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
+    """The ONNX file a device server times for ``model`` (``.onnx`` or a run directory's export),
+    and the runtime: the device builds its own TensorRT engine, so an ``.engine`` is refused."""
+    path, runtime = Path(model), runtime or "onnxruntime-cpu"
+    if runtime not in RUNTIMES or RUNTIMES[runtime].engine == "torch":
+        choices = ", ".join(name for name, r in RUNTIMES.items() if r.engine != "torch")
+        raise ParamError("runtime", runtime, f"a device server runs ONNX models; choose one of {choices}")
+    if path.is_dir():
+        path = path / "export" / "model.onnx"
+        if not path.is_file():
+            raise UserInputError(f"{model} has no export/model.onnx: run `edgenas export {model}` first")
+    elif not path.is_file():
+        raise UserInputError(f"{path}: no such model file or run directory")
+    elif path.suffix != ".onnx":
+        raise UserInputError(f"{path}: --device sends an ONNX model (the device builds its own TensorRT engine); "
+                             "give a .onnx file or a run directory")
+    return path, runtime
+
+
+def bench_on_device(model: str | Path, url: str, *, token: str, runtime: str | None = None, batch: int = 1,
+                    threads: int | None = None, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
+    """``bench`` on the device server at ``url`` (``edgenas_kit.py serve``): its bench JSON record."""
+    path, runtime = device_model(model, runtime)
+    result = time_on_device(url, path, token=token, runtime=runtime, threads=threads, batch=batch, warmup=warmup,
+                            runs=runs)
+    return read_device_bench(result, url) | {"model": str(model if Path(model).suffix == ".onnx" else path)}
+
+
+def read_device_bench(record: dict, url: str) -> dict:
+    """A device's answer, validated as a bench JSON (a server of another version is named)."""
+    with kit_errors():
+        return kit.validate_bench(record, f"the answer of {url}")
 
 
 def write_bench(path: str | Path, result: dict) -> None:

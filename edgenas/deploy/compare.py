@@ -17,6 +17,7 @@ from edgenas.deploy import intervals
 from edgenas.deploy.environment import condition_warnings, record_notes
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
+from edgenas.runtime.device_client import DeviceClient
 from edgenas.runtime.runners import kit_errors
 
 METRICS = ("p50", "p90", "p99")
@@ -307,4 +308,25 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
         ci = intervals.METHODS[method](ratios, confidence=confidence)
     except ValueError as e:  # a median of 0 ms: the timer cannot resolve the model
         raise ParamError("batch", batch, f"paired mode: {e} (per-round ratios {ratios[:3]}...): use a larger {{batch}}") from None
+    return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)
+
+
+def paired_compare_on_device(model_a: str | Path, model_b: str | Path, url: str, *, token: str,
+                             runtime: str | None = None, rounds: int = DEFAULT_ROUNDS, batch: int = 1,
+                             threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
+                             runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
+                             confidence: float = CONFIDENCE, method: str = intervals.DEFAULT_METHOD) -> PairedResult:
+    """``paired_compare`` on the device server at ``url``: it times A and B in alternation there."""
+    if rounds < 2:
+        raise UserInputError(f"paired mode needs at least 2 rounds, got {rounds}")
+    (path_a, runtime), (path_b, _) = bench_mod.device_model(model_a, runtime), bench_mod.device_model(model_b, runtime)
+    client = DeviceClient(url, token=token)
+    answer = client.paired(path_a.read_bytes(), path_b.read_bytes(), runtime=runtime, threads=threads, batch=batch,
+                           rounds=rounds, warmup=warmup, runs=runs_per_round, name=f"{path_a.name} {path_b.name}")
+    bench_a, bench_b = (bench_mod.read_device_bench(answer.get(k), url) | {"model": str(m)}
+                        for k, m in (("bench_a", model_a), ("bench_b", model_b)))
+    ratios = [float(r) for r in answer.get("ratios", [])]
+    if len(ratios) != rounds:
+        raise UserInputError(f"the answer of {url} holds {len(ratios)} ratios for {rounds} rounds")
+    ci = intervals.METHODS[method](ratios, confidence=confidence)
     return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)

@@ -79,7 +79,7 @@ def precision_onnx(model, onnx_path: Path, precision: str, input_chw: tuple[int,
     return onnx_path
 
 
-KIT_FILES = ("edgenas_kit.py", "edgenas_env.py")  # the kit and the bench-conditions probe it imports
+KIT_FILES = ("edgenas_kit.py", "edgenas_env.py", "edgenas_serve.py")  # the kit, its bench-conditions probe and its server
 
 
 def _copy_kit(out: Path) -> Path:

@@ -16,10 +16,16 @@ import torch
 from edgenas.config.profile import Profile, load_profile
 from edgenas.config.runtimes import CPU_RUNTIMES
 from edgenas.errors import EdgenasError, ParamError
-from edgenas.run.evaluator import CandidateEvaluator, candidate_seed, run_latency
+from edgenas.run.evaluator import (
+    CandidateEvaluator,
+    candidate_seed,
+    latency_source,
+    run_latency,
+)
 from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
 from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
+from edgenas.run.prefetch import drive_prefetching
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.latency import check_runtime_available
 from edgenas.search.space import Arch
@@ -52,7 +58,8 @@ def check_seed(seed) -> int:
 def _check_parallel(profile: Profile, dev: torch.device, workers: int) -> None:
     if not isinstance(workers, int) or workers < 1:
         raise ParamError("workers", workers, "give an integer >= 1")
-    if workers > 1 and dev.type == "cpu" and profile.budget.max_latency_ms and profile.budget.runtime in CPU_RUNTIMES:
+    b = profile.budget
+    if workers > 1 and dev.type == "cpu" and b.max_latency_ms and b.runtime in CPU_RUNTIMES and not b.device:
         raise ParamError("workers", workers, f"a CPU latency budget ({profile.budget.runtime}) would be timed on CPUs "
                          "busy training other candidates; use 1")
 
@@ -72,6 +79,9 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
     def factory():
         return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs)
 
+    if workers == 1 and not ray and evaluator.prefetcher is not None:
+        log(f"latency measured on {profile.budget.device}, ahead of need while candidates train")
+        return drive_prefetching(factory, evaluator)
     if workers == 1 and not ray:
         return drive(factory(), evaluator)
     where = f"as Ray tasks ({ray})" if ray else "in worker processes"
@@ -102,7 +112,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     task, name, seed = task_for(profile.task), dataset or profile.data.dataset, check_seed(seed)
     dev = select_device(device)
     _check_parallel(profile, dev, workers)
-    if profile.budget.max_latency_ms:
+    if profile.budget.max_latency_ms and not profile.budget.device:
         check_runtime_available(profile.budget.runtime)  # before anything is written
     out = Path(out) if out else default_out(profile, name, resume)
     if resume and (out / RunDir.SUMMARY).is_file() and (out / RunDir.WEIGHTS).is_file():
@@ -114,33 +124,41 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
                     extra=task.extra_meta(data), seed=seed, device=dev)
+    latency = latency_source(profile, meta, data)
+    if profile.budget.device:
+        latency.check()  # the device answers, and runs the budget's runtime: before run.json is written
     run = RunDir.start(out, meta, resume=resume)
     log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
     data = data.to(dev)
     started = time.monotonic()
-    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress)
+    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress=progress, latency=latency)
     spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type)
-    result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
+    finished = False
+    try:
+        result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
+        finished = True
+    finally:
+        evaluator.close(wait=finished)
     return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
                   search_wall=time.monotonic() - started, log=log, progress=progress)
 
 
-def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log) -> Optional[float]:
+def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=None) -> Optional[float]:
     """The winner's latency for summary.json; None (said why) where its runtime is missing here."""
     try:
-        return run_latency(run, profile, arch, run.latencies())
+        return run_latency(run, profile, arch, run.latencies(), data=data)
     except EdgenasError as e:
         log(f"latency of the winner not measured on {profile.budget.runtime}: {e}")
         return None
 
 
 def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult, res, test: dict, epochs: int,
-             device, seed: int, search_wall: float, log: Log) -> dict:
+             device, seed: int, search_wall: float, log: Log, data=None) -> dict:
     arch, journal = result.arch, run.journal()
     params, macs = task.model_size(arch, run.meta.data, profile)
     return {
         "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
-        "latency_ms": winner_latency(run, profile, arch, log), "budget": profile.to_dict()["budget"],
+        "latency_ms": winner_latency(run, profile, arch, log, data=data), "budget": profile.to_dict()["budget"],
         "search_acc": result.acc, "val_acc": res.val_acc, **test,
         "discovered_epochs": result.epochs, "final_epochs": epochs, "candidates": result.candidates,
         "candidates_trained": sum(r["status"] != "skipped" for r in journal),
@@ -164,7 +182,7 @@ def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchRes
     test = task.test_metrics(model, data, device)
     run.save_weights(model)
     summary = _summary(run, profile, task=task, result=result, res=res, test=test, epochs=epochs, device=device,
-                       seed=seed, search_wall=search_wall, log=log)
+                       seed=seed, search_wall=search_wall, log=log, data=data)
     run.write(RunDir.SUMMARY, summary)
     log(f"done: {arch}, {summary['params']:,} params, {summary['macs']:,} MACs, "
         + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; run directory {run.path}")

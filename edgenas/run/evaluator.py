@@ -15,7 +15,9 @@ from typing import Callable, Optional
 from edgenas.config.profile import Budget, Profile
 from edgenas.run.log import Log
 from edgenas.run.meta import RunMeta
+from edgenas.run.prefetch import LatencyPrefetch
 from edgenas.run.rundir import RunDir
+from edgenas.runtime.device_client import DeviceLatency, read_token
 from edgenas.runtime.latency_sources import LatencySource, LocalRuntime
 from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, calibration_images
 from edgenas.search.space import Arch
@@ -59,6 +61,10 @@ def latency_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
     """The source of candidate latencies a profile's budget names. ``data``: the run's ImageData, whose
     training images calibrate the candidates an INT8 runtime times (else random images do)."""
     b = profile.budget
+    if b.device:
+        token = read_token(b.device_token_file, flag="budget.device_token_file")
+        return DeviceLatency(b.device, token=token, task=meta.task, input_chw=meta.data.input_chw, outputs=meta.outputs,
+                             runtime=b.runtime, threads=b.threads, batch=b.batch, retry_s=b.device_retry_s)
     calibration = None
     if data is not None and b.runtime == "onnxruntime-cpu-int8":
         calibration = calibration_images(data, LATENCY_CALIBRATION_IMAGES)
@@ -66,30 +72,61 @@ def latency_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
                         calibration=calibration)
 
 
-def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, data=None) -> float:
-    """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl)."""
+def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, source: Optional[LatencySource] = None,
+                data=None) -> float:
+    """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl,
+    each record with the source's identity: runtime, threads, batch, and the device it ran on)."""
     key = str(arch)
     if key not in cache:
-        cache[key] = latency_source(profile, run.meta, data).latency_ms(arch)
-        run.record_latency(key, cache[key])
+        source = source or latency_source(profile, run.meta, data)
+        cache[key] = source.latency_ms(arch)
+        run.record_latency(key, cache[key], source.identity())
     return cache[key]
 
 
 class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
-    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log, progress=None):
+    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log, *,
+                 progress=None, latency: Optional[LatencySource] = None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
         self.progress = progress  # a run.progress.Progress on a terminal, else None
         self.shape = run.meta.data
         self.done = {r["key"]: r for r in run.journal()}
+        self.latency = latency or latency_source(profile, run.meta, data)
         self.latency_cache = run.latencies()
+        remote = getattr(self.latency, "remote", False) and profile.budget.max_latency_ms
+        self.prefetcher = LatencyPrefetch(self.latency.prepare, self.latency.measure) if remote else None
         self.count = 0
         self.started = time.monotonic()
 
     def latency_of(self, arch: Arch) -> float:
-        return run_latency(self.run, self.profile, arch, self.latency_cache, data=self.data)
+        if str(arch) not in self.latency_cache and self.prefetcher is not None:
+            ms = self.prefetcher.take(arch)
+            if ms is not None:
+                self._keep_latency(str(arch), ms)
+        return run_latency(self.run, self.profile, arch, self.latency_cache, source=self.latency)
+
+    def _keep_latency(self, key: str, ms: float) -> None:
+        self.latency_cache[key] = ms
+        self.run.record_latency(key, ms, self.latency.identity())
+
+    def prefetch(self, cands: list[Candidate]) -> None:
+        """Have a remote source measure these candidates' latencies now, in the background
+        (those not known yet and within the params and MACs budgets)."""
+        if self.prefetcher is None:
+            return
+        sized = [c for c in cands if self.known(c) is None and str(c.arch) not in self.latency_cache]
+        self.prefetcher.ahead([c.arch for c in sized if not check_budget(
+            c.arch, self.task.model_size(c.arch, self.shape, self.profile), self.profile.budget, lambda a: 0.0).reason])
+
+    def close(self, *, wait: bool) -> None:
+        """Stop measuring ahead; keep (latency.jsonl) what was measured, so a resume need not again."""
+        if self.prefetcher is not None:
+            for key, ms in self.prefetcher.close(wait=wait).items():
+                if key not in self.latency_cache:
+                    self._keep_latency(key, ms)
 
     def tag(self, cand: Candidate, speculative: bool = False) -> str:
         where = "speculative" if speculative else f"#{self.count}"

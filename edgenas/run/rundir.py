@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 from edgenas.device_kit.edgenas_kit import write_atomic
 from edgenas.errors import ParamError, RunDirError
@@ -132,8 +133,9 @@ class RunDir:
     def latencies(self) -> dict[str, float]:
         return {r["key"]: r["ms"] for r in read_jsonl(self.path / self.LATENCY)}
 
-    def record_latency(self, key: str, ms: float) -> None:
-        append_jsonl(self.path / self.LATENCY, {"key": key, "ms": ms})
+    def record_latency(self, key: str, ms: float, source: Optional[dict] = None) -> None:
+        """``source``: what the figure is valid for (``LatencySource.identity()``: runtime, device ...)."""
+        append_jsonl(self.path / self.LATENCY, {"key": key, "ms": ms} | ({"source": source} if source else {}))
 
     def write(self, name: str, obj) -> None:
         write_json_atomic(self.path / name, obj)

@@ -89,23 +89,39 @@ def measure_latency(arch: Arch, *, task: str, input_chw: tuple[int, int, int], o
             return median_ms(lambda: runner(x))
 
 
-def _timing_file(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: str, batch: int,
+def _timing_onnx(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: str,
                  calibration: np.ndarray | None = None) -> Path:
-    """The file ``runtime`` runs: an ONNX file (quantised for onnxruntime-cpu-int8), or a TensorRT engine built for ``batch``."""
+    """The ONNX file ``runtime`` runs or builds from: float32, an FP16 graph (tensorrt-fp16), Q/DQ
+    for TensorRT (tensorrt-int8) or ONNX Runtime's INT8 graph (onnxruntime-cpu-int8)."""
     if calibration is None and runtime.endswith("-int8"):
         calibration = np.random.default_rng(0).standard_normal((LATENCY_CALIBRATION_IMAGES, *input_chw), dtype=np.float32)
     if runtime == "onnxruntime-cpu-int8":  # as `edgenas export --format onnx-int8` writes it
         return quantize_ort_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), out_path=tmp / "int8.onnx",
                                  calibration=calibration)
     if runtime == "tensorrt-fp16":
-        return build_engine(timing_onnx(half_precision(model), tmp / "fp16.onnx", input_chw), tmp / "model.engine",
-                            input_chw, opt_batch=batch, max_batch=batch)
+        return timing_onnx(half_precision(model), tmp / "fp16.onnx", input_chw)
     if runtime == "tensorrt-int8":
         # Timing only: the Q/DQ ranges of a randomly initialised network are meaningless, but the
         # engine runs the INT8 kernels the exported one will; latency does not depend on values.
-        qdq = quantize_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), tmp / "int8.onnx", calibration)
-        return build_engine(qdq, tmp / "model.engine", input_chw, opt_batch=batch, max_batch=batch)
+        return quantize_int8(timing_onnx(model, tmp / "fp32.onnx", input_chw), tmp / "int8.onnx", calibration)
     return timing_onnx(model, tmp / "model.onnx", input_chw)
+
+
+def _timing_file(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: str, batch: int,
+                 calibration: np.ndarray | None = None) -> Path:
+    """The file ``runtime`` runs: an ONNX file, or a TensorRT engine built for ``batch``."""
+    path = _timing_onnx(model, tmp, input_chw, runtime=runtime, calibration=calibration)
+    if runtime.startswith("tensorrt-"):
+        return build_engine(path, tmp / "model.engine", input_chw, opt_batch=batch, max_batch=batch)
+    return path
+
+
+def timing_onnx_bytes(arch: Arch, *, task: str, input_chw: tuple[int, int, int], outputs: int, runtime: str,
+                      calibration: np.ndarray | None = None) -> bytes:
+    """The ONNX graph ``measure_latency`` times ``arch`` from on ``runtime``, for a device to build and time."""
+    model = _random_model(arch, task=task, in_channels=input_chw[0], outputs=outputs)
+    with tempfile.TemporaryDirectory(prefix="edgenas-latency-") as tmp:
+        return _timing_onnx(model, Path(tmp), input_chw, runtime=runtime, calibration=calibration).read_bytes()
 
 
 def _torch_latency(model, input_chw: tuple[int, int, int], *, runtime: str, threads: int, batch: int) -> float:

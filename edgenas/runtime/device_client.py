@@ -1,0 +1,229 @@
+"""Time models on an edge device that runs ``edgenas_kit.py serve``: the HTTP client and ``DeviceLatency``.
+
+``time_on_device`` sends one ONNX file and returns the device's ``edgenas.bench`` JSON. A device
+that does not answer is retried with exponential backoff for a bounded time, then reported in
+one line (``DeviceUnavailable``); a request the device refuses is a ``DeviceRefused`` naming why.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from edgenas.config.profile import device_url_problem
+from edgenas.config.runtimes import RUNTIMES
+from edgenas.errors import DeviceRefused, DeviceUnavailable, ParamError, UserInputError
+from edgenas.runtime.latency import timing_onnx_bytes
+
+TOKEN_ENV = "EDGENAS_DEVICE_TOKEN"
+STATUS_SCHEMA = "edgenas.device/1"
+STATUS_TIMEOUT_S = 10.0  # a status answer is immediate
+BENCH_TIMEOUT_S = 1800.0  # waiting in the device's queue, plus a TensorRT engine build on a Jetson
+DEFAULT_RETRY_S = 60.0  # how long an unreachable device is retried before the error
+FIRST_BACKOFF_S = 0.5  # doubled after every failed attempt
+MAX_BACKOFF_S = 10.0
+
+
+def check_url(url: str, name: str = "device") -> str:
+    """``http://HOST:PORT`` (a trailing slash is dropped); else a ``ParamError`` naming ``name``."""
+    problem = device_url_problem(str(url))
+    if problem:
+        raise ParamError(name, url, problem)
+    return f"http://{urllib.parse.urlsplit(str(url)).netloc}"
+
+
+def read_token(token_file: Optional[str | Path] = None, *, flag: str = "device_token_file") -> str:
+    """The device's token: ``$EDGENAS_DEVICE_TOKEN`` if set, else the content of ``token_file``."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token:
+        return token
+    if not token_file:
+        raise UserInputError(f"the device needs its token: set {TOKEN_ENV} or name a file with {flag}")
+    try:
+        token = Path(token_file).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{flag} {token_file}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    if not token:
+        raise UserInputError(f"{flag} {token_file}: the file is empty; it must hold the token the server was started with")
+    return token
+
+
+class DeviceClient:
+    """Requests to one device server; ``retry_s`` bounds how long an unreachable server is retried."""
+
+    def __init__(self, url: str, *, token: str, retry_s: float = DEFAULT_RETRY_S, timeout_s: float = BENCH_TIMEOUT_S):
+        self.url, self.token, self.retry_s, self.timeout_s = check_url(url), token, retry_s, timeout_s
+        self._max_upload: Optional[int] = None  # the device's --max-upload-mb, in bytes, once asked
+
+    def status(self, *, retry_s: Optional[float] = None) -> dict:
+        answer = self._request("GET", "/status", timeout=STATUS_TIMEOUT_S, retry_s=retry_s)
+        if answer.get("schema") != STATUS_SCHEMA:
+            raise DeviceRefused(f"{self.url} is not an edgenas device server (status schema {answer.get('schema')!r})")
+        return answer
+
+    def bench(self, onnx: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
+              warmup: int = 10, runs: Optional[int] = None, name: str = "model.onnx") -> dict:
+        """The device's bench JSON for the ONNX model ``onnx``; ``runs=None`` sizes the runs to the model."""
+        query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name}
+        if threads is not None:
+            query["threads"] = threads
+        self._check_size(len(onnx), name)
+        return self._request("POST", "/bench?" + urllib.parse.urlencode(query), body=onnx, timeout=self.timeout_s)
+
+    def paired(self, onnx_a: bytes, onnx_b: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
+               rounds: int = 15, warmup: int = 5, runs: int = 20, name: str = "pair") -> dict:
+        """A and B timed in alternation on the device: ``{"bench_a", "bench_b", "ratios"}``."""
+        query = {"runtime": runtime, "batch": batch, "rounds": rounds, "warmup": warmup, "runs": runs, "name": name,
+                 "split": len(onnx_a)}
+        if threads is not None:
+            query["threads"] = threads
+        self._check_size(len(onnx_a) + len(onnx_b), name)
+        return self._request("POST", "/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b,
+                             timeout=self.timeout_s)
+
+    def _check_size(self, size: int, name: str) -> None:
+        """Refuse here an upload the device would refuse (it closes the connection on an unread body)."""
+        if self._max_upload is None:
+            self._max_upload = int(self.status().get("max_upload_bytes", 0)) or None
+        if self._max_upload and size > self._max_upload:
+            raise DeviceRefused(f"{name}: {size:,} bytes is over the upload limit of the device at {self.url} "
+                                f"({self._max_upload:,} bytes; its --max-upload-mb)")
+
+    def _request(self, method: str, path: str, *, body: Optional[bytes] = None, timeout: float,
+                 retry_s: Optional[float] = None) -> dict:
+        budget = self.retry_s if retry_s is None else retry_s
+        deadline, delay, attempts = time.monotonic() + budget, FIRST_BACKOFF_S, 0
+        while True:
+            attempts += 1
+            try:
+                return self._once(method, path, body=body, timeout=timeout)
+            except _Retry as e:
+                reason = e.reason
+            if time.monotonic() + delay > deadline:
+                error = DeviceUnavailable(f"device {self.url} is not answering ({reason}) after {attempts} attempt"
+                                          f"{'s' if attempts > 1 else ''} in {budget:g} s: start `edgenas_kit.py serve` "
+                                          "there again (a search continues with --resume)")
+                error.reason = reason
+                raise error
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _once(self, method: str, path: str, *, body: Optional[bytes], timeout: float) -> dict:
+        request = urllib.request.Request(self.url + path, data=body, method=method,
+                                         headers={"Authorization": f"Bearer {self.token}",
+                                                  "Content-Type": "application/octet-stream"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return _json(response.read(), self.url)
+        except urllib.error.HTTPError as e:
+            reason = _json(e.read(), self.url, quiet=True).get("error") or e.reason
+            if e.code == 503:  # its queue is full: the device is there, just busy
+                raise _Retry(f"busy: {reason}") from None
+            raise DeviceRefused(f"device {self.url} refused {method} {path.split('?')[0]} ({e.code}): {reason}") from None
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as e:
+            raise _Retry(_reason(e)) from None  # refused, reset, timed out, or cut off mid-answer
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _reason(e: BaseException) -> str:
+    inner = getattr(e, "reason", None)
+    if isinstance(inner, BaseException):
+        e = inner
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def _json(data: bytes, url: str, *, quiet: bool = False) -> dict:
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        if quiet:
+            return {}
+        raise DeviceRefused(f"{url} answered with something that is not edgenas JSON: {data[:60]!r}")
+    return answer
+
+
+def time_on_device(url: str, onnx_path: str | Path, *, token: str, runtime: str = "onnxruntime-cpu",
+                   threads: Optional[int] = None, batch: int = 1, warmup: int = 10, runs: Optional[int] = None,
+                   retry_s: float = DEFAULT_RETRY_S) -> dict:
+    """Time the ONNX file ``onnx_path`` on the device server at ``url``; the device's bench JSON.
+
+    The device builds what ``runtime`` needs (a TensorRT engine for ``batch``), times it with the
+    kit's own measurement (``runs=None``: warm-up, then at least 30 runs and 0.3 s) and answers
+    with the ``edgenas.bench`` record: ``p50_ms``, its ``device``, ``host``, ``runtime_version``.
+    """
+    path = Path(onnx_path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot be read ({e.strerror or e})") from None
+    client = DeviceClient(url, token=token, retry_s=retry_s)
+    return client.bench(data, runtime=runtime, threads=threads, batch=batch, warmup=warmup, runs=runs, name=path.name)
+
+
+class DeviceLatency:
+    """A ``LatencySource`` measured on a device server: each network goes there as the ONNX graph
+    ``measure_latency`` would time here, and its median comes back. Safe to call from two threads
+    (the device queues the requests and times one model at a time)."""
+
+    remote = True  # worth measuring ahead of need, while this machine trains (``run/prefetch.py``)
+
+    def __init__(self, url: str, *, token: str, task: str, input_chw: tuple[int, int, int], outputs: int,
+                 runtime: str, threads: int = 1, batch: int = 1, retry_s: float = DEFAULT_RETRY_S):
+        self.client = DeviceClient(url, token=token, retry_s=retry_s)
+        self.task, self.input_chw, self.outputs = task, tuple(input_chw), outputs
+        self.runtime, self.threads, self.batch = runtime, threads, batch
+        self._status: Optional[dict] = None
+        self._measured_on: dict = {}  # device, host, runtime_version of the device's first answer
+
+    def check(self) -> None:
+        """Refuse (exit 2) a device that does not answer its status at once, or cannot run the runtime."""
+        try:
+            status = self.client.status(retry_s=0)
+        except DeviceUnavailable as e:
+            raise UserInputError(f"budget.device {self.client.url} does not answer ({e.reason}): start "
+                                 "`python edgenas_kit.py serve --token-file FILE` on the device first") from None
+        if self.runtime not in status.get("runtimes", []):
+            raise UserInputError(f"budget.runtime {self.runtime}: the device at {self.client.url} cannot run it "
+                                 f"(it has {', '.join(status.get('runtimes', [])) or 'no runtime'})")
+        self._status = status
+
+    def latency_ms(self, arch) -> float:
+        return self.measure(self.prepare(arch))
+
+    def prepare(self, arch) -> tuple[str, bytes]:
+        """What the device times for ``arch``: its name and ONNX graph. Built with torch, so on the
+        caller's thread (the ONNX exporter is not thread-safe); ``measure`` may run on another."""
+        return str(arch), timing_onnx_bytes(arch, task=self.task, input_chw=self.input_chw, outputs=self.outputs,
+                                            runtime=self.runtime)
+
+    def measure(self, prepared: tuple[str, bytes]) -> float:
+        """The device's median latency (ms) of a ``prepare``d network; only talks to the device."""
+        name, onnx = prepared
+        cpu = not RUNTIMES[self.runtime].needs_gpu
+        record = self.client.bench(onnx, runtime=self.runtime, threads=self.threads if cpu else None, batch=self.batch,
+                                   name=f"{name}.onnx")
+        if not self._measured_on:
+            self._measured_on = {k: record.get(k) for k in ("device", "host", "runtime_version")}
+        return float(record["p50_ms"])
+
+    def identity(self) -> dict:
+        if not self._measured_on and self._status is None:
+            self._status = self.client.status()
+        where = self._measured_on or {"device": self._status["device"], "host": self._status["host"]}
+        return {"source": "device", "url": self.client.url, **where, "runtime": self.runtime,
+                "threads": self.threads if not RUNTIMES[self.runtime].needs_gpu else None, "batch": self.batch,
+                "input_shape": list(self.input_chw)}
