@@ -75,6 +75,8 @@ def relative_change(current, baseline) -> Decimal:
 def distinct_text(value: Decimal, limits, *, scale: int = 100, suffix: str = "%", sign: bool = True) -> str:
     """``value * scale`` with one decimal, or as many more as it takes to never print the same as
     one of ``limits`` (also scaled) unless it equals it: a pass and a fail never read alike."""
+    if not value.is_finite():
+        return f"{'+' if sign and value > 0 else ''}{'inf' if value > 0 else '-inf'}{suffix}"
     v, marks = value * scale, [Decimal(lim) * scale for lim in limits]
     digits = max([1] + [-m.normalize().as_tuple().exponent for m in marks])
     for d in range(digits, 30):
@@ -278,6 +280,15 @@ def _alternate(run_a, run_b, *, rounds: int, warmup: int, runs: int) -> tuple[li
     return samples_a, samples_b, ratios
 
 
+def _check_paired(*, rounds: int, method: str, confidence: float) -> None:
+    if method not in intervals.METHODS:
+        raise ParamError("method", method, f"unknown interval method; choose one of {', '.join(intervals.METHODS)}")
+    need = intervals.min_rounds(method, confidence)
+    if rounds < need:
+        raise ParamError("rounds", rounds, f"a {confidence:.0%} {method} interval of the per-round ratios needs "
+                         f"at least {need} rounds")
+
+
 def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
                    batch: int = 1, threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
                    runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
@@ -285,10 +296,7 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
     """Measure A and B in alternation (A B, B A, A B, ...) on this machine; B regressed when the
     interval (``method``, see ``edgenas.intervals``) of the per-round ratios B/A lies wholly above
     ``1 + max_regression``."""
-    if method not in intervals.METHODS:
-        raise UserInputError(f"unknown interval method {method!r}: choose one of {', '.join(intervals.METHODS)}")
-    if rounds < 2:
-        raise UserInputError(f"paired mode needs at least 2 rounds, got {rounds}")
+    _check_paired(rounds=rounds, method=method, confidence=confidence)
     if max_regression < 0:
         raise UserInputError(f"max_regression must be >= 0, got {max_regression}")
     with ExitStack() as stack:
@@ -317,8 +325,7 @@ def paired_compare_on_device(model_a: str | Path, model_b: str | Path, url: str,
                              runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
                              confidence: float = CONFIDENCE, method: str = intervals.DEFAULT_METHOD) -> PairedResult:
     """``paired_compare`` on the device server at ``url``: it times A and B in alternation there."""
-    if rounds < 2:
-        raise UserInputError(f"paired mode needs at least 2 rounds, got {rounds}")
+    _check_paired(rounds=rounds, method=method, confidence=confidence)
     (path_a, runtime), (path_b, _) = bench_mod.device_model(model_a, runtime), bench_mod.device_model(model_b, runtime)
     client = DeviceClient(url, token=token)
     answer = client.paired(path_a.read_bytes(), path_b.read_bytes(), runtime=runtime, threads=threads, batch=batch,

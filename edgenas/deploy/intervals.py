@@ -119,3 +119,13 @@ def bootstrap_interval(values, *, confidence: float = CONFIDENCE, resamples: int
 
 METHODS = {"wilcoxon": wilcoxon_interval, "hs": hs_interval, "sign": sign_interval, "bootstrap": bootstrap_interval}
 DEFAULT_METHOD = "wilcoxon"
+
+
+@cache
+def min_rounds(method: str = DEFAULT_METHOD, confidence: float = CONFIDENCE) -> int:
+    """The fewest per-round ratios for which ``method`` gives a bounded interval at ``confidence``."""
+    for n in range(2, 200):
+        low, high = METHODS[method](np.linspace(1.0, 1.1, n), confidence=confidence)
+        if np.isfinite(low) and np.isfinite(high) and low > 0:
+            return n
+    raise ValueError(f"{method} gives no bounded {confidence:.0%} interval below 200 rounds")
