@@ -7,6 +7,7 @@ flag the user typed (``--device cuda: ...``).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import signal
 import sys
@@ -20,6 +21,8 @@ from edgenas.version import __version__
 
 # Library parameter -> the flag that sets it, where the two names differ.
 FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json"}
+# Write failures of the machine, not of edgenas: one line (exit 1) wherever they surface.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class Terminated(BaseException):
@@ -65,6 +68,12 @@ class EdgenasGroup(click.Group):
         except EdgenasError as e:
             click.echo(f"edgenas: error: {error_line(e)}", err=True)
             code = e.exit_code
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            click.echo(f"edgenas: error: cannot write {e.filename or 'a file'}: {e.strerror}; fix that "
+                       "(free space, permissions) and run the command again", err=True)
+            code = 1
         except (click.Abort, KeyboardInterrupt):
             click.echo("edgenas: interrupted; a search continues with the same command and --resume", err=True)
             code = 130

@@ -69,7 +69,7 @@ def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, 
     assert done_before == 3 and not (out / "arch.json").exists()
 
     refused = _discover(ci_profile, out)
-    assert refused.returncode == 2 and "already holds a search; pass --resume" in refused.stderr
+    assert refused.returncode == 2 and "already holds a search; continue it with resume (--resume)" in refused.stderr
 
     resumed = _discover(ci_profile, out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
