@@ -115,7 +115,7 @@ def with_data_options(f):
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. Default: runs/PROFILE-DATASET[-N].")
 @device_option
 @seed_option
-@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out (default: the newest matching run).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out (default: the unfinished matching run written last).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Candidates trained at once on the device (speculatively; decisions are unchanged).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",

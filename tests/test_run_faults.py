@@ -7,12 +7,19 @@ Every case ends in a one-line error with its exit code, or in a correct result; 
 import errno
 import json
 import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 from click.testing import CliRunner
 from conftest import make_meta
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_discover import finished_run  # noqa: F401 -- the uninterrupted reference run (a fixture)
 
 from edgenas.cli import main
 from edgenas.errors import RunDirError, RunWriteError
@@ -132,6 +139,37 @@ def test_a_run_directory_that_cannot_be_created_is_one_line_exit_2(tmp_path, mon
     assert not (tmp_path / "o").exists()
 
 
+def test_a_full_disk_before_the_search_starts_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, ci_profile):
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: _NoSpace(fd))  # no file can be written
+    r = CliRunner().invoke(main, ["discover", "--profile", str(ci_profile), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert r.exit_code == 2
+    assert "o/.lock.holder: no space left on the device" in one_line_error(r.output)  # the first file written
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", [["train", "{run}", "--epochs", "1", "--device", "cpu"], ["export", "{run}"]])
+def test_train_and_export_wait_for_no_one_they_refuse_a_held_run_directory(tmp_path, command):
+    run = RunDir.start(tmp_path / "r", META, resume=False)
+    run.write(RunDir.ARCH, {"depth": 2, "width": 4, "ops": ["s", "s"], "kernels": [3, 3]})
+    with run.lock("discover"):
+        r = CliRunner().invoke(main, [c.format(run=run.path) for c in command])
+    assert r.exit_code == 2
+    assert f"{run.path} is in use by `edgenas discover` (pid {os.getpid()} on" in one_line_error(r.output)
+    assert not (run.path / RunDir.WEIGHTS).exists()
+
+
+def test_a_write_failure_the_library_did_not_foresee_is_one_line_exit_1(monkeypatch):
+    import click
+
+    @click.command("fill")
+    def fill():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/somewhere/out.json")
+
+    monkeypatch.setitem(main.commands, "fill", fill)
+    r = CliRunner().invoke(main, ["fill"])
+    assert r.exit_code == 1 and "cannot write /somewhere/out.json: No space left on device" in one_line_error(r.output)
+
+
 # -- hostile journals ---------------------------------------------------------------------------
 VALID = st.sampled_from(["a", "b", "c", "d"]).map(lambda k: json.dumps(rec(k)).encode())
 HOSTILE = st.one_of(
@@ -188,3 +226,98 @@ def _ci_meta(ci_profile):
     profile = load_profile(str(ci_profile))
     data = task_for("classify").load_data("digits", None, profile, 0, False)
     return make_meta(profile, data=data)
+
+
+# -- processes: kills at random points, a file-size limit, SIGTERM, two processes on one run ------
+def _command(ci_profile, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(out),
+            "--device", "cpu", *extra]
+
+
+def _run_until(cmd, stop, *, sig=signal.SIGKILL, limit_fsize=None, timeout=600):
+    """Run ``cmd``; send ``sig`` after the stderr line for which ``stop(number, line)`` is true.
+    Returns (exit code, stderr lines). A watchdog kills it after ``timeout`` seconds."""
+    def preexec():
+        if limit_fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_fsize, limit_fsize))
+
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=preexec)
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if stop(len(lines), line):
+                proc.send_signal(sig)
+                lines += proc.stderr.readlines()
+                break
+        proc.wait()
+    finally:
+        watchdog.cancel()
+    return proc.returncode, lines
+
+
+def _journal_intact(out) -> list[dict]:
+    data = (out / RunDir.JOURNAL).read_bytes()
+    assert data.endswith(b"\n"), "a torn record was left"
+    return RunDir(out).journal()
+
+
+def _same_result(out, full):
+    assert json.loads((out / "arch.json").read_text()) == json.loads((full / "arch.json").read_text())
+    keys = lambda d: [(r["key"], r["acc"]) for r in RunDir(d).journal()]  # noqa: E731
+    assert keys(out) == keys(full)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_ends_at_the_same_arch(finished_run, ci_profile, tmp_path):  # noqa: F811
+    full, reference = finished_run
+    total = len(reference.stderr.splitlines())
+    out, rng = tmp_path / "killed", random.Random(14)
+    for attempt in range(3):
+        point = rng.randrange(1, total)
+        code, lines = _run_until(_command(ci_profile, out, *(["--resume"] if attempt else [])),
+                                 lambda n, line, point=point: n == point)
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL, "".join(lines)
+        _journal_intact(out)
+    done = subprocess.run(_command(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    _same_result(out, full)
+
+
+@pytest.mark.slow
+def test_file_size_limit_lock_and_sigterm_then_resume(finished_run, ci_profile, tmp_path):  # noqa: F811
+    full, _ = finished_run
+    out = tmp_path / "run"
+    # 1. killed once the first candidate is journaled
+    code, _ = _run_until(_command(ci_profile, out), lambda n, line: line.startswith("[depth #2]"))
+    assert code == -signal.SIGKILL and len(_journal_intact(out)) == 1
+    # 2. resumed under a file-size limit that lets one more record in, and cuts the next one short
+    first = len((out / RunDir.JOURNAL).read_bytes())
+    code, lines = _run_until(_command(ci_profile, out, "--resume"), lambda n, line: False, limit_fsize=2 * first + 50)
+    assert code == 1, "".join(lines)
+    assert lines[-1].startswith("edgenas: error: cannot write") and "journal.jsonl: file too large" in lines[-1]
+    assert len(_journal_intact(out)) == 2
+    # 3. resumed; a second process on the same run directory is refused, naming the holder; 4. SIGTERM
+    def second_process(n, line):
+        if line.startswith("edgenas "):  # the run directory is locked from here on
+            second = subprocess.run(_command(ci_profile, out, "--resume"), capture_output=True, text=True,
+                                    timeout=600)
+            assert second.returncode == 2
+            assert "is in use by `edgenas discover` (pid" in one_line_error(second.stderr)
+        return "epoch 1/" in line  # training a candidate the journal does not hold
+
+    code, lines = _run_until(_command(ci_profile, out, "--resume"), second_process, sig=signal.SIGTERM)
+    assert code == 143 and lines[-1].startswith("edgenas: terminated;"), "".join(lines)
+    finished = 2 + sum(": trained, " in line for line in lines)  # a candidate is logged, then journaled
+    journaled = len(_journal_intact(out))
+    assert finished - 1 <= journaled <= finished
+    # 5. the cause fixed, resume finishes at the uninterrupted run's architecture
+    done = subprocess.run(_command(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("from the journal") == journaled
+    _same_result(out, full)

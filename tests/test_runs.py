@@ -133,8 +133,10 @@ def test_one_process_per_run_directory(tmp_path):
         with pytest.raises(RunDirError, match=r"r is in use by `edgenas discover` \(pid \d+ on .*, since .*\); wait"):
             with RunDir(tmp_path / "r").lock("train"):
                 pass
+    assert not run.path.exists()  # made for the lock and left empty: removed again
+    run.path.mkdir()
     with RunDir(tmp_path / "r").lock("train"):  # released with the block
-        pass
+        assert (run.path / ".lock.holder").is_file()
     assert [p.name for p in run.path.iterdir()] == [".lock"]
 
 
@@ -155,3 +157,44 @@ def test_resume_default_is_the_unfinished_run_written_last(tmp_path):
     RunDir(paths[0]).record(rec("a"))  # the oldest run was written to last
     assert default_out(profile, "digits", True, root=tmp_path / "runs") == paths[0]
     assert default_out(profile, "digits", False, root=tmp_path / "runs") == base.with_name("tiny-digits-4")
+
+
+def _image_class(root, name: str, n: int = 10, seed: int = 0) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / name).mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+
+
+def test_resume_refuses_an_image_folder_that_changed(tmp_path, ci_profile):
+    from click.testing import CliRunner
+
+    from edgenas.cli import main
+    from edgenas.config.profile import load_profile
+    from edgenas.run.meta import run_meta
+    from edgenas.training.tasks import task_for
+
+    images, out = tmp_path / "images", tmp_path / "run"
+    for i, name in enumerate("abc"):
+        _image_class(images, name, seed=i)
+    profile = load_profile(str(ci_profile))
+    data = task_for("classify").load_data("imagefolder", str(images), profile, 0, False)
+    RunDir.start(out, run_meta(profile, task="classify", dataset="imagefolder", data_dir=str(images), data=data,
+                               extra={}, seed=0, device="cpu"), resume=False)
+    resume = ["discover", "--profile", str(ci_profile), "--dataset", "imagefolder", "--data-dir", str(images),
+              "--out", str(out), "--device", "cpu", "--resume"]
+    _image_class(images, "d", seed=3)  # a class folder was added
+    r = CliRunner().invoke(main, resume)
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "searched on other data: the dataset's classes, image shape or pixel statistics changed (num_classes 3, now 4)" in r.output
+    for f in (images / "d").iterdir():
+        f.unlink()
+    (images / "d").rmdir()
+    _image_class(tmp_path / "other", "a", n=1, seed=9)  # one image replaced by another
+    (tmp_path / "other" / "a" / "0.png").replace(images / "a" / "0.png")
+    r = CliRunner().invoke(main, resume)
+    assert r.exit_code == 2 and "searched on other data" in r.output, r.output
+    assert not (out / RunDir.JOURNAL).exists()

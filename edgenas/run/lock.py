@@ -37,11 +37,13 @@ class RunLock:
     def __init__(self, directory: str | Path, command: str):
         self.directory, self.command = Path(directory), command
         self._lock: Optional[FileLock] = None
+        self._created = False  # the directory was made for this lock (removed again if nothing was put in it)
 
     def acquire(self) -> "RunLock":
         if self.directory.exists() and not self.directory.is_dir():
             raise RunDirError(f"{self.directory} is a file, not a directory")
         try:
+            self._created = not self.directory.exists()
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_failure(self.directory, e, in_progress=False) from None
@@ -72,6 +74,12 @@ class RunLock:
             pass  # a stale holder file is only read while someone holds the lock (and rewrites it)
         self._lock.release()
         self._lock = None
+        if self._created and {p.name for p in self.directory.iterdir()} <= {LOCK_FILE}:
+            try:  # a run that failed before writing anything leaves no directory behind
+                (self.directory / LOCK_FILE).unlink()
+                self.directory.rmdir()
+            except OSError:
+                pass
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -6,6 +6,9 @@
     arch.json       the discovered architecture
     summary.json    architecture, params, MACs, latency, budgets, accuracies, epochs, timings, versions
     model.pt        the final network's weights (a state_dict; load with weights_only=True)
+    .lock           held by the one process working in the directory (see lock.py)
+
+Damage is reported, never skipped: see files.py for what a write and a read guarantee.
 """
 
 from __future__ import annotations
