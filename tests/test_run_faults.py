@@ -170,6 +170,22 @@ def test_a_write_failure_the_library_did_not_foresee_is_one_line_exit_1(monkeypa
     assert r.exit_code == 1 and "cannot write /somewhere/out.json: No space left on device" in one_line_error(r.output)
 
 
+@pytest.mark.parametrize("stop,code,words", [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")])
+def test_ctrl_c_exits_130_and_sigterm_143_in_every_command(monkeypatch, stop, code, words):
+    import click
+
+    from edgenas import cli
+
+    @click.command("stopped")
+    def stopped():
+        raise {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": cli.Terminated}[stop]
+
+    monkeypatch.setitem(main.commands, "stopped", stopped)
+    r = CliRunner().invoke(main, ["stopped"])
+    assert r.exit_code == code
+    assert r.output.strip() == f"edgenas: {words}; a search continues with the same command and --resume"
+
+
 # -- hostile journals ---------------------------------------------------------------------------
 VALID = st.sampled_from(["a", "b", "c", "d"]).map(lambda k: json.dumps(rec(k)).encode())
 HOSTILE = st.one_of(
