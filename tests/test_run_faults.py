@@ -235,6 +235,23 @@ def test_the_cli_names_the_damaged_line(tmp_path, ci_profile):
     assert "journal.jsonl, line 2, is damaged: list instead of a record" in one_line_error(r.output)
 
 
+@pytest.mark.parametrize("fault,why", [(errno.EROFS, "the file system is read-only"), (errno.EACCES, "permission denied")])
+def test_a_run_directory_that_cannot_be_locked_is_one_line_exit_2(tmp_path, monkeypatch, fault, why):
+    from edgenas.run.lock import RunLock
+
+    real_open = os.open
+
+    def unwritable(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise OSError(fault, os.strerror(fault), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", unwritable)
+    with pytest.raises(RunDirError, match=f"cannot write {tmp_path}/.lock: {why}$") as e:
+        RunLock(tmp_path, "discover").acquire()
+    assert e.value.exit_code == 2
+
+
 def _ci_meta(ci_profile):
     from edgenas.config.profile import load_profile
     from edgenas.training.tasks import task_for

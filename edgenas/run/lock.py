@@ -74,10 +74,11 @@ class RunLock:
             pass  # a stale holder file is only read while someone holds the lock (and rewrites it)
         self._lock.release()
         self._lock = None
-        if self._created and {p.name for p in self.directory.iterdir()} <= {LOCK_FILE}:
+        if self._created:
             try:  # a run that failed before writing anything leaves no directory behind
-                (self.directory / LOCK_FILE).unlink()
-                self.directory.rmdir()
+                if {p.name for p in self.directory.iterdir()} <= {LOCK_FILE}:
+                    (self.directory / LOCK_FILE).unlink()
+                    self.directory.rmdir()
             except OSError:
                 pass
 
