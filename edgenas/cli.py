@@ -7,6 +7,7 @@ flag the user typed (``--device cuda: ...``).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import signal
 import sys
@@ -21,6 +22,8 @@ from edgenas.version import __version__
 # Library parameter -> the flag that sets it, where the two names differ.
 FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json",
          "png_dir": "--png", "model": "--model"}
+# Write failures of the machine, not of edgenas: one line (exit 1) wherever they surface.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class Terminated(BaseException):
@@ -68,6 +71,12 @@ class EdgenasGroup(click.Group):
         except EdgenasError as e:
             click.echo(f"edgenas: error: {error_line(e)}", err=True)
             code = e.exit_code
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            click.echo(f"edgenas: error: cannot write {e.filename or 'a file'}: {e.strerror}; fix that "
+                       "(free space, permissions) and run the command again", err=True)
+            code = 1
         except (click.Abort, KeyboardInterrupt):
             click.echo("edgenas: interrupted; a search continues with the same command and --resume", err=True)
             code = 130
@@ -112,7 +121,7 @@ def with_data_options(f):
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. Default: runs/PROFILE-DATASET[-N].")
 @device_option
 @seed_option
-@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out (default: the newest matching run).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out (default: the unfinished matching run written last).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Candidates trained at once on the device (speculatively; decisions are unchanged).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",

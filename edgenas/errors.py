@@ -51,6 +51,12 @@ class RunDirError(UserInputError):
     """A run directory is taken, missing, damaged, or was made by another configuration."""
 
 
+class RunWriteError(EdgenasError):
+    """A run directory's file could not be written (disk full, file-size limit, read-only, no
+    permission) while work was in progress: exit code 1. Nothing torn is left behind; the same
+    command with ``--resume`` continues once the cause is fixed."""
+
+
 class MissingDependency(UserInputError):
     """An optional package (tensorrt, ray) is needed for what was asked."""
 

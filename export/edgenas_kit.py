@@ -510,6 +510,12 @@ def read_bench(path: str | Path) -> dict:
     return validate_bench(record, str(path))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename it over ``path``."""
     path = Path(path)
@@ -517,6 +523,7 @@ def write_atomic(path: str | Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file honours the umask like open()
             write(f)
             f.flush()
             os.fsync(f.fileno())

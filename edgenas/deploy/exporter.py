@@ -151,6 +151,16 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
                        int8_max_drop=int8_max_drop)
     skipped = _engine_missing(asked)
     run = RunDir.open(run_dir)
+    with run.lock("export"):
+        return _export_locked(run, asked=asked, skipped=skipped, fp16=fp16, int8=int8,
+                              calibration_images=calibration_images, calibration_method=calibration_method,
+                              parity_samples=parity_samples, kit_samples=kit_samples, int8_max_drop=int8_max_drop)
+
+
+def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: bool, int8: bool,
+                   calibration_images: int, calibration_method: str | None, parity_samples: int, kit_samples: int,
+                   int8_max_drop: float) -> ExportReport:
+    """``export_run`` with the run directory locked (see there)."""
     model, data, task = load_run_model(run, "cpu"), load_run_data(run), run.meta.task
     out = run.path / EXPORT_DIR
     if out.exists() and not out.is_dir():

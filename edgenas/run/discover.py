@@ -37,16 +37,25 @@ from edgenas.training.trainer import select_device
 from edgenas.version import __version__
 
 MAX_SEED = 2**31 - 1  # seeds reach torch, numpy and the candidate-seed hash
+TAKEN_HINT = "continue it with resume (--resume), or choose another run directory (--out)"
+
+
+def _last_written(path: Path) -> float:
+    return max((p.stat().st_mtime for p in (path / RunDir.META, path / RunDir.JOURNAL) if p.exists()), default=0.0)
 
 
 def default_out(profile: Profile, dataset: str, resume: bool, root: Path = Path("runs")) -> Path:
-    """``runs/PROFILE-DATASET``, numbered (``-2``, ``-3`` …) for a new run; the newest one for resume."""
+    """``runs/PROFILE-DATASET``, numbered (``-2``, ``-3`` …) for a new run. For resume: the
+    unfinished run of this profile and dataset written last (else the newest, which says it is finished)."""
     base = root / f"{profile.name}-{dataset}"
     taken = [base] + [root / f"{base.name}-{i}" for i in range(2, 1000)]
     existing = [p for p in taken if p.exists()]
-    if resume:
-        return existing[-1] if existing else base
-    return next(p for p in taken if not p.exists())
+    if not resume:
+        return next(p for p in taken if not p.exists())
+    unfinished = [p for p in existing if (p / RunDir.META).is_file() and not (p / RunDir.SUMMARY).exists()]
+    if unfinished:
+        return max(unfinished, key=_last_written)
+    return existing[-1] if existing else base
 
 
 def check_seed(seed) -> int:
@@ -102,7 +111,9 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
     decisions are those of the sequential search; see ``search/speculation.py``). ``ray``
     ("local" or a cluster address) runs them as Ray tasks instead, across a Ray cluster's GPUs.
-    ``resume`` continues the run in ``out`` (default: the newest run of this profile and dataset).
+    ``resume`` continues the run in ``out`` (default: the unfinished run of this profile and dataset
+    written last) after checking that profile, seed and data are the run's own; a finished run is
+    returned as it is. The run directory is locked while the search runs (one process at a time).
     ``progress`` (a ``run.progress.Progress``) replaces the per-epoch log lines with a live display.
 
     >>> summary = edgenas.discover("demo", dataset="digits", out="runs/demo")
@@ -115,11 +126,11 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     if profile.budget.max_latency_ms and not profile.budget.device:
         check_runtime_available(profile.budget.runtime)  # before anything is written
     out = Path(out) if out else default_out(profile, name, resume)
-    if resume and (out / RunDir.SUMMARY).is_file() and (out / RunDir.WEIGHTS).is_file():
+    if resume and RunDir(out).finished:
         log(f"{out} holds a finished search; nothing to resume")
         return RunDir.open(out).read(RunDir.SUMMARY)
     if not resume:
-        RunDir.refuse_taken(out)  # before loading data: fail fast
+        RunDir.refuse_taken(out, hint=TAKEN_HINT)  # before loading data: fail fast
     data = task.load_data(name, data_dir, profile, seed, download)
     _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
@@ -127,20 +138,23 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     latency = latency_source(profile, meta, data)
     if profile.budget.device:
         latency.check()  # the device answers, and runs the budget's runtime: before run.json is written
-    run = RunDir.start(out, meta, resume=resume)
-    log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
-    data = data.to(dev)
-    started = time.monotonic()
-    evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress=progress, latency=latency)
-    spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type)
-    finished = False
-    try:
-        result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
-        finished = True
-    finally:
-        evaluator.close(wait=finished)
-    return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
-                  search_wall=time.monotonic() - started, log=log, progress=progress)
+    with RunDir(out).lock("discover"):
+        if resume and RunDir(out).finished:  # it finished while the data was loading
+            return RunDir.open(out).read(RunDir.SUMMARY)
+        run = RunDir.start(out, meta, resume=resume)
+        log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
+        data = data.to(dev)
+        started = time.monotonic()
+        evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress=progress, latency=latency)
+        spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type)
+        finished = False
+        try:
+            result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
+            finished = True
+        finally:
+            evaluator.close(wait=finished)
+        return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
+                      search_wall=time.monotonic() - started, log=log, progress=progress)
 
 
 def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=None) -> Optional[float]:

@@ -90,20 +90,21 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
     seed, dev = check_seed(seed), select_device(device)
     run, prof, task, data = _open_target(target, profile=profile, dataset=dataset, data_dir=data_dir, out=out,
                                          download=download, seed=seed, device=dev)
-    arch = run.arch()
-    epochs = epochs or prof.train.final_epochs
-    log(f"training {arch} for {epochs} epochs on {dev}")
-    started = time.monotonic()
-    data = data.to(dev)
-    on_epoch = epoch_log(log, "[train] ", progress, stage="train", arch=arch, epochs=epochs)
-    model, res = task.train(arch, data, epochs, prof, dev, candidate_seed(seed, f"train:{arch}"), on_epoch)
-    if res.status != "trained":
-        raise EdgenasError(f"training {arch} diverged (non-finite loss); {run.path / RunDir.WEIGHTS} was left as it was")
-    test = task.test_metrics(model, data, dev)
-    run.save_weights(model)
-    final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test,
-             "seconds": round(time.monotonic() - started, 2), "device": str(dev), "seed": seed}
-    _record(run, prof, task, final=final)
+    with run.lock("train"):
+        arch = run.arch()
+        epochs = epochs or prof.train.final_epochs
+        log(f"training {arch} for {epochs} epochs on {dev}")
+        started = time.monotonic()
+        data = data.to(dev)
+        on_epoch = epoch_log(log, "[train] ", progress, stage="train", arch=arch, epochs=epochs)
+        model, res = task.train(arch, data, epochs, prof, dev, candidate_seed(seed, f"train:{arch}"), on_epoch)
+        if res.status != "trained":
+            raise EdgenasError(f"training {arch} diverged (non-finite loss); {run.path / RunDir.WEIGHTS} was left as it was")
+        test = task.test_metrics(model, data, dev)
+        run.save_weights(model)
+        final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test,
+                 "seconds": round(time.monotonic() - started, 2), "device": str(dev), "seed": seed}
+        _record(run, prof, task, final=final)
     log(f"done: {arch}: " + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; weights in {run.path / RunDir.WEIGHTS}")
     return {"arch_str": str(arch), "run_dir": str(run.path), **final}
 

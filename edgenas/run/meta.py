@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,6 +27,13 @@ class DatasetRecord:
     split_seed: int
     input_size: Optional[list[int]]  # the profile's data.input_size
     channels: Optional[int]  # the profile's data.channels
+    sizes: Optional[dict] = None  # images per split: {"train": n, "val": n, "test": n} (None in older run.json)
+    fingerprint: Optional[str] = None  # "sha256:…" of every image and label (see data_fingerprint; None in older run.json)
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
+             "split_seed": self.split_seed, "input_size": self.input_size, "channels": self.channels}
+        return d | {k: v for k, v in (("sizes", self.sizes), ("fingerprint", self.fingerprint)) if v is not None}
 
 
 @dataclass(frozen=True)
@@ -66,22 +75,30 @@ class RunMeta:
         """Outputs of the deployed network: classes, or the embedding size of a face run."""
         return self.profile.face.embedding_dim if self.task == "face" else self.data.num_classes
 
-    def same_run(self, other: "RunMeta") -> Optional[str]:
-        """The first setting that differs from ``other`` for a resume (None when they agree).
+    def identity(self) -> dict:
+        """What defines the run for a resume: the profile by content (not its path), the dataset and
+        split, seed, task, the data's shape and classes, its split sizes and fingerprint."""
+        d = self.to_dict()
+        d["profile"].pop("source", None)
+        sizes, fingerprint = d["dataset"].pop("sizes", None), d["dataset"].pop("fingerprint", None)
+        return {key: d[key] for key in ("profile", "dataset", "seed", "task", "data")} | {
+            "sizes": sizes, "fingerprint": fingerprint}
 
-        The profile is compared by content: the same file under another path is the same profile."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        for d in (mine, theirs):
-            d["profile"].pop("source", None)
-        return next((key for key in ("profile", "dataset", "seed", "task") if mine[key] != theirs[key]), None)
+    def same_run(self, other: "RunMeta") -> Optional[str]:
+        """The first part of ``identity`` that differs from ``other``'s (None when they agree).
+
+        Sizes and fingerprint are compared only when both runs recorded them (older run.json did not)."""
+        mine, theirs = self.identity(), other.identity()
+        keys = ["profile", "dataset", "seed", "task", "data"]
+        keys += [k for k in ("sizes", "fingerprint") if mine[k] is not None and theirs[k] is not None]
+        return next((key for key in keys if mine[key] != theirs[key]), None)
 
     def to_dict(self) -> dict:
         ds = self.dataset
         return {
             "edgenas_version": self.edgenas_version, "created": self.created, "task": self.task, "seed": self.seed,
             "device": self.device, "profile": self.profile.to_dict(),
-            "dataset": {"name": ds.name, "data_dir": ds.data_dir, "val_fraction": ds.val_fraction,
-                        "split_seed": ds.split_seed, "input_size": ds.input_size, "channels": ds.channels},
+            "dataset": ds.to_dict(),
             "data": self.data.to_dict(), **(self.origin or {}),
         }
 
@@ -94,7 +111,8 @@ class RunMeta:
                 edgenas_version=str(d["edgenas_version"]), created=str(d["created"]), task=str(d["task"]),
                 seed=int(d["seed"]), device=str(d["device"]), profile=stored_profile(d["profile"]),
                 dataset=DatasetRecord(str(ds["name"]), ds["data_dir"], float(ds["val_fraction"]), int(ds["split_seed"]),
-                                      ds.get("input_size"), ds.get("channels")),
+                                      ds.get("input_size"), ds.get("channels"), _sizes(ds.get("sizes")),
+                                      _fingerprint(ds.get("fingerprint"))),
                 data=DataShape(int(data["in_channels"]), int(data["num_classes"]),
                                tuple(int(v) for v in data["input_size"]), tuple(float(v) for v in data["mean"]),
                                tuple(float(v) for v in data["std"]), tuple(str(c) for c in data["class_names"]),
@@ -106,6 +124,35 @@ class RunMeta:
             raise RunDirError(f"{source} is damaged ({what}); it cannot be read as an edgenas run") from None
 
 
+def _sizes(value) -> Optional[dict]:
+    return None if value is None else {str(k): int(v) for k, v in value.items()}
+
+
+def _fingerprint(value) -> Optional[str]:
+    if value is not None and not (isinstance(value, str) and value.startswith("sha256:")):
+        raise ValueError(f"dataset.fingerprint {str(value)[:40]!r} is not a 'sha256:…' string")
+    return value
+
+
+def data_fingerprint(data) -> str:
+    """``sha256:…`` of a loaded dataset: class names, and each split's images and labels (dtype,
+    shape and bytes). Any change to the files that changes what the search sees changes it."""
+    h = hashlib.sha256(json.dumps([list(data.class_names), data.in_channels, list(data.input_size)]).encode())
+    for split in (data.train, data.val, data.test):
+        for t in (split.x, split.y):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.numpy().view("uint8").reshape(-1).data if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+def _data_identity(data) -> tuple[Optional[dict], Optional[str]]:
+    """(split sizes, fingerprint) of a loaded dataset; (None, None) for a bare shape (as in tests)."""
+    if not all(hasattr(data, s) for s in ("train", "val", "test")):
+        return None, None
+    return {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, data_fingerprint(data)
+
+
 def data_shape(data, extra: dict) -> DataShape:
     """The ``DataShape`` of a loaded dataset (``extra``: the task's facts, e.g. the face split)."""
     return DataShape(data.in_channels, data.num_classes, tuple(data.input_size), tuple(data.mean), tuple(data.std),
@@ -115,11 +162,13 @@ def data_shape(data, extra: dict) -> DataShape:
 def run_meta(profile: Profile, *, task: str, dataset: str, data_dir, data, extra: dict, seed: int, device) -> RunMeta:
     """What run.json records for a new run of ``profile`` on ``data``."""
     d = profile.data
+    sizes, fingerprint = _data_identity(data)
     return RunMeta(
         edgenas_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         task=task, seed=seed, device=str(device), profile=profile,
         dataset=DatasetRecord(dataset, str(Path(data_dir).expanduser().resolve()) if data_dir else None,
-                              d.val_fraction, seed, list(d.input_size) if d.input_size else None, d.channels),
+                              d.val_fraction, seed, list(d.input_size) if d.input_size else None, d.channels,
+                              sizes, fingerprint),
         data=data_shape(data, extra),
     )
 

@@ -6,67 +6,46 @@
     arch.json       the discovered architecture
     summary.json    architecture, params, MACs, latency, budgets, accuracies, epochs, timings, versions
     model.pt        the final network's weights (a state_dict; load with weights_only=True)
+    .lock           held by the one process working in the directory (see lock.py)
+
+Damage is reported, never skipped: see files.py for what a write and a read guarantee.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
-from edgenas.device_kit.edgenas_kit import write_atomic
 from edgenas.errors import ParamError, RunDirError
+from edgenas.run.files import (
+    NUMBER,
+    append_jsonl,
+    read_jsonl,
+    trim_torn_tail,
+    write_file_atomic,
+    write_json_atomic,
+)
+from edgenas.run.lock import RunLock
 from edgenas.run.meta import RunMeta
 from edgenas.search.space import Arch
 
+__all__ = ["RunDir", "append_jsonl", "read_jsonl", "write_json_atomic"]
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
-    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
-
-
-def _whole_records(data: bytes) -> tuple[list[dict], int]:
-    """The records of whole, parseable lines, and the byte length they span."""
-    records, end = [], 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            break
-        end += len(line)
-    return records, end
+# What the search reads back from each record (the rest is for people and summaries).
+JOURNAL_FIELDS = {"key": str, "status": str, "acc": NUMBER, "train_acc": NUMBER, "seconds": NUMBER}
+LATENCY_FIELDS = {"key": str, "ms": NUMBER}
+DATA_CHANGES = {"data": "classes, image shape or pixel statistics", "sizes": "split sizes", "fingerprint": "images"}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines file; a torn last line (no newline, or not JSON) is not trusted."""
-    return _whole_records(path.read_bytes())[0] if path.exists() else []
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one record as a single write, then fsync: a kill leaves at most a torn last line."""
-    line = (json.dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _trim_torn_tail(path: Path) -> None:
-    """Cut a torn last line off so the next append starts on a fresh line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    end = _whole_records(data)[1]
-    if end != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
+def _changed(stored, given) -> str:
+    """Where two run.json values first differ, in words."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        key = next((k for k in {**stored, **given} if stored.get(k) != given.get(k)), None)
+        if key is not None:
+            return f"{key} {json.dumps(stored.get(key))[:60]}, now {json.dumps(given.get(key))[:60]}"
+    return f"{json.dumps(stored)[:60]}, now {json.dumps(given)[:60]}"
 
 
 class RunDir:
@@ -79,23 +58,36 @@ class RunDir:
     # -- creation and resume ------------------------------------------------------------------
     @classmethod
     def start(cls, path: str | Path, meta: RunMeta, *, resume: bool) -> "RunDir":
-        """Open ``path`` for a new search, or for continuing one with ``resume``."""
+        """Open ``path`` for a new search, or for continuing one with ``resume`` (hold its ``lock`` first)."""
         run = cls(path)
         if resume:
             if not (run.path / cls.META).exists():
                 raise ParamError("resume", True, f"{run.path} holds no search to resume (no {cls.META}); start one without {{resume}}")
-            differs = run.meta.same_run(meta)
-            if differs:
-                before = json.dumps(run.meta.to_dict()[differs])[:80]
-                raise RunDirError(f"{run.path} was started with a different {differs} ({before}); "
-                                  "resume with the same settings or start a new run elsewhere")
-            _trim_torn_tail(run.path / cls.JOURNAL)
-            _trim_torn_tail(run.path / cls.LATENCY)
+            run.check_same_run(meta)
+            run.journal(), run.latencies()  # damage anywhere is an error now, before anything is trained
+            trim_torn_tail(run.path / cls.JOURNAL)
+            trim_torn_tail(run.path / cls.LATENCY)
             return run
         cls.refuse_taken(run.path)
-        run.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run.path / cls.META, meta.to_dict())
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot create {run.path} ({' '.join(str(e).split())[:120]})") from None
+        write_json_atomic(run.path / cls.META, meta.to_dict(), in_progress=False)
         return run
+
+    def check_same_run(self, meta: RunMeta) -> None:
+        """Refuse to resume with settings or data other than the run's own (one line naming what differs)."""
+        stored = self.meta
+        differs = stored.same_run(meta)
+        if differs is None:
+            return
+        before, now = stored.identity()[differs], meta.identity()[differs]
+        if differs in DATA_CHANGES:
+            raise RunDirError(f"{self.path} was searched on other data: the dataset's {DATA_CHANGES[differs]} changed "
+                              f"({_changed(before, now)}); resume on the same data, or start a new run elsewhere")
+        raise RunDirError(f"{self.path} was started with a different {differs} ({_changed(before, now)}); "
+                          "resume with the same settings or start a new run elsewhere")
 
     @classmethod
     def refuse_taken(cls, path: Path, hint: str = "continue it with {resume}, or choose another {out}") -> None:
@@ -114,6 +106,15 @@ class RunDir:
                               "give the run directory of a finished `edgenas discover`")
         return run
 
+    def lock(self, command: str) -> RunLock:
+        """The run directory's exclusive lock, for ``with``: ``command`` names the holder for others."""
+        return RunLock(self.path, command)
+
+    @property
+    def finished(self) -> bool:
+        """The search ended and its network was trained (``--resume`` has nothing left to do)."""
+        return (self.path / self.SUMMARY).is_file() and (self.path / self.WEIGHTS).is_file()
+
     # -- files ------------------------------------------------------------------------------------
     @property
     def meta(self) -> RunMeta:
@@ -125,13 +126,13 @@ class RunDir:
         return RunMeta.from_dict(content, str(path))
 
     def journal(self) -> list[dict]:
-        return read_jsonl(self.path / self.JOURNAL)
+        return read_jsonl(self.path / self.JOURNAL, JOURNAL_FIELDS)
 
     def record(self, record: dict) -> None:
         append_jsonl(self.path / self.JOURNAL, record)
 
     def latencies(self) -> dict[str, float]:
-        return {r["key"]: r["ms"] for r in read_jsonl(self.path / self.LATENCY)}
+        return {r["key"]: r["ms"] for r in read_jsonl(self.path / self.LATENCY, LATENCY_FIELDS)}
 
     def record_latency(self, key: str, ms: float, source: Optional[dict] = None) -> None:
         """``source``: what the figure is valid for (``LatencySource.identity()``: runtime, device ...)."""
@@ -157,8 +158,9 @@ class RunDir:
             raise RunDirError(f"{path} is not a valid architecture ({' '.join(str(e).split())[:160]})") from None
 
     def save_weights(self, model) -> None:
+        """model.pt, written whole or not at all (a full disk leaves the previous file and no temp file)."""
         import torch
 
-        tmp = self.path / f".{self.WEIGHTS}.tmp"
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, self.path / self.WEIGHTS)
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        write_file_atomic(self.path / self.WEIGHTS, lambda f: f.write(buf.getbuffer()), in_progress=True)
