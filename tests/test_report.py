@@ -177,7 +177,7 @@ def test_report_errors_name_the_file_or_flag(budget_run, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("edgenas: error:") and "not an edgenas run directory" in r.stderr
     r = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path)], standalone_mode=False)
     assert r.return_value == 2 and r.output.startswith("edgenas: error: Invalid value for '--out'") and "is a directory" in r.output
-    with pytest.raises(edgenas.errors.UserInputError, match="--out .* is a directory"):
+    with pytest.raises(edgenas.errors.UserInputError, match="out=.*: is a directory"):
         write_report(out, tmp_path)
 
 

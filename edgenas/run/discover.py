@@ -37,7 +37,6 @@ from edgenas.training.trainer import select_device
 from edgenas.version import __version__
 
 MAX_SEED = 2**31 - 1  # seeds reach torch, numpy and the candidate-seed hash
-TAKEN_HINT = "continue it with resume (--resume), or choose another run directory (--out)"
 
 
 def _last_written(path: Path) -> float:
@@ -130,7 +129,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
         log(f"{out} holds a finished search; nothing to resume")
         return RunDir.open(out).read(RunDir.SUMMARY)
     if not resume:
-        RunDir.refuse_taken(out, hint=TAKEN_HINT)  # before loading data: fail fast
+        RunDir.refuse_taken(out)  # before loading data: fail fast
     data = task.load_data(name, data_dir, profile, seed, download)
     _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
