@@ -267,9 +267,10 @@ def _command(ci_profile, out, *extra) -> list[str]:
             "--device", "cpu", *extra]
 
 
-def _run_until(cmd, stop, *, sig=signal.SIGKILL, limit_fsize=None, timeout=600):
+def _run_until(cmd, stop, *, sig=signal.SIGKILL, limit_fsize=None, timeout=600, on_line=None):
     """Run ``cmd``; send ``sig`` after the stderr line for which ``stop(number, line)`` is true.
-    Returns (exit code, stderr lines). A watchdog kills it after ``timeout`` seconds."""
+    ``on_line(line, pid)`` sees every line first. Returns (exit code, stderr lines). A watchdog
+    kills it after ``timeout`` seconds."""
     def preexec():
         if limit_fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_fsize, limit_fsize))
@@ -282,6 +283,8 @@ def _run_until(cmd, stop, *, sig=signal.SIGKILL, limit_fsize=None, timeout=600):
     try:
         for line in proc.stderr:
             lines.append(line)
+            if on_line is not None:
+                on_line(line, proc.pid)
             if stop(len(lines), line):
                 proc.send_signal(sig)
                 lines += proc.stderr.readlines()
@@ -336,15 +339,19 @@ def test_file_size_limit_lock_and_sigterm_then_resume(finished_run, ci_profile, 
     assert lines[-1].startswith("edgenas: error: cannot write") and "journal.jsonl: file too large" in lines[-1]
     assert len(_journal_intact(out)) == 2
     # 3. resumed; a second process on the same run directory is refused, naming the holder; 4. SIGTERM
-    def second_process(n, line):
+    def second_process(line, pid):
         if line.startswith("edgenas "):  # the run directory is locked from here on
-            second = subprocess.run(_command(ci_profile, out, "--resume"), capture_output=True, text=True,
-                                    timeout=600)
-            assert second.returncode == 2
+            os.kill(pid, signal.SIGSTOP)  # held still, so it cannot finish (and unlock) before the second asks
+            try:
+                second = subprocess.run(_command(ci_profile, out, "--resume"), capture_output=True, text=True,
+                                        timeout=600)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert second.returncode == 2, second.stderr
             assert "is in use by `edgenas discover` (pid" in one_line_error(second.stderr)
-        return "epoch 1/" in line  # training a candidate the journal does not hold
 
-    code, lines = _run_until(_command(ci_profile, out, "--resume"), second_process, sig=signal.SIGTERM)
+    code, lines = _run_until(_command(ci_profile, out, "--resume"), lambda n, line: "epoch 1/" in line,
+                             sig=signal.SIGTERM, on_line=second_process)
     assert code == 143 and lines[-1].startswith("edgenas: terminated;"), "".join(lines)
     finished = 2 + sum(": trained, " in line for line in lines)  # a candidate is logged, then journaled
     journaled = len(_journal_intact(out))

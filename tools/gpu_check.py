@@ -127,7 +127,10 @@ def run_boxed(argv: list[str], *, box_s: float, log: Path, env: Optional[dict] =
     """Run ``argv`` in its own process group with stdout and stderr to ``log``; stop it after ``box_s`` seconds."""
     started = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+        # SIGINT back to its default in the step: a caller started in the background (nohup, `&`)
+        # ignores it, and a step that inherits that would never see the stop asked of it
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         timed_out = False
         try:
             code = proc.wait(timeout=box_s)
