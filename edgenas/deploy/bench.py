@@ -17,6 +17,7 @@ from edgenas.errors import ParamError, UserInputError
 from edgenas.run.loading import load_run_model
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.device_client import time_on_device
+from edgenas.runtime.onnx import read_metadata
 from edgenas.runtime.runners import TorchRunner, kit_errors, open_file_runner
 from edgenas.version import __version__
 
@@ -51,8 +52,6 @@ def resolve(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
 
 def _recorded_weights(target: Path) -> dict[str, str]:
     """The weights hashes an export records: ``model.onnx``'s metadata and ``parity.json``."""
-    from edgenas.runtime.onnx import read_metadata
-
     recorded = {}
     if target.suffix == ".onnx":
         try:

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from edgenas.errors import DataError, UserInputError
+from edgenas.training.images import image_extensions
 
 FOLDS = 10  # the standard protocol's folds
 FAR = 1e-3  # the false accept rate of the reported TAR
@@ -302,8 +303,6 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    from edgenas.training.images import image_extensions
-
     extensions = image_extensions()
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
