@@ -378,6 +378,47 @@ def test_bench_and_compare_with_device(server, model, tmp_path, monkeypatch):
         assert r.exit_code == 2 and message in r.output, (args, r.output)
 
 
+# -- a latency table built on the device, and a search that predicts with it --------------------------
+def test_a_table_built_on_the_device_predicts_a_search_whose_winner_the_device_measures(
+        server, tmp_path, monkeypatch, one_thread):
+    from click.testing import CliRunner
+
+    import edgenas
+    from edgenas.cli import main
+
+    monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
+    profile = device_profile(tmp_path / "device.toml", server.url, max_latency_ms=1e6)
+    profile.write_text(profile.read_text().replace("max_width = 32", "max_width = 16").replace("width_step = 24", "width_step = 8"))  # under the 1 MB upload limit
+    table = tmp_path / "table.json"
+    runner, before = CliRunner(), server.measured()
+    r = runner.invoke(main, ["latency-table", "--profile", str(profile), "--device", server.url, "--quick",
+                             "--model", "regression", "--samples", "24", "--out", str(table)])
+    assert r.exit_code == 0, r.output
+    built = json.loads(table.read_text())
+    status = DeviceClient(server.url, token=TOKEN).status()
+    assert built["built_for"]["device_url"] == server.url and built["built_for"]["device"] == status["device"]
+    assert built["built_for"]["batch"] == 64 and server.measured() - before == 24 + 1  # the networks, one empty graph
+    r = runner.invoke(main, ["latency-check", str(table), "--device", server.url, "--quick", "--samples", "4",
+                             "--json", str(tmp_path / "check.json")])
+    assert r.exit_code == 0 and "4 random networks: median |error|" in r.output, r.output
+    assert json.loads((tmp_path / "check.json").read_text())["measured_on"]["device_url"] == server.url
+
+    profile.write_text(profile.read_text().replace("[budget]\n", f'[budget]\nlatency_table = "{table}"\n'))
+    before = server.measured()
+    summary = edgenas.discover(profile, dataset="digits", out=tmp_path / "run", device="cpu", log=lambda _: None)
+    assert summary["latency_source"]["source"] == "table" and summary["latency_source"]["device_url"] == server.url
+    assert summary["latency_measured_on"]["source"] == "device" and summary["latency_ms"] > 0
+    assert server.measured() - before == 2  # no candidate: one empty graph (the device's name), the winner
+
+    built["built_for"]["device"] = "another board"
+    table.write_text(json.dumps(built))
+    with pytest.raises(ProfileError, match="was built for device 'another board'"):
+        edgenas.discover(profile, dataset="digits", out=tmp_path / "run2", device="cpu", log=lambda _: None)
+    assert not (tmp_path / "run2" / "run.json").exists()
+    r = runner.invoke(main, ["latency-check", str(table), "--device", server.url, "--quick", "--samples", "4"])
+    assert r.exit_code == 2 and "was built for device 'another board'" in r.output, r.output
+
+
 @pytest.mark.parametrize("name", ["cpu-1thread", "jetson-fp16"])
 def test_the_target_profiles_show_the_device_line_commented(name):
     from importlib import resources

@@ -33,25 +33,29 @@ from edgenas.training.network import EmbeddingNet
 from edgenas.training.tasks import FaceTask
 
 EMBEDDING_DIM = 32
-FACE_PROFILE = f"""
-description = "A seconds-long face search for the tests"
+def face_profile_text(*, depths=(2, 3), widths=(4, 12), epochs=5, micro_epochs=2, size=32,
+                      embedding_dim=EMBEDDING_DIM, val_identities=0.2, val_pairs=200,
+                      description="A seconds-long face search for the tests") -> str:
+    """A small face profile (EGNAS on an identity ImageFolder of ``size``-pixel RGB crops)."""
+    return f"""
+description = "{description}"
 task = "face"
 strategy = "egnas"
 
 [search]
-min_depth = 2
-max_depth = 3
-min_width = 4
-max_width = 12
+min_depth = {depths[0]}
+max_depth = {depths[1]}
+min_width = {widths[0]}
+max_width = {widths[1]}
 width_step = 4
-epochs = 5
+epochs = {epochs}
 add_epochs_depth = 1
 add_epochs_width = 1
 depth_gain = 0.0
 depth_keep = 50.0
 depth_patience = 0
 width_patience = 0
-micro_epochs = 2
+micro_epochs = {micro_epochs}
 micro_param_slack = 0.0
 micro_kernels = [5]
 
@@ -64,16 +68,19 @@ final_epochs = 2
 
 [data]
 dataset = "imagefolder"
-input_size = [32, 32]
+input_size = [{size}, {size}]
 channels = 3
 
 [face]
-embedding_dim = {EMBEDDING_DIM}
+embedding_dim = {embedding_dim}
 scale = 16.0
 margin = 0.2
-val_identities = 0.2
-val_pairs = 200
+val_identities = {val_identities}
+val_pairs = {val_pairs}
 """
+
+
+FACE_PROFILE = face_profile_text()
 
 
 def write_faces(root: Path, identities: int = 30, per_identity: int = 10, size: int = 32, seed: int = 0) -> Path:

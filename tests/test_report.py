@@ -182,58 +182,16 @@ def test_report_errors_name_the_file_or_flag(budget_run, tmp_path):
 
 
 # -- a face run ------------------------------------------------------------------------------------
-FACE_PROFILE = """
-description = "A seconds-long face search for the report test"
-task = "face"
-strategy = "egnas"
-
-[search]
-min_depth = 2
-max_depth = 2
-min_width = 4
-max_width = 8
-width_step = 4
-epochs = 2
-add_epochs_depth = 1
-add_epochs_width = 1
-depth_gain = 0.0
-depth_keep = 50.0
-depth_patience = 0
-width_patience = 0
-micro_epochs = 1
-micro_param_slack = 0.0
-micro_kernels = [5]
-
-[train]
-batch_size = 32
-lr = 0.05
-crop_padding = 1
-cutout = 0
-final_epochs = 2
-
-[data]
-dataset = "imagefolder"
-input_size = [16, 16]
-channels = 3
-
-[face]
-embedding_dim = 16
-scale = 16.0
-margin = 0.2
-val_identities = 0.25
-val_pairs = 100
-"""
-
-
 @pytest.fixture(scope="module")
 def face_run(tmp_path_factory):
     """A small face search through the real pipeline, verified (verify.json with its ROC curve)."""
-    from test_face import write_faces
+    from test_face import face_profile_text, write_faces
 
     root = tmp_path_factory.mktemp("report-face")
     faces = write_faces(root / "people", identities=16, per_identity=6, size=16)
     profile = root / "face.toml"
-    profile.write_text(FACE_PROFILE)
+    profile.write_text(face_profile_text(depths=(2, 2), widths=(4, 8), epochs=2, micro_epochs=1, size=16, embedding_dim=16,
+                                         val_identities=0.25, val_pairs=100))
     out = root / "run"
     with torch_threads(1):
         edgenas.discover(str(profile), dataset="imagefolder", data_dir=str(faces), out=out, device="cpu", seed=0,

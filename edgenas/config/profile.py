@@ -47,6 +47,9 @@ class Budget:
     device: str = ""  # "http://HOST:PORT"
     device_token_file: str = ""  # a file holding the token (relative to the working directory)
     device_retry_s: float = setting(60.0, gt=0, le=86_400)  # seconds an unanswering device is retried
+    # A latency table (``edgenas latency-table``): candidates' latencies predicted from it, no device
+    # time; the winner is still measured (on ``device`` when one is named). Relative to the working directory.
+    latency_table: str = ""
 
     def __post_init__(self) -> None:
         check_fields(self, "budget")

@@ -20,6 +20,7 @@ from edgenas.run.evaluator import (
     CandidateEvaluator,
     candidate_seed,
     latency_source,
+    measured_source,
     run_latency,
 )
 from edgenas.run.log import Log, epoch_log, stderr_log
@@ -28,6 +29,8 @@ from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
 from edgenas.run.prefetch import drive_prefetching
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.latency import check_runtime_available
+from edgenas.runtime.latency_sources import LatencySource
+from edgenas.runtime.latency_table import TableLatency
 from edgenas.search.space import Arch
 from edgenas.search.speculation import drive_speculative
 from edgenas.search.strategies import SearchResult, drive, make_strategy
@@ -122,8 +125,9 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     task, name, seed = task_for(profile.task), dataset or profile.data.dataset, check_seed(seed)
     dev = select_device(device)
     _check_parallel(profile, dev, workers)
-    if profile.budget.max_latency_ms and not profile.budget.device:
-        check_runtime_available(profile.budget.runtime)  # before anything is written
+    b = profile.budget
+    if b.max_latency_ms and not b.device and not b.latency_table:
+        check_runtime_available(b.runtime)  # before anything is written
     out = Path(out) if out else default_out(profile, name, resume)
     if resume and RunDir(out).finished:
         log(f"{out} holds a finished search; nothing to resume")
@@ -134,8 +138,8 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
                     extra=task.extra_meta(data), seed=seed, device=dev)
-    latency = latency_source(profile, meta, data)
-    if profile.budget.device:
+    latency = latency_source(profile, meta, data)  # a table built for another target is refused here
+    if b.device and not b.latency_table:
         latency.check()  # the device answers, and runs the budget's runtime: before run.json is written
     with RunDir(out).lock("discover"):
         if resume and RunDir(out).finished:  # it finished while the data was loading
@@ -153,39 +157,55 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
         finally:
             evaluator.close(wait=finished)
         return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
-                      search_wall=time.monotonic() - started, log=log, progress=progress)
+                      search_wall=time.monotonic() - started, log=log, progress=progress,
+                      latency=evaluator.latency, latency_seconds=evaluator.latency_seconds)
 
 
-def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=None) -> Optional[float]:
-    """The winner's latency for summary.json; None (said why) where its runtime is missing here."""
+def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=None,
+                   source: Optional[LatencySource] = None) -> dict:
+    """The winner's latency for summary.json: ``latency_ms`` measured (None, said why, where its runtime
+    is missing here) and, where a latency table predicted the candidates' (``source``), its prediction beside it."""
+    out = {"latency_ms": None}
     try:
-        return run_latency(run, profile, arch, run.latencies(), data=data)
+        source = source or latency_source(profile, run.meta, data)
+        if isinstance(source, TableLatency):
+            out.update(latency_predicted_ms=source.latency_ms(arch), latency_source=source.identity())
+            measured = measured_source(profile, run.meta, data)
+            out.update(latency_ms=measured.latency_ms(arch), latency_measured_on=measured.identity())
+        else:
+            out["latency_ms"] = run_latency(run, profile, arch, run.latencies(), source=source)
     except EdgenasError as e:
         log(f"latency of the winner not measured on {profile.budget.runtime}: {e}")
-        return None
+    return out
 
 
 def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult, res, test: dict, epochs: int,
-             device, seed: int, search_wall: float, log: Log, data=None) -> dict:
+             device, seed: int, search_wall: float, log: Log, data=None, latency: Optional[LatencySource] = None,
+             latency_seconds: Optional[float] = None) -> dict:
     arch, journal = result.arch, run.journal()
     params, macs = task.model_size(arch, run.meta.data, profile)
     return {
         "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
-        "latency_ms": winner_latency(run, profile, arch, log, data=data), "budget": profile.to_dict()["budget"],
+        **winner_latency(run, profile, arch, log, data=data, source=latency), "budget": profile.to_dict()["budget"],
         "search_acc": result.acc, "val_acc": res.val_acc, **test,
         "discovered_epochs": result.epochs, "final_epochs": epochs, "candidates": result.candidates,
         "candidates_trained": sum(r["status"] != "skipped" for r in journal),
         "candidates_skipped": sum(r["status"] == "skipped" for r in journal),
         "search_seconds": round(search_wall, 2), "candidate_seconds": round(sum(r["seconds"] for r in journal), 2),
         "final_train_seconds": round(res.seconds, 2),
+        "latency_seconds": None if latency_seconds is None else round(latency_seconds, 2),
         "device": str(device), "profile": profile.name, "dataset": run.meta.dataset.name, "seed": seed,
         "versions": versions(), "run_dir": str(run.path),
     }
 
 
 def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchResult, device, seed: int,
-           search_wall: float, log: Log, progress=None) -> dict:
-    """Train the discovered architecture, save it, and write arch.json and summary.json."""
+           search_wall: float, log: Log, progress=None, latency: Optional[LatencySource] = None,
+           latency_seconds: Optional[float] = None) -> dict:
+    """Train the discovered architecture, save it, and write arch.json and summary.json.
+
+    ``latency``: the search's latency source (the winner's figure comes from it, or is measured
+    for real where it is a table); ``latency_seconds``: the search's time obtaining candidates' latencies."""
     arch = result.arch
     epochs = result.epochs or profile.search.epochs
     log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
@@ -195,7 +215,8 @@ def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchRes
     test = task.test_metrics(model, data, device)
     run.save_weights(model)
     summary = _summary(run, profile, task=task, result=result, res=res, test=test, epochs=epochs, device=device,
-                       seed=seed, search_wall=search_wall, log=log, data=data)
+                       seed=seed, search_wall=search_wall, log=log, data=data, latency=latency,
+                       latency_seconds=latency_seconds)
     run.write(RunDir.SUMMARY, summary)
     log(f"done: {arch}, {summary['params']:,} params, {summary['macs']:,} MACs, "
         + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; run directory {run.path}")

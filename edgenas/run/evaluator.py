@@ -13,13 +13,22 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from edgenas.config.profile import Budget, Profile
+from edgenas.errors import ProfileError, UserInputError
 from edgenas.run.log import Log
 from edgenas.run.meta import RunMeta
 from edgenas.run.prefetch import LatencyPrefetch
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.device_client import DeviceLatency, read_token
+from edgenas.runtime.latency import runtime_available
 from edgenas.runtime.latency_sources import LatencySource, LocalRuntime
+from edgenas.runtime.latency_table import TableLatency, read_table
 from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, calibration_images
+from edgenas.runtime.table_build import (
+    DeviceTimer,
+    Target,
+    local_built_for,
+    target_keys,
+)
 from edgenas.search.space import Arch
 from edgenas.search.strategies import Candidate, Outcome
 
@@ -58,8 +67,16 @@ def _outcome(record: dict) -> Outcome:
 
 
 def latency_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
-    """The source of candidate latencies a profile's budget names. ``data``: the run's ImageData, whose
-    training images calibrate the candidates an INT8 runtime times (else random images do)."""
+    """The source of candidate latencies a profile's budget names: its latency table, else measurements
+    (``measured_source``)."""
+    if profile.budget.latency_table:
+        return table_source(profile, meta)
+    return measured_source(profile, meta, data)
+
+
+def measured_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
+    """Where latency is measured for real: the budget's device, else this machine. ``data``: the run's
+    ImageData, whose training images calibrate the candidates an INT8 runtime times (else random images do)."""
     b = profile.budget
     if b.device:
         token = read_token(b.device_token_file, flag="budget.device_token_file")
@@ -70,6 +87,34 @@ def latency_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
         calibration = calibration_images(data, LATENCY_CALIBRATION_IMAGES)
     return LocalRuntime(meta.task, meta.data.input_chw, meta.outputs, b.runtime, threads=b.threads, batch=b.batch,
                         calibration=calibration)
+
+
+def table_source(profile: Profile, meta: RunMeta) -> TableLatency:
+    """The budget's latency table, refused (one-line ``ProfileError``) unless built for this run's target
+    and space: runtime, threads, batch, input shape, task and outputs always; the device and the runtime's
+    version where they can be known (the budget's device answering, or this machine for a table built here)."""
+    b, path = profile.budget, profile.budget.latency_table
+    try:
+        table = read_table(path)
+    except UserInputError as e:
+        raise ProfileError(f"budget.latency_table = {path!r}: {e}") from None
+    target = Target(meta.task, meta.data.input_chw, meta.outputs, b.runtime, threads=b.threads, batch=b.batch)
+    expected = target_keys(target)
+    if b.device:
+        device = measured_source(profile, meta)
+        device.check()
+        expected = DeviceTimer(device.client, target).built_for()
+    elif "device_url" not in table.built_for and runtime_available(b.runtime):
+        expected = local_built_for(target)
+    hint = f"build one for it with `edgenas latency-table --profile {profile.name}`"
+    differs = table.mismatch(expected)
+    if differs:
+        raise ProfileError(f"budget.latency_table = {path!r} was built for {differs} (this run's); {hint}")
+    missing = table.missing_parts(profile.search)
+    if missing:
+        raise ProfileError(f"budget.latency_table = {path!r} lacks {len(missing)} parts of this profile's space "
+                           f"(e.g. {missing[0]}); {hint}")
+    return TableLatency(table, path)
 
 
 def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, source: Optional[LatencySource] = None,
@@ -98,15 +143,20 @@ class CandidateEvaluator:
         self.latency_cache = run.latencies()
         remote = getattr(self.latency, "remote", False) and profile.budget.max_latency_ms
         self.prefetcher = LatencyPrefetch(self.latency.prepare, self.latency.measure) if remote else None
+        self.latency_seconds = 0.0  # this process's time waiting for candidates' latencies
         self.count = 0
         self.started = time.monotonic()
 
     def latency_of(self, arch: Arch) -> float:
-        if str(arch) not in self.latency_cache and self.prefetcher is not None:
-            ms = self.prefetcher.take(arch)
-            if ms is not None:
-                self._keep_latency(str(arch), ms)
-        return run_latency(self.run, self.profile, arch, self.latency_cache, source=self.latency)
+        started = time.monotonic()
+        try:
+            if str(arch) not in self.latency_cache and self.prefetcher is not None:
+                ms = self.prefetcher.take(arch)
+                if ms is not None:
+                    self._keep_latency(str(arch), ms)
+            return run_latency(self.run, self.profile, arch, self.latency_cache, source=self.latency)
+        finally:
+            self.latency_seconds += time.monotonic() - started
 
     def _keep_latency(self, key: str, ms: float) -> None:
         self.latency_cache[key] = ms

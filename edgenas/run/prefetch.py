@@ -11,8 +11,8 @@ import concurrent.futures as cf
 from typing import Callable, Optional
 
 from edgenas.search.space import Arch
-from edgenas.search.speculation import likely_next
-from edgenas.search.strategies import SearchResult, Strategy
+from edgenas.search.speculation import last_accuracy, likely_next
+from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy, drive
 
 AHEAD = 2  # candidates measured ahead of the strategy's request
 
@@ -48,19 +48,11 @@ def drive_prefetching(factory: Callable[[], Strategy], evaluator, *, ahead: int 
     """``strategies.drive`` that first hands ``evaluator.prefetch`` the candidates likely to follow
     the pending one (``speculation.likely_next``), so they are measured while it trains."""
     strategy = factory()
-    answers, history, guess = [], [], 50.0
-    try:
-        cand = next(strategy)
-        while True:
-            evaluator.prefetch(likely_next(factory, answers, guess, ahead, at=strategy))
-            out = evaluator(cand)
-            if out.usable:
-                guess = out.acc
-            answers.append(out)
-            history.append((cand, out))
-            cand = strategy.send(out)
-    except StopIteration as stop:
-        result: SearchResult = stop.value
-        result.candidates = len(history)
-        result.history = history
-        return result
+    answers: list[Outcome] = []
+
+    def evaluate(cand: Candidate) -> Outcome:
+        evaluator.prefetch(likely_next(factory, answers, last_accuracy(answers), ahead, at=strategy))
+        answers.append(evaluator(cand))
+        return answers[-1]
+
+    return drive(strategy, evaluate)

@@ -31,22 +31,27 @@ MAX_RUNS = 5000
 MAX_SECONDS = 5.0  # a slow network stops at MIN_RUNS or after this long, whichever is later
 
 
-def median_ms(fn, synchronize=None) -> float:
-    """Median milliseconds of ``fn()``: warm-up, a short probe, then enough runs for a stable median."""
+def median_ms(fn, synchronize=None, *, min_seconds: float = MIN_SECONDS) -> float:
+    """Median milliseconds of ``fn()``: warm-up, a short probe, then runs lasting ``min_seconds`` (at least MIN_RUNS)."""
     per_run = max(float(np.median(kit.measure(fn, 1, PROBE_RUNS, synchronize))), 1e-3)
     warmup = min(WARMUP, math.ceil(WARMUP_SECONDS * 1e3 / per_run))
-    runs = max(MIN_RUNS, math.ceil(MIN_SECONDS * 1e3 / per_run))
+    runs = max(MIN_RUNS, math.ceil(min_seconds * 1e3 / per_run))
     runs = min(runs, MAX_RUNS, max(MIN_RUNS, math.floor(MAX_SECONDS * 1e3 / per_run)))
     return float(np.median(kit.measure(fn, warmup, runs, synchronize)))
 
 
-def _random_model(arch: Arch, *, task: str, in_channels: int, outputs: int):
+def random_network(arch: Arch, *, task: str, in_channels: int, outputs: int):
     """The deployed network of ``arch`` with random weights, built without touching the caller's RNG state."""
+    return seeded(lambda: build_network(arch, task=task, in_channels=in_channels, outputs=outputs))
+
+
+def seeded(make):
+    """``make()`` (a module) in eval mode, initialised from seed 0 without touching the caller's RNG state."""
     import torch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return build_network(arch, task=task, in_channels=in_channels, outputs=outputs).eval()
+        return make().eval()
 
 
 def check_runtime_available(runtime: str) -> None:
@@ -67,6 +72,15 @@ def check_runtime_available(runtime: str) -> None:
             raise MissingDependency("runtime torch-cuda needs a CUDA GPU and a CUDA build of torch; torch sees no GPU")
 
 
+def runtime_available(runtime: str) -> bool:
+    """Whether this machine can time on ``runtime`` (``check_runtime_available`` without the error)."""
+    try:
+        check_runtime_available(runtime)
+    except MissingDependency:
+        return False
+    return True
+
+
 def measure_latency(arch: Arch, *, task: str, input_chw: tuple[int, int, int], outputs: int, runtime: str,
                     threads: int = 1, batch: int = 1, calibration: np.ndarray | None = None) -> float:
     """Median latency in ms of one batch of ``batch`` images of ``arch``'s deployed network on ``runtime``.
@@ -76,17 +90,28 @@ def measure_latency(arch: Arch, *, task: str, input_chw: tuple[int, int, int], o
     ones; the kernels and so the latency do not depend on the ranges). An unknown runtime is a
     ``ParamError``; one this machine lacks a ``MissingDependency``.
     """
+    check_runtime_available(runtime)
+    model = random_network(arch, task=task, in_channels=input_chw[0], outputs=outputs)
+    return measure_module(model, input_chw=input_chw, runtime=runtime, threads=threads, batch=batch,
+                          calibration=calibration)
+
+
+def measure_module(model, *, input_chw: tuple[int, int, int], runtime: str, threads: int = 1, batch: int = 1,
+                   calibration: np.ndarray | None = None, timer=median_ms) -> float:
+    """Median ms of one batch through any eval-mode module taking (batch, *input_chw), timed as a network is.
+
+    ``timer(fn, synchronize)`` times a call (default ``median_ms``); a latency table's parts use a shorter one.
+    """
     if threads < 1 or batch < 1:
         raise ParamError("threads" if threads < 1 else "batch", threads if threads < 1 else batch, "give an integer >= 1")
     check_runtime_available(runtime)
-    model = _random_model(arch, task=task, in_channels=input_chw[0], outputs=outputs)
     if runtime.startswith("torch-"):
-        return _torch_latency(model, input_chw, runtime=runtime, threads=threads, batch=batch)
+        return _torch_latency(model, input_chw, runtime=runtime, threads=threads, batch=batch, timer=timer)
     with tempfile.TemporaryDirectory(prefix="edgenas-latency-") as tmp:
         path = _timing_file(model, Path(tmp), input_chw, runtime=runtime, batch=batch, calibration=calibration)
         with kit_errors(), kit.open_runner(path, runtime, threads) as runner:
             x = kit.bench_input(input_chw, batch)
-            return median_ms(lambda: runner(x))
+            return timer(lambda: runner(x))
 
 
 def _timing_onnx(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: str,
@@ -119,12 +144,18 @@ def _timing_file(model, tmp: Path, input_chw: tuple[int, int, int], *, runtime: 
 def timing_onnx_bytes(arch: Arch, *, task: str, input_chw: tuple[int, int, int], outputs: int, runtime: str,
                       calibration: np.ndarray | None = None) -> bytes:
     """The ONNX graph ``measure_latency`` times ``arch`` from on ``runtime``, for a device to build and time."""
-    model = _random_model(arch, task=task, in_channels=input_chw[0], outputs=outputs)
+    model = random_network(arch, task=task, in_channels=input_chw[0], outputs=outputs)
+    return module_onnx_bytes(model, input_chw=input_chw, runtime=runtime, calibration=calibration)
+
+
+def module_onnx_bytes(model, *, input_chw: tuple[int, int, int], runtime: str,
+                      calibration: np.ndarray | None = None) -> bytes:
+    """The ONNX graph ``measure_module`` times ``model`` from on ``runtime`` (a network or a table's part)."""
     with tempfile.TemporaryDirectory(prefix="edgenas-latency-") as tmp:
         return _timing_onnx(model, Path(tmp), input_chw, runtime=runtime, calibration=calibration).read_bytes()
 
 
-def _torch_latency(model, input_chw: tuple[int, int, int], *, runtime: str, threads: int, batch: int) -> float:
+def _torch_latency(model, input_chw: tuple[int, int, int], *, runtime: str, threads: int, batch: int, timer) -> float:
     import torch
 
     cuda = runtime == "torch-cuda"
@@ -136,6 +167,6 @@ def _torch_latency(model, input_chw: tuple[int, int, int], *, runtime: str, thre
         torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            return median_ms(lambda: model(x), torch.cuda.synchronize if cuda else None)
+            return timer(lambda: model(x), torch.cuda.synchronize if cuda else None)
     finally:
         torch.set_num_threads(old_threads)

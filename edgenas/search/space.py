@@ -8,6 +8,7 @@ double the running width (``C -> 2C -> 4C``), then global average pooling and a 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def final_width(arch: Arch) -> int:
     return layer_plan(arch)[-1][1]
 
 
-def _out_size(size: int, stride: int) -> int:
+def out_size(size: int, stride: int) -> int:
     # kxk conv with padding k//2 (k odd): size is kept at stride 1, halved (rounded up) at stride 2.
     return (size - 1) // stride + 1
 
@@ -130,7 +131,7 @@ def layer_costs(arch: Arch, in_channels: int, input_size: tuple[int, int] = (1, 
     costs = [LayerCost("stem", "stem", 3, in_channels, stem, 1, (h, w), 9 * in_channels * stem + 2 * stem,
                        h * w * 9 * in_channels * stem)]
     for i, ((c_in, c_out, stride), op, k) in enumerate(zip(layer_plan(arch), arch.ops, arch.kernels), start=1):
-        h, w = _out_size(h, stride), _out_size(w, stride)
+        h, w = out_size(h, stride), out_size(w, stride)
         per_pixel = k * k * c_in + c_in * c_out if op == SEPARABLE else k * k * c_in * c_out
         costs.append(LayerCost(f"L{i}", "sep" if op == SEPARABLE else "conv", k, c_in, c_out, stride, (h, w),
                                per_pixel + 2 * c_out, h * w * per_pixel))  # + BN's scale and shift
@@ -152,7 +153,7 @@ def activation_count(arch: Arch, in_channels: int, input_size: tuple[int, int]) 
     h, w = input_size
     total = in_channels * h * w + 2 * arch.width * h * w
     for c_in, c_out, stride in layer_plan(arch):
-        h, w = _out_size(h, stride), _out_size(w, stride)
+        h, w = out_size(h, stride), out_size(w, stride)
         total += c_out * h * w
     return total + final_width(arch)
 
@@ -171,3 +172,21 @@ def count_embedding_params(arch: Arch, in_channels: int, embedding_dim: int) -> 
 def count_embedding_macs(arch: Arch, in_channels: int, embedding_dim: int, input_size: tuple[int, int]) -> int:
     """MACs of one image through ``EmbeddingNet``: convolutions and the embedding layer (BN folds away)."""
     return count_macs(arch, in_channels, embedding_dim, input_size)
+
+
+def width_grid(config) -> list[int]:
+    """Every first-layer width a search config can reach: ``min_width`` .. ``max_width`` by ``width_step``."""
+    return list(range(config.min_width, config.max_width + 1, config.width_step))
+
+
+def space_kernels(config) -> tuple[int, ...]:
+    """Kernel sizes a search config's layers can take: 3 (the macro stages') and its ``micro_kernels``."""
+    return tuple(sorted({3, *config.micro_kernels}))
+
+
+def random_arch(config, rng: random.Random) -> Arch:
+    """A uniformly drawn network of a search config's space: depth, width of the grid, each layer's op and kernel."""
+    depth = rng.randint(config.min_depth, config.max_depth)
+    kernels = space_kernels(config)
+    return Arch(depth, rng.choice(width_grid(config)), tuple(rng.choice(OPS) for _ in range(depth)),
+                tuple(rng.choice(kernels) for _ in range(depth)))

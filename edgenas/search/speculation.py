@@ -14,7 +14,7 @@ import concurrent.futures as cf
 from collections import Counter
 from typing import Callable, Optional, Protocol
 
-from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy
+from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy, drive
 
 # Offsets (percent) around the last accuracy seen: the outcomes a guess is drawn from.
 GUESS_OFFSETS = (-5.0, -1.0, -0.3, -0.1, -0.04, 0.0, 0.04, 0.1, 0.3, 1.0, 5.0)
@@ -52,6 +52,11 @@ def _branch(factory: Callable[[], Strategy], at, history: Optional[list], out: O
         return None
     except Exception:  # noqa: BLE001 - any error of a branch that is not (yet) the real one
         return None
+
+
+def last_accuracy(answers: list[Outcome]) -> float:
+    """The accuracy guesses are centred on: the last usable answer's (50 % before there is one)."""
+    return next((out.acc for out in reversed(answers) if out.usable), 50.0)
 
 
 def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: float, k: int, *,
@@ -157,30 +162,22 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
     """
     strategy = factory()
     answers: list[Outcome] = []
-    history = []
     spec = _Speculator(evaluator, pool, slots, seed_of)
-    guess = 50.0
+
+    def evaluate(cand: Candidate) -> Outcome:
+        evaluator.count += 1
+        out = evaluator.known(cand)
+        if out is not None:
+            evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
+        elif spec.start(cand, speculative=False):
+            spec.keep_only([cand] + likely_next(factory, answers, last_accuracy(answers), slots - 1, at=strategy))
+            out = spec.wait_for(cand)
+        else:
+            out = evaluator.known(cand)  # over a budget: screen() journaled it as skipped
+        answers.append(out)
+        return out
+
     try:
-        cand = next(strategy)
-        while True:
-            evaluator.count += 1
-            out = evaluator.known(cand)
-            if out is not None:
-                evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
-            elif spec.start(cand, speculative=False):
-                spec.keep_only([cand] + likely_next(factory, answers, guess, slots - 1, at=strategy))
-                out = spec.wait_for(cand)
-            else:
-                out = evaluator.known(cand)  # over a budget: screen() journaled it as skipped
-            if out.usable:
-                guess = out.acc
-            answers.append(out)
-            history.append((cand, out))
-            cand = strategy.send(out)
-    except StopIteration as stop:
-        result: SearchResult = stop.value
-        result.candidates = len(history)
-        result.history = history
-        return result
+        return drive(strategy, evaluate)
     finally:
         spec.cancel_all()

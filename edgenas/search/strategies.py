@@ -360,17 +360,15 @@ Evaluator = Callable[[Candidate], Outcome]
 
 def drive(strategy: Strategy, evaluate: Evaluator) -> SearchResult:
     """Run a strategy to its end, asking ``evaluate`` for every candidate in order."""
-    count = 0
     history = []
     try:
         cand = next(strategy)
         while True:
             out = evaluate(cand)
-            count += 1
             history.append((cand, out))
             cand = strategy.send(out)
     except StopIteration as stop:
         result: SearchResult = stop.value
-        result.candidates = count
+        result.candidates = len(history)
         result.history = history
         return result

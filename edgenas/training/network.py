@@ -48,8 +48,12 @@ class Network(nn.Module):
         """Pooled features of the last layer, shape (N, final width)."""
         return torch.flatten(self.pool(self.layers(self.stem(x))), 1)
 
+    def head(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The last layer's feature map -> logits (pool and linear head)."""
+        return self.classifier(torch.flatten(self.pool(fmap), 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.head(self.layers(self.stem(x)))
 
 
 class EmbeddingNet(nn.Module):
@@ -76,8 +80,12 @@ class EmbeddingNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.embedding(self.pooled(x)))
 
+    def head(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The last layer's feature map -> unit-length embeddings (pool, linear, BatchNorm, L2 norm)."""
+        return F.normalize(self.bn(self.embedding(torch.flatten(self.pool(fmap), 1))), dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.features(x), dim=1)
+        return self.head(self.layers(self.stem(x)))
 
 
 def build_model(arch: Arch, in_channels: int, num_classes: int) -> Network:

@@ -1,227 +1,22 @@
-"""The ``edgenas`` command: parse flags, call the library, print. Errors are one line, exit code 2.
-
-Library errors name Python parameters (``device='cuda': ...``); here they are shown with the
-flag the user typed (``--device cuda: ...``).
-"""
+"""``edgenas export``, ``verify``, ``evaluate``, ``bench``, ``compare``: shipping a network and guarding its latency."""
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import json
-import signal
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from edgenas.errors import EdgenasError, ParamError
-from edgenas.version import __version__
-
-# Library parameter -> the flag that sets it, where the two names differ.
-FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json",
-         "png_dir": "--png", "model": "--model"}
-# Write failures of the machine, not of edgenas: one line (exit 1) wherever they surface.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised where the process is, so the command ends as on Ctrl-C (exit 143)."""
-
-
-@contextmanager
-def _sigterm_as_exception():
-    def handler(signum, frame):
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. a test runner's worker): leave SIGTERM alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def flag_of(param: str) -> str:
-    return FLAGS.get(param, "--" + param.replace("_", "-"))
-
-
-def error_line(e: EdgenasError) -> str:
-    return e.flag_message(flag_of) if isinstance(e, ParamError) else str(e)
-
-
-class EdgenasGroup(click.Group):
-    """Turns every error into one ``edgenas: error: ...`` line and the right exit code.
-
-    Ctrl-C exits 130 and SIGTERM 143; a search stopped either way keeps its journal (``--resume``).
-    """
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            with _sigterm_as_exception():
-                rv = super().main(args, prog_name or "edgenas", complete_var, standalone_mode=False, **extra)
-            code = rv if isinstance(rv, int) else 0
-        except click.ClickException as e:
-            click.echo(f"edgenas: error: {e.format_message()}", err=True)
-            code = e.exit_code
-        except EdgenasError as e:
-            click.echo(f"edgenas: error: {error_line(e)}", err=True)
-            code = e.exit_code
-        except OSError as e:
-            if e.errno not in WRITE_ERRNOS:
-                raise
-            click.echo(f"edgenas: error: cannot write {e.filename or 'a file'}: {e.strerror}; fix that "
-                       "(free space, permissions) and run the command again", err=True)
-            code = 1
-        except (click.Abort, KeyboardInterrupt):
-            click.echo("edgenas: interrupted; a search continues with the same command and --resume", err=True)
-            code = 130
-        except Terminated:
-            click.echo("edgenas: terminated; a search continues with the same command and --resume", err=True)
-            code = 143
-        if standalone_mode:
-            sys.exit(code)
-        return code
-
-
-@click.group(cls=EdgenasGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edgenas")
-def main():
-    """Discover small, accurate networks for edge devices; export, benchmark and guard them."""
-
-
-device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-                             help="Training device. Default: cuda when present, else cpu.")
-seed_option = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
-                           help="Seed of splits, inits and shuffles.")
-data_options = [
-    click.option("--dataset", default=None, help="cifar10, cifar100, fashionmnist, kmnist, emnist, imagefolder, digits. Default: the profile's (digits)."),
-    click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lies (or is downloaded to)."),
-    click.option("--download", is_flag=True, help="Download a torchvision dataset into --data-dir if absent."),
-]
-
-
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output (errors still go to stderr).")
-
-
-def with_data_options(f):
-    for option in reversed(data_options):
-        f = option(f)
-    return f
-
-
-@main.command()
-@click.option("--profile", "profile_name", default="demo", show_default=True, help="Built-in profile name or a .toml path.")
-@with_data_options
-@click.option("--task", type=click.Choice(["classify", "face"]), default=None, help="Override the profile's task.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. Default: runs/PROFILE-DATASET[-N].")
-@device_option
-@seed_option
-@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out (default: the unfinished matching run written last).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Candidates trained at once on the device (speculatively; decisions are unchanged).")
-@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
-              help="Train candidates as Ray tasks: 'local', or a Ray cluster's address (needs edgenas[ray]).")
-@quiet_option
-def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address, quiet):
-    """Search an architecture under the profile's budgets and train it (demo profile on digits by default)."""
-    from edgenas.config.profile import load_profile
-    from edgenas.run.discover import discover as run_discover
-    from edgenas.run.progress import reporter
-
-    profile = load_profile(profile_name)
-    if task:
-        profile = dataclasses.replace(profile, task=task)
-    with reporter(quiet) as (log, progress):
-        summary = run_discover(profile, dataset=dataset, data_dir=data_dir, out=out, device=device, seed=seed,
-                               resume=resume, download=download, workers=workers, ray=ray_address, log=log,
-                               progress=progress)
-    click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}
-                          | {k: v for k, v in summary.items() if k.startswith("test_") or k.startswith("verify_")}))
-
-
-@main.command()
-@click.argument("target", type=click.Path(exists=True))
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs. Default: the profile's train.final_epochs.")
-@click.option("--profile", "profile_name", default=None, help="For an ARCH.json: the training protocol's profile (default demo).")
-@with_data_options
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="For an ARCH.json or --candidate: the run directory to create (default for --candidate: RUN_DIR-cN).")
-@click.option("--candidate", type=int, default=None, metavar="N",
-              help="Train candidate N of RUN_DIR's search (as `edgenas pareto` numbers them) into a new run directory.")
-@device_option
-@seed_option
-@quiet_option
-def train(target, epochs, profile_name, dataset, data_dir, download, out, candidate, device, seed, quiet):
-    """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy."""
-    from edgenas.run.final import candidate_run, train_final
-    from edgenas.run.progress import reporter
-
-    if candidate is not None:
-        if not Path(target).is_dir():
-            raise click.BadParameter(f"{target} is a file; --candidate needs a RUN_DIR", param_hint="--candidate")
-        target, out = str(candidate_run(target, candidate, out=out).path), None
-    with reporter(quiet) as (log, progress):
-        summary = train_final(target, epochs=epochs, device=device, seed=seed, profile=profile_name, dataset=dataset,
-                              data_dir=data_dir, out=out, download=download, log=log, progress=progress)
-    click.echo(json.dumps(summary))
-
-
-@main.command()
-@click.argument("name", required=False)
-def profiles(name):
-    """List the built-in profiles, or show everything NAME (a name or .toml path) sets."""
-    from edgenas.config.profile import list_profiles, load_profile
-
-    if name:
-        p = load_profile(name)
-        click.echo(json.dumps(p.to_dict(), indent=2))
-        return
-    for p in list_profiles():
-        s, b = p.search, p.budget
-        budgets = ", ".join(f"{k}={getattr(b, k)}" for k in ("max_params", "max_macs", "max_latency_ms") if getattr(b, k))
-        click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "
-                   f"{s.epochs} epochs; {budgets or 'no budget'}" + (f" on {b.runtime}" if b.max_latency_ms else "") + (f" at {b.device}" if b.device else "")
-                   + f"\n{'':14} {p.description}")
-
-
-# -- seeing the search (edgenas/deploy/pareto.py, edgenas/deploy/report.py) ----------------------------------------
-@main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--x", "axis", type=click.Choice(["params", "macs", "latency"]), default="params", show_default=True,
-              help="The cost against which accuracy is traded.")
-@click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
-def pareto(run_dir, axis, as_json):
-    """The non-dominated trained candidates of RUN_DIR's search (accuracy against --x), cheapest first."""
-    from edgenas.deploy.pareto import format_rows, front_rows
-    from edgenas.run.rundir import RunDir
-
-    run = RunDir.open(run_dir)
-    journal, latencies = run.journal(), run.latencies()
-    rows = front_rows(journal, axis, latencies)
-    if axis == "latency" and not rows and any(r["status"] == "trained" for r in journal):
-        raise click.BadParameter(f"{run.path} has no latency measured for a trained candidate "
-                                 "(a profile with budget.max_latency_ms measures them); use --x params or --x macs",
-                                 param_hint="--x latency")
-    click.echo(json.dumps({"run_dir": str(run.path), "x": axis, "front": rows}, indent=2) if as_json
-               else format_rows(rows, axis))
-
-
-@main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="The HTML file. Default: RUN_DIR/report.html.")
-@click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None, help="Also write each figure as DIR/NAME.png.")
-def report(run_dir, out, png_dir):
-    """One self-contained HTML page of RUN_DIR: trajectory, trade-offs, network, budgets, export, provenance."""
-    from edgenas.deploy.report import write_report
-
-    written = write_report(run_dir, out, png_dir=png_dir)
-    for path in written:
-        click.echo(f"wrote {path}")
+from edgenas.cli.app import (
+    batch_option,
+    device_option,
+    device_token,
+    device_token_option,
+    device_url_option,
+    main,
+    runtime_option,
+    threads_option,
+)
+from edgenas.errors import ParamError
 
 
 # -- export (edgenas/deploy/exporter.py) ---------------------------------------------------------------
@@ -302,26 +97,6 @@ def verify(run_dir, data_dir, pairs_file, json_out, device, flip):
     click.echo(f"wrote {out}")
 
 
-# -- bench and compare (edgenas/deploy/bench.py, edgenas/deploy/compare.py) --------------------------
-runtime_option = click.option("--runtime", default=None, help="onnxruntime-cpu, onnxruntime-cpu-int8, onnxruntime-cuda, "
-                              "tensorrt-fp16, tensorrt-int8, torch-cpu, torch-cuda. Default: onnxruntime-cpu "
-                              "(tensorrt-fp16 for .engine).")
-batch_option = click.option("--batch", type=int, default=1, show_default=True, help="Images per inference.")
-threads_option = click.option("--threads", type=int, default=None, help="CPU threads of CPU runtimes. Default: all available.")
-device_url_option = click.option("--device", "device_url", default=None, metavar="URL",
-                                 help="Time on the device server at http://HOST:PORT (`edgenas_kit.py serve`) instead of here.")
-device_token_option = click.option("--device-token-file", type=click.Path(dir_okay=False), default=None,
-                                   help="File holding the device's token. Default: $EDGENAS_DEVICE_TOKEN.")
-
-
-def _device_token(device_url, token_file) -> str:
-    from edgenas.runtime.device_client import check_url, read_token
-
-    if token_file and not device_url:
-        raise click.UsageError("--device-token-file goes with --device URL")
-    check_url(device_url, "device")
-    return read_token(token_file, flag="--device-token-file")
-
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
@@ -382,7 +157,7 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out, device_url, de
     if json_out:
         check_writable(json_out, "--json")
     if device_url or device_token_file:
-        token = _device_token(device_url, device_token_file)
+        token = device_token(device_url, device_token_file)
         result = bench_on_device(model, device_url, token=token, runtime=runtime, batch=batch, threads=threads,
                                  warmup=warmup, runs=runs)
     else:
@@ -435,7 +210,7 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
             raise click.UsageError("--models A B takes no BASELINE/CURRENT files, no --history and no --update-baseline")
         options = dict(runtime=runtime, rounds=rounds, batch=batch, threads=threads, warmup=warmup, runs_per_round=runs)
         if device_url or device_token_file:
-            options.update(device=device_url, token=_device_token(device_url, device_token_file))
+            options.update(device=device_url, token=device_token(device_url, device_token_file))
         else:
             options.update(seed=seed)
         return _paired(models, markdown=markdown, threshold=threshold, json_a=json_a, json_b=json_b,
@@ -506,7 +281,3 @@ def _history(directory, *, current_path, markdown, png_out, **options) -> int:
     else:
         click.echo(f"added {current_path} to the history: {history.append(current)}")
     return trend.exit_code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

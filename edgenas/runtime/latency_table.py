@@ -1,0 +1,209 @@
+"""A latency table: a candidate's latency predicted from its parts, with no device time (``edgenas latency-table``).
+
+A network of the space is a plain chain, so its latency is close to stem + Σ layers + head + a fixed
+overhead, each layer set by (op, kernel, in and out width, stride, input H×W). Two models:
+``lookup`` (each distinct part of the space timed alone, plus one empty graph's time, then one scale
+fitted on measured random networks) and ``regression`` (least squares on per-op-kind MACs, activations and
+layer count of measured random networks). ``edgenas latency-check`` says how good either is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+from edgenas.errors import UserInputError
+from edgenas.search.space import (
+    OPS,
+    SEPARABLE,
+    Arch,
+    final_width,
+    layer_plan,
+    out_size,
+    space_kernels,
+)
+
+SCHEMA = "edgenas.latency-table/1"
+MODELS = ("lookup", "regression")
+# What a table must have been built for to predict a run's candidates (its ``built_for`` keys).
+MATCHED = ("runtime", "runtime_version", "device", "threads", "batch", "input_shape", "task", "outputs")
+FEATURES = ("one", "stem_mmacs", "dw3_mmacs", "dw5_mmacs", "dw7_mmacs", "pw_mmacs", "conv3_mmacs", "conv5_mmacs",
+            "conv7_mmacs", "activations_m", "sep_layers", "conv_layers")
+
+
+class Part(NamedTuple):
+    """One timed piece of a network: ``kind`` "stem", "layer" or "head"; ``h``, ``w``: its input resolution."""
+
+    kind: str
+    c_in: int
+    c_out: int  # head: the outputs (classes or embedding size)
+    h: int
+    w: int
+    op: int = -1  # layers: SEPARABLE or CONV
+    kernel: int = 0
+    stride: int = 1
+
+    @property
+    def key(self) -> str:
+        where = f"{self.c_in}>{self.c_out}@{self.h}x{self.w}"
+        if self.kind != "layer":
+            return f"{self.kind}:{where}"
+        return f"{'sep' if self.op == SEPARABLE else 'conv'}{self.kernel}/s{self.stride}:{where}"
+
+
+def arch_parts(arch: Arch, input_chw: tuple[int, int, int], outputs: int) -> list[Part]:
+    """The parts ``arch``'s deployed network is made of, in order."""
+    c, h, w = input_chw
+    parts = [Part("stem", c, 2 * arch.width, h, w)]
+    for (c_in, c_out, stride), op, k in zip(layer_plan(arch), arch.ops, arch.kernels):
+        parts.append(Part("layer", c_in, c_out, h, w, op, k, stride))
+        h, w = out_size(h, stride), out_size(w, stride)
+    return parts + [Part("head", final_width(arch), outputs, h, w)]
+
+
+def space_parts(config, input_chw: tuple[int, int, int], outputs: int) -> list[Part]:
+    """Every distinct part a search config's networks can contain (each op and kernel of each layer shape).
+
+    Every width from ``min_width`` to ``max_width``, not only the width stage's grid: the micro stages
+    narrow a network one channel at a time to keep its parameters within budget.
+    """
+    shapes, ends = set(), set()
+    for width in range(config.min_width, config.max_width + 1):
+        for depth in range(config.min_depth, config.max_depth + 1):
+            parts = arch_parts(Arch.plain(depth, width), input_chw, outputs)
+            shapes.update(p._replace(op=-1, kernel=0) for p in parts[1:-1])
+            ends.update((parts[0], parts[-1]))
+    layers = {s._replace(op=op, kernel=k) for s in shapes for op in OPS for k in space_kernels(config)}
+    return sorted(ends | layers)
+
+
+def arch_features(arch: Arch, input_chw: tuple[int, int, int], outputs: int) -> list[float]:
+    """The regression model's features (``FEATURES``): MACs by op kind in millions, activations, layers."""
+    f = dict.fromkeys(FEATURES, 0.0)
+    f["one"] = 1.0
+    for p in arch_parts(arch, input_chw, outputs):
+        ho, wo = out_size(p.h, p.stride), out_size(p.w, p.stride)
+        if p.kind == "stem":
+            f["stem_mmacs"] += p.h * p.w * 9 * p.c_in * p.c_out / 1e6
+        elif p.kind == "layer" and p.op == SEPARABLE:
+            f["sep_layers"] += 1
+            f[f"dw{p.kernel}_mmacs"] += ho * wo * p.kernel ** 2 * p.c_in / 1e6
+            f["pw_mmacs"] += ho * wo * p.c_in * p.c_out / 1e6
+        elif p.kind == "layer":
+            f["conv_layers"] += 1
+            f[f"conv{p.kernel}_mmacs"] += ho * wo * p.kernel ** 2 * p.c_in * p.c_out / 1e6
+        if p.kind != "head":
+            f["activations_m"] += ho * wo * p.c_out / 1e6
+    return [f[name] for name in FEATURES]
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """A table as read from its JSON (``to_dict`` gives the JSON back)."""
+
+    built_for: dict  # runtime, runtime_version, device, host, threads, batch, input_shape [C, H, W], task, outputs
+    model: str  # "lookup" or "regression"
+    space: dict  # the search config it covers (and the profile it came from)
+    entries: dict  # lookup: part key -> ms (each timed alone, the empty net's time taken off)
+    scale: float = 1.0  # lookup: predicted = scale * sum(entries) + per_layer_ms * depth + overhead_ms
+    per_layer_ms: float = 0.0  # the runtime's cost of one more layer in a chain that timing it alone misses
+    overhead_ms: float = 0.0
+    coef: tuple = ()  # regression: ms per unit of each of FEATURES
+    build_seconds: float = 0.0
+    extra: Optional[dict] = None  # calibration and build records (versions, created, counts)
+
+    @property
+    def input_chw(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.built_for["input_shape"])
+
+    def predict_ms(self, arch: Arch) -> float:
+        """Predicted median latency (ms) of ``arch``; a part the table lacks is a ``UserInputError``."""
+        outputs = int(self.built_for["outputs"])
+        if self.model == "regression":
+            return float(sum(c * x for c, x in zip(self.coef, arch_features(arch, self.input_chw, outputs))))
+        total = 0.0
+        for part in arch_parts(arch, self.input_chw, outputs):
+            ms = self.entries.get(part.key)
+            if ms is None:
+                raise UserInputError(f"the latency table has no entry for {part.key} (of {arch}): it was built for "
+                                     "another search space; rebuild it with `edgenas latency-table` for this profile")
+            total += ms
+        return self.scale * total + self.per_layer_ms * arch.depth + self.overhead_ms
+
+    def mismatch(self, expected: dict) -> Optional[str]:
+        """The first of ``expected``'s settings this table was built for otherwise, said in words (None: all agree)."""
+        for key in MATCHED:
+            if key in expected and _plain(expected[key]) != _plain(self.built_for.get(key)):
+                return f"{key} {self.built_for.get(key)!r}, not {expected[key]!r}"
+        return None
+
+    def missing_parts(self, config) -> list[str]:
+        """Parts of ``config``'s space this table cannot predict (always none for the regression model)."""
+        if self.model == "regression":
+            return []
+        wanted = space_parts(config, self.input_chw, int(self.built_for["outputs"]))
+        return [p.key for p in wanted if p.key not in self.entries]
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "model": self.model, "built_for": self.built_for, "space": self.space,
+                "build_seconds": self.build_seconds, "scale": self.scale,
+                "per_layer_ms": self.per_layer_ms, "overhead_ms": self.overhead_ms,
+                "features": list(FEATURES) if self.model == "regression" else [], "coef": list(self.coef),
+                **(self.extra or {}), "entries": self.entries}
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def table_from_dict(d, source: str) -> LatencyTable:
+    """Validate a table's JSON; anything wrong is a one-line ``UserInputError`` naming ``source``."""
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        got = d.get("schema") if isinstance(d, dict) else type(d).__name__
+        raise UserInputError(f"{source}: schema is {got!r}, expected {SCHEMA!r} (written by `edgenas latency-table`)")
+    try:
+        built_for, model = dict(d["built_for"]), str(d["model"])
+        missing = [k for k in MATCHED if k not in built_for]
+        if missing or model not in MODELS:
+            raise ValueError(f"built_for lacks {missing[0]}" if missing else f"model {model!r} is not one of {MODELS}")
+        entries = {str(k): float(v) for k, v in d["entries"].items()}
+        coef = tuple(float(c) for c in d.get("coef", ()))
+        if model == "regression" and len(coef) != len(FEATURES):
+            raise ValueError(f"a regression table needs {len(FEATURES)} coefficients, it has {len(coef)}")
+        known = {"schema", "model", "built_for", "space", "build_seconds", "scale", "per_layer_ms", "overhead_ms",
+                 "features", "coef", "entries"}
+        return LatencyTable(built_for, model, dict(d.get("space", {})), entries, float(d.get("scale", 1.0)),
+                            float(d.get("per_layer_ms", 0.0)), float(d.get("overhead_ms", 0.0)), coef,
+                            float(d.get("build_seconds", 0.0)),
+                            {k: v for k, v in d.items() if k not in known})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        what = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
+        raise UserInputError(f"{source}: not a usable latency table ({what})") from None
+
+
+def read_table(path: str | Path) -> LatencyTable:
+    """A latency table file; a missing, unreadable or malformed one is a one-line ``UserInputError``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such latency table; build one with `edgenas latency-table`") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserInputError(f"{path}: cannot be read as a latency table JSON ({' '.join(str(e).split())[:200]})") from None
+    return table_from_dict(data, str(path))
+
+
+@dataclass(frozen=True)
+class TableLatency:
+    """Candidate latencies predicted by a latency table: no device time during the search."""
+
+    table: LatencyTable
+    path: str
+
+    def latency_ms(self, arch: Arch) -> float:
+        return self.table.predict_ms(arch)
+
+    def identity(self) -> dict:
+        return {**self.table.built_for, "source": "table", "table": self.path, "model": self.table.model}

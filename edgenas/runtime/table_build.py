@@ -1,0 +1,305 @@
+"""Building a latency table (``edgenas latency-table``) and checking one against measurements (``latency-check``).
+
+Parts and networks are timed through a ``ModuleTimer``: ``LocalTimer`` times them here on a
+runtime, ``DeviceTimer`` sends the same ONNX graphs to a device server and has them timed there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import partial
+from types import SimpleNamespace
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+
+from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.errors import DataError, ParamError, UserInputError
+from edgenas.runtime.device_client import DeviceClient
+from edgenas.runtime.latency import (
+    check_runtime_available,
+    measure_module,
+    median_ms,
+    module_onnx_bytes,
+    random_network,
+    seeded,
+)
+from edgenas.runtime.latency_table import (
+    FEATURES,
+    MODELS,
+    LatencyTable,
+    Part,
+    arch_features,
+    arch_parts,
+    space_parts,
+)
+from edgenas.search.space import Arch, random_arch
+from edgenas.training.network import Layer, build_network
+from edgenas.version import __version__
+
+# Timing per measurement (seconds of timed runs, at least 30 runs): parts are short and many.
+PART_SECONDS, NET_SECONDS = 0.1, 0.3
+QUICK_PART_SECONDS, QUICK_NET_SECONDS = 0.02, 0.05  # --quick: tests and smoke runs
+QUICK_DEVICE_RUNS = 30  # --quick on a device server: timed runs per graph
+FIT_SAMPLES = {"lookup": 20, "regression": 60}  # measured random networks the model is fitted on
+REPEATS = 20  # networks latency-check measures twice, for the noise floor
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a table predicts: ``task``'s network on ``input_chw`` images with ``outputs`` outputs, at ``batch``."""
+
+    task: str
+    input_chw: tuple[int, int, int]
+    outputs: int
+    runtime: str
+    threads: int = 1
+    batch: int = 1
+
+
+class ModuleTimer(Protocol):
+    def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
+        """Median ms of one batch through ``module`` (``part``: a piece of a network, timed more briefly)."""
+
+    def built_for(self) -> dict:
+        """The runtime, its version, the device and the threads the times are for."""
+
+
+@dataclass(frozen=True)
+class LocalTimer:
+    """Times modules here, as ``measure_latency`` times networks (exported to ONNX, run on the kit's runner)."""
+
+    target: Target
+    quick: bool = False
+
+    def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
+        seconds = (QUICK_PART_SECONDS if part else QUICK_NET_SECONDS) if self.quick else (PART_SECONDS if part else NET_SECONDS)
+        t = self.target
+        return measure_module(module, input_chw=input_chw, runtime=t.runtime, threads=t.threads, batch=t.batch,
+                              timer=partial(median_ms, min_seconds=seconds))
+
+    def built_for(self) -> dict:
+        return local_built_for(self.target)
+
+
+def local_built_for(t: Target) -> dict:
+    """A table's ``built_for`` for timing on this machine: checks ``t.runtime`` is usable here."""
+    check_runtime_available(t.runtime)
+    engine = RUNTIMES[t.runtime].engine
+    version = getattr(importlib.import_module(engine), "__version__", "unknown")
+    if not RUNTIMES[t.runtime].needs_gpu:
+        device = kit.cpu_name()
+    elif engine == "torch":
+        device = importlib.import_module("torch").cuda.get_device_name()
+    else:
+        device = kit.gpu_name()
+    return {**target_keys(t), "runtime_version": str(version), "device": device, "host": platform.node()}
+
+
+def profile_target(profile, *, runtime: Optional[str] = None, threads: Optional[int] = None,
+                   dataset: Optional[str] = None, classes: Optional[int] = None) -> Target:
+    """The ``Target`` of a profile: its dataset's input shape and classes, its budget's runtime, threads, batch."""
+    from edgenas.training.data import get_spec
+
+    spec = get_spec(dataset or profile.data.dataset)
+    h, w = profile.data.input_size or spec.input_size
+    c = profile.data.channels or spec.in_channels
+    outputs = profile.face.embedding_dim if profile.task == "face" else classes or spec.num_classes
+    if outputs is None:
+        raise DataError(f"dataset {spec.name} takes its classes from the files: give --classes N")
+    return Target(profile.task, (c, h, w), int(outputs), runtime or profile.budget.runtime,
+                  threads or profile.budget.threads, profile.budget.batch)
+
+
+def part_module(part: Part, *, task: str):
+    """A network piece timed alone: a stem or a layer (with the next layer's ReLU, which the runtime fuses into
+    its last convolution, as in the chain), or the pooling and head of a network."""
+    from torch import nn
+
+    class Head(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.head(x)
+
+    if part.kind == "stem":
+        net = build_network(Arch.plain(1, part.c_out // 2), task=task, in_channels=part.c_in, outputs=1)
+        return seeded(lambda: nn.Sequential(net.stem, nn.ReLU()))
+    if part.kind == "head":  # a depth-1 network's final width is twice its width
+        return seeded(lambda: Head(build_network(Arch.plain(1, part.c_in // 2), task=task, in_channels=1,
+                                                 outputs=part.c_out)))
+    layer = Layer(part.c_in, part.c_out, part.stride, part.op, part.kernel)
+    return seeded(lambda: nn.Sequential(*list(layer)[1:], nn.ReLU()))
+
+
+def _measure_networks(archs: list[Arch], *, timer: ModuleTimer, target: Target, log: Callable[[str], None],
+                      what: str) -> list[float]:
+    times = []
+    for i, arch in enumerate(archs):
+        net = random_network(arch, task=target.task, in_channels=target.input_chw[0], outputs=target.outputs)
+        times.append(timer.time_ms(net, target.input_chw, part=False))
+        if (i + 1) % 20 == 0 or i + 1 == len(archs):
+            log(f"{what}: {i + 1}/{len(archs)} networks measured")
+    return times
+
+
+def _time_parts(parts: list[Part], *, timer: ModuleTimer, target: Target, log) -> tuple[dict, float]:
+    """Each part's time with the empty graph's (one tiny ReLU: the call's own cost) taken off; and that cost."""
+    from torch import nn
+
+    empty = timer.time_ms(nn.ReLU().eval(), (1, 1, 1), part=True)
+    entries = {}
+    for i, part in enumerate(parts):
+        ms = timer.time_ms(part_module(part, task=target.task), (part.c_in, part.h, part.w), part=True)
+        entries[part.key] = max(ms - empty, 0.0)
+        if (i + 1) % 100 == 0 or i + 1 == len(parts):
+            log(f"parts: {i + 1}/{len(parts)} timed")
+    return entries, empty
+
+
+def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "lookup", samples: Optional[int] = None,
+                seed: int = 0, space_name: str = "", log: Callable[[str], None] = lambda line: None) -> LatencyTable:
+    """Time what ``config``'s space is made of on ``timer`` and fit ``model`` (``MODELS``) on ``samples`` random networks."""
+    if model not in MODELS:
+        raise ParamError("model", model, f"choose one of {', '.join(MODELS)}")
+    samples = FIT_SAMPLES[model] if samples is None else samples
+    least = 6 if model == "lookup" else 2 * len(FEATURES)  # a few networks per fitted number
+    if samples < least:
+        raise ParamError("samples", samples, f"the {model} model needs at least {least} networks")
+    started = time.monotonic()
+    built_for = timer.built_for()
+    rng = random.Random(seed)
+    archs = [random_arch(config, rng) for _ in range(samples)]
+    entries, fitted, coef, empty = {}, (1.0, 0.0, 0.0), (), None
+    if model == "lookup":
+        entries, empty = _time_parts(space_parts(config, target.input_chw, target.outputs), timer=timer, target=target,
+                                     log=log)
+        sums = [sum(entries[p.key] for p in arch_parts(a, target.input_chw, target.outputs)) for a in archs]
+        measured = _measure_networks(archs, timer=timer, target=target, log=log, what="calibration")
+        # One scale on (Σ parts + one empty graph), least squares on relative error: on dev-cpu's
+        # held-out checks it beat an unweighted scale/per-layer/offset fit (docs/benchmarks.md).
+        base, m = np.asarray(sums) + empty, np.asarray(measured)
+        scale = float(np.sum(base / m) / np.sum((base / m) ** 2))
+        fitted = (scale, 0.0, scale * empty)
+    else:
+        measured = _measure_networks(archs, timer=timer, target=target, log=log, what="fit")
+        features = np.asarray([arch_features(a, target.input_chw, target.outputs) for a in archs])
+        coef = tuple(float(v) for v in np.linalg.lstsq(features, np.asarray(measured), rcond=None)[0])
+    space = {"profile": space_name, "min_depth": config.min_depth, "max_depth": config.max_depth,
+             "min_width": config.min_width, "max_width": config.max_width, "width_step": config.width_step,
+             "kernels": sorted({3, *config.micro_kernels})}
+    extra = {"edgenas_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "fit": {"networks": samples, "seed": seed, "empty_graph_ms": empty,
+                     "archs": [str(a) for a in archs], "measured_ms": measured}}
+    return LatencyTable(built_for, model, space, entries, *fitted, coef,
+                        round(time.monotonic() - started, 2), extra)
+
+
+def check_table(table: LatencyTable, *, config, target: Target, timer: ModuleTimer, samples: int = 100, seed: int = 1,
+                log: Callable[[str], None] = lambda line: None) -> dict:
+    """Predicted vs measured latency of ``samples`` random networks of ``config``'s space: error figures and samples."""
+    if samples < 1:
+        raise ParamError("samples", samples, "give an integer >= 1")
+    rng = random.Random(seed)
+    archs = [random_arch(config, rng) for _ in range(samples)]
+    predicted = [table.predict_ms(a) for a in archs]  # first: a part the table lacks fails before any timing
+    started = time.monotonic()
+    measured = _measure_networks(archs, timer=timer, target=target, log=log, what="check")
+    # The noise floor: the first networks measured again, minutes later, compared with themselves.
+    again = _measure_networks(archs[:REPEATS], timer=timer, target=target, log=log, what="check, repeated")
+    repeat = [100.0 * abs(a - m) / m for a, m in zip(again, measured)]
+    errors = [100.0 * abs(p - m) / m for p, m in zip(predicted, measured)]
+    signed = [100.0 * (p - m) / m for p, m in zip(predicted, measured)]
+    return {
+        "schema": "edgenas.latency-check/1", "table_model": table.model, "built_for": table.built_for,
+        "measured_on": timer.built_for(), "samples": samples, "seed": seed,
+        "median_abs_error_pct": float(np.median(errors)), "p95_abs_error_pct": float(np.percentile(errors, 95)),
+        "within_10pct": float(np.mean([e <= 10.0 for e in errors])), "mean_signed_error_pct": float(np.mean(signed)),
+        "repeat_median_abs_diff_pct": float(np.median(repeat)), "repeats": len(repeat),
+        "repeat_within_10pct": float(np.mean([r <= 10.0 for r in repeat])),
+        "measure_seconds": round(time.monotonic() - started, 2),
+        "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "error_pct": s}
+                     for a, p, m, s in zip(archs, predicted, measured, signed)],
+    }
+
+
+def format_check(report: dict) -> str:
+    b = report["built_for"]
+    return (f"latency table ({report['table_model']}) for {b['runtime']} {b['runtime_version']}, {b['threads']} thread(s), "
+            f"batch {b['batch']}, input {'x'.join(map(str, b['input_shape']))} on {b['device']}\n"
+            f"{report['samples']} random networks: median |error| {report['median_abs_error_pct']:.1f} %, "
+            f"p95 |error| {report['p95_abs_error_pct']:.1f} %, within ±10 %: {100 * report['within_10pct']:.0f} %, "
+            f"mean signed error {report['mean_signed_error_pct']:+.1f} %\n"
+            f"noise floor: {report['repeats']} of them measured again differ by "
+            f"{report['repeat_median_abs_diff_pct']:.1f} % (median), {100 * report['repeat_within_10pct']:.0f} % "
+            "within ±10 % of their first figure (no table can do better here)")
+
+
+class DeviceTimer:
+    """Times modules on a device server (``edgenas_kit.py serve``): each goes there as the ONNX graph
+    ``LocalTimer`` would time here, and the device's median comes back (the device sizes the runs to
+    last 0.3 s at least; ``quick``: 5 warm-up and 30 timed runs)."""
+
+    def __init__(self, client: DeviceClient, target: Target, *, quick: bool = False):
+        self.client, self.target, self.quick = client, target, quick
+
+    def _bench(self, module, input_chw: tuple[int, int, int], name: str) -> dict:
+        t = self.target
+        onnx = module_onnx_bytes(module, input_chw=input_chw, runtime=t.runtime)
+        cpu = not RUNTIMES[t.runtime].needs_gpu
+        runs = dict(warmup=5, runs=QUICK_DEVICE_RUNS) if self.quick else {}
+        return self.client.bench(onnx, runtime=t.runtime, threads=t.threads if cpu else None, batch=t.batch,
+                                 name=name, **runs)
+
+    def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
+        return float(self._bench(module, input_chw, "part.onnx" if part else "network.onnx")["p50_ms"])
+
+    def built_for(self) -> dict:
+        from torch import nn
+
+        bench = self._bench(nn.ReLU().eval(), (1, 1, 1), "empty.onnx")  # the device's name and runtime version, as it times
+        return {**target_keys(self.target), "runtime_version": str(bench["runtime_version"]),
+                "device": bench["device"], "host": bench.get("host") or self.client.url, "device_url": self.client.url}
+
+
+def target_keys(t: Target) -> dict:
+    """The part of a table's ``built_for`` a profile decides (the rest says where it was timed)."""
+    return {"runtime": t.runtime, "threads": t.threads, "batch": t.batch, "input_shape": list(t.input_chw),
+            "task": t.task, "outputs": t.outputs}
+
+
+def make_timer(target: Target, *, device: Optional[str] = None, token: Optional[str] = None,
+               quick: bool = False) -> ModuleTimer:
+    """Times on the device server at ``device`` (with ``token``), else here on ``target.runtime``."""
+    if device:
+        return DeviceTimer(DeviceClient(device, token=token or ""), target, quick=quick)
+    return LocalTimer(target, quick=quick)
+
+
+def table_space(table: LatencyTable, profile=None):
+    """The search config random networks are drawn from: ``profile``'s (which the table must cover), else the table's."""
+    if profile is None:
+        s = table.space
+        return SimpleNamespace(**{k: s[k] for k in ("min_depth", "max_depth", "min_width", "max_width", "width_step")},
+                               micro_kernels=tuple(s["kernels"]))
+    missing = table.missing_parts(profile.search)
+    if missing:
+        raise UserInputError(f"the table lacks {len(missing)} parts of profile {profile.name}'s space (e.g. {missing[0]}); "
+                             f"build one with `edgenas latency-table --profile {profile.name}`")
+    return profile.search
+
+
+def table_target(table: LatencyTable, runtime: Optional[str]) -> Target:
+    """The target a table was built for; ``runtime``, when given, must be the table's."""
+    b = table.built_for
+    if runtime and runtime != b["runtime"]:
+        raise ParamError("runtime", runtime, f"the table was built for {b['runtime']}; check it there")
+    return Target(b["task"], table.input_chw, int(b["outputs"]), b["runtime"], int(b["threads"]), int(b["batch"]))

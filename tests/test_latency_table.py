@@ -1,0 +1,233 @@
+"""Latency tables: the space's parts, building and checking a table here, and a search that predicts with one."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import edgenas
+from edgenas.cli import main
+from edgenas.config.profile import load_profile
+from edgenas.errors import ProfileError, UserInputError
+from edgenas.runtime.latency_table import (
+    FEATURES,
+    SCHEMA,
+    arch_features,
+    arch_parts,
+    read_table,
+    space_parts,
+    table_from_dict,
+)
+from edgenas.runtime.table_build import Target, local_built_for, part_module
+from edgenas.search.space import (
+    OPS,
+    Arch,
+    count_macs,
+    random_arch,
+    space_kernels,
+    width_grid,
+)
+
+TINY_SPACE = """description = "tiny's input and kernels, a few depths and widths: a table that builds in seconds"
+[search]
+min_depth = 10
+max_depth = 11
+min_width = 16
+max_width = 18
+width_step = 2
+micro_kernels = [5]
+[budget]
+runtime = "onnxruntime-cpu"
+threads = 1
+[data]
+dataset = "cifar10"
+"""
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_random_arch_stays_in_the_space_and_is_seeded():
+    config = load_profile("tiny").search
+    archs = [random_arch(config, random.Random(3)) for _ in range(2)]
+    assert archs[0] == archs[1]
+    rng = random.Random(0)
+    drawn = [random_arch(config, rng) for _ in range(300)]
+    assert all(config.min_depth <= a.depth <= config.max_depth and a.width in width_grid(config) for a in drawn)
+    assert {o for a in drawn for o in a.ops} == set(OPS)
+    assert {k for a in drawn for k in a.kernels} == set(space_kernels(config)) == {3, 5}
+    assert {a.width for a in drawn} == set(width_grid(config))  # 25 widths, 300 draws
+
+
+def test_parts_follow_the_chain():
+    arch = Arch(4, 8, (0, 1, 0, 1), (3, 5, 7, 3))
+    assert [p.key for p in arch_parts(arch, (3, 16, 16), 10)] == [
+        "stem:3>16@16x16", "sep3/s1:16>8@16x16", "conv5/s2:8>16@16x16", "sep7/s2:16>32@8x8", "conv3/s1:32>32@4x4",
+        "head:32>10@4x4",
+    ]
+
+
+@pytest.mark.parametrize("name,chw", [("tiny", (3, 32, 32)), ("demo", (1, 8, 8))])
+def test_the_space_parts_cover_every_random_network(name, chw):
+    config = load_profile(name).search
+    keys = {p.key for p in space_parts(config, chw, 10)}
+    rng = random.Random(1)
+    used = {p.key for _ in range(300) for p in arch_parts(random_arch(config, rng), chw, 10)}
+    assert used <= keys
+    narrowed = Arch(config.min_depth + 2, config.min_width + 1, (1,) * (config.min_depth + 2), (3,) * (config.min_depth + 2))
+    assert {p.key for p in arch_parts(narrowed, chw, 10)} <= keys  # micro stages leave the width grid
+    assert len(keys) == len(set(keys))
+
+
+def test_regression_features_count_the_networks_macs():
+    rng = random.Random(2)
+    for _ in range(20):
+        arch = random_arch(load_profile("tiny").search, rng)
+        f = dict(zip(FEATURES, arch_features(arch, (3, 32, 32), 10)))
+        convs = sum(v for k, v in f.items() if k.endswith("_mmacs")) * 1e6
+        head = 4 * arch.width * 10
+        assert convs + head == pytest.approx(count_macs(arch, 3, 10, (32, 32)), rel=1e-9)
+        assert f["sep_layers"] + f["conv_layers"] == arch.depth
+
+
+@pytest.mark.parametrize("task,outputs", [("classify", 10), ("face", 16)])
+def test_part_modules_have_the_parts_shapes(task, outputs):
+    arch = Arch(3, 6, (0, 1, 0), (5, 3, 7))
+    for part in arch_parts(arch, (3, 12, 12), outputs):
+        y = part_module(part, task=task)(torch.zeros(2, part.c_in, part.h, part.w))
+        if part.kind == "head":
+            assert y.shape == (2, outputs)
+        else:
+            assert y.shape[:2] == (2, part.c_out) and y.min() >= 0  # the chain's next ReLU is on its end
+
+
+def _regression_table(built_for: dict, *, per_layer_ms: float, fixed_ms: float = 0.0) -> dict:
+    coef = [fixed_ms if f == "one" else per_layer_ms if f.endswith("_layers") else 0.0 for f in FEATURES]
+    return {"schema": SCHEMA, "model": "regression", "built_for": built_for, "space": {}, "entries": {},
+            "coef": coef, "build_seconds": 0.0}
+
+
+def test_table_files_round_trip_and_bad_ones_are_one_line(tmp_path):
+    built_for = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu"))
+    table = table_from_dict(_regression_table(built_for, per_layer_ms=1.0, fixed_ms=0.5), "t")
+    assert table.predict_ms(Arch.plain(3, 8)) == pytest.approx(3.5)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(table.to_dict()))
+    assert read_table(path) == table
+    cases = {"missing.json": None, "bad.json": "{", "other.json": json.dumps({"schema": "edgenas.bench/2"}),
+             "short.json": json.dumps({**table.to_dict(), "coef": [1.0]})}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(UserInputError) as e:
+            read_table(tmp_path / name)
+        assert "\n" not in str(e.value) and name in str(e.value)
+
+
+def _profile_with_table(tmp_path, ci_profile, table: dict, budget: str) -> str:
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    text = ci_profile.read_text() + f'\n[budget]\n{budget}\nlatency_table = "{tmp_path / "table.json"}"\n'
+    (tmp_path / "p.toml").write_text(text)
+    return str(tmp_path / "p.toml")
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"threads": 2}, "built for threads 2, not 1"),
+    ({"input_shape": [3, 32, 32]}, "built for input_shape [3, 32, 32], not [1, 8, 8]"),
+    ({"runtime_version": "0.0.1"}, "built for runtime_version '0.0.1'"),
+])
+def test_a_table_built_for_another_target_is_refused_before_run_json(tmp_path, ci_profile, change, needle):
+    built_for = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu")) | change
+    profile = _profile_with_table(tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0),
+                                  "max_latency_ms = 2.5")
+    r = _cli("discover", "--profile", profile, "--out", tmp_path / "run", "--device", "cpu")
+    assert r.exit_code == 2, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("edgenas: error:") and "budget.latency_table" in line and needle in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_search_predicts_from_the_table_and_measures_the_winner(tmp_path, ci_profile, one_thread):
+    """1 ms per layer in the table: every depth-3 candidate is over the 2.5 ms budget, never measured."""
+    built_for = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu"))
+    profile = _profile_with_table(tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0),
+                                  "max_latency_ms = 2.5")
+    r = _cli("discover", "--profile", profile, "--out", tmp_path / "run", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    journal = [json.loads(line) for line in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    assert {r["latency_ms"] for r in journal if r["depth"] == 2} == {2.0}
+    assert all(r["status"] == "skipped" and r["latency_ms"] == 3.0 for r in journal if r["depth"] == 3)
+    assert summary["arch"]["depth"] == 2 and summary["latency_predicted_ms"] == 2.0
+    assert 0 < summary["latency_ms"] < 1.0  # measured for real: a depth-2 net on 8x8 takes microseconds
+    assert summary["latency_source"]["source"] == "table" and summary["latency_source"]["threads"] == 1
+    assert summary["latency_measured_on"]["source"] == "measured" and summary["latency_seconds"] >= 0
+    latencies = [json.loads(line) for line in (tmp_path / "run" / "latency.jsonl").read_text().splitlines()]
+    assert latencies and all(r["source"]["source"] == "table" for r in latencies)  # predictions, kept as measurements are
+
+
+def test_a_table_timed_on_a_device_is_taken_without_it_on_the_profiles_settings(tmp_path, ci_profile, one_thread):
+    """Searching on a GPU box with a table built on the device: its name and runtime version cannot be
+    checked without the device, the rest must be the profile's; the winner is measured here."""
+    here = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu"))
+    built_for = here | {"device": "Cortex-A72 (on the Pi)", "runtime_version": "1.16.3", "device_url": "http://pi:8765"}
+    profile = _profile_with_table(tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0),
+                                  "max_latency_ms = 2.5")
+    summary = edgenas.discover(profile, dataset="digits", out=tmp_path / "run", device="cpu", log=lambda line: None)
+    assert summary["latency_source"]["device"] == "Cortex-A72 (on the Pi)" and summary["latency_predicted_ms"] == 2.0
+    assert summary["latency_measured_on"] == {"source": "measured", "runtime": "onnxruntime-cpu", "threads": 1,
+                                              "batch": 1, "input_shape": [1, 8, 8]}
+    bad = _profile_with_table(tmp_path, ci_profile, _regression_table(built_for | {"batch": 8}, per_layer_ms=1.0),
+                              "max_latency_ms = 2.5")
+    with pytest.raises(ProfileError, match="was built for batch 8, not 1"):
+        edgenas.discover(bad, dataset="digits", out=tmp_path / "run2", device="cpu", log=lambda line: None)
+
+
+def _check(table, *extra):
+    r = _cli("latency-check", table, "--quick", *extra)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space,model,samples", [("demo", "regression", 24), ("tiny-part", "lookup", 8)])
+def test_build_and_check_a_table_here(tmp_path, space, model, samples):
+    """Built here on onnxruntime-cpu, 1 thread, and checked on 100 random networks of the space.
+
+    On the loaded 2-core dev machine (docs/benchmarks.md) --quick tables are timed in short slices
+    (20 ms of runs per part), so only a margin is asserted: a wrong table (units, parts, shapes) is off by far more.
+    """
+    profile = "demo"
+    if space == "tiny-part":
+        profile = tmp_path / "tiny-part.toml"
+        profile.write_text(TINY_SPACE)
+    table = tmp_path / "table.json"
+    r = _cli("latency-table", "--profile", profile, "--runtime", "onnxruntime-cpu", "--threads", 1, "--quick",
+             "--model", model, "--samples", samples, "--out", table)
+    assert r.exit_code == 0, r.output
+    built = json.loads(table.read_text())
+    assert built["schema"] == SCHEMA and built["model"] == model and built["built_for"]["threads"] == 1
+    assert built["build_seconds"] > 0 and len(built["fit"]["measured_ms"]) == samples
+    assert built["built_for"]["input_shape"] == ([1, 8, 8] if space == "demo" else [3, 32, 32])
+    r = _check(table, "--samples", 100, "--json", tmp_path / "check.json")
+    report = json.loads((tmp_path / "check.json").read_text())
+    assert report["samples"] == 100 and len(report["networks"]) == 100
+    assert re.search(r"100 random networks: median \|error\| [\d.]+ %", r.output)
+    assert report["median_abs_error_pct"] < 60, report["median_abs_error_pct"]
+    assert 0 <= report["within_10pct"] <= 1 and report["p95_abs_error_pct"] >= report["median_abs_error_pct"]
+
+
+def test_check_refuses_another_runtime_and_an_uncovered_profile(tmp_path):
+    built_for = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu"))
+    table = _regression_table(built_for, per_layer_ms=1.0) | {"model": "lookup", "coef": [], "entries": {"x": 1.0}}
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    r = _cli("latency-check", tmp_path / "t.json", "--runtime", "torch-cpu")
+    assert r.exit_code == 2 and "--runtime torch-cpu: the table was built for onnxruntime-cpu" in r.output, r.output
+    r = _cli("latency-check", tmp_path / "t.json", "--profile", "demo")
+    assert r.exit_code == 2 and "the table lacks" in r.output and "profile demo" in r.output, r.output
