@@ -87,9 +87,10 @@ def profiles(name):
     for p in list_profiles():
         s, b = p.search, p.budget
         budgets = ", ".join(f"{k}={getattr(b, k)}" for k in ("max_params", "max_macs", "max_latency_ms") if getattr(b, k))
+        where = (f" on {b.runtime}" if b.max_latency_ms else "") + (f" at {b.device}" if b.device else "")
+        where += f", predicted by {b.latency_table}" if b.latency_table else ""
         click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "
-                   f"{s.epochs} epochs; {budgets or 'no budget'}" + (f" on {b.runtime}" if b.max_latency_ms else "") + (f" at {b.device}" if b.device else "")
-                   + f"\n{'':14} {p.description}")
+                   f"{s.epochs} epochs; {budgets or 'no budget'}{where}\n{'':14} {p.description}")
 
 
 # -- seeing the search (edgenas/deploy/pareto.py, edgenas/deploy/report.py) ----------------------------------------
