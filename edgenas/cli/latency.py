@@ -8,7 +8,7 @@ import click
 
 from edgenas.cli.app import device_token, device_token_option, device_url_option, main
 
-quick_option = click.option("--quick", is_flag=True, help="Shorter timings here (tests and smoke runs; less accurate).")
+quick_option = click.option("--quick", is_flag=True, help="One pass of short timings (tests and smoke runs; less accurate).")
 seed_of_networks = "Seed of the random networks."
 
 
@@ -45,7 +45,7 @@ def latency_table(profile_name, device_url, device_token_file, runtime, threads,
     target = tb.profile_target(profile, runtime=runtime, threads=threads, dataset=dataset, classes=classes)
     timer = tb.make_timer(target, device=device_url, token=token, quick=quick)
     table = tb.build_table(profile.search, target=target, timer=timer, model=model, samples=samples, seed=seed,
-                           space_name=profile.name, log=_echo_err)
+                           space_name=profile.name, rounds=1 if quick else tb.ROUNDS, log=_echo_err)
     write_json_atomic(Path(out), table.to_dict())
     where = f" on {device_url}" if device_url else ""
     click.echo(f"wrote {out}: {table.model} table, {len(table.entries)} parts, built in {table.build_seconds:.0f} s "
@@ -82,7 +82,8 @@ def latency_check(table_path, device_url, device_token_file, runtime, samples, p
         where = f"the device at {device_url}" if device_url else "here"
         raise click.UsageError(f"{table_path} was built for {differs} ({where}); check it where it was built "
                                "(--device URL for a table built on a device server)")
-    report = tb.check_table(table, config=config, target=target, timer=timer, samples=samples, seed=seed, log=_echo_err)
+    report = tb.check_table(table, config=config, target=target, timer=timer, samples=samples, seed=seed,
+                            rounds=1 if quick else tb.ROUNDS, log=_echo_err)
     click.echo(tb.format_check(report))
     if json_out:
         write_json_atomic(Path(json_out), report)

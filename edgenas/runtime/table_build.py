@@ -49,6 +49,7 @@ QUICK_PART_SECONDS, QUICK_NET_SECONDS = 0.02, 0.05  # --quick: tests and smoke r
 QUICK_DEVICE_RUNS = 30  # --quick on a device server: timed runs per graph
 FIT_SAMPLES = {"lookup": 20, "regression": 60}  # measured random networks the model is fitted on
 REPEATS = 20  # networks latency-check measures twice, for the noise floor
+ROUNDS = 3  # a network's figure: the median of this many timings, each in its own pass (see _measure_networks)
 
 
 @dataclass(frozen=True)
@@ -141,32 +142,38 @@ def part_module(part: Part, *, task: str):
 
 
 def _measure_networks(archs: list[Arch], *, timer: ModuleTimer, target: Target, log: Callable[[str], None],
-                      what: str) -> list[float]:
+                      what: str, rounds: int = ROUNDS) -> list[float]:
+    """Each network's median over ``rounds`` timings, taken in passes over all of them (a session each),
+    so that neither one slow session nor the machine drifting over minutes decides a figure."""
+    def net(arch: Arch):  # built again for each pass (seeded: the same weights): 100 networks of tiny hold 2.4 GB
+        return random_network(arch, task=target.task, in_channels=target.input_chw[0], outputs=target.outputs)
+
     times = []
-    for i, arch in enumerate(archs):
-        net = random_network(arch, task=target.task, in_channels=target.input_chw[0], outputs=target.outputs)
-        times.append(timer.time_ms(net, target.input_chw, part=False))
-        if (i + 1) % 20 == 0 or i + 1 == len(archs):
-            log(f"{what}: {i + 1}/{len(archs)} networks measured")
-    return times
+    for r in range(rounds):
+        times.append([timer.time_ms(net(a), target.input_chw, part=False) for a in archs])
+        log(f"{what}: {len(archs)} networks measured ({r + 1}/{rounds} passes)")
+    return [float(v) for v in np.median(np.asarray(times), axis=0)]
 
 
-def _time_parts(parts: list[Part], *, timer: ModuleTimer, target: Target, log) -> tuple[dict, float]:
-    """Each part's time with the empty graph's (one tiny ReLU: the call's own cost) taken off; and that cost."""
+def _time_parts(parts: list[Part], *, timer: ModuleTimer, target: Target, log,
+                rounds: int = ROUNDS) -> tuple[dict, float]:
+    """Each part's time with the empty graph's (one tiny ReLU: the call's own cost) taken off; and that cost.
+    Both are medians over ``rounds`` passes over all parts, as networks are (``_measure_networks``)."""
     from torch import nn
 
-    empty = timer.time_ms(nn.ReLU().eval(), (1, 1, 1), part=True)
-    entries = {}
-    for i, part in enumerate(parts):
-        ms = timer.time_ms(part_module(part, task=target.task), (part.c_in, part.h, part.w), part=True)
-        entries[part.key] = max(ms - empty, 0.0)
-        if (i + 1) % 100 == 0 or i + 1 == len(parts):
-            log(f"parts: {i + 1}/{len(parts)} timed")
-    return entries, empty
+    times, empties = [], []
+    for r in range(rounds):
+        empties.append(timer.time_ms(nn.ReLU().eval(), (1, 1, 1), part=True))
+        times.append([timer.time_ms(part_module(p, task=target.task), (p.c_in, p.h, p.w), part=True) for p in parts])
+        log(f"parts: {len(parts)} timed ({r + 1}/{rounds} passes)")
+    empty = float(np.median(empties))
+    medians = np.median(np.asarray(times), axis=0)
+    return {p.key: max(float(ms) - empty, 0.0) for p, ms in zip(parts, medians)}, empty
 
 
 def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "lookup", samples: Optional[int] = None,
-                seed: int = 0, space_name: str = "", log: Callable[[str], None] = lambda line: None) -> LatencyTable:
+                seed: int = 0, space_name: str = "", rounds: int = ROUNDS,
+                log: Callable[[str], None] = lambda line: None) -> LatencyTable:
     """Time what ``config``'s space is made of on ``timer`` and fit ``model`` (``MODELS``) on ``samples`` random networks."""
     if model not in MODELS:
         raise ParamError("model", model, f"choose one of {', '.join(MODELS)}")
@@ -181,16 +188,16 @@ def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "loo
     entries, fitted, coef, empty = {}, (1.0, 0.0, 0.0), (), None
     if model == "lookup":
         entries, empty = _time_parts(space_parts(config, target.input_chw, target.outputs), timer=timer, target=target,
-                                     log=log)
+                                     log=log, rounds=rounds)
         sums = [sum(entries[p.key] for p in arch_parts(a, target.input_chw, target.outputs)) for a in archs]
-        measured = _measure_networks(archs, timer=timer, target=target, log=log, what="calibration")
+        measured = _measure_networks(archs, timer=timer, target=target, log=log, what="calibration", rounds=rounds)
         # One scale on (Σ parts + one empty graph), least squares on relative error: on dev-cpu's
         # held-out checks it beat an unweighted scale/per-layer/offset fit (docs/benchmarks.md).
         base, m = np.asarray(sums) + empty, np.asarray(measured)
         scale = float(np.sum(base / m) / np.sum((base / m) ** 2))
         fitted = (scale, 0.0, scale * empty)
     else:
-        measured = _measure_networks(archs, timer=timer, target=target, log=log, what="fit")
+        measured = _measure_networks(archs, timer=timer, target=target, log=log, what="fit", rounds=rounds)
         features = np.asarray([arch_features(a, target.input_chw, target.outputs) for a in archs])
         coef = tuple(float(v) for v in np.linalg.lstsq(features, np.asarray(measured), rcond=None)[0])
     space = {"profile": space_name, "min_depth": config.min_depth, "max_depth": config.max_depth,
@@ -204,7 +211,7 @@ def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "loo
 
 
 def check_table(table: LatencyTable, *, config, target: Target, timer: ModuleTimer, samples: int = 100, seed: int = 1,
-                log: Callable[[str], None] = lambda line: None) -> dict:
+                rounds: int = ROUNDS, log: Callable[[str], None] = lambda line: None) -> dict:
     """Predicted vs measured latency of ``samples`` random networks of ``config``'s space: error figures and samples."""
     if samples < 1:
         raise ParamError("samples", samples, "give an integer >= 1")
@@ -212,9 +219,9 @@ def check_table(table: LatencyTable, *, config, target: Target, timer: ModuleTim
     archs = [random_arch(config, rng) for _ in range(samples)]
     predicted = [table.predict_ms(a) for a in archs]  # first: a part the table lacks fails before any timing
     started = time.monotonic()
-    measured = _measure_networks(archs, timer=timer, target=target, log=log, what="check")
-    # The noise floor: the first networks measured again, minutes later, compared with themselves.
-    again = _measure_networks(archs[:REPEATS], timer=timer, target=target, log=log, what="check, repeated")
+    measured = _measure_networks(archs, timer=timer, target=target, log=log, what="check", rounds=rounds)
+    # The noise floor: the first networks measured again (as many passes), compared with themselves.
+    again = _measure_networks(archs[:REPEATS], timer=timer, target=target, log=log, what="check, repeated", rounds=rounds)
     repeat = [100.0 * abs(a - m) / m for a, m in zip(again, measured)]
     errors = [100.0 * abs(p - m) / m for p, m in zip(predicted, measured)]
     signed = [100.0 * (p - m) / m for p, m in zip(predicted, measured)]
