@@ -6,6 +6,6 @@ compare), ``latency`` (latency-table, latency-check). Importing them registers t
 """
 
 from edgenas.cli import deploy, latency, search  # noqa: F401  (registers the commands on ``main``)
-from edgenas.cli.app import error_line, flag_of, main
+from edgenas.cli.app import Terminated, error_line, flag_of, main
 
-__all__ = ["main", "flag_of", "error_line"]
+__all__ = ["main", "flag_of", "error_line", "Terminated"]
