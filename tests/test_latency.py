@@ -13,7 +13,8 @@ import torch
 
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import MissingDependency, UserInputError
-from edgenas.runtime.latency import measure_latency, median_ms
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.runtime.latency import measure_latency, median_ms, random_network
 from edgenas.runtime.onnx import export_onnx, timing_onnx
 from edgenas.search.space import Arch
 from edgenas.training.network import build_model
@@ -54,6 +55,21 @@ def test_measuring_leaves_the_callers_rng_and_threads_alone():
     measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="torch-cpu", threads=1)
     measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu")
     assert torch.equal(torch.rand(3), want) and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("task", ["classify", "face"])
+def test_a_deep_random_network_computes_on_normal_floats(task):
+    """Timed random networks must not run into subnormal floats (up to 100x slower on x86), which a
+    trained network never computes on: at initialisation a depth-90 network's activations are subnormal
+    from about layer 50 and zero from layer 70; normalised, every layer's are of order one."""
+    net = random_network(Arch.plain(90, 16), task=task, input_chw=(3, 32, 32), outputs=10)
+    h = net.stem(torch.from_numpy(kit.bench_input((3, 32, 32), 1)))
+    with torch.no_grad():
+        for i, layer in enumerate(net.layers):
+            h = layer(h)
+            subnormal = (h != 0) & (h.abs() < torch.finfo(torch.float32).tiny)
+            assert not subnormal.any() and 0.1 < h.std().item() < 10, (i, h.std().item())
+    assert not net.training
 
 
 def test_median_ms_runs_long_enough_for_a_stable_median():
