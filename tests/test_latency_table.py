@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,7 +24,15 @@ from edgenas.runtime.latency_table import (
     space_parts,
     table_from_dict,
 )
-from edgenas.runtime.table_build import Target, local_built_for, part_module
+from edgenas.runtime.latency import random_network
+from edgenas.runtime.table_build import (
+    Target,
+    build_table,
+    check_table,
+    in_chain,
+    local_built_for,
+    part_module,
+)
 from edgenas.search.space import (
     OPS,
     Arch,
@@ -100,11 +109,68 @@ def test_regression_features_count_the_networks_macs():
 def test_part_modules_have_the_parts_shapes(task, outputs):
     arch = Arch(3, 6, (0, 1, 0), (5, 3, 7))
     for part in arch_parts(arch, (3, 12, 12), outputs):
-        y = part_module(part, task=task)(torch.zeros(2, part.c_in, part.h, part.w))
+        x = torch.zeros(2, part.c_in, part.h, part.w)
+        y = part_module(part, task=task)(x)
         if part.kind == "head":
             assert y.shape == (2, outputs)
-        else:
-            assert y.shape[:2] == (2, part.c_out) and y.min() >= 0  # the chain's next ReLU is on its end
+            continue
+        assert y.shape[:2] == (2, part.c_out)
+        chained = in_chain(part, task=task)
+        assert chained(x).shape == y.shape and isinstance(chained[1][0], torch.nn.ReLU)  # the next layer's ReLU
+
+
+class CostModelTimer:
+    """A ``ModuleTimer`` whose figures follow a known cost model, so a table's arithmetic can be checked exactly:
+    a call costs CALL_MS, each convolution or linear node NODE_MS plus MAC_MS per multiply-accumulate, and
+    copying the output out of the runtime COPY_MS per element (what a part timed alone pays and a chain does not)."""
+
+    CALL_MS, NODE_MS, MAC_MS, COPY_MS = 0.005, 0.001, 2e-6, 1e-5
+
+    def __init__(self):
+        self.calls = 0
+
+    def time_ms(self, module, input_chw, *, part):
+        self.calls += 1
+        cost = []
+
+        def count(layer, inputs, output):
+            if isinstance(layer, torch.nn.Conv2d):
+                macs = output.numel() * layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+            else:
+                macs = layer.in_features * layer.out_features
+            cost.append(self.NODE_MS + self.MAC_MS * macs)
+
+        hooks = [m.register_forward_hook(count) for m in module.modules()
+                 if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        try:
+            with torch.no_grad():
+                y = module(torch.zeros(1, *input_chw))
+        finally:
+            for h in hooks:
+                h.remove()
+        return self.CALL_MS + self.COPY_MS * y.numel() + sum(cost)
+
+    def built_for(self):
+        return {"runtime": "onnxruntime-cpu", "runtime_version": "cost-model", "device": "cost-model", "threads": 1,
+                "batch": 1, "input_shape": [3, 16, 16], "task": "classify", "outputs": 10}
+
+
+def test_parts_timed_in_a_chain_add_up_to_the_network():
+    """Under a cost model with a per-call and an output-copy cost, the lookup table predicts every network
+    exactly: each part's context layer takes the copy and the call off. Parts timed alone would not add up
+    (the copy of each part's output counted once per layer): the second half shows the model would see it."""
+    config = SimpleNamespace(min_depth=3, max_depth=7, min_width=8, max_width=12, width_step=2, micro_kernels=(5,))
+    target, timer = Target("classify", (3, 16, 16), 10, "onnxruntime-cpu"), CostModelTimer()
+    table = build_table(config, target=target, timer=timer, samples=8, rounds=1)
+    report = check_table(table, config=config, target=target, timer=timer, samples=50, rounds=1)
+    assert report["p95_abs_error_pct"] < 1e-6 and report["within_10pct"] == 1.0, report["p95_abs_error_pct"]
+    assert table.scale == pytest.approx(1.0) and table.overhead_ms == pytest.approx(timer.CALL_MS + timer.COPY_MS)
+    alone = {p.key: timer.time_ms(part_module(p, task="classify"), (p.c_in, p.h, p.w), part=True) - timer.CALL_MS
+             for p in space_parts(config, target.input_chw, target.outputs)}
+    wide = Arch.plain(7, 12)
+    summed = sum(alone[p.key] for p in arch_parts(wide, target.input_chw, target.outputs)) + timer.CALL_MS
+    assert summed > 1.1 * timer.time_ms(random_network(wide, task="classify", input_chw=(3, 16, 16), outputs=10),
+                                        target.input_chw, part=False)
 
 
 def _regression_table(built_for: dict, *, per_layer_ms: float, fixed_ms: float = 0.0) -> dict:

@@ -25,7 +25,7 @@ def _echo_err(line: str) -> None:
 @click.option("--model", type=click.Choice(["lookup", "regression"]), default="lookup", show_default=True,
               help="lookup: every part of the space timed; regression: least squares on random networks.")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
-              help="Random networks measured to fit the model. Default: 20 (lookup), 60 (regression).")
+              help="Random networks measured to fit the model. Default: 40 (lookup), 60 (regression).")
 @click.option("--dataset", default=None, help="Whose input shape and classes. Default: the profile's.")
 @click.option("--classes", type=click.IntRange(min=1), default=None, help="Classes, for a dataset whose files decide them.")
 @quick_option

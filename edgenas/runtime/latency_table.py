@@ -2,9 +2,9 @@
 
 A network of the space is a plain chain, so its latency is close to stem + Σ layers + head + a fixed
 overhead, each layer set by (op, kernel, in and out width, stride, input H×W). Two models:
-``lookup`` (each distinct part of the space timed alone, plus one empty graph's time, then one scale
-fitted on measured random networks) and ``regression`` (least squares on per-op-kind MACs, activations and
-layer count of measured random networks). ``edgenas latency-check`` says how good either is.
+``lookup`` (each distinct part of the space timed as a network runs it, in a chain; then a scale and
+the fixed overhead fitted on measured random networks) and ``regression`` (least squares on per-op-kind
+MACs, activations and layer count of measured random networks). ``edgenas latency-check`` says how good either is.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from edgenas.search.space import (
     space_kernels,
 )
 
-SCHEMA = "edgenas.latency-table/1"
+SCHEMA = "edgenas.latency-table/2"  # /2: parts timed in a chain (/1 timed them alone: rebuild)
 MODELS = ("lookup", "regression")
 # What a table must have been built for to predict a run's candidates (its ``built_for`` keys).
 MATCHED = ("runtime", "runtime_version", "device", "threads", "batch", "input_shape", "task", "outputs")
@@ -106,10 +106,9 @@ class LatencyTable:
     built_for: dict  # runtime, runtime_version, device, host, threads, batch, input_shape [C, H, W], task, outputs
     model: str  # "lookup" or "regression"
     space: dict  # the search config it covers (and the profile it came from)
-    entries: dict  # lookup: part key -> ms (each timed alone, the empty net's time taken off)
-    scale: float = 1.0  # lookup: predicted = scale * sum(entries) + per_layer_ms * depth + overhead_ms
-    per_layer_ms: float = 0.0  # the runtime's cost of one more layer in a chain that timing it alone misses
-    overhead_ms: float = 0.0
+    entries: dict  # lookup: part key -> ms (each timed in a chain, the rest of the chain's time taken off)
+    scale: float = 1.0  # lookup: predicted = scale * sum(entries) + overhead_ms
+    overhead_ms: float = 0.0  # the call and the copies in and out, which a network pays once
     coef: tuple = ()  # regression: ms per unit of each of FEATURES
     build_seconds: float = 0.0
     extra: Optional[dict] = None  # calibration and build records (versions, created, counts)
@@ -130,7 +129,7 @@ class LatencyTable:
                 raise UserInputError(f"the latency table has no entry for {part.key} (of {arch}): it was built for "
                                      "another search space; rebuild it with `edgenas latency-table` for this profile")
             total += ms
-        return self.scale * total + self.per_layer_ms * arch.depth + self.overhead_ms
+        return self.scale * total + self.overhead_ms
 
     def mismatch(self, expected: dict) -> Optional[str]:
         """The first of ``expected``'s settings this table was built for otherwise, said in words (None: all agree)."""
@@ -148,8 +147,7 @@ class LatencyTable:
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "model": self.model, "built_for": self.built_for, "space": self.space,
-                "build_seconds": self.build_seconds, "scale": self.scale,
-                "per_layer_ms": self.per_layer_ms, "overhead_ms": self.overhead_ms,
+                "build_seconds": self.build_seconds, "scale": self.scale, "overhead_ms": self.overhead_ms,
                 "features": list(FEATURES) if self.model == "regression" else [], "coef": list(self.coef),
                 **(self.extra or {}), "entries": self.entries}
 
@@ -172,10 +170,10 @@ def table_from_dict(d, source: str) -> LatencyTable:
         coef = tuple(float(c) for c in d.get("coef", ()))
         if model == "regression" and len(coef) != len(FEATURES):
             raise ValueError(f"a regression table needs {len(FEATURES)} coefficients, it has {len(coef)}")
-        known = {"schema", "model", "built_for", "space", "build_seconds", "scale", "per_layer_ms", "overhead_ms",
+        known = {"schema", "model", "built_for", "space", "build_seconds", "scale", "overhead_ms",
                  "features", "coef", "entries"}
         return LatencyTable(built_for, model, dict(d.get("space", {})), entries, float(d.get("scale", 1.0)),
-                            float(d.get("per_layer_ms", 0.0)), float(d.get("overhead_ms", 0.0)), coef,
+                            float(d.get("overhead_ms", 0.0)), coef,
                             float(d.get("build_seconds", 0.0)),
                             {k: v for k, v in d.items() if k not in known})
     except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Callable, Optional, Protocol
 
 import numpy as np
+from torch import nn
 
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
@@ -39,7 +40,7 @@ from edgenas.runtime.latency_table import (
     arch_parts,
     space_parts,
 )
-from edgenas.search.space import Arch, random_arch
+from edgenas.search.space import SEPARABLE, Arch, out_size, random_arch
 from edgenas.training.network import Layer, build_network
 from edgenas.version import __version__
 
@@ -47,7 +48,7 @@ from edgenas.version import __version__
 PART_SECONDS, NET_SECONDS = 0.1, 0.3
 QUICK_PART_SECONDS, QUICK_NET_SECONDS = 0.02, 0.05  # --quick: tests and smoke runs
 QUICK_DEVICE_RUNS = 30  # --quick on a device server: timed runs per graph
-FIT_SAMPLES = {"lookup": 20, "regression": 60}  # measured random networks the model is fitted on
+FIT_SAMPLES = {"lookup": 40, "regression": 60}  # measured random networks the model is fitted on
 REPEATS = 20  # networks latency-check measures twice, for the noise floor
 ROUNDS = 3  # a network's figure: the median of this many timings, each in its own pass (see _measure_networks)
 
@@ -119,10 +120,8 @@ def profile_target(profile, *, runtime: Optional[str] = None, threads: Optional[
 
 
 def part_module(part: Part, *, task: str):
-    """A network piece timed alone: a stem or a layer (with the next layer's ReLU, which the runtime fuses into
-    its last convolution, as in the chain), or the pooling and head of a network."""
-    from torch import nn
-
+    """A network piece as the network runs it: the stem (conv and BatchNorm) or a layer without its
+    leading ReLU (the runtime fuses that into the previous convolution), or the pooling and head."""
     class Head(nn.Module):
         def __init__(self, net):
             super().__init__()
@@ -132,13 +131,23 @@ def part_module(part: Part, *, task: str):
             return self.net.head(x)
 
     if part.kind == "stem":
-        net = build_network(Arch.plain(1, part.c_out // 2), task=task, in_channels=part.c_in, outputs=1)
-        return seeded(lambda: nn.Sequential(net.stem, nn.ReLU()))
+        return seeded(lambda: build_network(Arch.plain(1, part.c_out // 2), task=task, in_channels=part.c_in,
+                                            outputs=1).stem)
     if part.kind == "head":  # a depth-1 network's final width is twice its width
         return seeded(lambda: Head(build_network(Arch.plain(1, part.c_in // 2), task=task, in_channels=1,
                                                  outputs=part.c_out)))
-    layer = Layer(part.c_in, part.c_out, part.stride, part.op, part.kernel)
-    return seeded(lambda: nn.Sequential(*list(layer)[1:], nn.ReLU()))
+    return seeded(lambda: nn.Sequential(*list(Layer(part.c_in, part.c_out, part.stride, part.op, part.kernel))[1:]))
+
+
+def context_layer(channels: int, *, lead: bool):
+    """The layer a part is timed in front of: a 3x3 separable layer keeping ``channels`` (``lead``: with the
+    leading ReLU, which fuses into the part's last convolution as the next layer's does in a network)."""
+    return seeded(lambda: nn.Sequential(*list(Layer(channels, channels, 1, SEPARABLE, 3))[0 if lead else 1:]))
+
+
+def in_chain(part: Part, *, task: str):
+    """``part`` followed by its context layer: the graph whose time, less the context layer's alone, is the part's."""
+    return nn.Sequential(part_module(part, task=task), context_layer(part.c_out, lead=True)).eval()
 
 
 def _measure_networks(archs: list[Arch], *, timer: ModuleTimer, target: Target, log: Callable[[str], None],
@@ -146,7 +155,7 @@ def _measure_networks(archs: list[Arch], *, timer: ModuleTimer, target: Target, 
     """Each network's median over ``rounds`` timings, taken in passes over all of them (a session each),
     so that neither one slow session nor the machine drifting over minutes decides a figure."""
     def net(arch: Arch):  # built again for each pass (seeded: the same weights): 100 networks of tiny hold 2.4 GB
-        return random_network(arch, task=target.task, in_channels=target.input_chw[0], outputs=target.outputs)
+        return random_network(arch, task=target.task, input_chw=target.input_chw, outputs=target.outputs)
 
     times = []
     for r in range(rounds):
@@ -157,18 +166,31 @@ def _measure_networks(archs: list[Arch], *, timer: ModuleTimer, target: Target, 
 
 def _time_parts(parts: list[Part], *, timer: ModuleTimer, target: Target, log,
                 rounds: int = ROUNDS) -> tuple[dict, float]:
-    """Each part's time with the empty graph's (one tiny ReLU: the call's own cost) taken off; and that cost.
-    Both are medians over ``rounds`` passes over all parts, as networks are (``_measure_networks``)."""
-    from torch import nn
+    """Each part's time inside a chain, and the empty graph's (one tiny ReLU: the call's own cost).
 
-    times, empties = [], []
+    A part timed alone pays what a network pays once: the call, and the copy of its output out of
+    the runtime (tens of µs for a wide layer at 32x32: more than its convolutions). So a stem or
+    layer is timed followed by a context layer (``in_chain``) and that context layer's time alone is
+    taken off: what is left is the part as a network runs it, with the ReLU after it fused. The head
+    ends a network and is timed alone, less the empty graph. All are medians over ``rounds`` passes
+    over every graph, as networks are (``_measure_networks``).
+    """
+    contexts = sorted({(p.c_out, out_size(p.h, p.stride), out_size(p.w, p.stride)) for p in parts if p.kind != "head"})
+    times, empties, bases = [], [], []
     for r in range(rounds):
         empties.append(timer.time_ms(nn.ReLU().eval(), (1, 1, 1), part=True))
-        times.append([timer.time_ms(part_module(p, task=target.task), (p.c_in, p.h, p.w), part=True) for p in parts])
-        log(f"parts: {len(parts)} timed ({r + 1}/{rounds} passes)")
+        bases.append([timer.time_ms(context_layer(c, lead=False), (c, h, w), part=False) for c, h, w in contexts])
+        times.append([timer.time_ms(part_module(p, task=target.task) if p.kind == "head" else in_chain(p, task=target.task),
+                                    (p.c_in, p.h, p.w), part=True) for p in parts])
+        log(f"parts: {len(parts)} timed in a chain ({r + 1}/{rounds} passes)")
     empty = float(np.median(empties))
+    base = dict(zip(contexts, np.median(np.asarray(bases), axis=0)))
     medians = np.median(np.asarray(times), axis=0)
-    return {p.key: max(float(ms) - empty, 0.0) for p, ms in zip(parts, medians)}, empty
+    entries = {}
+    for p, ms in zip(parts, medians):
+        off = empty if p.kind == "head" else base[p.c_out, out_size(p.h, p.stride), out_size(p.w, p.stride)]
+        entries[p.key] = max(float(ms - off), 0.0)
+    return entries, empty
 
 
 def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "lookup", samples: Optional[int] = None,
@@ -185,17 +207,16 @@ def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "loo
     built_for = timer.built_for()
     rng = random.Random(seed)
     archs = [random_arch(config, rng) for _ in range(samples)]
-    entries, fitted, coef, empty = {}, (1.0, 0.0, 0.0), (), None
+    entries, fitted, coef, empty = {}, (1.0, 0.0), (), None
     if model == "lookup":
         entries, empty = _time_parts(space_parts(config, target.input_chw, target.outputs), timer=timer, target=target,
                                      log=log, rounds=rounds)
-        sums = [sum(entries[p.key] for p in arch_parts(a, target.input_chw, target.outputs)) for a in archs]
+        sums = np.asarray([sum(entries[p.key] for p in arch_parts(a, target.input_chw, target.outputs)) for a in archs])
         measured = _measure_networks(archs, timer=timer, target=target, log=log, what="calibration", rounds=rounds)
-        # One scale on (Σ parts + one empty graph), least squares on relative error: on dev-cpu's
-        # held-out checks it beat an unweighted scale/per-layer/offset fit (docs/benchmarks.md).
-        base, m = np.asarray(sums) + empty, np.asarray(measured)
-        scale = float(np.sum(base / m) / np.sum((base / m) ** 2))
-        fitted = (scale, 0.0, scale * empty)
+        # predicted = scale * Σ parts + overhead (the call, the input's copy), least squares on the relative error.
+        m = np.asarray(measured)
+        scale, overhead = np.linalg.lstsq(np.stack([sums / m, 1 / m], axis=1), np.ones(len(m)), rcond=None)[0]
+        fitted = (float(scale), float(overhead))
     else:
         measured = _measure_networks(archs, timer=timer, target=target, log=log, what="fit", rounds=rounds)
         features = np.asarray([arch_features(a, target.input_chw, target.outputs) for a in archs])
@@ -270,8 +291,6 @@ class DeviceTimer:
         return float(self._bench(module, input_chw, "part.onnx" if part else "network.onnx")["p50_ms"])
 
     def built_for(self) -> dict:
-        from torch import nn
-
         bench = self._bench(nn.ReLU().eval(), (1, 1, 1), "empty.onnx")  # the device's name and runtime version, as it times
         return {**target_keys(self.target), "runtime_version": str(bench["runtime_version"]),
                 "device": bench["device"], "host": bench.get("host") or self.client.url, "device_url": self.client.url}
