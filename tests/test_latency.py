@@ -10,10 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import MissingDependency, UserInputError
-from edgenas.device_kit import edgenas_kit as kit
 from edgenas.runtime.latency import measure_latency, median_ms, random_network
 from edgenas.runtime.onnx import export_onnx, timing_onnx
 from edgenas.search.space import Arch

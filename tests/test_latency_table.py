@@ -15,6 +15,7 @@ import edgenas
 from edgenas.cli import main
 from edgenas.config.profile import load_profile
 from edgenas.errors import ProfileError, UserInputError
+from edgenas.runtime.latency import random_network
 from edgenas.runtime.latency_table import (
     FEATURES,
     SCHEMA,
@@ -24,7 +25,6 @@ from edgenas.runtime.latency_table import (
     space_parts,
     table_from_dict,
 )
-from edgenas.runtime.latency import random_network
 from edgenas.runtime.table_build import (
     Target,
     build_table,
@@ -126,11 +126,7 @@ class CostModelTimer:
 
     CALL_MS, NODE_MS, MAC_MS, COPY_MS = 0.005, 0.001, 2e-6, 1e-5
 
-    def __init__(self):
-        self.calls = 0
-
     def time_ms(self, module, input_chw, *, part):
-        self.calls += 1
         cost = []
 
         def count(layer, inputs, output):

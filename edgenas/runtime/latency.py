@@ -1,6 +1,7 @@
 """Measure a network's median latency on the runtime a budget names (ONNX Runtime, TensorRT, PyTorch).
 
-Latency does not depend on the weights, so the network is randomly initialised; it is exported to
+Latency does not depend on the weights' values, so the network is randomly initialised (its
+activations kept at a trained network's scale: ``normalize_activations``); it is exported to
 the graph ``edgenas export`` writes and run on the runner ``edgenas bench`` uses, timed with the device kit.
 """
 
@@ -53,10 +54,11 @@ def random_network(arch: Arch, *, task: str, input_chw: tuple[int, int, int], ou
 def normalize_activations(model, input_chw: tuple[int, int, int]):
     """Set every BatchNorm's running statistics to those of random normal images, as training leaves them.
 
-    At initialisation each layer shrinks its input (about 5e-7 per 10 layers here): from about 50
-    layers on the activations are subnormal floats, which x86 CPUs compute up to 100x slower, and a
-    random depth-90 network timed 9x slower than a trained one would run. Normalised, every layer
-    works on values of order one, as in the network that is deployed.
+    At initialisation each layer shrinks its input (about 5e-7 per 10 layers here): from about 55
+    layers on the activations are subnormal floats, which x86 CPUs compute up to 100x slower, and
+    random networks deeper than about 65 layers were timed 1.8-14x slower than with normal values
+    (docs/benchmarks.md). Normalised, every layer works on values of order one, as in the network
+    that is deployed.
     """
     import torch
 
