@@ -262,8 +262,10 @@ def _check(table, *extra):
 def test_build_and_check_a_table_here(tmp_path, space, model, samples):
     """Built here on onnxruntime-cpu, 1 thread, and checked on 100 random networks of the space.
 
-    On the loaded 2-core dev machine (docs/benchmarks.md) --quick tables are timed in short slices
-    (20 ms of runs per part), so only a margin is asserted: a wrong table (units, parts, shapes) is off by far more.
+    --quick tables are timed in short slices (20 ms of runs per part), so a margin is asserted: a wrong table
+    (units, parts, shapes) is off by far more. Measured on dev-xeon, idle and with the other core busy, at 1 and
+    2 torch threads: the lookup table's median |error| 2.0-2.3 %, p95 4.9-5.4 %, all within ±10 %; the
+    regression table's median 19.6-20.2 %.
     """
     profile = "demo"
     if space == "tiny-part":
@@ -281,7 +283,7 @@ def test_build_and_check_a_table_here(tmp_path, space, model, samples):
     report = json.loads((tmp_path / "check.json").read_text())
     assert report["samples"] == 100 and len(report["networks"]) == 100
     assert re.search(r"100 random networks: median \|error\| [\d.]+ %", r.output)
-    assert report["median_abs_error_pct"] < 60, report["median_abs_error_pct"]
+    assert report["median_abs_error_pct"] < (10 if model == "lookup" else 60), report["median_abs_error_pct"]
     assert 0 <= report["within_10pct"] <= 1 and report["p95_abs_error_pct"] >= report["median_abs_error_pct"]
 
 
