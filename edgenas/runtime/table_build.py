@@ -136,13 +136,23 @@ def part_module(part: Part, *, task: str):
     if part.kind == "head":  # a depth-1 network's final width is twice its width
         return seeded(lambda: Head(build_network(Arch.plain(1, part.c_in // 2), task=task, in_channels=1,
                                                  outputs=part.c_out)))
-    return seeded(lambda: nn.Sequential(*list(Layer(part.c_in, part.c_out, part.stride, part.op, part.kernel))[1:]))
+    return layer_module(part.c_in, part.c_out, part.stride, part.op, part.kernel, lead=False)
+
+
+def layer_module(c_in: int, c_out: int, stride: int, op: int, kernel: int, *, lead: bool):
+    """One layer of the network (``lead``: with its leading ReLU, else without it)."""
+    return seeded(lambda: nn.Sequential(*list(Layer(c_in, c_out, stride, op, kernel))[0 if lead else 1:]))
 
 
 def context_layer(channels: int, *, lead: bool):
     """The layer a part is timed in front of: a 3x3 separable layer keeping ``channels`` (``lead``: with the
     leading ReLU, which fuses into the part's last convolution as the next layer's does in a network)."""
-    return seeded(lambda: nn.Sequential(*list(Layer(channels, channels, 1, SEPARABLE, 3))[0 if lead else 1:]))
+    return layer_module(channels, channels, 1, SEPARABLE, 3, lead=lead)
+
+
+def output_shape(part: Part) -> tuple[int, int, int]:
+    """(C, H, W) of what a stem or layer puts out: what its context layer takes."""
+    return part.c_out, out_size(part.h, part.stride), out_size(part.w, part.stride)
 
 
 def in_chain(part: Part, *, task: str):
@@ -175,7 +185,7 @@ def _time_parts(parts: list[Part], *, timer: ModuleTimer, target: Target, log,
     ends a network and is timed alone, less the empty graph. All are medians over ``rounds`` passes
     over every graph, as networks are (``_measure_networks``).
     """
-    contexts = sorted({(p.c_out, out_size(p.h, p.stride), out_size(p.w, p.stride)) for p in parts if p.kind != "head"})
+    contexts = sorted({output_shape(p) for p in parts if p.kind != "head"})
     times, empties, bases = [], [], []
     for r in range(rounds):
         empties.append(timer.time_ms(nn.ReLU().eval(), (1, 1, 1), part=True))
@@ -188,7 +198,7 @@ def _time_parts(parts: list[Part], *, timer: ModuleTimer, target: Target, log,
     medians = np.median(np.asarray(times), axis=0)
     entries = {}
     for p, ms in zip(parts, medians):
-        off = empty if p.kind == "head" else base[p.c_out, out_size(p.h, p.stride), out_size(p.w, p.stride)]
+        off = empty if p.kind == "head" else base[output_shape(p)]
         entries[p.key] = max(float(ms - off), 0.0)
     return entries, empty
 
