@@ -223,7 +223,7 @@ def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "loo
                                      log=log, rounds=rounds)
         sums = np.asarray([sum(entries[p.key] for p in arch_parts(a, target.input_chw, target.outputs)) for a in archs])
         measured = _measure_networks(archs, timer=timer, target=target, log=log, what="calibration", rounds=rounds)
-        # predicted = scale * Σ parts + overhead (the call, the input's copy), least squares on the relative error.
+        # predicted = scale * Σ parts + overhead (the call and the copies in and out), least squares on the relative error.
         m = np.asarray(measured)
         scale, overhead = np.linalg.lstsq(np.stack([sums / m, 1 / m], axis=1), np.ones(len(m)), rcond=None)[0]
         fitted = (float(scale), float(overhead))
