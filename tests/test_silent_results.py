@@ -86,3 +86,98 @@ def test_latency_check_refuses_a_nan_table_instead_of_printing_nan(tmp_path):
     r = _cli("latency-check", path, "--quick", "--samples", "2", "--profile", "demo")
     assert r.exit_code == 2, r.output
     assert "nan %" not in r.output and "coef[0] is nan" in _error_line(r)
+
+
+# -- export and evaluate on other images than the run's ------------------------------------------
+def _write_digit_folder(root, *, black: bool = False) -> None:
+    """sklearn's digits as 8x8 PNGs, 12 per class (or all black: the "replaced image folder")."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for c in range(10):
+        folder = root / str(c)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(digits.images[digits.target == c][:12]):
+            pixels = np.zeros((8, 8), np.uint8) if black else (img * 255 / 16).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A run made on an image folder (run.json records its fingerprint), its weights and an ONNX export."""
+    import torch
+    from conftest import torch_threads
+
+    from edgenas.config.profile import load_profile
+    from edgenas.deploy.exporter import export_run
+    from edgenas.run.meta import run_meta
+    from edgenas.run.rundir import RunDir
+    from edgenas.training.network import build_model
+    from edgenas.training.tasks import task_for
+
+    root = tmp_path_factory.mktemp("folder")
+    images = root / "images"
+    _write_digit_folder(images)
+    profile = load_profile("demo")
+    import dataclasses
+    profile = dataclasses.replace(profile, data=dataclasses.replace(profile.data, input_size=(8, 8), channels=1))
+    data = task_for("classify").load_data("imagefolder", str(images), profile, 0, False)
+    meta = run_meta(profile, task="classify", dataset="imagefolder", data_dir=images, data=data, extra={}, seed=0,
+                    device="cpu")
+    run = RunDir.start(root / "run", meta, resume=False)
+    arch = Arch(2, 4, (0, 0), (3, 3))
+    run.write(RunDir.ARCH, arch.to_dict())
+    torch.manual_seed(0)
+    run.save_weights(build_model(arch, 1, 10))
+    with torch_threads(1):
+        export_run(run.path, parity_samples=16)
+    return run, images
+
+
+def test_evaluate_and_int8_export_refuse_other_images_than_the_runs(folder_run, tmp_path):
+    """On main, with the folder replaced by black images, the INT8 gate passed and evaluate said "nothing lost"."""
+    import shutil
+
+    run, images = folder_run
+    r = _cli("evaluate", run.path, "--threads", "1")
+    assert r.exit_code == 0, r.output  # the run's own images: evaluated
+    saved = tmp_path / "saved"
+    shutil.copytree(images, saved)
+    try:
+        shutil.rmtree(images)
+        _write_digit_folder(images, black=True)
+        for args in (["evaluate", run.path, "--threads", "1"], ["export", run.path, "--format", "onnx,onnx-int8"]):
+            r = _cli(*args)
+            assert r.exit_code == 2, r.output
+            line = _error_line(r)
+            assert f"the images in {images} are not the ones {run.path} was made on" in line, line
+            assert "restore the run's images" in line
+        assert not (run.path / "export" / "model.int8.onnx").exists()
+    finally:
+        shutil.rmtree(images)
+        shutil.copytree(saved, images)
+
+
+# -- evaluate on a stale export ---------------------------------------------------------------------
+def test_evaluate_says_when_the_export_is_older_than_the_weights(folder_run, tmp_path):
+    import shutil
+
+    import torch
+
+    from edgenas.training.network import build_model
+
+    run, _ = folder_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    r = _cli("evaluate", copy, "--threads", "1")
+    assert r.exit_code == 0 and "stale" not in r.output, r.output
+    torch.manual_seed(7)  # what `edgenas train RUN_DIR` does to model.pt
+    torch.save(build_model(Arch(2, 4, (0, 0), (3, 3)), 1, 10).state_dict(), copy / "model.pt")
+    r = _cli("evaluate", copy, "--threads", "1")
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.output.splitlines() if line.startswith("edgenas: warning:")]
+    assert len(warnings) == 1 and "is stale" in warnings[0] and f"edgenas export {copy}" in warnings[0], r.output
+    figures = json.loads((copy / "export" / "model.evaluate.json").read_text())
+    assert "is stale" in figures["stale"]
