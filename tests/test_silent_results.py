@@ -181,3 +181,28 @@ def test_evaluate_says_when_the_export_is_older_than_the_weights(folder_run, tmp
     assert len(warnings) == 1 and "is stale" in warnings[0] and f"edgenas export {copy}" in warnings[0], r.output
     figures = json.loads((copy / "export" / "model.evaluate.json").read_text())
     assert "is stale" in figures["stale"]
+
+
+# -- a journal record with a NaN figure ------------------------------------------------------------
+@pytest.mark.parametrize("field,file", [("acc", "journal.jsonl"), ("train_acc", "journal.jsonl"),
+                                        ("seconds", "journal.jsonl"), ("ms", "latency.jsonl")])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_resume_refuses_a_record_with_a_non_finite_figure(tmp_path, field, file, value):
+    """On main a "trained" record with a NaN accuracy was replayed without a word and changed the winner."""
+    from conftest import make_meta
+
+    from edgenas.errors import RunDirError
+    from edgenas.run.rundir import RunDir
+
+    meta = make_meta()
+    run = RunDir.start(tmp_path / "r", meta, resume=False)
+    good = {"key": "d2-w4-ss-33", "status": "trained", "acc": 50.0, "train_acc": 60.0, "seconds": 1.0, "ms": 0.5}
+    fields = ("key", "ms") if file == "latency.jsonl" else ("key", "status", "acc", "train_acc", "seconds")
+    lines = [json.dumps({k: good[k] for k in fields}), json.dumps({k: good[k] for k in fields}).replace(
+        json.dumps(good[field]), value, 1)]
+    (run.path / file).write_text("\n".join(lines) + "\n")
+    with pytest.raises(RunDirError) as e:
+        RunDir.start(run.path, meta, resume=True)
+    message = str(e.value)
+    assert f"{file}, line 2, is damaged: its {field!r} is" in message and "not a finite number" in message, message
+    assert "\n" not in message
