@@ -1,0 +1,75 @@
+"""Issue 24, part 4: where a traceback or misleading words came, one clear line (and the right exit code)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from edgenas.cli import main
+from edgenas.config.profile import load_profile
+from edgenas.errors import ProfileError
+
+BOM = "\ufeff"
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _error_line(r) -> str:
+    lines = r.output.strip().splitlines()
+    assert lines and lines[-1].startswith("edgenas: error: "), r.output
+    return lines[-1]
+
+
+# -- profiles and pairs files ----------------------------------------------------------------------
+def test_a_directory_given_as_profile_is_called_a_directory(tmp_path):
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    with pytest.raises(ProfileError) as e:
+        load_profile(str(folder))
+    assert f"profile {folder} is a directory, not a profile file" in str(e.value) and "does not exist" not in str(e.value)
+    r = _cli("discover", "--profile", folder, "--out", tmp_path / "run")
+    assert r.exit_code == 2 and "is a directory" in _error_line(r)
+
+
+def test_a_profile_with_a_byte_order_mark_is_read(tmp_path, ci_profile):
+    path = tmp_path / "bom.toml"
+    path.write_text(BOM + ci_profile.read_text(), encoding="utf-8")
+    assert load_profile(path).search == load_profile(ci_profile).search
+
+
+def test_a_pairs_file_with_a_byte_order_mark_is_read(tmp_path):
+    from edgenas.training.verification import read_pairs_file
+
+    text = "2\nann 1 2\nbob 1 2\nann 1 bob 1\nann 2 bob 2\n"
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_text(BOM + text, encoding="utf-8")
+    assert read_pairs_file(marked) == read_pairs_file(plain)
+
+
+def test_an_input_size_beyond_memory_is_refused_on_digits(tmp_path, ci_profile):
+    """The memory check counted the resized uint8 images only; resizing also holds float32 copies
+    (51.8 GB at 3000x3000 on digits on main: a traceback). The child believes it has 20 GiB and may
+    not map more than 40 GiB, so on main it fails at the allocation, never by swapping."""
+    profile = tmp_path / "big.toml"
+    profile.write_text(ci_profile.read_text().replace("[data]\n", "[data]\ninput_size = [3000, 3000]\n"))
+    child = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (40 * 2 ** 30, resource.RLIM_INFINITY))
+        import edgenas.training.memory as memory
+        memory.available_memory = lambda: 20 * 2 ** 30
+        from edgenas.cli import main
+        main(["discover", "--profile", {str(profile)!r}, "--out", {str(tmp_path / "run")!r}, "--device", "cpu"])
+    """)
+    r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert "digits: 1797 images resized to 1x3000x3000 needs about 30.4 GiB of memory, 20.0 GiB is available" in lines[0]
+    assert "data.input_size" in lines[0] and not (tmp_path / "run").exists()
