@@ -73,3 +73,51 @@ def test_an_input_size_beyond_memory_is_refused_on_digits(tmp_path, ci_profile):
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
     assert "digits: 1797 images resized to 1x3000x3000 needs about 30.4 GiB of memory, 20.0 GiB is available" in lines[0]
     assert "data.input_size" in lines[0] and not (tmp_path / "run").exists()
+
+
+# -- resuming: a changed seed, a deleted run.json ----------------------------------------------------
+def test_a_changed_seed_on_resume_is_called_a_seed(tmp_path):
+    from conftest import make_meta
+
+    from edgenas.errors import RunDirError
+    from edgenas.run.rundir import RunDir
+
+    RunDir.start(tmp_path / "r", make_meta(seed=0), resume=False)
+    with pytest.raises(RunDirError) as e:
+        RunDir.start(tmp_path / "r", make_meta(seed=1), resume=True)
+    assert "was started with a different seed (0, now 1)" in str(e.value) and "data" not in str(e.value), str(e.value)
+
+
+def test_a_run_without_run_json_is_not_sent_back_and_forth(tmp_path, ci_profile):
+    """On main, --resume said "start one without --resume" and the plain command "continue it with --resume"."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "journal.jsonl").write_text(json.dumps({"key": "d2-w4-ss-33", "status": "trained", "acc": 50.0,
+                                                   "train_acc": 50.0, "seconds": 1.0}) + "\n")
+    lines = []
+    for extra in ([], ["--resume"]):
+        r = _cli("discover", "--profile", ci_profile, "--out", out, "--device", "cpu", *extra)
+        assert r.exit_code == 2, r.output
+        lines.append(_error_line(r))
+    assert lines[0] == lines[1], lines
+    assert "journal.jsonl but no run.json" in lines[0] and "put its run.json back to resume it" in lines[0]
+    assert "another directory" in lines[0] and sorted(p.name for p in out.iterdir()) == ["journal.jsonl"]
+
+
+# -- image folders -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("only", ["train", "test"])
+def test_an_image_folder_with_train_but_no_test_says_so(tmp_path, only):
+    import numpy as np
+    from PIL import Image
+
+    from edgenas.errors import DataError
+    from edgenas.training.data import load_dataset
+
+    for cls in ("cat", "dog"):
+        (tmp_path / only / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / only / cls / f"{i}.png")
+    with pytest.raises(DataError) as e:
+        load_dataset("imagefolder", tmp_path)
+    other = "test" if only == "train" else "train"
+    assert f"{tmp_path} has {only}/ but no {other}/" in str(e.value) and "class folder(s)" not in str(e.value)

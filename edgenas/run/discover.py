@@ -134,6 +134,8 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
         return RunDir.open(out).read(RunDir.SUMMARY)
     if not resume:
         RunDir.refuse_taken(out)  # before loading data: fail fast
+    else:
+        RunDir.refuse_headless(out)
     data = task.load_data(name, data_dir, profile, seed, download)
     _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,

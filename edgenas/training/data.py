@@ -181,6 +181,11 @@ def _read_image_folder(root: Path, opts: _LoadOptions):
 
 def _load_imagefolder(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
     train_dir, test_dir = data_dir / "train", data_dir / "test"
+    if train_dir.is_dir() != test_dir.is_dir():  # read as class folders, "train" would be a class of its own
+        there, missing = (train_dir, test_dir) if train_dir.is_dir() else (test_dir, train_dir)
+        raise DataError(f"imagefolder: {data_dir} has {there.name}/ but no {missing.name}/; give both {train_dir.name}/ "
+                        f"and {test_dir.name}/ (each with one folder per class), or the class folders directly in "
+                        f"{data_dir} (a 20 % test split is then held out)")
     if train_dir.is_dir() and test_dir.is_dir():
         x_train, y_train, names = _read_image_folder(train_dir, opts)
         x_test, y_test, test_names = _read_image_folder(test_dir, opts)
