@@ -121,3 +121,35 @@ def test_an_image_folder_with_train_but_no_test_says_so(tmp_path, only):
         load_dataset("imagefolder", tmp_path)
     other = "test" if only == "train" else "train"
     assert f"{tmp_path} has {only}/ but no {other}/" in str(e.value) and "class folder(s)" not in str(e.value)
+
+
+# -- the device server under plain concurrent clients -----------------------------------------------
+def _serve_load():
+    """tools/serve_load.py, the load tool whose figures docs/benchmarks.md records."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "serve_load.py"
+    spec = importlib.util.spec_from_file_location("serve_load", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_twenty_plain_clients_each_get_an_answer(tmp_path):
+    """On main 2-7 of 20 simultaneous plain clients had their connection reset (a listen backlog of 5)."""
+    serve_load = _serve_load()
+
+    r = serve_load.load_test(clients=20, max_queue=None, runs=100)
+    assert r["ends"] == {"200": 20} and r["server_alive"], r
+
+
+def test_a_full_queue_answers_503_with_retry_after(tmp_path):
+    """20 plain clients while the server times a long request, its queue 4: 4 are timed, the rest get a
+    503 that says when to come back; none is reset."""
+    serve_load = _serve_load()
+
+    r = serve_load.load_test(clients=20, max_queue=4, runs=100, busy_runs=50_000)
+    assert r["answered"] == 20 and r["server_alive"], r
+    assert set(r["ends"]) <= {"200", "503 with Retry-After"} and r["ends"].get("503 with Retry-After", 0) >= 1, r
+    assert 1 <= r["ends"].get("200", 0) <= 4 + 1, r  # the queue's 4 (one more if the long request ended early)
