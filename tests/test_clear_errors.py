@@ -153,3 +153,111 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path):
     assert r["answered"] == 20 and r["server_alive"], r
     assert set(r["ends"]) <= {"200", "503 with Retry-After"} and r["ends"].get("503 with Retry-After", 0) >= 1, r
     assert 1 <= r["ends"].get("200", 0) <= 4 + 1, r  # the queue's 4 (one more if the long request ended early)
+
+
+# -- compare, history and the kit's check -------------------------------------------------------------
+def _bench_record(ms: float, k: int = 0, **change) -> dict:
+    from edgenas.device_kit import edgenas_kit as kit
+
+    samples = [ms * f for f in (0.99, 1.0, 1.0, 1.01, 0.98, 1.0, 1.02, 1.0, 0.99, 1.0)]
+    r = {"schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
+         "runtime_version": "1.20", "device": "cpu", "host": "ci", "threads": 1, "batch": 1,
+         "input_shape": [1, 3, 32, 32], "warmup": 1, "runs": 10, **kit.latency_stats(samples), "samples_ms": samples,
+         "created": f"2026-01-01T00:00:{k:02d}Z", "environment": kit.unknown_environment()}
+    return r | change
+
+
+def test_compare_says_when_the_runtime_version_changed(tmp_path):
+    base, cur = tmp_path / "base.json", tmp_path / "cur.json"
+    base.write_text(json.dumps(_bench_record(1.0)))
+    cur.write_text(json.dumps(_bench_record(1.01, runtime_version="1.21")))
+    r = _cli("compare", base, cur)
+    assert r.exit_code == 0, r.output
+    assert "warning: different onnxruntime-cpu versions: 1.20 vs 1.21" in r.output, r.output
+    cur.write_text(json.dumps(_bench_record(1.01)))
+    assert "versions" not in _cli("compare", base, cur).output
+
+
+def test_history_files_honour_the_umask(tmp_path):
+    import os
+
+    cur = tmp_path / "cur.json"
+    cur.write_text(json.dumps(_bench_record(1.0)))
+    before = os.umask(0o022)
+    try:
+        r = _cli("compare", "--history", tmp_path / "history", cur)
+    finally:
+        os.umask(before)
+    assert r.exit_code == 0, r.output
+    added = [p for p in (tmp_path / "history").iterdir() if p.suffix == ".json"]
+    assert len(added) == 1 and oct(added[0].stat().st_mode & 0o777) == oct(0o644)
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory):
+    from conftest import torch_threads
+    from test_export import make_run
+
+    from edgenas.deploy.exporter import export_run
+
+    run = make_run(tmp_path_factory.mktemp("runs") / "digits")
+    with torch_threads(1):
+        export_run(run.path, parity_samples=32)
+    return run
+
+
+@pytest.mark.parametrize("flag,value,needle", [("--min-agreement", "150%", "'150%' is above 100%"),
+                                               ("--min-agreement", "1.5", "'1.5' is above 100%"),
+                                               ("--min-cosine", "1.2", "'1.2' is above 1")])
+def test_a_tolerance_no_model_can_pass_is_a_usage_error(exported_run, capsys, flag, value, needle):
+    """On main --min-agreement 150% ran the check and reported a FAIL (exit 1)."""
+    from edgenas.device_kit import edgenas_kit as kit
+
+    with pytest.raises(SystemExit) as e:
+        kit.main(["check", str(exported_run.path / "export"), "--threads", "1", flag, value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and "FAIL" not in err, err
+    assert kit.main(["check", str(exported_run.path / "export"), "--threads", "1", "--min-agreement", "100%"]) == 0
+
+
+def test_a_dangling_export_link_is_one_line(exported_run, tmp_path):
+    from test_export import copy_run
+
+    run = copy_run(exported_run, tmp_path / "run")
+    (run.path / "export").symlink_to(tmp_path / "gone")
+    r = _cli("export", run.path)
+    assert r.exit_code == 2, r.output
+    line = _error_line(r)
+    assert f"{run.path / 'export'} is a symbolic link to {tmp_path / 'gone'}, which does not exist" in line, line
+
+
+# -- the report on damaged files ------------------------------------------------------------------------
+def test_the_report_names_damaged_files_instead_of_crashing_or_calling_them_absent(exported_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run.path, run)
+    (run / "bench.json").write_text(json.dumps({"schema": "edgenas.bench/2", "runtime": "onnxruntime-cpu"}))
+    (run / "export" / "parity.json").write_text('{"formats": ')
+    (run / "summary.json").write_text("[1, 2]")
+    r = _cli("report", run)
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.output.splitlines() if line.startswith("edgenas: warning:")]
+    assert len(warnings) == 3, r.output
+    assert any("bench.json is damaged" in w and "not a valid bench result" in w for w in warnings), warnings
+    assert any("parity.json is damaged" in w and "not readable as JSON" in w for w in warnings), warnings
+    assert any("summary.json is damaged" in w and "a JSON list, not an object" in w for w in warnings), warnings
+    page = (run / "report.html").read_text()
+    assert "export/parity.json is damaged" in page and "summary.json is damaged" in page
+    assert "no summary.json yet" not in page and "Export parity: not available" not in page
+
+
+# -- the Python API --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("param", ["out", "data_dir"])
+def test_a_path_argument_of_the_wrong_type_is_named(tmp_path, param):
+    import edgenas
+    from edgenas.errors import ParamError
+
+    with pytest.raises(ParamError) as e:
+        edgenas.discover("demo", device="cpu", **{param: 123})
+    assert str(e.value).startswith(f"{param}=123: give a directory path"), str(e.value)
