@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import make_meta, torch_threads
+from edgenas.device_kit import edgenas_kit as kit
+from PIL import Image
+from test_export import copy_run, make_run
 
+import edgenas
 from edgenas.cli import main
 from edgenas.config.profile import load_profile
-from edgenas.errors import ProfileError
+from edgenas.deploy.exporter import export_run
+from edgenas.errors import DataError, ParamError, ProfileError, RunDirError
+from edgenas.run.rundir import RunDir
+from edgenas.training.data import load_dataset
+from edgenas.training.verification import read_pairs_file
 
 BOM = "\ufeff"
 
@@ -45,8 +59,6 @@ def test_a_profile_with_a_byte_order_mark_is_read(tmp_path, ci_profile):
 
 
 def test_a_pairs_file_with_a_byte_order_mark_is_read(tmp_path):
-    from edgenas.training.verification import read_pairs_file
-
     text = "2\nann 1 2\nbob 1 2\nann 1 bob 1\nann 2 bob 2\n"
     plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
     plain.write_text(text, encoding="utf-8")
@@ -77,11 +89,6 @@ def test_an_input_size_beyond_memory_is_refused_on_digits(tmp_path, ci_profile):
 
 # -- resuming: a changed seed, a deleted run.json ----------------------------------------------------
 def test_a_changed_seed_on_resume_is_called_a_seed(tmp_path):
-    from conftest import make_meta
-
-    from edgenas.errors import RunDirError
-    from edgenas.run.rundir import RunDir
-
     RunDir.start(tmp_path / "r", make_meta(seed=0), resume=False)
     with pytest.raises(RunDirError) as e:
         RunDir.start(tmp_path / "r", make_meta(seed=1), resume=True)
@@ -107,12 +114,6 @@ def test_a_run_without_run_json_is_not_sent_back_and_forth(tmp_path, ci_profile)
 # -- image folders -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("only", ["train", "test"])
 def test_an_image_folder_with_train_but_no_test_says_so(tmp_path, only):
-    import numpy as np
-    from PIL import Image
-
-    from edgenas.errors import DataError
-    from edgenas.training.data import load_dataset
-
     for cls in ("cat", "dog"):
         (tmp_path / only / cls).mkdir(parents=True)
         for i in range(6):
@@ -126,9 +127,6 @@ def test_an_image_folder_with_train_but_no_test_says_so(tmp_path, only):
 # -- the device server under plain concurrent clients -----------------------------------------------
 def _serve_load():
     """tools/serve_load.py, the load tool whose figures docs/benchmarks.md records."""
-    import importlib.util
-    from pathlib import Path
-
     path = Path(__file__).resolve().parents[1] / "tools" / "serve_load.py"
     spec = importlib.util.spec_from_file_location("serve_load", path)
     module = importlib.util.module_from_spec(spec)
@@ -157,7 +155,6 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path):
 
 # -- compare, history and the kit's check -------------------------------------------------------------
 def _bench_record(ms: float, k: int = 0, **change) -> dict:
-    from edgenas.device_kit import edgenas_kit as kit
 
     samples = [ms * f for f in (0.99, 1.0, 1.0, 1.01, 0.98, 1.0, 1.02, 1.0, 0.99, 1.0)]
     r = {"schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
@@ -179,8 +176,6 @@ def test_compare_says_when_the_runtime_version_changed(tmp_path):
 
 
 def test_history_files_honour_the_umask(tmp_path):
-    import os
-
     cur = tmp_path / "cur.json"
     cur.write_text(json.dumps(_bench_record(1.0)))
     before = os.umask(0o022)
@@ -195,11 +190,6 @@ def test_history_files_honour_the_umask(tmp_path):
 
 @pytest.fixture(scope="module")
 def exported_run(tmp_path_factory):
-    from conftest import torch_threads
-    from test_export import make_run
-
-    from edgenas.deploy.exporter import export_run
-
     run = make_run(tmp_path_factory.mktemp("runs") / "digits")
     with torch_threads(1):
         export_run(run.path, parity_samples=32)
@@ -211,8 +201,6 @@ def exported_run(tmp_path_factory):
                                                ("--min-cosine", "1.2", "'1.2' is above 1")])
 def test_a_tolerance_no_model_can_pass_is_a_usage_error(exported_run, capsys, flag, value, needle):
     """On main --min-agreement 150% ran the check and reported a FAIL (exit 1)."""
-    from edgenas.device_kit import edgenas_kit as kit
-
     with pytest.raises(SystemExit) as e:
         kit.main(["check", str(exported_run.path / "export"), "--threads", "1", flag, value])
     err = capsys.readouterr().err
@@ -221,8 +209,6 @@ def test_a_tolerance_no_model_can_pass_is_a_usage_error(exported_run, capsys, fl
 
 
 def test_a_dangling_export_link_is_one_line(exported_run, tmp_path):
-    from test_export import copy_run
-
     run = copy_run(exported_run, tmp_path / "run")
     (run.path / "export").symlink_to(tmp_path / "gone")
     r = _cli("export", run.path)
@@ -233,8 +219,6 @@ def test_a_dangling_export_link_is_one_line(exported_run, tmp_path):
 
 # -- the report on damaged files ------------------------------------------------------------------------
 def test_the_report_names_damaged_files_instead_of_crashing_or_calling_them_absent(exported_run, tmp_path):
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(exported_run.path, run)
     (run / "bench.json").write_text(json.dumps({"schema": "edgenas.bench/2", "runtime": "onnxruntime-cpu"}))
@@ -255,9 +239,6 @@ def test_the_report_names_damaged_files_instead_of_crashing_or_calling_them_abse
 # -- the Python API --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("param", ["out", "data_dir"])
 def test_a_path_argument_of_the_wrong_type_is_named(tmp_path, param):
-    import edgenas
-    from edgenas.errors import ParamError
-
     with pytest.raises(ParamError) as e:
         edgenas.discover("demo", device="cpu", **{param: 123})
     assert str(e.value).startswith(f"{param}=123: give a directory path"), str(e.value)

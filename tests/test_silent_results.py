@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
+from conftest import make_meta, torch_threads
+from PIL import Image
+from sklearn.datasets import load_digits
 
 from edgenas.cli import main
-from edgenas.errors import UserInputError
+from edgenas.config.profile import load_profile
+from edgenas.deploy.exporter import export_run
+from edgenas.errors import RunDirError, UserInputError
+from edgenas.run.meta import run_meta
+from edgenas.run.rundir import RunDir
 from edgenas.runtime.latency_table import FEATURES, SCHEMA, read_table, table_from_dict
 from edgenas.runtime.table_build import Target, local_built_for
 from edgenas.search.space import Arch
+from edgenas.training.network import build_model
+from edgenas.training.tasks import task_for
 
 
 def _cli(*args):
@@ -91,10 +104,6 @@ def test_latency_check_refuses_a_nan_table_instead_of_printing_nan(tmp_path):
 # -- export and evaluate on other images than the run's ------------------------------------------
 def _write_digit_folder(root, *, black: bool = False) -> None:
     """sklearn's digits as 8x8 PNGs, 12 per class (or all black: the "replaced image folder")."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     for c in range(10):
         folder = root / str(c)
@@ -107,21 +116,10 @@ def _write_digit_folder(root, *, black: bool = False) -> None:
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
     """A run made on an image folder (run.json records its fingerprint), its weights and an ONNX export."""
-    import torch
-    from conftest import torch_threads
-
-    from edgenas.config.profile import load_profile
-    from edgenas.deploy.exporter import export_run
-    from edgenas.run.meta import run_meta
-    from edgenas.run.rundir import RunDir
-    from edgenas.training.network import build_model
-    from edgenas.training.tasks import task_for
-
     root = tmp_path_factory.mktemp("folder")
     images = root / "images"
     _write_digit_folder(images)
     profile = load_profile("demo")
-    import dataclasses
     profile = dataclasses.replace(profile, data=dataclasses.replace(profile.data, input_size=(8, 8), channels=1))
     data = task_for("classify").load_data("imagefolder", str(images), profile, 0, False)
     meta = run_meta(profile, task="classify", dataset="imagefolder", data_dir=images, data=data, extra={}, seed=0,
@@ -138,8 +136,6 @@ def folder_run(tmp_path_factory):
 
 def test_evaluate_and_int8_export_refuse_other_images_than_the_runs(folder_run, tmp_path):
     """On main, with the folder replaced by black images, the INT8 gate passed and evaluate said "nothing lost"."""
-    import shutil
-
     run, images = folder_run
     r = _cli("evaluate", run.path, "--threads", "1")
     assert r.exit_code == 0, r.output  # the run's own images: evaluated
@@ -162,12 +158,6 @@ def test_evaluate_and_int8_export_refuse_other_images_than_the_runs(folder_run, 
 
 # -- evaluate on a stale export ---------------------------------------------------------------------
 def test_evaluate_says_when_the_export_is_older_than_the_weights(folder_run, tmp_path):
-    import shutil
-
-    import torch
-
-    from edgenas.training.network import build_model
-
     run, _ = folder_run
     copy = tmp_path / "run"
     shutil.copytree(run.path, copy)
@@ -189,11 +179,6 @@ def test_evaluate_says_when_the_export_is_older_than_the_weights(folder_run, tmp
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_resume_refuses_a_record_with_a_non_finite_figure(tmp_path, field, file, value):
     """On main a "trained" record with a NaN accuracy was replayed without a word and changed the winner."""
-    from conftest import make_meta
-
-    from edgenas.errors import RunDirError
-    from edgenas.run.rundir import RunDir
-
     meta = make_meta()
     run = RunDir.start(tmp_path / "r", meta, resume=False)
     good = {"key": "d2-w4-ss-33", "status": "trained", "acc": 50.0, "train_acc": 60.0, "seconds": 1.0, "ms": 0.5}
