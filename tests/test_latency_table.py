@@ -25,8 +25,8 @@ from edgenas.runtime.latency_table import (
     space_parts,
     table_from_dict,
 )
+from edgenas.runtime.target import Target
 from edgenas.runtime.table_build import (
-    Target,
     build_table,
     check_table,
     in_chain,
@@ -165,7 +165,7 @@ def test_parts_timed_in_a_chain_add_up_to_the_network():
              for p in space_parts(config, target.input_chw, target.outputs)}
     wide = Arch.plain(7, 12)
     summed = sum(alone[p.key] for p in arch_parts(wide, target.input_chw, target.outputs)) + timer.CALL_MS
-    assert summed > 1.1 * timer.time_ms(random_network(wide, task="classify", input_chw=(3, 16, 16), outputs=10),
+    assert summed > 1.1 * timer.time_ms(random_network(wide, Target(task="classify", input_chw=(3, 16, 16), outputs=10, runtime="onnxruntime-cpu")),
                                         target.input_chw, part=False)
 
 

@@ -6,7 +6,6 @@ runtime, ``DeviceTimer`` sends the same ONNX graphs to a device server and has t
 
 from __future__ import annotations
 
-import importlib
 import platform
 import random
 import time
@@ -23,14 +22,8 @@ from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import DataError, ParamError, UserInputError
 from edgenas.runtime.device_client import DeviceClient
-from edgenas.runtime.latency import (
-    check_runtime_available,
-    measure_module,
-    median_ms,
-    module_onnx_bytes,
-    random_network,
-    seeded,
-)
+from edgenas.runtime.backend import check_available
+from edgenas.runtime.latency import measure_module, median_ms, random_network, seeded, timing_graph
 from edgenas.runtime.latency_table import (
     FEATURES,
     MODELS,
@@ -40,6 +33,7 @@ from edgenas.runtime.latency_table import (
     arch_parts,
     space_parts,
 )
+from edgenas.runtime.target import Target
 from edgenas.search.space import SEPARABLE, Arch, out_size, random_arch
 from edgenas.training.network import Layer, build_network
 from edgenas.version import __version__
@@ -51,18 +45,6 @@ QUICK_DEVICE_RUNS = 30  # --quick on a device server: timed runs per graph
 FIT_SAMPLES = {"lookup": 40, "regression": 60}  # measured random networks the model is fitted on
 REPEATS = 20  # networks latency-check measures twice, for the noise floor
 ROUNDS = 3  # a network's figure: the median of this many timings, each in its own pass (see _measure_networks)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a table predicts: ``task``'s network on ``input_chw`` images with ``outputs`` outputs, at ``batch``."""
-
-    task: str
-    input_chw: tuple[int, int, int]
-    outputs: int
-    runtime: str
-    threads: int = 1
-    batch: int = 1
 
 
 class ModuleTimer(Protocol):
@@ -82,9 +64,7 @@ class LocalTimer:
 
     def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
         seconds = (QUICK_PART_SECONDS if part else QUICK_NET_SECONDS) if self.quick else (PART_SECONDS if part else NET_SECONDS)
-        t = self.target
-        return measure_module(module, input_chw=input_chw, runtime=t.runtime, threads=t.threads, batch=t.batch,
-                              timer=partial(median_ms, min_seconds=seconds))
+        return measure_module(module, self.target, input_chw=input_chw, timer=partial(median_ms, min_seconds=seconds))
 
     def built_for(self) -> dict:
         return local_built_for(self.target)
@@ -92,16 +72,16 @@ class LocalTimer:
 
 def local_built_for(t: Target) -> dict:
     """A table's ``built_for`` for timing on this machine: checks ``t.runtime`` is usable here."""
-    check_runtime_available(t.runtime)
-    engine = RUNTIMES[t.runtime].engine
-    version = getattr(importlib.import_module(engine), "__version__", "unknown")
-    if not RUNTIMES[t.runtime].needs_gpu:
+    backend = check_available(t.runtime)
+    if not backend.needs_gpu:
         device = kit.cpu_name()
-    elif engine == "torch":
-        device = importlib.import_module("torch").cuda.get_device_name()
+    elif backend.engine == "torch":
+        import torch
+
+        device = torch.cuda.get_device_name()
     else:
         device = kit.gpu_name()
-    return {**target_keys(t), "runtime_version": str(version), "device": device, "host": platform.node()}
+    return {**t.keys(), "runtime_version": backend.version(), "device": device, "host": platform.node()}
 
 
 def profile_target(profile, *, runtime: Optional[str] = None, threads: Optional[int] = None,
@@ -165,7 +145,7 @@ def _measure_networks(archs: list[Arch], *, timer: ModuleTimer, target: Target, 
     """Each network's median over ``rounds`` timings, taken in passes over all of them (a session each),
     so that neither one slow session nor the machine drifting over minutes decides a figure."""
     def net(arch: Arch):  # built again for each pass (seeded: the same weights): 100 networks of tiny hold 2.4 GB
-        return random_network(arch, task=target.task, input_chw=target.input_chw, outputs=target.outputs)
+        return random_network(arch, target)
 
     times = []
     for r in range(rounds):
@@ -291,7 +271,7 @@ class DeviceTimer:
 
     def _bench(self, module, input_chw: tuple[int, int, int], name: str) -> dict:
         t = self.target
-        onnx = module_onnx_bytes(module, input_chw=input_chw, runtime=t.runtime)
+        onnx = timing_graph(module, t, input_chw=input_chw)
         cpu = not RUNTIMES[t.runtime].needs_gpu
         runs = dict(warmup=5, runs=QUICK_DEVICE_RUNS) if self.quick else {}
         return self.client.bench(onnx, runtime=t.runtime, threads=t.threads if cpu else None, batch=t.batch,
@@ -302,14 +282,8 @@ class DeviceTimer:
 
     def built_for(self) -> dict:
         bench = self._bench(nn.ReLU().eval(), (1, 1, 1), "empty.onnx")  # the device's name and runtime version, as it times
-        return {**target_keys(self.target), "runtime_version": str(bench["runtime_version"]),
+        return {**self.target.keys(), "runtime_version": str(bench["runtime_version"]),
                 "device": bench["device"], "host": bench.get("host") or self.client.url, "device_url": self.client.url}
-
-
-def target_keys(t: Target) -> dict:
-    """The part of a table's ``built_for`` a profile decides (the rest says where it was timed)."""
-    return {"runtime": t.runtime, "threads": t.threads, "batch": t.batch, "input_shape": list(t.input_chw),
-            "task": t.task, "outputs": t.outputs}
 
 
 def make_timer(target: Target, *, device: Optional[str] = None, token: Optional[str] = None,
