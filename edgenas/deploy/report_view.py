@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgenas.deploy import pareto
+from edgenas.deploy.layout import PARITY, export_dir
 from edgenas.run.rundir import RunDir, read_jsonl
 from edgenas.search.space import Arch, layer_costs
 
@@ -76,7 +77,7 @@ def _read_json(path: Path) -> Optional[dict]:
 def find_benches(path: Path) -> list[tuple[str, dict]]:
     """Bench JSONs (``edgenas bench --json``) lying in the run directory, export/ or bench/."""
     found = []
-    for folder in (path, path / "export", path / "bench"):
+    for folder in (path, export_dir(path), path / "bench"):
         for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             record = _read_json(f)
             if isinstance(record, dict) and record.get("schema") in BENCH_SCHEMAS:
@@ -88,7 +89,7 @@ def load_view(run_dir: str | Path) -> RunView:
     run = RunDir.open(run_dir)
     journal = run.journal()
     view = RunView(run.path, run.meta.to_dict(), journal, {r["key"]: r["ms"] for r in read_jsonl(run.path / RunDir.LATENCY)},
-                   summary=_read_json(run.path / RunDir.SUMMARY), parity=_read_json(run.path / "export" / "parity.json"),
+                   summary=_read_json(run.path / RunDir.SUMMARY), parity=_read_json(export_dir(run.path) / PARITY),
                    verify=_read_json(run.path / "verify.json"), benches=find_benches(run.path))
     arch = _read_json(run.path / RunDir.ARCH)
     if arch:
