@@ -34,7 +34,7 @@ from edgenas.runtime.latency_table import (
     space_parts,
 )
 from edgenas.runtime.target import Target
-from edgenas.search.space import SEPARABLE, Arch, out_size, random_arch
+from edgenas.search.space import CONV, SEPARABLE, Arch, out_size, random_arch
 from edgenas.training.network import Layer, build_network
 from edgenas.version import __version__
 
@@ -44,6 +44,7 @@ QUICK_PART_SECONDS, QUICK_NET_SECONDS = 0.02, 0.05  # --quick: tests and smoke r
 QUICK_DEVICE_RUNS = 30  # --quick on a device server: timed runs per graph
 FIT_SAMPLES = {"lookup": 40, "regression": 60}  # measured random networks the model is fitted on
 REPEATS = 20  # networks latency-check measures twice, for the noise floor
+ANCHORS = 20  # of the table's fit networks, latency-check measures again beside the checked ones: the drift since the build
 ROUNDS = 3  # a network's figure: the median of this many timings, each in its own pass (see _measure_networks)
 
 
@@ -221,32 +222,69 @@ def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "loo
                         round(time.monotonic() - started, 2), extra)
 
 
+def _arch_of(text: str) -> Arch:
+    """An architecture from its ``str`` (``d3-w8-csc-355``), as a table's fit records it."""
+    depth, width, ops, kernels = str(text).split("-")
+    return Arch(int(depth[1:]), int(width[1:]), tuple(CONV if o == "c" else SEPARABLE for o in ops),
+                tuple(int(k) for k in kernels))
+
+
+def _anchors(table: LatencyTable) -> tuple[list[Arch], list[float]]:
+    """The table's fit networks (at most ``ANCHORS``) and their figures when it was built."""
+    fit = (table.extra or {}).get("fit") or {}
+    try:
+        archs = [_arch_of(a) for a in fit.get("archs", [])[:ANCHORS]]
+        return archs, [float(m) for m in fit.get("measured_ms", [])[:len(archs)]]
+    except (ValueError, TypeError):
+        return [], []  # an older or hand-written table: no drift figure
+
+
 def check_table(table: LatencyTable, *, config, target: Target, timer: ModuleTimer, samples: int = 100, seed: int = 1,
                 rounds: int = ROUNDS, log: Callable[[str], None] = lambda line: None) -> dict:
-    """Predicted vs measured latency of ``samples`` random networks of ``config``'s space: error figures and samples."""
+    """Predicted vs measured latency of ``samples`` random networks of ``config``'s space: error figures and samples.
+
+    Two floors beside the error: the noise (the first ``REPEATS`` networks measured again, right after)
+    and the machine's drift since the table was built (up to ``ANCHORS`` of the table's own fit networks,
+    measured in the same passes as the checked ones, against their figures at build time). A table
+    cannot predict better than the machine repeats itself across that time: ``drift_pct`` is how much
+    slower (+) the machine runs now, and ``within_10pct_drift_removed`` the share within ±10 % once
+    the predictions are scaled by it."""
     if samples < 1:
         raise ParamError("samples", samples, "give an integer >= 1")
     rng = random.Random(seed)
     archs = [random_arch(config, rng) for _ in range(samples)]
     predicted = [table.predict_ms(a) for a in archs]  # first: a part the table lacks fails before any timing
+    anchors, anchors_then = _anchors(table)
     started = time.monotonic()
-    measured = _measure_networks(archs, timer=timer, target=target, log=log, what="check", rounds=rounds)
+    both = _measure_networks(archs + anchors, timer=timer, target=target, log=log, what="check", rounds=rounds)
+    measured, anchors_now = both[:samples], both[samples:]
     # The noise floor: the first networks measured again (as many passes), compared with themselves.
     again = _measure_networks(archs[:REPEATS], timer=timer, target=target, log=log, what="check, repeated", rounds=rounds)
     repeat = [100.0 * abs(a - m) / m for a, m in zip(again, measured)]
     errors = [100.0 * abs(p - m) / m for p, m in zip(predicted, measured)]
     signed = [100.0 * (p - m) / m for p, m in zip(predicted, measured)]
-    return {
+    drift = [100.0 * (n - t) / t for n, t in zip(anchors_now, anchors_then)]
+    report = {
         "schema": "edgenas.latency-check/1", "table_model": table.model, "built_for": table.built_for,
         "measured_on": timer.built_for(), "samples": samples, "seed": seed,
         "median_abs_error_pct": float(np.median(errors)), "p95_abs_error_pct": float(np.percentile(errors, 95)),
         "within_10pct": float(np.mean([e <= 10.0 for e in errors])), "mean_signed_error_pct": float(np.mean(signed)),
         "repeat_median_abs_diff_pct": float(np.median(repeat)), "repeats": len(repeat),
         "repeat_within_10pct": float(np.mean([r <= 10.0 for r in repeat])),
+        "anchors": len(drift), "drift_pct": None, "drift_median_abs_pct": None, "drift_within_10pct": None,
+        "within_10pct_drift_removed": None, "median_abs_error_drift_removed_pct": None,
         "measure_seconds": round(time.monotonic() - started, 2),
         "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "error_pct": s}
                      for a, p, m, s in zip(archs, predicted, measured, signed)],
     }
+    if drift:
+        factor = float(np.median(np.asarray(anchors_now) / np.asarray(anchors_then)))
+        removed = [100.0 * abs(p * factor - m) / m for p, m in zip(predicted, measured)]
+        report.update(drift_pct=100.0 * (factor - 1), drift_median_abs_pct=float(np.median(np.abs(drift))),
+                      drift_within_10pct=float(np.mean([abs(d) <= 10.0 for d in drift])),
+                      within_10pct_drift_removed=float(np.mean([e <= 10.0 for e in removed])),
+                      median_abs_error_drift_removed_pct=float(np.median(removed)))
+    return report
 
 
 def format_check(report: dict) -> str:
@@ -258,7 +296,12 @@ def format_check(report: dict) -> str:
             f"mean signed error {report['mean_signed_error_pct']:+.1f} %\n"
             f"noise floor: {report['repeats']} of them measured again differ by "
             f"{report['repeat_median_abs_diff_pct']:.1f} % (median), {100 * report['repeat_within_10pct']:.0f} % "
-            "within ±10 % of their first figure (no table can do better here)")
+            "within ±10 % of their first figure (no table can do better here)"
+            + ("" if not report.get("anchors") else
+               f"\ndrift since the table was built: {report['anchors']} of its fit networks run {report['drift_pct']:+.1f} % "
+               f"(median), {100 * report['drift_within_10pct']:.0f} % within ±10 % of their build figure; with the "
+               f"drift taken off the predictions: median |error| {report['median_abs_error_drift_removed_pct']:.1f} %, "
+               f"within ±10 %: {100 * report['within_10pct_drift_removed']:.0f} %"))
 
 
 class DeviceTimer:
