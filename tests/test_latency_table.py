@@ -25,7 +25,6 @@ from edgenas.runtime.latency_table import (
     space_parts,
     table_from_dict,
 )
-from edgenas.runtime.target import Target
 from edgenas.runtime.table_build import (
     build_table,
     check_table,
@@ -34,6 +33,7 @@ from edgenas.runtime.table_build import (
     local_built_for,
     part_module,
 )
+from edgenas.runtime.target import Target
 from edgenas.search.space import (
     OPS,
     Arch,

@@ -17,9 +17,9 @@ from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
 from edgenas.run.loading import load_run_model
 from edgenas.run.rundir import RunDir
+from edgenas.runtime.backend import backend_of
 from edgenas.runtime.device_client import time_on_device
 from edgenas.runtime.onnx import read_metadata
-from edgenas.runtime.backend import backend_of
 from edgenas.runtime.runners import TorchRunner, kit_errors
 from edgenas.version import __version__
 

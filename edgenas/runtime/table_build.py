@@ -21,8 +21,8 @@ from torch import nn
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import DataError, ParamError, UserInputError
-from edgenas.runtime.device_client import DeviceClient
 from edgenas.runtime.backend import check_available
+from edgenas.runtime.device_client import DeviceClient
 from edgenas.runtime.latency import measure_module, median_ms, random_network, seeded, timing_graph
 from edgenas.runtime.latency_table import (
     FEATURES,
