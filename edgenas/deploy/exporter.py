@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.deploy import layout
 from edgenas.deploy.formats import (
     DEFAULT_INT8_MAX_DROP,
     FORMATS,
@@ -39,8 +40,6 @@ from edgenas.runtime.ort_int8 import calibration_images as _calibration_images
 from edgenas.runtime.ort_int8 import check_calibration_method
 from edgenas.runtime.tensorrt import TRT_INSTALL, build_engine, import_tensorrt
 from edgenas.version import __version__
-
-EXPORT_DIR = "export"  # RUN_DIR/export/: the export folder (not to be confused with the kit's source folder)
 
 
 def onnx_metadata(run: RunDir) -> dict:
@@ -79,15 +78,12 @@ def precision_onnx(model, onnx_path: Path, precision: str, input_chw: tuple[int,
     return onnx_path
 
 
-KIT_FILES = ("edgenas_kit.py", "edgenas_env.py", "edgenas_serve.py")  # the kit, its bench-conditions probe and its server
-
-
 def _copy_kit(out: Path) -> Path:
-    for name in KIT_FILES:
+    for name in layout.KIT_FILES:
         text = (resources.files("edgenas.device_kit") / name).read_bytes()
         kit.write_atomic(out / name, lambda f, text=text: f.write(text))
-    os.chmod(out / "edgenas_kit.py", 0o755)
-    return out / "edgenas_kit.py"
+    os.chmod(out / layout.KIT, 0o755)
+    return out / layout.KIT
 
 
 def _engine_missing(asked: tuple[str, ...]) -> dict:
@@ -99,7 +95,7 @@ def _engine_missing(asked: tuple[str, ...]) -> dict:
     except MissingDependency:
         if "onnx" not in asked:
             raise
-        return {"tensorrt": f"TensorRT is not installed, so no model.engine was built ({TRT_INSTALL})"}
+        return {"tensorrt": f"TensorRT is not installed, so no {layout.ENGINE} was built ({TRT_INSTALL})"}
     return {}
 
 
@@ -161,7 +157,7 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
                    calibration_images: int, calibration_method: str | None, parity_samples: int, kit_samples: int,
                    int8_max_drop: float) -> ExportReport:
     """``export_run`` with the run directory locked (see there)."""
-    out = run.path / EXPORT_DIR
+    out = layout.export_dir(run.path)
     if out.is_symlink() and not out.exists():
         raise RunDirError(f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; create that folder, "
                           "or remove the link so the export folder can be written there")
@@ -172,7 +168,7 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
     metadata = onnx_metadata(run)
     onnx_path = export_onnx(model, out / FORMATS["onnx"].file, run.meta.data.input_chw, metadata)
     ref = held_out(run, model, data, max(parity_samples, kit_samples))
-    kit.save_samples(out / "samples.npz", ref.inputs[:kit_samples], ref.outputs[:kit_samples], task,
+    kit.save_samples(out / layout.SAMPLES, ref.inputs[:kit_samples], ref.outputs[:kit_samples], task,
                      weights_sha256=metadata["weights_sha256"])
     _copy_kit(out)
     samples = HeldOut(ref.inputs[:kit_samples], ref.labels[:kit_samples], ref.outputs[:kit_samples], ref.source)

@@ -16,6 +16,7 @@ from edgenas.deploy.parity import ExportReport, HeldOut, check_file
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError
 from edgenas.run.rundir import RunDir, write_json_atomic
+from edgenas.runtime.backend import backend_of
 from edgenas.runtime.ort_int8 import (
     DEFAULT_CALIBRATION_METHOD,
     calibration_images,
@@ -30,7 +31,7 @@ def kit_tolerances(path: Path, *, samples: HeldOut, task: str, int8_max_drop: fl
     """What the device kit's check of ``path`` on samples.npz allows: no logit bound; top-1 agreement
     (faces: cosine) no lower than 1 - ``int8_max_drop`` (faces: the int8 cosine bound) or than this
     machine's INT8 kernels reach on the same samples, whichever is lower."""
-    with kit_errors(), kit.open_runner(path, FORMATS["onnx-int8"].runtime) as runner:
+    with kit_errors(), backend_of(FORMATS["onnx-int8"].runtime).open(path) as runner:
         here = kit.parity_report(samples.outputs, kit.run_batched(runner, samples.inputs), task, **FIGURES_ONLY.as_kwargs())
     tol = {"max_abs_diff": math.inf}
     if task == "face":
