@@ -13,6 +13,7 @@ from edgenas.cli.app import (
     main,
     quiet_option,
     seed_option,
+    training_threads_option,
     with_data_options,
 )
 
@@ -29,8 +30,10 @@ from edgenas.cli.app import (
               help="Candidates trained at once on the device (speculatively; decisions are unchanged).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Train candidates as Ray tasks: 'local', or a Ray cluster's address (needs edgenas[ray]).")
+@training_threads_option
 @quiet_option
-def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address, quiet):
+def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address,
+             train_threads, quiet):
     """Search an architecture under the profile's budgets and train it (demo profile on digits by default)."""
     from edgenas.config.profile import load_profile
     from edgenas.run.discover import discover as run_discover
@@ -41,8 +44,8 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
         profile = dataclasses.replace(profile, task=task)
     with reporter(quiet) as (log, progress):
         summary = run_discover(profile, dataset=dataset, data_dir=data_dir, out=out, device=device, seed=seed,
-                               resume=resume, download=download, workers=workers, ray=ray_address, log=log,
-                               progress=progress)
+                               resume=resume, download=download, workers=workers, ray=ray_address,
+                               threads=train_threads, log=log, progress=progress)
     click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}
                           | {k: v for k, v in summary.items() if k.startswith("test_") or k.startswith("verify_")}))
 
