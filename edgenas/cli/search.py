@@ -60,20 +60,33 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
 @click.option("--candidate", type=int, default=None, metavar="N",
               help="Train candidate N of RUN_DIR's search (as `edgenas pareto` numbers them) into a new run directory.")
 @device_option
-@seed_option
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="Seed of inits and shuffles. Default: 0 "
+              "(with --resume: the training's own).")
+@training_threads_option
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Write RUN_DIR/checkpoint.pt every N epochs (0: only on Ctrl-C/SIGTERM). Default: the profile's "
+                   "train.checkpoint_every.")
+@click.option("--resume", is_flag=True, help="Continue RUN_DIR's stopped training from its checkpoint.pt "
+              "(its own epochs, seed, threads and device).")
 @quiet_option
-def train(target, epochs, profile_name, dataset, data_dir, download, out, candidate, device, seed, quiet):
-    """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy."""
+def train(target, epochs, profile_name, dataset, data_dir, download, out, candidate, device, seed, train_threads,
+          checkpoint_every, resume, quiet):
+    """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy.
+
+    Earlier final weights are kept as RUN_DIR/model.N.pt (figures in summary.json's earlier_models)."""
     from edgenas.run.final import candidate_run, train_final
     from edgenas.run.progress import reporter
 
     if candidate is not None:
         if not Path(target).is_dir():
             raise click.BadParameter(f"{target} is a file; --candidate needs a RUN_DIR", param_hint="--candidate")
+        if resume:
+            raise click.UsageError("--resume continues a run directory's training: give that directory, not --candidate")
         target, out = str(candidate_run(target, candidate, out=out).path), None
     with reporter(quiet) as (log, progress):
         summary = train_final(target, epochs=epochs, device=device, seed=seed, profile=profile_name, dataset=dataset,
-                              data_dir=data_dir, out=out, download=download, log=log, progress=progress)
+                              data_dir=data_dir, out=out, download=download, threads=train_threads,
+                              checkpoint_every=checkpoint_every, resume=resume, log=log, progress=progress)
     click.echo(json.dumps(summary))
 
 
