@@ -8,6 +8,7 @@ replayed, so a small net is no longer bound by kernel launches; the arithmetic i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
@@ -203,9 +204,10 @@ def _set_rng_states(states: dict, device: torch.device) -> None:
 
 
 def _training_state(epoch: int, epochs: int, modules: list[nn.Module], loop, step: _Step) -> dict:
-    """What a resumed ``fit`` needs to go on as if it had never stopped, after ``epoch`` of ``epochs``."""
-    return {"epoch": epoch, "epochs": epochs, "modules": [m.state_dict() for m in modules], "loop": loop.state_dict(),
-            "generator": step.gen.get_state(), "rng": _rng_states(step.device)}
+    """What a resumed ``fit`` needs to go on as if it had never stopped, after ``epoch`` of ``epochs``: a copy,
+    which the training that goes on does not change."""
+    return copy.deepcopy({"epoch": epoch, "epochs": epochs, "modules": [m.state_dict() for m in modules],
+                          "loop": loop.state_dict(), "generator": step.gen.get_state(), "rng": _rng_states(step.device)})
 
 
 def _restore(state: dict, epochs: int, modules: list[nn.Module], loop, step: _Step) -> int:
