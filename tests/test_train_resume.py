@@ -199,3 +199,40 @@ def test_training_again_keeps_the_earlier_weights_and_their_figures(arch_file, u
     assert (run / "model.1.pt").read_bytes() == before and (run / "model.2.pt").is_file()
     assert [e["weights"] for e in json.loads((run / RunDir.SUMMARY).read_text())["earlier_models"]] == [
         "model.1.pt", "model.2.pt"]
+
+
+def test_the_cuda_graph_loop_resumes_from_its_state_on_the_cpu():
+    """GraphedTrainer's state (momentum buffers, global step) with the parameters and the generator: run
+    eagerly on the CPU (capture=False), 1 epoch + a restored trainer for 2 more = 3 epochs straight."""
+    import torch.nn.functional as F
+
+    from edgenas.training.augment import BatchAugment
+    from edgenas.training.cuda_graphs import GraphedTrainer
+    from edgenas.training.schedule import schedule_for
+    from edgenas.training.trainer import _Step
+
+    digits = load_dataset("digits", seed=0)
+    data = subset_train(digits, 192)
+    plan = TrainPlan(protocol="fast", fast_batch_size=64, lr=0.05, crop_padding=1, cutout=0)
+    sched = schedule_for(plan, len(data.train), 3)
+
+    def trainer():
+        torch.manual_seed(0)
+        model = build_model(ARCH, 1, 10).to(memory_format=torch.channels_last)
+        step = _Step(model, None, F.cross_entropy, list(model.parameters()), plan, data.train,
+                     BatchAugment(digits, crop_padding=1), torch.Generator().manual_seed(5), CPU)
+        return model, step, GraphedTrainer(step, sched, capture=False)
+
+    whole, _, loop = trainer()
+    list(loop.epochs())
+    first, step, loop = trainer()
+    next(iter(loop.epochs()))
+    saved = {"model": {k: v.clone() for k, v in first.state_dict().items()}, "loop": loop.state_dict(),
+             "gen": step.gen.get_state()}
+    again, step, loop = trainer()
+    again.load_state_dict(saved["model"])
+    loop.load_state_dict(saved["loop"])
+    step.gen.set_state(saved["gen"])
+    assert len(list(loop.epochs(start=1))) == 2
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name

@@ -19,7 +19,7 @@ def graphs_available(device: torch.device) -> bool:
 
 
 class GraphedTrainer:
-    """CUDA: the same step as ``trainer._eager_epochs`` with SGD written as foreach ops on a device-side lr,
+    """CUDA: the same step as ``trainer._EagerLoop`` with SGD written as foreach ops on a device-side lr,
     and batch position, step count and lr schedule kept on the device, so the whole step of a full
     batch is captured once (after ``GRAPH_WARMUP_STEPS`` eager steps) and replayed with no host
     work but the launch. An incomplete last batch (reference protocol) runs the same code eagerly.
