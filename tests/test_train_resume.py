@@ -20,7 +20,8 @@ from edgenas.run.rundir import RunDir
 from edgenas.search.space import Arch
 from edgenas.training.data import load_dataset
 from edgenas.training.network import build_model
-from edgenas.training.trainer import Checkpointing, fit
+from edgenas.training.checkpoint import Checkpointing
+from edgenas.training.trainer import fit
 
 CPU = torch.device("cpu")
 ARCH = Arch.plain(2, 4)

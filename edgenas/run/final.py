@@ -20,7 +20,8 @@ from edgenas.run.stop_signals import stop_requests
 from edgenas.search.space import Arch, load_arch
 from edgenas.training.tasks import Task, task_for
 from edgenas.training.threads import plan_threads, torch_threads
-from edgenas.training.trainer import Checkpointing, select_device
+from edgenas.training.checkpoint import Checkpointing
+from edgenas.training.trainer import select_device
 
 
 def _run_from_arch(arch_path: Path, profile: Profile, task: Task, *, dataset: Optional[str], data_dir, out, download,
@@ -99,6 +100,16 @@ def _resume_checkpoint(run: RunDir, arch: Arch, *, epochs, seed, threads, profil
     return ckpt
 
 
+def _open_resume(target, **asked):
+    """(run directory, profile, task, data, checkpoint) of a stopped training to continue."""
+    if not Path(target).is_dir():
+        raise ParamError("resume", True, f"{target} is not a run directory; give the run directory of the training "
+                         "to continue")
+    run = RunDir.open(target)
+    ckpt = _resume_checkpoint(run, run.arch(), **asked)
+    return run, stored_profile(ckpt["profile"]), task_for(run.meta.task), load_run_data(run), ckpt
+
+
 def _checkpoint_every(value, profile: Profile) -> int:
     if value is None:
         return profile.train.checkpoint_every
@@ -127,15 +138,10 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
     threads = check_threads(threads)
     if seed is not None:
         check_seed(seed)
-    if resume and not Path(target).is_dir():
-        raise ParamError("resume", True, f"{target} is not a run directory; give the run directory of the training "
-                         "to continue")
     if resume:
-        run = RunDir.open(target)
-        ckpt = _resume_checkpoint(run, run.arch(), epochs=epochs, seed=seed, threads=threads, profile=profile,
-                                  device=device)
+        run, prof, task, data, ckpt = _open_resume(target, epochs=epochs, seed=seed, threads=threads, profile=profile,
+                                                   device=device)
         seed, dev = ckpt["seed"], select_device(ckpt["device"])
-        prof, task, data = stored_profile(ckpt["profile"]), task_for(run.meta.task), load_run_data(run)
     else:
         seed, dev, ckpt = 0 if seed is None else seed, select_device(device), None
         run, prof, task, data = _open_target(target, profile=profile, dataset=dataset, data_dir=data_dir, out=out,
@@ -143,8 +149,8 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
     every = _checkpoint_every(checkpoint_every, prof)
     with run.lock("train"):
         arch = run.arch()
-        if not resume and run.checkpoint() is not None:
-            held = run.checkpoint()
+        held = None if resume else run.checkpoint()
+        if held is not None:
             raise ParamError("resume", False, f"{run.path} holds an unfinished training ({held['state']['epoch']} of "
                              f"{held['epochs']} epochs, {RunDir.CHECKPOINT}): continue it with {{resume}}, or delete "
                              "that file to train from the start")
@@ -158,18 +164,9 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
             + (f", from the checkpoint after epoch {done}" if done else ""))
         started = time.monotonic()
         data = data.to(dev)
-        facts = {"arch": str(arch), "epochs": epochs, "seed": seed, "threads": threads, "device": dev.type,
-                 "profile": prof.to_dict()}
         on_epoch = epoch_log(log, "[train] ", progress, stage="train", arch=arch, epochs=epochs)
-        with stop_requests() as stop:
-            checkpointing = Checkpointing(save=lambda state: run.save_checkpoint(facts | {"state": state}), every=every,
-                                          stop=stop, state=ckpt["state"] if ckpt else None)
-            model, res = task.train(arch, data, epochs, prof, dev, candidate_seed(seed, f"train:{arch}"), on_epoch,
-                                    threads=threads, checkpoint=checkpointing)
-        if res.status == "stopped":
-            raise TrainingStopped(f"{stop.name}: training stopped after epoch {res.epochs} of {epochs}, saved in "
-                                  f"{run.path / RunDir.CHECKPOINT}; continue it with `edgenas train {run.path} --resume`",
-                                  exit_code=stop.exit_code)
+        model, res = _train_checkpointed(run, task, prof, arch, data, dev, seed=seed, epochs=epochs, threads=threads,
+                                         every=every, ckpt=ckpt, on_epoch=on_epoch)
         if res.status != "trained":
             raise EdgenasError(f"training {arch} diverged (non-finite loss); {run.path / RunDir.WEIGHTS} was left as it was")
         with torch_threads(threads):
@@ -184,6 +181,24 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
         log(f"the earlier weights are kept as {run.path / kept} (their figures: summary.json's earlier_models)")
     log(f"done: {arch}: " + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; weights in {run.path / RunDir.WEIGHTS}")
     return {"arch_str": str(arch), "run_dir": str(run.path), **final} | ({"kept_earlier_weights": kept} if kept else {})
+
+
+def _train_checkpointed(run: RunDir, task: Task, prof: Profile, arch: Arch, data, dev, *, seed: int, epochs: int,
+                        threads: int, every: int, ckpt: Optional[dict], on_epoch):
+    """The training, checkpointed into ``run`` every ``every`` epochs and on Ctrl-C/SIGTERM (then
+    ``TrainingStopped``), from ``ckpt`` where given."""
+    facts = {"arch": str(arch), "epochs": epochs, "seed": seed, "threads": threads, "device": dev.type,
+             "profile": prof.to_dict()}
+    with stop_requests() as stop:
+        checkpointing = Checkpointing(save=lambda state: run.save_checkpoint(facts | {"state": state}), every=every,
+                                      stop=stop, state=ckpt["state"] if ckpt else None)
+        model, res = task.train(arch, data, epochs, prof, dev, candidate_seed(seed, f"train:{arch}"), on_epoch,
+                                threads=threads, checkpoint=checkpointing)
+    if res.status == "stopped":
+        raise TrainingStopped(f"{stop.name}: training stopped after epoch {res.epochs} of {epochs}, saved in "
+                              f"{run.path / RunDir.CHECKPOINT}; continue it with `edgenas train {run.path} --resume`",
+                              exit_code=stop.exit_code)
+    return model, res
 
 
 def final_threads(profile: Profile, task: Task, data, arch: Arch, threads: Optional[int]) -> int:

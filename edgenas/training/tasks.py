@@ -25,9 +25,9 @@ from edgenas.training.data import ImageData, load_dataset
 from edgenas.training.embeddings import evaluate_pairs, pair_scores
 from edgenas.training.faces import FaceData, load_faces
 from edgenas.training.network import EmbeddingNet
+from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.threads import torch_threads
 from edgenas.training.trainer import (
-    Checkpointing,
     EpochCallback,
     TrainResult,
     candidate_threads,
@@ -59,7 +59,7 @@ class Task(Protocol):
               on_epoch: EpochCallback | None = None, *, threads: int | None = None,
               checkpoint: Checkpointing | None = None) -> tuple[torch.nn.Module, TrainResult]:
         """``threads``: CPU threads (default: the profile's, or the policy's for this network);
-        ``checkpoint``: see ``trainer.Checkpointing``."""
+        ``checkpoint``: see ``checkpoint.Checkpointing``."""
 
     def test_metrics(self, model: torch.nn.Module, data, device) -> dict: ...
 

@@ -8,16 +8,13 @@ replayed, so a small net is no longer bound by kernel launches; the arithmetic i
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import random
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +23,7 @@ from edgenas.config.plan import TrainPlan
 from edgenas.errors import ParamError
 from edgenas.search.space import Arch, count_macs
 from edgenas.training.augment import BatchAugment
+from edgenas.training.checkpoint import Checkpointing, restore, training_state
 from edgenas.training.cuda_graphs import GraphedTrainer, graphs_available
 from edgenas.training.data import ImageData, Split
 from edgenas.training.network import build_model
@@ -172,56 +170,6 @@ class _EagerLoop:
             yield loss_sum, correct, seen
 
 
-@dataclass
-class Checkpointing:
-    """Checkpoints of one ``fit``: ``save(state)`` after every ``every``-th epoch (0: never on a
-    schedule) and after the epoch in which ``stop()`` became true (``fit`` then returns, status
-    ``stopped``); ``state``: a state ``save`` was given, to continue from (bit-identical on the CPU
-    at the same thread count). ``fit`` builds the states; the caller decides where they go."""
-
-    save: Callable[[dict], None]
-    every: int = 0
-    stop: Callable[[], bool] = lambda: False
-    state: Optional[dict] = None
-
-
-def _rng_states(device: torch.device) -> dict:
-    """Every random state a training could touch: torch's (and CUDA's), numpy's, Python's."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "python": random.getstate()}
-
-
-def _set_rng_states(states: dict, device: torch.device) -> None:
-    torch.set_rng_state(states["torch"])
-    if device.type == "cuda" and states["cuda"] is not None:
-        torch.cuda.set_rng_state(states["cuda"], device)
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(states["python"])
-
-
-def _training_state(epoch: int, epochs: int, modules: list[nn.Module], loop, step: _Step) -> dict:
-    """What a resumed ``fit`` needs to go on as if it had never stopped, after ``epoch`` of ``epochs``: a copy,
-    which the training that goes on does not change."""
-    return copy.deepcopy({"epoch": epoch, "epochs": epochs, "modules": [m.state_dict() for m in modules],
-                          "loop": loop.state_dict(), "generator": step.gen.get_state(), "rng": _rng_states(step.device)})
-
-
-def _restore(state: dict, epochs: int, modules: list[nn.Module], loop, step: _Step) -> int:
-    """Load a ``_training_state`` into the training; the epoch it was taken after."""
-    if state["epochs"] != epochs or len(state["modules"]) != len(modules):
-        raise ValueError(f"the checkpoint is of a {state['epochs']}-epoch training, not of this {epochs}-epoch one")
-    for m, sd in zip(modules, state["modules"]):
-        m.load_state_dict(sd)
-    loop.load_state_dict(state["loop"])
-    step.gen.set_state(state["generator"])
-    _set_rng_states(state["rng"], step.device)
-    return int(state["epoch"])
-
-
 def fit(
     model: nn.Module,
     data: ImageData,
@@ -263,7 +211,7 @@ def fit(
     loop = GraphedTrainer(step, sched) if graphed else _EagerLoop(step, sched)
     start = 0
     if checkpoint is not None and checkpoint.state is not None:
-        start = _restore(checkpoint.state, epochs, modules, loop, step)
+        start = restore(checkpoint.state, epochs, modules, loop, step)
 
     def after_epoch(epoch: int) -> bool:
         """Checkpoint where due; True to stop here."""
@@ -271,7 +219,7 @@ def fit(
             return False
         stop = checkpoint.stop()
         if stop or (checkpoint.every and epoch % checkpoint.every == 0 and epoch < epochs):
-            checkpoint.save(_training_state(epoch, epochs, modules, loop, step))
+            checkpoint.save(training_state(epoch, epochs, modules, loop, step))
         return stop and epoch < epochs
 
     with torch_threads(threads), _bn_momentum(modules, sched.bn_momentum_power):
