@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -84,12 +85,15 @@ def main() -> None:
     ap.add_argument("--skip-demo", action="store_true", help="only the tiny-space steps")
     ap.add_argument("--demo-timeout", type=float, default=600.0, help="seconds before a demo search is stopped")
     ap.add_argument("--load", type=int, default=2, help="busy processes of the loaded case")
+    ap.add_argument("--only", choices=["idle", "loaded"], default=None, help="only one of the two cases")
+    ap.add_argument("--max-depth", type=int, default=20, help="leave out the step networks deeper than this")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # the busy processes end with us
     cores = available_cores()
     counts = sorted({1, cores})
-    archs = [Arch.plain(10, 16), Arch.plain(10, 64), Arch.plain(20, 64)]  # the tiny space's first candidates and deeper
+    archs = [a for a in (Arch.plain(10, 16), Arch.plain(10, 64), Arch.plain(20, 64)) if a.depth <= args.max_depth]
     print(f"cores {cores}; torch {torch.__version__}; load averages are 1-minute figures before each run")
-    for loaded in (False, True):
+    for loaded in [c == "loaded" for c in ("idle", "loaded") if args.only in (None, c)]:
         label = f"{args.load} busy" if loaded else "no load of ours"
         with busy_processes(args.load if loaded else 0):
             for arch in archs:
