@@ -94,16 +94,17 @@ def test_fit_asked_to_stop_writes_a_checkpoint_and_says_stopped():
 
 
 # -- edgenas train ------------------------------------------------------------------------------------
-def test_stopped_in_process_then_resumed_is_bit_identical(arch_file, uninterrupted, tmp_path):
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_stopped_in_process_then_resumed_is_bit_identical(arch_file, uninterrupted, tmp_path, signum, code, name):
     out = tmp_path / "run"
 
     def stop_at_2(message):
         if f"epoch 2/{EPOCHS}" in message:
-            os.kill(os.getpid(), signal.SIGTERM)  # handled: the epoch ends, the checkpoint is written
+            os.kill(os.getpid(), signum)  # handled: the epoch ends, the checkpoint is written
 
     with pytest.raises(TrainingStopped) as stopped:
         train_final(arch_file, profile=str(CI_PROFILE), out=str(out), epochs=EPOCHS, log=stop_at_2)
-    assert stopped.value.exit_code == 143
+    assert stopped.value.exit_code == code and str(stopped.value).startswith(f"{name}: ")
     assert f"after epoch 2 of {EPOCHS}" in str(stopped.value) and f"edgenas train {out} --resume" in str(stopped.value)
     assert (out / RunDir.CHECKPOINT).is_file() and not (out / RunDir.WEIGHTS).exists()
     assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
