@@ -56,7 +56,7 @@ def training_state(epoch: int, epochs: int, modules: list[nn.Module], loop, step
 
 
 def restore(state: dict, epochs: int, modules: list[nn.Module], loop, step) -> int:
-    """Load a ``_training_state`` into the training; the epoch it was taken after."""
+    """Load a ``training_state`` into the training; the epoch it was taken after."""
     if state["epochs"] != epochs or len(state["modules"]) != len(modules):
         raise ValueError(f"the checkpoint is of a {state['epochs']}-epoch training, not of this {epochs}-epoch one")
     for m, sd in zip(modules, state["modules"]):
