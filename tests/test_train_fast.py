@@ -22,7 +22,7 @@ from edgenas.training.network import build_model
 from edgenas.training.schedule import schedule_for
 from edgenas.training.synthetic import synthetic_dataset
 from edgenas.training.trainer import (
-    _eager_epochs,
+    _EagerLoop,
     _Step,
     evaluate,
     fit,
@@ -115,7 +115,7 @@ def _train_float64(digits, plan: TrainPlan, graph_code: bool, graph_plan: TrainP
     used = graph_plan or plan
     step = _Step(model, None, F.cross_entropy, params, used, train, lambda x, g: augment(x, g).double(),
                  torch.Generator().manual_seed(5), CPU)
-    epochs = GraphedTrainer(step, sched, capture=False).epochs() if graph_code else _eager_epochs(step, sched)
+    epochs = GraphedTrainer(step, sched, capture=False).epochs() if graph_code else _EagerLoop(step, sched).epochs()
     stats = [(float(loss) / seen, int(correct), seen) for loss, correct, seen in epochs]
     return stats, [p.detach().clone() for p in params]
 
