@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import CI_PROFILE, make_meta, subset_train, torch_threads
+
 from edgenas.cli import main
 from edgenas.config.plan import TrainPlan
 from edgenas.config.profile import load_profile

@@ -10,17 +10,17 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import CI_PROFILE, subset_train
+
 from edgenas.cli import main
 from edgenas.config.plan import TrainPlan
 from edgenas.errors import TrainingStopped
 from edgenas.run.final import train_final
 from edgenas.run.rundir import RunDir
 from edgenas.search.space import Arch
+from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.data import load_dataset
 from edgenas.training.network import build_model
-from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.trainer import fit
 
 CPU = torch.device("cpu")

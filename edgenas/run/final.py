@@ -18,9 +18,9 @@ from edgenas.run.meta import run_meta, versions
 from edgenas.run.rundir import RunDir
 from edgenas.run.stop_signals import stop_requests
 from edgenas.search.space import Arch, load_arch
+from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.tasks import Task, task_for
 from edgenas.training.threads import plan_threads, torch_threads
-from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.trainer import select_device
 
 

@@ -21,11 +21,11 @@ from edgenas.search.space import (
     count_params,
 )
 from edgenas.training.arcface import ArcFace
+from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.data import ImageData, load_dataset
 from edgenas.training.embeddings import evaluate_pairs, pair_scores
 from edgenas.training.faces import FaceData, load_faces
 from edgenas.training.network import EmbeddingNet
-from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.threads import torch_threads
 from edgenas.training.trainer import (
     EpochCallback,
