@@ -10,7 +10,7 @@ from typing import Optional
 
 from edgenas.config.profile import Profile, load_profile, stored_profile
 from edgenas.errors import EdgenasError, ParamError, RunDirError, TrainingStopped
-from edgenas.run.discover import check_seed, check_threads
+from edgenas.run.discover import check_path, check_seed, check_threads
 from edgenas.run.evaluator import candidate_seed
 from edgenas.run.loading import load_run_data
 from edgenas.run.log import Log, epoch_log, stderr_log
@@ -136,6 +136,7 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ParamError("epochs", epochs, "give an integer >= 1")
     threads = check_threads(threads)
+    out, data_dir = check_path("out", out), check_path("data_dir", data_dir)
     if seed is not None:
         check_seed(seed)
     if resume:
