@@ -133,3 +133,49 @@ def test_micro_width_floor_keeps_the_old_floor():
     free = drive(egnas(MICRO, 3, 10), _every_change_pays)
     assert len(micro) < len([c for c, _ in free.history if c.stage in ("ops", "kernels")])  # changes not tried
     assert parse_profile("[search]\nmicro_width_floor = true\n", "p", "p.toml").search.micro_width_floor
+
+
+# -- what the rule did: summary, console, report, profiles ----------------------------------------
+
+def test_budget_rule_note_says_what_each_rule_did():
+    from edgenas.search.budget_rule import budget_rule_note
+
+    journal = [{"stage": "depth", "depth": 3, "width": 16, "status": "skipped", "reason": "params 5,018 > max_params 3,000"},
+               {"stage": "depth", "depth": 3, "width": 12, "status": "trained"},
+               {"stage": "depth", "depth": 4, "width": 12, "status": "skipped", "reason": "params"},
+               {"stage": "depth", "depth": 4, "width": 8, "status": "trained"},
+               {"stage": "width", "depth": 4, "width": 4, "status": "trained"}]
+    note = budget_rule_note(CFG, journal, has_budget=True)
+    assert note["depth_over_budget"] == 2 and note["depth_trained"] == [(3, 12), (4, 8)]
+    assert note["text"] == ("over_budget = narrow: 2 depth candidate(s) over the budget were tried narrower; the depth "
+                            "stage trained depths 3-4 at widths 12-8 (the widest of the grid that fit)")
+    stop = budget_rule_note(dataclasses.replace(CFG, over_budget="stop"), journal[:1], has_budget=True)
+    assert stop["text"].startswith("over_budget = stop: the depth stage ended at depth 3, where a candidate of width 16")
+    assert budget_rule_note(CFG, journal[1:2], has_budget=False)["text"] == "no budget: the published search"
+
+
+def test_a_budgeted_run_says_what_the_rule_did_and_where_test_figures_come_from(budget_run, tmp_path):
+    import json
+
+    from edgenas.deploy.report import write_report
+
+    out, stderr = budget_run
+    summary = json.loads((out / "summary.json").read_text())
+    rule = summary["over_budget"]
+    assert rule["rule"] == "narrow" and rule["text"].startswith("over_budget = narrow") and rule["text"] in stderr
+    assert summary["test_from"] == f"discovered epochs ({summary['winner_epochs']})"
+    assert summary["final_epochs"] == 2 and f"(after discovered epochs ({summary['winner_epochs']}); " in stderr
+    html = write_report(out, tmp_path / "r.html")[0].read_text()
+    assert "budget rule" in html and "test figures after" in html
+
+
+def test_profiles_lists_the_rule_of_budgeted_profiles():
+    from click.testing import CliRunner
+
+    from edgenas.cli import main
+
+    r = CliRunner().invoke(main, ["profiles"])
+    assert r.exit_code == 0
+    lines = {line.split()[0]: line for line in r.output.splitlines() if line and not line.startswith(" ")}
+    assert "over budget: narrow (deeper at the widest width that fits)" in lines["cpu-1thread"]
+    assert "over budget" not in lines["tiny"]

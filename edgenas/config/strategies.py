@@ -13,7 +13,7 @@ STRATEGIES = ("egnas", "trg")
 # What the depth stage does with a candidate over a budget (an edgenas extension; no budget, no
 # difference): "narrow" tries the same depth ``width_step`` narrower until one fits and goes on
 # deeper at that width; "stop" ends the depth stage there (edgenas before issue 22).
-OVER_BUDGET = ("narrow", "stop")
+OVER_BUDGET = {"narrow": "deeper at the widest width that fits", "stop": "the depth stage ends"}
 KERNELS = (3, 5, 7)  # kernel sizes a layer may take (odd: "same" padding keeps the resolution)
 MAX_DEPTH = 1000  # layers; far beyond any edge network, and it bounds a typo
 MAX_WIDTH = 4096  # channels of the first layer (the last has 4x)
@@ -40,7 +40,7 @@ class EgnasConfig:
     micro_kernels: tuple[int, ...] = setting((5,), items=KERNELS)
     target_acc: float = setting(100.0, ge=0, le=100)
     target_tolerance: float = setting(0.10, ge=0, le=100)
-    over_budget: str = setting("narrow", choices=OVER_BUDGET)
+    over_budget: str = setting("narrow", choices=tuple(OVER_BUDGET))
     # false (the published code): micro changes are matched by narrowing as far as width 1; true:
     # never below min_width, a change that would need it is not tried (edgenas before issue 22).
     micro_width_floor: bool = False
@@ -66,7 +66,7 @@ class TrgConfig:
     width_drop: float = setting(0.5, ge=0, le=100)  # accuracy a narrower net may lose and still be taken
     micro_gain: float = setting(0.10, ge=0, le=100)  # accuracy an op or kernel change must gain
     micro_kernels: tuple[int, ...] = setting((5, 7), items=KERNELS)
-    over_budget: str = setting("narrow", choices=OVER_BUDGET)
+    over_budget: str = setting("narrow", choices=tuple(OVER_BUDGET))
 
     def __post_init__(self) -> None:
         check_fields(self, "search")

@@ -102,10 +102,12 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
             raise EdgenasError(f"training {arch} diverged (non-finite loss); {run.path / RunDir.WEIGHTS} was left as it was")
         test = task.test_metrics(model, data, dev)
         run.save_weights(model)
-        final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test,
+        origin = f"final_epochs ({epochs})" if epochs == prof.train.final_epochs else f"--epochs ({epochs})"
+        final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test, "test_from": origin,
                  "seconds": round(time.monotonic() - started, 2), "device": str(dev), "seed": seed}
         _record(run, prof, task, final=final)
-    log(f"done: {arch}: " + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; weights in {run.path / RunDir.WEIGHTS}")
+    log(f"done: {arch}: " + ", ".join(f"{k} {v:.2f}%" for k, v in test.items())
+        + f" (after {final['test_from']}); weights in {run.path / RunDir.WEIGHTS}")
     return {"arch_str": str(arch), "run_dir": str(run.path), **final}
 
 
@@ -120,5 +122,5 @@ def _record(run: RunDir, profile: Profile, task: Task, *, final: dict) -> None:
                    "profile": profile.name, "dataset": run.meta.dataset.name, "versions": versions(),
                    "run_dir": str(run.path), **(run.meta.origin or {})}
     summary["final_training"] = final
-    summary.update({k: v for k, v in final.items() if k.startswith("test_")})
+    summary.update({k: v for k, v in final.items() if k.startswith("test_")})  # test_from too
     run.write(RunDir.SUMMARY, summary)
