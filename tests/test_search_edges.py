@@ -14,6 +14,7 @@ from edgenas.config.profile import load_profile, parse_profile, profile_from_dic
 from edgenas.config.strategies import CONFIGS, EgnasConfig, TrgConfig
 from edgenas.errors import ProfileError
 from edgenas.search.replay import MemoryEvaluator, replay_log, replay_log_speculative
+from edgenas.search.registry import make_strategy
 from edgenas.search.space import count_params
 from edgenas.search.speculation import drive_speculative, likely_next
 from edgenas.search.strategies import (
@@ -21,7 +22,6 @@ from edgenas.search.strategies import (
     StrategyRun,
     drive,
     egnas,
-    make_strategy,
     trg,
 )
 

@@ -34,7 +34,8 @@ from edgenas.runtime.latency_table import TableLatency
 from edgenas.search.budget_rule import budget_rule_note
 from edgenas.search.space import Arch
 from edgenas.search.speculation import drive_speculative
-from edgenas.search.strategies import SearchResult, drive, make_strategy
+from edgenas.search.registry import make_strategy
+from edgenas.search.strategies import SearchResult, drive
 from edgenas.training.memory import check_training_memory
 from edgenas.training.tasks import Task, task_for
 from edgenas.training.trainer import select_device
@@ -89,7 +90,7 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
             ray: Optional[str], log: Log) -> SearchResult:
     """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
     def factory():
-        return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs)
+        return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs, seed=evaluator.seed)
 
     if workers == 1 and not ray and evaluator.prefetcher is not None:
         log(f"latency measured on {profile.budget.device}, ahead of need while candidates train")

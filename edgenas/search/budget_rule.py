@@ -6,7 +6,12 @@ from __future__ import annotations
 def budget_rule_note(config, journal: list[dict], *, has_budget: bool) -> dict:
     """``{"rule", "depth_over_budget", "depth_trained", "text"}``: the rule, the depth candidates it
     found over a budget, the (depth, width) of the depth candidates trained, and one line saying it."""
-    rule = getattr(config, "over_budget", "stop")
+    rule = getattr(config, "over_budget", None)
+    if rule is None:  # the random strategy: a network over a budget is not trained, another is drawn
+        over = sum(r["status"] == "skipped" for r in journal)
+        text = (f"random search: {over} drawn network(s) over the budget were redrawn" if has_budget
+                else "no budget: every drawn network trained")
+        return {"rule": "redraw", "depth_over_budget": 0, "depth_trained": [], "over_budget": over, "text": text}
     depth = [r for r in journal if r.get("stage") == "depth"]
     over = [r for r in depth if r["status"] == "skipped"]
     trained = [(r["depth"], r["width"]) for r in depth if r["status"] != "skipped"]

@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable, Generator, Optional
 
-from edgenas.config.strategies import STRATEGIES, EgnasConfig, TrgConfig
+from edgenas.config.strategies import EgnasConfig, TrgConfig
 from edgenas.errors import SearchError
 from edgenas.search.space import CONV, Arch, count_params
 
@@ -62,14 +62,6 @@ class SearchResult:
 
 
 Strategy = Generator[Candidate, Outcome, SearchResult]
-
-
-def make_strategy(name: str, config, in_channels: int, num_classes: int) -> "StrategyRun":
-    if name == "egnas":
-        return egnas(config, in_channels, num_classes)
-    if name == "trg":
-        return trg(config)
-    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 def _better(out: Outcome, threshold: Optional[float], strict: bool = False) -> bool:
