@@ -235,13 +235,19 @@ def bench_seed(args, seed: int, profile, budget: Budget, hand_params: int | None
     screen = Screen(budget, data)
     chw = (data.in_channels, *data.input_size)
     egnas = run_search("egnas", profile.search, profile, data, screen, seed)
+    out = {"seed": seed, "dataset": args.dataset, "size": list(data.input_size), "budget": args.budget,
+           "final_epochs": args.final_epochs, "methods": {}}
+    if args.egnas_only:  # the depth stage's rules side by side: one EGNAS per --over-budget
+        arch = Arch.from_dict(egnas["arch_dict"])
+        final = final_train(arch, data, args.final_epochs, profile.train, candidate_seed(seed, f"final:{arch}"))
+        params, macs = screen.size(arch)
+        out["methods"][f"egnas-{profile.search.over_budget}"] = {**egnas, **final, "params": params, "macs": macs}
+        return out
     s = profile.search
     rcfg = RandomConfig(min_depth=s.min_depth, max_depth=s.max_depth, min_width=s.min_width, max_width=s.max_width,
                         width_step=s.width_step, micro_kernels=s.micro_kernels, epochs=s.epochs,
                         candidate_epochs=max(s.epochs, egnas["candidate_epochs"]))
     rand = run_search("random", rcfg, profile, data, screen, seed)
-    out = {"seed": seed, "dataset": args.dataset, "size": list(data.input_size), "budget": args.budget,
-           "final_epochs": args.final_epochs, "methods": {}}
     for name, res in (("egnas", egnas), ("random", rand)):
         arch = Arch.from_dict(res["arch_dict"])
         params, macs = screen.size(arch)
@@ -277,17 +283,19 @@ def paired(a: list[float], b: list[float]) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], tuple(r["size"]), r["budget"], r["final_epochs"]), []).append(r)
+    groups: dict[tuple, dict[int, dict]] = {}
+    for r in rows:  # one row per seed; the methods of rows of the same seed (separate runs) side by side
+        seeds = groups.setdefault((r["dataset"], tuple(r["size"]), r["budget"], r["final_epochs"]), {})
+        seeds.setdefault(r["seed"], {**r, "methods": {}})["methods"].update(r["methods"])
     lines = []
-    for (dataset, size, budget, epochs), runs in groups.items():
-        runs.sort(key=lambda r: r["seed"])
+    for (dataset, size, budget, epochs), by_seed in groups.items():
+        runs = sorted(by_seed.values(), key=lambda r: r["seed"])
         lines += [f"\n**{dataset} {size[0]}x{size[1]}, budget {budget}, final training {epochs} epochs, "
                   f"seeds {', '.join(str(r['seed']) for r in runs)}**\n",
                   "| method | candidates | candidate epochs | wall time (s) | params | MACs | test acc % (mean ± sd) | EGNAS − method (paired) |",
                   "|---|---|---|---|---|---|---|---|"]
-        egnas = [r["methods"]["egnas"]["test_acc"] for r in runs]
+        first = next(iter(runs[0]["methods"]))
+        egnas = [r["methods"][first]["test_acc"] for r in runs]
         for method in runs[0]["methods"]:
             m = [r["methods"][method] for r in runs]
             acc = [x["test_acc"] for x in m]
@@ -295,10 +303,11 @@ def table(rows: list[dict]) -> str:
             med = lambda k: statistics.median(x[k] for x in m)  # noqa: E731
             lines.append(f"| {method} | {med('candidates'):g} | {med('candidate_epochs'):g} | {med('seconds'):.0f} | "
                          f"{med('params'):,.0f} | {med('macs'):,.0f} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
-                         f"{'-' if method == 'egnas' else paired(egnas, acc)} |")
+                         f"{'-' if method == first else paired(egnas, acc)} |")
+        searched = [m for m in runs[0]["methods"] if m.startswith(("egnas", "random"))]
         lines.append("\nMedians over seeds for candidates, epochs, wall time, params and MACs. Winners: "
-                     + "; ".join(f"seed {r['seed']}: EGNAS {r['methods']['egnas']['arch']}, random "
-                                 f"{r['methods']['random']['arch']}" for r in runs))
+                     + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{m} {r['methods'][m]['arch']}" for m in searched)
+                                 for r in runs))
     return "\n".join(lines)
 
 
@@ -314,6 +323,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--final-epochs", type=int, default=15)
     p.add_argument("--hand-params", type=int, help="size the hand-designed nets to this many params (default: each seed's EGNAS winner)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    p.add_argument("--over-budget", choices=("narrow", "stop"), default="narrow", help="EGNAS's search.over_budget")
+    p.add_argument("--egnas-only", action="store_true", help="only EGNAS and its final training (to compare --over-budget rules)")
     p.add_argument("--json", help="append each seed's results (JSON lines)")
     p.add_argument("--table", nargs="+", metavar="RESULTS.json", help="print the table of finished results and exit")
     args = p.parse_args(argv)
@@ -330,7 +341,8 @@ def main(argv: list[str]) -> int:
         p.error(f"--budget {args.budget}: give params:N, macs:N or latency:MS")
     profile = load_profile(args.profile)
     budget = Budget(**{keys[kind]: float(value) if kind == "latency" else int(value)}, runtime="onnxruntime-cpu", threads=1)
-    profile = dataclasses.replace(profile, budget=budget)
+    profile = dataclasses.replace(profile, budget=budget,
+                                  search=dataclasses.replace(profile.search, over_budget=args.over_budget))
     rows = []
     for seed in args.seeds:
         row = bench_seed(args, seed, profile, budget, args.hand_params)
