@@ -98,7 +98,8 @@ def test_fast_scales_batchnorm_momentum_while_training_only(digits):
     bn = model.stem[1]
     seen = []
     bn.register_forward_pre_hook(lambda m, args: seen.append(m.momentum))
-    fit(model, subset_train(digits, 512), 1, dataclasses.replace(FAST, fast_batch_size=256), CPU, seed=0)
+    fit(model, subset_train(digits, 512), 1, dataclasses.replace(FAST, fast_batch_size=256, recompute_bn=False), CPU,
+        seed=0)  # the recompute after training runs with momentum None
     assert seen and all(m == pytest.approx(1 - 0.9 ** 4) for m in seen)  # batch 256 = 4 reference batches
     assert bn.momentum == 0.1
 

@@ -95,6 +95,7 @@ def train(target, epochs, profile_name, dataset, data_dir, download, out, candid
 def profiles(name):
     """List the built-in profiles, or show everything NAME (a name or .toml path) sets."""
     from edgenas.config.profile import list_profiles, load_profile
+    from edgenas.config.strategies import OVER_BUDGET
 
     if name:
         p = load_profile(name)
@@ -105,6 +106,7 @@ def profiles(name):
         budgets = ", ".join(f"{k}={getattr(b, k)}" for k in ("max_params", "max_macs", "max_latency_ms") if getattr(b, k))
         where = (f" on {b.runtime}" if b.max_latency_ms else "") + (f" at {b.device}" if b.device else "")
         where += f", predicted by {b.latency_table}" if b.latency_table else ""
+        where += f"; over budget: {s.over_budget} ({OVER_BUDGET[s.over_budget]})" if budgets else ""
         click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "
                    f"{s.epochs} epochs; {budgets or 'no budget'}{where}\n{'':14} {p.description}")
 

@@ -32,9 +32,11 @@ from edgenas.run.prefetch import drive_prefetching
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import check_available
 from edgenas.runtime.cost import CostSource
+from edgenas.search.budget_rule import budget_rule_note
+from edgenas.search.registry import make_strategy
 from edgenas.search.space import Arch
 from edgenas.search.speculation import drive_speculative
-from edgenas.search.strategies import SearchResult, drive, make_strategy
+from edgenas.search.strategies import SearchResult, drive
 from edgenas.training.memory import check_training_memory
 from edgenas.training.tasks import Task, task_for
 from edgenas.training.threads import MAX_THREADS, plan_threads, torch_threads
@@ -126,7 +128,7 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
             ray: Optional[str], log: Log) -> SearchResult:
     """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
     def factory():
-        return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs)
+        return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs, seed=evaluator.seed)
 
     if workers == 1 and not ray and evaluator.prefetcher is not None:
         log(f"latency measured on {profile.budget.device}, ahead of need while candidates train")
@@ -230,11 +232,14 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
              latency_seconds: Optional[float] = None) -> dict:
     arch, journal = result.arch, run.journal()
     params, macs = task.model_size(arch, run.meta.data, profile)
+    b = profile.budget
+    rule = budget_rule_note(profile.search, journal, has_budget=bool(b.max_params or b.max_macs or b.max_latency_ms))
     return {
         "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
         **winner_latency(run, profile, arch, log, data=data, source=latency), "budget": profile.to_dict()["budget"],
-        "search_acc": result.acc, "val_acc": res.val_acc, **test,
-        "discovered_epochs": result.epochs, "final_epochs": epochs, "candidates": result.candidates,
+        "search_acc": result.acc, "val_acc": res.val_acc, **test, "test_from": test_from(result.epochs, epochs),
+        "discovered_epochs": result.epochs, "winner_epochs": epochs, "final_epochs": profile.train.final_epochs,
+        "over_budget": rule, "candidates": result.candidates,
         "candidates_trained": sum(r["status"] != "skipped" for r in journal),
         "candidates_skipped": sum(r["status"] == "skipped" for r in journal),
         "search_seconds": round(search_wall, 2), "candidate_seconds": round(sum(r["seconds"] for r in journal), 2),
@@ -267,6 +272,13 @@ def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchRes
                        seed=seed, search_wall=search_wall, log=log, data=data, latency=latency,
                        latency_seconds=latency_seconds)
     run.write(RunDir.SUMMARY, summary)
+    log(summary["over_budget"]["text"])
     log(f"done: {arch}, {summary['params']:,} params, {summary['macs']:,} MACs, "
-        + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; run directory {run.path}")
+        + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f" (after {summary['test_from']}; `edgenas train` "
+        f"trains final_epochs ({profile.train.final_epochs})); run directory {run.path}")
     return summary
+
+
+def test_from(discovered: Optional[int], epochs: int) -> str:
+    """Which training the summary's test figures come from (``test_from``)."""
+    return f"discovered epochs ({epochs})" if discovered else f"search.epochs ({epochs})"

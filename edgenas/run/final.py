@@ -174,13 +174,15 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
             test = task.test_metrics(model, data, dev)
         kept = run.keep_weights()
         run.save_weights(model)
-        final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test,
+        origin = f"final_epochs ({epochs})" if epochs == prof.train.final_epochs else f"--epochs ({epochs})"
+        final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test, "test_from": origin,
                  "seconds": round(time.monotonic() - started, 2), "device": str(dev), "seed": seed, "threads": threads}
         _record(run, prof, task, final=final, kept=kept)
         run.drop_checkpoint()
     if kept:
         log(f"the earlier weights are kept as {run.path / kept} (their figures: summary.json's earlier_models)")
-    log(f"done: {arch}: " + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; weights in {run.path / RunDir.WEIGHTS}")
+    log(f"done: {arch}: " + ", ".join(f"{k} {v:.2f}%" for k, v in test.items())
+        + f" (after {final['test_from']}); weights in {run.path / RunDir.WEIGHTS}")
     return {"arch_str": str(arch), "run_dir": str(run.path), **final} | ({"kept_earlier_weights": kept} if kept else {})
 
 
@@ -213,7 +215,7 @@ def _earlier_figures(summary: dict) -> dict:
     """The figures of the final weights summary.json describes (a `train`'s, or a search's own)."""
     if "final_training" in summary:
         return dict(summary["final_training"])
-    return {k: v for k, v in summary.items() if k.startswith("test_") or k in ("final_epochs", "val_acc", "seed")}
+    return {k: v for k, v in summary.items() if k.startswith("test_") or k in ("final_epochs", "winner_epochs", "val_acc", "seed")}
 
 
 def _record(run: RunDir, profile: Profile, task: Task, *, final: dict, kept: Optional[str] = None) -> None:
@@ -232,5 +234,5 @@ def _record(run: RunDir, profile: Profile, task: Task, *, final: dict, kept: Opt
         if kept:
             summary["earlier_models"] = [{"weights": kept}]  # no summary.json described them
     summary["final_training"] = final
-    summary.update({k: v for k, v in final.items() if k.startswith("test_")})
+    summary.update({k: v for k, v in final.items() if k.startswith("test_")})  # test_from too
     run.write(RunDir.SUMMARY, summary)

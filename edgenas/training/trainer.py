@@ -224,7 +224,54 @@ def fit(
 
     with torch_threads(threads), _bn_momentum(modules, sched.bn_momentum_power):
         result = _run_epochs(loop.epochs(start), epochs, on_epoch, start=start, after_epoch=after_epoch)
+        if plan.recompute_bn and result.status == "trained":
+            recompute_bn(model, data.train, data, device, seed=seed)
     return dataclasses.replace(result, graphed=graphed and loop.graph is not None)
+
+
+BN_IMAGES = 4096  # training images the recomputed BatchNorm statistics average over (at most)
+BN_BATCH = 256
+
+
+@torch.no_grad()
+def recompute_bn(model: nn.Module, split: Split, data: ImageData, device: torch.device, *, seed: int,
+                 images: int = BN_IMAGES, batch_size: int = BN_BATCH) -> bool:
+    """Replace every BatchNorm's running mean and variance by their average over training batches.
+
+    As ``torch.optim.swa_utils.update_bn``: statistics reset, momentum None (a plain average over
+    the batches), forward passes in training mode. Images normalised as for evaluation, without
+    augmentation (the statistics are used on such images); at most ``images`` of them, drawn with
+    ``seed``. Batches of one image are left out (BatchNorm cannot take them). False when there is
+    nothing to do (no BatchNorm, or fewer than two training images).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    n = min(len(split), images)
+    if not norms or n < 2:
+        return False
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(split), generator=gen)[:n].to(split.x.device)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    inv_std = 1.0 / torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    was_training = model.training
+    model.train()
+    try:
+        for s in range(0, n, batch_size):
+            idx = chosen[s : s + batch_size]
+            if len(idx) < 2:
+                break
+            x = split.x.index_select(0, idx).to(device)
+            x = ((x.float().div_(255.0) - mean).mul_(inv_std)).contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                model(x)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return True
 
 
 def _run_epochs(epoch_stats, epochs: int, on_epoch: EpochCallback | None, *, start: int = 0,
