@@ -20,7 +20,7 @@ ARCH = r"d\d+-w\d+-[sc]+-[357]+"
 TAG = rf"\[(?P<stage>\w+) #(?P<n>\d+)\] (?P<arch>{ARCH}) e(?P<e>\d+)"
 # Every kind of line `edgenas discover` writes to a pipe, as the code before this display wrote it.
 LINES = {
-    "start": r"edgenas \S+: profile \S+ \(\w+\), dataset \w+, device \w+, run \S+",
+    "start": r"edgenas \S+: profile \S+ \(\w+\), dataset \w+, device \w+( \(\d+ CPU threads?\))?, run \S+",
     "epoch": TAG + r": epoch (?P<epoch>\d+)/(?P<of>\d+) loss \d+\.\d{3} train \d+\.\d% \(\d+s elapsed\)",
     "trained": TAG + r": (?P<status>trained|failed), val acc \d+\.\d\d% in \d+\.\ds",
     "skipped": TAG + r": skipped, over budget \(params [\d,]+ > max_params [\d,]+\)",
