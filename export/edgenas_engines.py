@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,23 @@ def write_metadata(model: str | Path, metadata: dict) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def companion_files(model: str | Path) -> list[Path]:
+    """The files a model file needs beside it: an OpenVINO IR's ``.bin``, ncnn's ``.ncnn.bin``, the metadata."""
+    model = Path(model)
+    if model.name.endswith(".ncnn.param"):
+        weights = [model.with_name(model.name[:-len(".param")] + ".bin")]
+    elif model.suffix == ".xml":
+        weights = [model.with_suffix(".bin")]
+    else:
+        weights = []
+    return [*weights, metadata_path(model)]
+
+
+def size_on_disk(model: str | Path) -> int:
+    """Bytes of ``model`` and its weights file (an IR's ``.bin``, ncnn's ``.ncnn.bin``): what a device stores."""
+    return sum(p.stat().st_size for p in [Path(model), *companion_files(model)[:-1]] if p.is_file())
 
 
 def read_metadata(model: str | Path) -> dict:
@@ -227,7 +245,9 @@ class ExecuTorchRunner(EngineRunner):
 
         self.torch = importlib.import_module("torch")  # ExecuTorch's Python runtime takes torch tensors
         self.runtime_version = package_version("executorch")
-        portable_lib._unsafe_reset_threadpool(threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental API": the only way to set its threads
+            portable_lib._unsafe_reset_threadpool(threads)
         try:
             program = Runtime.get().load_program(Path(model))
             self.method = program.load_method("forward")
@@ -251,8 +271,8 @@ class OpenVINORunner(EngineRunner):
         super().__init__(model, runtime, threads=threads, device=device)
         ov = _import("openvino")
         self.runtime_version = package_version("openvino")
-        if not model.with_suffix(".bin").is_file():
-            raise EngineError(f"{model.with_suffix('.bin')}: no such file (an OpenVINO model is the .xml and its .bin)")
+        if not companion_files(model)[0].is_file():
+            raise EngineError(f"{companion_files(model)[0]}: no such file (an OpenVINO model is the .xml and its .bin)")
         try:
             core = ov.Core()
             compiled = core.compile_model(core.read_model(str(model)), "CPU", {
@@ -283,7 +303,7 @@ class NcnnRunner(EngineRunner):
         super().__init__(model, runtime, threads=threads, device=device)
         ncnn = _import("ncnn")
         self.ncnn, self.runtime_version = ncnn, package_version("ncnn")
-        weights = model.with_name(model.name[:-len(".param")] + ".bin")
+        weights = companion_files(model)[0]
         if not weights.is_file():
             raise EngineError(f"{weights}: no such file (an ncnn model is the .param and its .bin)")
         self.net = ncnn.Net()

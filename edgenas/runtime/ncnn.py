@@ -25,7 +25,7 @@ PNNX_TIMEOUT_S = 600  # a network of the search space converts in seconds
 
 def weights_path(param: Path) -> Path:
     """``model.ncnn.param`` -> ``model.ncnn.bin``."""
-    return param.with_name(param.name[:-len(".param")] + ".bin")
+    return engines.companion_files(param)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +40,10 @@ class NcnnBackend(Runtime):
     def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
         """``model`` as ``out`` (``.ncnn.param``) and its ``.ncnn.bin``, and the metadata file.
         ``calibration`` is not used (fp32)."""
+        self.available()
         import pnnx
         import torch
 
-        self.available()
         out = Path(out)
         if not out.name.endswith(self.suffix):
             raise ValueError(f"an ncnn model's file name ends with {self.suffix}, got {out.name}")
