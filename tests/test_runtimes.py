@@ -187,3 +187,76 @@ def test_openvino_conversion_writes_nothing_in_the_home_folder(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert list(home.rglob("*")) == []
+
+
+def litert_device_env(root: Path) -> Path:
+    """A fresh venv whose site-packages holds only numpy and ai-edge-litert (linked from this one)."""
+    import venv
+
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
+    python = root / "bin" / "python"
+    site = Path(subprocess.run([python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    for name in ("numpy", "ai_edge_litert"):
+        src = Path(importlib.util.find_spec(name).submodule_search_locations[0])
+        for path in [src, *src.parent.glob(f"{name}.libs"), *src.parent.glob(f"{name}-*.dist-info")]:
+            (site / path.name).symlink_to(path)
+    return python
+
+
+def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(trained, converted, tmp_path):
+    """What a phone-class device needs for a .tflite: the kit's files, numpy and ai-edge-litert."""
+    if importlib.util.find_spec("ai_edge_litert") is None or importlib.util.find_spec("litert_torch") is None:
+        pytest.skip("needs ai-edge-litert and litert-torch: pip install edgenas[litert]")
+    import http.client
+    import shutil
+
+    model, _, test, _ = trained
+    python = litert_device_env(tmp_path / "venv")
+    device = tmp_path / "device"
+    device.mkdir()
+    for kit_file in (ROOT / "export").glob("edgenas_*.py"):
+        shutil.copy(kit_file, device / kit_file.name)
+    tflite = converted("litert-int8")
+    for path in (tflite, engines.metadata_path(tflite)):
+        shutil.copy(path, device / path.name.replace("litert-int8", "model.int8"))
+    kit.save_samples(device / "samples.npz", test[:32], reference(model, test[:32]), "classify")
+    run = lambda *args: subprocess.run([str(python), "-I", *map(str, args)], capture_output=True, text=True,  # noqa: E731
+                                       cwd=device, timeout=300)
+    probe = "import importlib.util as u; print([n for n in ('numpy', 'ai_edge_litert', 'torch', 'edgenas', 'onnxruntime') if u.find_spec(n)])"
+    assert run("-c", probe).stdout.strip() == "['numpy', 'ai_edge_litert']"
+
+    # check: INT8 logits differ from PyTorch's by design; top-1 agreement is what is held
+    check = run("edgenas_kit.py", "check", ".", "--runtime", "litert-int8", "--threads", "1",
+                "--max-abs-diff", "inf", "--min-agreement", "90%")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "litert-int8" in check.stdout and "PASS" in check.stdout
+    bench = run("edgenas_kit.py", "bench", "model.int8.tflite", "--threads", "1", "--runs", "20", "--json", "b.json")
+    assert bench.returncode == 0, bench.stderr
+    record = kit.read_bench(device / "b.json")
+    assert record["runtime"] == "litert-int8" and record["input_shape"] == [1, 1, 8, 8] and record["threads"] == 1
+
+    (device / "token").write_text("litert-token-0123456789\n")
+    server = subprocess.Popen([str(python), "-I", "edgenas_kit.py", "serve", "--port", "0", "--token-file", "token",
+                               "--threads", "1"], cwd=device, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line + server.stderr.read()
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        auth = {"Authorization": "Bearer litert-token-0123456789"}
+        conn.request("GET", "/status", headers=auth)
+        status = json.loads(conn.getresponse().read())
+        assert {"litert-cpu", "litert-int8"} <= set(status["runtimes"]) and status["versions"]["ai-edge-litert"]
+        conn.request("POST", "/bench?runtime=litert-int8&layout=NHWC&runs=10&name=model.int8.tflite",
+                     body=tflite.read_bytes(), headers=auth)
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 200, answer
+        assert answer["runtime"] == "litert-int8" and answer["input_shape"] == [1, 1, 8, 8] and answer["runs"] == 10
+        conn.request("POST", "/bench?runtime=openvino-cpu", body=b"<xml/>", headers=auth)
+        response = conn.getresponse()
+        assert response.status == 400 and "two files" in json.loads(response.read())["error"]
+    finally:
+        server.kill()
+        server.wait(timeout=30)
