@@ -541,6 +541,11 @@ def _umask() -> int:
     return mask
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file here (0o666 less the umask); mkstemp's files are 0600."""
+    return 0o666 & ~_umask()
+
+
 def write_atomic(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename it over ``path``."""
     path = Path(path)
@@ -548,7 +553,7 @@ def write_atomic(path: str | Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file honours the umask like open()
+            os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; a written file honours the umask like open()
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -645,6 +650,9 @@ def parity_report(expected: np.ndarray, actual: np.ndarray, task: str = "classif
     for name, value in (("max_abs_diff", max_abs_diff), ("min_agreement", min_agreement), ("min_cosine", min_cosine)):
         if math.isnan(value):
             raise ValueError(f"tolerance {name} is NaN: every comparison with it would pass")
+    for name, value in (("min_agreement", min_agreement), ("min_cosine", min_cosine)):
+        if value > 1:
+            raise ValueError(f"tolerance {name} is {value:g}, above 1: no model could ever pass it")
     expected, actual = np.asarray(expected, np.float64), np.asarray(actual, np.float64)
     report: dict = {"task": task, "samples": int(len(expected)), "passed": False, "failures": []}
     if expected.shape != actual.shape:
@@ -820,6 +828,23 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _agreement(text: str) -> float:
+    """A share of the samples: 0 to 100 % (above it no model could pass: a usage error, not a FAIL)."""
+    value = _fraction(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is above 100%: an agreement is a share of the samples "
+                                         "(write e.g. 99.9% or 0.999)")
+    return value
+
+
+def _cosine(text: str) -> float:
+    """A cosine similarity bound: at most 1 (no embedding is closer than identical)."""
+    value = _tolerance(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is above 1, the cosine of identical embeddings")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edgenas_kit.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -830,8 +855,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")
     c.add_argument("--threads", type=int, help="CPU threads (default: all available)")
     c.add_argument("--max-abs-diff", type=_tolerance, help="default: parity.json's for the file, else 1e-3")
-    c.add_argument("--min-agreement", type=_fraction, help="e.g. 99.9%% or 0.999 (default: parity.json's for the file, else 99.9%%)")
-    c.add_argument("--min-cosine", type=_tolerance, help="default: parity.json's for the file, else 0.999")
+    c.add_argument("--min-agreement", type=_agreement, help="e.g. 99.9%% or 0.999 (default: parity.json's for the file, else 99.9%%)")
+    c.add_argument("--min-cosine", type=_cosine, help="default: parity.json's for the file, else 0.999")
     b = sub.add_parser("bench", help="time the model and write the bench JSON")
     b.add_argument("model")
     b.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")

@@ -40,7 +40,10 @@ import numpy as np
 SCHEMA = "edgenas.device/1"  # the /status answer
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 DEFAULT_MAX_UPLOAD_MB = 64
-MAX_QUEUE = 32  # requests waiting to be timed; more are refused with 503
+MAX_QUEUE = 32  # requests waiting to be timed (default of --max-queue); more are refused with 503 and Retry-After
+# Connections the kernel holds before the server accepts them: above every plain client a queue of
+# MAX_QUEUE invites (socketserver's default of 5 reset connections of a burst of 20 clients).
+LISTEN_BACKLOG = 256
 READ_TIMEOUT_S = 60  # a client that stops sending mid-upload is dropped after this long
 MAX_RUNS = 100_000
 # runs=auto: the measurement of a search's latency budget (edgenas/runtime/latency.py).
@@ -50,11 +53,12 @@ TWO_FILE_ENGINES = ("openvino", "ncnn")  # an IR's .xml and .bin, ncnn's .param 
 
 
 class Refused(Exception):
-    """A request the server will not (or cannot) answer: ``status`` and a one-line reason."""
+    """A request the server will not (or cannot) answer: ``status`` and a one-line reason;
+    ``retry_after``: seconds after which the same request may be answered (503)."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, retry_after: int | None = None):
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.retry_after = status, reason, retry_after
 
 
 @dataclass(frozen=True)
@@ -125,13 +129,18 @@ class Job:
 class Measurer:
     """One worker thread that times queued models one at a time, so timings never overlap."""
 
-    def __init__(self, kit, log):
-        self.kit, self.log = kit, log
-        self.jobs: queue.Queue = queue.Queue(maxsize=MAX_QUEUE)
+    def __init__(self, kit, log, max_queue: int = MAX_QUEUE):
+        self.kit, self.log, self.max_queue = kit, log, max_queue
+        self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
         self.lock = threading.Lock()
         self.waiting = 0  # submitted and not finished (queued + being timed)
         self.measured = 0
+        self.job_seconds = 1.0  # how long a request takes to time, smoothed (for Retry-After)
         threading.Thread(target=self._work, name="edgenas-measurer", daemon=True).start()
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has room again, about: one job's time (1 to 60 s)."""
+        return max(1, min(60, math.ceil(self.job_seconds)))
 
     def submit(self, models: list, settings: Settings) -> dict:
         """Queue the models and wait for their bench JSON; ``Refused`` when they cannot be timed."""
@@ -140,7 +149,8 @@ class Measurer:
             try:
                 self.jobs.put_nowait(job)
             except queue.Full:
-                raise Refused(503, f"{MAX_QUEUE} requests are already waiting: try again later") from None
+                raise Refused(503, f"{self.max_queue} requests are already waiting: try again later",
+                              retry_after=self.retry_after()) from None
             self.waiting += 1
         job.done.wait()
         if job.error is not None:
@@ -150,6 +160,7 @@ class Measurer:
     def _work(self) -> None:
         while True:
             job = self.jobs.get()
+            started = time.monotonic()
             try:
                 job.result = self._measure(job)
             except Refused as e:
@@ -161,6 +172,7 @@ class Measurer:
             finally:
                 with self.lock:
                     self.waiting -= 1
+                    self.job_seconds = 0.8 * self.job_seconds + 0.2 * (time.monotonic() - started)
                 job.done.set()
 
     def _measure(self, job: Job) -> dict:
@@ -285,11 +297,13 @@ class DeviceServer(http.server.ThreadingHTTPServer):
     """Answers requests on threads; the one ``Measurer`` times the models, in the order they came."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG  # the listen() backlog
 
-    def __init__(self, address, *, kit, token: str, runtime: str, threads: int | None, max_upload: int, log):
+    def __init__(self, address, *, kit, token: str, runtime: str, threads: int | None, max_upload: int, log,
+                 max_queue: int = MAX_QUEUE):
         self.kit, self.token, self.runtime, self.threads = kit, token.encode(), runtime, threads
         self.max_upload, self.log = max_upload, log
-        self.measurer = Measurer(kit, log)
+        self.measurer = Measurer(kit, log, max_queue)
         super().__init__(address, Handler)
 
     def status(self) -> dict:
@@ -299,7 +313,7 @@ class DeviceServer(http.server.ThreadingHTTPServer):
             "schema": SCHEMA, "device": kit.gpu_name() if gpu else kit.cpu_name(), "host": platform.node(),
             "runtime": self.runtime, "threads": self.threads or kit.available_cpus(), "runtimes": available_runtimes(kit),
             "versions": versions(kit) | {"edgenas_kit": kit.KIT_VERSION}, "queue": self.measurer.waiting, "measured": self.measurer.measured,
-            "max_upload_bytes": self.max_upload,
+            "max_upload_bytes": self.max_upload, "max_queue": self.measurer.max_queue,
         }
 
 
@@ -356,21 +370,44 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._answer(self._post)
 
     def _answer(self, handle) -> None:
+        self.body_read = False
+        retry_after = None
         try:
             self._authorise()
             status, body = 200, handle()
         except Refused as e:
-            status, body = e.status, {"error": e.reason}
+            status, body, retry_after = e.status, {"error": e.reason}, e.retry_after
             self.close_connection = True  # an unread body must not be taken for the next request
+            self._drain()
         data = (json.dumps(body) + "\n").encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if retry_after is not None:
+                self.send_header("Retry-After", str(retry_after))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
         except OSError:  # the client left; nothing to tell it
             pass
+
+    def _drain(self) -> None:
+        """Read a refused request's body (within the upload limit) before answering: closing a socket
+        with unread bytes resets the connection, and the client would never read the answer."""
+        if self.body_read:
+            return
+        try:
+            size = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return
+        if 0 < size <= self.server.max_upload:
+            try:
+                self.rfile.read(size)
+            except OSError:
+                pass
+        self.body_read = True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (bad request line, unknown method), as JSON like the others."""
@@ -429,6 +466,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             data = self.rfile.read(size)
         except OSError as e:  # a read timeout: the client stopped sending
             raise Refused(400, f"upload incomplete: {e}") from None
+        finally:
+            self.body_read = True
         if len(data) != size:
             raise Refused(400, f"upload incomplete: got {len(data):,} of {size:,} bytes")
         return data
@@ -465,6 +504,8 @@ def add_arguments(p: argparse.ArgumentParser, kit) -> None:
     p.add_argument("--runtime", default="onnxruntime-cpu", help=f"default runtime: one of {', '.join(kit.RUNTIMES)}")
     p.add_argument("--threads", type=int, help="default CPU threads (default: all available)")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest model accepted, MiB")
+    p.add_argument("--max-queue", type=int, default=MAX_QUEUE,
+                   help=f"requests that may wait to be timed (default {MAX_QUEUE}); more get 503 with Retry-After")
 
 
 def serve(args, kit) -> int:
@@ -475,13 +516,15 @@ def serve(args, kit) -> int:
         raise kit.KitError(f"--threads must be >= 1, got {args.threads}")
     if not args.max_upload_mb > 0:
         raise kit.KitError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if args.max_queue < 1:
+        raise kit.KitError(f"--max-queue must be >= 1, got {args.max_queue}")
 
     def log(line: str) -> None:
         print(f"edgenas-serve {time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
     try:
         server = DeviceServer((args.host, args.port), kit=kit, token=token, runtime=args.runtime, threads=args.threads,
-                              max_upload=int(args.max_upload_mb * (1 << 20)), log=log)
+                              max_upload=int(args.max_upload_mb * (1 << 20)), log=log, max_queue=args.max_queue)
     except OSError as e:
         raise kit.KitError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     host, port = server.server_address[:2]

@@ -49,7 +49,7 @@ def test_check_memory_names_the_estimate_and_what_is_available():
 
 def test_a_dataset_resized_beyond_memory_is_refused_before_allocating(monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda: 2 * GIB)
-    with pytest.raises(DataError, match=r"digits: 1797 images resized to 1x4096x4096 \(uint8\) needs about 28.1 GiB"):
+    with pytest.raises(DataError, match=r"digits: 1797 images resized to 1x4096x4096 needs about 56.3 GiB"):
         load_dataset("digits", input_size=(4096, 4096))
 
 

@@ -167,7 +167,7 @@ def test_a_directory_named_like_a_builtin_does_not_hide_it(tmp_path, monkeypatch
     (tmp_path / "demo").mkdir()
     monkeypatch.chdir(tmp_path)
     assert load_profile("demo").source == "profiles/demo.toml"
-    with pytest.raises(ProfileError, match="does not exist"):
+    with pytest.raises(ProfileError, match="demo is a directory, not a profile file"):
         load_profile("./demo")
 
 

@@ -125,6 +125,8 @@ def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, json_out):
         check_writable(json_out, "--json")
     result = evaluate_run(run_dir, model=model_file, runtime=runtime, threads=threads, flip=flip)
     click.echo(format_evaluation(result))
+    if result["stale"]:
+        click.echo(f"edgenas: warning: {result['stale']}", err=True)
     out = Path(json_out) if json_out else result_path(RunDir.open(run_dir), Path(result["model"]))
     write_json_atomic(out, result)
     click.echo(f"wrote {out}")

@@ -52,6 +52,18 @@ def latency_table(profile_name, device_url, device_token_file, runtime, threads,
                f"for {target.runtime}{where}, {target.threads} thread(s), batch {target.batch}, input {target.input_chw}")
 
 
+def _refuse_non_finite(report: dict, table_path: str) -> None:
+    """A figure that is not a number ("nan %") says nothing about the table: refuse instead of printing it."""
+    import math
+
+    bad = [n["arch"] for n in report["networks"]
+           if not all(math.isfinite(n[k]) and n[k] >= 0 for k in ("predicted_ms", "measured_ms"))]
+    if bad:
+        raise click.ClickException(f"{table_path}: {len(bad)} of {report['samples']} networks have no finite predicted "
+                                   f"or measured latency (first: {bad[0]}); rebuild the table with "
+                                   "`edgenas latency-table` and check it again")
+
+
 @main.command("latency-check")
 @click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
 @device_url_option
@@ -84,6 +96,7 @@ def latency_check(table_path, device_url, device_token_file, runtime, samples, p
                                "(--device URL for a table built on a device server)")
     report = tb.check_table(table, config=config, target=target, timer=timer, samples=samples, seed=seed,
                             rounds=1 if quick else tb.ROUNDS, log=_echo_err)
+    _refuse_non_finite(report, table_path)
     click.echo(tb.format_check(report))
     if json_out:
         write_json_atomic(Path(json_out), report)

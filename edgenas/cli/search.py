@@ -123,6 +123,6 @@ def report(run_dir, out, png_dir):
     """One self-contained HTML page of RUN_DIR: trajectory, trade-offs, network, budgets, export, provenance."""
     from edgenas.deploy.report import write_report
 
-    written = write_report(run_dir, out, png_dir=png_dir)
+    written = write_report(run_dir, out, png_dir=png_dir, warn=lambda line: click.echo(f"edgenas: warning: {line}", err=True))
     for path in written:
         click.echo(f"wrote {path}")

@@ -207,11 +207,14 @@ def load_profile(name_or_path: str | Path) -> Profile:
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or _is_path(text):
         path = Path(text)
+        if path.is_dir():
+            raise ProfileError(f"profile {path} is a directory, not a profile file; give a built-in name "
+                               f"({', '.join(builtin_names())}) or a .toml file")
         if not path.is_file():
             raise ProfileError(f"profile file {path} does not exist; give a built-in name "
                                f"({', '.join(builtin_names())}) or a .toml path")
         try:
-            content = path.read_text(encoding="utf-8")
+            content = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
         except UnicodeDecodeError as e:
             raise ProfileError(f"{path}: not UTF-8 text (byte {e.start}); save the profile as UTF-8") from None
         except OSError as e:

@@ -203,7 +203,16 @@ def compare(baseline: dict, current: dict, metric: str = "p50", max_regression: 
         rows.append(Row(m, "ms", b, c, verdict))
     rows.append(Row("throughput", "images/s", float(baseline["throughput"]), float(current["throughput"]), "info"))
     return Comparison(rows, metric, max_regression, mismatches if allow_env_mismatch else [], names,
-                      condition_warnings(baseline, current, names))
+                      version_note(baseline, current) + condition_warnings(baseline, current, names))
+
+
+def version_note(baseline: dict, current: dict) -> list[str]:
+    """A new runtime version changes latency by itself: the verdict says it is not the model's alone."""
+    before, now = baseline.get("runtime_version"), current.get("runtime_version")
+    if before == now:
+        return []
+    return [f"different {baseline['runtime']} versions: {before} vs {now}; the change is the runtime's as well "
+            "as the model's"]
 
 
 def compare_files(baseline_path: str | Path, current_path: str | Path, **options) -> Comparison:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.deploy.bench import stale_export
 from edgenas.deploy.formats import FORMATS
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, ParamError, UserInputError
@@ -113,6 +114,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
     run = RunDir.open(run_dir)
     path = Path(model) if model is not None else default_model(run)
     runtime = _check_args(run, path, runtime, flip)
+    stale = stale_export(path, runtime)  # made from other weights than model.pt now: said in the figures
     task, shape = run.meta.task, run.meta.data
     data = data if data is not None else load_run_data(run)
     x, target = _test_inputs(run, data)
@@ -132,7 +134,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
     return {"run_dir": str(run.path), "model": str(path), "sha256": kit.file_sha256(path), **where, "task": task,
             "split": "test", "images": int(len(x)), "pairs": int(len(target)) if task == "face" else None,
             "flip": flip, "metric": HEADLINE[task][1], "artifact": artifact, "pytorch": pytorch,
-            **_compare(task, artifact, pytorch), **agreement, "edgenas_version": __version__}
+            **_compare(task, artifact, pytorch), **agreement, "stale": stale, "edgenas_version": __version__}
 
 
 def check_drop(result: dict, *, max_drop: float, flag: str = "--max-drop", figures: str | Path | None = None) -> None:
@@ -164,4 +166,6 @@ def format_evaluation(r: dict) -> str:
                      f"{r['mean_cosine']:.6f}")
     lines.append(f"  {name}: {r['drop_pp']:+.2f} pp lost against PyTorch" if r["drop_pp"] > 0
                  else f"  {name}: nothing lost against PyTorch")
+    if r.get("stale"):
+        lines.append(f"  warning: {r['stale']}")
     return "\n".join(lines)

@@ -161,10 +161,13 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
                    calibration_images: int, calibration_method: str | None, parity_samples: int, kit_samples: int,
                    int8_max_drop: float) -> ExportReport:
     """``export_run`` with the run directory locked (see there)."""
-    model, data, task = load_run_model(run, "cpu"), load_run_data(run), run.meta.task
     out = run.path / EXPORT_DIR
+    if out.is_symlink() and not out.exists():
+        raise RunDirError(f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; create that folder, "
+                          "or remove the link so the export folder can be written there")
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file; move it away so the export folder can be written there")
+    model, data, task = load_run_model(run, "cpu"), load_run_data(run), run.meta.task
     out.mkdir(exist_ok=True)
     metadata = onnx_metadata(run)
     onnx_path = export_onnx(model, out / FORMATS["onnx"].file, run.meta.data.input_chw, metadata)

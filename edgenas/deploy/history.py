@@ -80,6 +80,7 @@ class History:
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".append-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
+                os.chmod(tmp, kit.default_file_mode())  # mkstemp makes 0600: a history is shared like any file
                 f.write(_json(record))
                 f.flush()
                 os.fsync(f.fileno())

@@ -7,7 +7,7 @@ import base64
 import io
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from edgenas.deploy import report_figures
 from edgenas.deploy.report_html import page
@@ -34,9 +34,13 @@ def render_charts(view: RunView) -> dict[str, tuple[object, bytes]]:
     return out
 
 
-def write_report(run_dir: str | Path, out: Optional[str | Path] = None, *, png_dir: Optional[str | Path] = None) -> list[Path]:
-    """Write the HTML report (default RUN_DIR/report.html) and, with ``png_dir``, one PNG per figure."""
+def write_report(run_dir: str | Path, out: Optional[str | Path] = None, *, png_dir: Optional[str | Path] = None,
+                 warn: Callable[[str], None] = lambda line: None) -> list[Path]:
+    """Write the HTML report (default RUN_DIR/report.html) and, with ``png_dir``, one PNG per figure.
+    ``warn`` hears one line per damaged file left out of it."""
     view = load_view(run_dir)
+    for name, why in view.damaged.items():
+        warn(f"{view.path / name} is damaged, left out of the report: {why}")
     out = Path(out) if out else view.path / "report.html"
     if out.is_dir():
         raise ParamError("out", str(out), f"is a directory; give a file name such as {out / 'report.html'}")

@@ -47,7 +47,10 @@ def num(value, fmt: str = ",") -> str:
 
 def _header(view: RunView) -> str:
     s, j = view.summary or {}, view.journal
+    summary_damage = view.damaged.get("summary.json")
     state = ('<span class="state">finished</span>' if view.finished else
+             f'<span class="state running">summary.json is damaged ({esc(summary_damage)}): figures below are from the '
+             'journal</span>' if summary_damage else
              f'<span class="state running">in progress: {len(j)} candidates journaled, no summary.json yet</span>')
     counts = {k: sum(r["status"] == k for r in j) for k in ("trained", "skipped", "failed")}
     tests = [(k, f"{v:.2f}") for k, v in s.items() if k.startswith("test_") and isinstance(v, (int, float))]
@@ -58,7 +61,9 @@ def _header(view: RunView) -> str:
              ("validation accuracy", num(s.get("val_acc"), ".2f")), *tests,
              ("candidates", f"{len(j)}: {counts['trained']} trained, {counts['skipped']} skipped, {counts['failed']} failed"),
              ("search time (s)", num(s.get("search_seconds"), ".1f"))]
-    return f"<h1>edgenas report: {esc(view.path.name)}</h1><p>{esc(view.path)} {state}</p>{kv_table(pairs)}"
+    damage = "".join(f'<p class="missing">damaged, not shown: {esc(name)}: {esc(why)}</p>'
+                     for name, why in view.damaged.items())
+    return f"<h1>edgenas report: {esc(view.path.name)}</h1><p>{esc(view.path)} {state}</p>{damage}{kv_table(pairs)}"
 
 
 def _trajectory(view: RunView, charts: dict) -> str:
@@ -126,7 +131,9 @@ def _export(view: RunView, charts: dict) -> str:
              num(p.get("min_cosine"), ".6f"), p.get("samples")] for name, p in formats.items()]
     parity = (table(["format", "precision", "runtime", "passed", "top-1 agreement", "accuracy", "max |diff|",
                      "min cosine", "samples"], rows, left=3) if rows else
-              missing(f"Export parity: not available; run `edgenas export {view.path}`."))
+              missing(f"Export parity: export/parity.json is damaged ({view.damaged['export/parity.json']}); run "
+                      f"`edgenas export {view.path}` again." if "export/parity.json" in view.damaged else
+                      f"Export parity: not available; run `edgenas export {view.path}`."))
     benches = [[name, b["runtime"], b.get("device"), b.get("threads"), b["batch"], b["runs"], f"{b['p50_ms']:.3f}",
                 f"{b['p90_ms']:.3f}", f"{b['p99_ms']:.3f}"] for name, b in view.benches]
     bench_table = table(["file", "runtime", "device", "threads", "batch", "runs", "p50 ms", "p90 ms", "p99 ms"],

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgenas.deploy import pareto
+from edgenas.device_kit.edgenas_kit import KitError, validate_bench
 from edgenas.run.rundir import RunDir, read_jsonl
 from edgenas.search.space import Arch, layer_costs
 
@@ -29,6 +30,7 @@ class RunView:
     parity: Optional[dict] = None
     verify: Optional[dict] = None
     benches: list[tuple[str, dict]] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)  # file (relative to path) -> what is wrong with it
 
     @property
     def task(self) -> str:
@@ -66,31 +68,50 @@ class RunView:
         return layer_rows(self) if self.arch else []
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def _read_json(path: Path, damaged: Optional[dict] = None, root: Optional[Path] = None) -> Optional[dict]:
+    """A JSON object file; None when absent. A file that is there but is not a JSON object (files are
+    written atomically: it is damaged, never half-written) is None too, and said in ``damaged``."""
+    if not path.is_file():
+        return None
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except ValueError:
-        return None  # half-written by another process: the report shows the rest
+        value = json.loads(path.read_text(encoding="utf-8"))
+        problem = None if isinstance(value, dict) else f"a JSON {type(value).__name__}, not an object"
+    except (ValueError, OSError) as e:
+        problem = f"not readable as JSON: {' '.join(str(e).split())[:100]}"
+    if problem is None:
+        return value
+    if damaged is not None:
+        damaged[str(path.relative_to(root)) if root else path.name] = problem
+    return None
 
 
-def find_benches(path: Path) -> list[tuple[str, dict]]:
-    """Bench JSONs (``edgenas bench --json``) lying in the run directory, export/ or bench/."""
+def find_benches(path: Path, damaged: Optional[dict] = None) -> list[tuple[str, dict]]:
+    """Bench JSONs (``edgenas bench --json``) lying in the run directory, export/ or bench/; one with a
+    bench schema but missing or wrong fields is left out and said in ``damaged``."""
     found = []
     for folder in (path, path / "export", path / "bench"):
         for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            record = _read_json(f)
-            if isinstance(record, dict) and record.get("schema") in BENCH_SCHEMAS:
-                found.append((str(f.relative_to(path)), record))
+            record, name = _read_json(f), str(f.relative_to(path))
+            if not (isinstance(record, dict) and record.get("schema") in BENCH_SCHEMAS):
+                continue
+            try:
+                found.append((name, validate_bench(record, name)))
+            except KitError as e:
+                if damaged is not None:
+                    damaged[name] = f"not a valid bench result ({str(e).removeprefix(name + ': ')})"
     return found
 
 
 def load_view(run_dir: str | Path) -> RunView:
     run = RunDir.open(run_dir)
     journal = run.journal()
+    damaged: dict[str, str] = {}
     view = RunView(run.path, run.meta.to_dict(), journal, {r["key"]: r["ms"] for r in read_jsonl(run.path / RunDir.LATENCY)},
-                   summary=_read_json(run.path / RunDir.SUMMARY), parity=_read_json(run.path / "export" / "parity.json"),
-                   verify=_read_json(run.path / "verify.json"), benches=find_benches(run.path))
-    arch = _read_json(run.path / RunDir.ARCH)
+                   summary=_read_json(run.path / RunDir.SUMMARY, damaged, run.path),
+                   parity=_read_json(run.path / "export" / "parity.json", damaged, run.path),
+                   verify=_read_json(run.path / "verify.json", damaged, run.path),
+                   benches=find_benches(run.path, damaged), damaged=damaged)
+    arch = _read_json(run.path / RunDir.ARCH, damaged, run.path)
     if arch:
         view.arch = Arch.from_dict(arch)
     else:

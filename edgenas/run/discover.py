@@ -7,6 +7,7 @@ winner is trained again under the discovered epochs and written with ``arch.json
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -66,6 +67,15 @@ def check_seed(seed) -> int:
     return seed
 
 
+def check_path(param: str, value) -> Optional[Path]:
+    """An optional path argument (``out``, ``data_dir``) as a ``Path``; anything else is a ``ParamError``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise ParamError(param, value, "give a directory path (a str or pathlib.Path), or None for the default")
+    return Path(value)
+
+
 def _check_parallel(profile: Profile, dev: torch.device, workers: int) -> None:
     if not isinstance(workers, int) or workers < 1:
         raise ParamError("workers", workers, "give an integer >= 1")
@@ -121,6 +131,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     >>> summary = edgenas.discover("demo", dataset="digits", out="runs/demo")
     >>> summary["arch"], summary["test_acc"], summary["run_dir"]
     """
+    out, data_dir = check_path("out", out), check_path("data_dir", data_dir)
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     task, name, seed = task_for(profile.task), dataset or profile.data.dataset, check_seed(seed)
     dev = select_device(device)
@@ -134,6 +145,8 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
         return RunDir.open(out).read(RunDir.SUMMARY)
     if not resume:
         RunDir.refuse_taken(out)  # before loading data: fail fast
+    else:
+        RunDir.refuse_headless(out)
     data = task.load_data(name, data_dir, profile, seed, download)
     _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,

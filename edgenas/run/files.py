@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from pathlib import Path
 from typing import Callable, Optional
@@ -98,6 +99,8 @@ def _parse_record(line: bytes, fields: Fields, where: str) -> dict:
         value = record.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise RunDirError(f"{where} is damaged: the record has no valid {name!r}; {fix}")
+        if isinstance(value, float) and not math.isfinite(value):  # a NaN accuracy would rank, a NaN latency pass
+            raise RunDirError(f"{where} is damaged: its {name!r} is {value}, not a finite number; {fix}")
     return record
 
 

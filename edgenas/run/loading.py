@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from edgenas.errors import RunDirError
+from edgenas.run.meta import data_fingerprint
 from edgenas.run.rundir import RunDir
 from edgenas.training.data import ImageData
 from edgenas.training.network import build_network
@@ -28,7 +29,16 @@ def load_run_model(run: RunDir, device: str = "cpu") -> torch.nn.Module:
 
 
 def load_run_data(run: RunDir) -> ImageData:
-    """The run's dataset, loaded as the search loaded it (same task, split and seed)."""
+    """The run's dataset, loaded as the search loaded it (same task, split and seed), and checked
+    against the fingerprint run.json recorded: figures on other images would be reported as the run's."""
     meta = run.meta
     ds = meta.dataset
-    return task_for(meta.task).load_data(ds.name, ds.data_dir, meta.profile, ds.split_seed, False)
+    data = task_for(meta.task).load_data(ds.name, ds.data_dir, meta.profile, ds.split_seed, False)
+    if ds.fingerprint is not None and all(hasattr(data, s) for s in ("train", "val", "test")):
+        now = data_fingerprint(data)
+        if now != ds.fingerprint:
+            where = f"the images in {ds.data_dir}" if ds.data_dir else f"the {ds.name} dataset"
+            raise RunDirError(f"{where} are not the ones {run.path} was made on (fingerprint {ds.fingerprint[:19]}… "
+                              f"in {RunDir.META}, now {now[:19]}…): figures on them would not be the run's; "
+                              "restore the run's images, or search this data in a new run")
+    return data

@@ -89,7 +89,7 @@ class RunMeta:
 
         Sizes and fingerprint are compared only when both runs recorded them (older run.json did not)."""
         mine, theirs = self.identity(), other.identity()
-        keys = ["profile", "dataset", "seed", "task", "data"]
+        keys = ["profile", "seed", "dataset", "task", "data"]  # seed first: it is the dataset's split seed too
         keys += [k for k in ("sizes", "fingerprint") if mine[k] is not None and theirs[k] is not None]
         return next((key for key in keys if mine[key] != theirs[key]), None)
 

@@ -61,6 +61,7 @@ class RunDir:
         """Open ``path`` for a new search, or for continuing one with ``resume`` (hold its ``lock`` first)."""
         run = cls(path)
         if resume:
+            cls.refuse_headless(run.path)
             if not (run.path / cls.META).exists():
                 raise ParamError("resume", True, f"{run.path} holds no search to resume (no {cls.META}); start one without {{resume}}")
             run.check_same_run(meta)
@@ -92,10 +93,19 @@ class RunDir:
     @classmethod
     def refuse_taken(cls, path: Path, hint: str = "continue it with {resume}, or choose another {out}") -> None:
         """A new run never goes into a directory that holds one (or into a file)."""
+        cls.refuse_headless(path)
         if (path / cls.META).exists() or (path / cls.JOURNAL).exists():
             raise ParamError("out", str(path), f"already holds a search; {hint}")
         if path.exists() and not path.is_dir():
             raise ParamError("out", str(path), "is a file, not a directory")
+
+    @staticmethod
+    def refuse_headless(path: Path) -> None:
+        """A journal without run.json can be neither resumed (what made it is unknown) nor overwritten."""
+        if (path / RunDir.JOURNAL).exists() and not (path / RunDir.META).exists():
+            raise RunDirError(f"{path} holds a search's {RunDir.JOURNAL} but no {RunDir.META} (deleted?): it can "
+                              f"neither be resumed nor started again there; put its {RunDir.META} back to resume it, "
+                              "or start the search in another directory (or delete this one)")
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":

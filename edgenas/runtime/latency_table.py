@@ -10,6 +10,7 @@ MACs, activations and layer count of measured random networks). ``edgenas latenc
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -121,15 +122,22 @@ class LatencyTable:
         """Predicted median latency (ms) of ``arch``; a part the table lacks is a ``UserInputError``."""
         outputs = int(self.built_for["outputs"])
         if self.model == "regression":
-            return float(sum(c * x for c, x in zip(self.coef, arch_features(arch, self.input_chw, outputs))))
-        total = 0.0
-        for part in arch_parts(arch, self.input_chw, outputs):
-            ms = self.entries.get(part.key)
-            if ms is None:
-                raise UserInputError(f"the latency table has no entry for {part.key} (of {arch}): it was built for "
-                                     "another search space; rebuild it with `edgenas latency-table` for this profile")
-            total += ms
-        return self.scale * total + self.overhead_ms
+            ms = float(sum(c * x for c, x in zip(self.coef, arch_features(arch, self.input_chw, outputs))))
+        else:
+            total = 0.0
+            for part in arch_parts(arch, self.input_chw, outputs):
+                part_ms = self.entries.get(part.key)
+                if part_ms is None:
+                    raise UserInputError(f"the latency table has no entry for {part.key} (of {arch}): it was built "
+                                         "for another search space; rebuild it with `edgenas latency-table` for this "
+                                         "profile")
+                total += part_ms
+            ms = self.scale * total + self.overhead_ms
+        # A NaN would pass every budget (NaN > budget is false): never hand one to the search.
+        if not math.isfinite(ms) or ms < 0:
+            raise UserInputError(f"the latency table predicts {ms} ms for {arch}: a latency must be a finite number "
+                                 ">= 0; rebuild the table with `edgenas latency-table`")
+        return ms
 
     def mismatch(self, expected: dict) -> Optional[str]:
         """The first of ``expected``'s settings this table was built for otherwise, said in words (None: all agree)."""
@@ -166,19 +174,31 @@ def table_from_dict(d, source: str) -> LatencyTable:
         missing = [k for k in MATCHED if k not in built_for]
         if missing or model not in MODELS:
             raise ValueError(f"built_for lacks {missing[0]}" if missing else f"model {model!r} is not one of {MODELS}")
-        entries = {str(k): float(v) for k, v in d["entries"].items()}
-        coef = tuple(float(c) for c in d.get("coef", ()))
+        entries = {str(k): _number(v, f"entry {k!r}", least=0.0) for k, v in d["entries"].items()}
+        coef = tuple(_number(c, f"coef[{i}]") for i, c in enumerate(d.get("coef", ())))
         if model == "regression" and len(coef) != len(FEATURES):
             raise ValueError(f"a regression table needs {len(FEATURES)} coefficients, it has {len(coef)}")
+        scale = _number(d.get("scale", 1.0), "scale", least=0.0)
+        overhead = _number(d.get("overhead_ms", 0.0), "overhead_ms")
         known = {"schema", "model", "built_for", "space", "build_seconds", "scale", "overhead_ms",
                  "features", "coef", "entries"}
-        return LatencyTable(built_for, model, dict(d.get("space", {})), entries, float(d.get("scale", 1.0)),
-                            float(d.get("overhead_ms", 0.0)), coef,
+        return LatencyTable(built_for, model, dict(d.get("space", {})), entries, scale, overhead, coef,
                             float(d.get("build_seconds", 0.0)),
                             {k: v for k, v in d.items() if k not in known})
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         what = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
         raise UserInputError(f"{source}: not a usable latency table ({what})") from None
+
+
+def _number(value, what: str, *, least: Optional[float] = None) -> float:
+    """``value`` as a finite float (at least ``least``); else a ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} is {value!r}, not a number")
+    number = float(value)
+    if not math.isfinite(number) or (least is not None and number < least):
+        allowed = "a finite number" + (f" >= {least:g}" if least is not None else "")
+        raise ValueError(f"{what} is {value!r}: it must be {allowed} (rebuild the table with `edgenas latency-table`)")
+    return number
 
 
 def read_table(path: str | Path) -> LatencyTable:

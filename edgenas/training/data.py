@@ -23,7 +23,8 @@ from edgenas.training.memory import check_memory
 TEST_SPLIT_SEED = 0  # the 20 % test split of digits / imagefolder is fixed, whatever the run's seed
 TEST_FRACTION = 0.2
 IMAGEFOLDER_SIZE = (32, 32)  # default input size (H, W) of an imagefolder dataset
-_RESIZE_CHUNK = 4096  # images resized per interpolate call (bounds the float32 working memory)
+_RESIZE_CHUNK = 4096  # images resized per interpolate call at most (bounds the float32 working memory)
+_RESIZE_WORK_BYTES = 2 ** 28  # float32 working memory of one interpolate call (fewer images per call when large)
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,11 @@ def _read_image_folder(root: Path, opts: _LoadOptions):
 
 def _load_imagefolder(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
     train_dir, test_dir = data_dir / "train", data_dir / "test"
+    if train_dir.is_dir() != test_dir.is_dir():  # read as class folders, "train" would be a class of its own
+        there, missing = (train_dir, test_dir) if train_dir.is_dir() else (test_dir, train_dir)
+        raise DataError(f"imagefolder: {data_dir} has {there.name}/ but no {missing.name}/; give both {train_dir.name}/ "
+                        f"and {test_dir.name}/ (each with one folder per class), or the class folders directly in "
+                        f"{data_dir} (a 20 % test split is then held out)")
     if train_dir.is_dir() and test_dir.is_dir():
         x_train, y_train, names = _read_image_folder(train_dir, opts)
         x_test, y_test, test_names = _read_image_folder(test_dir, opts)
@@ -258,11 +264,27 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     out = torch.empty((x.shape[0], x.shape[1], *size), dtype=torch.uint8, device=x.device)
-    for i in range(0, x.shape[0], _RESIZE_CHUNK):
-        chunk = x[i : i + _RESIZE_CHUNK].float()
+    step = _resize_chunk(tuple(x.shape[1:]), size)
+    for i in range(0, x.shape[0], step):
+        chunk = x[i : i + step].float()
         chunk = F.interpolate(chunk, size=size, mode="bilinear", antialias=True, align_corners=False)
-        out[i : i + _RESIZE_CHUNK] = chunk.round_().clamp_(0, 255).to(torch.uint8)
+        out[i : i + step] = chunk.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def _resize_chunk(chw: tuple[int, int, int], size: tuple[int, int]) -> int:
+    """Images per interpolate call: their float32 input and output within ``_RESIZE_WORK_BYTES``."""
+    c, h, w = chw
+    per_image = 4 * c * (h * w + size[0] * size[1])
+    return max(1, min(_RESIZE_CHUNK, _RESIZE_WORK_BYTES // per_image))
+
+
+def resize_bytes(n: int, chw: tuple[int, int, int], size: tuple[int, int]) -> int:
+    """Peak memory of resizing ``n`` images for ``load_dataset``: the uint8 result, the splits copied out
+    of it, and one interpolate call's float32 working memory."""
+    c, h, w = chw
+    step = min(n, _resize_chunk(chw, size))
+    return 2 * n * c * size[0] * size[1] + 4 * step * c * (h * w + size[0] * size[1])
 
 
 def _check_size(input_size) -> tuple[int, int]:
@@ -354,8 +376,8 @@ def load_dataset(
     x_train, y_train, x_test, y_test, class_names = spec.loader(spec, path, opts)
     if tuple(x_train.shape[-2:]) != size:  # resized copies are allocated below: check before
         n, c = len(x_train) + len(x_test), int(x_train.shape[1])
-        check_memory(n * c * size[0] * size[1], what=f"{name}: {n} images resized to {c}x{size[0]}x{size[1]} (uint8)",
-                     hint="use a smaller data.input_size")
+        check_memory(resize_bytes(n, tuple(x_train.shape[1:]), size),
+                     what=f"{name}: {n} images resized to {c}x{size[0]}x{size[1]}", hint="use a smaller data.input_size")
     x_train, x_test = resize(x_train, size), resize(x_test, size)
     val = stratified_holdout(y_train, val_fraction, seed)
     train = _complement(val, len(y_train))

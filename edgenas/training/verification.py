@@ -274,7 +274,7 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
     folds (``fold_ids``). Any deviation is a ``UserInputError`` naming the line and what was expected."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not a header
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserInputError(f"cannot read the pairs file {path} ({' '.join(str(e).split())})") from None
     lines = [(i, line.split()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
