@@ -701,9 +701,9 @@ def provenance_failures(export_dir: Path, runner: Runner, samples: Samples) -> l
     Compares the SHA-256 of the PyTorch weights recorded in the model (ONNX metadata),
     samples.npz and parity.json, and, where the export sits in its run directory
     (``RUN_DIR/export`` beside ``run.json``), the run's current ``model.pt``."""
-    recorded = {"samples.npz": samples.weights_sha256, runner.model_path.name: runner.weights_sha256}
+    recorded = {LAYOUT["samples"]: samples.weights_sha256, runner.model_path.name: runner.weights_sha256}
     try:
-        recorded["parity.json"] = json.loads((export_dir / "parity.json").read_text()).get("weights_sha256")
+        recorded[LAYOUT["parity"]] = json.loads((export_dir / LAYOUT["parity"]).read_text()).get("weights_sha256")
     except (OSError, ValueError, AttributeError):
         pass  # no (or no readable) parity.json: nothing recorded there
     run_dir = export_dir.resolve().parent
@@ -722,6 +722,8 @@ DEFAULT_MODELS = {"onnxruntime-cpu-int8": "model.int8.onnx", "tensorrt-fp16": "m
                   "litert-cpu": "model.tflite", "litert-int8": "model.int8.tflite", "executorch-cpu": "model.pte",
                   "executorch-int8": "model.int8.pte", "openvino-cpu": "model.xml", "openvino-int8": "model.int8.xml",
                   "ncnn-cpu": "model.ncnn.param"}
+# The export folder's own files: the kit's copy of edgenas/deploy/layout.py (tests/test_layers.py compares them).
+LAYOUT = {"onnx": "model.onnx", "samples": "samples.npz", "parity": "parity.json"}
 
 
 def recorded_tolerances(export_dir: str | Path, model: str | Path) -> dict:
@@ -730,7 +732,7 @@ def recorded_tolerances(export_dir: str | Path, model: str | Path) -> dict:
     An INT8 file is judged at export by accuracy on the whole test split; its check here asks the
     device to agree with PyTorch on the samples as well as the export machine's INT8 kernels did."""
     try:
-        formats = json.loads((Path(export_dir) / "parity.json").read_text()).get("formats", {})
+        formats = json.loads((Path(export_dir) / LAYOUT["parity"]).read_text()).get("formats", {})
         entries = [e for e in formats.values() if isinstance(e, dict) and e.get("file") == Path(model).name]
         recorded = entries[0].get("kit_tolerances") if entries else None
         return {k: float(v) for k, v in recorded.items() if k in DEFAULT_TOLERANCES} if isinstance(recorded, dict) else {}
@@ -748,12 +750,12 @@ def check_export(export_dir: str | Path, model: str | Path | None = None, runtim
     if not export_dir.is_dir():
         raise KitError(f"{export_dir}: no such export directory")
     if model is None:
-        model = export_dir / DEFAULT_MODELS.get(check_runtime(runtime) if runtime else "", "model.onnx")
+        model = export_dir / DEFAULT_MODELS.get(check_runtime(runtime) if runtime else "", LAYOUT["onnx"])
     recorded = recorded_tolerances(export_dir, model)
     given = {k: v for k, v in tolerances.items() if v is not None}
-    samples = load_samples(export_dir / "samples.npz")
+    samples = load_samples(export_dir / LAYOUT["samples"])
     with open_runner(model, runtime, threads) as runner:
-        _check_input_shape(samples, runner, export_dir / "samples.npz")
+        _check_input_shape(samples, runner, export_dir / LAYOUT["samples"])
         report = parity_report(samples.outputs, run_batched(runner, samples.inputs), samples.task,
                                **{**DEFAULT_TOLERANCES, **recorded, **given})
         report.update(model=str(model), runtime=runner.runtime, runtime_version=str(runner.runtime_version),

@@ -8,6 +8,7 @@ from edgenas.run.discover import discover
 from edgenas.run.evaluator import check_budget
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.latency import measure_latency
+from edgenas.runtime.target import Target
 from edgenas.search.space import Arch, count_macs, count_params
 
 PROFILE = """
@@ -42,7 +43,7 @@ input_size = [32, 32]
 
 def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
     def latency(width):
-        return measure_latency(Arch.plain(2, width), task="classify", input_chw=(1, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1)
+        return measure_latency(Arch.plain(2, width), Target(task="classify", input_chw=(1, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))
 
     widest, wider, narrowest = latency(64), latency(32), latency(16)
     assert widest > 2 * narrowest, (widest, narrowest)  # 14x the MACs: the measurement sees compute
@@ -134,7 +135,7 @@ def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing
     import onnx
     from conftest import torch_threads
 
-    import edgenas.runtime.latency as latency_mod
+    import edgenas.runtime.onnxruntime as latency_mod  # the ONNX Runtime plug-in quantises what it times
     from edgenas.run.loading import load_run_data
     from edgenas.runtime.ort_int8 import calibration_images
 

@@ -245,12 +245,13 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_a_search_measures_on_the_device_skips_over_budget_and_resumes_without_measuring(
         server, tmp_path, monkeypatch, one_thread):
     import edgenas
-    from edgenas.runtime.device_client import DeviceLatency
+    from edgenas.runtime.cost import OnDevice
+    from edgenas.runtime.device_client import DeviceClient
+    from edgenas.runtime.target import Target
     from edgenas.search.space import Arch
 
     monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
-    source = DeviceLatency(server.url, token=TOKEN, task="classify", input_chw=(1, 8, 8), outputs=10,
-                           runtime="onnxruntime-cpu", threads=1, batch=64)
+    source = OnDevice(DeviceClient(server.url, token=TOKEN), Target("classify", (1, 8, 8), 10, "onnxruntime-cpu", 1, 64))
     widest = min(source.latency_ms(Arch.plain(2, 32)) for _ in range(2))  # the first candidate: over half of it
     budget = round(widest / 2, 4)
     profile = device_profile(tmp_path / "device.toml", server.url, max_latency_ms=budget)

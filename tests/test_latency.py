@@ -16,6 +16,7 @@ from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import MissingDependency, UserInputError
 from edgenas.runtime.latency import measure_latency, median_ms, random_network
 from edgenas.runtime.onnx import export_onnx, timing_onnx
+from edgenas.runtime.target import Target
 from edgenas.search.space import Arch
 from edgenas.training.network import build_model
 
@@ -26,24 +27,24 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 @pytest.mark.parametrize("runtime", ["onnxruntime-cpu", "torch-cpu"])
 def test_median_is_positive_and_finite(runtime):
-    ms = measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime=runtime)
+    ms = measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime=runtime))
     assert 0 < ms < 1000
 
 
 def test_face_networks_are_measured():
-    assert measure_latency(TINY, task="face", input_chw=(3, 16, 16), outputs=16, runtime="onnxruntime-cpu") > 0
+    assert measure_latency(TINY, Target(task="face", input_chw=(3, 16, 16), outputs=16, runtime="onnxruntime-cpu")) > 0
 
 
 def test_a_much_larger_network_is_slower():
-    tiny = measure_latency(TINY, task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1)
-    big = measure_latency(BIG, task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1)
+    tiny = measure_latency(TINY, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))
+    big = measure_latency(BIG, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))
     assert big > 5 * tiny, (tiny, big)
 
 
 def test_batch_costs_time():
     mid = Arch.plain(6, 16)
-    one = measure_latency(mid, task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=1)
-    sixteen = measure_latency(mid, task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=16)
+    one = measure_latency(mid, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=1))
+    sixteen = measure_latency(mid, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=16))
     assert sixteen > 4 * one, (one, sixteen)
 
 
@@ -52,8 +53,8 @@ def test_measuring_leaves_the_callers_rng_and_threads_alone():
     want = torch.rand(3)
     threads = torch.get_num_threads()
     torch.manual_seed(123)
-    measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="torch-cpu", threads=1)
-    measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu")
+    measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="torch-cpu", threads=1))
+    measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu"))
     assert torch.equal(torch.rand(3), want) and torch.get_num_threads() == threads
 
 
@@ -62,7 +63,7 @@ def test_a_deep_random_network_computes_on_normal_floats(task):
     """Timed random networks must not run into subnormal floats (up to 100x slower on x86), which a
     trained network never computes on: at initialisation a depth-90 network's activations are subnormal
     from about layer 50 and zero from layer 70; normalised, every layer's are of order one."""
-    net = random_network(Arch.plain(90, 16), task=task, input_chw=(3, 32, 32), outputs=10)
+    net = random_network(Arch.plain(90, 16), Target(task=task, input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu"))
     h = net.stem(torch.from_numpy(kit.bench_input((3, 32, 32), 1)))
     with torch.no_grad():
         for i, layer in enumerate(net.layers):
@@ -107,22 +108,22 @@ def test_tensorrt_timing_graphs_run(tmp_path):
 
 def test_unknown_runtime_is_one_line():
     with pytest.raises(UserInputError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda$") as e:
-        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="tflite")
+        measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="tflite"))
     assert "\n" not in str(e.value)
 
 
 def test_bad_arguments_are_one_line():
     with pytest.raises(UserInputError, match="threads=0: give an integer >= 1"):
-        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", threads=0)
+        measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", threads=0))
     with pytest.raises(UserInputError, match="batch=0: give an integer >= 1"):
-        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", batch=0)
+        measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", batch=0))
 
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the message without TensorRT")
 @pytest.mark.parametrize("runtime", ["tensorrt-fp16", "tensorrt-int8"])
 def test_missing_tensorrt_is_one_line(runtime):
     with pytest.raises(MissingDependency, match=rf"runtime {runtime} needs TensorRT, which is not installed: pip install tensorrt") as e:
-        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime=runtime)
+        measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime=runtime))
     assert "\n" not in str(e.value)
 
 
@@ -131,10 +132,10 @@ def test_missing_gpu_runtimes_are_one_line():
     import onnxruntime as ort
 
     with pytest.raises(MissingDependency, match="torch-cuda needs a CUDA GPU"):
-        measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="torch-cuda")
+        measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="torch-cuda"))
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(MissingDependency, match="onnxruntime-cuda needs onnxruntime-gpu"):
-            measure_latency(TINY, task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cuda")
+            measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cuda"))
 
 
 def test_every_runtime_is_known():
@@ -146,8 +147,8 @@ def test_every_runtime_is_known():
 @pytest.mark.gpu
 @pytest.mark.parametrize("runtime", ["tensorrt-fp16", "tensorrt-int8"])
 def test_tensorrt_latency(runtime):
-    tiny = measure_latency(TINY, task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime)
-    big = measure_latency(BIG, task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime, batch=8)
+    tiny = measure_latency(TINY, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime))
+    big = measure_latency(BIG, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime, batch=8))
     assert 0 < tiny < big
 
 
@@ -158,4 +159,4 @@ def test_gpu_latency(runtime):
 
     if runtime == "onnxruntime-cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs onnxruntime-gpu")
-    assert measure_latency(TINY, task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime) > 0
+    assert measure_latency(TINY, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime=runtime)) > 0

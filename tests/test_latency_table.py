@@ -26,13 +26,14 @@ from edgenas.runtime.latency_table import (
     table_from_dict,
 )
 from edgenas.runtime.table_build import (
-    Target,
     build_table,
     check_table,
+    format_check,
     in_chain,
     local_built_for,
     part_module,
 )
+from edgenas.runtime.target import Target
 from edgenas.search.space import (
     OPS,
     Arch,
@@ -165,8 +166,30 @@ def test_parts_timed_in_a_chain_add_up_to_the_network():
              for p in space_parts(config, target.input_chw, target.outputs)}
     wide = Arch.plain(7, 12)
     summed = sum(alone[p.key] for p in arch_parts(wide, target.input_chw, target.outputs)) + timer.CALL_MS
-    assert summed > 1.1 * timer.time_ms(random_network(wide, task="classify", input_chw=(3, 16, 16), outputs=10),
+    assert summed > 1.1 * timer.time_ms(random_network(wide, Target(task="classify", input_chw=(3, 16, 16), outputs=10,
+                                                                    runtime="onnxruntime-cpu")),
                                         target.input_chw, part=False)
+    assert report["anchors"] == 8 and report["drift_pct"] == pytest.approx(0.0, abs=1e-9)
+
+
+class SlowerCostModelTimer(CostModelTimer):
+    """The same cost model on a machine that has since become 20 % slower."""
+
+    def time_ms(self, module, input_chw, *, part):
+        return 1.2 * super().time_ms(module, input_chw, part=part)
+
+
+def test_the_check_tells_the_machines_drift_from_the_tables_error():
+    """A table checked after the machine slowed by 20 % misses every network by -16.7 %; the check measures its
+    fit networks again, names the drift (+20 %) and shows that without it the table would be exact."""
+    config = SimpleNamespace(min_depth=3, max_depth=5, min_width=8, max_width=10, width_step=2, micro_kernels=(5,))
+    target = Target("classify", (3, 16, 16), 10, "onnxruntime-cpu")
+    table = build_table(config, target=target, timer=CostModelTimer(), samples=8, rounds=1)
+    report = check_table(table, config=config, target=target, timer=SlowerCostModelTimer(), samples=30, rounds=1)
+    assert report["within_10pct"] == 0.0 and report["mean_signed_error_pct"] == pytest.approx(100 / 1.2 - 100)
+    assert report["drift_pct"] == pytest.approx(20.0) and report["drift_within_10pct"] == 0.0
+    assert report["within_10pct_drift_removed"] == 1.0 and report["median_abs_error_drift_removed_pct"] < 1e-6
+    assert "run +20.0 % (median)" in format_check(report)
 
 
 def _regression_table(built_for: dict, *, per_layer_ms: float, fixed_ms: float = 0.0) -> dict:

@@ -71,6 +71,17 @@ def test_the_kits_runtime_table_agrees_with_edgenas():
         assert (RUNTIMES[name].engine, RUNTIMES[name].suffix, RUNTIMES[name].needs_gpu) == (engine, suffix, needs_gpu)
 
 
+def test_the_kits_export_layout_agrees_with_edgenas():
+    """The kit finds the files `edgenas export` writes: its default model per runtime and its own file names."""
+    from edgenas.deploy import layout
+    from edgenas.deploy.formats import file_for_runtime
+
+    assert kit.LAYOUT == {"onnx": layout.ONNX, "samples": layout.SAMPLES, "parity": layout.PARITY}
+    for runtime in kit.RUNTIMES:
+        assert kit.DEFAULT_MODELS.get(runtime, kit.LAYOUT["onnx"]) == file_for_runtime(runtime), runtime
+    assert layout.KIT in layout.KIT_FILES and all((ROOT / "export" / name).is_file() for name in layout.KIT_FILES)
+
+
 def test_the_python_api_takes_keywords_after_the_first_argument():
     import inspect
 

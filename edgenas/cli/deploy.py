@@ -50,7 +50,9 @@ def _optional_drop(ctx, param, value):
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--format", "formats", default="onnx", show_default=True, callback=_export_formats,
-              help="Comma-separated formats: onnx, tensorrt, onnx-int8 (engine and INT8 file are built from the ONNX file).")
+              help="Comma-separated formats: onnx, tensorrt, onnx-int8 (engine and INT8 file are built from the ONNX file), "
+                   "litert, litert-int8, executorch, executorch-int8, openvino, openvino-int8, ncnn (converted from the "
+                   "PyTorch network; pip install 'edgenas[runtimes]').")
 @click.option("--fp16", is_flag=True, help="TensorRT: build an FP16 engine.")
 @click.option("--int8", is_flag=True, help="TensorRT: build an INT8 engine, calibrated on the run's training images.")
 @click.option("--calibration-images", type=click.IntRange(min=1), default=512, show_default=True, help="INT8: images to calibrate on.")

@@ -29,6 +29,7 @@ from edgenas.config.strategies import CONFIGS, STRATEGIES, EgnasConfig, TrgConfi
 from edgenas.errors import ProfileError
 
 TASKS = ("classify", "face")
+LATENCY_FROM = ("measured", "device", "table")  # where a budget's latency comes from (``Budget.latency_from``)
 MAX_INPUT_SIDE = 4096  # pixels; an image side beyond it is a typo on an edge device
 
 
@@ -50,6 +51,11 @@ class Budget:
     # A latency table (``edgenas latency-table``): candidates' latencies predicted from it, no device
     # time; the winner is still measured (on ``device`` when one is named). Relative to the working directory.
     latency_table: str = ""
+
+    @property
+    def latency_from(self) -> str:
+        """Where candidates' latencies come from: "table" (predicted), "device" (its server) or "measured" (here)."""
+        return "table" if self.latency_table else "device" if self.device else "measured"
 
     def __post_init__(self) -> None:
         check_fields(self, "budget")

@@ -1,7 +1,8 @@
 """The runtimes a model can be timed and run on: the one table that profiles, latency, bench and export read.
 
 The device kit (``export/edgenas_kit.py``) cannot import edgenas, so it keeps its own table of the
-runtimes it runs; ``tests/test_layers.py`` checks that it agrees with this one.
+runtimes it runs; ``tests/test_layers.py`` checks that it agrees with this one. How each runtime
+converts, runs and says its version is its plug-in in ``edgenas/runtime/backend.py`` (``BACKENDS``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 class Runtime:
     name: str
     engine: str  # "onnxruntime" | "tensorrt" | "torch" | "litert" | "executorch" | "openvino" | "ncnn"
-    suffix: str  # the model file it runs (torch: a run directory's model.pt)
+    suffix: str  # the artifact its backend writes (torch: a torch.export program; bench runs a run directory)
     needs_gpu: bool
     install: str  # how to get the engine
     precision: str = "fp32"  # "fp32" | "fp16" | "int8": what the runtime computes in
@@ -26,8 +27,8 @@ RUNTIMES = {r.name: r for r in (
     Runtime("onnxruntime-cuda", "onnxruntime", ".onnx", True, "pip install onnxruntime-gpu"),
     Runtime("tensorrt-fp16", "tensorrt", ".engine", True, "pip install tensorrt", "fp16"),
     Runtime("tensorrt-int8", "tensorrt", ".engine", True, "pip install tensorrt", "int8"),
-    Runtime("torch-cpu", "torch", ".pt", False, "pip install torch"),
-    Runtime("torch-cuda", "torch", ".pt", True, "pip install torch (a CUDA build)"),
+    Runtime("torch-cpu", "torch", ".pt2", False, "pip install torch"),
+    Runtime("torch-cuda", "torch", ".pt2", True, "pip install torch (a CUDA build)"),
     # LiteRT (ai-edge-litert) on XNNPACK; files converted by litert-torch, NHWC input; INT8: PT2E, int8 in and out
     Runtime("litert-cpu", "litert", ".tflite", False, "pip install edgenas[litert]"),
     Runtime("litert-int8", "litert", ".tflite", False, "pip install edgenas[litert]", "int8"),

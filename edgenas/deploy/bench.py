@@ -11,18 +11,19 @@ import json
 from pathlib import Path
 
 from edgenas.config.runtimes import RUNTIMES
-from edgenas.deploy.formats import FORMATS
+from edgenas.deploy import layout
+from edgenas.deploy.formats import file_for_runtime
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
 from edgenas.run.loading import load_run_model
 from edgenas.run.rundir import RunDir
+from edgenas.runtime.backend import backend_of
 from edgenas.runtime.device_client import time_on_device
 from edgenas.runtime.onnx import read_metadata
-from edgenas.runtime.runners import TorchRunner, kit_errors, open_file_runner
+from edgenas.runtime.runners import TorchRunner, kit_errors
 from edgenas.version import __version__
 
 TOOL = f"edgenas {__version__}"
-EXPORT_DIR = "export"  # RUN_DIR/export/, as edgenas export writes it
 DEFAULT_WARMUP = kit.DEFAULT_WARMUP
 DEFAULT_RUNS = kit.DEFAULT_RUNS
 
@@ -41,11 +42,10 @@ def resolve(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
             raise UserInputError(f"{runtime} benchmarks a run directory (arch.json, model.pt), not the file {path}")
         return path, runtime
     if path.is_dir():
-        exported = {f.runtime: f.file for f in FORMATS.values()}  # e.g. onnxruntime-cpu-int8 runs model.int8.onnx
-        target = path / "export" / exported.get(runtime, f"model{rt.suffix}")
+        target = layout.export_dir(path) / file_for_runtime(runtime)  # onnxruntime-cpu-int8: model.int8.onnx
         if not target.is_file():
             hint = f"run `edgenas export {path}` first" + ("" if rt.engine == "tensorrt" else ", or use --runtime torch-cpu")
-            raise UserInputError(f"{path} has no export/{target.name}: {hint}")
+            raise UserInputError(f"{path} has no {layout.EXPORT_DIR}/{target.name}: {hint}")
         return target, runtime
     return path, runtime
 
@@ -59,7 +59,7 @@ def _recorded_weights(target: Path) -> dict[str, str]:
         except Exception:  # not readable as ONNX: opening the runner says so, in one line
             pass
     try:
-        recorded["parity.json"] = json.loads((target.parent / "parity.json").read_text()).get("weights_sha256")
+        recorded[layout.PARITY] = json.loads((target.parent / layout.PARITY).read_text()).get("weights_sha256")
     except (OSError, ValueError, AttributeError):
         pass
     return {name: h for name, h in recorded.items() if isinstance(h, str) and h}
@@ -71,7 +71,7 @@ def stale_export(model: str | Path, runtime: str | None = None) -> str | None:
     target, runtime = resolve(model, runtime)
     run_dir = target.parent.parent
     weights = run_dir / RunDir.WEIGHTS
-    if RUNTIMES[runtime].engine == "torch" or target.parent.name != EXPORT_DIR or not weights.is_file():
+    if RUNTIMES[runtime].engine == "torch" or target.parent.name != layout.EXPORT_DIR or not weights.is_file():
         return None
     current = kit.file_sha256(weights)
     stale = [name for name, h in _recorded_weights(target).items() if h != current]
@@ -85,7 +85,7 @@ def open_runner(model: str | Path, runtime: str | None = None, threads: int | No
     """A runner for ``model`` (``.onnx``, ``.engine`` or run directory); use it as a context manager."""
     path, runtime = resolve(model, runtime)
     if RUNTIMES[runtime].engine != "torch":
-        return open_file_runner(path, runtime, threads)
+        return backend_of(runtime).open(path, threads=threads)
     run = RunDir.open(path)
     device = "cuda" if runtime == "torch-cuda" else "cpu"
     if device == "cuda":
@@ -109,9 +109,9 @@ def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, s
         choices = ", ".join(name for name, r in RUNTIMES.items() if r.engine != "torch")
         raise ParamError("runtime", runtime, f"a device server runs ONNX models; choose one of {choices}")
     if path.is_dir():
-        path = path / "export" / "model.onnx"
+        path = layout.export_dir(path) / layout.ONNX
         if not path.is_file():
-            raise UserInputError(f"{model} has no export/model.onnx: run `edgenas export {model}` first")
+            raise UserInputError(f"{model} has no {layout.EXPORT_DIR}/{layout.ONNX}: run `edgenas export {model}` first")
     elif not path.is_file():
         raise UserInputError(f"{path}: no such model file or run directory")
     elif path.suffix != ".onnx":

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.deploy import layout
 from edgenas.deploy.bench import stale_export
-from edgenas.deploy.formats import FORMATS
+from edgenas.deploy.formats import runtime_for_file
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, ParamError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
-from edgenas.runtime.runners import TorchRunner, kit_errors, open_file_runner
+from edgenas.runtime.backend import backend_of
+from edgenas.runtime.runners import TorchRunner, kit_errors
 from edgenas.training.augment import normalize
 from edgenas.training.embeddings import embed, scores_of
 from edgenas.training.verification import verify
@@ -28,12 +30,12 @@ TOP_K = 5
 
 
 def default_model(run: RunDir) -> Path:
-    return run.path / "export" / "model.onnx"
+    return layout.export_dir(run.path) / layout.ONNX
 
 
 def result_path(run: RunDir, model: Path) -> Path:
     """Where the figures go by default: ``RUN_DIR/export/<model stem>.evaluate.json``."""
-    return run.path / "export" / f"{model.name.rsplit('.', 1)[0]}.evaluate.json"
+    return layout.evaluate_json(layout.export_dir(run.path) / model.name)
 
 
 def _outputs(runner, x: np.ndarray, *, flip: bool) -> np.ndarray:
@@ -76,15 +78,14 @@ def _compare(task: str, artifact: dict, reference: dict) -> dict:
 
 def _check_args(run: RunDir, model: Path, runtime: str | None, flip: bool) -> str:
     if not model.is_file():
-        hint = f"run `edgenas export {run.path}` first" if model.parent == run.path / "export" else "give an exported file"
+        hint = f"run `edgenas export {run.path}` first" if model.parent == layout.export_dir(run.path) else "give an exported file"
         raise ParamError("model", str(model), f"no such file; {hint}")
     if runtime is not None and runtime not in kit.RUNTIMES:
         raise ParamError("runtime", runtime, f"choose one of {', '.join(kit.RUNTIMES)}")
     if flip and run.meta.task != "face":
         raise ParamError("flip", True, f"applies to face runs (embedding of the image plus its mirror); {run.path} is a "
                          f"{run.meta.task} run")
-    exported = {f.file: f.runtime for f in FORMATS.values()}  # model.int8.onnx: onnxruntime-cpu-int8
-    return runtime or exported.get(model.name) or kit.default_runtime(model)
+    return runtime or runtime_for_file(model.name) or kit.default_runtime(model)  # model.int8.onnx: onnxruntime-cpu-int8
 
 
 def _test_inputs(run: RunDir, data) -> tuple[np.ndarray, object]:
@@ -119,7 +120,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
     data = data if data is not None else load_run_data(run)
     x, target = _test_inputs(run, data)
     torch_model = torch_model if torch_model is not None else load_run_model(run, "cpu")
-    with open_file_runner(path, runtime, threads) as runner, kit_errors():
+    with backend_of(runtime).open(path, threads=threads) as runner, kit_errors():
         out = _outputs(runner, x, flip=flip)
         where = {"runtime": runner.runtime, "runtime_version": str(runner.runtime_version), "device": runner.device,
                  "threads": runner.threads}

@@ -1,4 +1,5 @@
-"""``edgenas export``: a run's network into RUN_DIR/export/ — ONNX (and a TensorRT engine), parity-checked.
+"""``edgenas export``: a run's network into RUN_DIR/export/ — ONNX (and TensorRT, LiteRT, ExecuTorch,
+OpenVINO, ncnn files), parity-checked.
 
 The folder it writes is what goes onto the device: the model, held-out samples with PyTorch's
 outputs, ``parity.json`` and the device kit (``edgenas_kit.py``, shipped from ``export/``).
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.deploy import layout
+from edgenas.deploy.edge_export import export_edge, is_edge_format
 from edgenas.deploy.formats import (
     DEFAULT_INT8_MAX_DROP,
     FORMATS,
@@ -30,17 +33,17 @@ from edgenas.deploy.parity import (
     parity_error,
     write_parity,
 )
+from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError, RunDirError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
+from edgenas.runtime.backend import check_available
 from edgenas.runtime.onnx import export_onnx, half_precision, quantize_int8
 from edgenas.runtime.ort_int8 import calibration_images as _calibration_images
 from edgenas.runtime.ort_int8 import check_calibration_method
 from edgenas.runtime.tensorrt import TRT_INSTALL, build_engine, import_tensorrt
 from edgenas.version import __version__
-
-EXPORT_DIR = "export"  # RUN_DIR/export/: the export folder (not to be confused with the kit's source folder)
 
 
 def onnx_metadata(run: RunDir) -> dict:
@@ -79,15 +82,12 @@ def precision_onnx(model, onnx_path: Path, precision: str, input_chw: tuple[int,
     return onnx_path
 
 
-KIT_FILES = ("edgenas_kit.py", "edgenas_env.py", "edgenas_serve.py")  # the kit, its bench-conditions probe and its server
-
-
 def _copy_kit(out: Path) -> Path:
-    for name in KIT_FILES:
+    for name in layout.KIT_FILES:
         text = (resources.files("edgenas.device_kit") / name).read_bytes()
         kit.write_atomic(out / name, lambda f, text=text: f.write(text))
-    os.chmod(out / "edgenas_kit.py", 0o755)
-    return out / "edgenas_kit.py"
+    os.chmod(out / layout.KIT, 0o755)
+    return out / layout.KIT
 
 
 def _engine_missing(asked: tuple[str, ...]) -> dict:
@@ -99,7 +99,7 @@ def _engine_missing(asked: tuple[str, ...]) -> dict:
     except MissingDependency:
         if "onnx" not in asked:
             raise
-        return {"tensorrt": f"TensorRT is not installed, so no model.engine was built ({TRT_INSTALL})"}
+        return {"tensorrt": f"TensorRT is not installed, so no {layout.ENGINE} was built ({TRT_INSTALL})"}
     return {}
 
 
@@ -138,7 +138,9 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     outputs), ``edgenas_kit.py``, ``parity.json`` and, for ``tensorrt``, ``model.engine``
     (built from the ONNX file, so ``tensorrt`` implies ``onnx``); for ``onnx-int8``, ``model.int8.onnx``
     (ONNX Runtime, QDQ, ``calibration_method`` minmax/entropy/percentile on ``calibration_images``
-    training images), gated by accuracy on the test split (``int8_max_drop``). When ``onnx`` and ``tensorrt``
+    training images), gated by accuracy on the test split (``int8_max_drop``); for ``litert``, ``executorch``,
+    ``openvino``, ``ncnn`` (and the ``-int8`` variants, gated alike) their files, converted by the runtime's
+    plug-in, with a metadata file beside each (``deploy/edge_export.py``). When ``onnx`` and ``tensorrt``
     are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); when
     only ``tensorrt`` is asked for, that raises ``MissingDependency`` before anything is written.
     A parity failure raises ``ParityError`` after every file (and parity.json) is written.
@@ -150,6 +152,9 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     _check_export_args(calibration_images=calibration_images, parity_samples=parity_samples, kit_samples=kit_samples,
                        int8_max_drop=int8_max_drop)
     skipped = _engine_missing(asked)
+    for name in asked:  # an edge runtime's package missing: one line naming its extra, before anything is written
+        if is_edge_format(name):
+            check_available(FORMATS[name].runtime)
     run = RunDir.open(run_dir)
     with run.lock("export"):
         return _export_locked(run, asked=asked, skipped=skipped, fp16=fp16, int8=int8,
@@ -161,7 +166,7 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
                    calibration_images: int, calibration_method: str | None, parity_samples: int, kit_samples: int,
                    int8_max_drop: float) -> ExportReport:
     """``export_run`` with the run directory locked (see there)."""
-    out = run.path / EXPORT_DIR
+    out = layout.export_dir(run.path)
     if out.is_symlink() and not out.exists():
         raise RunDirError(f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; create that folder, "
                           "or remove the link so the export folder can be written there")
@@ -172,7 +177,7 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
     metadata = onnx_metadata(run)
     onnx_path = export_onnx(model, out / FORMATS["onnx"].file, run.meta.data.input_chw, metadata)
     ref = held_out(run, model, data, max(parity_samples, kit_samples))
-    kit.save_samples(out / "samples.npz", ref.inputs[:kit_samples], ref.outputs[:kit_samples], task,
+    kit.save_samples(out / layout.SAMPLES, ref.inputs[:kit_samples], ref.outputs[:kit_samples], task,
                      weights_sha256=metadata["weights_sha256"])
     _copy_kit(out)
     samples = HeldOut(ref.inputs[:kit_samples], ref.labels[:kit_samples], ref.outputs[:kit_samples], ref.source)
@@ -190,17 +195,25 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
                          calibration_images_count=calibration_images, calibration_method=calibration_method,
                          int8_max_drop=int8_max_drop)
         write_parity(run, report)
+    for name in (n for n in asked if is_edge_format(n)):
+        export_edge(run, name, model=model, data=data, report=report, ref=ref, samples=samples, metadata=metadata,
+                    calibration_images_count=calibration_images, int8_max_drop=int8_max_drop)
+        write_parity(run, report)
     if not report.passed:
         raise parity_error(report)
     return report
 
 
 def _remove_stale(out: Path, asked: tuple[str, ...], skipped: dict) -> list[Path]:
-    """Delete files of formats not built now: they were built from the ONNX file just replaced."""
+    """Delete files of formats not built now (with their weights, metadata and evaluation files): they
+    were built from an earlier network than the ONNX file just written."""
     removed = []
     for name, fmt in FORMATS.items():
-        stale = out / fmt.file
-        if name != "onnx" and (name not in asked or name in skipped) and stale.exists():
-            stale.unlink()
-            removed.append(stale)
+        main = out / fmt.file
+        if name == "onnx" or (name in asked and name not in skipped) or not main.exists():
+            continue
+        for stale in (main, *engines.companion_files(main), layout.evaluate_json(main)):
+            if stale.exists():
+                stale.unlink()
+                removed.append(stale)
     return removed

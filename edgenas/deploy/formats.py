@@ -5,24 +5,47 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edgenas.config.runtimes import RUNTIMES
+from edgenas.deploy import layout
 from edgenas.errors import ParamError
 
 
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    file: str  # written in RUN_DIR/export/
+    file: str  # written in RUN_DIR/export/ (a name of deploy/layout.py)
     runtime: str  # the runtime that runs the file for parity (config.runtimes.RUNTIMES)
     options: tuple[str, ...]  # export options that apply to it
 
 
 FORMATS = {f.name: f for f in (
-    ExportFormat("onnx", "model.onnx", "onnxruntime-cpu", ()),
-    ExportFormat("tensorrt", "model.engine", "tensorrt-fp16", ("fp16", "int8", "calibration_images", "int8_max_drop")),
+    ExportFormat("onnx", layout.ONNX, "onnxruntime-cpu", ()),
+    ExportFormat("tensorrt", layout.ENGINE, "tensorrt-fp16", ("fp16", "int8", "calibration_images", "int8_max_drop")),
     # INT8 (QDQ) for ONNX Runtime on CPUs; gated by accuracy on the whole test split, not by logits
-    ExportFormat("onnx-int8", "model.int8.onnx", "onnxruntime-cpu-int8",
+    ExportFormat("onnx-int8", layout.ONNX_INT8, "onnxruntime-cpu-int8",
                  ("calibration_images", "int8_max_drop", "calibration_method")),
+    # the edge runtimes, converted from the PyTorch network by their plug-ins (runtime/litert.py, ...); INT8
+    # files are gated like onnx-int8
+    ExportFormat("litert", layout.TFLITE, "litert-cpu", ()),
+    ExportFormat("litert-int8", layout.TFLITE_INT8, "litert-int8", ("calibration_images", "int8_max_drop")),
+    ExportFormat("executorch", layout.PTE, "executorch-cpu", ()),
+    ExportFormat("executorch-int8", layout.PTE_INT8, "executorch-int8", ("calibration_images", "int8_max_drop")),
+    ExportFormat("openvino", layout.OPENVINO, "openvino-cpu", ()),
+    ExportFormat("openvino-int8", layout.OPENVINO_INT8, "openvino-int8", ("calibration_images", "int8_max_drop")),
+    ExportFormat("ncnn", layout.NCNN, "ncnn-cpu", ()),
 )}
+
+
+def file_for_runtime(runtime: str) -> str:
+    """The file in the export folder that ``runtime`` runs: the file of the format made for it
+    (onnxruntime-cpu-int8: model.int8.onnx), else ``model`` + the runtime's suffix (tensorrt-int8: model.engine)."""
+    made_for = {f.runtime: f.file for f in FORMATS.values()}
+    return made_for.get(runtime) or f"model{RUNTIMES[runtime].suffix}"
+
+
+def runtime_for_file(name: str) -> str | None:
+    """The runtime the export file ``name`` was made for (None: not a format's file)."""
+    return {f.file: f.runtime for f in FORMATS.values()}.get(name)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgenas.deploy import layout
 from edgenas.deploy.formats import (
     DEFAULT_INT8_MAX_DROP,
     FORMATS,
@@ -22,6 +23,7 @@ from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParityError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir, write_json_atomic
+from edgenas.runtime.backend import backend_of
 from edgenas.runtime.runners import kit_errors
 from edgenas.training.augment import normalize
 from edgenas.version import __version__
@@ -68,7 +70,7 @@ def _parity_figures(ref: HeldOut, actual: np.ndarray, task: str, tol: Tolerance)
 
 def check_file(path: Path, fmt: ExportFormat, ref: HeldOut, task: str, tol: Tolerance, runtime: str | None = None) -> dict:
     """Run ``ref.inputs`` through an exported file on its runtime; the kit's parity figures."""
-    with kit_errors(), kit.open_runner(path, runtime or fmt.runtime) as runner:
+    with kit_errors(), backend_of(runtime or fmt.runtime).open(path) as runner:
         actual = kit.run_batched(runner, ref.inputs)
         report = _parity_figures(ref, actual, task, tol)
         report.update(file=path.name, sha256=kit.file_sha256(path), runtime=runner.runtime,
@@ -114,7 +116,7 @@ class ExportReport:
 def parity_error(report: ExportReport) -> ParityError:
     failed = [f"{name} {p['precision']}: " + "; ".join(p["failures"]) for name, p in report.parity.items() if not p["passed"]]
     return ParityError(f"parity check failed for {' | '.join(failed)} "
-                       f"(figures in {report.out_dir / 'parity.json'})")
+                       f"(figures in {report.out_dir / layout.PARITY})")
 
 
 def verify_export(run_dir: str | Path, *, formats=("onnx",), parity_samples: int = 256,
@@ -124,7 +126,7 @@ def verify_export(run_dir: str | Path, *, formats=("onnx",), parity_samples: int
     Raises ``ParityError`` (after writing parity.json) when any format misses its tolerance.
     """
     run = RunDir.open(run_dir)
-    out = run.path / "export"
+    out = layout.export_dir(run.path)
     formats = parse_formats(formats)
     model = model if model is not None else load_run_model(run, "cpu")
     data = data if data is not None else load_run_data(run)
@@ -149,7 +151,7 @@ def verify_export(run_dir: str | Path, *, formats=("onnx",), parity_samples: int
 
 
 def _read_parity(out: Path) -> dict:
-    path = out / "parity.json"
+    path = out / layout.PARITY
     try:
         return json.loads(path.read_text()).get("formats", {}) if path.is_file() else {}
     except (ValueError, AttributeError, OSError):
@@ -157,7 +159,7 @@ def _read_parity(out: Path) -> dict:
 
 
 def write_parity(run: RunDir, report: ExportReport) -> None:
-    write_json_atomic(report.out_dir / "parity.json", {
+    write_json_atomic(report.out_dir / layout.PARITY, {
         "edgenas_version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "run_dir": str(run.path),

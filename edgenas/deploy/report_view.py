@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgenas.deploy import pareto
+from edgenas.deploy.layout import PARITY, export_dir
 from edgenas.device_kit.edgenas_kit import KitError, validate_bench
 from edgenas.run.rundir import RunDir, read_jsonl
 from edgenas.search.space import Arch, layer_costs
@@ -89,7 +90,7 @@ def find_benches(path: Path, damaged: Optional[dict] = None) -> list[tuple[str, 
     """Bench JSONs (``edgenas bench --json``) lying in the run directory, export/ or bench/; one with a
     bench schema but missing or wrong fields is left out and said in ``damaged``."""
     found = []
-    for folder in (path, path / "export", path / "bench"):
+    for folder in (path, export_dir(path), path / "bench"):
         for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             record, name = _read_json(f), str(f.relative_to(path))
             if not (isinstance(record, dict) and record.get("schema") in BENCH_SCHEMAS):
@@ -108,7 +109,7 @@ def load_view(run_dir: str | Path) -> RunView:
     damaged: dict[str, str] = {}
     view = RunView(run.path, run.meta.to_dict(), journal, {r["key"]: r["ms"] for r in read_jsonl(run.path / RunDir.LATENCY)},
                    summary=_read_json(run.path / RunDir.SUMMARY, damaged, run.path),
-                   parity=_read_json(run.path / "export" / "parity.json", damaged, run.path),
+                   parity=_read_json(export_dir(run.path) / PARITY, damaged, run.path),
                    verify=_read_json(run.path / "verify.json", damaged, run.path),
                    benches=find_benches(run.path, damaged), damaged=damaged)
     arch = _read_json(run.path / RunDir.ARCH, damaged, run.path)

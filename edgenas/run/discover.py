@@ -29,9 +29,8 @@ from edgenas.run.meta import run_meta, versions
 from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
 from edgenas.run.prefetch import drive_prefetching
 from edgenas.run.rundir import RunDir
-from edgenas.runtime.latency import check_runtime_available
-from edgenas.runtime.latency_sources import LatencySource
-from edgenas.runtime.latency_table import TableLatency
+from edgenas.runtime.backend import check_available
+from edgenas.runtime.cost import CostSource
 from edgenas.search.space import Arch
 from edgenas.search.speculation import drive_speculative
 from edgenas.search.strategies import SearchResult, drive, make_strategy
@@ -80,7 +79,8 @@ def _check_parallel(profile: Profile, dev: torch.device, workers: int) -> None:
     if not isinstance(workers, int) or workers < 1:
         raise ParamError("workers", workers, "give an integer >= 1")
     b = profile.budget
-    if workers > 1 and dev.type == "cpu" and b.max_latency_ms and b.runtime in CPU_RUNTIMES and not b.device:
+    if (workers > 1 and dev.type == "cpu" and b.max_latency_ms and b.runtime in CPU_RUNTIMES
+            and b.latency_from == "measured"):
         raise ParamError("workers", workers, f"a CPU latency budget ({profile.budget.runtime}) would be timed on CPUs "
                          "busy training other candidates; use 1")
 
@@ -137,8 +137,8 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     dev = select_device(device)
     _check_parallel(profile, dev, workers)
     b = profile.budget
-    if b.max_latency_ms and not b.device and not b.latency_table:
-        check_runtime_available(b.runtime)  # before anything is written
+    if b.max_latency_ms and b.latency_from == "measured":
+        check_available(b.runtime)  # before anything is written
     out = Path(out) if out else default_out(profile, name, resume)
     if resume and RunDir(out).finished:
         log(f"{out} holds a finished search; nothing to resume")
@@ -152,7 +152,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
                     extra=task.extra_meta(data), seed=seed, device=dev)
     latency = latency_source(profile, meta, data)  # a table built for another target is refused here
-    if b.device and not b.latency_table:
+    if b.latency_from == "device":
         latency.check()  # the device answers, and runs the budget's runtime: before run.json is written
     with RunDir(out).lock("discover"):
         if resume and RunDir(out).finished:  # it finished while the data was loading
@@ -175,13 +175,13 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
 
 
 def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=None,
-                   source: Optional[LatencySource] = None) -> dict:
+                   source: Optional[CostSource] = None) -> dict:
     """The winner's latency for summary.json: ``latency_ms`` measured (None, said why, where its runtime
     is missing here) and, where a latency table predicted the candidates' (``source``), its prediction beside it."""
     out = {"latency_ms": None}
     try:
         source = source or latency_source(profile, run.meta, data)
-        if isinstance(source, TableLatency):
+        if source.kind == "table":  # a prediction: the winner is measured for real beside it
             out.update(latency_predicted_ms=source.latency_ms(arch), latency_source=source.identity())
             measured = measured_source(profile, run.meta, data)
             out.update(latency_ms=measured.latency_ms(arch), latency_measured_on=measured.identity())
@@ -193,7 +193,7 @@ def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=
 
 
 def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult, res, test: dict, epochs: int,
-             device, seed: int, search_wall: float, log: Log, data=None, latency: Optional[LatencySource] = None,
+             device, seed: int, search_wall: float, log: Log, data=None, latency: Optional[CostSource] = None,
              latency_seconds: Optional[float] = None) -> dict:
     arch, journal = result.arch, run.journal()
     params, macs = task.model_size(arch, run.meta.data, profile)
@@ -213,7 +213,7 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
 
 
 def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchResult, device, seed: int,
-           search_wall: float, log: Log, progress=None, latency: Optional[LatencySource] = None,
+           search_wall: float, log: Log, progress=None, latency: Optional[CostSource] = None,
            latency_seconds: Optional[float] = None) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json.
 

@@ -13,22 +13,19 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from edgenas.config.profile import Budget, Profile
+from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import ProfileError, UserInputError
 from edgenas.run.log import Log
 from edgenas.run.meta import RunMeta
 from edgenas.run.prefetch import LatencyPrefetch
 from edgenas.run.rundir import RunDir
-from edgenas.runtime.device_client import DeviceLatency, read_token
-from edgenas.runtime.latency import runtime_available
-from edgenas.runtime.latency_sources import LatencySource, LocalRuntime
-from edgenas.runtime.latency_table import TableLatency, read_table
+from edgenas.runtime.backend import is_available
+from edgenas.runtime.cost import CostSource, FromTable, MeasuredHere, OnDevice
+from edgenas.runtime.device_client import DeviceClient, read_token
+from edgenas.runtime.latency_table import read_table
 from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, calibration_images
-from edgenas.runtime.table_build import (
-    DeviceTimer,
-    Target,
-    local_built_for,
-    target_keys,
-)
+from edgenas.runtime.table_build import DeviceTimer, local_built_for
+from edgenas.runtime.target import Target
 from edgenas.search.space import Arch
 from edgenas.search.strategies import Candidate, Outcome
 
@@ -66,30 +63,29 @@ def _outcome(record: dict) -> Outcome:
     return Outcome(record["acc"], record["train_acc"], record["status"], record.get("reason", ""))
 
 
-def latency_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
-    """The source of candidate latencies a profile's budget names: its latency table, else measurements
-    (``measured_source``)."""
-    if profile.budget.latency_table:
+def latency_source(profile: Profile, meta: RunMeta, data=None) -> CostSource:
+    """The source of candidate latencies a profile's budget names (``Budget.latency_from``): its latency
+    table, else measurements (``measured_source``)."""
+    if profile.budget.latency_from == "table":
         return table_source(profile, meta)
     return measured_source(profile, meta, data)
 
 
-def measured_source(profile: Profile, meta: RunMeta, data=None) -> LatencySource:
+def measured_source(profile: Profile, meta: RunMeta, data=None) -> CostSource:
     """Where latency is measured for real: the budget's device, else this machine. ``data``: the run's
     ImageData, whose training images calibrate the candidates an INT8 runtime times (else random images do)."""
     b = profile.budget
+    target = Target.of_run(meta, b)
     if b.device:
         token = read_token(b.device_token_file, flag="budget.device_token_file")
-        return DeviceLatency(b.device, token=token, task=meta.task, input_chw=meta.data.input_chw, outputs=meta.outputs,
-                             runtime=b.runtime, threads=b.threads, batch=b.batch, retry_s=b.device_retry_s)
+        return OnDevice(DeviceClient(b.device, token=token, retry_s=b.device_retry_s), target)
     calibration = None
-    if data is not None and b.runtime == "onnxruntime-cpu-int8":
+    if data is not None and RUNTIMES[b.runtime].precision == "int8":
         calibration = calibration_images(data, LATENCY_CALIBRATION_IMAGES)
-    return LocalRuntime(meta.task, meta.data.input_chw, meta.outputs, b.runtime, threads=b.threads, batch=b.batch,
-                        calibration=calibration)
+    return MeasuredHere(target, calibration)
 
 
-def table_source(profile: Profile, meta: RunMeta) -> TableLatency:
+def table_source(profile: Profile, meta: RunMeta) -> FromTable:
     """The budget's latency table, refused (one-line ``ProfileError``) unless built for this run's target
     and space: runtime, threads, batch, input shape, task and outputs always; the device and the runtime's
     version where they can be known (the budget's device answering, or this machine for a table built here)."""
@@ -98,13 +94,13 @@ def table_source(profile: Profile, meta: RunMeta) -> TableLatency:
         table = read_table(path)
     except UserInputError as e:
         raise ProfileError(f"budget.latency_table = {path!r}: {e}") from None
-    target = Target(meta.task, meta.data.input_chw, meta.outputs, b.runtime, threads=b.threads, batch=b.batch)
-    expected = target_keys(target)
+    target = Target.of_run(meta, b)
+    expected = target.keys()
     if b.device:
         device = measured_source(profile, meta)
         device.check()
         expected = DeviceTimer(device.client, target).built_for()
-    elif "device_url" not in table.built_for and runtime_available(b.runtime):
+    elif "device_url" not in table.built_for and is_available(b.runtime):
         expected = local_built_for(target)
     hint = f"build one for it with `edgenas latency-table --profile {profile.name}`"
     differs = table.mismatch(expected)
@@ -114,10 +110,10 @@ def table_source(profile: Profile, meta: RunMeta) -> TableLatency:
     if missing:
         raise ProfileError(f"budget.latency_table = {path!r} lacks {len(missing)} parts of this profile's space "
                            f"(e.g. {missing[0]}); {hint}")
-    return TableLatency(table, path)
+    return FromTable(table, path)
 
 
-def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, source: Optional[LatencySource] = None,
+def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, source: Optional[CostSource] = None,
                 data=None) -> float:
     """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl,
     each record with the source's identity: runtime, threads, batch, and the device it ran on)."""
@@ -133,7 +129,7 @@ class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
     def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log, *,
-                 progress=None, latency: Optional[LatencySource] = None):
+                 progress=None, latency: Optional[CostSource] = None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
         self.progress = progress  # a run.progress.Progress on a terminal, else None
@@ -141,8 +137,8 @@ class CandidateEvaluator:
         self.done = {r["key"]: r for r in run.journal()}
         self.latency = latency or latency_source(profile, run.meta, data)
         self.latency_cache = run.latencies()
-        remote = getattr(self.latency, "remote", False) and profile.budget.max_latency_ms
-        self.prefetcher = LatencyPrefetch(self.latency.prepare, self.latency.measure) if remote else None
+        ahead = self.latency.ahead and profile.budget.max_latency_ms
+        self.prefetcher = LatencyPrefetch(self.latency.prepare, self.latency.measure) if ahead else None
         self.latency_seconds = 0.0  # this process's time waiting for candidates' latencies
         self.count = 0
         self.started = time.monotonic()

@@ -145,7 +145,7 @@ class RunDir:
         return {r["key"]: r["ms"] for r in read_jsonl(self.path / self.LATENCY, LATENCY_FIELDS)}
 
     def record_latency(self, key: str, ms: float, source: Optional[dict] = None) -> None:
-        """``source``: what the figure is valid for (``LatencySource.identity()``: runtime, device ...)."""
+        """``source``: what the figure is valid for (``CostSource.identity()``: runtime, device ...)."""
         append_jsonl(self.path / self.LATENCY, {"key": key, "ms": ms} | ({"source": source} if source else {}))
 
     def write(self, name: str, obj) -> None:

@@ -1,4 +1,4 @@
-"""Time models on an edge device that runs ``edgenas_kit.py serve``: the HTTP client and ``DeviceLatency``.
+"""Time models on an edge device that runs ``edgenas_kit.py serve``: the HTTP client (``cost.OnDevice`` uses it).
 
 ``time_on_device`` sends one ONNX file and returns the device's ``edgenas.bench`` JSON. A device
 that does not answer is retried with exponential backoff for a bounded time, then reported in
@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgenas.config.profile import device_url_problem
-from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import DeviceRefused, DeviceUnavailable, ParamError, UserInputError
-from edgenas.runtime.latency import timing_onnx_bytes
 
 TOKEN_ENV = "EDGENAS_DEVICE_TOKEN"
 STATUS_SCHEMA = "edgenas.device/1"
@@ -172,58 +170,3 @@ def time_on_device(url: str, onnx_path: str | Path, *, token: str, runtime: str 
         raise UserInputError(f"{path}: cannot be read ({e.strerror or e})") from None
     client = DeviceClient(url, token=token, retry_s=retry_s)
     return client.bench(data, runtime=runtime, threads=threads, batch=batch, warmup=warmup, runs=runs, name=path.name)
-
-
-class DeviceLatency:
-    """A ``LatencySource`` measured on a device server: each network goes there as the ONNX graph
-    ``measure_latency`` would time here, and its median comes back. Safe to call from two threads
-    (the device queues the requests and times one model at a time)."""
-
-    remote = True  # worth measuring ahead of need, while this machine trains (``run/prefetch.py``)
-
-    def __init__(self, url: str, *, token: str, task: str, input_chw: tuple[int, int, int], outputs: int,
-                 runtime: str, threads: int = 1, batch: int = 1, retry_s: float = DEFAULT_RETRY_S):
-        self.client = DeviceClient(url, token=token, retry_s=retry_s)
-        self.task, self.input_chw, self.outputs = task, tuple(input_chw), outputs
-        self.runtime, self.threads, self.batch = runtime, threads, batch
-        self._status: Optional[dict] = None
-        self._measured_on: dict = {}  # device, host, runtime_version of the device's first answer
-
-    def check(self) -> None:
-        """Refuse (exit 2) a device that does not answer its status at once, or cannot run the runtime."""
-        try:
-            status = self.client.status(retry_s=0)
-        except DeviceUnavailable as e:
-            raise UserInputError(f"budget.device {self.client.url} does not answer ({e.reason}): start "
-                                 "`python edgenas_kit.py serve --token-file FILE` on the device first") from None
-        if self.runtime not in status.get("runtimes", []):
-            raise UserInputError(f"budget.runtime {self.runtime}: the device at {self.client.url} cannot run it "
-                                 f"(it has {', '.join(status.get('runtimes', [])) or 'no runtime'})")
-        self._status = status
-
-    def latency_ms(self, arch) -> float:
-        return self.measure(self.prepare(arch))
-
-    def prepare(self, arch) -> tuple[str, bytes]:
-        """What the device times for ``arch``: its name and ONNX graph. Built with torch, so on the
-        caller's thread (the ONNX exporter is not thread-safe); ``measure`` may run on another."""
-        return str(arch), timing_onnx_bytes(arch, task=self.task, input_chw=self.input_chw, outputs=self.outputs,
-                                            runtime=self.runtime)
-
-    def measure(self, prepared: tuple[str, bytes]) -> float:
-        """The device's median latency (ms) of a ``prepare``d network; only talks to the device."""
-        name, onnx = prepared
-        cpu = not RUNTIMES[self.runtime].needs_gpu
-        record = self.client.bench(onnx, runtime=self.runtime, threads=self.threads if cpu else None, batch=self.batch,
-                                   name=f"{name}.onnx")
-        if not self._measured_on:
-            self._measured_on = {k: record.get(k) for k in ("device", "host", "runtime_version")}
-        return float(record["p50_ms"])
-
-    def identity(self) -> dict:
-        if not self._measured_on and self._status is None:
-            self._status = self.client.status()
-        where = self._measured_on or {"device": self._status["device"], "host": self._status["host"]}
-        return {"source": "device", "url": self.client.url, **where, "runtime": self.runtime,
-                "threads": self.threads if not RUNTIMES[self.runtime].needs_gpu else None, "batch": self.batch,
-                "input_shape": list(self.input_chw)}

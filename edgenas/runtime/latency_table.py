@@ -211,17 +211,3 @@ def read_table(path: str | Path) -> LatencyTable:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserInputError(f"{path}: cannot be read as a latency table JSON ({' '.join(str(e).split())[:200]})") from None
     return table_from_dict(data, str(path))
-
-
-@dataclass(frozen=True)
-class TableLatency:
-    """Candidate latencies predicted by a latency table: no device time during the search."""
-
-    table: LatencyTable
-    path: str
-
-    def latency_ms(self, arch: Arch) -> float:
-        return self.table.predict_ms(arch)
-
-    def identity(self) -> dict:
-        return {**self.table.built_for, "source": "table", "table": self.path, "model": self.table.model}

@@ -27,12 +27,6 @@ def kit_errors():
         raise UserInputError(str(e)) from None
 
 
-def open_file_runner(path: str | Path, runtime: str | None = None, threads: int | None = None) -> kit.Runner:
-    """The kit's runner for an ``.onnx`` or ``.engine`` file; use it as a context manager."""
-    with kit_errors():
-        return kit.open_runner(path, runtime, threads)
-
-
 class TorchRunner(kit.Runner):
     """A PyTorch network behind the kit's runner interface (runtimes ``torch-cpu`` and ``torch-cuda``)."""
 

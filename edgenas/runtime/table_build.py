@@ -6,7 +6,6 @@ runtime, ``DeviceTimer`` sends the same ONNX graphs to a device server and has t
 
 from __future__ import annotations
 
-import importlib
 import platform
 import random
 import time
@@ -22,14 +21,14 @@ from torch import nn
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import DataError, ParamError, UserInputError
+from edgenas.runtime.backend import check_available
 from edgenas.runtime.device_client import DeviceClient
 from edgenas.runtime.latency import (
-    check_runtime_available,
     measure_module,
     median_ms,
-    module_onnx_bytes,
     random_network,
     seeded,
+    timing_graph,
 )
 from edgenas.runtime.latency_table import (
     FEATURES,
@@ -40,7 +39,8 @@ from edgenas.runtime.latency_table import (
     arch_parts,
     space_parts,
 )
-from edgenas.search.space import SEPARABLE, Arch, out_size, random_arch
+from edgenas.runtime.target import Target
+from edgenas.search.space import CONV, SEPARABLE, Arch, out_size, random_arch
 from edgenas.training.network import Layer, build_network
 from edgenas.version import __version__
 
@@ -50,19 +50,8 @@ QUICK_PART_SECONDS, QUICK_NET_SECONDS = 0.02, 0.05  # --quick: tests and smoke r
 QUICK_DEVICE_RUNS = 30  # --quick on a device server: timed runs per graph
 FIT_SAMPLES = {"lookup": 40, "regression": 60}  # measured random networks the model is fitted on
 REPEATS = 20  # networks latency-check measures twice, for the noise floor
+ANCHORS = 20  # of the table's fit networks, latency-check measures again beside the checked ones: the drift since the build
 ROUNDS = 3  # a network's figure: the median of this many timings, each in its own pass (see _measure_networks)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a table predicts: ``task``'s network on ``input_chw`` images with ``outputs`` outputs, at ``batch``."""
-
-    task: str
-    input_chw: tuple[int, int, int]
-    outputs: int
-    runtime: str
-    threads: int = 1
-    batch: int = 1
 
 
 class ModuleTimer(Protocol):
@@ -82,9 +71,7 @@ class LocalTimer:
 
     def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
         seconds = (QUICK_PART_SECONDS if part else QUICK_NET_SECONDS) if self.quick else (PART_SECONDS if part else NET_SECONDS)
-        t = self.target
-        return measure_module(module, input_chw=input_chw, runtime=t.runtime, threads=t.threads, batch=t.batch,
-                              timer=partial(median_ms, min_seconds=seconds))
+        return measure_module(module, self.target, input_chw=input_chw, timer=partial(median_ms, min_seconds=seconds))
 
     def built_for(self) -> dict:
         return local_built_for(self.target)
@@ -92,16 +79,16 @@ class LocalTimer:
 
 def local_built_for(t: Target) -> dict:
     """A table's ``built_for`` for timing on this machine: checks ``t.runtime`` is usable here."""
-    check_runtime_available(t.runtime)
-    engine = RUNTIMES[t.runtime].engine
-    version = getattr(importlib.import_module(engine), "__version__", "unknown")
-    if not RUNTIMES[t.runtime].needs_gpu:
+    backend = check_available(t.runtime)
+    if not backend.needs_gpu:
         device = kit.cpu_name()
-    elif engine == "torch":
-        device = importlib.import_module("torch").cuda.get_device_name()
+    elif backend.engine == "torch":
+        import torch
+
+        device = torch.cuda.get_device_name()
     else:
         device = kit.gpu_name()
-    return {**target_keys(t), "runtime_version": str(version), "device": device, "host": platform.node()}
+    return {**t.keys(), "runtime_version": backend.version(), "device": device, "host": platform.node()}
 
 
 def profile_target(profile, *, runtime: Optional[str] = None, threads: Optional[int] = None,
@@ -165,7 +152,7 @@ def _measure_networks(archs: list[Arch], *, timer: ModuleTimer, target: Target, 
     """Each network's median over ``rounds`` timings, taken in passes over all of them (a session each),
     so that neither one slow session nor the machine drifting over minutes decides a figure."""
     def net(arch: Arch):  # built again for each pass (seeded: the same weights): 100 networks of tiny hold 2.4 GB
-        return random_network(arch, task=target.task, input_chw=target.input_chw, outputs=target.outputs)
+        return random_network(arch, target)
 
     times = []
     for r in range(rounds):
@@ -241,32 +228,69 @@ def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "loo
                         round(time.monotonic() - started, 2), extra)
 
 
+def _arch_of(text: str) -> Arch:
+    """An architecture from its ``str`` (``d3-w8-csc-355``), as a table's fit records it."""
+    depth, width, ops, kernels = str(text).split("-")
+    return Arch(int(depth[1:]), int(width[1:]), tuple(CONV if o == "c" else SEPARABLE for o in ops),
+                tuple(int(k) for k in kernels))
+
+
+def _anchors(table: LatencyTable) -> tuple[list[Arch], list[float]]:
+    """The table's fit networks (at most ``ANCHORS``) and their figures when it was built."""
+    fit = (table.extra or {}).get("fit") or {}
+    try:
+        archs = [_arch_of(a) for a in fit.get("archs", [])[:ANCHORS]]
+        return archs, [float(m) for m in fit.get("measured_ms", [])[:len(archs)]]
+    except (ValueError, TypeError):
+        return [], []  # an older or hand-written table: no drift figure
+
+
 def check_table(table: LatencyTable, *, config, target: Target, timer: ModuleTimer, samples: int = 100, seed: int = 1,
                 rounds: int = ROUNDS, log: Callable[[str], None] = lambda line: None) -> dict:
-    """Predicted vs measured latency of ``samples`` random networks of ``config``'s space: error figures and samples."""
+    """Predicted vs measured latency of ``samples`` random networks of ``config``'s space: error figures and samples.
+
+    Two floors beside the error: the noise (the first ``REPEATS`` networks measured again, right after)
+    and the machine's drift since the table was built (up to ``ANCHORS`` of the table's own fit networks,
+    measured in the same passes as the checked ones, against their figures at build time). A table
+    cannot predict better than the machine repeats itself across that time: ``drift_pct`` is how much
+    slower (+) the machine runs now, and ``within_10pct_drift_removed`` the share within ±10 % once
+    the predictions are scaled by it."""
     if samples < 1:
         raise ParamError("samples", samples, "give an integer >= 1")
     rng = random.Random(seed)
     archs = [random_arch(config, rng) for _ in range(samples)]
     predicted = [table.predict_ms(a) for a in archs]  # first: a part the table lacks fails before any timing
+    anchors, anchors_then = _anchors(table)
     started = time.monotonic()
-    measured = _measure_networks(archs, timer=timer, target=target, log=log, what="check", rounds=rounds)
+    both = _measure_networks(archs + anchors, timer=timer, target=target, log=log, what="check", rounds=rounds)
+    measured, anchors_now = both[:samples], both[samples:]
     # The noise floor: the first networks measured again (as many passes), compared with themselves.
     again = _measure_networks(archs[:REPEATS], timer=timer, target=target, log=log, what="check, repeated", rounds=rounds)
     repeat = [100.0 * abs(a - m) / m for a, m in zip(again, measured)]
     errors = [100.0 * abs(p - m) / m for p, m in zip(predicted, measured)]
     signed = [100.0 * (p - m) / m for p, m in zip(predicted, measured)]
-    return {
+    drift = [100.0 * (n - t) / t for n, t in zip(anchors_now, anchors_then)]
+    report = {
         "schema": "edgenas.latency-check/1", "table_model": table.model, "built_for": table.built_for,
         "measured_on": timer.built_for(), "samples": samples, "seed": seed,
         "median_abs_error_pct": float(np.median(errors)), "p95_abs_error_pct": float(np.percentile(errors, 95)),
         "within_10pct": float(np.mean([e <= 10.0 for e in errors])), "mean_signed_error_pct": float(np.mean(signed)),
         "repeat_median_abs_diff_pct": float(np.median(repeat)), "repeats": len(repeat),
         "repeat_within_10pct": float(np.mean([r <= 10.0 for r in repeat])),
+        "anchors": len(drift), "drift_pct": None, "drift_median_abs_pct": None, "drift_within_10pct": None,
+        "within_10pct_drift_removed": None, "median_abs_error_drift_removed_pct": None,
         "measure_seconds": round(time.monotonic() - started, 2),
         "networks": [{"arch": str(a), "predicted_ms": p, "measured_ms": m, "error_pct": s}
                      for a, p, m, s in zip(archs, predicted, measured, signed)],
     }
+    if drift:
+        factor = float(np.median(np.asarray(anchors_now) / np.asarray(anchors_then)))
+        removed = [100.0 * abs(p * factor - m) / m for p, m in zip(predicted, measured)]
+        report.update(drift_pct=100.0 * (factor - 1), drift_median_abs_pct=float(np.median(np.abs(drift))),
+                      drift_within_10pct=float(np.mean([abs(d) <= 10.0 for d in drift])),
+                      within_10pct_drift_removed=float(np.mean([e <= 10.0 for e in removed])),
+                      median_abs_error_drift_removed_pct=float(np.median(removed)))
+    return report
 
 
 def format_check(report: dict) -> str:
@@ -278,7 +302,12 @@ def format_check(report: dict) -> str:
             f"mean signed error {report['mean_signed_error_pct']:+.1f} %\n"
             f"noise floor: {report['repeats']} of them measured again differ by "
             f"{report['repeat_median_abs_diff_pct']:.1f} % (median), {100 * report['repeat_within_10pct']:.0f} % "
-            "within ±10 % of their first figure (no table can do better here)")
+            "within ±10 % of their first figure (no table can do better here)"
+            + ("" if not report.get("anchors") else
+               f"\ndrift since the table was built: {report['anchors']} of its fit networks run {report['drift_pct']:+.1f} % "
+               f"(median), {100 * report['drift_within_10pct']:.0f} % within ±10 % of their build figure; with the "
+               f"drift taken off the predictions: median |error| {report['median_abs_error_drift_removed_pct']:.1f} %, "
+               f"within ±10 %: {100 * report['within_10pct_drift_removed']:.0f} %"))
 
 
 class DeviceTimer:
@@ -291,7 +320,7 @@ class DeviceTimer:
 
     def _bench(self, module, input_chw: tuple[int, int, int], name: str) -> dict:
         t = self.target
-        onnx = module_onnx_bytes(module, input_chw=input_chw, runtime=t.runtime)
+        onnx = timing_graph(module, t, input_chw=input_chw)
         cpu = not RUNTIMES[t.runtime].needs_gpu
         runs = dict(warmup=5, runs=QUICK_DEVICE_RUNS) if self.quick else {}
         return self.client.bench(onnx, runtime=t.runtime, threads=t.threads if cpu else None, batch=t.batch,
@@ -302,14 +331,8 @@ class DeviceTimer:
 
     def built_for(self) -> dict:
         bench = self._bench(nn.ReLU().eval(), (1, 1, 1), "empty.onnx")  # the device's name and runtime version, as it times
-        return {**target_keys(self.target), "runtime_version": str(bench["runtime_version"]),
+        return {**self.target.keys(), "runtime_version": str(bench["runtime_version"]),
                 "device": bench["device"], "host": bench.get("host") or self.client.url, "device_url": self.client.url}
-
-
-def target_keys(t: Target) -> dict:
-    """The part of a table's ``built_for`` a profile decides (the rest says where it was timed)."""
-    return {"runtime": t.runtime, "threads": t.threads, "batch": t.batch, "input_shape": list(t.input_chw),
-            "task": t.task, "outputs": t.outputs}
 
 
 def make_timer(target: Target, *, device: Optional[str] = None, token: Optional[str] = None,

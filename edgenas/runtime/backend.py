@@ -1,0 +1,121 @@
+"""Every runtime as one plug-in behind ``Backend``: convert a module to its artifact, open and run it, its version.
+
+Each engine's module (``runtime/onnxruntime.py``, ``tensorrt.py``, ``torch.py``, ...) defines its
+backends from the plain-data table ``config.runtimes.RUNTIMES`` and never imports this module;
+this module gathers them in ``BACKENDS``. Adding a runtime: a row in ``RUNTIMES``, its engine's
+module, and a line in ``_ENGINE_MODULES`` below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional, Protocol
+
+import numpy as np
+
+from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.errors import MissingDependency, ParamError
+from edgenas.runtime import executorch, litert, ncnn, onnxruntime, openvino, tensorrt
+from edgenas.runtime import torch as torch_engine
+
+
+class Backend(Protocol):
+    name: str  # the runtime name users write: "onnxruntime-cpu", "tensorrt-int8", ...
+    engine: str  # the package family: "onnxruntime", "tensorrt", "torch", ...
+    precision: str  # "fp32" | "fp16" | "int8"
+    suffix: str  # the artifact's file suffix
+    needs_gpu: bool
+    install: str  # the one pip command that makes it available
+
+    def available(self) -> None:
+        """Raise ``MissingDependency`` (one line naming ``install``) when this machine cannot run it."""
+
+    def version(self) -> str:
+        """The engine package's version."""
+
+    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int],
+                calibration: Optional[np.ndarray] = None) -> Path:
+        """An eval-mode CPU ``nn.Module`` as the artifact at ``out`` (INT8: quantised with ``calibration``,
+        NCHW float32 images; None: random ones); returns the main file."""
+
+    def open(self, path: Path, *, threads: Optional[int] = None) -> kit.Runner:
+        """A device-kit Runner: ``__call__(NCHW float32 array) -> array``, ``close()``, and its
+        ``runtime``, ``runtime_version``, ``device``, ``threads``."""
+
+
+_ENGINE_MODULES = (onnxruntime, tensorrt, torch_engine, litert, executorch, openvino, ncnn)
+
+
+def _gather() -> dict[str, Backend]:
+    found: dict[str, Backend] = {}
+    for module in _ENGINE_MODULES:
+        for backend in module.BACKENDS:
+            if backend.name in found:
+                raise RuntimeError(f"runtime {backend.name} is defined twice ({module.__name__})")
+            found[backend.name] = backend
+    missing = set(RUNTIMES) - set(found)
+    if missing:  # every runtime a profile may name has a plug-in
+        raise RuntimeError(f"runtimes without a backend: {', '.join(sorted(missing))}")
+    return {name: found[name] for name in RUNTIMES}  # in the table's order
+
+
+BACKENDS: dict[str, Backend] = _gather()
+
+
+def backend_of(runtime: str) -> Backend:
+    """The plug-in of ``runtime``; an unknown name is a ``ParamError`` naming the allowed ones."""
+    try:
+        return BACKENDS[runtime]
+    except (KeyError, TypeError):
+        raise ParamError("runtime", runtime, f"choose one of {', '.join(BACKENDS)}") from None
+
+
+def check_available(runtime: str) -> Backend:
+    """``runtime``'s plug-in when this machine can run it; else ``ParamError`` (unknown) or ``MissingDependency``."""
+    backend = backend_of(runtime)
+    backend.available()
+    return backend
+
+
+def is_available(runtime: str) -> bool:
+    try:
+        check_available(runtime)
+    except MissingDependency:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threads: int = 1, batch: int = 1,
+                  calibration: Optional[np.ndarray] = None) -> Iterator[kit.Runner]:
+    """``model`` converted for ``runtime`` in a temporary folder and opened there (closed after the block).
+
+    PyTorch runs the module itself (no artifact); a TensorRT engine is tuned for ``batch``."""
+    backend = check_available(runtime)
+    if isinstance(backend, torch_engine.TorchBackend):
+        with backend.wrap(model, input_chw=input_chw, model_path=Path("<module>"), threads=threads) as runner:
+            yield runner
+        return
+    options = {"batch": batch} if isinstance(backend, tensorrt.TensorRTBackend) else {}
+    with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
+        path = backend.convert(model, Path(tmp) / f"model{backend.suffix}", input_chw=input_chw,
+                               calibration=calibration, **options)
+        with backend.open(path, threads=threads) as runner:
+            yield runner
+
+
+def device_graph(model, *, runtime: str, input_chw: tuple[int, int, int],
+                 calibration: Optional[np.ndarray] = None) -> bytes:
+    """What a device server (``edgenas_kit.py serve``) is sent to time ``model`` on ``runtime``: the ONNX
+    graph the runtime runs, or builds its own engine from (TensorRT)."""
+    backend = backend_of(runtime)
+    with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
+        out = Path(tmp) / "model.onnx"
+        if isinstance(backend, tensorrt.TensorRTBackend):
+            return backend.source_onnx(model, out, input_chw=input_chw, calibration=calibration).read_bytes()
+        if backend.suffix != ".onnx":
+            raise ParamError("runtime", runtime, "a device server times ONNX graphs; choose an onnxruntime or tensorrt runtime")
+        return backend.convert(model, out, input_chw=input_chw, calibration=calibration).read_bytes()
