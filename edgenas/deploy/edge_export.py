@@ -56,7 +56,8 @@ def export_edge(run: RunDir, name: str, *, model, data, report: ExportReport, re
 RECIPES = {  # how each runtime's INT8 file is quantised (recorded in parity.json and the metadata file)
     "litert": "PT2E, litert-torch PT2EQuantizer: symmetric INT8, weights per channel, int8 input and output",
     "executorch": "PT2E, XNNPACKQuantizer: symmetric INT8, weights per channel (XNNPACK delegate)",
-    "openvino": "NNCF post-training quantisation (performance preset: symmetric INT8, weights per channel)",
+    "openvino": "NNCF post-training quantisation (performance preset: symmetric INT8, weights per channel; "
+                "full bias correction)",
 }
 
 
