@@ -240,13 +240,15 @@ class ExecuTorchRunner(EngineRunner):
     def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
         super().__init__(model, runtime, threads=threads, device=device)
         _import("executorch")
-        from executorch.extension.pybindings import portable_lib
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental API": its thread pool's only setter
+            from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
         self.torch = importlib.import_module("torch")  # ExecuTorch's Python runtime takes torch tensors
         self.runtime_version = package_version("executorch")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "experimental API": the only way to set its threads
+            warnings.simplefilter("ignore")
             portable_lib._unsafe_reset_threadpool(threads)
         try:
             program = Runtime.get().load_program(Path(model))

@@ -180,3 +180,36 @@ def test_bench_runtime_all_times_every_installed_runtime_in_one_table_and_the_re
     assert {row["runtime"] for row in evaluated} >= {FORMATS[n].runtime for n in INSTALLED if n.endswith("-int8")}
     html = write_report(run)[0].read_text()
     assert "Which runtime is fastest here" in html and all(row["runtime"] in html for row in record["rows"])
+
+
+def test_bench_device_sends_the_tflite_to_a_kit_server(demo_run, tmp_path):
+    """`edgenas bench RUN_DIR --runtime litert-int8 --device URL`: the .tflite and its layout go to the server."""
+    installed("litert-int8")
+    import subprocess
+
+    from edgenas.deploy.exporter import _copy_kit
+
+    run, _ = demo_run
+    device = tmp_path / "device"
+    device.mkdir()
+    _copy_kit(device)
+    (device / "token").write_text("edge-token-0123456789\n")
+    server = subprocess.Popen([sys.executable, "-I", "edgenas_kit.py", "serve", "--port", "0", "--token-file", "token",
+                               "--threads", "1"], cwd=device, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line + server.stderr.read()
+        url = "http://127.0.0.1:" + line.split("127.0.0.1:")[1].split()[0]
+        out = tmp_path / "device.json"
+        r = CliRunner(env={"EDGENAS_DEVICE_TOKEN": "edge-token-0123456789"}).invoke(
+            main, ["bench", str(run), "--runtime", "litert-int8", "--device", url, "--runs", "10", "--json", str(out)])
+        assert r.exit_code == 0, r.output
+        record = kit.read_bench(out)
+        assert record["runtime"] == "litert-int8" and record["model"].endswith("export/model.int8.tflite")
+        assert record["model_sha256"] == kit.file_sha256(run / "export" / "model.int8.tflite")
+        r = CliRunner(env={"EDGENAS_DEVICE_TOKEN": "edge-token-0123456789"}).invoke(
+            main, ["bench", str(run), "--runtime", "openvino-cpu", "--device", url])
+        assert r.exit_code == 2 and "edgenas_kit.py bench" in r.output, r.output
+    finally:
+        server.kill()
+        server.wait(timeout=30)

@@ -260,3 +260,25 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
     finally:
         server.kill()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("runtime", ["litert-int8", "openvino-cpu"])
+def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, tmp_path):
+    """Each candidate is converted for the runtime and timed there (1 thread); the winner fits the budget."""
+    backend(runtime)
+    profile = tmp_path / "budget.toml"
+    profile.write_text((ROOT / "tests" / "data" / "profiles" / "ci.toml").read_text()
+                       + f'\n[budget]\nmax_latency_ms = 5.0\nruntime = "{runtime}"\nthreads = 1\n')
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(profile), "--out", str(out),
+                        "--device", "cpu"], capture_output=True, text=True, timeout=900,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
+    assert records and all(rec["source"]["runtime"] == runtime and rec["source"]["source"] == "measured"
+                           and rec["source"]["threads"] == 1 for rec in records)
+    winner = json.loads((out / "arch.json").read_text())
+    from edgenas.search.space import Arch as _Arch
+
+    assert {rec["key"]: rec["ms"] for rec in records}[str(_Arch.from_dict(winner))] <= 5.0
+    assert not (tmp_path / "intel").exists()  # OpenVINO's telemetry stayed off
