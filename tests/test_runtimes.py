@@ -282,3 +282,13 @@ def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, tm
 
     assert {rec["key"]: rec["ms"] for rec in records}[str(_Arch.from_dict(winner))] <= 5.0
     assert not (tmp_path / "intel").exists()  # OpenVINO's telemetry stayed off
+
+
+@pytest.mark.parametrize("runtime", EDGE)
+def test_a_relative_output_path_converts(runtime, trained, tmp_path, monkeypatch):
+    """`edgenas export runs/x` hands the converters relative paths (pnnx runs in its own folder)."""
+    b = backend(runtime)
+    monkeypatch.chdir(tmp_path)
+    with torch_threads(1):
+        path = b.convert(trained[0], Path("rel") / f"m{b.suffix}", input_chw=(1, 8, 8), calibration=trained[1][:16])
+    assert path == Path("rel") / f"m{b.suffix}" and path.is_file() and engines.metadata_path(path).is_file()

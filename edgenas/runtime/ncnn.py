@@ -48,6 +48,7 @@ class NcnnBackend(Runtime):
         if not out.name.endswith(self.suffix):
             raise ValueError(f"an ncnn model's file name ends with {self.suffix}, got {out.name}")
         with staging(out) as tmp:
+            tmp = tmp.resolve()  # pnnx runs in tmp: paths relative to the caller's folder would not be found there
             with quiet(), torch.no_grad():
                 torch.jit.trace(eval_copy(model), torch.zeros(1, *input_chw)).save(str(tmp / "model.pt"))
             staged = tmp / out.name
