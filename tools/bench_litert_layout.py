@@ -1,4 +1,4 @@
-"""LiteRT: NHWC against NCHW input, fp32 and INT8, on a demo-space (8x8x1) and a tiny-space (32x32x3) network.
+"""LiteRT: NHWC against NCHW input, fp32, on one architecture (d4-w16, random weights) at 8x8x1 and at 32x32x3.
 
 Both files of a pair come from the same network (litert-torch; NCHW is the module as it is, NHWC
 wraps it with ``to_channel_last_io``) and are timed in interleaved rounds at 1 thread, batch 1.
@@ -27,8 +27,8 @@ from edgenas.search.space import Arch
 from edgenas.training.network import build_model
 
 NETWORKS = {  # name -> (arch, input C, H, W)
-    "demo 8x8x1": (Arch(4, 16, (0, 1, 0, 1), (3, 5, 3, 3)), (1, 8, 8)),
-    "tiny 32x32x3": (Arch(4, 16, (0, 1, 0, 1), (3, 5, 3, 3)), (3, 32, 32)),
+    "d4-w16 8x8x1": (Arch(4, 16, (0, 1, 0, 1), (3, 5, 3, 3)), (1, 8, 8)),
+    "d4-w16 32x32x3": (Arch(4, 16, (0, 1, 0, 1), (3, 5, 3, 3)), (3, 32, 32)),
 }
 
 
