@@ -46,7 +46,9 @@ class ExecuTorchBackend(Runtime):
         sample = torch.zeros(1, *input_chw)
         out = Path(out)
         with staging(out) as tmp, quiet():
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+                XnnpackPartitioner,
+            )
             from executorch.exir import to_edge_transform_and_lower
 
             module = eval_copy(model)

@@ -56,7 +56,10 @@ class LiteRTBackend(Runtime):
             nhwc = litert_torch.to_channel_last_io(eval_copy(model), args=[0])
             options = {}
             if self.precision == "int8":
-                from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+                from litert_torch.quantize.pt2e_quantizer import (
+                    PT2EQuantizer,
+                    get_symmetric_quantization_config,
+                )
                 from litert_torch.quantize.quant_config import QuantConfig
 
                 quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))

@@ -17,7 +17,14 @@ from edgenas.config.runtimes import RUNTIMES, Runtime
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import EdgenasError
-from edgenas.runtime.conversion import eval_copy, publish, quiet, require, staging, write_artifact_metadata
+from edgenas.runtime.conversion import (
+    eval_copy,
+    publish,
+    quiet,
+    require,
+    staging,
+    write_artifact_metadata,
+)
 from edgenas.runtime.runners import kit_errors
 
 PNNX_TIMEOUT_S = 600  # a network of the search space converts in seconds
