@@ -57,6 +57,14 @@ class RunWriteError(EdgenasError):
     command with ``--resume`` continues once the cause is fixed."""
 
 
+class TrainingStopped(EdgenasError):
+    """A training stopped on request (Ctrl-C, SIGTERM) after writing its checkpoint: exit 130 or 143."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class MissingDependency(UserInputError):
     """An optional package (tensorrt, ray) is needed for what was asked."""
 

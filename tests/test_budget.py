@@ -61,6 +61,9 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
     for r in trained:
         assert r["latency_ms"] is not None and r["latency_ms"] <= budget
     assert journal[0]["status"] == "skipped" and journal[0]["width"] == 64  # the widest never trained
+    # over_budget = "narrow": the depth stage went on at the width that fits (depth 2, then depth 3)
+    depth = [(r["depth"], r["width"], r["status"]) for r in journal if r["stage"] == "depth"]
+    assert (2, 16, "trained") in depth and any(d == 3 for d, _, _ in depth), depth
     assert summary["latency_ms"] <= budget and summary["budget"]["max_latency_ms"] == round(budget, 4)
 
     # (a second timing of the exported winner is not compared with the budget here: two timings on a

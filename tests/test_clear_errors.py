@@ -242,3 +242,10 @@ def test_a_path_argument_of_the_wrong_type_is_named(tmp_path, param):
     with pytest.raises(ParamError) as e:
         edgenas.discover("demo", device="cpu", **{param: 123})
     assert str(e.value).startswith(f"{param}=123: give a directory path"), str(e.value)
+
+
+@pytest.mark.parametrize("param", ["out", "data_dir"])
+def test_train_final_names_a_path_argument_of_the_wrong_type(tmp_path, param):
+    with pytest.raises(ParamError) as e:
+        edgenas.train_final(tmp_path / "ARCH.json", device="cpu", **{param: 123})
+    assert str(e.value).startswith(f"{param}=123: give a directory path"), str(e.value)

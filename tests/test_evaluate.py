@@ -88,7 +88,7 @@ def test_onnx_int8_export_passes_its_gate_and_reports_accuracy(demo_run, fp32_ev
     gate = entry["accuracy_gate"]
     assert parity["passed"] and entry["passed"] and entry["precision"] == "int8"
     assert gate["pytorch"] == pytest.approx(fp32_eval["pytorch"]["top1"]) and gate["images"] == 359
-    assert 0 <= gate["drop_pp"] <= 1.0 and gate["max_drop_pp"] == 1.0
+    assert -1.0 <= gate["drop_pp"] <= 1.0 and gate["max_drop_pp"] == 1.0  # INT8 may also be a test image better
     assert entry["calibration"] == {"method": "minmax", "images": 256, "format": "QDQ", "activations": "QUInt8 per tensor",
                                     "weights": "QInt8 per channel"}
     figures = json.loads((out / "model.int8.evaluate.json").read_text())

@@ -51,6 +51,7 @@ min_width = 16
 max_width = 18
 width_step = 2
 micro_kernels = [5]
+micro_width_floor = true   # the table covers widths 16-18 only
 [budget]
 runtime = "onnxruntime-cpu"
 threads = 1
@@ -92,6 +93,8 @@ def test_the_space_parts_cover_every_random_network(name, chw):
     assert used <= keys
     narrowed = Arch(config.min_depth + 2, config.min_width + 1, (1,) * (config.min_depth + 2), (3,) * (config.min_depth + 2))
     assert {p.key for p in arch_parts(narrowed, chw, 10)} <= keys  # micro stages leave the width grid
+    below = narrowed.with_width(max(1, config.min_width - 5))
+    assert {p.key for p in arch_parts(below, chw, 10)} <= keys  # ... and go below min_width (the published rule)
     assert len(keys) == len(set(keys))
 
 

@@ -117,6 +117,7 @@ def test_train_candidate_trains_that_architecture_into_a_run_that_says_where_it_
     assert meta["from_run"] == str(out.resolve()) and meta["candidate"] == number and meta["candidate_key"] == record["key"]
     assert summary["from_run"] == str(out.resolve()) and summary["candidate"] == number
     assert summary["params"] == record["params"] and summary["final_training"]["epochs"] == 2
+    assert summary["test_from"] == summary["final_training"]["test_from"] == "final_epochs (2)"  # the CI profile's
     assert json.loads(r.stdout)["run_dir"] == str(target)
     state = torch.load(target / "model.pt", weights_only=True)
     assert load_run_model(run).state_dict().keys() == state.keys()

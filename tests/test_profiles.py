@@ -43,7 +43,7 @@ def test_load_by_path(ci_profile):
         ("[search]\nmax_width = 'wide'\n", "search.max_width: must be an integer"),
         ("[search]\nmin_width = 32\nmax_width = 16\n", "search.max_width = 16 is not allowed; it must be >= search.min_width (32)"),
         ("[search]\nmicro_kernels = [4]\n", "search.micro_kernels"),
-        ("strategy = 'random'\n", "strategy = 'random' is not allowed; choose one of egnas, trg"),
+        ("strategy = 'greedy'\n", "strategy = 'greedy' is not allowed; choose one of egnas, trg, random"),
         ("[train]\nprotocol = 'turbo'\n", "train.protocol"),
         ("[budget]\nruntime = 'tflite'\n", "budget.runtime = 'tflite' is not allowed; choose one of"),
         ("[budget]\nmax_params = -1\n", "budget.max_params"),

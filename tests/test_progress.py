@@ -26,14 +26,17 @@ LINES = {
     "skipped": TAG + r": skipped, over budget \(params [\d,]+ > max_params [\d,]+\)",
     "search done": rf"search done: {ARCH} after \d+ candidates; training it for \d+ epochs",
     "final": rf"\[final\] {ARCH}: epoch \d+/\d+ loss \d+\.\d{{3}} train \d+\.\d%",
-    "done": rf"done: {ARCH}, [\d,]+ params, [\d,]+ MACs, test_acc \d+\.\d\d%; run directory \S+",
+    "done": rf"done: {ARCH}, [\d,]+ params, [\d,]+ MACs, test_acc \d+\.\d\d%"
+            r"( \(after discovered epochs \(\d+\); `edgenas train` trains final_epochs \(\d+\)\))?; run directory \S+",
 }
+# Lines added since (issue 22): what the budget rule did, before the "done" line.
+NEW_LINES = {"budget rule": r"over_budget = \w+: .+|no budget: the published search"}
 
 
 def kinds(text: str) -> list[tuple[str, re.Match]]:
     out = []
     for line in text.splitlines():
-        match = [(k, m) for k, p in LINES.items() if (m := re.fullmatch(p, line))]
+        match = [(k, m) for k, p in {**LINES, **NEW_LINES}.items() if (m := re.fullmatch(p, line))]
         assert len(match) == 1, f"not a line of the old format: {line!r}"
         out.append(match[0])
     return out
@@ -57,7 +60,8 @@ def test_on_a_pipe_the_log_lines_are_the_old_ones(budget_run):
     assert results == [(r["stage"], n) for n, r in enumerate(journal, start=1)]
     # every kind of line the old code wrote is still written (the old log itself is of an older
     # search engine, whose micro stages made other requests, so the sequences differ in length)
-    assert {k for k, _ in lines} == {k for k, _ in kinds(BEFORE.read_text())}
+    assert {k for k, _ in lines} - set(NEW_LINES) == {k for k, _ in kinds(BEFORE.read_text())}
+    assert [k for k, _ in lines][-2] == "budget rule"
 
 
 def _under_a_pty(args, cwd=None, timeout=600) -> tuple[int, str]:

@@ -66,6 +66,8 @@ def test_depth_stage_stops_at_target():
 
 
 def test_over_budget_first_candidate_narrows_until_it_fits():
+    """``over_budget = "stop"`` (edgenas before issue 22): the depth stage ends at the first candidate
+    over budget, the width stage narrows until one fits. (The default rule: tests/test_budget_search.py.)"""
     budget = 3000
 
     def answer(cand):
@@ -73,7 +75,7 @@ def test_over_budget_first_candidate_narrows_until_it_fits():
             return Outcome(0.0, 0.0, "skipped", "over budget")
         return Outcome(80.0 + cand.arch.width, 50.0)
 
-    result, asked = _run(egnas(SMALL, 1, 10), answer)
+    result, asked = _run(egnas(EgnasConfig(**{**SMALL.__dict__, "over_budget": "stop"}), 1, 10), answer)
     assert [c.stage for c in asked if c.stage == "depth"] == ["depth"]  # depth stage stops growing
     assert count_params(result.arch, 1, 10) <= budget * 1.0 + SMALL.micro_param_slack * 1e6
     assert all(c.arch.width < 16 for c in asked if c.stage == "width")

@@ -2,6 +2,7 @@
 the sequential search finishes. Every case is driven sequentially and through ``drive_speculative``."""
 
 import concurrent.futures as cf
+import dataclasses
 import random
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as hs
 from edgenas.config.profile import load_profile, parse_profile, profile_from_dict
 from edgenas.config.strategies import CONFIGS, EgnasConfig, TrgConfig
 from edgenas.errors import ProfileError
+from edgenas.search.registry import make_strategy
 from edgenas.search.replay import MemoryEvaluator, replay_log, replay_log_speculative
 from edgenas.search.space import count_params
 from edgenas.search.speculation import drive_speculative, likely_next
@@ -20,7 +22,6 @@ from edgenas.search.strategies import (
     StrategyRun,
     drive,
     egnas,
-    make_strategy,
     trg,
 )
 
@@ -148,12 +149,25 @@ def test_failed_first_candidate_still_grows_depth():
     assert seq[2].depth > 10
 
 
-def test_over_budget_first_candidate_still_skips_depth_growth():
+def _stop():
+    return dataclasses.replace(_tiny(), over_budget="stop")
+
+
+def test_over_budget_first_candidate_with_stop_still_skips_depth_growth():
+    def depth(d):
+        return Outcome(0.0, 0.0, "skipped", "over budget") if d == 10 else Outcome(80.0, 80.0)
+
+    seq, spec = both_paths(lambda: egnas(_stop(), 3, 10), _stage_answers(depth))
+    assert seq == spec and [k for k in seq[1] if k.startswith("depth:")] == [seq[1][0]]
+
+
+def test_over_budget_first_candidate_with_narrow_tries_every_width_of_that_depth():
     def depth(d):
         return Outcome(0.0, 0.0, "skipped", "over budget") if d == 10 else Outcome(80.0, 80.0)
 
     seq, spec = both_paths(lambda: egnas(_tiny(), 3, 10), _stage_answers(depth))
-    assert seq == spec and [k for k in seq[1] if k.startswith("depth:")] == [seq[1][0]]
+    assert seq == spec and seq[:2] == ("error", "SearchError")  # nothing of depth 10 fits, deeper is no better
+    assert seq[2].startswith("no candidate fitted the budget, down to the minimum width")
 
 
 def test_failed_width_candidates_count_against_patience_even_before_any_best():
@@ -162,7 +176,7 @@ def test_failed_width_candidates_count_against_patience_even_before_any_best():
             return Outcome(0.0, 0.0, "skipped", "over budget")
         return Outcome(0.0, 0.0, "failed") if c.stage == "width" else Outcome(60.0, 50.0)
 
-    seq, spec = both_paths(lambda: egnas(_tiny(), 3, 10), answer)
+    seq, spec = both_paths(lambda: egnas(_stop(), 3, 10), answer)
     assert seq == spec == ("error", "SearchError",
                            "no candidate fitted the budget and trained, down to the minimum width; "
                            "raise the budget or lower min_width")
@@ -211,9 +225,11 @@ def test_profile_accepts_a_width_step_that_ends_at_min_width():
     assert parse_profile("[search]\nmin_width = 8\nmax_width = 20\nwidth_step = 4\n", "ok", "ok.toml").search.width_step == 4
 
 
-def test_matched_narrowing_never_goes_below_min_width():
+def test_matched_narrowing_with_the_floor_never_goes_below_min_width():
+    """``micro_width_floor = true`` (edgenas before issue 22); the default follows the published code
+    below min_width (tests/test_budget_search.py)."""
     cfg = EgnasConfig(min_depth=4, max_depth=4, min_width=8, max_width=12, width_step=4, micro_param_slack=0.0,
-                      micro_kernels=(5, 7))
+                      micro_kernels=(5, 7), micro_width_floor=True)
 
     def answer(c):  # every change pays, so the search would narrow as far as it may
         return Outcome(50.0 + sum(c.arch.ops) + sum(c.arch.kernels) / 10 + c.arch.width / 100, 50.0)
@@ -356,5 +372,6 @@ def test_speculation_consumes_exactly_the_sequential_requests(search, slots):
     assert speculative == sequential
     if legal:  # a legal profile never leads to an impossible candidate
         assert sequential[0] == "ok" or sequential[1] == "SearchError", sequential
-        if sequential[0] == "ok":
-            assert all(c.arch.width >= cfg.min_width for c, _ in drive(factory(), answer).history)
+        if sequential[0] == "ok":  # macro stages on the width grid; micro ones narrow as far as width 1
+            history = drive(factory(), answer).history
+            assert all(c.arch.width >= cfg.min_width for c, _ in history if c.stage in ("depth", "width"))

@@ -56,11 +56,10 @@ def test_learns_digits_well_above_chance(digits):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_same_seed_same_weights_and_accuracy(digits, threads):
-    torch.set_num_threads(threads)
     data = subset_train(digits, 320)
-    m1, r1 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11)
-    m2, r2 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11)
-    _, r3 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=12)
+    m1, r1 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11, threads=threads)
+    m2, r2 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11, threads=threads)
+    _, r3 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=12, threads=threads)
     assert r1.val_acc == r2.val_acc and r1.train_acc == r2.train_acc and r1.loss == r2.loss
     for (name, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), name

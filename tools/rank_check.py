@@ -116,7 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="add seeded Gaussian noise of this std (pixel range = 1) to every image once: a harder "
                         "synthetic task, so candidates do not all reach 100%% (default 0)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when present")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's own choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (default: edgenas's training policy, edgenas/training/threads.py)")
     p.add_argument("--max-seconds", type=float, default=0.0, help="start no new candidate after this many seconds (0: no limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", default=None,
@@ -142,7 +143,7 @@ def train_both(rec: dict, i: int, data, plans: dict, device, args) -> dict:
     row = {"log_index": i, "stage": rec["stage"], "arch": str(arch), "epochs": epochs,
            "logged_epochs": rec["epochs"], "logged_val_acc": rec["val_acc"]}
     for name, plan in plans.items():
-        model, res = train_candidate(arch, data, epochs, plan, device, seed=args.seed + i)
+        model, res = train_candidate(arch, data, epochs, plan, device, seed=args.seed + i, threads=args.threads)
         row[name] = {"val_acc": res.val_acc, "val_loss": val_loss(model, data, device) if res.status == "trained" else float("nan"),
                      "train_acc": res.train_acc, "status": res.status, "seconds": res.seconds,
                      "images": images_trained(plan, len(data.train), res.epochs), "images_per_s": res.images_per_s}

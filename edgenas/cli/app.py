@@ -103,6 +103,10 @@ data_options = [
 ]
 
 
+training_threads_option = click.option(
+    "--threads", "train_threads", type=click.IntRange(min=0, max=1024), default=None, metavar="N",
+    help="CPU threads while training. Default: the profile's train.threads, else 1 (every core for a big "
+         "training step); 0: that policy. A resume keeps the run's own.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output (errors still go to stderr).")
 
 

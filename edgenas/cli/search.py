@@ -13,6 +13,7 @@ from edgenas.cli.app import (
     main,
     quiet_option,
     seed_option,
+    training_threads_option,
     with_data_options,
 )
 
@@ -29,8 +30,10 @@ from edgenas.cli.app import (
               help="Candidates trained at once on the device (speculatively; decisions are unchanged).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Train candidates as Ray tasks: 'local', or a Ray cluster's address (needs edgenas[ray]).")
+@training_threads_option
 @quiet_option
-def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address, quiet):
+def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address,
+             train_threads, quiet):
     """Search an architecture under the profile's budgets and train it (demo profile on digits by default)."""
     from edgenas.config.profile import load_profile
     from edgenas.run.discover import discover as run_discover
@@ -41,8 +44,8 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
         profile = dataclasses.replace(profile, task=task)
     with reporter(quiet) as (log, progress):
         summary = run_discover(profile, dataset=dataset, data_dir=data_dir, out=out, device=device, seed=seed,
-                               resume=resume, download=download, workers=workers, ray=ray_address, log=log,
-                               progress=progress)
+                               resume=resume, download=download, workers=workers, ray=ray_address,
+                               threads=train_threads, log=log, progress=progress)
     click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}
                           | {k: v for k, v in summary.items() if k.startswith("test_") or k.startswith("verify_")}))
 
@@ -57,20 +60,33 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
 @click.option("--candidate", type=int, default=None, metavar="N",
               help="Train candidate N of RUN_DIR's search (as `edgenas pareto` numbers them) into a new run directory.")
 @device_option
-@seed_option
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="Seed of inits and shuffles. Default: 0 "
+              "(with --resume: the training's own).")
+@training_threads_option
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Write RUN_DIR/checkpoint.pt every N epochs (0: only on Ctrl-C/SIGTERM). Default: the profile's "
+                   "train.checkpoint_every.")
+@click.option("--resume", is_flag=True, help="Continue RUN_DIR's stopped training from its checkpoint.pt "
+              "(its own epochs, seed, threads and device).")
 @quiet_option
-def train(target, epochs, profile_name, dataset, data_dir, download, out, candidate, device, seed, quiet):
-    """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy."""
+def train(target, epochs, profile_name, dataset, data_dir, download, out, candidate, device, seed, train_threads,
+          checkpoint_every, resume, quiet):
+    """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy.
+
+    Earlier final weights are kept as RUN_DIR/model.N.pt (figures in summary.json's earlier_models)."""
     from edgenas.run.final import candidate_run, train_final
     from edgenas.run.progress import reporter
 
     if candidate is not None:
         if not Path(target).is_dir():
             raise click.BadParameter(f"{target} is a file; --candidate needs a RUN_DIR", param_hint="--candidate")
+        if resume:
+            raise click.UsageError("--resume continues a run directory's training: give that directory, not --candidate")
         target, out = str(candidate_run(target, candidate, out=out).path), None
     with reporter(quiet) as (log, progress):
         summary = train_final(target, epochs=epochs, device=device, seed=seed, profile=profile_name, dataset=dataset,
-                              data_dir=data_dir, out=out, download=download, log=log, progress=progress)
+                              data_dir=data_dir, out=out, download=download, threads=train_threads,
+                              checkpoint_every=checkpoint_every, resume=resume, log=log, progress=progress)
     click.echo(json.dumps(summary))
 
 
@@ -79,6 +95,7 @@ def train(target, epochs, profile_name, dataset, data_dir, download, out, candid
 def profiles(name):
     """List the built-in profiles, or show everything NAME (a name or .toml path) sets."""
     from edgenas.config.profile import list_profiles, load_profile
+    from edgenas.config.strategies import OVER_BUDGET
 
     if name:
         p = load_profile(name)
@@ -89,6 +106,7 @@ def profiles(name):
         budgets = ", ".join(f"{k}={getattr(b, k)}" for k in ("max_params", "max_macs", "max_latency_ms") if getattr(b, k))
         where = (f" on {b.runtime}" if b.max_latency_ms else "") + (f" at {b.device}" if b.device else "")
         where += f", predicted by {b.latency_table}" if b.latency_table else ""
+        where += f"; over budget: {s.over_budget} ({OVER_BUDGET[s.over_budget]})" if budgets else ""
         click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "
                    f"{s.epochs} epochs; {budgets or 'no budget'}{where}\n{'':14} {p.description}")
 

@@ -25,7 +25,13 @@ else:  # pragma: no cover
 from edgenas.config.plan import TrainPlan
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.config.schema import build, check_fields, coerce, setting
-from edgenas.config.strategies import CONFIGS, STRATEGIES, EgnasConfig, TrgConfig
+from edgenas.config.strategies import (
+    CONFIGS,
+    STRATEGIES,
+    EgnasConfig,
+    RandomConfig,
+    TrgConfig,
+)
 from edgenas.errors import ProfileError
 
 TASKS = ("classify", "face")
@@ -115,7 +121,7 @@ class Profile:
     description: str = ""
     task: str = "classify"
     strategy: str = "egnas"
-    search: Union[EgnasConfig, TrgConfig] = field(default_factory=EgnasConfig)
+    search: Union[EgnasConfig, TrgConfig, RandomConfig] = field(default_factory=EgnasConfig)
     train: TrainPlan = field(default_factory=TrainPlan)
     budget: Budget = field(default_factory=Budget)
     data: DataConfig = field(default_factory=DataConfig)

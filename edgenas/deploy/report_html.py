@@ -54,12 +54,15 @@ def _header(view: RunView) -> str:
              f'<span class="state running">in progress: {len(j)} candidates journaled, no summary.json yet</span>')
     counts = {k: sum(r["status"] == k for r in j) for k in ("trained", "skipped", "failed")}
     tests = [(k, f"{v:.2f}") for k, v in s.items() if k.startswith("test_") and isinstance(v, (int, float))]
+    tests += [("test figures after", s["test_from"])] if s.get("test_from") else []
+    rule = (s.get("over_budget") or {}).get("text")
     w = view.winner_figures()
     pairs = [("architecture", f"{view.winner or '-'} ({view.arch_source})" if view.winner else "-"),
              ("parameters", num(w.get("params"))), ("MACs per image", num(w.get("macs"))),
              ("latency (ms)", num(w.get("latency_ms"), ".3f")), ("search accuracy", num(s.get("search_acc"), ".2f")),
              ("validation accuracy", num(s.get("val_acc"), ".2f")), *tests,
              ("candidates", f"{len(j)}: {counts['trained']} trained, {counts['skipped']} skipped, {counts['failed']} failed"),
+             *([("budget rule", rule)] if rule else []),
              ("search time (s)", num(s.get("search_seconds"), ".1f"))]
     damage = "".join(f'<p class="missing">damaged, not shown: {esc(name)}: {esc(why)}</p>'
                      for name, why in view.damaged.items())

@@ -7,6 +7,7 @@ winner is trained again under the discovered epochs and written with ``arch.json
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -31,11 +32,15 @@ from edgenas.run.prefetch import drive_prefetching
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import check_available
 from edgenas.runtime.cost import CostSource
+from edgenas.search.budget_rule import budget_rule_note
+from edgenas.search.registry import make_strategy
 from edgenas.search.space import Arch
 from edgenas.search.speculation import drive_speculative
-from edgenas.search.strategies import SearchResult, drive, make_strategy
+from edgenas.search.strategies import SearchResult, drive
 from edgenas.training.memory import check_training_memory
 from edgenas.training.tasks import Task, task_for
+from edgenas.training.threads import MAX_THREADS, plan_threads, torch_threads
+from edgenas.training.threads import check_threads as check_thread_count
 from edgenas.training.trainer import select_device
 from edgenas.version import __version__
 
@@ -94,11 +99,36 @@ def _check_first_candidate(profile: Profile, data, *, outputs: int, device) -> N
                           input_size=data.input_size, batch=batch, device=device, what="the first candidate")
 
 
+def check_threads(threads) -> Optional[int]:
+    """A ``threads`` argument: None (the profile's ``train.threads``, or the policy), or an integer from 0."""
+    try:
+        return None if threads is None else check_thread_count(threads)
+    except ValueError:
+        raise ParamError("threads", threads, f"give an integer from 0 (edgenas's policy) to {MAX_THREADS}") from None
+
+
+def run_threads(profile: Profile, task: Task, data, threads: Optional[int], *, stored: Optional[int] = None,
+                where: Path) -> int:
+    """The CPU threads a search trains with: the run's own (``stored``, from its run.json) on a resume, else
+    ``threads``, else the profile's ``train.threads``, else the policy's count for the search's first
+    candidate (``(min_depth, max_width)``). A resume refuses another explicit count: it would change the path."""
+    if stored is not None:
+        if threads is not None and threads != stored:
+            raise ParamError("threads", threads, f"{where} was searched with {stored} CPU thread(s), and the count "
+                             f"changes float rounding and so the search's path; resume without {{threads}} "
+                             f"(or with {stored}), or start a new run elsewhere")
+        return stored
+    cfg = profile.search
+    _, macs = task.model_size(Arch.plain(cfg.min_depth, cfg.max_width), data, profile)
+    plan = profile.train if threads is None else dataclasses.replace(profile.train, threads=threads)
+    return plan_threads(plan, macs, len(data.train))
+
+
 def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, outputs: int, workers: int,
             ray: Optional[str], log: Log) -> SearchResult:
     """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
     def factory():
-        return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs)
+        return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs, seed=evaluator.seed)
 
     if workers == 1 and not ray and evaluator.prefetcher is not None:
         log(f"latency measured on {profile.budget.device}, ahead of need while candidates train")
@@ -116,8 +146,8 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
 
 def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] = None, data_dir: Optional[str] = None,
              out: Optional[str | Path] = None, device: Optional[str] = None, seed: int = 0, resume: bool = False,
-             download: bool = False, workers: int = 1, ray: Optional[str] = None, log: Log = stderr_log,
-             progress=None) -> dict:
+             download: bool = False, workers: int = 1, ray: Optional[str] = None, threads: Optional[int] = None,
+             log: Log = stderr_log, progress=None) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run directory).
 
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
@@ -127,6 +157,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     written last) after checking that profile, seed and data are the run's own; a finished run is
     returned as it is. The run directory is locked while the search runs (one process at a time).
     ``progress`` (a ``run.progress.Progress``) replaces the per-epoch log lines with a live display.
+    ``threads``: CPU threads of the training (see ``run_threads``; recorded in run.json).
 
     >>> summary = edgenas.discover("demo", dataset="digits", out="runs/demo")
     >>> summary["arch"], summary["test_acc"], summary["run_dir"]
@@ -134,6 +165,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     out, data_dir = check_path("out", out), check_path("data_dir", data_dir)
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     task, name, seed = task_for(profile.task), dataset or profile.data.dataset, check_seed(seed)
+    threads = check_threads(threads)
     dev = select_device(device)
     _check_parallel(profile, dev, workers)
     b = profile.budget
@@ -149,8 +181,10 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
         RunDir.refuse_headless(out)
     data = task.load_data(name, data_dir, profile, seed, download)
     _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
+    stored = RunDir(out).meta.threads if resume and (Path(out) / RunDir.META).is_file() else None
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
-                    extra=task.extra_meta(data), seed=seed, device=dev)
+                    extra=task.extra_meta(data), seed=seed, device=dev,
+                    threads=run_threads(profile, task, data, threads, stored=stored, where=Path(out)))
     latency = latency_source(profile, meta, data)  # a table built for another target is refused here
     if b.latency_from == "device":
         latency.check()  # the device answers, and runs the budget's runtime: before run.json is written
@@ -158,11 +192,12 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
         if resume and RunDir(out).finished:  # it finished while the data was loading
             return RunDir.open(out).read(RunDir.SUMMARY)
         run = RunDir.start(out, meta, resume=resume)
-        log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev}, run {out}")
+        log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev} "
+            f"({meta.threads} CPU thread{'s' if meta.threads != 1 else ''}), run {out}")
         data = data.to(dev)
         started = time.monotonic()
         evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress=progress, latency=latency)
-        spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type)
+        spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type, meta.threads)
         finished = False
         try:
             result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
@@ -197,17 +232,20 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
              latency_seconds: Optional[float] = None) -> dict:
     arch, journal = result.arch, run.journal()
     params, macs = task.model_size(arch, run.meta.data, profile)
+    b = profile.budget
+    rule = budget_rule_note(profile.search, journal, has_budget=bool(b.max_params or b.max_macs or b.max_latency_ms))
     return {
         "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
         **winner_latency(run, profile, arch, log, data=data, source=latency), "budget": profile.to_dict()["budget"],
-        "search_acc": result.acc, "val_acc": res.val_acc, **test,
-        "discovered_epochs": result.epochs, "final_epochs": epochs, "candidates": result.candidates,
+        "search_acc": result.acc, "val_acc": res.val_acc, **test, "test_from": test_from(result.epochs, epochs),
+        "discovered_epochs": result.epochs, "winner_epochs": epochs, "final_epochs": profile.train.final_epochs,
+        "over_budget": rule, "candidates": result.candidates,
         "candidates_trained": sum(r["status"] != "skipped" for r in journal),
         "candidates_skipped": sum(r["status"] == "skipped" for r in journal),
         "search_seconds": round(search_wall, 2), "candidate_seconds": round(sum(r["seconds"] for r in journal), 2),
         "final_train_seconds": round(res.seconds, 2),
         "latency_seconds": None if latency_seconds is None else round(latency_seconds, 2),
-        "device": str(device), "profile": profile.name, "dataset": run.meta.dataset.name, "seed": seed,
+        "device": str(device), "threads": run.meta.threads, "profile": profile.name, "dataset": run.meta.dataset.name, "seed": seed,
         "versions": versions(), "run_dir": str(run.path),
     }
 
@@ -224,13 +262,23 @@ def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchRes
     log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
     run.write(RunDir.ARCH, arch.to_dict())
     on_epoch = epoch_log(log, f"[final] {arch}: ", progress, stage="final", arch=arch, epochs=epochs)
-    model, res = task.train(arch, data, epochs, profile, device, candidate_seed(seed, f"final:{arch}"), on_epoch)
-    test = task.test_metrics(model, data, device)
+    threads = run.meta.threads
+    model, res = task.train(arch, data, epochs, profile, device, candidate_seed(seed, f"final:{arch}"), on_epoch,
+                            threads=threads)
+    with torch_threads(threads):
+        test = task.test_metrics(model, data, device)
     run.save_weights(model)
     summary = _summary(run, profile, task=task, result=result, res=res, test=test, epochs=epochs, device=device,
                        seed=seed, search_wall=search_wall, log=log, data=data, latency=latency,
                        latency_seconds=latency_seconds)
     run.write(RunDir.SUMMARY, summary)
+    log(summary["over_budget"]["text"])
     log(f"done: {arch}, {summary['params']:,} params, {summary['macs']:,} MACs, "
-        + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f"; run directory {run.path}")
+        + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f" (after {summary['test_from']}; `edgenas train` "
+        f"trains final_epochs ({profile.train.final_epochs})); run directory {run.path}")
     return summary
+
+
+def test_from(discovered: Optional[int], epochs: int) -> str:
+    """Which training the summary's test figures come from (``test_from``)."""
+    return f"discovered epochs ({epochs})" if discovered else f"search.epochs ({epochs})"

@@ -134,6 +134,7 @@ class CandidateEvaluator:
         self.device, self.seed, self.log = device, seed, log
         self.progress = progress  # a run.progress.Progress on a terminal, else None
         self.shape = run.meta.data
+        self.threads = run.meta.threads  # the run's CPU threads (run.json; None in older runs: the policy's)
         self.done = {r["key"]: r for r in run.journal()}
         self.latency = latency or latency_source(profile, run.meta, data)
         self.latency_cache = run.latencies()
@@ -235,5 +236,6 @@ class CandidateEvaluator:
         if skipped is not None:
             return skipped
         _, res = self.task.train(cand.arch, self.data, cand.epochs, self.profile, self.device,
-                                 candidate_seed(self.seed, cand.key()), self.on_epoch(self.tag(cand)))
+                                 candidate_seed(self.seed, cand.key()), self.on_epoch(self.tag(cand)),
+                                 threads=self.threads)
         return self.finished(cand, record, res)

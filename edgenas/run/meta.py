@@ -69,6 +69,7 @@ class RunMeta:
     dataset: DatasetRecord
     data: DataShape
     origin: Optional[dict] = None  # a run made by `train --candidate`: from_run, candidate, candidate_key
+    threads: Optional[int] = None  # CPU threads its candidates train with (None in older run.json); --resume keeps them
 
     @property
     def outputs(self) -> int:
@@ -100,7 +101,7 @@ class RunMeta:
             "device": self.device, "profile": self.profile.to_dict(),
             "dataset": ds.to_dict(),
             "data": self.data.to_dict(), **(self.origin or {}),
-        }
+        } | ({"threads": self.threads} if self.threads is not None else {})
 
     @classmethod
     def from_dict(cls, d, source: str = "run.json") -> "RunMeta":
@@ -118,10 +119,17 @@ class RunMeta:
                                tuple(float(v) for v in data["std"]), tuple(str(c) for c in data["class_names"]),
                                data.get("face")),
                 origin={k: d[k] for k in ORIGIN if k in d} or None,
+                threads=_threads(d.get("threads")),
             )
         except (KeyError, TypeError, ValueError, AttributeError, ProfileError) as e:
             what = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
             raise RunDirError(f"{source} is damaged ({what}); it cannot be read as an edgenas run") from None
+
+
+def _threads(value) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"threads {str(value)[:40]!r} is not a count of CPU threads (an integer >= 1)")
+    return value
 
 
 def _sizes(value) -> Optional[dict]:
@@ -159,8 +167,9 @@ def data_shape(data, extra: dict) -> DataShape:
                      tuple(data.class_names), extra.get("face"))
 
 
-def run_meta(profile: Profile, *, task: str, dataset: str, data_dir, data, extra: dict, seed: int, device) -> RunMeta:
-    """What run.json records for a new run of ``profile`` on ``data``."""
+def run_meta(profile: Profile, *, task: str, dataset: str, data_dir, data, extra: dict, seed: int, device,
+             threads: Optional[int] = None) -> RunMeta:
+    """What run.json records for a new run of ``profile`` on ``data`` (``threads``: its CPU threads)."""
     d = profile.data
     sizes, fingerprint = _data_identity(data)
     return RunMeta(
@@ -169,7 +178,7 @@ def run_meta(profile: Profile, *, task: str, dataset: str, data_dir, data, extra
         dataset=DatasetRecord(dataset, str(Path(data_dir).expanduser().resolve()) if data_dir else None,
                               d.val_fraction, seed, list(d.input_size) if d.input_size else None, d.channels,
                               sizes, fingerprint),
-        data=data_shape(data, extra),
+        data=data_shape(data, extra), threads=threads,
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing
-import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -31,6 +30,7 @@ class PoolSpec:
     data_dir: Optional[str]
     split_seed: int
     device: str  # "cpu" or "cuda"
+    threads: Optional[int] = None  # CPU threads of each candidate's training (the run's; None: the policy's)
 
     def load(self):
         return task_for(self.profile.task).load_data(self.dataset, self.data_dir, self.profile, self.split_seed, False)
@@ -39,11 +39,12 @@ class PoolSpec:
 _WORKER: dict = {}
 
 
-def _worker_init(spec: "PoolSpec", threads: int, cancelled):
-    torch.set_num_threads(threads)
+def _worker_init(spec: "PoolSpec", cancelled):
+    if spec.threads:
+        torch.set_num_threads(spec.threads)  # loading the data too
     task = task_for(spec.profile.task)
     _WORKER.update(task=task, data=spec.load().to(spec.device), profile=spec.profile, device=torch.device(spec.device),
-                   cancelled=cancelled)
+                   cancelled=cancelled, threads=spec.threads)
 
 
 class Cancelled(Exception):
@@ -51,7 +52,7 @@ class Cancelled(Exception):
 
 
 def _train_one(task, data, profile, device, arch_dict: dict, epochs: int, seed: int, tag: str,
-               stop: Callable[[], bool] = lambda: False) -> dict:
+               stop: Callable[[], bool] = lambda: False, threads: Optional[int] = None) -> dict:
     """Train one candidate in a worker (process or Ray task), printing progress; TrainResult as a dict."""
     def on_epoch(epoch, total, loss, train_acc, seconds):
         print(f"{tag}: epoch {epoch}/{total} loss {loss:.3f} train {train_acc:.1f}%", file=sys.stderr, flush=True)
@@ -59,7 +60,7 @@ def _train_one(task, data, profile, device, arch_dict: dict, epochs: int, seed: 
             raise Cancelled
 
     try:
-        _, res = task.train(Arch.from_dict(arch_dict), data, epochs, profile, device, seed, on_epoch)
+        _, res = task.train(Arch.from_dict(arch_dict), data, epochs, profile, device, seed, on_epoch, threads=threads)
     except Cancelled:
         return {"status": "cancelled"}
     return dataclasses.asdict(res)
@@ -68,7 +69,7 @@ def _train_one(task, data, profile, device, arch_dict: dict, epochs: int, seed: 
 def _worker_train(arch_dict: dict, epochs: int, seed: int, key: str, tag: str) -> dict:
     w = _WORKER
     return _train_one(w["task"], w["data"], w["profile"], w["device"], arch_dict, epochs, seed, tag,
-                      stop=lambda: key in w["cancelled"])
+                      stop=lambda: key in w["cancelled"], threads=w["threads"])
 
 
 class WorkerPool:
@@ -78,9 +79,8 @@ class WorkerPool:
         ctx = multiprocessing.get_context("spawn")
         self.manager = ctx.Manager()
         self.cancelled = self.manager.dict()
-        threads = max(1, (os.cpu_count() or 1) // workers) if spec.device == "cpu" else 1
         self.pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                           initargs=(spec, threads, self.cancelled))
+                                           initargs=(spec, self.cancelled))
 
     def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future:
         return self.pool.submit(_worker_train, cand.arch.to_dict(), cand.epochs, seed, cand.key(), tag)
@@ -104,10 +104,11 @@ class WorkerPool:
         self.manager.shutdown()
 
 
-def _ray_train(data, profile, device: str, arch_dict: dict, epochs: int, seed: int, tag: str) -> dict:
+def _ray_train(data, profile, device: str, threads: Optional[int], arch_dict: dict, epochs: int, seed: int,
+               tag: str) -> dict:
     """One candidate as a Ray task, on the GPU (or CPUs) Ray assigned to it (Ray cancels by killing it)."""
     dev = torch.device(device)
-    return _train_one(task_for(profile.task), data.to(dev), profile, dev, arch_dict, epochs, seed, tag)
+    return _train_one(task_for(profile.task), data.to(dev), profile, dev, arch_dict, epochs, seed, tag, threads=threads)
 
 
 class RayPool:
@@ -131,7 +132,7 @@ class RayPool:
             raise ParamError("ray", address, "the Ray cluster has no GPU; train on the CPU or start Ray workers on GPU machines")
         resources = {"num_gpus": min(1.0, gpus / workers)} if spec.device == "cuda" else {"num_cpus": 1}
         self.data = ray.put(spec.load())
-        self.args = (spec.profile, spec.device)
+        self.args = (spec.profile, spec.device, spec.threads)
         self.train = ray.remote(**resources)(_ray_train)
         self.refs: dict[str, object] = {}
         self.cancelled: set[str] = set()

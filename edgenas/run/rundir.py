@@ -6,6 +6,9 @@
     arch.json       the discovered architecture
     summary.json    architecture, params, MACs, latency, budgets, accuracies, epochs, timings, versions
     model.pt        the final network's weights (a state_dict; load with weights_only=True)
+    model.N.pt      earlier final weights, kept when `edgenas train` trained the network again
+                    (their figures: summary.json's ``earlier_models``)
+    checkpoint.pt   an unfinished `edgenas train`: everything `--resume` needs (gone once model.pt is written)
     .lock           held by the one process working in the directory (see lock.py)
 
 Damage is reported, never skipped: see files.py for what a write and a read guarantee.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -51,6 +55,12 @@ def _changed(stored, given) -> str:
 class RunDir:
     META, JOURNAL, LATENCY = "run.json", "journal.jsonl", "latency.jsonl"
     ARCH, SUMMARY, WEIGHTS = "arch.json", "summary.json", "model.pt"
+    CHECKPOINT = "checkpoint.pt"
+
+    @staticmethod
+    def earlier_weights(number: int) -> str:
+        """The name of the ``number``-th earlier final weights (1-based: model.1.pt is the oldest)."""
+        return f"model.{number}.pt"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -166,6 +176,52 @@ class RunDir:
             return Arch.from_dict(self.read(self.ARCH))
         except (ValueError, TypeError, AttributeError) as e:
             raise RunDirError(f"{path} is not a valid architecture ({' '.join(str(e).split())[:160]})") from None
+
+    def save_checkpoint(self, checkpoint: dict) -> None:
+        """checkpoint.pt (tensors and plain data only), written whole or not at all."""
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        write_file_atomic(self.path / self.CHECKPOINT, lambda f: f.write(buf.getbuffer()), in_progress=True)
+
+    def checkpoint(self) -> Optional[dict]:
+        """The unfinished training's checkpoint (loaded with weights_only=True), or None."""
+        import pickle
+
+        import torch
+
+        path = self.path / self.CHECKPOINT
+        if not path.is_file():
+            return None
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as e:
+            raise RunDirError(f"{path} cannot be read ({' '.join(str(e).split())[:120]}); delete it to train from "
+                              "the start") from None
+        if not isinstance(checkpoint, dict) or "state" not in checkpoint:
+            raise RunDirError(f"{path} is not an edgenas training checkpoint; delete it to train from the start")
+        return checkpoint
+
+    def drop_checkpoint(self) -> None:
+        (self.path / self.CHECKPOINT).unlink(missing_ok=True)
+
+    def keep_weights(self) -> Optional[str]:
+        """Keep the current model.pt as the next free model.N.pt (a hard link, else a copy), before new
+        weights replace it; that name, or None when there is no model.pt."""
+        current = self.path / self.WEIGHTS
+        if not current.is_file():
+            return None
+        number = 1
+        while (self.path / self.earlier_weights(number)).exists():
+            number += 1
+        kept = self.path / self.earlier_weights(number)
+        try:
+            os.link(current, kept)
+        except OSError:
+            data = current.read_bytes()
+            write_file_atomic(kept, lambda f: f.write(data), in_progress=True)
+        return kept.name
 
     def save_weights(self, model) -> None:
         """model.pt, written whole or not at all (a full disk leaves the previous file and no temp file)."""

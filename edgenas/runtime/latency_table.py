@@ -22,6 +22,7 @@ from edgenas.search.space import (
     Arch,
     final_width,
     layer_plan,
+    narrowest_width,
     out_size,
     space_kernels,
 )
@@ -67,11 +68,12 @@ def arch_parts(arch: Arch, input_chw: tuple[int, int, int], outputs: int) -> lis
 def space_parts(config, input_chw: tuple[int, int, int], outputs: int) -> list[Part]:
     """Every distinct part a search config's networks can contain (each op and kernel of each layer shape).
 
-    Every width from ``min_width`` to ``max_width``, not only the width stage's grid: the micro stages
-    narrow a network one channel at a time to keep its parameters within budget.
+    Every width from ``narrowest_width`` (1, or ``min_width`` with ``micro_width_floor``) to
+    ``max_width``, not only the width stage's grid: the micro stages narrow a network one channel at a
+    time to keep its parameters within budget.
     """
     shapes, ends = set(), set()
-    for width in range(config.min_width, config.max_width + 1):
+    for width in range(narrowest_width(config), config.max_width + 1):
         for depth in range(config.min_depth, config.max_depth + 1):
             parts = arch_parts(Arch.plain(depth, width), input_chw, outputs)
             shapes.update(p._replace(op=-1, kernel=0) for p in parts[1:-1])

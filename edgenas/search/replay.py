@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenas.config.strategies import EgnasConfig, TrgConfig
+from edgenas.search.registry import make_strategy
 from edgenas.search.space import Arch
 from edgenas.search.speculation import drive_speculative
-from edgenas.search.strategies import Candidate, Outcome, drive, make_strategy
+from edgenas.search.strategies import Candidate, Outcome, drive
 
 # The reference scripts' argument names -> edgenas strategy parameters.
 EGNAS_ARGS = {

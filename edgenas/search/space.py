@@ -174,6 +174,12 @@ def count_embedding_macs(arch: Arch, in_channels: int, embedding_dim: int, input
     return count_macs(arch, in_channels, embedding_dim, input_size)
 
 
+def narrowest_width(config) -> int:
+    """The narrowest first-layer width a search config's candidates can take: 1 where the egnas micro
+    stages match parameters as the published code does (``micro_width_floor = false``), else ``min_width``."""
+    return 1 if getattr(config, "micro_width_floor", True) is False else config.min_width
+
+
 def width_grid(config) -> list[int]:
     """Every first-layer width a search config can reach: ``min_width`` .. ``max_width`` by ``width_step``."""
     return list(range(config.min_width, config.max_width + 1, config.width_step))

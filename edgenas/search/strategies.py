@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable, Generator, Optional
 
-from edgenas.config.strategies import STRATEGIES, EgnasConfig, TrgConfig
+from edgenas.config.strategies import EgnasConfig, TrgConfig
 from edgenas.errors import SearchError
 from edgenas.search.space import CONV, Arch, count_params
 
@@ -64,14 +64,6 @@ class SearchResult:
 Strategy = Generator[Candidate, Outcome, SearchResult]
 
 
-def make_strategy(name: str, config, in_channels: int, num_classes: int) -> "StrategyRun":
-    if name == "egnas":
-        return egnas(config, in_channels, num_classes)
-    if name == "trg":
-        return trg(config)
-    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-
-
 def _better(out: Outcome, threshold: Optional[float], strict: bool = False) -> bool:
     """Trained and at least (or, strict, above) ``threshold``; anything beats no best at all."""
     if not out.usable:
@@ -86,8 +78,8 @@ def matched_width(arch: Arch, start_width: int, budget: int, slack: float, in_ch
                   floor: int = 1) -> Optional[int]:
     """The widest width <= ``start_width`` whose parameters (millions) are within budget + slack.
 
-    Lowered one channel at a time, as the reference does, but never below ``floor`` (the profile's
-    ``min_width``): None when even that is over. Cached: strategies are forked and replayed often
+    Lowered one channel at a time, as the reference does, but never below ``floor``: None when
+    even that is over. Cached: strategies are forked and replayed often
     (resume, speculation), and this is the only costly step of a decision.
     """
     def over(w: int) -> bool:
@@ -155,6 +147,20 @@ def _start(cfg) -> _State:
     return _State(first, cfg.min_depth, cfg.max_width, cfg.epochs)
 
 
+def _fitting(cfg, st: _State) -> Optional[Candidate]:
+    """The skipped depth candidate again, ``width_step`` narrower (``over_budget = "narrow"``); None at ``min_width``."""
+    if cfg.over_budget != "narrow" or st.width - cfg.width_step < cfg.min_width:
+        return None
+    st.width -= cfg.width_step
+    return Candidate("depth", Arch.plain(st.depth, st.width), st.epochs)
+
+
+def _leave_depth(cfg, st: _State) -> None:
+    """The width stage starts from the depth stage's best (at the width it fitted at)."""
+    st.base = st.best or Arch.plain(cfg.min_depth, st.width)
+    st.width = st.base.width
+
+
 def _deeper(cfg, st: _State, add_epochs: int) -> Optional[Candidate]:
     """The next depth candidate; None once the target, the maximum depth or 100 % train accuracy is reached."""
     if st.best_acc is not None and st.best_acc >= cfg.target_acc - cfg.target_tolerance:
@@ -198,8 +204,11 @@ def _egnas_depth(cfg: EgnasConfig, st: _State, shape) -> Strategy:
     while st.pending is not None:
         out = yield st.pending
         st.failed += out.status == "failed"
-        if out.status == "skipped":  # over a budget: deeper ones are too
-            break
+        if out.status == "skipped":  # over a budget: narrower at this depth, or (stop) deeper ones are over too
+            st.pending = _fitting(cfg, st)
+            if st.pending is None:
+                break
+            continue
         if out.usable and (st.best_acc is None or out.acc >= st.best_acc + cfg.depth_gain):
             st.best, st.best_acc, st.best_train, st.failures = st.pending.arch, out.acc, out.train_acc, 0
         elif out.usable and out.acc >= st.best_acc - cfg.depth_keep:
@@ -212,7 +221,7 @@ def _egnas_depth(cfg: EgnasConfig, st: _State, shape) -> Strategy:
     # The reference's epoch counter as the depth stage leaves it: one more per deeper candidate
     # tried, accepted or not. It is the discovered epochs unless a width candidate is accepted.
     st.disc_epochs = st.epochs
-    st.base = st.best or Arch.plain(cfg.min_depth, st.width)
+    _leave_depth(cfg, st)
     st.stage, st.failures = "width", 0
     st.pending = _narrower(cfg, st, cfg.add_epochs_width)
 
@@ -262,8 +271,10 @@ def _egnas_kernels(cfg: EgnasConfig, st: _State, shape) -> Strategy:
 
 
 def _matched(cfg: EgnasConfig, arch: Arch, start_width: int, *, budget: int, shape) -> Optional[Arch]:
-    """``arch`` narrowed to the macro budget, or None if that would take it below ``min_width``."""
-    w = matched_width(arch, start_width, budget, cfg.micro_param_slack, *shape, floor=cfg.min_width)
+    """``arch`` narrowed to the macro budget: as the published code, down to width 1 (it once reached
+    0, its bug); with ``micro_width_floor`` not below ``min_width``. None when even that is over."""
+    floor = cfg.min_width if cfg.micro_width_floor else 1
+    w = matched_width(arch, start_width, budget, cfg.micro_param_slack, *shape, floor=floor)
     return None if w is None else arch.with_width(w)
 
 
@@ -301,17 +312,23 @@ def _trg_body(cfg: TrgConfig, st: _State) -> Strategy:
 
 
 def _trg_depth(cfg: TrgConfig, st: _State) -> Strategy:
-    """Grow while it pays; the first drop (a failed training is one) or over-budget candidate stops it."""
+    """Grow while it pays; the first drop (a failed training is one) stops it (and, with
+    ``over_budget = "stop"``, the first candidate over a budget)."""
     while st.pending is not None:
         out = yield st.pending
         st.failed += out.status == "failed"
+        if out.status == "skipped":
+            st.pending = _fitting(cfg, st)
+            if st.pending is None:
+                break
+            continue
         if out.usable and (st.best_acc is None or out.acc >= st.best_acc + cfg.depth_gain):
             st.best, st.best_acc, st.best_train = st.pending.arch, out.acc, out.train_acc
         elif not (out.usable and out.acc >= st.best_acc - cfg.depth_keep):
             break
         st.pending = _deeper(cfg, st, 0)
     st.width_ref = st.best_acc
-    st.base = st.best or Arch.plain(cfg.min_depth, st.width)
+    _leave_depth(cfg, st)
     st.stage = "width"
     st.pending = _narrower(cfg, st, 0)
 

@@ -19,7 +19,7 @@ def graphs_available(device: torch.device) -> bool:
 
 
 class GraphedTrainer:
-    """CUDA: the same step as ``trainer._eager_epochs`` with SGD written as foreach ops on a device-side lr,
+    """CUDA: the same step as ``trainer._EagerLoop`` with SGD written as foreach ops on a device-side lr,
     and batch position, step count and lr schedule kept on the device, so the whole step of a full
     batch is captured once (after ``GRAPH_WARMUP_STEPS`` eager steps) and replayed with no host
     work but the launch. An incomplete last batch (reference protocol) runs the same code eagerly.
@@ -104,9 +104,20 @@ class GraphedTrainer:
             return
         self.graph = graph  # capture ran nothing: the replay that follows is this step
 
-    def epochs(self):
+    def state_dict(self) -> dict:
+        """Momentum buffers and the global step: with the parameters and the generator, all a resume needs."""
+        return {"bufs": [b.clone() for b in self.bufs], "k": self.k.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """In place (a captured graph keeps reading the same tensors); the next steps warm up and capture again."""
+        with torch.no_grad():
+            for buf, saved in zip(self.bufs, state["bufs"], strict=True):
+                buf.copy_(saved)
+            self.k.copy_(state["k"])
+
+    def epochs(self, start: int = 0):
         sched, bs = self.sched, self.sched.batch_size
-        for _ in range(sched.epochs):
+        for _ in range(start, sched.epochs):
             self.order.copy_(torch.randperm(sched.n, device=self.step.device, generator=self.step.gen))
             self.loss_sum.zero_()
             self.correct.zero_()

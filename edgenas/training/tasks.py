@@ -21,13 +21,16 @@ from edgenas.search.space import (
     count_params,
 )
 from edgenas.training.arcface import ArcFace
+from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.data import ImageData, load_dataset
 from edgenas.training.embeddings import evaluate_pairs, pair_scores
 from edgenas.training.faces import FaceData, load_faces
 from edgenas.training.network import EmbeddingNet
+from edgenas.training.threads import torch_threads
 from edgenas.training.trainer import (
     EpochCallback,
     TrainResult,
+    candidate_threads,
     evaluate,
     fit,
     train_candidate,
@@ -53,7 +56,10 @@ class Task(Protocol):
         ``shape``: a ``run.meta.DataShape`` (anything with in_channels, num_classes, input_size)."""
 
     def train(self, arch: Arch, data, epochs: int, profile: Profile, device, seed: int,
-              on_epoch: EpochCallback | None = None) -> tuple[torch.nn.Module, TrainResult]: ...
+              on_epoch: EpochCallback | None = None, *, threads: int | None = None,
+              checkpoint: Checkpointing | None = None) -> tuple[torch.nn.Module, TrainResult]:
+        """``threads``: CPU threads (default: the profile's, or the policy's for this network);
+        ``checkpoint``: see ``checkpoint.Checkpointing``."""
 
     def test_metrics(self, model: torch.nn.Module, data, device) -> dict: ...
 
@@ -77,8 +83,9 @@ class ClassifyTask:
         c, k = shape.in_channels, shape.num_classes
         return count_params(arch, c, k), count_macs(arch, c, k, tuple(shape.input_size))
 
-    def train(self, arch, data, epochs, profile, device, seed, on_epoch=None):
-        return train_candidate(arch, data, epochs, profile.train, device, seed, on_epoch=on_epoch)
+    def train(self, arch, data, epochs, profile, device, seed, on_epoch=None, *, threads=None, checkpoint=None):
+        return train_candidate(arch, data, epochs, profile.train, device, seed, on_epoch=on_epoch, threads=threads,
+                               checkpoint=checkpoint)
 
     def test_metrics(self, model, data, device) -> dict:
         return {"test_acc": evaluate(model, data.test, data, device)}
@@ -109,16 +116,21 @@ class FaceTask:
         c, d = shape.in_channels, profile.face.embedding_dim
         return count_embedding_params(arch, c, d), count_embedding_macs(arch, c, d, tuple(shape.input_size))
 
-    def train(self, arch, data: FaceData, epochs, profile, device, seed, on_epoch=None):
+    def train(self, arch, data: FaceData, epochs, profile, device, seed, on_epoch=None, *, threads=None,
+              checkpoint=None):
         t0 = time.perf_counter()
         data, f = data.to(device), profile.face
+        if threads is None:
+            threads = candidate_threads(profile.train, arch, data, outputs=f.embedding_dim)
         torch.manual_seed(seed)
         model = EmbeddingNet(arch, data.in_channels, f.embedding_dim)
         head = ArcFace(f.embedding_dim, data.num_classes, f.scale, f.margin)
-        fitted = fit(model, data, epochs, profile.train, device, seed, on_epoch, head=head)
+        fitted = fit(model, data, epochs, profile.train, device, seed, on_epoch, head=head, threads=threads,
+                     checkpoint=checkpoint)
         status, acc = fitted.status, 0.0
         if status == "trained":
-            scores = pair_scores(model, data.val.x, data.val_pairs, data.mean, data.std, device)
+            with torch_threads(threads):
+                scores = pair_scores(model, data.val.x, data.val_pairs, data.mean, data.std, device)
             if np.isfinite(scores).all():
                 acc = verify(scores, data.val_pairs.same, data.val_pairs.folds).accuracy
             else:

@@ -21,12 +21,14 @@ from torch import nn
 
 from edgenas.config.plan import TrainPlan
 from edgenas.errors import ParamError
-from edgenas.search.space import Arch
+from edgenas.search.space import Arch, count_macs
 from edgenas.training.augment import BatchAugment
+from edgenas.training.checkpoint import Checkpointing, restore, training_state
 from edgenas.training.cuda_graphs import GraphedTrainer, graphs_available
 from edgenas.training.data import ImageData, Split
 from edgenas.training.network import build_model
 from edgenas.training.schedule import Schedule, schedule_for
+from edgenas.training.threads import plan_threads, torch_threads
 
 DEVICES = ("cpu", "cuda")
 
@@ -36,8 +38,8 @@ class FitResult:
     """What ``fit`` measured. Accuracies in percent; ``loss`` is the last epoch's mean."""
 
     train_acc: float
-    status: str  # "trained" | "failed" (non-finite loss)
-    epochs: int  # epochs actually run
+    status: str  # "trained" | "failed" (non-finite loss) | "stopped" (asked to, after a checkpoint)
+    epochs: int  # epochs done (counting those before a resumed checkpoint)
     seconds: float  # training wall time
     images_per_s: float
     loss: float
@@ -50,7 +52,7 @@ class TrainResult:
 
     val_acc: float
     train_acc: float
-    status: str  # "trained" | "failed"
+    status: str  # "trained" | "failed" | "stopped" (see ``Checkpointing``)
     epochs: int
     seconds: float  # training and evaluation wall time
     images_per_s: float  # training throughput
@@ -116,37 +118,56 @@ class _Step:
         return x, self.train.y.index_select(0, idx)
 
 
-def _eager_epochs(step: _Step, sched: Schedule):
+class _EagerLoop:
     """The plain loop (CPU, or CUDA without graphs): torch's SGD, lr set per epoch or per step."""
-    plan = step.plan
-    optimizer = torch.optim.SGD(step.params, lr=sched.peak_lr, momentum=plan.momentum,
-                                weight_decay=plan.weight_decay, foreach=True)
-    per_epoch = sched.protocol == "reference"
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=sched.epochs, eta_min=0.0) if per_epoch else None
-    n, bs, k = sched.n, sched.batch_size, 0
-    for _ in range(sched.epochs):
-        order = torch.randperm(n, device=step.device, generator=step.gen)
-        loss_sum = torch.zeros((), device=step.device)
-        correct = torch.zeros((), device=step.device, dtype=torch.int64)
-        seen = 0
-        for s in sched.starts:
-            if not per_epoch:
-                for group in optimizer.param_groups:
-                    group["lr"] = sched.lr(k)
-            x, y = step.batch(order[s : s + bs])
-            logits, loss = step.logits_and_loss(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if plan.grad_clip > 0:
-                nn.utils.clip_grad_norm_(step.params, plan.grad_clip, foreach=True)
-            optimizer.step()
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += y.shape[0]
-            k += 1
-        if scheduler is not None:
-            scheduler.step()
-        yield loss_sum, correct, seen
+
+    def __init__(self, step: _Step, sched: Schedule):
+        plan = step.plan
+        self.step, self.sched = step, sched
+        self.optimizer = torch.optim.SGD(step.params, lr=sched.peak_lr, momentum=plan.momentum,
+                                         weight_decay=plan.weight_decay, foreach=True)
+        self.per_epoch = sched.protocol == "reference"
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=sched.epochs, eta_min=0.0)
+                          if self.per_epoch else None)
+        self.k = 0  # global step
+        self.graph = None  # never a CUDA graph
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "k": self.k,
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.k = int(state["k"])
+
+    def epochs(self, start: int = 0):
+        step, sched, plan, optimizer = self.step, self.sched, self.step.plan, self.optimizer
+        n, bs = sched.n, sched.batch_size
+        for _ in range(start, sched.epochs):
+            order = torch.randperm(n, device=step.device, generator=step.gen)
+            loss_sum = torch.zeros((), device=step.device)
+            correct = torch.zeros((), device=step.device, dtype=torch.int64)
+            seen = 0
+            for s in sched.starts:
+                if not self.per_epoch:
+                    for group in optimizer.param_groups:
+                        group["lr"] = sched.lr(self.k)
+                x, y = step.batch(order[s : s + bs])
+                logits, loss = step.logits_and_loss(x, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if plan.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(step.params, plan.grad_clip, foreach=True)
+                optimizer.step()
+                loss_sum += loss.detach() * y.shape[0]
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.shape[0]
+                self.k += 1
+            if self.scheduler is not None:
+                self.scheduler.step()
+            yield loss_sum, correct, seen
 
 
 def fit(
@@ -160,6 +181,8 @@ def fit(
     *,
     head: nn.Module | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    threads: int | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``data.train`` for ``epochs`` epochs under ``plan``.
 
@@ -167,8 +190,10 @@ def fit(
     logits = ``head(model.features(x), y)``, and the head's parameters are optimised too.
     ``loss_fn(logits, y)`` defaults to cross-entropy. Shuffling and augmentation are seeded from
     ``seed``; weights are not (seed before building the model). A non-finite epoch loss stops
-    training with status ``failed``. On CUDA with ``plan.cuda_graphs`` the steps are replayed
-    CUDA graphs (see ``cuda_graphs.GraphedTrainer``); if capture fails the candidate trains eagerly, with a warning.
+    training with status ``failed``. ``threads``: PyTorch's CPU threads while training (restored
+    after; None leaves them as they are). ``checkpoint``: see ``Checkpointing``. On CUDA with
+    ``plan.cuda_graphs`` the steps are replayed CUDA graphs (see ``cuda_graphs.GraphedTrainer``);
+    if capture fails the candidate trains eagerly, with a warning.
     """
     if len(data.train) == 0:
         raise ValueError(f"{data.name}: the training split is empty")
@@ -182,18 +207,80 @@ def fit(
     augment = BatchAugment(data, crop_padding=plan.crop_padding, cutout=plan.cutout, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     step = _Step(model, head, loss_fn or F.cross_entropy, params, plan, data.to(device).train, augment, gen, device)
-    graphed = GraphedTrainer(step, sched) if device.type == "cuda" and plan.cuda_graphs and graphs_available(device) else None
-    epoch_stats = graphed.epochs() if graphed is not None else _eager_epochs(step, sched)
-    with _bn_momentum(modules, sched.bn_momentum_power):
-        result = _run_epochs(epoch_stats, epochs, on_epoch)
-    return dataclasses.replace(result, graphed=graphed is not None and graphed.graph is not None)
+    graphed = device.type == "cuda" and plan.cuda_graphs and graphs_available(device)
+    loop = GraphedTrainer(step, sched) if graphed else _EagerLoop(step, sched)
+    start = 0
+    if checkpoint is not None and checkpoint.state is not None:
+        start = restore(checkpoint.state, epochs, modules, loop, step)
+
+    def after_epoch(epoch: int) -> bool:
+        """Checkpoint where due; True to stop here."""
+        if checkpoint is None:
+            return False
+        stop = checkpoint.stop()
+        if stop or (checkpoint.every and epoch % checkpoint.every == 0 and epoch < epochs):
+            checkpoint.save(training_state(epoch, epochs, modules, loop, step))
+        return stop and epoch < epochs
+
+    with torch_threads(threads), _bn_momentum(modules, sched.bn_momentum_power):
+        result = _run_epochs(loop.epochs(start), epochs, on_epoch, start=start, after_epoch=after_epoch)
+        if plan.recompute_bn and result.status == "trained":
+            recompute_bn(model, data.train, data, device, seed=seed)
+    return dataclasses.replace(result, graphed=graphed and loop.graph is not None)
 
 
-def _run_epochs(epoch_stats, epochs: int, on_epoch: EpochCallback | None) -> FitResult:
-    """Drive the epochs, reading each one's loss and accuracy once; stop at a non-finite loss."""
+BN_IMAGES = 4096  # training images the recomputed BatchNorm statistics average over (at most)
+BN_BATCH = 256
+
+
+@torch.no_grad()
+def recompute_bn(model: nn.Module, split: Split, data: ImageData, device: torch.device, *, seed: int,
+                 images: int = BN_IMAGES, batch_size: int = BN_BATCH) -> bool:
+    """Replace every BatchNorm's running mean and variance by their average over training batches.
+
+    As ``torch.optim.swa_utils.update_bn``: statistics reset, momentum None (a plain average over
+    the batches), forward passes in training mode. Images normalised as for evaluation, without
+    augmentation (the statistics are used on such images); at most ``images`` of them, drawn with
+    ``seed``. Batches of one image are left out (BatchNorm cannot take them). False when there is
+    nothing to do (no BatchNorm, or fewer than two training images).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    n = min(len(split), images)
+    if not norms or n < 2:
+        return False
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(split), generator=gen)[:n].to(split.x.device)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    inv_std = 1.0 / torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    was_training = model.training
+    model.train()
+    try:
+        for s in range(0, n, batch_size):
+            idx = chosen[s : s + batch_size]
+            if len(idx) < 2:
+                break
+            x = split.x.index_select(0, idx).to(device)
+            x = ((x.float().div_(255.0) - mean).mul_(inv_std)).contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                model(x)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return True
+
+
+def _run_epochs(epoch_stats, epochs: int, on_epoch: EpochCallback | None, *, start: int = 0,
+                after_epoch: Callable[[int], bool] = lambda epoch: False) -> FitResult:
+    """Drive the epochs after ``start``, reading each one's loss and accuracy once; stop at a non-finite
+    loss, or where ``after_epoch`` says so (status ``stopped``)."""
     t0 = time.perf_counter()
-    status, loss_mean, train_acc, done, images = "trained", float("nan"), 0.0, 0, 0
-    for epoch, (loss_sum, correct, seen) in enumerate(epoch_stats, start=1):
+    status, loss_mean, train_acc, done, images = "trained", float("nan"), 0.0, start, 0
+    for epoch, (loss_sum, correct, seen) in enumerate(epoch_stats, start=start + 1):
         done = epoch
         images += seen
         loss_mean = loss_sum.item() / seen  # the one device sync of the epoch
@@ -202,6 +289,9 @@ def _run_epochs(epoch_stats, epochs: int, on_epoch: EpochCallback | None) -> Fit
             on_epoch(epoch, epochs, loss_mean, train_acc, time.perf_counter() - t0)
         if not math.isfinite(loss_mean):
             status = "failed"
+            break
+        if after_epoch(epoch):
+            status = "stopped"
             break
     seconds = time.perf_counter() - t0
     return FitResult(train_acc=train_acc, status=status, epochs=done, seconds=seconds,
@@ -231,6 +321,12 @@ def evaluate(model: nn.Module, split: Split, data: ImageData, device: torch.devi
     return 100.0 * correct.item() / len(split)
 
 
+def candidate_threads(plan: TrainPlan, arch: Arch, data: ImageData, outputs: int | None = None) -> int:
+    """The CPU threads that train ``arch`` on ``data`` under ``plan`` (``plan.threads``, or the policy's)."""
+    macs = count_macs(arch, data.in_channels, outputs or data.num_classes, tuple(data.input_size))
+    return plan_threads(plan, macs, len(data.train))
+
+
 def train_candidate(
     arch: Arch,
     data: ImageData,
@@ -239,19 +335,27 @@ def train_candidate(
     device: torch.device,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    *,
+    threads: int | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> tuple[nn.Module, TrainResult]:
-    """Build ``arch`` with weights seeded from ``seed``, train it, and rank it on ``data.val``."""
+    """Build ``arch`` with weights seeded from ``seed``, train it, and rank it on ``data.val``.
+
+    ``threads``: CPU threads (default: ``candidate_threads``); ``checkpoint``: see ``Checkpointing``
+    (a ``stopped`` training is not evaluated)."""
     t0 = time.perf_counter()
     data = data.to(device)
+    threads = candidate_threads(plan, arch, data) if threads is None else threads
     torch.manual_seed(seed)
     model = build_model(arch, data.in_channels, data.num_classes)
-    fitted = fit(model, data, epochs, plan, device, seed, on_epoch)
-    if fitted.status != "trained":
-        val_acc = 0.0
-    elif len(data.val) == 0:
-        val_acc = float("nan")
-    else:
-        val_acc = evaluate(model, data.val, data, device)
+    with torch_threads(threads):
+        fitted = fit(model, data, epochs, plan, device, seed, on_epoch, checkpoint=checkpoint)
+        if fitted.status != "trained":
+            val_acc = 0.0
+        elif len(data.val) == 0:
+            val_acc = float("nan")
+        else:
+            val_acc = evaluate(model, data.val, data, device)
     result = TrainResult(
         val_acc=val_acc,
         train_acc=fitted.train_acc,
