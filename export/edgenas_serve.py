@@ -1,11 +1,16 @@
-"""edgenas device server: ``python edgenas_kit.py serve`` times ONNX models sent over HTTP, one at a time.
+"""edgenas device server: ``python edgenas_kit.py serve`` times models sent over HTTP, one at a time.
 
 Standard library, numpy and a runtime only (no torch, no edgenas); the kit (``edgenas_kit.py``)
 does the loading and timing, so a model timed here is timed as ``edgenas_kit.py bench`` times it.
 
     GET  /status                      device, runtimes, versions, queue length
-    POST /bench?runtime=R&threads=T&batch=B&warmup=N&runs=N|auto&name=NAME   body: the ONNX file
-    POST /paired?...&rounds=K&split=BYTES                                    body: ONNX A then ONNX B
+    POST /bench?runtime=R&threads=T&batch=B&warmup=N&runs=N|auto&name=NAME   body: the model file
+    POST /paired?...&rounds=K&split=BYTES                                    body: model A then model B
+
+The model file is the runtime's: ONNX for onnxruntime-* and tensorrt-* (the device builds its own
+engine), ``.tflite`` for litert-* (``layout=NHWC`` when it takes NHWC images, as edgenas writes
+them), ``.pte`` for executorch-*. OpenVINO and ncnn models are two files: time them on the device
+with ``edgenas_kit.py bench``.
 
 Every request carries ``Authorization: Bearer TOKEN`` (the token file's content). Answers are JSON;
 a refused request gets ``{"error": "..."}`` with a 4xx status and the server goes on serving.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import http.server
+import importlib.util
 import ipaddress
 import json
 import math
@@ -43,6 +49,7 @@ MAX_RUNS = 100_000
 # runs=auto: the measurement of a search's latency budget (edgenas/runtime/latency.py).
 AUTO_WARMUP, AUTO_WARMUP_S, AUTO_PROBE_RUNS = 10, 0.1, 5
 AUTO_MIN_RUNS, AUTO_MIN_S, AUTO_MAX_RUNS, AUTO_MAX_S = 30, 0.3, 5000, 5.0
+TWO_FILE_ENGINES = ("openvino", "ncnn")  # an IR's .xml and .bin, ncnn's .param and .bin: not served
 
 
 class Refused(Exception):
@@ -66,6 +73,7 @@ class Settings:
     name: str = "model.onnx"
     rounds: int = 15  # /paired only
     split: int = 0  # /paired only: bytes of model A at the start of the body
+    layout: str = "NCHW"  # the input layout of a LiteRT file (its metadata, sent along)
 
 
 def _int(query: dict, key: str, default, low: int, high: int):
@@ -87,18 +95,25 @@ def parse_settings(query_string: str, *, kit, runtime: str, threads: int | None)
         query = urllib.parse.parse_qs(query_string, keep_blank_values=True, strict_parsing=bool(query_string))
     except ValueError:
         raise Refused(400, f"malformed query string {query_string[:80]!r}") from None
-    unknown = sorted(set(query) - {"runtime", "threads", "batch", "warmup", "runs", "name", "rounds", "split"})
+    allowed = ("runtime", "threads", "batch", "warmup", "runs", "name", "rounds", "split", "layout")
+    unknown = sorted(set(query) - set(allowed))
     if unknown:
-        raise Refused(400, f"unknown setting {unknown[0]!r}: allowed runtime, threads, batch, warmup, runs, name, rounds, split")
+        raise Refused(400, f"unknown setting {unknown[0]!r}: allowed {', '.join(allowed)}")
     runtime = query.get("runtime", [runtime])[-1]
     if runtime not in kit.RUNTIMES:
         raise Refused(400, f"unknown runtime {runtime!r}: choose one of {', '.join(kit.RUNTIMES)}")
+    if kit.RUNTIMES[runtime][0] in TWO_FILE_ENGINES:
+        raise Refused(400, f"{runtime} runs a model of two files, which this server does not take: time it on the "
+                      f"device with `python edgenas_kit.py bench MODEL --runtime {runtime}`")
+    layout = query.get("layout", ["NCHW"])[-1]
+    if layout not in ("NCHW", "NHWC"):
+        raise Refused(400, f"layout={layout!r}: give NCHW or NHWC")
     runs_text = query.get("runs", ["auto"])[-1]
     runs = None if runs_text in ("auto", "") else _int(query, "runs", None, 1, MAX_RUNS)
     name = query.get("name", ["model.onnx"])[-1][:200] or "model.onnx"
     return Settings(runtime, _int(query, "threads", threads, 1, 1024), _int(query, "batch", 1, 1, 4096),
                     _int(query, "warmup", 10, 0, MAX_RUNS), runs, name, _int(query, "rounds", 15, 2, 1000),
-                    _int(query, "split", 0, 0, 1 << 40))
+                    _int(query, "split", 0, 0, 1 << 40), layout)
 
 
 @dataclass
@@ -164,9 +179,12 @@ class Measurer:
         s = job.settings
         with tempfile.TemporaryDirectory(prefix="edgenas-serve-") as tmp:
             paths = []
+            suffix = self.kit.RUNTIMES[s.runtime][1]
             for i, data in enumerate(job.models):
-                path = Path(tmp) / f"model{i}.onnx"
+                path = Path(tmp) / f"model{i}{suffix if suffix != '.engine' else '.onnx'}"
                 path.write_bytes(data)
+                if self.kit.engines and s.runtime in self.kit.engines.RUNTIMES:
+                    self.kit.engines.write_metadata(path, {"runtime": s.runtime, "layout": s.layout})
                 paths.append(path)
             runners = [self._open(p, s, Path(tmp)) for p in paths]
             try:
@@ -178,7 +196,7 @@ class Measurer:
     def _open(self, onnx_path: Path, s: Settings, tmp: Path):
         kit = self.kit
         if not onnx_path.read_bytes()[:1]:
-            raise Refused(400, "the upload is empty: send an ONNX model as the request body")
+            raise Refused(400, "the upload is empty: send the model file as the request body")
         try:
             model = onnx_path
             if kit.RUNTIMES[s.runtime][0] == "tensorrt":
@@ -293,13 +311,13 @@ class DeviceServer(http.server.ThreadingHTTPServer):
         gpu = kit.RUNTIMES[self.runtime][2]
         return {
             "schema": SCHEMA, "device": kit.gpu_name() if gpu else kit.cpu_name(), "host": platform.node(),
-            "runtime": self.runtime, "threads": self.threads or kit.available_cpus(), "runtimes": available_runtimes(),
-            "versions": versions() | {"edgenas_kit": kit.KIT_VERSION}, "queue": self.measurer.waiting, "measured": self.measurer.measured,
+            "runtime": self.runtime, "threads": self.threads or kit.available_cpus(), "runtimes": available_runtimes(kit),
+            "versions": versions(kit) | {"edgenas_kit": kit.KIT_VERSION}, "queue": self.measurer.waiting, "measured": self.measurer.measured,
             "max_upload_bytes": self.max_upload, "max_queue": self.measurer.max_queue,
         }
 
 
-def available_runtimes() -> list[str]:
+def available_runtimes(kit) -> list[str]:
     """The kit's runtimes this device has the packages for (a GPU is only found when a model loads)."""
     found = []
     try:
@@ -316,10 +334,14 @@ def available_runtimes() -> list[str]:
         found += ["tensorrt-fp16", "tensorrt-int8"]
     except ImportError:
         pass
+    engines = getattr(kit, "engines", None)
+    if engines:  # found, not imported (importing openvino starts its telemetry)
+        found += [name for name, (engine, _, _) in engines.RUNTIMES.items()
+                  if engine not in TWO_FILE_ENGINES and importlib.util.find_spec(engines.PACKAGES[engine][0])]
     return found
 
 
-def versions() -> dict:
+def versions(kit) -> dict:
     """Versions of what times the models here (null where a runtime is not installed)."""
     found = {"edgenas_kit": None, "python": platform.python_version(), "numpy": np.__version__}
     for name in ("onnxruntime", "tensorrt"):
@@ -327,6 +349,12 @@ def versions() -> dict:
             found[name] = __import__(name).__version__
         except ImportError:
             found[name] = None
+    engines = getattr(kit, "engines", None)
+    for engine in ("litert", "executorch") if engines else ():
+        try:
+            found[engines.PACKAGES[engine][1].split()[-1]] = engines.package_version(engine)
+        except engines.EngineMissing:
+            found[engines.PACKAGES[engine][1].split()[-1]] = None
     return found
 
 
@@ -433,7 +461,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise Refused(413, f"upload of {size:,} bytes is over the server's limit of {self.server.max_upload:,} "
                                "bytes (--max-upload-mb)")
         if size <= 0:
-            raise Refused(400, "the upload is empty: send an ONNX model as the request body")
+            raise Refused(400, "the upload is empty: send the model file as the request body")
         try:
             data = self.rfile.read(size)
         except OSError as e:  # a read timeout: the client stopped sending

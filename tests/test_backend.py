@@ -41,7 +41,7 @@ def test_every_runtime_has_a_backend_with_the_tables_facts():
 
 
 def test_an_unknown_runtime_names_the_allowed_ones():
-    with pytest.raises(ParamError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda$"):
+    with pytest.raises(ParamError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu$"):
         backend_of("tflite")
 
 

@@ -76,10 +76,11 @@ def exported(tmp_path_factory):
 def test_export_writes_a_ready_to_copy_folder(exported):
     run, report = exported
     out = run.path / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["edgenas_env.py", "edgenas_kit.py", "edgenas_serve.py", "model.onnx",
-                                                     "parity.json", "samples.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["edgenas_engines.py", "edgenas_env.py", "edgenas_kit.py",
+                                                     "edgenas_serve.py", "model.onnx", "parity.json", "samples.npz"]
     assert report.passed and report.files == {"onnx": out / "model.onnx"} and report.skipped == {}
-    for name in ("edgenas_kit", "edgenas_env", "edgenas_serve"):  # the kit, its bench-conditions probe, its server
+    # the kit, its bench-conditions probe, its server, its LiteRT/ExecuTorch/OpenVINO/ncnn runners
+    for name in ("edgenas_kit", "edgenas_env", "edgenas_serve", "edgenas_engines"):
         src = importlib.util.find_spec(f"edgenas.device_kit.{name}").origin
         assert (out / f"{name}.py").read_bytes() == open(src, "rb").read()
 
@@ -167,11 +168,12 @@ def test_altered_onnx_initializer_is_caught(exported, tmp_path):
 
 
 def test_formats_and_options_are_validated(tmp_path):
-    assert set(FORMATS) == {"onnx", "tensorrt", "onnx-int8"}
+    assert set(FORMATS) == {"onnx", "tensorrt", "onnx-int8", "litert", "litert-int8", "executorch", "executorch-int8",
+                            "openvino", "openvino-int8", "ncnn"}
     assert FORMATS["onnx"].file == "model.onnx" and FORMATS["tensorrt"].file == "model.engine"
     assert FORMATS["onnx-int8"].file == "model.int8.onnx" and FORMATS["onnx-int8"].runtime == "onnxruntime-cpu-int8"
     assert parse_formats("tensorrt, onnx") == ("onnx", "tensorrt")
-    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8"):
+    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8, litert, "):
         parse_formats("onnx,tflite")
     with pytest.raises(UserInputError, match="fp16=True: applies to the tensorrt format only"):
         export_run(tmp_path, formats=("onnx",), fp16=True)

@@ -107,7 +107,7 @@ def test_tensorrt_timing_graphs_run(tmp_path):
 
 
 def test_unknown_runtime_is_one_line():
-    with pytest.raises(UserInputError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda$") as e:
+    with pytest.raises(UserInputError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu$") as e:
         measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="tflite"))
     assert "\n" not in str(e.value)
 
@@ -140,7 +140,8 @@ def test_missing_gpu_runtimes_are_one_line():
 
 def test_every_runtime_is_known():
     assert set(RUNTIMES) == {"onnxruntime-cpu", "onnxruntime-cpu-int8", "onnxruntime-cuda", "tensorrt-fp16", "tensorrt-int8",
-                             "torch-cpu", "torch-cuda"}
+                             "torch-cpu", "torch-cuda", "litert-cpu", "litert-int8", "executorch-cpu", "executorch-int8",
+                             "openvino-cpu", "openvino-int8", "ncnn-cpu"}
 
 
 @pytest.mark.tensorrt

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import click
 
+from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import EdgenasError, ParamError
 from edgenas.version import __version__
 
@@ -116,9 +117,8 @@ def with_data_options(f):
 
 
 # Options of the commands that time models (bench, compare, latency-table, latency-check).
-runtime_option = click.option("--runtime", default=None, help="onnxruntime-cpu, onnxruntime-cpu-int8, onnxruntime-cuda, "
-                              "tensorrt-fp16, tensorrt-int8, torch-cpu, torch-cuda. Default: onnxruntime-cpu "
-                              "(tensorrt-fp16 for .engine).")
+runtime_option = click.option("--runtime", default=None, help=f"{', '.join(RUNTIMES)}. Default: onnxruntime-cpu "
+                              "(tensorrt-fp16 for .engine; the runtime a .tflite/.pte/.xml/.ncnn.param file's metadata names).")
 batch_option = click.option("--batch", type=int, default=1, show_default=True, help="Images per inference.")
 threads_option = click.option("--threads", type=int, default=None, help="CPU threads of CPU runtimes. Default: all available.")
 device_url_option = click.option("--device", "device_url", default=None, metavar="URL",

@@ -50,7 +50,9 @@ def _optional_drop(ctx, param, value):
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--format", "formats", default="onnx", show_default=True, callback=_export_formats,
-              help="Comma-separated formats: onnx, tensorrt, onnx-int8 (engine and INT8 file are built from the ONNX file).")
+              help="Comma-separated formats: onnx, tensorrt, onnx-int8 (engine and INT8 file are built from the ONNX file), "
+                   "litert, litert-int8, executorch, executorch-int8, openvino, openvino-int8, ncnn (converted from the "
+                   "PyTorch network; pip install 'edgenas[runtimes]').")
 @click.option("--fp16", is_flag=True, help="TensorRT: build an FP16 engine.")
 @click.option("--int8", is_flag=True, help="TensorRT: build an INT8 engine, calibrated on the run's training images.")
 @click.option("--calibration-images", type=click.IntRange(min=1), default=512, show_default=True, help="INT8: images to calibrate on.")
@@ -135,6 +137,22 @@ def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, json_out):
         click.echo(f"gate passed: {result['drop_pp']:.2f} pp lost, at most {100 * max_drop:g} pp allowed")
 
 
+def _bench_all(run_dir, *, batch: int, threads, warmup: int, runs: int, rounds: int, json_out, device: bool) -> None:
+    from edgenas.deploy import bench_all
+    from edgenas.device_kit.edgenas_kit import available_cpus
+
+    if device:
+        raise ParamError("runtime", "all", "times the runtimes of this machine; give one runtime with {device}")
+    if not Path(run_dir).is_dir():
+        raise ParamError("runtime", "all", f"times a run directory's export; {run_dir} is not a directory")
+    record = bench_all.bench_all(run_dir, threads=threads or available_cpus(), batch=batch, rounds=rounds,
+                                 warmup=warmup, runs=max(1, -(-runs // rounds)))
+    click.echo(bench_all.format_table(record))
+    out = Path(json_out) if json_out else bench_all.default_json(run_dir)
+    bench_all.write(out, record)
+    click.echo(f"wrote {out}")
+
+
 @main.command()
 @click.argument("model", type=click.Path())
 @runtime_option
@@ -142,11 +160,17 @@ def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, json_out):
 @threads_option
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
 @click.option("--runs", type=int, default=100, show_default=True, help="Timed runs.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the bench JSON here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the bench JSON here (--runtime all: default RUN_DIR/export/bench-all.json).")
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True,
+              help="--runtime all: interleaved rounds; each times every runtime with --warmup and --runs/ROUNDS runs.")
 @device_url_option
 @device_token_option
-def bench(model, runtime, batch, threads, warmup, runs, json_out, device_url, device_token_file):
-    """Time MODEL (.onnx, .engine or RUN_DIR): p50/p90/p99, mean, std, throughput."""
+def bench(model, runtime, batch, threads, warmup, runs, json_out, rounds, device_url, device_token_file):
+    """Time MODEL (.onnx, .engine, .tflite, .pte, .xml, .ncnn.param or RUN_DIR): p50/p90/p99, mean, std, throughput.
+
+    --runtime all with a RUN_DIR: every installed runtime and precision on its export, in interleaved
+    rounds, as one table (p50, p90, size on disk, test accuracy where `edgenas evaluate` wrote it)."""
     from edgenas.deploy.bench import bench as run_bench
     from edgenas.deploy.bench import (
         bench_on_device,
@@ -158,6 +182,9 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out, device_url, de
 
     if json_out:
         check_writable(json_out, "--json")
+    if runtime == "all":
+        return _bench_all(model, batch=batch, threads=threads, warmup=warmup, runs=runs, rounds=rounds,
+                          json_out=json_out, device=bool(device_url or device_token_file))
     if device_url or device_token_file:
         token = device_token(device_url, device_token_file)
         result = bench_on_device(model, device_url, token=token, runtime=runtime, batch=batch, threads=threads,

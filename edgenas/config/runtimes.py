@@ -13,7 +13,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Runtime:
     name: str
-    engine: str  # "onnxruntime" | "tensorrt" | "torch": who runs the model
+    engine: str  # "onnxruntime" | "tensorrt" | "torch" | "litert" | "executorch" | "openvino" | "ncnn"
     suffix: str  # the artifact its backend writes (torch: a torch.export program; bench runs a run directory)
     needs_gpu: bool
     install: str  # how to get the engine
@@ -29,5 +29,16 @@ RUNTIMES = {r.name: r for r in (
     Runtime("tensorrt-int8", "tensorrt", ".engine", True, "pip install tensorrt", "int8"),
     Runtime("torch-cpu", "torch", ".pt2", False, "pip install torch"),
     Runtime("torch-cuda", "torch", ".pt2", True, "pip install torch (a CUDA build)"),
+    # LiteRT (ai-edge-litert) on XNNPACK; files converted by litert-torch, NHWC input; INT8: PT2E, int8 in and out
+    Runtime("litert-cpu", "litert", ".tflite", False, "pip install edgenas[litert]"),
+    Runtime("litert-int8", "litert", ".tflite", False, "pip install edgenas[litert]", "int8"),
+    # ExecuTorch's XNNPACK delegate; INT8: PT2E with the XNNPACK quantiser
+    Runtime("executorch-cpu", "executorch", ".pte", False, "pip install edgenas[executorch]"),
+    Runtime("executorch-int8", "executorch", ".pte", False, "pip install edgenas[executorch]", "int8"),
+    # OpenVINO's CPU plugin in f32 on an uncompressed IR; INT8: NNCF post-training quantisation
+    Runtime("openvino-cpu", "openvino", ".xml", False, "pip install edgenas[openvino]"),
+    Runtime("openvino-int8", "openvino", ".xml", False, "pip install edgenas[openvino]", "int8"),
+    # ncnn (converted by pnnx) with fp16 storage off; no INT8 path in the pip wheels
+    Runtime("ncnn-cpu", "ncnn", ".ncnn.param", False, "pip install edgenas[ncnn]"),
 )}
 CPU_RUNTIMES = tuple(name for name, r in RUNTIMES.items() if not r.needs_gpu)

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.deploy import layout
 from edgenas.deploy.formats import file_for_runtime
+from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
 from edgenas.run.loading import load_run_model
@@ -51,12 +52,18 @@ def resolve(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
 
 
 def _recorded_weights(target: Path) -> dict[str, str]:
-    """The weights hashes an export records: ``model.onnx``'s metadata and ``parity.json``."""
+    """The weights hashes an export records: the model's metadata (ONNX's, or the file beside a LiteRT,
+    ExecuTorch, OpenVINO or ncnn model) and ``parity.json``."""
     recorded = {}
     if target.suffix == ".onnx":
         try:
             recorded[target.name] = read_metadata(target).get("weights_sha256")
         except Exception:  # not readable as ONNX: opening the runner says so, in one line
+            pass
+    else:
+        try:
+            recorded[target.name] = engines.read_metadata(target).get("weights_sha256")
+        except engines.EngineError:  # damaged: opening the runner says so, in one line
             pass
     try:
         recorded[layout.PARITY] = json.loads((target.parent / layout.PARITY).read_text()).get("weights_sha256")
@@ -101,22 +108,31 @@ def bench(model: str | Path, *, runtime: str | None = None, batch: int = 1, thre
         return kit.bench_runner(runner, batch, warmup, runs, tool=TOOL)
 
 
+SERVED_ENGINES = ("onnxruntime", "tensorrt", "litert", "executorch")  # a device server takes one file per model
+
+
 def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
-    """The ONNX file a device server times for ``model`` (``.onnx`` or a run directory's export),
-    and the runtime: the device builds its own TensorRT engine, so an ``.engine`` is refused."""
+    """The file a device server times for ``model`` (a file, or a run directory's export) and the runtime:
+    ONNX for ONNX Runtime and TensorRT (the device builds its own engine, so an ``.engine`` is refused),
+    the ``.tflite``/``.pte`` file for LiteRT and ExecuTorch."""
     path, runtime = Path(model), runtime or "onnxruntime-cpu"
-    if runtime not in RUNTIMES or RUNTIMES[runtime].engine == "torch":
-        choices = ", ".join(name for name, r in RUNTIMES.items() if r.engine != "torch")
-        raise ParamError("runtime", runtime, f"a device server runs ONNX models; choose one of {choices}")
+    if runtime not in RUNTIMES or RUNTIMES[runtime].engine not in SERVED_ENGINES:
+        choices = ", ".join(name for name, r in RUNTIMES.items() if r.engine in SERVED_ENGINES)
+        raise ParamError("runtime", runtime, f"a device server takes one model file; choose one of {choices} "
+                         f"(time OpenVINO and ncnn models on the device with `edgenas_kit.py bench`)")
+    onnx = RUNTIMES[runtime].engine in ("onnxruntime", "tensorrt")
     if path.is_dir():
-        path = layout.export_dir(path) / layout.ONNX
+        name = layout.ONNX if onnx else file_for_runtime(runtime)
+        path = layout.export_dir(path) / name
         if not path.is_file():
-            raise UserInputError(f"{model} has no {layout.EXPORT_DIR}/{layout.ONNX}: run `edgenas export {model}` first")
+            raise UserInputError(f"{model} has no {layout.EXPORT_DIR}/{name}: run `edgenas export {model}` first")
     elif not path.is_file():
         raise UserInputError(f"{path}: no such model file or run directory")
-    elif path.suffix != ".onnx":
+    elif onnx and path.suffix != ".onnx":
         raise UserInputError(f"{path}: --device sends an ONNX model (the device builds its own TensorRT engine); "
                              "give a .onnx file or a run directory")
+    elif not onnx and not path.name.endswith(RUNTIMES[runtime].suffix):
+        raise UserInputError(f"{path}: {runtime} runs {RUNTIMES[runtime].suffix} files; give one or a run directory")
     return path, runtime
 
 
@@ -124,9 +140,11 @@ def bench_on_device(model: str | Path, url: str, *, token: str, runtime: str | N
                     threads: int | None = None, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
     """``bench`` on the device server at ``url`` (``edgenas_kit.py serve``): its bench JSON record."""
     path, runtime = device_model(model, runtime)
+    with kit_errors():
+        layout_ = engines.read_metadata(path).get("layout") if runtime in engines.RUNTIMES else None
     result = time_on_device(url, path, token=token, runtime=runtime, threads=threads, batch=batch, warmup=warmup,
-                            runs=runs)
-    return read_device_bench(result, url) | {"model": str(model if Path(model).suffix == ".onnx" else path)}
+                            runs=runs, layout=layout_)
+    return read_device_bench(result, url) | {"model": str(model if Path(model).is_file() else path)}
 
 
 def read_device_bench(record: dict, url: str) -> dict:

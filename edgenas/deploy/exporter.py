@@ -1,4 +1,5 @@
-"""``edgenas export``: a run's network into RUN_DIR/export/ — ONNX (and a TensorRT engine), parity-checked.
+"""``edgenas export``: a run's network into RUN_DIR/export/ — ONNX (and TensorRT, LiteRT, ExecuTorch,
+OpenVINO, ncnn files), parity-checked.
 
 The folder it writes is what goes onto the device: the model, held-out samples with PyTorch's
 outputs, ``parity.json`` and the device kit (``edgenas_kit.py``, shipped from ``export/``).
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.deploy import layout
+from edgenas.deploy.edge_export import export_edge, is_edge_format
 from edgenas.deploy.formats import (
     DEFAULT_INT8_MAX_DROP,
     FORMATS,
@@ -31,10 +33,12 @@ from edgenas.deploy.parity import (
     parity_error,
     write_parity,
 )
+from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError, RunDirError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
+from edgenas.runtime.backend import check_available
 from edgenas.runtime.onnx import export_onnx, half_precision, quantize_int8
 from edgenas.runtime.ort_int8 import calibration_images as _calibration_images
 from edgenas.runtime.ort_int8 import check_calibration_method
@@ -134,7 +138,9 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     outputs), ``edgenas_kit.py``, ``parity.json`` and, for ``tensorrt``, ``model.engine``
     (built from the ONNX file, so ``tensorrt`` implies ``onnx``); for ``onnx-int8``, ``model.int8.onnx``
     (ONNX Runtime, QDQ, ``calibration_method`` minmax/entropy/percentile on ``calibration_images``
-    training images), gated by accuracy on the test split (``int8_max_drop``). When ``onnx`` and ``tensorrt``
+    training images), gated by accuracy on the test split (``int8_max_drop``); for ``litert``, ``executorch``,
+    ``openvino``, ``ncnn`` (and the ``-int8`` variants, gated alike) their files, converted by the runtime's
+    plug-in, with a metadata file beside each (``deploy/edge_export.py``). When ``onnx`` and ``tensorrt``
     are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); when
     only ``tensorrt`` is asked for, that raises ``MissingDependency`` before anything is written.
     A parity failure raises ``ParityError`` after every file (and parity.json) is written.
@@ -146,6 +152,9 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     _check_export_args(calibration_images=calibration_images, parity_samples=parity_samples, kit_samples=kit_samples,
                        int8_max_drop=int8_max_drop)
     skipped = _engine_missing(asked)
+    for name in asked:  # an edge runtime's package missing: one line naming its extra, before anything is written
+        if is_edge_format(name):
+            check_available(FORMATS[name].runtime)
     run = RunDir.open(run_dir)
     with run.lock("export"):
         return _export_locked(run, asked=asked, skipped=skipped, fp16=fp16, int8=int8,
@@ -186,17 +195,25 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
                          calibration_images_count=calibration_images, calibration_method=calibration_method,
                          int8_max_drop=int8_max_drop)
         write_parity(run, report)
+    for name in (n for n in asked if is_edge_format(n)):
+        export_edge(run, name, model=model, data=data, report=report, ref=ref, samples=samples, metadata=metadata,
+                    calibration_images_count=calibration_images, int8_max_drop=int8_max_drop)
+        write_parity(run, report)
     if not report.passed:
         raise parity_error(report)
     return report
 
 
 def _remove_stale(out: Path, asked: tuple[str, ...], skipped: dict) -> list[Path]:
-    """Delete files of formats not built now: they were built from the ONNX file just replaced."""
+    """Delete files of formats not built now (with their weights, metadata and evaluation files): they
+    were built from an earlier network than the ONNX file just written."""
     removed = []
     for name, fmt in FORMATS.items():
-        stale = out / fmt.file
-        if name != "onnx" and (name not in asked or name in skipped) and stale.exists():
-            stale.unlink()
-            removed.append(stale)
+        main = out / fmt.file
+        if name == "onnx" or (name in asked and name not in skipped) or not main.exists():
+            continue
+        for stale in (main, *engines.companion_files(main), layout.evaluate_json(main)):
+            if stale.exists():
+                stale.unlink()
+                removed.append(stale)
     return removed

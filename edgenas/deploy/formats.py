@@ -24,6 +24,15 @@ FORMATS = {f.name: f for f in (
     # INT8 (QDQ) for ONNX Runtime on CPUs; gated by accuracy on the whole test split, not by logits
     ExportFormat("onnx-int8", layout.ONNX_INT8, "onnxruntime-cpu-int8",
                  ("calibration_images", "int8_max_drop", "calibration_method")),
+    # the edge runtimes, converted from the PyTorch network by their plug-ins (runtime/litert.py, ...); INT8
+    # files are gated like onnx-int8
+    ExportFormat("litert", layout.TFLITE, "litert-cpu", ()),
+    ExportFormat("litert-int8", layout.TFLITE_INT8, "litert-int8", ("calibration_images", "int8_max_drop")),
+    ExportFormat("executorch", layout.PTE, "executorch-cpu", ()),
+    ExportFormat("executorch-int8", layout.PTE_INT8, "executorch-int8", ("calibration_images", "int8_max_drop")),
+    ExportFormat("openvino", layout.OPENVINO, "openvino-cpu", ()),
+    ExportFormat("openvino-int8", layout.OPENVINO_INT8, "openvino-int8", ("calibration_images", "int8_max_drop")),
+    ExportFormat("ncnn", layout.NCNN, "ncnn-cpu", ()),
 )}
 
 

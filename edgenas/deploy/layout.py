@@ -14,11 +14,18 @@ EXPORT_DIR = "export"  # RUN_DIR/export/ (not to be confused with the kit's sour
 ONNX = "model.onnx"  # the checked float32 export every other format is built from
 ONNX_INT8 = "model.int8.onnx"  # ONNX Runtime's INT8 (QDQ) file
 ENGINE = "model.engine"  # a TensorRT engine (fp16 or int8)
+TFLITE, TFLITE_INT8 = "model.tflite", "model.int8.tflite"  # LiteRT (NHWC input; INT8: int8 input and output)
+PTE, PTE_INT8 = "model.pte", "model.int8.pte"  # ExecuTorch programs (XNNPACK)
+OPENVINO, OPENVINO_INT8 = "model.xml", "model.int8.xml"  # OpenVINO IRs, each with its .bin beside it
+NCNN = "model.ncnn.param"  # ncnn, with model.ncnn.bin beside it
+# Each LiteRT/ExecuTorch/OpenVINO/ncnn file has its metadata beside it: <file>.json (edgenas_engines.metadata_path)
+BENCH_ALL = "bench-all.json"  # `edgenas bench RUN_DIR --runtime all`: every runtime's timing in one table
 SAMPLES = "samples.npz"  # held-out inputs and PyTorch's outputs on them, for `edgenas_kit.py check`
 PARITY = "parity.json"  # each format's figures against PyTorch
 KIT = "edgenas_kit.py"
-KIT_FILES = (KIT, "edgenas_env.py", "edgenas_serve.py")  # the kit, its bench-conditions probe and its server
-EVALUATE_SUFFIX = ".evaluate.json"  # model.int8.onnx -> model.int8.evaluate.json
+KIT_FILES = (KIT, "edgenas_env.py", "edgenas_serve.py", "edgenas_engines.py")  # the kit, its bench-conditions
+# probe, its server and its runners of LiteRT, ExecuTorch, OpenVINO and ncnn
+EVALUATE_SUFFIX = ".evaluate.json"  # model.int8.onnx -> model.int8.evaluate.json, model.tflite -> model.tflite.evaluate.json
 
 
 def export_dir(run_path: str | Path) -> Path:
@@ -26,6 +33,8 @@ def export_dir(run_path: str | Path) -> Path:
 
 
 def evaluate_json(model: str | Path) -> Path:
-    """Where ``edgenas evaluate`` writes the figures of ``model`` by default: beside it, ``<stem>.evaluate.json``."""
+    """Where ``edgenas evaluate`` writes the figures of ``model`` by default: beside it, ``<stem>.evaluate.json``
+    for ONNX files, ``<name>.evaluate.json`` for the others (model.tflite, model.pte and model.xml share a stem)."""
     model = Path(model)
-    return model.with_name(model.name.rsplit(".", 1)[0] + EVALUATE_SUFFIX)
+    base = model.name.rsplit(".", 1)[0] if model.suffix == ".onnx" else model.name
+    return model.with_name(base + EVALUATE_SUFFIX)

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from edgenas.deploy.evaluate import check_drop, evaluate_run, result_path
-from edgenas.deploy.formats import FORMATS, TOLERANCES, Tolerance
+from edgenas.deploy.formats import FORMATS, TOLERANCES, ExportFormat, Tolerance
 from edgenas.deploy.parity import ExportReport, HeldOut, check_file
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError
@@ -27,11 +27,12 @@ from edgenas.runtime.runners import kit_errors
 FIGURES_ONLY = Tolerance(math.inf, 0.0, -1.0)  # parity figures of an INT8 file are reported, not checked
 
 
-def kit_tolerances(path: Path, *, samples: HeldOut, task: str, int8_max_drop: float) -> dict:
+def kit_tolerances(path: Path, *, samples: HeldOut, task: str, int8_max_drop: float,
+                   runtime: str = FORMATS["onnx-int8"].runtime) -> dict:
     """What the device kit's check of ``path`` on samples.npz allows: no logit bound; top-1 agreement
     (faces: cosine) no lower than 1 - ``int8_max_drop`` (faces: the int8 cosine bound) or than this
-    machine's INT8 kernels reach on the same samples, whichever is lower."""
-    with kit_errors(), backend_of(FORMATS["onnx-int8"].runtime).open(path) as runner:
+    machine's INT8 kernels of ``runtime`` reach on the same samples, whichever is lower."""
+    with kit_errors(), backend_of(runtime).open(path) as runner:
         here = kit.parity_report(samples.outputs, kit.run_batched(runner, samples.inputs), task, **FIGURES_ONLY.as_kwargs())
     tol = {"max_abs_diff": math.inf}
     if task == "face":
@@ -54,6 +55,16 @@ def export_onnx_int8(run: RunDir, *, model, data, report: ExportReport, onnx_pat
     path = quantize_ort_int8(onnx_path, out_path=report.out_dir / fmt.file, calibration=calibration, method=method,
                              metadata={"precision": "int8", "calibration": json.dumps(recipe)})
     parity = check_file(path, fmt, ref, task, FIGURES_ONLY)
+    gate_int8(run, fmt=fmt, path=path, model=model, data=data, report=report, parity=parity, samples=samples,
+              recipe=recipe, int8_max_drop=int8_max_drop)
+
+
+def gate_int8(run: RunDir, *, fmt: ExportFormat, path: Path, model, data, report: ExportReport, parity: dict,
+              samples: HeldOut, recipe: dict, int8_max_drop: float) -> None:
+    """The INT8 file ``path`` of ``fmt`` evaluated on the whole test split against PyTorch (figures in
+    ``<file>.evaluate.json``) and gated on what it loses (``int8_max_drop``); its parity figures,
+    calibration ``recipe`` and gate recorded in ``report``. A file over the gate stays for inspection."""
+    task = run.meta.task
     result = evaluate_run(run.path, model=path, runtime=fmt.runtime, torch_model=model, data=data)
     figures = result_path(run, path)
     write_json_atomic(figures, result)
@@ -66,7 +77,8 @@ def export_onnx_int8(run: RunDir, *, model, data, report: ExportReport, onnx_pat
     gate = {"metric": result["metric"], "pytorch": result["pytorch"][key], "int8": result["artifact"][key],
             "drop_pp": result["drop_pp"], "max_drop_pp": 100.0 * int8_max_drop, "images": result["images"],
             "figures": figures.name}
-    report.files["onnx-int8"] = path
-    report.parity["onnx-int8"] = {"precision": "int8", **parity, "passed": not failures, "failures": failures,
-                                  "calibration": recipe, "accuracy_gate": gate,
-                                  "kit_tolerances": kit_tolerances(path, samples=samples, task=task, int8_max_drop=int8_max_drop)}
+    report.files[fmt.name] = path
+    report.parity[fmt.name] = {"precision": "int8", **parity, "passed": not failures, "failures": failures,
+                               "calibration": recipe, "accuracy_gate": gate,
+                               "kit_tolerances": kit_tolerances(path, samples=samples, task=task,
+                                                                int8_max_drop=int8_max_drop, runtime=fmt.runtime)}

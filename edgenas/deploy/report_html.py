@@ -149,7 +149,24 @@ def _export(view: RunView, charts: dict) -> str:
             + figure(charts, "bench", "Latency of each timed run; lines at p50, p90 and p99.",
                      f"Bench latency: not available; write one with `edgenas bench {view.path}/export/model.onnx "
                      f"--json {view.path}/bench.json`.")
-            + bench_table)
+            + bench_table + _runtimes(view))
+
+
+def _runtimes(view: RunView) -> str:
+    """``edgenas bench RUN_DIR --runtime all``: every runtime on the exported network, fastest first."""
+    r = view.runtimes
+    if not r:
+        return ""
+    rows = [[x["runtime"], x["precision"], x["runtime_version"], x["file"], f"{x['size_bytes'] / 1024:.1f} KiB",
+             f"{x['p50_ms']:.4f}", f"{x['p90_ms']:.4f}", "-" if x.get("accuracy") is None else f"{x['accuracy']:.2f} %"]
+            for x in r.get("rows", [])]
+    threads = r.get("threads")
+    return (f"<h3>Which runtime is fastest here</h3><p>{esc(r.get('device'))}, {esc(threads)} thread"
+            f"{'s' if threads != 1 else ''}, batch {esc(r.get('batch'))}: {esc(r.get('rounds'))} interleaved rounds "
+            f"(export/bench-all.json, {esc(r.get('created'))}).</p>"
+            + table(["runtime", "precision", "version", "file", "size", "p50 ms", "p90 ms", "test accuracy"], rows, left=4)
+            + ("<p>Left out: " + "; ".join(f"{esc(n)}: {esc(why)}" for n, why in r.get("skipped", {}).items()) + "</p>"
+               if r.get("skipped") else ""))
 
 
 def _face(view: RunView, charts: dict) -> str:

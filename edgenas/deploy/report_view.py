@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from edgenas.deploy import pareto
-from edgenas.deploy.layout import PARITY, export_dir
+from edgenas.deploy.bench_all import SCHEMA as BENCH_ALL_SCHEMA
+from edgenas.deploy.layout import BENCH_ALL, EXPORT_DIR, PARITY, export_dir
 from edgenas.device_kit.edgenas_kit import KitError, validate_bench
 from edgenas.run.rundir import RunDir, read_jsonl
 from edgenas.search.space import Arch, layer_costs
@@ -31,6 +32,7 @@ class RunView:
     parity: Optional[dict] = None
     verify: Optional[dict] = None
     benches: list[tuple[str, dict]] = field(default_factory=list)
+    runtimes: Optional[dict] = None  # export/bench-all.json: `edgenas bench RUN_DIR --runtime all`
     damaged: dict[str, str] = field(default_factory=dict)  # file (relative to path) -> what is wrong with it
 
     @property
@@ -112,6 +114,11 @@ def load_view(run_dir: str | Path) -> RunView:
                    parity=_read_json(export_dir(run.path) / PARITY, damaged, run.path),
                    verify=_read_json(run.path / "verify.json", damaged, run.path),
                    benches=find_benches(run.path, damaged), damaged=damaged)
+    runtimes = _read_json(export_dir(run.path) / BENCH_ALL, damaged, run.path)
+    if runtimes is not None and runtimes.get("schema") != BENCH_ALL_SCHEMA:
+        damaged[f"{EXPORT_DIR}/{BENCH_ALL}"] = f"not a {BENCH_ALL_SCHEMA} record"
+    elif runtimes is not None:
+        view.runtimes = runtimes
     arch = _read_json(run.path / RunDir.ARCH, damaged, run.path)
     if arch:
         view.arch = Arch.from_dict(arch)

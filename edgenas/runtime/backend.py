@@ -18,7 +18,7 @@ import numpy as np
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError
-from edgenas.runtime import onnxruntime, tensorrt
+from edgenas.runtime import executorch, litert, ncnn, onnxruntime, openvino, tensorrt
 from edgenas.runtime import torch as torch_engine
 
 
@@ -46,7 +46,7 @@ class Backend(Protocol):
         ``runtime``, ``runtime_version``, ``device``, ``threads``."""
 
 
-_ENGINE_MODULES = (onnxruntime, tensorrt, torch_engine)
+_ENGINE_MODULES = (onnxruntime, tensorrt, torch_engine, litert, executorch, openvino, ncnn)
 
 
 def _gather() -> dict[str, Backend]:

@@ -67,11 +67,14 @@ class DeviceClient:
         return answer
 
     def bench(self, onnx: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
-              warmup: int = 10, runs: Optional[int] = None, name: str = "model.onnx") -> dict:
-        """The device's bench JSON for the ONNX model ``onnx``; ``runs=None`` sizes the runs to the model."""
+              warmup: int = 10, runs: Optional[int] = None, name: str = "model.onnx", layout: Optional[str] = None) -> dict:
+        """The device's bench JSON for the model file ``onnx`` (ONNX; ``.tflite``/``.pte`` for LiteRT and
+        ExecuTorch, ``layout`` the input layout its metadata records); ``runs=None`` sizes the runs to the model."""
         query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name}
         if threads is not None:
             query["threads"] = threads
+        if layout is not None:
+            query["layout"] = layout
         self._check_size(len(onnx), name)
         return self._request("POST", "/bench?" + urllib.parse.urlencode(query), body=onnx, timeout=self.timeout_s)
 
@@ -156,7 +159,7 @@ def _json(data: bytes, url: str, *, quiet: bool = False) -> dict:
 
 def time_on_device(url: str, onnx_path: str | Path, *, token: str, runtime: str = "onnxruntime-cpu",
                    threads: Optional[int] = None, batch: int = 1, warmup: int = 10, runs: Optional[int] = None,
-                   retry_s: float = DEFAULT_RETRY_S) -> dict:
+                   retry_s: float = DEFAULT_RETRY_S, layout: Optional[str] = None) -> dict:
     """Time the ONNX file ``onnx_path`` on the device server at ``url``; the device's bench JSON.
 
     The device builds what ``runtime`` needs (a TensorRT engine for ``batch``), times it with the
@@ -169,4 +172,5 @@ def time_on_device(url: str, onnx_path: str | Path, *, token: str, runtime: str 
     except OSError as e:
         raise UserInputError(f"{path}: cannot be read ({e.strerror or e})") from None
     client = DeviceClient(url, token=token, retry_s=retry_s)
-    return client.bench(data, runtime=runtime, threads=threads, batch=batch, warmup=warmup, runs=runs, name=path.name)
+    return client.bench(data, runtime=runtime, threads=threads, batch=batch, warmup=warmup, runs=runs, name=path.name,
+                        layout=layout)

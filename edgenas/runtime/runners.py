@@ -12,18 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError, UserInputError
 
 
 @contextmanager
 def kit_errors():
-    """The device kit's exceptions as edgenas errors (exit code 2, one line)."""
+    """The device kit's exceptions (and its engine runners') as edgenas errors (exit code 2, one line)."""
     try:
         yield
-    except kit.KitMissingDependency as e:
+    except (kit.KitMissingDependency, engines.EngineMissing) as e:
         raise MissingDependency(str(e)) from None
-    except kit.KitError as e:
+    except (kit.KitError, engines.EngineError) as e:
         raise UserInputError(str(e)) from None
 
 
