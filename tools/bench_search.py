@@ -37,12 +37,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edgenas.runtime.latency_sources import LocalRuntime
 from torch import nn
 
 from edgenas.config.profile import Budget, load_profile
 from edgenas.config.strategies import RandomConfig
 from edgenas.run.evaluator import candidate_seed, check_budget
+from edgenas.runtime.cost import MeasuredHere
+from edgenas.runtime.target import Target
 from edgenas.search.registry import make_strategy
 from edgenas.search.space import Arch, count_macs, count_params
 from edgenas.search.strategies import Outcome, drive
@@ -91,8 +92,8 @@ class Screen:
     def __init__(self, budget: Budget, data):
         self.budget, self.data, self.cache = budget, data, {}
         self.shape = (data.in_channels, data.num_classes)
-        self.source = LocalRuntime("classify", (data.in_channels, *data.input_size), data.num_classes,
-                                   budget.runtime, threads=budget.threads, batch=budget.batch)
+        self.source = MeasuredHere(Target("classify", (data.in_channels, *data.input_size), data.num_classes,
+                                          budget.runtime, threads=budget.threads, batch=budget.batch))
 
     def latency(self, arch: Arch) -> float:
         if str(arch) not in self.cache:
