@@ -21,6 +21,7 @@ from edgenas.run.evaluator import (
     candidate_seed,
     latency_source,
     measured_source,
+    memory_footprint,
     run_latency,
 )
 from edgenas.run.log import Log, epoch_log, stderr_log
@@ -184,8 +185,10 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
              latency_seconds: Optional[float] = None) -> dict:
     arch, journal = result.arch, run.journal()
     params, macs = task.model_size(arch, run.meta.data, profile)
+    memory = memory_footprint(arch, run.meta.data, profile)
     return {
         "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
+        **({} if memory is None else {"memory": {"estimate": memory.to_dict()}}),
         **winner_latency(run, profile, arch, log, data=data, source=latency), "budget": profile.to_dict()["budget"],
         "search_acc": result.acc, "val_acc": res.val_acc, **test,
         "discovered_epochs": result.epochs, "final_epochs": epochs, "candidates": result.candidates,

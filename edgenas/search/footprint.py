@@ -39,6 +39,7 @@ class Op:
     out_elements: int
     channels: int  # output channels (per-channel quantisation parameters)
     weights: int  # weight elements (0 for ops without weights)
+    pad: int = 0  # a PAD op's padding per side (PADs with the same padding share one constant tensor)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def graph(arch: Arch, *, in_channels: int, input_size: tuple[int, int], outputs:
     for (c_in, c_out, stride), op, k in zip(layer_plan(arch), arch.ops, arch.kernels):
         if target.explicit_pad and needs_pad((h, w), k, stride):
             p = k // 2
-            ops.append(Op("pad", c_in * (h + 2 * p) * (w + 2 * p), c_in, 0))
+            ops.append(Op("pad", c_in * (h + 2 * p) * (w + 2 * p), c_in, 0, p))
         h, w = out_size(h, stride), out_size(w, stride)
         if op == SEPARABLE:
             ops.append(Op("depthwise", c_in * h * w, c_in, k * k * c_in))
@@ -132,3 +133,55 @@ def greedy_arena(planned: list[Buffer]) -> int:
         placed.append((offset, b))
         placed.sort(key=lambda entry: entry[0])
     return max((at + b.size for at, b in placed), default=0)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the persistent part and the file grow with."""
+
+    tensors: int  # every tensor of the file: activations, weights, biases, the ops' constant operands
+    ops: int
+    weighted_ops: int  # convolutions, depthwise convolutions and the fully-connected head
+    pads: int
+    channels: int  # output channels of the weighted ops (per-channel scales, multipliers, shifts, biases)
+    weights: int  # weight elements
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Bytes = sum of coefficient x count (fitted by least squares to measured files, `tools/fit_footprint.py`)."""
+
+    per_tensor: float
+    per_op: float
+    per_weighted_op: float
+    per_pad: float
+    per_channel: float
+    per_weight: float
+    constant: float
+
+    def __call__(self, c: Counts) -> int:
+        return round(self.per_tensor * c.tensors + self.per_op * c.ops + self.per_weighted_op * c.weighted_ops
+                     + self.per_pad * c.pads + self.per_channel * c.channels + self.per_weight * c.weights
+                     + self.constant)
+
+
+# Fitted on INT8 .tflite files of the demo and mcu spaces measured with tflite-micro (docs/benchmarks.md).
+PERSISTENT = {"tflm-int8": Linear(87.39, 110.26, -133.14, 121.7, 8.04, 0.0, 60.85)}
+FLASH = {"tflm-int8": Linear(214.27, 114.21, -14.15, 64.18, 24.24, 1.0, 32.09)}
+
+
+def counts(ops: list[Op], target: MemoryTarget) -> Counts:
+    weighted = [o for o in ops if o.weights]
+    pads = [o for o in ops if o.kind == "pad"]
+    constants = 2 * len(weighted) + sum(o.kind in ("transpose", "mean") for o in ops) + len({o.pad for o in pads})
+    return Counts(tensors=1 + len(ops) + constants, ops=len(ops), weighted_ops=len(weighted), pads=len(pads),
+                  channels=sum(o.channels for o in weighted), weights=sum(o.weights for o in weighted))
+
+
+def footprint(arch: Arch, *, in_channels: int, input_size: tuple[int, int], outputs: int,
+              target: MemoryTarget) -> Footprint:
+    """The classifier's activation arena (exact), persistent part and file size (fitted) on ``target``."""
+    ops = graph(arch, in_channels=in_channels, input_size=input_size, outputs=outputs, target=target)
+    planned = buffers(ops, input_elements=in_channels * input_size[0] * input_size[1], target=target)
+    c = counts(ops, target)
+    return Footprint(greedy_arena(planned), PERSISTENT[target.name](c), FLASH[target.name](c), target.name)
