@@ -1,0 +1,108 @@
+"""TensorFlow Lite Micro on this machine: the interpreter a firmware runs (its reference kernels), a
+``.tflite``'s tensor arena measured, and a runner behind the device kit's interface for parity and evaluate.
+
+Latency on a microcontroller cannot be measured here: TFLM on x86 runs the same arithmetic, not the same
+speed. ``pip install edgenas[tflm]`` brings ``tflite-micro``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.errors import EdgenasError, MissingDependency, UserInputError
+
+RUNTIME = "tflm-int8"
+INSTALL = "pip install 'edgenas[tflm]'"
+PROBE_TIMEOUT_S = 600  # one model's bisection (a few dozen interpreter set-ups, each well under a second)
+
+
+def require_tflm() -> None:
+    if importlib.util.find_spec("tflite_micro") is None:
+        raise MissingDependency(f"TensorFlow Lite Micro's interpreter (tflite-micro) is not installed; {INSTALL}")
+
+
+def tflm_version() -> str:
+    require_tflm()
+    return importlib.metadata.version("tflite-micro")
+
+
+@dataclass(frozen=True)
+class ArenaMeasurement:
+    """TFLM's tensor arena for one file, as its RecordingMicroAllocator reports it."""
+
+    arena: int  # the smallest ``arena_size`` the interpreter runs the model with (bisection)
+    head: int  # the planned activations ("head")
+    tail: int  # the persistent part ("tail")
+
+    def to_dict(self) -> dict:
+        return {"arena_bytes": self.arena, "peak_memory_bytes": self.head, "persistent_bytes": self.tail}
+
+
+def measure_arena(path: str | Path) -> ArenaMeasurement:
+    """The arena of ``path`` (a full-integer ``.tflite``), bisected in a subprocess."""
+    require_tflm()
+    try:
+        done = subprocess.run([sys.executable, "-m", "edgenas.runtime.tflm_probe", str(path)], capture_output=True,
+                              text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise EdgenasError(f"TFLM's arena of {path} was not found in {PROBE_TIMEOUT_S} s") from None
+    head, tail = (re.search(rf"allocation {part} (\d+) bytes", done.stderr) for part in ("head", "tail"))
+    if done.returncode != 0 or head is None or tail is None:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserInputError(f"{path}: TFLM could not run it ({last})")
+    arena = json.loads(done.stdout.strip().splitlines()[-1])["arena"]
+    return ArenaMeasurement(arena, int(head.group(1)), int(tail.group(1)))
+
+
+class TflmRunner(kit.Runner):
+    """A full-integer ``.tflite`` (NHWC int8 input, int8 output) on TFLM's interpreter, one image per call of
+    the interpreter: the image is quantised and the output dequantised with the file's own scales, as the
+    device kit's LiteRT runner does, so both compute on the same int8 values."""
+
+    def __init__(self, path: str | Path, *, arena_size: int | None = None):
+        require_tflm()
+        from tflite_micro.python.tflite_micro import runtime
+
+        self.model_path = Path(path)
+        self.runtime, self.runtime_version, self.threads = RUNTIME, tflm_version(), 1
+        self.device = "TFLM reference kernels on this machine's CPU"
+        try:
+            self.interpreter = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
+        except (ValueError, RuntimeError) as e:
+            raise UserInputError(f"{path} is not a model TFLM can load: {str(e).strip().splitlines()[0]}") from None
+        self.input, self.output = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
+        n, h, w, c = (int(d) for d in self.input["shape"])
+        if n != 1 or self.input["dtype"] != np.int8:
+            raise UserInputError(f"{path}: TFLM runs full-integer files with one int8 NHWC image input here, "
+                                 f"this takes {self.input['dtype'].__name__} {list(self.input['shape'])}")
+        self.input_chw, self.max_batch = (c, h, w), None
+
+    @staticmethod
+    def _scale(details: dict) -> tuple[float, int]:
+        q = details["quantization_parameters"]
+        return float(q["scales"][0]), int(q["zero_points"][0])
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        x = np.asarray(inputs, np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_chw:
+            raise UserInputError(f"{self.model_path} takes (N, {', '.join(map(str, self.input_chw))}) images, "
+                                 f"got {tuple(x.shape)}")
+        scale, zero = self._scale(self.input)
+        out_scale, out_zero = self._scale(self.output)
+        q = np.clip(np.round(x.transpose(0, 2, 3, 1) / scale) + zero, -128, 127).astype(np.int8)
+        results = []
+        for image in q:
+            self.interpreter.set_input(np.ascontiguousarray(image[None]), 0)
+            self.interpreter.invoke()
+            results.append((self.interpreter.get_output(0).astype(np.float32) - out_zero) * np.float32(out_scale))
+        return np.concatenate(results)
