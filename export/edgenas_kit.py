@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """edgenas device kit: check an export's samples and benchmark a model on the device itself.
 
-Standalone: needs only numpy plus onnxruntime (``.onnx``) or tensorrt (``.engine``); no torch, no
-edgenas. ``edgenas bench`` and ``edgenas compare`` import this file, so runners, timing statistics
+Standalone: needs only numpy plus onnxruntime (``.onnx``), tensorrt (``.engine``), ai-edge-litert
+(``.tflite``), openvino (``.xml``), ncnn (``.ncnn.param``) or executorch (``.pte``, which brings torch);
+no edgenas. LiteRT, ExecuTorch, OpenVINO and ncnn run through ``edgenas_engines.py`` beside this file. ``edgenas bench`` and ``edgenas compare`` import this file, so runners, timing statistics
 and the bench JSON schema exist once. Usage: ``python edgenas_kit.py check|bench|serve --help``
 (``serve``: the benchmark server of ``edgenas_serve.py``, beside this file).
 """
@@ -50,6 +51,7 @@ def _load_sibling(name: str):
 
 
 conditions = _load_sibling("edgenas_env")  # the bench-conditions probe
+engines = _load_sibling("edgenas_engines")  # the runners of LiteRT, ExecuTorch, OpenVINO and ncnn
 
 KIT_VERSION = "0.1.0"  # follows edgenas.__version__
 SCHEMA = "edgenas.bench/2"  # written; /2 added the "environment" block
@@ -62,6 +64,7 @@ RUNTIMES = {
     "onnxruntime-cuda": ("onnxruntime", ".onnx", True),
     "tensorrt-fp16": ("tensorrt", ".engine", True),
     "tensorrt-int8": ("tensorrt", ".engine", True),
+    **(engines.RUNTIMES if engines else {}),  # litert-cpu, litert-int8, executorch-*, openvino-*, ncnn-cpu
 }
 DEFAULT_WARMUP = 10  # untimed runs before timing
 DEFAULT_RUNS = 100  # timed runs
@@ -160,17 +163,39 @@ def check_runtime(runtime: str) -> str:
 
 
 def default_runtime(model: str | Path) -> str:
-    return "tensorrt-fp16" if Path(model).suffix in (".engine", ".plan") else "onnxruntime-cpu"
+    """The runtime a model file's metadata names (LiteRT, ExecuTorch, OpenVINO, ncnn files), else the
+    first runtime of its suffix (``.engine``: tensorrt-fp16, else onnxruntime-cpu)."""
+    model = Path(model)
+    if model.suffix in (".engine", ".plan"):
+        return "tensorrt-fp16"
+    if engines:
+        try:
+            recorded = engines.read_metadata(model).get("runtime")
+        except engines.EngineError as e:
+            raise KitError(str(e)) from None
+        if recorded in engines.RUNTIMES and model.name.endswith(engines.RUNTIMES[recorded][1]):
+            return recorded
+        for name, (_, suffix, _) in engines.RUNTIMES.items():
+            if model.name.endswith(suffix):
+                return name
+    return "onnxruntime-cpu"
 
 
 def open_runner(model: str | Path, runtime: str | None = None, threads: int | None = None) -> Runner:
-    """Load ``model`` (``.onnx`` or ``.engine``) on ``runtime`` (default from the suffix)."""
+    """Load ``model`` on ``runtime`` (default: the one its metadata names, else from the suffix)."""
     model = Path(model)
     runtime = check_runtime(runtime or default_runtime(model))
     if not model.is_file():
         raise KitError(f"{model}: no such file")
     if threads is not None and threads < 1:
         raise KitError(f"threads must be >= 1, got {threads}")
+    if engines and runtime in engines.RUNTIMES:
+        try:
+            return engines.open_runner(model, runtime, threads=threads or available_cpus(), device=cpu_name())
+        except engines.EngineMissing as e:
+            raise KitMissingDependency(f"{runtime}: {e}") from None
+        except engines.EngineError as e:
+            raise KitError(str(e)) from None
     if RUNTIMES[runtime][0] == "onnxruntime":
         if model.suffix in (".engine", ".plan"):
             raise KitError(f"{model} is a TensorRT engine, not an ONNX model: use --runtime tensorrt-fp16")
@@ -685,7 +710,10 @@ def provenance_failures(export_dir: Path, runner: Runner, samples: Samples) -> l
 
 
 # The file ``check`` runs when no --model is given, per runtime (others: model.onnx).
-DEFAULT_MODELS = {"onnxruntime-cpu-int8": "model.int8.onnx", "tensorrt-fp16": "model.engine", "tensorrt-int8": "model.engine"}
+DEFAULT_MODELS = {"onnxruntime-cpu-int8": "model.int8.onnx", "tensorrt-fp16": "model.engine", "tensorrt-int8": "model.engine",
+                  "litert-cpu": "model.tflite", "litert-int8": "model.int8.tflite", "executorch-cpu": "model.pte",
+                  "executorch-int8": "model.int8.pte", "openvino-cpu": "model.xml", "openvino-int8": "model.int8.xml",
+                  "ncnn-cpu": "model.ncnn.param"}
 
 
 def recorded_tolerances(export_dir: str | Path, model: str | Path) -> dict:
