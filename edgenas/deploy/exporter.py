@@ -22,6 +22,7 @@ from edgenas.deploy.formats import (
     tolerance,
 )
 from edgenas.deploy.onnx_int8 import export_onnx_int8
+from edgenas.deploy.tflm_export import export_tflm
 from edgenas.deploy.parity import (
     ExportReport,
     HeldOut,
@@ -131,7 +132,8 @@ def _export_engine(run: RunDir, model, data, report: ExportReport, ref: HeldOut,
 
 def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, int8: bool = False,
                calibration_images: int = 512, parity_samples: int = 256, kit_samples: int = 16,
-               int8_max_drop: float = DEFAULT_INT8_MAX_DROP, calibration_method: str | None = None) -> ExportReport:
+               int8_max_drop: float = DEFAULT_INT8_MAX_DROP, calibration_method: str | None = None,
+               max_images: int | None = None) -> ExportReport:
     """Export a finished run into RUN_DIR/export/ and check every file against PyTorch.
 
     Writes ``model.onnx``, ``samples.npz`` (``kit_samples`` held-out inputs with PyTorch's
@@ -139,12 +141,14 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     (built from the ONNX file, so ``tensorrt`` implies ``onnx``); for ``onnx-int8``, ``model.int8.onnx``
     (ONNX Runtime, QDQ, ``calibration_method`` minmax/entropy/percentile on ``calibration_images``
     training images), gated by accuracy on the test split (``int8_max_drop``). When ``onnx`` and ``tensorrt``
-    are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); when
+    are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); for ``tflm``,
+    ``tflm/model.tflite`` and its firmware bundle (``deploy/tflm_export.py``; ``max_images``: test images
+    evaluated through TFLM, default all); when
     only ``tensorrt`` is asked for, that raises ``MissingDependency`` before anything is written.
     A parity failure raises ``ParityError`` after every file (and parity.json) is written.
     """
     asked = parse_formats(formats)
-    check_options(asked, fp16=fp16, int8=int8, calibration_method=calibration_method)
+    check_options(asked, fp16=fp16, int8=int8, calibration_method=calibration_method, max_images=max_images)
     if calibration_method is not None:
         check_calibration_method(calibration_method)
     _check_export_args(calibration_images=calibration_images, parity_samples=parity_samples, kit_samples=kit_samples,
@@ -154,12 +158,13 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     with run.lock("export"):
         return _export_locked(run, asked=asked, skipped=skipped, fp16=fp16, int8=int8,
                               calibration_images=calibration_images, calibration_method=calibration_method,
-                              parity_samples=parity_samples, kit_samples=kit_samples, int8_max_drop=int8_max_drop)
+                              parity_samples=parity_samples, kit_samples=kit_samples, int8_max_drop=int8_max_drop,
+                              max_images=max_images)
 
 
 def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: bool, int8: bool,
                    calibration_images: int, calibration_method: str | None, parity_samples: int, kit_samples: int,
-                   int8_max_drop: float) -> ExportReport:
+                   int8_max_drop: float, max_images: int | None = None) -> ExportReport:
     """``export_run`` with the run directory locked (see there)."""
     model, data, task = load_run_model(run, "cpu"), load_run_data(run), run.meta.task
     out = run.path / EXPORT_DIR
@@ -187,17 +192,22 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
                          calibration_images_count=calibration_images, calibration_method=calibration_method,
                          int8_max_drop=int8_max_drop)
         write_parity(run, report)
+    if "tflm" in asked:
+        export_tflm(run, model=model, data=data, report=report, ref=ref, calibration_images_count=calibration_images,
+                    int8_max_drop=int8_max_drop, max_images=max_images)
+        write_parity(run, report)
     if not report.passed:
         raise parity_error(report)
     return report
 
 
 def _remove_stale(out: Path, asked: tuple[str, ...], skipped: dict) -> list[Path]:
-    """Delete files of formats not built now: they were built from the ONNX file just replaced."""
+    """Delete files of formats not built now: they were built from the ONNX file just replaced. (A bundle
+    in its own folder, as tflm/, is built from the weights and stays whole.)"""
     removed = []
     for name, fmt in FORMATS.items():
         stale = out / fmt.file
-        if name != "onnx" and (name not in asked or name in skipped) and stale.exists():
+        if name != "onnx" and "/" not in fmt.file and (name not in asked or name in skipped) and stale.exists():
             stale.unlink()
             removed.append(stale)
     return removed

@@ -22,6 +22,8 @@ FORMATS = {f.name: f for f in (
     # INT8 (QDQ) for ONNX Runtime on CPUs; gated by accuracy on the whole test split, not by logits
     ExportFormat("onnx-int8", "model.int8.onnx", "onnxruntime-cpu-int8",
                  ("calibration_images", "int8_max_drop", "calibration_method")),
+    # Full-integer INT8 .tflite (litert-int8's converter) and a firmware bundle, run by TFLM's interpreter here
+    ExportFormat("tflm", "tflm/model.tflite", "tflm-int8", ("calibration_images", "int8_max_drop", "max_images")),
 )}
 
 

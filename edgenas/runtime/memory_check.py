@@ -42,7 +42,8 @@ def check_memory(config, *, input_chw: tuple[int, int, int], outputs: int, conve
             est = footprint(arch, in_channels=input_chw[0], input_size=input_chw[1:], outputs=outputs, target=row)
             networks.append({"arch": str(arch), "estimate": est.to_dict(), "measured": {
                 **measured.to_dict(), "flash_bytes": path.stat().st_size}})
-            path.unlink()
+            for written in Path(tmp).iterdir():
+                written.unlink()
             log(f"[{i}/{samples}] {arch}: activations {est.activations:,} B estimated, {measured.head:,} B measured; "
                 f"persistent {est.persistent:,} / {measured.tail:,} B; flash {est.flash:,} / {path.name} "
                 f"{networks[-1]['measured']['flash_bytes']:,} B")

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import EdgenasError, MissingDependency, UserInputError
+from edgenas.runtime.litert import BACKENDS as LITERT_BACKENDS
 
 RUNTIME = "tflm-int8"
 INSTALL = "pip install 'edgenas[tflm]'"
@@ -62,6 +63,15 @@ def measure_arena(path: str | Path) -> ArenaMeasurement:
         raise UserInputError(f"{path}: TFLM could not run it ({last})")
     arena = json.loads(done.stdout.strip().splitlines()[-1])["arena"]
     return ArenaMeasurement(arena, int(head.group(1)), int(tail.group(1)))
+
+
+LITERT_INT8 = next(b for b in LITERT_BACKENDS if b.name == "litert-int8")
+
+
+def tflm_convert(model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    """``model`` as the full-integer ``.tflite`` TFLM runs: the litert-int8 backend's file (PT2E, NHWC int8
+    input and output, weights per channel), quantised with ``calibration`` (NCHW float32; None: random images)."""
+    return LITERT_INT8.convert(model, out, input_chw=input_chw, calibration=calibration)
 
 
 class TflmRunner(kit.Runner):
