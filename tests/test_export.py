@@ -167,11 +167,11 @@ def test_altered_onnx_initializer_is_caught(exported, tmp_path):
 
 
 def test_formats_and_options_are_validated(tmp_path):
-    assert set(FORMATS) == {"onnx", "tensorrt", "onnx-int8"}
+    assert set(FORMATS) == {"onnx", "tensorrt", "onnx-int8", "tflm"}
     assert FORMATS["onnx"].file == "model.onnx" and FORMATS["tensorrt"].file == "model.engine"
     assert FORMATS["onnx-int8"].file == "model.int8.onnx" and FORMATS["onnx-int8"].runtime == "onnxruntime-cpu-int8"
     assert parse_formats("tensorrt, onnx") == ("onnx", "tensorrt")
-    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8"):
+    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8, tflm"):
         parse_formats("onnx,tflite")
     with pytest.raises(UserInputError, match="fp16=True: applies to the tensorrt format only"):
         export_run(tmp_path, formats=("onnx",), fp16=True)
