@@ -141,12 +141,33 @@ def test_winner_export_fits_the_budget_and_the_estimate_is_exact(tflm_run):
 
 
 @needs_tflm
-def test_tflm_evaluation_matches_litert_int8_on_the_same_file(tflm_run):
+def test_tflm_computes_what_litert_reference_kernels_compute(tflm_run):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgenas.run.loading import load_run_data
+    from edgenas.runtime.tflm import TflmRunner
+    from edgenas.training.augment import normalize
+
     run, _, _ = tflm_run
     path = run.path / "export" / BUNDLE_DIR / MODEL
-    tflm = evaluate_run(run.path, model=path, runtime="tflm-int8", max_images=120)
-    litert = evaluate_run(run.path, model=path, runtime="litert-int8", max_images=120)
-    assert tflm["images"] == litert["images"] == 120 and tflm["test_images"] > 120
-    # the same int8 arithmetic (TFLM's reference kernels, LiteRT's XNNPACK int8 kernels): the same predictions
-    assert tflm["artifact"]["confusion"] == litert["artifact"]["confusion"]
-    assert tflm["artifact"]["top1"] == litert["artifact"]["top1"]
+    result = evaluate_run(run.path, model=path, runtime="tflm-int8", max_images=60)
+    assert result["images"] == 60 and result["test_images"] > 60 and result["runtime"] == "tflm-int8"
+    data = load_run_data(run)
+    x = normalize(data.test.x[:60], data.mean, data.std).numpy()
+    with TflmRunner(path) as tflm:
+        ours = tflm(x)
+        out_scale, _ = tflm._scale(tflm.output)
+        scale, zero = tflm._scale(tflm.input)
+    litert = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    litert.allocate_tensors()
+    i, o = litert.get_input_details()[0], litert.get_output_details()[0]
+    theirs = []
+    for image in np.clip(np.round(x.transpose(0, 2, 3, 1) / scale) + zero, -128, 127).astype(np.int8):
+        litert.set_tensor(i["index"], image[None])
+        litert.invoke()
+        theirs.append((litert.get_tensor(o["index"]).astype(np.float32) - o["quantization"][1]) * o["quantization"][0])
+    theirs = np.concatenate(theirs)
+    # the same reference arithmetic: logits at most one int8 step apart (measured: 358 of 359 digits test
+    # images identical), the same predictions; LiteRT's optimised kernels differ by up to 2 steps (docs/benchmarks.md)
+    assert np.abs(ours - theirs).max() <= out_scale * 1.001
+    assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.98
