@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import re
 import subprocess
 import sys
@@ -24,7 +23,9 @@ from edgenas.runtime.litert import BACKENDS as LITERT_BACKENDS
 
 RUNTIME = "tflm-int8"
 INSTALL = "pip install 'edgenas[tflm]'"
-PROBE_TIMEOUT_S = 600  # one model's bisection (a few dozen interpreter set-ups, each well under a second)
+PROBE_TIMEOUT_S = 120  # one interpreter set-up and inference (well under a second on an idle machine)
+LARGEST_ARENA = 1 << 30  # bytes: beyond any network of the space
+ALIGNMENT_SLACK = 64  # bytes: the smallest arena lies this close below head + tail (the arena's start is aligned)
 
 
 def require_tflm() -> None:
@@ -49,20 +50,41 @@ class ArenaMeasurement:
         return {"arena_bytes": self.arena, "peak_memory_bytes": self.head, "persistent_bytes": self.tail}
 
 
-def measure_arena(path: str | Path) -> ArenaMeasurement:
-    """The arena of ``path`` (a full-integer ``.tflite``), bisected in a subprocess."""
-    require_tflm()
+def _try_arena(path: str | Path, arena: int) -> str | None:
+    """TFLM's allocation report where ``path`` runs with an ``arena``-byte arena, None where it does not
+    (too small, or TFLM crashed on the failed allocation)."""
     try:
-        done = subprocess.run([sys.executable, "-m", "edgenas.runtime.tflm_probe", str(path)], capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT_S)
+        done = subprocess.run([sys.executable, "-m", "edgenas.runtime.tflm_probe", str(path), str(arena)],
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise EdgenasError(f"TFLM's arena of {path} was not found in {PROBE_TIMEOUT_S} s") from None
-    head, tail = (re.search(rf"allocation {part} (\d+) bytes", done.stderr) for part in ("head", "tail"))
-    if done.returncode != 0 or head is None or tail is None:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UserInputError(f"{path}: TFLM could not run it ({last})")
-    arena = json.loads(done.stdout.strip().splitlines()[-1])["arena"]
-    return ArenaMeasurement(arena, int(head.group(1)), int(tail.group(1)))
+        raise EdgenasError(f"TFLM did not finish {path} with a {arena:,}-byte arena in {PROBE_TIMEOUT_S} s") from None
+    return done.stderr if done.returncode == 0 else None
+
+
+def measure_arena(path: str | Path) -> ArenaMeasurement:
+    """The arena of ``path`` (a full-integer ``.tflite``): TFLM's head and tail from a generous arena, then the
+    smallest arena it runs with, by bisection below their sum (each size in a subprocess of its own)."""
+    require_tflm()
+    arena = 10 * Path(path).stat().st_size + (1 << 20)
+    report = _try_arena(path, arena)
+    while report is None:
+        if arena >= LARGEST_ARENA:
+            raise UserInputError(f"{path}: TFLM could not run it even with a {LARGEST_ARENA:,}-byte arena")
+        arena = min(LARGEST_ARENA, 4 * arena)
+        report = _try_arena(path, arena)
+    head, tail = (int(re.search(rf"allocation {part} (\d+) bytes", report).group(1)) for part in ("head", "tail"))
+    high = head + tail  # runs: the planner's and the persistent sections, laid out without slack
+    gap = ALIGNMENT_SLACK
+    while high - gap > 0 and _try_arena(path, high - gap) is not None:
+        high, gap = high - gap, 2 * gap
+    low = max(1, high - gap)  # fails (or is 1 byte)
+    while low < high:
+        mid = (low + high) // 2
+        if _try_arena(path, mid) is None:
+            low = mid + 1
+        else:
+            high = mid
+    return ArenaMeasurement(high, head, tail)
 
 
 LITERT_INT8 = next(b for b in LITERT_BACKENDS if b.name == "litert-int8")

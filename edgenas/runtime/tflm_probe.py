@@ -1,58 +1,31 @@
-"""Run in a subprocess by ``runtime/tflm.py``: the smallest tensor arena TFLM accepts for a ``.tflite``.
+"""Run in a subprocess by ``runtime/tflm.py``: does a ``.tflite`` run on TFLM with an arena of N bytes?
 
-``python -m edgenas.runtime.tflm_probe MODEL`` prints ``{"arena": N}`` on stdout, after TFLM's own
-allocation report (``print_allocations``: head, tail, total) on stderr. Needs only numpy and tflite-micro,
-so a crash of the interpreter takes only this process down.
+``python -m edgenas.runtime.tflm_probe MODEL N`` exits 0 after one inference and TFLM's own allocation
+report (``print_allocations``: head, tail, total) on stderr; 1 where the arena is too small. TFLM can
+crash on a failed allocation (a segfault while freeing temporary buffers), so each size is tried in a
+process of its own. Needs only numpy and tflite-micro.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
 
-LARGEST = 1 << 28  # bytes: a first arena that holds any network of the space
 
+def main(path: str, arena: int) -> int:
+    from tflite_micro.python.tflite_micro import runtime
 
-def _runs(runtime, model: bytes, arena: int):
-    """The interpreter after one inference with an ``arena``-byte arena, or None where it does not fit."""
     try:
-        interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena)
+        interpreter = runtime.Interpreter.from_file(path, arena_size=arena)
         details = interpreter.get_input_details(0)
         interpreter.set_input(np.zeros(details["shape"], details["dtype"]), 0)
         interpreter.invoke()
-        return interpreter
     except RuntimeError:
-        return None
-
-
-def smallest_arena(runtime, model: bytes) -> int:
-    """Bisection on ``arena_size`` between 1 byte and an arena that runs."""
-    high = min(LARGEST, 10 * len(model) + (1 << 20))
-    while _runs(runtime, model, high) is None:
-        if high >= LARGEST:
-            raise SystemExit(f"TFLM cannot run the model even with a {LARGEST:,}-byte arena")
-        high = min(LARGEST, 4 * high)
-    low = 1
-    while low < high:
-        mid = (low + high) // 2
-        if _runs(runtime, model, mid) is None:
-            low = mid + 1
-        else:
-            high = mid
-    return low
-
-
-def main(path: str) -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
-    with open(path, "rb") as f:
-        model = f.read()
-    arena = smallest_arena(runtime, model)
-    _runs(runtime, model, arena).print_allocations()
-    print(json.dumps({"arena": arena}), flush=True)
+        return 1
+    interpreter.print_allocations()
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main(sys.argv[1], int(sys.argv[2])))
