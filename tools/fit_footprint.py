@@ -20,6 +20,8 @@ from edgenas.search.footprint import counts, graph
 from edgenas.search.space import CONV, SEPARABLE, Arch
 
 FIELDS = ("tensors", "ops", "weighted_ops", "pads", "channels", "weights")
+# What each figure is fitted on: flash on fewer counts (leave-one-out error 4.0 % vs 4.6 % with all of them)
+FITTED = {"persistent_bytes": (*FIELDS, "constant"), "flash_bytes": ("tensors", "channels", "weights", "constant")}
 
 
 def parse_arch(text: str) -> Arch:
@@ -49,12 +51,14 @@ def main() -> None:
                 x.append(features)
                 measured.append(m)
     x = np.array(x, float)
-    for key in ("persistent_bytes", "flash_bytes"):
+    names = (*FIELDS, "constant")
+    for key, used in FITTED.items():
         y = np.array([m[key] for m in measured], float)
-        coef = np.linalg.lstsq(x, y, rcond=None)[0]
-        err = 100 * np.abs(x @ coef - y) / y
-        print(f"{key}: " + ", ".join(f"{f}={c:.2f}" for f, c in zip((*FIELDS, "constant"), coef))
-              + f"; {len(y)} files, max |error| {err.max():.2f} %, median {np.median(err):.2f} %")
+        columns = [names.index(n) for n in used]
+        coef = np.linalg.lstsq(x[:, columns], y, rcond=None)[0]
+        err = 100 * np.abs(x[:, columns] @ coef - y) / y
+        print(f"{key}: " + ", ".join(f"{f}={c:.2f}" for f, c in zip(used, coef))
+              + f"; {len(y)} files, max |error| {err.max():.2f} % (in sample), median {np.median(err):.2f} %")
 
 
 if __name__ == "__main__":
