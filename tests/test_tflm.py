@@ -171,3 +171,16 @@ def test_tflm_computes_what_litert_reference_kernels_compute(tflm_run):
     # images identical), the same predictions; LiteRT's optimised kernels differ by up to 2 steps (docs/benchmarks.md)
     assert np.abs(ours - theirs).max() <= out_scale * 1.001
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.98
+
+
+def test_cli_refuses_what_memory_check_and_export_cannot_do(tmp_path):
+    from click.testing import CliRunner
+
+    from edgenas.cli import main
+
+    face = tmp_path / "face.toml"
+    face.write_text('task = "face"\n')
+    result = CliRunner().invoke(main, ["memory-check", "--profile", str(face)])
+    assert result.exit_code == 2 and "memory-check models classifiers" in result.output
+    result = CliRunner().invoke(main, ["export", str(tmp_path), "--max-images", "5"])
+    assert result.exit_code == 2 and "--max-images 5: applies to the tflm format only" in result.output

@@ -70,6 +70,12 @@ def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop, cali
                         int8_max_drop=int8_max_drop, calibration_method=calibration_method, max_images=max_images)
     for line in report.lines():
         click.echo(line)
+    if "tflm" in report.parity:
+        m = report.parity["tflm"]["memory"]["measured"]
+        e = report.parity["tflm"]["memory"]["estimate"]
+        click.echo(f"tflm: tensor arena {m['arena_bytes']:,} B ({m['peak_memory_bytes']:,} B activations, estimated "
+                   f"{e['peak_memory_bytes']:,} B; {m['persistent_bytes']:,} B persistent), flash {m['flash_bytes']:,} B; "
+                   f"firmware bundle in {report.out_dir / 'tflm'} (latency on a microcontroller is not measured here)")
     for why in report.skipped.values():
         click.echo(f"edgenas: {why}; the ONNX export in {report.out_dir} is complete", err=True)
     click.echo(f"ready for the device: copy {report.out_dir}, then run `python edgenas_kit.py check .` there")
