@@ -3,7 +3,8 @@
 The activation arena is exact: the file's tensors in the order the converter writes them (a chain:
 each lives from the op that writes it to the op that reads it), sizes rounded up to TFLM's 16-byte
 alignment, placed by TFLM's greedy planner (largest first, each at the lowest offset that no tensor
-alive at the same time occupies). Its peak is the largest (input + output) of one fused op: stem;
+alive at the same time occupies; of equal sizes, the later tensor first). On the chains of the space that
+comes to the largest (input + output) of one fused op: stem;
 per layer depthwise then pointwise, or the conv (BatchNorm and ReLU fused); plus the PAD tensor
 the converter inserts before a convolution whose PyTorch padding is not TF's "SAME" (stride 2 on
 an even side). The persistent part and the flash are fitted to files measured by
@@ -106,11 +107,10 @@ def buffers(ops: list[Op], *, input_elements: int, target: MemoryTarget) -> list
 
     Scopes count as TFLM's: 0 for the inputs, op i runs at scope i + 1; the output lives to the end.
     """
-    size = lambda n: _align(n * target.element_bytes)  # noqa: E731
-    planned = [Buffer("input", size(input_elements), 0, 1)]
+    planned = [Buffer("input", _align(input_elements * target.element_bytes), 0, 1)]
     for i, op in enumerate(ops, start=1):
         last = i + 1 if i < len(ops) else len(ops)
-        planned.append(Buffer(f"{i}:{op.kind}", size(op.out_elements), i, last))
+        planned.append(Buffer(f"{i}:{op.kind}", _align(op.out_elements * target.element_bytes), i, last))
     return planned
 
 
