@@ -2,10 +2,10 @@
 
     edgenas memory-check --profile demo --json demo.json
     edgenas memory-check --profile mcu --json mcu.json
-    python tools/fit_footprint.py demo.json mcu.json
+    python tools/fit_footprint.py demo.json mcu.json [--check other.json ...]
 
-Prints the least-squares coefficients (bytes per tensor, op, weighted op, PAD, channel, weight, and a
-constant) and each fit's largest |error| %, to paste into ``PERSISTENT`` and ``FLASH``.
+Prints the least-squares coefficients of each figure (bytes per count of ``footprint.Counts``) to paste
+into ``PERSISTENT`` and ``FLASH``, their error on the files fitted and, with ``--check``, on other files.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from edgenas.config.memory_targets import MEMORY_TARGETS
 from edgenas.search.footprint import counts, graph
 from edgenas.search.space import CONV, SEPARABLE, Arch
 
-FIELDS = ("tensors", "ops", "weighted_ops", "pads", "channels", "weights")
-# What each figure is fitted on: flash on fewer counts (leave-one-out error 4.0 % vs 4.6 % with all of them)
-FITTED = {"persistent_bytes": (*FIELDS, "constant"), "flash_bytes": ("tensors", "channels", "weights", "constant")}
+# The counts each figure is fitted on (flash: tensor names grow with the op kinds and the layer index)
+FITTED = {"persistent_bytes": ("tensors", "ops", "weighted_ops", "pads", "channels", "constant"),
+          "flash_bytes": ("weights", "channels", "depthwise", "convs", "pads", "layers", "constant")}
 
 
 def parse_arch(text: str) -> Arch:
@@ -31,34 +31,42 @@ def parse_arch(text: str) -> Arch:
                 tuple(int(k) for k in kernels))
 
 
-def rows(report: dict):
-    target = MEMORY_TARGETS[report["memory_target"]]
-    c, h, w = report["input_chw"]
-    for n in report["networks"]:
-        ops = graph(parse_arch(n["arch"]), in_channels=c, input_size=(h, w), outputs=report["outputs"], target=target)
-        k = counts(ops, target)
-        yield [getattr(k, f) for f in FIELDS] + [1], n["measured"]
+def load(paths: list[str]) -> list[tuple[object, dict]]:
+    """(Counts, measured figures) of every network in memory-check reports."""
+    out = []
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        target = MEMORY_TARGETS[report["memory_target"]]
+        c, h, w = report["input_chw"]
+        for n in report["networks"]:
+            arch = parse_arch(n["arch"])
+            ops = graph(arch, in_channels=c, input_size=(h, w), outputs=report["outputs"], target=target)
+            out.append((counts(arch, ops), n["measured"]))
+    return out
+
+
+def _matrix(rows, used) -> np.ndarray:
+    return np.array([[getattr(c, name) for name in used] for c, _ in rows], float)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reports", nargs="+", help="memory-check --json files")
+    parser.add_argument("reports", nargs="+", help="memory-check --json files to fit on")
+    parser.add_argument("--check", nargs="*", default=[], help="memory-check --json files to check the fit on")
     args = parser.parse_args()
-    x, measured = [], []
-    for path in args.reports:
-        with open(path) as f:
-            for features, m in rows(json.load(f)):
-                x.append(features)
-                measured.append(m)
-    x = np.array(x, float)
-    names = (*FIELDS, "constant")
+    fit, check = load(args.reports), load(args.check)
     for key, used in FITTED.items():
-        y = np.array([m[key] for m in measured], float)
-        columns = [names.index(n) for n in used]
-        coef = np.linalg.lstsq(x[:, columns], y, rcond=None)[0]
-        err = 100 * np.abs(x[:, columns] @ coef - y) / y
-        print(f"{key}: " + ", ".join(f"{f}={c:.2f}" for f, c in zip(used, coef))
-              + f"; {len(y)} files, max |error| {err.max():.2f} % (in sample), median {np.median(err):.2f} %")
+        y = np.array([m[key] for _, m in fit], float)
+        coef = np.linalg.lstsq(_matrix(fit, used), y, rcond=None)[0]
+        err = 100 * (_matrix(fit, used) @ coef - y) / y
+        line = (f"{key}: " + ", ".join(f"{n}={c:.2f}" for n, c in zip(used, coef))
+                + f"\n  {len(y)} files fitted: error {err.min():+.2f} % to {err.max():+.2f} %")
+        if check:
+            yc = np.array([m[key] for _, m in check], float)
+            errc = 100 * (_matrix(check, used) @ coef - yc) / yc
+            line += f"; {len(yc)} files checked: error {errc.min():+.2f} % to {errc.max():+.2f} %"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -142,43 +142,41 @@ class Counts:
     tensors: int  # every tensor of the file: activations, weights, biases, the ops' constant operands
     ops: int
     weighted_ops: int  # convolutions, depthwise convolutions and the fully-connected head
+    depthwise: int  # depthwise convolutions
+    convs: int  # convolutions (stem, pointwise, full)
     pads: int
+    layers: int  # the Arch's depth (tensor names carry the module path, ``layers.N``)
     channels: int  # output channels of the weighted ops (per-channel scales, multipliers, shifts, biases)
     weights: int  # weight elements
+    constant: int = 1
 
 
-@dataclass(frozen=True)
-class Linear:
-    """Bytes = sum of coefficient x count (fitted by least squares to measured files, `tools/fit_footprint.py`)."""
-
-    per_tensor: float
-    per_op: float
-    per_weighted_op: float
-    per_pad: float
-    per_channel: float
-    per_weight: float
-    constant: float
-
-    def __call__(self, c: Counts) -> int:
-        return round(self.per_tensor * c.tensors + self.per_op * c.ops + self.per_weighted_op * c.weighted_ops
-                     + self.per_pad * c.pads + self.per_channel * c.channels + self.per_weight * c.weights
-                     + self.constant)
+def fitted(**coefficients: float):
+    """Bytes = sum of coefficient x count, the counts named as ``Counts``' fields."""
+    def predict(c: Counts) -> int:
+        return round(sum(v * getattr(c, k) for k, v in coefficients.items()))
+    return predict
 
 
 # Fitted (tools/fit_footprint.py) on 27 files of litert-int8's converter measured by tflite-micro: 10 random
-# networks of the demo space (8x8x1) and 17 of the mcu space (32x32x1), `memory-check --seed 1`. Persistent:
-# TFLM's 24-byte TfLiteEvalTensor per tensor, 8 bytes of per-channel multiplier and shift, op structs and
-# data per op. Flash: weights (1 byte), per-channel bias, scale and zero point, flatbuffer tables per tensor.
-PERSISTENT = {"tflm-int8": Linear(24.18, 222.1, -50.55, 181.77, 8.0, 0.0, 90.88)}
-FLASH = {"tflm-int8": Linear(502.35, 0.0, 0.0, 0.0, 26.18, 1.0, -3871.29)}
+# networks of the demo space (8x8x1) and 17 of the mcu space (32x32x1), `memory-check --seed 1`; checked on
+# the networks of `--seed 2` (docs/benchmarks.md). Persistent: TFLM's 24-byte TfLiteEvalTensor per tensor,
+# 8 bytes of per-channel multiplier and shift, op structs and data per op. Flash: the weights (1 byte each),
+# per-channel bias, scale and zero point, and per op its tensors' tables and names (module paths).
+PERSISTENT = {"tflm-int8": fitted(tensors=24.18, ops=222.1, weighted_ops=-50.55, pads=181.77, channels=8.0,
+                                  constant=90.88)}
+FLASH = {"tflm-int8": fitted(weights=1.0, channels=27.8, depthwise=672.0, convs=1055.8, pads=530.3, layers=790.6,
+                             constant=265.2)}
 
 
-def counts(ops: list[Op], target: MemoryTarget) -> Counts:
+def counts(arch: Arch, ops: list[Op]) -> Counts:
     weighted = [o for o in ops if o.weights]
     pads = [o for o in ops if o.kind == "pad"]
     constants = 2 * len(weighted) + sum(o.kind in ("transpose", "mean") for o in ops) + len({o.pad for o in pads})
-    return Counts(tensors=1 + len(ops) + constants, ops=len(ops), weighted_ops=len(weighted), pads=len(pads),
-                  channels=sum(o.channels for o in weighted), weights=sum(o.weights for o in weighted))
+    return Counts(tensors=1 + len(ops) + constants, ops=len(ops), weighted_ops=len(weighted),
+                  depthwise=sum(o.kind == "depthwise" for o in ops), convs=sum(o.kind == "conv" for o in ops),
+                  pads=len(pads), layers=arch.depth, channels=sum(o.channels for o in weighted),
+                  weights=sum(o.weights for o in weighted))
 
 
 def footprint(arch: Arch, *, in_channels: int, input_size: tuple[int, int], outputs: int,
@@ -186,5 +184,5 @@ def footprint(arch: Arch, *, in_channels: int, input_size: tuple[int, int], outp
     """The classifier's activation arena (exact), persistent part and file size (fitted) on ``target``."""
     ops = graph(arch, in_channels=in_channels, input_size=input_size, outputs=outputs, target=target)
     planned = buffers(ops, input_elements=in_channels * input_size[0] * input_size[1], target=target)
-    c = counts(ops, target)
+    c = counts(arch, ops)
     return Footprint(greedy_arena(planned), PERSISTENT[target.name](c), FLASH[target.name](c), target.name)
