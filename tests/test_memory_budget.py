@@ -8,7 +8,13 @@ from edgenas.errors import ProfileError
 from edgenas.run.discover import discover
 from edgenas.run.evaluator import check_budget
 from edgenas.run.rundir import RunDir
-from edgenas.search.footprint import Buffer, footprint, greedy_arena, needs_pad, same_padding
+from edgenas.search.footprint import (
+    Buffer,
+    footprint,
+    greedy_arena,
+    needs_pad,
+    same_padding,
+)
 from edgenas.search.space import Arch
 
 TFLM = MEMORY_TARGETS["tflm-int8"]

@@ -22,7 +22,6 @@ from edgenas.deploy.formats import (
     tolerance,
 )
 from edgenas.deploy.onnx_int8 import export_onnx_int8
-from edgenas.deploy.tflm_export import export_tflm
 from edgenas.deploy.parity import (
     ExportReport,
     HeldOut,
@@ -31,6 +30,7 @@ from edgenas.deploy.parity import (
     parity_error,
     write_parity,
 )
+from edgenas.deploy.tflm_export import export_tflm
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError, RunDirError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model

@@ -155,6 +155,7 @@ def write_bundle(out: Path, model_bytes: bytes, facts: BundleFacts) -> dict[str,
              README: readme_text(facts, len(model_bytes))}
     files = {}
     for name, text in texts.items():
-        kit.write_atomic(out / name, lambda f, data=text.encode(): f.write(data))
+        data = text.encode()
+        kit.write_atomic(out / name, lambda f, data=data: f.write(data))
         files[name] = out / name
     return files

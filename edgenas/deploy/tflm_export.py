@@ -11,7 +11,13 @@ import numpy as np
 
 from edgenas.config.memory_targets import MEMORY_TARGETS
 from edgenas.deploy.evaluate import check_drop, evaluate_run, result_path
-from edgenas.deploy.firmware import BUNDLE_DIR, MODEL, BundleFacts, aligned_arena, write_bundle
+from edgenas.deploy.firmware import (
+    BUNDLE_DIR,
+    MODEL,
+    BundleFacts,
+    aligned_arena,
+    write_bundle,
+)
 from edgenas.deploy.parity import ExportReport, HeldOut
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, UserInputError
@@ -90,5 +96,5 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
             "test_images": result["test_images"], "figures": f"{BUNDLE_DIR}/{figures.name}"}
     report.files["tflm"] = path
     report.parity["tflm"] = {"precision": "int8", **parity, "passed": not failures, "failures": failures,
-                             "calibration": {"images": int(len(calibration)), "quantiser": "PT2E (litert-int8)"},
+                             "calibration": {"images": len(calibration), "quantiser": "PT2E (litert-int8)"},
                              "accuracy_gate": gate, "memory": memory}

@@ -7,8 +7,8 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edgenas.config.memory_targets import MEMORY_TARGETS
 from edgenas.errors import ParamError

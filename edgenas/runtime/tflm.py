@@ -55,7 +55,7 @@ def _try_arena(path: str | Path, arena: int) -> str | None:
     (too small, or TFLM crashed on the failed allocation)."""
     try:
         done = subprocess.run([sys.executable, "-m", "edgenas.runtime.tflm_probe", str(path), str(arena)],
-                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise EdgenasError(f"TFLM did not finish {path} with a {arena:,}-byte arena in {PROBE_TIMEOUT_S} s") from None
     return done.stderr if done.returncode == 0 else None

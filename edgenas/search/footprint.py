@@ -119,7 +119,7 @@ def greedy_arena(planned: list[Buffer]) -> int:
     fits between the placed buffers alive at the same time. Of equal sizes the one added last goes first
     (TFLM lists the buffers from the tail before its stable sort): it decides which of two equal tensors
     sits at offset 0."""
-    order = sorted(reversed(range(len(planned))), key=lambda i: -planned[i].size)
+    order = sorted(range(len(planned)), key=lambda i: (-planned[i].size, -i))
     placed: list[tuple[int, Buffer]] = []  # (offset, buffer), kept sorted by offset
     for i in order:
         b = planned[i]
