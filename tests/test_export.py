@@ -169,7 +169,7 @@ def test_altered_onnx_initializer_is_caught(exported, tmp_path):
 
 def test_formats_and_options_are_validated(tmp_path):
     assert set(FORMATS) == {"onnx", "tensorrt", "onnx-int8", "litert", "litert-int8", "executorch", "executorch-int8",
-                            "openvino", "openvino-int8", "ncnn"}
+                            "openvino", "openvino-int8", "ncnn", "tflm"}
     assert FORMATS["onnx"].file == "model.onnx" and FORMATS["tensorrt"].file == "model.engine"
     assert FORMATS["onnx-int8"].file == "model.int8.onnx" and FORMATS["onnx-int8"].runtime == "onnxruntime-cpu-int8"
     assert parse_formats("tensorrt, onnx") == ("onnx", "tensorrt")

@@ -52,7 +52,8 @@ def _optional_drop(ctx, param, value):
 @click.option("--format", "formats", default="onnx", show_default=True, callback=_export_formats,
               help="Comma-separated formats: onnx, tensorrt, onnx-int8 (engine and INT8 file are built from the ONNX file), "
                    "litert, litert-int8, executorch, executorch-int8, openvino, openvino-int8, ncnn (converted from the "
-                   "PyTorch network; pip install 'edgenas[runtimes]').")
+                   "PyTorch network; pip install 'edgenas[runtimes]'), "
+                   "tflm (full-integer .tflite and a firmware bundle for TensorFlow Lite Micro).")
 @click.option("--fp16", is_flag=True, help="TensorRT: build an FP16 engine.")
 @click.option("--int8", is_flag=True, help="TensorRT: build an INT8 engine, calibrated on the run's training images.")
 @click.option("--calibration-images", type=click.IntRange(min=1), default=512, show_default=True, help="INT8: images to calibrate on.")
@@ -61,14 +62,22 @@ def _optional_drop(ctx, param, value):
                    "onnx-int8, test accuracy in percentage points (faces: verification accuracy).")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
               help="onnx-int8: how activation ranges are calibrated. Default: minmax.")
-def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop, calibration_method):
+@click.option("--max-images", type=click.IntRange(min=1), default=None,
+              help="tflm: evaluate the test split's first N images through TFLM (~10-30 ms each). Default: all of them.")
+def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop, calibration_method, max_images):
     """Export RUN_DIR's network to RUN_DIR/export/ and check it against PyTorch (exit 1 on a parity failure)."""
     from edgenas.deploy.exporter import export_run
 
     report = export_run(run_dir, formats=formats, fp16=fp16, int8=int8, calibration_images=calibration_images,
-                        int8_max_drop=int8_max_drop, calibration_method=calibration_method)
+                        int8_max_drop=int8_max_drop, calibration_method=calibration_method, max_images=max_images)
     for line in report.lines():
         click.echo(line)
+    if "tflm" in report.parity:
+        m = report.parity["tflm"]["memory"]["measured"]
+        e = report.parity["tflm"]["memory"]["estimate"]
+        click.echo(f"tflm: tensor arena {m['arena_bytes']:,} B ({m['peak_memory_bytes']:,} B activations, estimated "
+                   f"{e['peak_memory_bytes']:,} B; {m['persistent_bytes']:,} B persistent), flash {m['flash_bytes']:,} B; "
+                   f"firmware bundle in {report.out_dir / 'tflm'} (latency on a microcontroller is not measured here)")
     for why in report.skipped.values():
         click.echo(f"edgenas: {why}; the ONNX export in {report.out_dir} is complete", err=True)
     click.echo(f"ready for the device: copy {report.out_dir}, then run `python edgenas_kit.py check .` there")
@@ -103,15 +112,18 @@ def verify(run_dir, data_dir, pairs_file, json_out, device, flip):
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", "model_file", type=click.Path(dir_okay=False), default=None,
-              help="The exported file. Default: RUN_DIR/export/model.onnx (also model.int8.onnx, model.engine).")
+              help="The exported file. Default: RUN_DIR/export/model.onnx (also model.int8.onnx, model.engine, "
+                   "tflm/model.tflite: TFLM's interpreter).")
 @runtime_option
 @threads_option
 @flip_option
 @click.option("--max-drop", default=None, callback=_optional_drop,
               help="Gate: exit 1 when the file loses more accuracy than this against PyTorch (1% or 0.01 = 1 pp).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None,
+              help="Evaluate only the test split's first N images (slow runtimes: tflm-int8). Default: all of them.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the figures. Default: RUN_DIR/export/MODEL.evaluate.json.")
-def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, json_out):
+def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, max_images, json_out):
     """The whole test split through an exported file, beside PyTorch: top-1/top-5, per class, confusion
     matrix (faces: the verification protocol). Exit 1 when --max-drop is exceeded."""
     from edgenas.deploy.bench import check_writable
@@ -125,7 +137,7 @@ def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, json_out):
 
     if json_out:
         check_writable(json_out, "--json")
-    result = evaluate_run(run_dir, model=model_file, runtime=runtime, threads=threads, flip=flip)
+    result = evaluate_run(run_dir, model=model_file, runtime=runtime, threads=threads, flip=flip, max_images=max_images)
     click.echo(format_evaluation(result))
     if result["stale"]:
         click.echo(f"edgenas: warning: {result['stale']}", err=True)

@@ -105,6 +105,9 @@ def profiles(name):
         s, b = p.search, p.budget
         budgets = ", ".join(f"{k}={getattr(b, k)}" for k in ("max_params", "max_macs", "max_latency_ms") if getattr(b, k))
         where = (f" on {b.runtime}" if b.max_latency_ms else "") + (f" at {b.device}" if b.device else "")
+        memory = ", ".join(f"{k}={getattr(b, k)}" for k in ("max_peak_memory_kb", "max_flash_kb") if getattr(b, k))
+        if memory:
+            budgets = ", ".join(filter(None, (budgets, f"{memory} on {b.memory_target}")))
         where += f", predicted by {b.latency_table}" if b.latency_table else ""
         where += f"; over budget: {s.over_budget} ({OVER_BUDGET[s.over_budget]})" if budgets else ""
         click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "

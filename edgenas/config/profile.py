@@ -22,6 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from edgenas.config.memory_targets import MEMORY_TARGETS
 from edgenas.config.plan import TrainPlan
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.config.schema import build, check_fields, coerce, setting
@@ -46,6 +47,11 @@ class Budget:
     max_params: int = setting(0, ge=0)  # trainable parameters
     max_macs: int = setting(0, ge=0)  # multiply-accumulates per image
     max_latency_ms: float = setting(0.0, ge=0, le=1e7)  # median latency on ``runtime``
+    # A microcontroller's memory (KB = 1024 bytes), estimated before training for ``memory_target``: the
+    # activations' tensor arena (SRAM) and the model file (flash).
+    max_peak_memory_kb: int = setting(0, ge=0, le=10**7)
+    max_flash_kb: int = setting(0, ge=0, le=10**7)
+    memory_target: str = setting("tflm-int8", choices=tuple(MEMORY_TARGETS))  # runtime and precision of both
     runtime: str = setting("onnxruntime-cpu", choices=tuple(RUNTIMES))  # where latency is measured
     threads: int = setting(1, ge=1, le=1024)  # CPU threads of CPU runtimes
     batch: int = setting(1, ge=1, le=4096)
@@ -162,6 +168,10 @@ def _check_ranges(p: Profile, file: str) -> None:
 def _validate(p: Profile, file: str) -> None:
     if p.task not in TASKS:
         raise ProfileError(f"{file}: task = {p.task!r} is not allowed; choose one of {', '.join(TASKS)}")
+    memory = [k for k in ("max_peak_memory_kb", "max_flash_kb") if getattr(p.budget, k)]
+    if memory and p.task != "classify":
+        raise ProfileError(f"{file}: budget.{memory[0]} is for task = \"classify\" (the memory model knows the "
+                           f"classifier's graph), not {p.task!r}; remove it")
     _check_ranges(p, file)
 
 

@@ -20,6 +20,8 @@ from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import backend_of
 from edgenas.runtime.runners import TorchRunner, kit_errors
+from edgenas.runtime.tflm import RUNTIME as TFLM_RUNTIME
+from edgenas.runtime.tflm import TflmRunner
 from edgenas.training.augment import normalize
 from edgenas.training.embeddings import embed, scores_of
 from edgenas.training.verification import verify
@@ -34,8 +36,11 @@ def default_model(run: RunDir) -> Path:
 
 
 def result_path(run: RunDir, model: Path) -> Path:
-    """Where the figures go by default: ``RUN_DIR/export/<model stem>.evaluate.json``."""
-    return layout.evaluate_json(layout.export_dir(run.path) / model.name)
+    """Where the figures go by default: ``RUN_DIR/export/<model name>.evaluate.json`` (beside the model for
+    a model in a folder of the export, as the firmware bundle's ``tflm/model.tflite``)."""
+    export = layout.export_dir(run.path)
+    inside = model.parent.parent.resolve() == export.resolve()
+    return layout.evaluate_json(model if inside else export / model.name)
 
 
 def _outputs(runner, x: np.ndarray, *, flip: bool) -> np.ndarray:
@@ -80,12 +85,18 @@ def _check_args(run: RunDir, model: Path, runtime: str | None, flip: bool) -> st
     if not model.is_file():
         hint = f"run `edgenas export {run.path}` first" if model.parent == layout.export_dir(run.path) else "give an exported file"
         raise ParamError("model", str(model), f"no such file; {hint}")
-    if runtime is not None and runtime not in kit.RUNTIMES:
-        raise ParamError("runtime", runtime, f"choose one of {', '.join(kit.RUNTIMES)}")
+    if runtime is not None and runtime not in kit.RUNTIMES and runtime != TFLM_RUNTIME:
+        raise ParamError("runtime", runtime, f"choose one of {', '.join(kit.RUNTIMES)}, {TFLM_RUNTIME}")
     if flip and run.meta.task != "face":
         raise ParamError("flip", True, f"applies to face runs (embedding of the image plus its mirror); {run.path} is a "
                          f"{run.meta.task} run")
-    return runtime or runtime_for_file(model.name) or kit.default_runtime(model)  # model.int8.onnx: onnxruntime-cpu-int8
+    bundled = runtime_for_file(f"{model.parent.name}/{model.name}")  # tflm/model.tflite: tflm-int8
+    return runtime or bundled or runtime_for_file(model.name) or kit.default_runtime(model)  # model.int8.onnx: onnxruntime-cpu-int8
+
+
+def _open_runner(path: Path, runtime: str, threads: int | None):
+    """TFLM's interpreter for ``tflm-int8`` (one thread: a microcontroller's), the runtime's plug-in otherwise."""
+    return TflmRunner(path) if runtime == TFLM_RUNTIME else backend_of(runtime).open(path, threads=threads)
 
 
 def _test_inputs(run: RunDir, data) -> tuple[np.ndarray, object]:
@@ -108,19 +119,27 @@ def _reference(run: RunDir, *, model, data, x: np.ndarray, threads: int | None, 
 
 
 def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtime: str | None = None,
-                 threads: int | None = None, flip: bool = False, torch_model=None, data=None) -> dict:
+                 threads: int | None = None, flip: bool = False, torch_model=None, data=None,
+                 max_images: int | None = None) -> dict:
     """The test split through ``model`` (default RUN_DIR/export/model.onnx) on ``runtime`` and through
     the run's PyTorch network; figures of both and their difference. ``torch_model``/``data``: already
-    loaded (export passes them)."""
+    loaded (export passes them). ``max_images``: only the test split's first N images (classify; slow
+    runtimes such as TFLM's interpreter); the result says how many of how many it evaluated."""
     run = RunDir.open(run_dir)
     path = Path(model) if model is not None else default_model(run)
     runtime = _check_args(run, path, runtime, flip)
     stale = stale_export(path, runtime)  # made from other weights than model.pt now: said in the figures
     task, shape = run.meta.task, run.meta.data
+    if max_images is not None and (task != "classify" or isinstance(max_images, bool) or max_images < 1):
+        raise ParamError("max_images", max_images, "give an integer >= 1, for a classify run (faces are scored "
+                         "on their whole protocol of pairs)")
     data = data if data is not None else load_run_data(run)
     x, target = _test_inputs(run, data)
+    test_images = len(x)
+    if max_images is not None:
+        x, target = x[:max_images], target[:max_images]
     torch_model = torch_model if torch_model is not None else load_run_model(run, "cpu")
-    with backend_of(runtime).open(path, threads=threads) as runner, kit_errors():
+    with _open_runner(path, runtime, threads) as runner, kit_errors():
         out = _outputs(runner, x, flip=flip)
         where = {"runtime": runner.runtime, "runtime_version": str(runner.runtime_version), "device": runner.device,
                  "threads": runner.threads}
@@ -133,7 +152,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
         artifact, pytorch = (classify_figures(o, target, shape.num_classes) for o in (out, ref))
         agreement = {"top1_agreement": 100.0 * float(np.mean(out.argmax(1) == ref.argmax(1)))}
     return {"run_dir": str(run.path), "model": str(path), "sha256": kit.file_sha256(path), **where, "task": task,
-            "split": "test", "images": int(len(x)), "pairs": int(len(target)) if task == "face" else None,
+            "split": "test", "images": int(len(x)), "test_images": int(test_images), "pairs": int(len(target)) if task == "face" else None,
             "flip": flip, "metric": HEADLINE[task][1], "artifact": artifact, "pytorch": pytorch,
             **_compare(task, artifact, pytorch), **agreement, "stale": stale, "edgenas_version": __version__}
 
@@ -154,6 +173,7 @@ def format_evaluation(r: dict) -> str:
     a, p = r["artifact"], r["pytorch"]
     head = (f"{Path(r['model']).name} on {r['runtime']} {r['runtime_version']} ({r['device']}"
             + (f", {r['threads']} thread{'s' if r['threads'] != 1 else ''}" if r.get("threads") else "") + f"): {r['images']} test images"
+            + (f" (the first of {r['test_images']}: --max-images)" if r.get("test_images", r["images"]) != r["images"] else "")
             + (f", {r['pairs']} pairs" + (", flip" if r["flip"] else "") if r["task"] == "face" else ""))
     lines = [head, f"  {'':24} {'artifact':>10} {'PyTorch':>10} {'difference':>11}"]
     for k in COMPARED[r["task"]]:

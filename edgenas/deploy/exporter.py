@@ -33,6 +33,7 @@ from edgenas.deploy.parity import (
     parity_error,
     write_parity,
 )
+from edgenas.deploy.tflm_export import export_tflm
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError, RunDirError, UserInputError
@@ -131,7 +132,8 @@ def _export_engine(run: RunDir, model, data, report: ExportReport, ref: HeldOut,
 
 def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, int8: bool = False,
                calibration_images: int = 512, parity_samples: int = 256, kit_samples: int = 16,
-               int8_max_drop: float = DEFAULT_INT8_MAX_DROP, calibration_method: str | None = None) -> ExportReport:
+               int8_max_drop: float = DEFAULT_INT8_MAX_DROP, calibration_method: str | None = None,
+               max_images: int | None = None) -> ExportReport:
     """Export a finished run into RUN_DIR/export/ and check every file against PyTorch.
 
     Writes ``model.onnx``, ``samples.npz`` (``kit_samples`` held-out inputs with PyTorch's
@@ -141,12 +143,14 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     training images), gated by accuracy on the test split (``int8_max_drop``); for ``litert``, ``executorch``,
     ``openvino``, ``ncnn`` (and the ``-int8`` variants, gated alike) their files, converted by the runtime's
     plug-in, with a metadata file beside each (``deploy/edge_export.py``). When ``onnx`` and ``tensorrt``
-    are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); when
+    are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); for ``tflm``,
+    ``tflm/model.tflite`` and its firmware bundle (``deploy/tflm_export.py``; ``max_images``: test images
+    evaluated through TFLM, default all); when
     only ``tensorrt`` is asked for, that raises ``MissingDependency`` before anything is written.
     A parity failure raises ``ParityError`` after every file (and parity.json) is written.
     """
     asked = parse_formats(formats)
-    check_options(asked, fp16=fp16, int8=int8, calibration_method=calibration_method)
+    check_options(asked, fp16=fp16, int8=int8, calibration_method=calibration_method, max_images=max_images)
     if calibration_method is not None:
         check_calibration_method(calibration_method)
     _check_export_args(calibration_images=calibration_images, parity_samples=parity_samples, kit_samples=kit_samples,
@@ -159,12 +163,13 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     with run.lock("export"):
         return _export_locked(run, asked=asked, skipped=skipped, fp16=fp16, int8=int8,
                               calibration_images=calibration_images, calibration_method=calibration_method,
-                              parity_samples=parity_samples, kit_samples=kit_samples, int8_max_drop=int8_max_drop)
+                              parity_samples=parity_samples, kit_samples=kit_samples, int8_max_drop=int8_max_drop,
+                              max_images=max_images)
 
 
 def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: bool, int8: bool,
                    calibration_images: int, calibration_method: str | None, parity_samples: int, kit_samples: int,
-                   int8_max_drop: float) -> ExportReport:
+                   int8_max_drop: float, max_images: int | None = None) -> ExportReport:
     """``export_run`` with the run directory locked (see there)."""
     out = layout.export_dir(run.path)
     if out.is_symlink() and not out.exists():
@@ -198,6 +203,9 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
     for name in (n for n in asked if is_edge_format(n)):
         export_edge(run, name, model=model, data=data, report=report, ref=ref, samples=samples, metadata=metadata,
                     calibration_images_count=calibration_images, int8_max_drop=int8_max_drop)
+    if "tflm" in asked:
+        export_tflm(run, model=model, data=data, report=report, ref=ref, calibration_images_count=calibration_images,
+                    int8_max_drop=int8_max_drop, max_images=max_images)
         write_parity(run, report)
     if not report.passed:
         raise parity_error(report)
@@ -206,11 +214,12 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
 
 def _remove_stale(out: Path, asked: tuple[str, ...], skipped: dict) -> list[Path]:
     """Delete files of formats not built now (with their weights, metadata and evaluation files): they
-    were built from an earlier network than the ONNX file just written."""
+    were built from an earlier network than the ONNX file just written. (A bundle in its own folder, as tflm/,
+    is built from the weights and stays whole.)"""
     removed = []
     for name, fmt in FORMATS.items():
         main = out / fmt.file
-        if name == "onnx" or (name in asked and name not in skipped) or not main.exists():
+        if name == "onnx" or "/" in fmt.file or (name in asked and name not in skipped) or not main.exists():
             continue
         for stale in (main, *engines.companion_files(main), layout.evaluate_json(main)):
             if stale.exists():

@@ -33,6 +33,8 @@ FORMATS = {f.name: f for f in (
     ExportFormat("openvino", layout.OPENVINO, "openvino-cpu", ()),
     ExportFormat("openvino-int8", layout.OPENVINO_INT8, "openvino-int8", ("calibration_images", "int8_max_drop")),
     ExportFormat("ncnn", layout.NCNN, "ncnn-cpu", ()),
+    # Full-integer INT8 .tflite (litert-int8's converter) and a firmware bundle, run by TFLM's interpreter here
+    ExportFormat("tflm", layout.TFLM, "tflm-int8", ("calibration_images", "int8_max_drop", "max_images")),
 )}
 
 

@@ -12,7 +12,8 @@ from matplotlib.ticker import MaxNLocator
 from edgenas.deploy import pareto
 
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-AXIS_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency, ms (median)"}
+AXIS_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency, ms (median)",
+               "peak memory": "peak memory, KB (activations)", "flash": "flash, KB (model file)"}
 BUDGET_KEYS = {"params": "max_params", "macs": "max_macs", "latency": "max_latency_ms"}
 
 

@@ -61,10 +61,19 @@ class RunView:
         return {}
 
     def budget_use(self) -> list[tuple[str, Optional[float], float]]:
-        """(axis, the winner's value, the budget; 0 = none) for params, MACs, latency."""
+        """(axis, the winner's value, the budget; 0 = none) for params, MACs, latency and, where a memory
+        budget is set, peak memory and flash in KB (TFLM's measurement once exported, else the estimate)."""
         w, b = self.winner_figures(), self.budget
-        return [("params", w.get("params"), b.get("max_params", 0)), ("macs", w.get("macs"), b.get("max_macs", 0)),
-                ("latency", w.get("latency_ms"), b.get("max_latency_ms", 0.0))]
+        use = [("params", w.get("params"), b.get("max_params", 0)), ("macs", w.get("macs"), b.get("max_macs", 0)),
+               ("latency", w.get("latency_ms"), b.get("max_latency_ms", 0.0))]
+        memory = (self.summary or {}).get("memory", {})
+        figures = memory.get("measured") or memory.get("estimate") or {}
+        for axis, key, limit in (("peak memory", "peak_memory_bytes", "max_peak_memory_kb"),
+                                 ("flash", "flash_bytes", "max_flash_kb")):
+            if b.get(limit):
+                value = figures.get(key)
+                use.append((axis, None if value is None else value / 1024, b[limit]))
+        return use
 
     @property
     def layers(self) -> list[dict]:

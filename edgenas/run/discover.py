@@ -23,6 +23,7 @@ from edgenas.run.evaluator import (
     candidate_seed,
     latency_source,
     measured_source,
+    memory_footprint,
     run_latency,
 )
 from edgenas.run.log import Log, epoch_log, stderr_log
@@ -234,8 +235,10 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
     params, macs = task.model_size(arch, run.meta.data, profile)
     b = profile.budget
     rule = budget_rule_note(profile.search, journal, has_budget=bool(b.max_params or b.max_macs or b.max_latency_ms))
+    memory = memory_footprint(arch, run.meta.data, profile)
     return {
         "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
+        **({} if memory is None else {"memory": {"estimate": memory.to_dict()}}),
         **winner_latency(run, profile, arch, log, data=data, source=latency), "budget": profile.to_dict()["budget"],
         "search_acc": result.acc, "val_acc": res.val_acc, **test, "test_from": test_from(result.epochs, epochs),
         "discovered_epochs": result.epochs, "winner_epochs": epochs, "final_epochs": profile.train.final_epochs,

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from edgenas.config.memory_targets import KB, MEMORY_TARGETS
 from edgenas.config.profile import Budget, Profile
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import ProfileError, UserInputError
@@ -26,6 +27,7 @@ from edgenas.runtime.latency_table import read_table
 from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, calibration_images
 from edgenas.runtime.table_build import DeviceTimer, local_built_for
 from edgenas.runtime.target import Target
+from edgenas.search.footprint import Footprint, footprint
 from edgenas.search.space import Arch
 from edgenas.search.strategies import Candidate, Outcome
 
@@ -43,14 +45,39 @@ class BudgetCheck:
     reason: str  # empty when within every budget
 
 
-def check_budget(arch: Arch, size: tuple[int, int], budget: Budget, latency_of: Callable[[Arch], float]) -> BudgetCheck:
-    """``size``: the deployed network's (params, MACs). Those are free to check; latency is measured
-    only when they pass and a latency budget is set."""
+def memory_footprint(arch: Arch, shape, profile: Profile) -> Optional[Footprint]:
+    """The deployed classifier's memory on the budget's ``memory_target`` (None for other tasks).
+    ``shape``: a ``run.meta.DataShape``."""
+    if profile.task != "classify":
+        return None
+    return footprint(arch, in_channels=shape.in_channels, input_size=tuple(shape.input_size),
+                     outputs=shape.num_classes, target=MEMORY_TARGETS[profile.budget.memory_target])
+
+
+def memory_over(budget: Budget, memory: Optional[Footprint]) -> str:
+    """Why ``memory`` breaks the budget's memory limits ("" when it does not, or nothing is limited)."""
+    if memory is None:
+        return ""
+    if budget.max_peak_memory_kb and memory.activations > budget.max_peak_memory_kb * KB:
+        return (f"peak memory {memory.activations / KB:,.1f} KB > max_peak_memory_kb {budget.max_peak_memory_kb:,} "
+                f"on {memory.target}")
+    if budget.max_flash_kb and memory.flash > budget.max_flash_kb * KB:
+        return f"flash {memory.flash / KB:,.1f} KB > max_flash_kb {budget.max_flash_kb:,} on {memory.target}"
+    return ""
+
+
+def check_budget(arch: Arch, size: tuple[int, int], budget: Budget, latency_of: Callable[[Arch], float],
+                 memory: Optional[Footprint] = None) -> BudgetCheck:
+    """``size``: the deployed network's (params, MACs); ``memory``: its estimated footprint. Those are free
+    to check; latency is measured only when they pass and a latency budget is set."""
     params, macs = size
     if budget.max_params and params > budget.max_params:
         return BudgetCheck(params, macs, None, f"params {params:,} > max_params {budget.max_params:,}")
     if budget.max_macs and macs > budget.max_macs:
         return BudgetCheck(params, macs, None, f"MACs {macs:,} > max_macs {budget.max_macs:,}")
+    over = memory_over(budget, memory)
+    if over:
+        return BudgetCheck(params, macs, None, over)
     latency = None
     if budget.max_latency_ms:
         latency = latency_of(arch)
@@ -166,7 +193,8 @@ class CandidateEvaluator:
             return
         sized = [c for c in cands if self.known(c) is None and str(c.arch) not in self.latency_cache]
         self.prefetcher.ahead([c.arch for c in sized if not check_budget(
-            c.arch, self.task.model_size(c.arch, self.shape, self.profile), self.profile.budget, lambda a: 0.0).reason])
+            c.arch, self.task.model_size(c.arch, self.shape, self.profile), self.profile.budget, lambda a: 0.0,
+            memory_footprint(c.arch, self.shape, self.profile)).reason])
 
     def close(self, *, wait: bool) -> None:
         """Stop measuring ahead; keep (latency.jsonl) what was measured, so a resume need not again."""
@@ -186,11 +214,13 @@ class CandidateEvaluator:
 
     def screen(self, cand: Candidate) -> tuple[dict, Optional[Outcome]]:
         """The candidate's record so far, and a ``skipped`` answer (journaled) if it breaks a budget."""
+        memory = memory_footprint(cand.arch, self.shape, self.profile)
         check = check_budget(cand.arch, self.task.model_size(cand.arch, self.shape, self.profile),
-                             self.profile.budget, self.latency_of)
+                             self.profile.budget, self.latency_of, memory)
         record = {
             "key": cand.key(), "stage": cand.stage, **cand.arch.to_dict(), "epochs": cand.epochs,
             "params": check.params, "macs": check.macs, "latency_ms": check.latency_ms,
+            **({} if memory is None else {"peak_memory_bytes": memory.activations, "flash_bytes": memory.flash}),
         }
         if not check.reason:
             return record, None

@@ -1,0 +1,140 @@
+"""TensorFlow Lite Micro on this machine: the interpreter a firmware runs (its reference kernels), a
+``.tflite``'s tensor arena measured, and a runner behind the device kit's interface for parity and evaluate.
+
+Latency on a microcontroller cannot be measured here: TFLM on x86 runs the same arithmetic, not the same
+speed. ``pip install edgenas[tflm]`` brings ``tflite-micro``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.errors import EdgenasError, MissingDependency, UserInputError
+from edgenas.runtime.litert import BACKENDS as LITERT_BACKENDS
+
+RUNTIME = "tflm-int8"
+INSTALL = "pip install 'edgenas[tflm]'"
+PROBE_TIMEOUT_S = 120  # one interpreter set-up and inference (well under a second on an idle machine)
+LARGEST_ARENA = 1 << 30  # bytes: beyond any network of the space
+ALIGNMENT_SLACK = 64  # bytes: the smallest arena lies this close below head + tail (the arena's start is aligned)
+
+
+def require_tflm() -> None:
+    if importlib.util.find_spec("tflite_micro") is None:
+        raise MissingDependency(f"TensorFlow Lite Micro's interpreter (tflite-micro) is not installed; {INSTALL}")
+
+
+def tflm_version() -> str:
+    require_tflm()
+    return importlib.metadata.version("tflite-micro")
+
+
+@dataclass(frozen=True)
+class ArenaMeasurement:
+    """TFLM's tensor arena for one file, as its RecordingMicroAllocator reports it."""
+
+    arena: int  # the smallest ``arena_size`` the interpreter runs the model with (bisection)
+    head: int  # the planned activations ("head")
+    tail: int  # the persistent part ("tail")
+
+    def to_dict(self) -> dict:
+        return {"arena_bytes": self.arena, "peak_memory_bytes": self.head, "persistent_bytes": self.tail}
+
+
+def _try_arena(path: str | Path, arena: int) -> str | None:
+    """TFLM's allocation report where ``path`` runs with an ``arena``-byte arena, None where it does not
+    (too small, or TFLM crashed on the failed allocation)."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "edgenas.runtime.tflm_probe", str(path), str(arena)],
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise EdgenasError(f"TFLM did not finish {path} with a {arena:,}-byte arena in {PROBE_TIMEOUT_S} s") from None
+    return done.stderr if done.returncode == 0 else None
+
+
+def measure_arena(path: str | Path) -> ArenaMeasurement:
+    """The arena of ``path`` (a full-integer ``.tflite``): TFLM's head and tail from a generous arena, then the
+    smallest arena it runs with, by bisection below their sum (each size in a subprocess of its own)."""
+    require_tflm()
+    arena = 10 * Path(path).stat().st_size + (1 << 20)
+    report = _try_arena(path, arena)
+    while report is None:
+        if arena >= LARGEST_ARENA:
+            raise UserInputError(f"{path}: TFLM could not run it even with a {LARGEST_ARENA:,}-byte arena")
+        arena = min(LARGEST_ARENA, 4 * arena)
+        report = _try_arena(path, arena)
+    head, tail = (int(re.search(rf"allocation {part} (\d+) bytes", report).group(1)) for part in ("head", "tail"))
+    high = head + tail  # runs: the planner's and the persistent sections, laid out without slack
+    gap = ALIGNMENT_SLACK
+    while high - gap > 0 and _try_arena(path, high - gap) is not None:
+        high, gap = high - gap, 2 * gap
+    low = max(1, high - gap)  # fails (or is 1 byte)
+    while low < high:
+        mid = (low + high) // 2
+        if _try_arena(path, mid) is None:
+            low = mid + 1
+        else:
+            high = mid
+    return ArenaMeasurement(high, head, tail)
+
+
+LITERT_INT8 = next(b for b in LITERT_BACKENDS if b.name == "litert-int8")
+
+
+def tflm_convert(model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    """``model`` as the full-integer ``.tflite`` TFLM runs: the litert-int8 backend's file (PT2E, NHWC int8
+    input and output, weights per channel), quantised with ``calibration`` (NCHW float32; None: random images)."""
+    return LITERT_INT8.convert(model, out, input_chw=input_chw, calibration=calibration)
+
+
+class TflmRunner(kit.Runner):
+    """A full-integer ``.tflite`` (NHWC int8 input, int8 output) on TFLM's interpreter, one image per call of
+    the interpreter: the image is quantised and the output dequantised with the file's own scales, as the
+    device kit's LiteRT runner does, so both compute on the same int8 values."""
+
+    def __init__(self, path: str | Path, *, arena_size: int | None = None):
+        require_tflm()
+        from tflite_micro.python.tflite_micro import runtime
+
+        self.model_path = Path(path)
+        self.runtime, self.runtime_version, self.threads = RUNTIME, tflm_version(), 1
+        self.device = "TFLM reference kernels on this machine's CPU"
+        try:
+            self.interpreter = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
+        except (ValueError, RuntimeError) as e:
+            raise UserInputError(f"{path} is not a model TFLM can load: {str(e).strip().splitlines()[0]}") from None
+        self.input, self.output = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
+        n, h, w, c = (int(d) for d in self.input["shape"])
+        if n != 1 or self.input["dtype"] != np.int8:
+            raise UserInputError(f"{path}: TFLM runs full-integer files with one int8 NHWC image input here, "
+                                 f"this takes {self.input['dtype'].__name__} {list(self.input['shape'])}")
+        self.input_chw, self.max_batch = (c, h, w), None
+
+    @staticmethod
+    def _scale(details: dict) -> tuple[float, int]:
+        q = details["quantization_parameters"]
+        return float(q["scales"][0]), int(q["zero_points"][0])
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        x = np.asarray(inputs, np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_chw:
+            raise UserInputError(f"{self.model_path} takes (N, {', '.join(map(str, self.input_chw))}) images, "
+                                 f"got {tuple(x.shape)}")
+        scale, zero = self._scale(self.input)
+        out_scale, out_zero = self._scale(self.output)
+        q = np.clip(np.round(x.transpose(0, 2, 3, 1) / scale) + zero, -128, 127).astype(np.int8)
+        results = []
+        for image in q:
+            self.interpreter.set_input(np.ascontiguousarray(image[None]), 0)
+            self.interpreter.invoke()
+            results.append((self.interpreter.get_output(0).astype(np.float32) - out_zero) * np.float32(out_scale))
+        return np.concatenate(results)
