@@ -128,7 +128,8 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
     run = RunDir.open(run_dir)
     path = Path(model) if model is not None else default_model(run)
     runtime = _check_args(run, path, runtime, flip)
-    stale = stale_export(path, runtime)  # made from other weights than model.pt now: said in the figures
+    # made from other weights than model.pt now: said in the figures (not checked for TFLM's bundle)
+    stale = None if runtime == TFLM_RUNTIME else stale_export(path, runtime)
     task, shape = run.meta.task, run.meta.data
     if max_images is not None and (task != "classify" or isinstance(max_images, bool) or max_images < 1):
         raise ParamError("max_images", max_images, "give an integer >= 1, for a classify run (faces are scored "

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgenas.config.memory_targets import MEMORY_TARGETS
 from edgenas.errors import ParamError
 from edgenas.runtime.latency import random_network
+from edgenas.runtime.target import Target
 from edgenas.runtime.tflm import measure_arena, tflm_version
 from edgenas.search.footprint import footprint
 from edgenas.search.space import random_arch
@@ -36,7 +37,7 @@ def check_memory(config, *, input_chw: tuple[int, int, int], outputs: int, conve
     started, networks = time.monotonic(), []
     with tempfile.TemporaryDirectory(prefix="edgenas-memory-") as tmp:
         for i, arch in enumerate(archs, start=1):
-            model = random_network(arch, task="classify", input_chw=input_chw, outputs=outputs)
+            model = random_network(arch, Target("classify", input_chw, outputs, "litert-int8"))
             path = convert(model, Path(tmp) / f"net{i}.tflite", input_chw=input_chw)
             measured = measure_arena(path)
             est = footprint(arch, in_channels=input_chw[0], input_size=input_chw[1:], outputs=outputs, target=row)
