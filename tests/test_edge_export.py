@@ -19,6 +19,7 @@ import edgenas.deploy.edge_export as edge_export_mod
 from edgenas.cli import main
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.deploy import layout
+from edgenas.deploy.edge_export import is_edge_format
 from edgenas.deploy.evaluate import evaluate_run
 from edgenas.deploy.exporter import export_run
 from edgenas.deploy.formats import FORMATS
@@ -27,7 +28,7 @@ from edgenas.run.rundir import RunDir
 ARCH = {"depth": 3, "width": 12, "ops": [0, 1, 1], "kernels": [3, 3, 3]}
 NEEDS = {"litert": ("ai_edge_litert", "litert_torch"), "executorch": ("executorch",), "openvino": ("openvino", "nncf"),
          "ncnn": ("ncnn", "pnnx")}
-EDGE = [name for name, f in FORMATS.items() if RUNTIMES[f.runtime].engine in NEEDS]
+EDGE = [name for name in FORMATS if is_edge_format(name)]
 INSTALLED = [n for n in EDGE if all(importlib.util.find_spec(p) for p in NEEDS[RUNTIMES[FORMATS[n].runtime].engine])]
 
 

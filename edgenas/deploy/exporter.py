@@ -203,6 +203,7 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
     for name in (n for n in asked if is_edge_format(n)):
         export_edge(run, name, model=model, data=data, report=report, ref=ref, samples=samples, metadata=metadata,
                     calibration_images_count=calibration_images, int8_max_drop=int8_max_drop)
+        write_parity(run, report)
     if "tflm" in asked:
         export_tflm(run, model=model, data=data, report=report, ref=ref, calibration_images_count=calibration_images,
                     int8_max_drop=int8_max_drop, max_images=max_images)
