@@ -19,6 +19,7 @@ from edgenas.runtime.latency import random_network
 from edgenas.runtime.latency_table import (
     FEATURES,
     SCHEMA,
+    LatencyTable,
     arch_features,
     arch_parts,
     read_table,
@@ -321,3 +322,21 @@ def test_check_refuses_another_runtime_and_an_uncovered_profile(tmp_path):
     assert r.exit_code == 2 and "--runtime torch-cpu: the table was built for onnxruntime-cpu" in r.output, r.output
     r = _cli("latency-check", tmp_path / "t.json", "--profile", "demo")
     assert r.exit_code == 2 and "the table lacks" in r.output and "profile demo" in r.output, r.output
+
+
+def test_a_regression_table_floors_what_it_extrapolates_below_zero():
+    """A linear fit extrapolated to a network narrower than those it was fitted on (the micro stages narrow
+    below min_width) went below zero, and the search stopped with "rebuild the table" (which cannot help)."""
+    built_for = {"input_shape": [1, 8, 8], "outputs": 10}
+    coef = [0.0] * len(FEATURES)
+    coef[FEATURES.index("one")], coef[FEATURES.index("conv_layers")] = 0.05, -0.04  # fitted on wider networks
+    narrow = Arch.from_dict({"depth": 4, "width": 3, "ops": [1, 1, 1, 1], "kernels": [3, 3, 3, 3]})
+    raw = float(sum(c * x for c, x in zip(coef, arch_features(narrow, (1, 8, 8), 10))))
+    assert raw < 0
+    fitted = LatencyTable(built_for, "regression", {}, {}, coef=tuple(coef), extra={"fit": {"empty_graph_ms": 0.007}})
+    assert fitted.predict_ms(narrow) == 0.007
+    fastest = LatencyTable(built_for, "regression", {}, {}, coef=tuple(coef), extra={"fit": {"measured_ms": [0.02, 0.011]}})
+    assert fastest.predict_ms(narrow) == 0.011  # no empty graph timed (regression tables): the fastest fitted network
+    unknown = LatencyTable(built_for, "regression", {}, {}, coef=tuple(coef))  # neither recorded: refused
+    with pytest.raises(UserInputError, match="a latency must be a finite number >= 0"):
+        unknown.predict_ms(narrow)

@@ -125,6 +125,7 @@ class LatencyTable:
         outputs = int(self.built_for["outputs"])
         if self.model == "regression":
             ms = float(sum(c * x for c, x in zip(self.coef, arch_features(arch, self.input_chw, outputs))))
+            ms = max(ms, self._regression_floor_ms())
         else:
             total = 0.0
             for part in arch_parts(arch, self.input_chw, outputs):
@@ -140,6 +141,18 @@ class LatencyTable:
             raise UserInputError(f"the latency table predicts {ms} ms for {arch}: a latency must be a finite number "
                                  ">= 0; rebuild the table with `edgenas latency-table`")
         return ms
+
+    def _regression_floor_ms(self) -> float:
+        """A linear fit extrapolates below zero for networks narrower than those it was fitted on (the micro
+        stages narrow below min_width): predictions are floored at the empty graph's time where the table
+        timed it, else at the fastest network it was fitted on (an over-estimate: a budget errs on the safe
+        side). -inf when the table records neither (a negative prediction is then refused)."""
+        fit = (self.extra or {}).get("fit") or {}
+        empty, measured = fit.get("empty_graph_ms"), fit.get("measured_ms") or []
+        finite = [float(v) for v in measured if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
+        if isinstance(empty, (int, float)) and math.isfinite(empty) and empty >= 0:
+            return float(empty)
+        return min(finite) if finite else -math.inf
 
     def mismatch(self, expected: dict) -> Optional[str]:
         """The first of ``expected``'s settings this table was built for otherwise, said in words (None: all agree)."""
