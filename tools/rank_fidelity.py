@@ -8,7 +8,8 @@ BatchNorm recompute on, as edgenas now trains, and keeps every candidate it trai
 accuracy (validation accuracy after the stage's epochs). Each distinct candidate is then trained
 again: with ``train.recompute_bn = false`` under the same proxy epochs and seed (the proxy before
 the fix), and fully (``--full-epochs``, the fix on, test accuracy on the fixed test split). The
-tool prints Kendall's tau-b (``scipy.stats.kendalltau``) between each proxy and the full training,
+tool prints Kendall's tau-b (``scipy.stats.kendalltau``) between each proxy and the full training
+(its test accuracy, averaged over ``--full-seeds`` trainings with different seeds),
 for the macro stages (depth and width candidates, 3-8 epochs) and the micro stages (ops and
 kernels, ``micro_epochs``) apart. For the micro stages it also tries two remedies: twice the
 proxy epochs, and the proxy averaged over two seeds. The candidates are the fixed search's; a
@@ -56,6 +57,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--profile", default=str(PROFILE))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-epochs", type=int, default=15)
+    p.add_argument("--full-seeds", type=int, default=1,
+                   help="train each candidate fully with this many seeds; the reference is their mean test accuracy")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -78,9 +81,13 @@ def main(argv: list[str]) -> int:
         seen.add(str(cand.arch))
         seed = candidate_seed(args.seed, cand.key())
         _, off = train_candidate(cand.arch, data, cand.epochs, plan_off, CPU, seed)
-        model, _ = train_candidate(cand.arch, data, args.full_epochs, plan_on, CPU, candidate_seed(args.seed, f"full:{cand.arch}"))
+        fulls = []
+        for k in range(args.full_seeds):  # k = 0 is the single reference of earlier runs
+            tag = f"full:{cand.arch}" if k == 0 else f"full{k}:{cand.arch}"
+            model, _ = train_candidate(cand.arch, data, args.full_epochs, plan_on, CPU, candidate_seed(args.seed, tag))
+            fulls.append(evaluate(model, data.test, data, CPU))
         row = {"stage": cand.stage, "arch": str(cand.arch), "epochs": cand.epochs, "proxy_bn_fix": out.acc,
-               "proxy_no_fix": off.val_acc, "full_test": evaluate(model, data.test, data, CPU)}
+               "proxy_no_fix": off.val_acc, "full_test": sum(fulls) / len(fulls), "full_tests": fulls}
         if cand.stage in ("ops", "kernels"):
             _, longer = train_candidate(cand.arch, data, 2 * cand.epochs, plan_on, CPU, seed)
             _, other = train_candidate(cand.arch, data, cand.epochs, plan_on, CPU, seed + 1)
@@ -88,6 +95,7 @@ def main(argv: list[str]) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     report = {"dataset": args.dataset, "size": list(data.input_size), "seed": args.seed, "full_epochs": args.full_epochs,
+              "full_seeds": args.full_seeds,
               "winner": str(result.arch), "seconds": round(time.monotonic() - started, 1), "rows": rows, "tau": {}}
     for group, stages in (("macro (depth, width)", ("depth", "width")), ("micro (ops, kernels)", ("ops", "kernels")),
                           ("all", ("depth", "width", "ops", "kernels"))):
@@ -96,6 +104,10 @@ def main(argv: list[str]) -> int:
         report["tau"][group] = {k: tau([r[k] for r in g], full) for k in ("proxy_no_fix", "proxy_bn_fix")}
         if group.startswith("micro"):
             report["tau"][group].update({k: tau([r[k] for r in g], full) for k in ("proxy_2x_epochs", "proxy_2_seeds")})
+        if args.full_seeds >= 2:  # the reference's own reliability: one half of its seeds against the other
+            half = args.full_seeds // 2
+            report["tau"][group]["full_split_half"] = tau([sum(r["full_tests"][:half]) / half for r in g],
+                                                          [sum(r["full_tests"][half:]) / (args.full_seeds - half) for r in g])
         spread = [r["proxy_bn_fix"] for r in g]
         report["tau"][group]["proxy_bn_fix_range"] = (f"{min(spread):.1f}-{max(spread):.1f} %" if spread else "-")
         report["tau"][group]["proxy_no_fix_range"] = (f"{min(r['proxy_no_fix'] for r in g):.1f}-"
