@@ -19,7 +19,7 @@ from edgenas.deploy.exporter import export_run
 from edgenas.deploy.verify import verify_run
 from edgenas.run.loading import load_run_data
 from edgenas.run.rundir import RunDir
-from edgenas.runtime.ort_int8 import (
+from edgenas.runtime.onnx_quantize import (
     CALIBRATION_METHODS,
     calibration_images,
     quantize_ort_int8,

@@ -18,7 +18,7 @@ from edgenas.deploy.parity import ExportReport, HeldOut, check_file
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import backend_of
-from edgenas.runtime.ort_int8 import calibration_images
+from edgenas.runtime.onnx_quantize import calibration_images
 from edgenas.runtime.runners import kit_errors
 
 EDGE_ENGINES = tuple(engines.PACKAGES)  # litert, executorch, openvino, ncnn

@@ -41,8 +41,8 @@ from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import check_available
 from edgenas.runtime.onnx import export_onnx, half_precision, quantize_int8
-from edgenas.runtime.ort_int8 import calibration_images as _calibration_images
-from edgenas.runtime.ort_int8 import check_calibration_method
+from edgenas.runtime.onnx_quantize import calibration_images as _calibration_images
+from edgenas.runtime.onnx_quantize import check_calibration_method
 from edgenas.runtime.tensorrt import TRT_INSTALL, build_engine, import_tensorrt
 from edgenas.version import __version__
 

@@ -17,7 +17,7 @@ from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError
 from edgenas.run.rundir import RunDir, write_json_atomic
 from edgenas.runtime.backend import backend_of
-from edgenas.runtime.ort_int8 import (
+from edgenas.runtime.onnx_quantize import (
     DEFAULT_CALIBRATION_METHOD,
     calibration_images,
     quantize_ort_int8,

@@ -22,7 +22,7 @@ from edgenas.deploy.parity import ExportReport, HeldOut
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, UserInputError
 from edgenas.run.rundir import RunDir, write_json_atomic
-from edgenas.runtime.ort_int8 import calibration_images
+from edgenas.runtime.onnx_quantize import calibration_images
 from edgenas.runtime.tflm import RUNTIME as TFLM_RUNTIME
 from edgenas.runtime.tflm import TflmRunner, measure_arena, tflm_convert, tflm_version
 from edgenas.search.footprint import footprint

@@ -24,7 +24,7 @@ from edgenas.runtime.backend import is_available
 from edgenas.runtime.cost import CostSource, FromTable, MeasuredHere, OnDevice
 from edgenas.runtime.device_client import DeviceClient, read_token
 from edgenas.runtime.latency_table import read_table
-from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, calibration_images
+from edgenas.runtime.onnx_quantize import LATENCY_CALIBRATION_IMAGES, calibration_images
 from edgenas.runtime.table_build import DeviceTimer, local_built_for
 from edgenas.runtime.target import Target
 from edgenas.search.footprint import Footprint, footprint
