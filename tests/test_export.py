@@ -16,14 +16,14 @@ from conftest import make_meta, torch_threads
 from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.profile import load_profile
-from edgenas.deploy.exporter import (
+from edgenas.deploy.export.exporter import (
     _calibration_images,
     export_run,
     onnx_metadata,
     precision_onnx,
 )
-from edgenas.deploy.formats import FORMATS, TOLERANCES, parse_formats, tolerance
-from edgenas.deploy.parity import HeldOut, check_file, held_out, verify_export
+from edgenas.deploy.export.formats import FORMATS, TOLERANCES, parse_formats, tolerance
+from edgenas.deploy.export.parity import HeldOut, check_file, held_out, verify_export
 from edgenas.errors import MissingDependency, ParityError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
@@ -265,7 +265,7 @@ def test_cli_without_tensorrt_says_how_to_install_it(exported, tmp_path):
 
 
 def test_cli_parity_failure_exits_1(exported, tmp_path, monkeypatch):
-    import edgenas.deploy.exporter as export_mod
+    import edgenas.deploy.export.exporter as export_mod
 
     run = copy_run(exported[0], tmp_path / "r")
     real = export_mod.export_onnx

@@ -114,7 +114,7 @@ def profiles(name):
                    f"{s.epochs} epochs; {budgets or 'no budget'}{where}\n{'':14} {p.description}")
 
 
-# -- seeing the search (edgenas/deploy/pareto.py, edgenas/deploy/report.py) ----------------------------------------
+# -- seeing the search (edgenas/deploy/report/pareto.py, edgenas/deploy/report/run_report.py) ----------------------------------------
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--x", "axis", type=click.Choice(["params", "macs", "latency"]), default="params", show_default=True,
@@ -122,7 +122,7 @@ def profiles(name):
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
 def pareto(run_dir, axis, as_json):
     """The non-dominated trained candidates of RUN_DIR's search (accuracy against --x), cheapest first."""
-    from edgenas.deploy.pareto import format_rows, front_rows
+    from edgenas.deploy.report.pareto import format_rows, front_rows
     from edgenas.run.rundir import RunDir
 
     run = RunDir.open(run_dir)
@@ -142,7 +142,7 @@ def pareto(run_dir, axis, as_json):
 @click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None, help="Also write each figure as DIR/NAME.png.")
 def report(run_dir, out, png_dir):
     """One self-contained HTML page of RUN_DIR: trajectory, trade-offs, network, budgets, export, provenance."""
-    from edgenas.deploy.report import write_report
+    from edgenas.deploy.report.run_report import write_report
 
     written = write_report(run_dir, out, png_dir=png_dir, warn=lambda line: click.echo(f"edgenas: warning: {line}", err=True))
     for path in written:

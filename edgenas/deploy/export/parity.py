@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgenas.deploy import layout
-from edgenas.deploy.formats import (
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.formats import (
     DEFAULT_INT8_MAX_DROP,
     FORMATS,
     ExportFormat,
