@@ -18,6 +18,8 @@ import torch
 from edgenas.config.profile import Profile, load_profile
 from edgenas.config.runtimes import CPU_RUNTIMES
 from edgenas.errors import EdgenasError, ParamError
+from edgenas.run.ahead.latency_prefetch import drive_prefetching
+from edgenas.run.ahead.worker_pools import PoolSpec, RayPool, WorkerPool
 from edgenas.run.evaluator import (
     CandidateEvaluator,
     candidate_seed,
@@ -28,8 +30,6 @@ from edgenas.run.evaluator import (
 )
 from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
-from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
-from edgenas.run.prefetch import drive_prefetching
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import check_available
 from edgenas.runtime.cost import CostSource

@@ -16,9 +16,9 @@ from edgenas.config.memory_targets import KB, MEMORY_TARGETS
 from edgenas.config.profile import Budget, Profile
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import ProfileError, UserInputError
+from edgenas.run.ahead.latency_prefetch import LatencyPrefetch
 from edgenas.run.log import Log
 from edgenas.run.meta import RunMeta
-from edgenas.run.prefetch import LatencyPrefetch
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import is_available
 from edgenas.runtime.cost import CostSource, FromTable, MeasuredHere, OnDevice

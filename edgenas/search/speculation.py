@@ -91,7 +91,7 @@ def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: 
 
 
 class Pool(Protocol):
-    """Where candidates train at once: ``edgenas.run.pools`` (processes, Ray) or a replay's oracle."""
+    """Where candidates train at once: ``edgenas.run.ahead.worker_pools`` (processes, Ray) or a replay's oracle."""
 
     def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future: ...
     def cancel(self, cand: Candidate, future: cf.Future) -> None: ...
