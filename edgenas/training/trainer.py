@@ -1,4 +1,4 @@
-"""Train one candidate under a ``TrainPlan`` and evaluate it.
+"""Train one candidate under a ``TrainPlan`` and measure its accuracy.
 
 The whole dataset sits on the training device; batches are gathered, augmented and fed there.
 Per-batch statistics stay on the device and are read once per epoch. On CUDA each training step
@@ -299,10 +299,10 @@ def _run_epochs(epoch_stats, epochs: int, on_epoch: EpochCallback | None, *, sta
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, data: ImageData, device: torch.device, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, split: Split, data: ImageData, device: torch.device, batch_size: int = 1024) -> float:
     """Top-1 accuracy (percent) of ``model`` on ``split``, normalised with ``data``'s statistics."""
     if len(split) == 0:
-        raise ValueError(f"{data.name}: cannot evaluate on an empty split")
+        raise ValueError(f"{data.name}: cannot measure accuracy on an empty split")
     memory_format = torch.channels_last
     mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     inv_std = 1.0 / torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -355,7 +355,7 @@ def train_candidate(
         elif len(data.val) == 0:
             val_acc = float("nan")
         else:
-            val_acc = evaluate(model, data.val, data, device)
+            val_acc = accuracy(model, data.val, data, device)
     result = TrainResult(
         val_acc=val_acc,
         train_acc=fitted.train_acc,
