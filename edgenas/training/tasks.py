@@ -23,15 +23,15 @@ from edgenas.search.space import (
 from edgenas.training.arcface import ArcFace
 from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.data import ImageData, load_dataset
-from edgenas.training.embeddings import verify_pairs, pair_scores
+from edgenas.training.embeddings import pair_scores, verify_pairs
 from edgenas.training.faces import FaceData, load_faces
 from edgenas.training.network import EmbeddingNet
 from edgenas.training.threads import torch_threads
 from edgenas.training.trainer import (
     EpochCallback,
     TrainResult,
-    candidate_threads,
     accuracy,
+    candidate_threads,
     fit,
     train_candidate,
 )
