@@ -42,10 +42,10 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
     profile = load_profile(profile_name)
     if task:
         profile = dataclasses.replace(profile, task=task)
-    with reporter(quiet) as (log, progress):
+    with reporter(quiet) as progress:
         summary = run_discover(profile, dataset=dataset, data_dir=data_dir, out=out, device=device, seed=seed,
                                resume=resume, download=download, workers=workers, ray=ray_address,
-                               threads=train_threads, log=log, progress=progress)
+                               threads=train_threads, log=progress)
     click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}
                           | {k: v for k, v in summary.items() if k.startswith("test_") or k.startswith("verify_")}))
 
@@ -83,10 +83,10 @@ def train(target, epochs, profile_name, dataset, data_dir, download, out, candid
         if resume:
             raise click.UsageError("--resume continues a run directory's training: give that directory, not --candidate")
         target, out = str(candidate_run(target, candidate, out=out).path), None
-    with reporter(quiet) as (log, progress):
+    with reporter(quiet) as progress:
         summary = train_final(target, epochs=epochs, device=device, seed=seed, profile=profile_name, dataset=dataset,
                               data_dir=data_dir, out=out, download=download, threads=train_threads,
-                              checkpoint_every=checkpoint_every, resume=resume, log=log, progress=progress)
+                              checkpoint_every=checkpoint_every, resume=resume, log=progress)
     click.echo(json.dumps(summary))
 
 
