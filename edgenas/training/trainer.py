@@ -54,7 +54,7 @@ class TrainResult:
     train_acc: float
     status: str  # "trained" | "failed" | "stopped" (see ``Checkpointing``)
     epochs: int
-    seconds: float  # training and evaluation wall time
+    seconds: float  # wall time of the training and its accuracy
     images_per_s: float  # training throughput
     loss: float
 
@@ -239,7 +239,7 @@ def recompute_bn(model: nn.Module, split: Split, data: ImageData, device: torch.
     """Replace every BatchNorm's running mean and variance by their average over training batches.
 
     As ``torch.optim.swa_utils.update_bn``: statistics reset, momentum None (a plain average over
-    the batches), forward passes in training mode. Images normalised as for evaluation, without
+    the batches), forward passes in training mode. Images normalised as for ``accuracy``, without
     augmentation (the statistics are used on such images); at most ``images`` of them, drawn with
     ``seed``. Batches of one image are left out (BatchNorm cannot take them). False when there is
     nothing to do (no BatchNorm, or fewer than two training images).
@@ -342,7 +342,7 @@ def train_candidate(
     """Build ``arch`` with weights seeded from ``seed``, train it, and rank it on ``data.val``.
 
     ``threads``: CPU threads (default: ``candidate_threads``); ``checkpoint``: see ``Checkpointing``
-    (a ``stopped`` training is not evaluated)."""
+    (a ``stopped`` training has no accuracy measured)."""
     t0 = time.perf_counter()
     data = data.to(device)
     threads = candidate_threads(plan, arch, data) if threads is None else threads
