@@ -140,7 +140,7 @@ def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing
 
     import edgenas.runtime.onnxruntime as latency_mod  # the ONNX Runtime plug-in quantises what it times
     from edgenas.run.loading import load_run_data
-    from edgenas.runtime.ort_int8 import calibration_images
+    from edgenas.runtime.onnx_quantize import calibration_images
 
     real, seen = latency_mod.quantize_ort_int8, []
 

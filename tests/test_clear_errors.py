@@ -22,7 +22,7 @@ from test_export import copy_run, make_run
 import edgenas
 from edgenas.cli import main
 from edgenas.config.profile import load_profile
-from edgenas.deploy.exporter import export_run
+from edgenas.deploy.export.exporter import export_run
 from edgenas.errors import DataError, ParamError, ProfileError, RunDirError
 from edgenas.run.rundir import RunDir
 from edgenas.training.data import load_dataset

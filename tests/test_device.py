@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_kit import device_env, export_onnx
 
-from edgenas.deploy.exporter import _copy_kit
+from edgenas.deploy.export.exporter import _copy_kit
 from edgenas.errors import (
     DeviceRefused,
     DeviceUnavailable,

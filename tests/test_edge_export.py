@@ -16,14 +16,14 @@ from conftest import torch_threads
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 
-import edgenas.deploy.edge_export as edge_export_mod
+import edgenas.deploy.export.edge_export as edge_export_mod
 from edgenas.cli import main
 from edgenas.config.runtimes import RUNTIMES
-from edgenas.deploy import layout
-from edgenas.deploy.edge_export import is_edge_format
 from edgenas.deploy.evaluate import evaluate_run
-from edgenas.deploy.exporter import export_run
-from edgenas.deploy.formats import FORMATS
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.edge_export import is_edge_format
+from edgenas.deploy.export.exporter import export_run
+from edgenas.deploy.export.formats import FORMATS
 from edgenas.run.rundir import RunDir
 
 ARCH = {"depth": 3, "width": 12, "ops": [0, 1, 1], "kernels": [3, 3, 3]}
@@ -161,7 +161,7 @@ def test_stale_edge_files_go_with_their_companions(demo_run, tmp_path):
 
 
 def test_bench_runtime_all_times_every_installed_runtime_in_one_table_and_the_report_shows_it(demo_run):
-    from edgenas.deploy.report import write_report
+    from edgenas.deploy.report.run_report import write_report
 
     run, _ = demo_run
     # in a process of its own: with every runtime loaded into it, a SIGTERM later delivered to the same
@@ -191,7 +191,7 @@ def test_bench_device_sends_the_tflite_to_a_kit_server(demo_run, tmp_path):
     installed("litert-int8")
     import subprocess
 
-    from edgenas.deploy.exporter import _copy_kit
+    from edgenas.deploy.export.exporter import _copy_kit
 
     run, _ = demo_run
     device = tmp_path / "device"

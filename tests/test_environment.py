@@ -14,7 +14,7 @@ from edgenas.device_kit import edgenas_env as env
 from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
-from edgenas.deploy.environment import condition_warnings, differences
+from edgenas.deploy.gate.environment import condition_warnings, differences
 
 
 def put(root: Path, rel: str, text: str) -> None:
@@ -160,7 +160,7 @@ def test_loaded_throttled_and_version_1_warnings():
 
 
 def test_paired_verdict_warns_about_a_loaded_machine(tmp_path):
-    from edgenas.deploy.compare import PairedResult
+    from edgenas.deploy.gate.compare import PairedResult
 
     loaded = json.loads(Path(bench_json(tmp_path / "a.json", block(load_avg_before=[3.9, 2.0, 1.0]))).read_text())
     r = PairedResult([1.0, 1.01], (0.99, 1.02), 0.95, 0.05, loaded, loaded)

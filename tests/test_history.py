@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
-from edgenas.deploy.history import History, judge, sparkline
+from edgenas.deploy.gate.history import History, judge, sparkline
 from edgenas.errors import UserInputError
 
 

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import wilcoxon
 from scipy.stats.mstats import median_cihs
 
-from edgenas.deploy import intervals
+from edgenas.deploy.gate import intervals
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import gate_calibration  # noqa: E402

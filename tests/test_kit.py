@@ -18,7 +18,7 @@ import pytest
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.device_kit.edgenas_env import FIELDS as ENV_FIELDS
 
-from edgenas.deploy.exporter import _copy_kit
+from edgenas.deploy.export.exporter import _copy_kit
 
 KIT = Path(kit.__file__)
 
@@ -402,7 +402,7 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     bench = run(python, "edgenas_kit.py", "bench", "export/model.onnx", "--threads", "1", "--runs", "20",
                 "--warmup", "2", "--json", "bench.json", cwd=device)
     assert bench.returncode == 0, bench.stderr
-    from edgenas.deploy.compare import compare_files
+    from edgenas.deploy.gate.compare import compare_files
 
     assert compare_files(device / "bench.json", device / "bench.json").exit_code == 0  # edgenas reads it
     record = json.loads((device / "bench.json").read_text())

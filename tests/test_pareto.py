@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgenas.cli import main
-from edgenas.deploy import pareto
+from edgenas.deploy.report import pareto
 from edgenas.run.loading import load_run_model
 from edgenas.run.rundir import RunDir
 

@@ -12,7 +12,15 @@ import sys
 import termios
 from pathlib import Path
 
-from edgenas.run.progress import LiveProgress, SearchTally, reporter
+from edgenas.run.progress import (
+    QUIET,
+    STDERR,
+    LiveProgress,
+    Progress,
+    SearchTally,
+    as_progress,
+    reporter,
+)
 from edgenas.run.rundir import RunDir
 
 BEFORE = Path(__file__).parent / "data" / "progress" / "ci-budget-pipe-before.txt"  # stderr of the code before the display
@@ -118,14 +126,29 @@ def test_live_progress_tally_and_reporter_choice():
         def isatty(self):
             return True
 
-    with reporter(stream=io.StringIO()) as (log, progress):
-        assert progress is None and log.__name__ == "stderr_log"
-    with reporter(quiet=True, stream=Terminal()) as (log, progress):
-        assert progress is None and log("anything") is None
+    with reporter(stream=io.StringIO()) as progress:
+        assert progress is STDERR
+    with reporter(quiet=True, stream=Terminal()) as progress:
+        assert progress is QUIET and progress("anything") is None
     screen = Terminal()
-    with reporter(stream=screen) as (log, progress):
+    with reporter(stream=screen) as progress:
         assert isinstance(progress, LiveProgress)
         progress.candidate("width", 3, "d2-w8-ss-33", 4)
-        progress.epoch(2, 4, 1.0, 50.0, 1.0)
-        log("[width #3] a message")
+        progress.epoch(2, 4, "[width #3] d2-w8-ss-33: epoch 2/4")
+        progress("[width #3] a message")
     assert "[width #3] d2-w8-ss-33" in screen.getvalue() and "[width #3] a message" in screen.getvalue()
+
+
+def test_one_progress_object_plain_lines_or_the_live_bar():
+    """Both implementations are a ``Progress``; a plain line sink (``list.append``) becomes ``Lines``:
+    messages and epoch lines reach it, the candidate and record calls say nothing on their own."""
+    seen: list[str] = []
+    lines = as_progress(seen.append)
+    assert isinstance(lines, Progress) and not isinstance(seen.append, Progress)
+    assert as_progress(lines) is lines and as_progress(STDERR) is STDERR
+    lines.candidate("depth", 1, "d2-w8-ss-33", 2)
+    lines("a message")
+    lines.epoch(1, 2, "[depth #1] d2-w8-ss-33 e2: epoch 1/2")
+    lines.record({"status": "trained", "acc": 50.0})
+    assert seen == ["a message", "[depth #1] d2-w8-ss-33 e2: epoch 1/2"]
+    assert isinstance(LiveProgress(io.StringIO()), Progress)

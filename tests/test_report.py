@@ -20,8 +20,8 @@ from PIL import Image
 
 import edgenas
 from edgenas.cli import main
-from edgenas.deploy.report import write_report
-from edgenas.deploy.report_view import load_view
+from edgenas.deploy.report.run_report import write_report
+from edgenas.deploy.report.view import load_view
 from edgenas.deploy.verify import verify_run
 from edgenas.run.rundir import RunDir, write_json_atomic
 
@@ -156,7 +156,7 @@ def test_report_marks_a_failed_candidate(budget_run, tmp_path):
 
 
 def test_latency_is_drawn_where_candidates_were_measured(budget_run, tmp_path):
-    from edgenas.deploy.report_figures import tradeoff_axes
+    from edgenas.deploy.report.figures import tradeoff_axes
 
     out, _ = budget_run
     run = _partial(out, tmp_path / "timed", 4)

@@ -16,7 +16,7 @@ from test_export import ARCH, make_run
 
 from edgenas.cli import main
 from edgenas.deploy.bench import stale_export
-from edgenas.deploy.exporter import export_run
+from edgenas.deploy.export.exporter import export_run
 from edgenas.training.network import build_model
 
 

@@ -17,8 +17,15 @@ import pytest
 from edgenas.config.memory_targets import KB, MEMORY_TARGETS
 from edgenas.config.profile import load_profile
 from edgenas.deploy.evaluate import evaluate_run
-from edgenas.deploy.exporter import export_run
-from edgenas.deploy.firmware import BUNDLE_DIR, HEADER, MODEL, README, SOURCE, c_array
+from edgenas.deploy.export.exporter import export_run
+from edgenas.deploy.export.firmware import (
+    BUNDLE_DIR,
+    HEADER,
+    MODEL,
+    README,
+    SOURCE,
+    c_array,
+)
 from edgenas.errors import ParamError
 from edgenas.run.discover import discover
 from edgenas.run.rundir import RunDir

@@ -48,7 +48,7 @@ from edgenas.search.registry import make_strategy
 from edgenas.search.space import Arch, count_macs, count_params
 from edgenas.search.strategies import Outcome, drive
 from edgenas.training.data import load_dataset
-from edgenas.training.trainer import evaluate, fit, train_candidate
+from edgenas.training.trainer import accuracy, fit, train_candidate
 
 CPU = torch.device("cpu")
 PROFILE = Path(__file__).resolve().parent / "bench_search.toml"
@@ -227,7 +227,7 @@ def final_train(model_or_arch, data, epochs: int, plan, seed: int) -> dict:
     else:
         model = model_or_arch()
         status = fit(model, data, epochs, plan, CPU, seed).status
-    test = evaluate(model, data.test, data, CPU) if status == "trained" else 0.0
+    test = accuracy(model, data.test, data, CPU) if status == "trained" else 0.0
     return {"test_acc": test, "status": status, "seconds": round(time.monotonic() - started, 1)}
 
 

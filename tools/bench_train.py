@@ -63,7 +63,7 @@ from edgenas.training.data import (
 )
 from edgenas.training.network import build_model
 from edgenas.training.schedule import schedule_for
-from edgenas.training.trainer import evaluate, fit, select_device
+from edgenas.training.trainer import accuracy, fit, select_device
 
 RUNS = ("reference_loop", "edgenas_reference", "edgenas_reference_eager", "edgenas_fast")
 FLOOR_MODEL = ("floor per image = max(3 x MACs x 2 / matmul rate, 3 x activations x bytes / copy bandwidth): "
@@ -258,7 +258,7 @@ def run_edgenas(name: str, plan: TrainPlan, arch: Arch, data: ImageData, epochs:
     epoch_seconds = [b - a for a, b in zip([0.0] + stamps, stamps)]
     sched = schedule_for(plan, len(data.train), epochs)
     images = fitted.epochs * sum(min(sched.batch_size, sched.n - s) for s in sched.starts)
-    val = evaluate(model, data.val, data, device) if len(data.val) and fitted.status == "trained" else float("nan")
+    val = accuracy(model, data.val, data, device) if len(data.val) and fitted.status == "trained" else float("nan")
     return summarize(name, plan, sched.batch_size, epoch_seconds, images, val, fitted.train_acc, fitted.loss, fitted.graphed,
                      peak_lr=sched.peak_lr, warmup_steps=sched.warmup_steps, status=fitted.status)
 

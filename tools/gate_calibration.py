@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from edgenas.deploy.intervals import METHODS
+from edgenas.deploy.gate.intervals import METHODS
 
 MACHINES = ("lognormal", "heavy", "drift")
 RUNS = 20  # timed runs per block, as `edgenas compare --models --runs` defaults

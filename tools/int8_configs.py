@@ -32,7 +32,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from edgenas.run.loading import load_run_data
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.onnx import quantize_int8, timing_onnx
-from edgenas.runtime.ort_int8 import _quiet, _reader, calibration_images
+from edgenas.runtime.onnx_quantize import _quiet, _reader, calibration_images
 from edgenas.search.space import Arch
 from edgenas.training.augment import normalize
 from edgenas.training.network import build_network

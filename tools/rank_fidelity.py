@@ -35,7 +35,7 @@ from edgenas.config.profile import load_profile  # noqa: E402
 from edgenas.run.evaluator import candidate_seed  # noqa: E402
 from edgenas.search.registry import make_strategy  # noqa: E402
 from edgenas.search.strategies import Outcome, drive  # noqa: E402
-from edgenas.training.trainer import evaluate, train_candidate  # noqa: E402
+from edgenas.training.trainer import accuracy, train_candidate  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
         for k in range(args.full_seeds):  # k = 0 is the single reference of earlier runs
             tag = f"full:{cand.arch}" if k == 0 else f"full{k}:{cand.arch}"
             model, _ = train_candidate(cand.arch, data, args.full_epochs, plan_on, CPU, candidate_seed(args.seed, tag))
-            fulls.append(evaluate(model, data.test, data, CPU))
+            fulls.append(accuracy(model, data.test, data, CPU))
         row = {"stage": cand.stage, "arch": str(cand.arch), "epochs": cand.epochs, "proxy_bn_fix": out.acc,
                "proxy_no_fix": off.val_acc, "full_test": sum(fulls) / len(fulls), "full_tests": fulls}
         if cand.stage in ("ops", "kernels"):

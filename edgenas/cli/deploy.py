@@ -19,9 +19,9 @@ from edgenas.cli.app import (
 from edgenas.errors import ParamError
 
 
-# -- export (edgenas/deploy/exporter.py) ---------------------------------------------------------------
+# -- export (edgenas/deploy/export/exporter.py) ---------------------------------------------------------------
 def _export_formats(ctx, param, value):
-    from edgenas.deploy.formats import parse_formats
+    from edgenas.deploy.export.formats import parse_formats
 
     try:
         return parse_formats(value)
@@ -66,7 +66,7 @@ def _optional_drop(ctx, param, value):
               help="tflm: evaluate the test split's first N images through TFLM (~10-30 ms each). Default: all of them.")
 def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop, calibration_method, max_images):
     """Export RUN_DIR's network to RUN_DIR/export/ and check it against PyTorch (exit 1 on a parity failure)."""
-    from edgenas.deploy.exporter import export_run
+    from edgenas.deploy.export.exporter import export_run
 
     report = export_run(run_dir, formats=formats, fp16=fp16, int8=int8, calibration_images=calibration_images,
                         int8_max_drop=int8_max_drop, calibration_method=calibration_method, max_images=max_images)
@@ -241,7 +241,7 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
             device_token_file):
     """Latency gate: BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B.
     Exit 0 ok, 1 regression, 2 unusable input."""
-    from edgenas.deploy import compare as cmp
+    from edgenas.deploy.gate import compare as cmp
 
     threshold = cmp.parse_max_regression(max_regression)
     if (device_url or device_token_file) and not models:
@@ -280,7 +280,7 @@ def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_
 
 def _paired(models, *, markdown, threshold, json_a, json_b, write_baselines, options) -> int:
     from edgenas.deploy.bench import check_writable, write_bench
-    from edgenas.deploy.compare import paired_compare, paired_compare_on_device
+    from edgenas.deploy.gate.compare import paired_compare, paired_compare_on_device
 
     for flag, path in (("--json-a", json_a), ("--json-b", json_b)):
         if path:
@@ -305,7 +305,7 @@ def _paired(models, *, markdown, threshold, json_a, json_b, write_baselines, opt
 
 def _history(directory, *, current_path, markdown, png_out, **options) -> int:
     from edgenas.deploy.bench import check_writable, read_bench
-    from edgenas.deploy.history import History, judge
+    from edgenas.deploy.gate.history import History, judge
 
     check_writable(directory, "--history", directory=True)
     if png_out:

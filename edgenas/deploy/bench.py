@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from edgenas.config.runtimes import RUNTIMES
-from edgenas.deploy import layout
-from edgenas.deploy.formats import file_for_runtime
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.formats import file_for_runtime
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError

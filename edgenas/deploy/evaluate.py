@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas.deploy import layout
 from edgenas.deploy.bench import stale_export
-from edgenas.deploy.formats import runtime_for_file
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.formats import runtime_for_file
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, ParamError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model

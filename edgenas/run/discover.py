@@ -18,6 +18,8 @@ import torch
 from edgenas.config.profile import Profile, load_profile
 from edgenas.config.runtimes import CPU_RUNTIMES
 from edgenas.errors import EdgenasError, ParamError
+from edgenas.run.ahead.latency_prefetch import drive_prefetching
+from edgenas.run.ahead.worker_pools import PoolSpec, RayPool, WorkerPool
 from edgenas.run.evaluator import (
     CandidateEvaluator,
     candidate_seed,
@@ -26,10 +28,8 @@ from edgenas.run.evaluator import (
     memory_footprint,
     run_latency,
 )
-from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
-from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
-from edgenas.run.prefetch import drive_prefetching
+from edgenas.run.progress import STDERR, Log, Progress, as_progress, epoch_lines
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import check_available
 from edgenas.runtime.cost import CostSource
@@ -126,7 +126,7 @@ def run_threads(profile: Profile, task: Task, data, threads: Optional[int], *, s
 
 
 def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, outputs: int, workers: int,
-            ray: Optional[str], log: Log) -> SearchResult:
+            ray: Optional[str], log: Progress) -> SearchResult:
     """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
     def factory():
         return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs, seed=evaluator.seed)
@@ -148,7 +148,7 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
 def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] = None, data_dir: Optional[str] = None,
              out: Optional[str | Path] = None, device: Optional[str] = None, seed: int = 0, resume: bool = False,
              download: bool = False, workers: int = 1, ray: Optional[str] = None, threads: Optional[int] = None,
-             log: Log = stderr_log, progress=None) -> dict:
+             log: Log = STDERR) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run directory).
 
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
@@ -157,12 +157,14 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
     ``resume`` continues the run in ``out`` (default: the unfinished run of this profile and dataset
     written last) after checking that profile, seed and data are the run's own; a finished run is
     returned as it is. The run directory is locked while the search runs (one process at a time).
-    ``progress`` (a ``run.progress.Progress``) replaces the per-epoch log lines with a live display.
+    ``log`` takes the progress: a ``run.progress.Progress`` (plain lines, or the live bar on a terminal),
+    or any callable taking one line of text (``print``, ``list.append``).
     ``threads``: CPU threads of the training (see ``run_threads``; recorded in run.json).
 
     >>> summary = edgenas.discover("demo", dataset="digits", out="runs/demo")
     >>> summary["arch"], summary["test_acc"], summary["run_dir"]
     """
+    log = as_progress(log)
     out, data_dir = check_path("out", out), check_path("data_dir", data_dir)
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     task, name, seed = task_for(profile.task), dataset or profile.data.dataset, check_seed(seed)
@@ -197,7 +199,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
             f"({meta.threads} CPU thread{'s' if meta.threads != 1 else ''}), run {out}")
         data = data.to(dev)
         started = time.monotonic()
-        evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress=progress, latency=latency)
+        evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, latency=latency)
         spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type, meta.threads)
         finished = False
         try:
@@ -206,7 +208,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
         finally:
             evaluator.close(wait=finished)
         return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
-                      search_wall=time.monotonic() - started, log=log, progress=progress,
+                      search_wall=time.monotonic() - started, log=log,
                       latency=evaluator.latency, latency_seconds=evaluator.latency_seconds)
 
 
@@ -254,7 +256,7 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
 
 
 def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchResult, device, seed: int,
-           search_wall: float, log: Log, progress=None, latency: Optional[CostSource] = None,
+           search_wall: float, log: Progress, latency: Optional[CostSource] = None,
            latency_seconds: Optional[float] = None) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json.
 
@@ -264,7 +266,7 @@ def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchRes
     epochs = result.epochs or profile.search.epochs
     log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
     run.write(RunDir.ARCH, arch.to_dict())
-    on_epoch = epoch_log(log, f"[final] {arch}: ", progress, stage="final", arch=arch, epochs=epochs)
+    on_epoch = epoch_lines(log, f"[final] {arch}: ", stage="final", arch=arch, epochs=epochs)
     threads = run.meta.threads
     model, res = task.train(arch, data, epochs, profile, device, candidate_seed(seed, f"final:{arch}"), on_epoch,
                             threads=threads)

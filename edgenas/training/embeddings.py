@@ -42,6 +42,6 @@ def pair_scores(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, devi
     return scores_of(embed(model, x, mean, std, device, flip=flip), pairs)
 
 
-def evaluate_pairs(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device, *, flip: bool = False) -> Verification:
+def verify_pairs(model: nn.Module, x: torch.Tensor, pairs: Pairs, mean, std, device, *, flip: bool = False) -> Verification:
     """The verification figures of ``model`` on ``pairs`` over the images ``x`` (``flip``: see ``embed``)."""
     return verify(pair_scores(model, x, pairs, mean, std, device, flip=flip), pairs.same, pairs.folds)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from edgenas.deploy import pareto
 from edgenas.deploy.bench_all import SCHEMA as BENCH_ALL_SCHEMA
-from edgenas.deploy.layout import BENCH_ALL, EXPORT_DIR, PARITY, export_dir
+from edgenas.deploy.export.layout import BENCH_ALL, EXPORT_DIR, PARITY, export_dir
+from edgenas.deploy.report import pareto
 from edgenas.device_kit.edgenas_kit import KitError, validate_bench
 from edgenas.run.rundir import RunDir, read_jsonl
 from edgenas.search.space import Arch, layer_costs

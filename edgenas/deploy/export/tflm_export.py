@@ -11,18 +11,18 @@ import numpy as np
 
 from edgenas.config.memory_targets import MEMORY_TARGETS
 from edgenas.deploy.evaluate import check_drop, evaluate_run, result_path
-from edgenas.deploy.firmware import (
+from edgenas.deploy.export.firmware import (
     BUNDLE_DIR,
     MODEL,
     BundleFacts,
     aligned_arena,
     write_bundle,
 )
-from edgenas.deploy.parity import ExportReport, HeldOut
+from edgenas.deploy.export.parity import ExportReport, HeldOut
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, UserInputError
 from edgenas.run.rundir import RunDir, write_json_atomic
-from edgenas.runtime.ort_int8 import calibration_images
+from edgenas.runtime.onnx_quantize import calibration_images
 from edgenas.runtime.tflm import RUNTIME as TFLM_RUNTIME
 from edgenas.runtime.tflm import TflmRunner, measure_arena, tflm_convert, tflm_version
 from edgenas.search.footprint import footprint

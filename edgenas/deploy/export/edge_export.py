@@ -4,7 +4,7 @@ Each file is converted from the PyTorch network by its runtime's plug-in (``Back
 run by the device kit's runner of that runtime for parity on held-out images; the metadata file
 beside it carries what ``model.onnx``'s metadata carries (weights, normalisation, classes).
 Float32 files are held to the fp32 tolerance; INT8 files are gated on accuracy over the whole
-test split, as ``onnx-int8`` is (``onnx_int8.gate_int8``).
+test split, as ``onnx-int8`` is (``int8_gate.gate_int8``).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgenas.config.runtimes import RUNTIMES
-from edgenas.deploy.formats import FORMATS, TOLERANCES
-from edgenas.deploy.onnx_int8 import FIGURES_ONLY, gate_int8
-from edgenas.deploy.parity import ExportReport, HeldOut, check_file
+from edgenas.deploy.export.formats import FORMATS, TOLERANCES
+from edgenas.deploy.export.int8_gate import FIGURES_ONLY, gate_int8
+from edgenas.deploy.export.parity import ExportReport, HeldOut, check_file
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import backend_of
-from edgenas.runtime.ort_int8 import calibration_images
+from edgenas.runtime.onnx_quantize import calibration_images
 from edgenas.runtime.runners import kit_errors
 
 EDGE_ENGINES = tuple(engines.PACKAGES)  # litert, executorch, openvino, ncnn

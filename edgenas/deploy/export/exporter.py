@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas.deploy import layout
-from edgenas.deploy.edge_export import export_edge, is_edge_format
-from edgenas.deploy.formats import (
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.edge_export import export_edge, is_edge_format
+from edgenas.deploy.export.formats import (
     DEFAULT_INT8_MAX_DROP,
     FORMATS,
     TOLERANCES,
@@ -24,8 +24,8 @@ from edgenas.deploy.formats import (
     parse_formats,
     tolerance,
 )
-from edgenas.deploy.onnx_int8 import export_onnx_int8
-from edgenas.deploy.parity import (
+from edgenas.deploy.export.int8_gate import export_onnx_int8
+from edgenas.deploy.export.parity import (
     ExportReport,
     HeldOut,
     check_file,
@@ -33,7 +33,7 @@ from edgenas.deploy.parity import (
     parity_error,
     write_parity,
 )
-from edgenas.deploy.tflm_export import export_tflm
+from edgenas.deploy.export.tflm_export import export_tflm
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError, RunDirError, UserInputError
@@ -41,8 +41,8 @@ from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import check_available
 from edgenas.runtime.onnx import export_onnx, half_precision, quantize_int8
-from edgenas.runtime.ort_int8 import calibration_images as _calibration_images
-from edgenas.runtime.ort_int8 import check_calibration_method
+from edgenas.runtime.onnx_quantize import calibration_images as _calibration_images
+from edgenas.runtime.onnx_quantize import check_calibration_method
 from edgenas.runtime.tensorrt import TRT_INSTALL, build_engine, import_tensorrt
 from edgenas.version import __version__
 
@@ -142,9 +142,9 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     (ONNX Runtime, QDQ, ``calibration_method`` minmax/entropy/percentile on ``calibration_images``
     training images), gated by accuracy on the test split (``int8_max_drop``); for ``litert``, ``executorch``,
     ``openvino``, ``ncnn`` (and the ``-int8`` variants, gated alike) their files, converted by the runtime's
-    plug-in, with a metadata file beside each (``deploy/edge_export.py``). When ``onnx`` and ``tensorrt``
+    plug-in, with a metadata file beside each (``deploy/export/edge_export.py``). When ``onnx`` and ``tensorrt``
     are asked for and TensorRT is not installed, the engine is skipped (``report.skipped``); for ``tflm``,
-    ``tflm/model.tflite`` and its firmware bundle (``deploy/tflm_export.py``; ``max_images``: test images
+    ``tflm/model.tflite`` and its firmware bundle (``deploy/export/tflm_export.py``; ``max_images``: test images
     evaluated through TFLM, default all); when
     only ``tensorrt`` is asked for, that raises ``MissingDependency`` before anything is written.
     A parity failure raises ``ParityError`` after every file (and parity.json) is written.

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from edgenas.deploy import report_figures
-from edgenas.deploy.report_html import page
-from edgenas.deploy.report_view import RunView, load_view
+from edgenas.deploy.report import figures
+from edgenas.deploy.report.html_page import page
+from edgenas.deploy.report.view import RunView, load_view
 from edgenas.device_kit.edgenas_kit import write_atomic
 from edgenas.errors import ParamError
 
@@ -27,7 +27,7 @@ def png_bytes(figure) -> bytes:
 def render_charts(view: RunView) -> dict[str, tuple[object, bytes]]:
     """name -> (Chart, PNG bytes) for every figure the run has data for."""
     out = {}
-    for draw in report_figures.ALL:
+    for draw in figures.ALL:
         chart = draw(view)
         if chart is not None:
             out[chart.name] = (chart, png_bytes(chart.figure))

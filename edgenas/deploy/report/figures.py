@@ -9,7 +9,7 @@ from typing import Optional
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from edgenas.deploy import pareto
+from edgenas.deploy.report import pareto
 
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 AXIS_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency, ms (median)",

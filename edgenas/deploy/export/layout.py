@@ -18,7 +18,7 @@ TFLITE, TFLITE_INT8 = "model.tflite", "model.int8.tflite"  # LiteRT (NHWC input;
 PTE, PTE_INT8 = "model.pte", "model.int8.pte"  # ExecuTorch programs (XNNPACK)
 OPENVINO, OPENVINO_INT8 = "model.xml", "model.int8.xml"  # OpenVINO IRs, each with its .bin beside it
 NCNN = "model.ncnn.param"  # ncnn, with model.ncnn.bin beside it
-TFLM = "tflm/model.tflite"  # TFLM: full-integer INT8 .tflite with its firmware bundle in tflm/ (deploy/firmware.py)
+TFLM = "tflm/model.tflite"  # TFLM: full-integer INT8 .tflite with its firmware bundle in tflm/ (deploy/export/firmware.py)
 # Each LiteRT/ExecuTorch/OpenVINO/ncnn file has its metadata beside it: <file>.json (edgenas_engines.metadata_path)
 BENCH_ALL = "bench-all.json"  # `edgenas bench RUN_DIR --runtime all`: every runtime's timing in one table
 SAMPLES = "samples.npz"  # held-out inputs and PyTorch's outputs on them, for `edgenas_kit.py check`

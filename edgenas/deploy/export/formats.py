@@ -6,14 +6,14 @@ import math
 from dataclasses import dataclass
 
 from edgenas.config.runtimes import RUNTIMES
-from edgenas.deploy import layout
+from edgenas.deploy.export import layout
 from edgenas.errors import ParamError
 
 
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    file: str  # written in RUN_DIR/export/ (a name of deploy/layout.py)
+    file: str  # written in RUN_DIR/export/ (a name of deploy/export/layout.py)
     runtime: str  # the runtime that runs the file for parity (config.runtimes.RUNTIMES)
     options: tuple[str, ...]  # export options that apply to it
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.deploy import bench as bench_mod
-from edgenas.deploy import intervals
-from edgenas.deploy.environment import condition_warnings, record_notes
+from edgenas.deploy.gate import intervals
+from edgenas.deploy.gate.environment import condition_warnings, record_notes
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
 from edgenas.runtime.device_client import DeviceClient

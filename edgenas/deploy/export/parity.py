@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgenas.deploy import layout
-from edgenas.deploy.formats import (
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.formats import (
     DEFAULT_INT8_MAX_DROP,
     FORMATS,
     ExportFormat,
@@ -80,7 +80,7 @@ def check_file(path: Path, fmt: ExportFormat, ref: HeldOut, task: str, tol: Tole
 
 @dataclass
 class ExportReport:
-    """What ``export_run`` / ``verify_export`` wrote and found; ``lines()`` is what the CLI prints."""
+    """What ``export_run`` / ``recheck_parity`` wrote and found; ``lines()`` is what the CLI prints."""
 
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)  # format -> file written
@@ -119,7 +119,7 @@ def parity_error(report: ExportReport) -> ParityError:
                        f"(figures in {report.out_dir / layout.PARITY})")
 
 
-def verify_export(run_dir: str | Path, *, formats=("onnx",), parity_samples: int = 256,
+def recheck_parity(run_dir: str | Path, *, formats=("onnx",), parity_samples: int = 256,
                   int8_max_drop: float = DEFAULT_INT8_MAX_DROP, model=None, data=None) -> ExportReport:
     """Re-check the files in RUN_DIR/export against the run's PyTorch weights; write parity.json.
 

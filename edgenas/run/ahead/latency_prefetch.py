@@ -50,9 +50,9 @@ def drive_prefetching(factory: Callable[[], Strategy], evaluator, *, ahead: int 
     strategy = factory()
     answers: list[Outcome] = []
 
-    def evaluate(cand: Candidate) -> Outcome:
+    def answer(cand: Candidate) -> Outcome:
         evaluator.prefetch(likely_next(factory, answers, last_accuracy(answers), ahead, at=strategy))
         answers.append(evaluator(cand))
         return answers[-1]
 
-    return drive(strategy, evaluate)
+    return drive(strategy, answer)

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgenas.deploy.compare import (
+from edgenas.deploy.gate.compare import (
     DEFAULT_MAX_REGRESSION,
     ENV_FIELDS,
     METRICS,
@@ -24,7 +24,7 @@ from edgenas.deploy.compare import (
     threshold_text,
     verdict_block,
 )
-from edgenas.deploy.environment import difference_note, record_notes
+from edgenas.deploy.gate.environment import difference_note, record_notes
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError, UserInputError
 from edgenas.runtime.runners import kit_errors

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgenas.deploy import pareto
-from edgenas.deploy.report_view import RunView, esc
+from edgenas.deploy.report import pareto
+from edgenas.deploy.report.view import RunView, esc
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}

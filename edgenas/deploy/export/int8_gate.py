@@ -11,13 +11,13 @@ import math
 from pathlib import Path
 
 from edgenas.deploy.evaluate import check_drop, evaluate_run, result_path
-from edgenas.deploy.formats import FORMATS, TOLERANCES, ExportFormat, Tolerance
-from edgenas.deploy.parity import ExportReport, HeldOut, check_file
+from edgenas.deploy.export.formats import FORMATS, TOLERANCES, ExportFormat, Tolerance
+from edgenas.deploy.export.parity import ExportReport, HeldOut, check_file
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError
 from edgenas.run.rundir import RunDir, write_json_atomic
 from edgenas.runtime.backend import backend_of
-from edgenas.runtime.ort_int8 import (
+from edgenas.runtime.onnx_quantize import (
     DEFAULT_CALIBRATION_METHOD,
     calibration_images,
     quantize_ort_int8,
