@@ -76,8 +76,9 @@ class Budget:
             if problem:
                 raise ProfileError(f"budget.device = {self.device!r} is not allowed; {problem}")
             if RUNTIMES[self.runtime].engine == "torch":
-                raise ProfileError(f"budget.runtime = {self.runtime!r} cannot run on a device server (it runs ONNX "
-                                   "models); choose onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16 or tensorrt-int8")
+                served = ", ".join(name for name, r in RUNTIMES.items() if r.engine != "torch")
+                raise ProfileError(f"budget.runtime = {self.runtime!r} cannot run on a device server (it times "
+                                   f"exported models); choose one of {served}")
         elif self.device_token_file:
             raise ProfileError("budget.device_token_file is set but budget.device is not: name the device's "
                                "http://HOST:PORT too")
