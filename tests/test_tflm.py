@@ -87,11 +87,12 @@ def test_max_images_is_an_option_of_the_tflm_format(tmp_path):
 
 @needs_tflm
 def test_estimate_equals_tflm_on_random_networks():
+    from edgenas.runtime.backend import backend_of
     from edgenas.runtime.memory_check import check_memory
-    from edgenas.runtime.tflm import tflm_convert
 
     config = load_profile("demo").search
-    report = check_memory(config, input_chw=(1, 8, 8), outputs=10, convert=tflm_convert, samples=2, seed=3)
+    report = check_memory(config, input_chw=(1, 8, 8), outputs=10, convert=backend_of("tflm-int8").convert, samples=2,
+                          seed=3)
     assert report["activations_exact"] == 1.0 and report["activations_below"] == 0
     assert report["persistent_max_abs_error_pct"] <= 10.0
     for n in report["networks"]:

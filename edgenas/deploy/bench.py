@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgenas.config.runtimes import RUNTIMES
+from edgenas.config.runtimes import KIT_RUNTIMES, RUNTIMES
 from edgenas.deploy import layout
 from edgenas.deploy.formats import file_for_runtime
 from edgenas.device_kit import edgenas_engines as engines
@@ -113,9 +113,9 @@ def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, s
     ONNX for ONNX Runtime and TensorRT (the device builds its own engine, so an ``.engine`` is refused),
     the exported file for LiteRT, ExecuTorch, OpenVINO and ncnn (sent with the files beside it)."""
     path, runtime = Path(model), runtime or "onnxruntime-cpu"
-    if runtime not in RUNTIMES or RUNTIMES[runtime].engine == "torch":
-        choices = ", ".join(name for name, r in RUNTIMES.items() if r.engine != "torch")
-        raise ParamError("runtime", runtime, f"a device server runs exported models; choose one of {choices}")
+    if runtime not in KIT_RUNTIMES:
+        raise ParamError("runtime", runtime, f"a device server runs what the device kit runs; choose one of "
+                         f"{', '.join(KIT_RUNTIMES)}")
     onnx = RUNTIMES[runtime].engine in ("onnxruntime", "tensorrt")
     if path.is_dir():
         name = layout.ONNX if onnx else file_for_runtime(runtime)

@@ -22,9 +22,11 @@ from edgenas.deploy.parity import ExportReport, HeldOut
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, UserInputError
 from edgenas.run.rundir import RunDir, write_json_atomic
+from edgenas.runtime.backend import backend_of
 from edgenas.runtime.ort_int8 import calibration_images
+from edgenas.runtime.runners import kit_errors
 from edgenas.runtime.tflm import RUNTIME as TFLM_RUNTIME
-from edgenas.runtime.tflm import TflmRunner, measure_arena, tflm_convert, tflm_version
+from edgenas.runtime.tflm import input_quantization, measure_arena, tflm_version
 from edgenas.search.footprint import footprint
 from edgenas.search.space import count_macs, count_params
 
@@ -61,14 +63,14 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
     out = report.out_dir / BUNDLE_DIR
     out.mkdir(exist_ok=True)
     calibration = calibration_images(data, calibration_images_count)
-    path = tflm_convert(model, out / MODEL, input_chw=tuple(shape.input_chw), calibration=calibration)
+    tflm = backend_of(TFLM_RUNTIME)
+    path = tflm.convert(model, out / MODEL, input_chw=tuple(shape.input_chw), calibration=calibration)
     measured = measure_arena(path)
     memory = _memory(run, path, measured)
     write_json_atomic(out / MEMORY, memory)
     _record_in_summary(run, memory)
-    with TflmRunner(path) as runner:
+    with tflm.open(path) as runner, kit_errors():
         actual = runner(ref.inputs)
-        q = runner.input["quantization_parameters"]
         parity = kit.parity_report(ref.outputs, actual, "classify", max_abs_diff=np.inf, min_agreement=0.0,
                                    min_cosine=-1.0)  # INT8: figures reported; the gate is test accuracy
         parity.update(file=f"{BUNDLE_DIR}/{MODEL}", sha256=kit.file_sha256(path), runtime=runner.runtime,
@@ -76,9 +78,10 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
                       accuracy=float(np.mean(actual.argmax(1) == ref.labels)),
                       reference_accuracy=float(np.mean(ref.outputs.argmax(1) == ref.labels)))
     c, h, w = shape.input_chw
+    input_scale, input_zero_point = input_quantization(path)
     write_bundle(out, path.read_bytes(), BundleFacts(
         arena_bytes=aligned_arena(measured.arena), peak_memory_bytes=measured.head, persistent_bytes=measured.tail,
-        input_hwc=(h, w, c), input_scale=float(q["scales"][0]), input_zero_point=int(q["zero_points"][0]),
+        input_hwc=(h, w, c), input_scale=input_scale, input_zero_point=input_zero_point,
         outputs=shape.num_classes, macs=count_macs(arch, c, shape.num_classes, (h, w)),
         params=count_params(arch, c, shape.num_classes), arch=str(arch), tflm_version=tflm_version(),
         normalization=f"{NORMALIZATION} (mean {list(shape.mean)}, std {list(shape.std)})"))

@@ -18,7 +18,15 @@ import numpy as np
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError
-from edgenas.runtime import executorch, litert, ncnn, onnxruntime, openvino, tensorrt
+from edgenas.runtime import (
+    executorch,
+    litert,
+    ncnn,
+    onnxruntime,
+    openvino,
+    tensorrt,
+    tflm,
+)
 from edgenas.runtime import torch as torch_engine
 from edgenas.runtime.device_client import upload_body
 
@@ -47,7 +55,7 @@ class Backend(Protocol):
         ``runtime``, ``runtime_version``, ``device``, ``threads``."""
 
 
-_ENGINE_MODULES = (onnxruntime, tensorrt, torch_engine, litert, executorch, openvino, ncnn)
+_ENGINE_MODULES = (onnxruntime, tensorrt, torch_engine, litert, executorch, openvino, ncnn, tflm)
 
 
 def _gather() -> dict[str, Backend]:
