@@ -51,6 +51,35 @@ def one_thread():
         yield
 
 
+def _budgeted_profile_text(budget: dict, *, depths=(3, 4), widths=(8, 24), width_step: int = 8,
+                          input_size=None, description: str = "a budgeted test search") -> str:
+    """A seconds-long search on digits under ``budget`` (the ``[budget]`` table: ``{"max_latency_ms": 2.0, ...}``):
+    one epoch per candidate, no patience, one micro kernel; the space ``depths`` x ``widths`` (min, max) in steps
+    of ``width_step``; ``input_size``: the images resized to (H, W)."""
+    def value(v):
+        return f'"{v}"' if isinstance(v, str) else str(list(v)) if isinstance(v, (tuple, list)) else repr(v)
+
+    lines = [f'description = "{description}"', "[search]", f"min_depth = {depths[0]}", f"max_depth = {depths[1]}",
+             f"min_width = {widths[0]}", f"max_width = {widths[1]}", f"width_step = {width_step}", "epochs = 1",
+             "add_epochs_depth = 0", "add_epochs_width = 0", "depth_patience = 0", "width_patience = 0",
+             "micro_epochs = 1", "micro_kernels = [5]", "[train]", "batch_size = 128", "lr = 0.05", "crop_padding = 1",
+             "cutout = 0", "[budget]", *(f"{k} = {value(v)}" for k, v in budget.items()), "[data]", 'dataset = "digits"',
+             *([f"input_size = {value(input_size)}"] if input_size else [])]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def budgeted_profile():
+    """Writes ``_budgeted_profile_text(budget, **space)`` to ``path`` and returns ``path``: the budgeted search
+    profile of the budget tests (latency, INT8 latency, edge runtimes, microcontroller memory)."""
+    def write(path: Path, budget: dict, **space) -> Path:
+        path = Path(path)
+        path.write_text(_budgeted_profile_text(budget, **space))
+        return path
+
+    return write
+
+
 def subset_train(data, n: int):
     """``data`` with only the first ``n`` training images."""
     from edgenas.training.data import Split

@@ -186,8 +186,9 @@ def test_bench_runtime_all_times_every_installed_runtime_in_one_table_and_the_re
     assert "Which runtime is fastest here" in html and all(row["runtime"] in html for row in record["rows"])
 
 
-def test_bench_device_sends_the_tflite_to_a_kit_server(demo_run, tmp_path):
-    """`edgenas bench RUN_DIR --runtime litert-int8 --device URL`: the .tflite and its layout go to the server."""
+def test_bench_device_sends_the_edge_files_to_a_kit_server(demo_run, tmp_path):
+    """`edgenas bench RUN_DIR --runtime R --device URL`: the .tflite and its metadata (its layout), the OpenVINO
+    IR and the ncnn model with their weights go to the server."""
     installed("litert-int8")
     import subprocess
 
@@ -211,9 +212,17 @@ def test_bench_device_sends_the_tflite_to_a_kit_server(demo_run, tmp_path):
         record = kit.read_bench(out)
         assert record["runtime"] == "litert-int8" and record["model"].endswith("export/model.int8.tflite")
         assert record["model_sha256"] == kit.file_sha256(run / "export" / "model.int8.tflite")
-        r = CliRunner(env={"EDGENAS_DEVICE_TOKEN": "edge-token-0123456789"}).invoke(
-            main, ["bench", str(run), "--runtime", "openvino-cpu", "--device", url])
-        assert r.exit_code == 2 and "edgenas_kit.py bench" in r.output, r.output
+        for name in ("openvino", "ncnn"):  # two files each: sent in one archive with the metadata
+            if name not in INSTALLED:
+                continue
+            fmt = FORMATS[name]
+            r = CliRunner(env={"EDGENAS_DEVICE_TOKEN": "edge-token-0123456789"}).invoke(
+                main, ["bench", str(run), "--runtime", fmt.runtime, "--device", url, "--runs", "10", "--json", str(out)])
+            assert r.exit_code == 0, r.output
+            record = kit.read_bench(out)
+            assert record["runtime"] == fmt.runtime and record["model"].endswith(f"export/{fmt.file}")
+            assert record["model_sha256"] == kit.file_sha256(run / "export" / fmt.file)
+            assert record["input_shape"] == [1, 1, 8, 8]  # ncnn: from the metadata file sent along
     finally:
         server.kill()
         server.wait(timeout=30)

@@ -242,3 +242,37 @@ def test_face_int8_export_is_gated_on_verification_accuracy(face_run):
     assert gate["drop_pp"] == pytest.approx(gate["pytorch"] - gate["int8"])
     assert set(entry["kit_tolerances"]) == {"max_abs_diff", "min_cosine"}
     assert kit.check_export(run / "export", runtime="onnxruntime-cpu-int8", threads=1)["passed"]
+
+
+# the float32 edge formats a face network goes through here (with ExecuTorch and ncnn too the same test passed,
+# in 67 s on one thread of a loaded machine: over a test's share)
+FACE_EDGE = ("litert", "openvino")
+
+
+def test_face_evaluate_through_each_edge_file_matches_pytorch(face_run, tmp_path):
+    """The face run exported to ONNX, LiteRT and OpenVINO (float32); `edgenas evaluate` through each file gives
+    PyTorch's verification figures."""
+    from edgenas.deploy.export import layout
+    from edgenas.deploy.export.formats import FORMATS
+    from edgenas.runtime.backend import is_available
+
+    formats = [f for f in FACE_EDGE if is_available(FORMATS[f].runtime)]
+    if formats != list(FACE_EDGE):
+        pytest.skip("needs LiteRT and OpenVINO: pip install 'edgenas[litert,openvino]'")
+    run = copy_run(face_run[0], tmp_path / "run")  # the fixture's export folder stays as its other tests left it
+    with torch_threads(1):
+        report = export_run(run, formats=("onnx", *formats))
+    for name in ("onnx", *formats):
+        assert report.parity[name]["passed"] and report.parity[name]["min_cosine"] > 0.999, (name, report.parity[name])
+        model = run / layout.EXPORT_DIR / FORMATS[name].file
+        r = CliRunner().invoke(main, ["evaluate", str(run), "--model", str(model), "--threads", "1"])
+        assert r.exit_code == 0, (name, r.output)
+        result = json.loads(layout.evaluate_json(model).read_text())
+        assert result["runtime"] == FORMATS[name].runtime and result["task"] == "face" and result["pairs"] == 200
+        assert result["sha256"] == kit.file_sha256(model) and result["stale"] is None
+        # float32 embeddings within ~1e-6 in cosine of PyTorch's (the parity above): a pair's verdict moves only
+        # if its score sits that close to a threshold; 0.2 pp is less than one pair of 200 (0.5 pp), so this
+        # asks for the same verdicts on every pair, as through ONNX Runtime
+        for key in ("accuracy", "best_accuracy", "roc_auc", "tar_at_far"):
+            assert abs(result["artifact"][key] - result["pytorch"][key]) <= 0.2, (name, key, result["difference"])
+        assert result["mean_cosine"] > 0.9999 and result["drop_pp"] <= 0.2, (name, result["mean_cosine"])

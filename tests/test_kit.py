@@ -369,13 +369,14 @@ def test_tensorrt_engine_matches_onnxruntime(export_dir, tmp_path):
 
 
 # -- the kit alone on a "device" -------------------------------------------------------------------
-def device_env(root: Path) -> Path:
-    """A fresh venv whose site-packages holds only numpy and onnxruntime (linked from this one)."""
+def device_env(root: Path, *runtimes: str) -> Path:
+    """A fresh venv whose site-packages holds only numpy and onnxruntime (linked from this one), and the
+    packages ``runtimes`` names (``openvino``, ``ncnn``)."""
     venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
     python = root / "bin" / "python"
     site = Path(subprocess.run([python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    for name in ("numpy", "onnxruntime"):
+    for name in ("numpy", "onnxruntime", *runtimes):
         src = Path(importlib.util.find_spec(name).submodule_search_locations[0])
         for path in [src, *src.parent.glob(f"{name}.libs"), *src.parent.glob(f"{name}-*.dist-info")]:
             (site / path.name).symlink_to(path)

@@ -262,13 +262,20 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
         server.wait(timeout=30)
 
 
+SEARCH_SPACES = [  # the demo space took 94 s (litert-int8) and 29 s (openvino-cpu) on one thread of a loaded machine
+    pytest.param({"depths": (2, 3), "widths": (4, 12), "width_step": 4}, id="ci"),  # tests/data/profiles/ci.toml's
+    pytest.param({"depths": (3, 6), "widths": (8, 24), "width_step": 4}, id="demo", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("space", SEARCH_SPACES)
 @pytest.mark.parametrize("runtime", ["litert-int8", "openvino-cpu"])
-def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, tmp_path):
-    """Each candidate is converted for the runtime and timed there (1 thread); the winner fits the budget."""
+def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, space, tmp_path, budgeted_profile):
+    """Each candidate (one epoch each) is converted for the runtime and timed there (1 thread); the winner fits
+    the budget. On the ci space, and on profiles/demo.toml's (slow)."""
     backend(runtime)
-    profile = tmp_path / "budget.toml"
-    profile.write_text((ROOT / "tests" / "data" / "profiles" / "ci.toml").read_text()
-                       + f'\n[budget]\nmax_latency_ms = 5.0\nruntime = "{runtime}"\nthreads = 1\n')
+    profile = budgeted_profile(tmp_path / "budget.toml", {"max_latency_ms": 5.0, "runtime": runtime, "threads": 1},
+                               **space)
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(profile), "--out", str(out),
                         "--device", "cpu"], capture_output=True, text=True, timeout=900,

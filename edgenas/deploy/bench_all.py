@@ -54,6 +54,9 @@ def candidates(run: RunDir) -> tuple[dict[str, Path], dict[str, str]]:
     """runtime -> the file it runs (torch-cpu: model.pt), and runtime -> why it is left out."""
     found, skipped = {}, {}
     for name, rt in RUNTIMES.items():
+        if not rt.timed:
+            skipped[name] = rt.not_timed
+            continue
         if rt.engine == "torch":
             if rt.needs_gpu:
                 skipped[name] = "PyTorch on the GPU: time it alone with --runtime torch-cuda"

@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from edgenas.config.runtimes import RUNTIMES
 from edgenas.deploy.evaluate import check_drop, evaluate_run, result_path
 from edgenas.deploy.export.formats import FORMATS, TOLERANCES, ExportFormat, Tolerance
 from edgenas.deploy.export.parity import ExportReport, HeldOut, check_file
@@ -60,12 +61,15 @@ def export_onnx_int8(run: RunDir, *, model, data, report: ExportReport, onnx_pat
 
 
 def gate_int8(run: RunDir, *, fmt: ExportFormat, path: Path, model, data, report: ExportReport, parity: dict,
-              samples: HeldOut, recipe: dict, int8_max_drop: float) -> None:
-    """The INT8 file ``path`` of ``fmt`` evaluated on the whole test split against PyTorch (figures in
-    ``<file>.evaluate.json``) and gated on what it loses (``int8_max_drop``); its parity figures,
-    calibration ``recipe`` and gate recorded in ``report``. A file over the gate stays for inspection."""
+              samples: HeldOut | None, recipe: dict, int8_max_drop: float, max_images: int | None = None,
+              **extra) -> None:
+    """The INT8 file ``path`` of ``fmt`` evaluated on the whole test split against PyTorch (``max_images``: its
+    first N images only, for a slow interpreter such as TFLM's; figures in ``<file>.evaluate.json``) and gated on
+    what it loses (``int8_max_drop``); its parity figures, calibration ``recipe``, gate and ``extra`` entries (the
+    tflm bundle's ``memory``) recorded in ``report``, with the tolerances of the kit's check of ``samples`` where
+    the kit runs the file. A file over the gate stays for inspection."""
     task = run.meta.task
-    result = evaluate_run(run.path, model=path, runtime=fmt.runtime, torch_model=model, data=data)
+    result = evaluate_run(run.path, model=path, runtime=fmt.runtime, torch_model=model, data=data, max_images=max_images)
     figures = result_path(run, path)
     write_json_atomic(figures, result)
     failures = []
@@ -76,9 +80,11 @@ def gate_int8(run: RunDir, *, fmt: ExportFormat, path: Path, model, data, report
     key = "top1" if task == "classify" else "accuracy"
     gate = {"metric": result["metric"], "pytorch": result["pytorch"][key], "int8": result["artifact"][key],
             "drop_pp": result["drop_pp"], "max_drop_pp": 100.0 * int8_max_drop, "images": result["images"],
-            "figures": figures.name}
+            "test_images": result["test_images"], "figures": figures.relative_to(report.out_dir).as_posix()}
+    entry = {"precision": "int8", **parity, "passed": not failures, "failures": failures, "calibration": recipe,
+             "accuracy_gate": gate, **extra}
+    if RUNTIMES[fmt.runtime].in_kit:
+        entry["kit_tolerances"] = kit_tolerances(path, samples=samples, task=task, int8_max_drop=int8_max_drop,
+                                                 runtime=fmt.runtime)
     report.files[fmt.name] = path
-    report.parity[fmt.name] = {"precision": "int8", **parity, "passed": not failures, "failures": failures,
-                               "calibration": recipe, "accuracy_gate": gate,
-                               "kit_tolerances": kit_tolerances(path, samples=samples, task=task,
-                                                                int8_max_drop=int8_max_drop, runtime=fmt.runtime)}
+    report.parity[fmt.name] = entry

@@ -7,10 +7,7 @@ the test split and gated like the other INT8 files (``--int8-max-drop``).
 
 from __future__ import annotations
 
-import numpy as np
-
 from edgenas.config.memory_targets import MEMORY_TARGETS
-from edgenas.deploy.evaluate import check_drop, evaluate_run, result_path
 from edgenas.deploy.export.firmware import (
     BUNDLE_DIR,
     MODEL,
@@ -18,17 +15,20 @@ from edgenas.deploy.export.firmware import (
     aligned_arena,
     write_bundle,
 )
-from edgenas.deploy.export.parity import ExportReport, HeldOut
-from edgenas.device_kit import edgenas_kit as kit
-from edgenas.errors import AccuracyDropError, UserInputError
+from edgenas.deploy.export.formats import FORMATS
+from edgenas.deploy.export.int8_gate import FIGURES_ONLY, gate_int8
+from edgenas.deploy.export.parity import ExportReport, HeldOut, check_file
+from edgenas.errors import UserInputError
 from edgenas.run.rundir import RunDir, write_json_atomic
+from edgenas.runtime.backend import backend_of
 from edgenas.runtime.onnx_quantize import calibration_images
 from edgenas.runtime.tflm import RUNTIME as TFLM_RUNTIME
-from edgenas.runtime.tflm import TflmRunner, measure_arena, tflm_convert, tflm_version
+from edgenas.runtime.tflm import input_quantization, measure_arena, tflm_version
 from edgenas.search.footprint import footprint
 from edgenas.search.space import count_macs, count_params
 
 TARGET = "tflm-int8"  # the memory target the bundle is measured for
+BUNDLE_FORMAT = "tflm"  # the export format (deploy/formats.py) whose file the bundle holds
 MEMORY = "memory.json"  # RUN_DIR/export/tflm/memory.json: estimate beside measurement
 NORMALIZATION = "(pixel / 255 - mean) / std per channel"
 
@@ -61,40 +61,22 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
     out = report.out_dir / BUNDLE_DIR
     out.mkdir(exist_ok=True)
     calibration = calibration_images(data, calibration_images_count)
-    path = tflm_convert(model, out / MODEL, input_chw=tuple(shape.input_chw), calibration=calibration)
+    tflm = backend_of(TFLM_RUNTIME)
+    path = tflm.convert(model, out / MODEL, input_chw=tuple(shape.input_chw), calibration=calibration)
     measured = measure_arena(path)
     memory = _memory(run, path, measured)
     write_json_atomic(out / MEMORY, memory)
     _record_in_summary(run, memory)
-    with TflmRunner(path) as runner:
-        actual = runner(ref.inputs)
-        q = runner.input["quantization_parameters"]
-        parity = kit.parity_report(ref.outputs, actual, "classify", max_abs_diff=np.inf, min_agreement=0.0,
-                                   min_cosine=-1.0)  # INT8: figures reported; the gate is test accuracy
-        parity.update(file=f"{BUNDLE_DIR}/{MODEL}", sha256=kit.file_sha256(path), runtime=runner.runtime,
-                      runtime_version=runner.runtime_version, device=runner.device, held_out=ref.source,
-                      accuracy=float(np.mean(actual.argmax(1) == ref.labels)),
-                      reference_accuracy=float(np.mean(ref.outputs.argmax(1) == ref.labels)))
+    fmt = FORMATS[BUNDLE_FORMAT]
+    parity = {**check_file(path, fmt, ref, "classify", FIGURES_ONLY), "file": fmt.file}  # INT8: the gate is accuracy
     c, h, w = shape.input_chw
+    input_scale, input_zero_point = input_quantization(path)
     write_bundle(out, path.read_bytes(), BundleFacts(
         arena_bytes=aligned_arena(measured.arena), peak_memory_bytes=measured.head, persistent_bytes=measured.tail,
-        input_hwc=(h, w, c), input_scale=float(q["scales"][0]), input_zero_point=int(q["zero_points"][0]),
+        input_hwc=(h, w, c), input_scale=input_scale, input_zero_point=input_zero_point,
         outputs=shape.num_classes, macs=count_macs(arch, c, shape.num_classes, (h, w)),
         params=count_params(arch, c, shape.num_classes), arch=str(arch), tflm_version=tflm_version(),
         normalization=f"{NORMALIZATION} (mean {list(shape.mean)}, std {list(shape.std)})"))
-    result = evaluate_run(run.path, model=path, runtime=TFLM_RUNTIME, torch_model=model, data=data,
-                          max_images=max_images)
-    figures = result_path(run, path)
-    write_json_atomic(figures, result)
-    failures = []
-    try:
-        check_drop(result, max_drop=int8_max_drop, flag="--int8-max-drop")
-    except AccuracyDropError as e:
-        failures.append(str(e))
-    gate = {"metric": result["metric"], "pytorch": result["pytorch"]["top1"], "int8": result["artifact"]["top1"],
-            "drop_pp": result["drop_pp"], "max_drop_pp": 100.0 * int8_max_drop, "images": result["images"],
-            "test_images": result["test_images"], "figures": f"{BUNDLE_DIR}/{figures.name}"}
-    report.files["tflm"] = path
-    report.parity["tflm"] = {"precision": "int8", **parity, "passed": not failures, "failures": failures,
-                             "calibration": {"images": len(calibration), "quantiser": "PT2E (litert-int8)"},
-                             "accuracy_gate": gate, "memory": memory}
+    gate_int8(run, fmt=fmt, path=path, model=model, data=data, report=report, parity=parity,
+              samples=None, recipe={"images": len(calibration), "quantiser": f"PT2E ({tflm.converts_via})"},
+              int8_max_drop=int8_max_drop, max_images=max_images, memory=memory)

@@ -17,7 +17,7 @@ from edgenas.deploy.gate import intervals
 from edgenas.deploy.gate.environment import condition_warnings, record_notes
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
-from edgenas.runtime.device_client import DeviceClient
+from edgenas.runtime.device_client import DeviceClient, upload_body
 from edgenas.runtime.runners import kit_errors
 
 METRICS = ("p50", "p90", "p99")
@@ -337,7 +337,7 @@ def paired_compare_on_device(model_a: str | Path, model_b: str | Path, url: str,
     _check_paired(rounds=rounds, method=method, confidence=confidence)
     (path_a, runtime), (path_b, _) = bench_mod.device_model(model_a, runtime), bench_mod.device_model(model_b, runtime)
     client = DeviceClient(url, token=token)
-    answer = client.paired(path_a.read_bytes(), path_b.read_bytes(), runtime=runtime, threads=threads, batch=batch,
+    answer = client.paired(upload_body(path_a, runtime), upload_body(path_b, runtime), runtime=runtime, threads=threads, batch=batch,
                            rounds=rounds, warmup=warmup, runs=runs_per_round, name=f"{path_a.name} {path_b.name}")
     bench_a, bench_b = (bench_mod.read_device_bench(answer.get(k), url) | {"model": str(m)}
                         for k, m in (("bench_a", model_a), ("bench_b", model_b)))
