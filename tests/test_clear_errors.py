@@ -168,11 +168,11 @@ def test_compare_says_when_the_runtime_version_changed(tmp_path):
     base, cur = tmp_path / "base.json", tmp_path / "cur.json"
     base.write_text(json.dumps(_bench_record(1.0)))
     cur.write_text(json.dumps(_bench_record(1.01, runtime_version="1.21")))
-    r = _cli("compare", base, cur)
+    r = _cli("compare", "files", base, cur)
     assert r.exit_code == 0, r.output
     assert "warning: different onnxruntime-cpu versions: 1.20 vs 1.21" in r.output, r.output
     cur.write_text(json.dumps(_bench_record(1.01)))
-    assert "versions" not in _cli("compare", base, cur).output
+    assert "versions" not in _cli("compare", "files", base, cur).output
 
 
 def test_history_files_honour_the_umask(tmp_path):
@@ -180,7 +180,7 @@ def test_history_files_honour_the_umask(tmp_path):
     cur.write_text(json.dumps(_bench_record(1.0)))
     before = os.umask(0o022)
     try:
-        r = _cli("compare", "--history", tmp_path / "history", cur)
+        r = _cli("compare", "history", tmp_path / "history", cur)
     finally:
         os.umask(before)
     assert r.exit_code == 0, r.output

@@ -2,7 +2,7 @@
 
 Each function takes ``values`` of shape (n,) or (gates, n) (one row per gate, as the calibration
 simulation in ``tools/gate_calibration.py`` uses them) and returns ``(low, high)`` of the same
-leading shape. ``METHODS`` names them; ``DEFAULT_METHOD`` is what ``edgenas compare --models`` uses.
+leading shape. ``METHODS`` names them; ``DEFAULT_METHOD`` is what ``edgenas compare models`` uses.
 """
 
 from __future__ import annotations
