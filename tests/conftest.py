@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
+BENCHMARKS = TESTS.parent / "benchmarks"  # measurement tools and their helpers (on sys.path: setup.cfg's pythonpath)
+TOOLS = TESTS.parent / "tools"  # tools a user runs (on sys.path too)
 SEARCHLOGS = sorted((TESTS / "data" / "searchlogs").glob("*.json"))
 CI_PROFILE = TESTS / "data" / "profiles" / "ci.toml"
 

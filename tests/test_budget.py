@@ -67,7 +67,7 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
     assert summary["latency_ms"] <= budget and summary["budget"]["max_latency_ms"] == round(budget, 4)
 
     # (a second timing of the exported winner is not compared with the budget here: two timings on a
-    # shared 2-core machine differed by 40 % in the suite's runs; tools/ and `edgenas compare` measure that)
+    # shared 2-core machine differed by 40 % in the suite's runs; benchmarks/ and `edgenas compare` measure that)
     # latencies are measured once per architecture and kept: a resumed search measures nothing again
     measured = (tmp_path / "run" / "latency.jsonl").read_text()
     assert len(RunDir(tmp_path / "run").latencies()) >= len(journal) - 1

@@ -126,8 +126,8 @@ def test_an_image_folder_with_train_but_no_test_says_so(tmp_path, only):
 
 # -- the device server under plain concurrent clients -----------------------------------------------
 def _serve_load():
-    """tools/serve_load.py, the load tool whose figures docs/benchmarks.md records."""
-    path = Path(__file__).resolve().parents[1] / "tools" / "serve_load.py"
+    """benchmarks/serve_load.py, the load tool whose figures docs/benchmarks.md records."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
     spec = importlib.util.spec_from_file_location("serve_load", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

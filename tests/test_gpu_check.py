@@ -8,12 +8,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-sys.path.insert(0, str(TOOLS))
-
-import gpu_check  # noqa: E402
+import gpu_check
+from conftest import TOOLS
 
 STEPS = ("pytest_gpu", "bench_cifar10", "bench_fashionmnist", "rank_check", "synthetic_data", "search_w1", "search_w2")
 

@@ -1,4 +1,4 @@
-"""tools/bench_train.py and tools/rank_check.py run end to end at tiny sizes and report every figure."""
+"""benchmarks/bench_train.py and benchmarks/rank_check.py run end to end at tiny sizes and report every figure."""
 
 from __future__ import annotations
 
@@ -6,21 +6,17 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
+import bench_train
 import pytest
+import rank_check
+from conftest import BENCHMARKS
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-sys.path.insert(0, str(TOOLS))
-
-import bench_train  # noqa: E402
-import rank_check  # noqa: E402
-
-from edgenas.search.space import Arch  # noqa: E402
+from edgenas.search.space import Arch
 
 
 def _run(tool: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, str(TOOLS / tool), *args], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([sys.executable, str(BENCHMARKS / tool), *args], capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
