@@ -28,6 +28,15 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+# Engines whose conversion goes through torch.export: 5-60 s a network on a shared 2-core machine.
+SLOW_ENGINES = ("executorch", "litert")
+
+
+def slow_engines_marked(runtimes) -> list:
+    """``runtimes`` as parameters, those converted through torch.export marked ``slow`` (out of the fast loop)."""
+    return [pytest.param(r, marks=pytest.mark.slow) if r.split("-")[0] in SLOW_ENGINES else r for r in runtimes]
+
+
 @pytest.fixture
 def ci_profile() -> Path:
     return CI_PROFILE

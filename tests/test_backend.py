@@ -7,6 +7,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from conftest import slow_engines_marked
 
 from edgenas.config.profile import LATENCY_FROM, Budget
 from edgenas.config.runtimes import RUNTIMES
@@ -45,7 +46,7 @@ def test_an_unknown_runtime_names_the_allowed_ones():
         backend_of("tflite")
 
 
-@pytest.mark.parametrize("name", list(BACKENDS))
+@pytest.mark.parametrize("name", slow_engines_marked(BACKENDS))
 def test_each_backend_converts_runs_and_agrees_with_pytorch(name, tmp_path):
     backend: Backend = BACKENDS[name]
     try:

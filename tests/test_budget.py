@@ -41,6 +41,7 @@ input_size = [32, 32]
 """
 
 
+@pytest.mark.slow
 def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
     def latency(width):
         return measure_latency(Arch.plain(2, width), Target(task="classify", input_chw=(1, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))

@@ -242,6 +242,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_search_measures_on_the_device_skips_over_budget_and_resumes_without_measuring(
         server, tmp_path, monkeypatch, one_thread):
     import edgenas

@@ -50,6 +50,7 @@ def test_run_directory_contents(finished_run):
     assert load_run_model(RunDir(out)).state_dict().keys() == state.keys()
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, ci_profile, tmp_path):
     full, _ = finished_run
     out = tmp_path / "killed"
@@ -79,6 +80,7 @@ def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, 
     assert keys(out) == keys(full)
 
 
+@pytest.mark.slow
 def test_python_api(tmp_path, ci_profile):
     summary = edgenas.discover(str(ci_profile), out=tmp_path / "api", device="cpu", log=lambda m: None)
     assert summary["run_dir"] == str(tmp_path / "api") and summary["test_acc"] > 30

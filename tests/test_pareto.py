@@ -98,6 +98,7 @@ def test_pareto_latency_without_measurements_names_the_flag(budget_run, tmp_path
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_train_candidate_trains_that_architecture_into_a_run_that_says_where_it_came_from(budget_run, tmp_path):
     out, _ = budget_run
     journal = RunDir(out).journal()

@@ -81,6 +81,7 @@ def exported_run(budget_run):
     return out, png
 
 
+@pytest.mark.slow
 def test_report_of_a_real_run_holds_every_figure_with_data_and_nothing_external(exported_run):
     out, _ = exported_run
     html = (out / "report.html").read_text()
@@ -103,6 +104,7 @@ def test_report_of_a_real_run_holds_every_figure_with_data_and_nothing_external(
     assert "ROC" not in text  # a classify run has no face section
 
 
+@pytest.mark.slow
 def test_layer_table_adds_up_to_the_networks_params_and_macs(exported_run):
     out, _ = exported_run
     view = load_view(out)
@@ -112,6 +114,7 @@ def test_layer_table_adds_up_to_the_networks_params_and_macs(exported_run):
     assert all(r["params"] > 0 and r["macs"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_png_dir_holds_each_figure_as_an_image(exported_run):
     out, png = exported_run
     names = sorted(p.stem for p in png.glob("*.png"))
@@ -200,6 +203,7 @@ def face_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_report_of_a_face_run_draws_the_roc_curve(face_run, tmp_path):
     verify = json.loads((face_run / "verify.json").read_text())
     assert len(verify["roc"]["fpr"]) == len(verify["roc"]["tpr"]) >= 2
@@ -218,6 +222,7 @@ def test_report_of_a_face_run_draws_the_roc_curve(face_run, tmp_path):
     assert (tmp_path / "png" / "roc.png").is_file()
 
 
+@pytest.mark.slow
 def test_face_report_says_when_the_roc_curve_is_not_available(face_run, tmp_path):
     run = tmp_path / "face"
     shutil.copytree(face_run, run)
@@ -233,6 +238,7 @@ def test_face_report_says_when_the_roc_curve_is_not_available(face_run, tmp_path
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian: apt-get install chromium)")
 def test_the_report_renders_in_headless_chromium(exported_run, tmp_path):
     out, _ = exported_run

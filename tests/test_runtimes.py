@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import torch_threads
+from conftest import slow_engines_marked, torch_threads
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 
@@ -90,7 +90,7 @@ def reference(model, images: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(images)).numpy()
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_the_runtime_computes_what_pytorch_computes(runtime, trained, converted):
     model, _, test, labels = trained
     b = backend(runtime)
@@ -121,7 +121,7 @@ def test_the_file_carries_metadata_the_kit_reads(runtime, converted):
         assert engines.size_on_disk(path) < engines.size_on_disk(converted(runtime.replace("-int8", "-cpu"))) / 2
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_a_face_embedding_net_keeps_its_cosine(runtime, tmp_path):
     b = backend(runtime)
     torch.manual_seed(1)
@@ -262,6 +262,7 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["litert-int8", "openvino-cpu"])
 def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, tmp_path):
     """Each candidate is converted for the runtime and timed there (1 thread); the winner fits the budget."""
@@ -284,7 +285,7 @@ def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, tm
     assert not (tmp_path / "intel").exists()  # OpenVINO's telemetry stayed off
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_a_relative_output_path_converts(runtime, trained, tmp_path, monkeypatch):
     """`edgenas export runs/x` hands the converters relative paths (pnnx runs in its own folder)."""
     b = backend(runtime)

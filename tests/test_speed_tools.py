@@ -52,6 +52,7 @@ def test_bench_train_reports_loops_ratios_and_floor(tmp_path):
     assert res["env"]["torch"] and res["env"]["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_bench_train_real_digits_and_arch_forms(tmp_path):
     out = tmp_path / "digits.json"
     arch_file = tmp_path / "arch.json"
@@ -67,6 +68,7 @@ def test_bench_train_real_digits_and_arch_forms(tmp_path):
         bench_train.parse_arch("d3-w8-sxs-353")
 
 
+@pytest.mark.slow
 def test_rank_check_trains_both_protocols_and_reports_tau(tmp_path):
     out = tmp_path / "rank.json"
     r = _run("rank_check.py", "--max-candidates", "8", "--epochs-scale", "0.05", "--width-scale", "0.125",
