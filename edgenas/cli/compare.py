@@ -21,8 +21,6 @@ from edgenas.cli.app import (
     threads_option,
 )
 
-EXIT_CODES = "Exit 0 ok, 1 regression, 2 unusable input."
-
 
 def with_options(*options):
     """Apply click options in the order they are listed (as ``--help`` shows them)."""
