@@ -12,6 +12,8 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
+
 from edgenas.run.progress import LiveProgress, SearchTally, reporter
 from edgenas.run.rundir import RunDir
 
@@ -85,6 +87,7 @@ def _under_a_pty(args, cwd=None, timeout=600) -> tuple[int, str]:
     return proc.wait(timeout=timeout), b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_on_a_terminal_a_bar_shows_stage_candidate_epoch_eta_best_and_skipped(budget_run, tmp_path):
     """--resume of the budgeted run with its last two candidates unfinished: they train under the bar."""
     out, _ = budget_run

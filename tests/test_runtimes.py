@@ -110,7 +110,7 @@ def test_the_runtime_computes_what_pytorch_computes(runtime, trained, converted)
         assert np.abs(out - ref).max() > 0  # really quantised: an INT8 file that computes in float would be exact
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_the_file_carries_metadata_the_kit_reads(runtime, converted):
     path = converted(runtime)
     meta = json.loads(engines.metadata_path(path).read_text())
@@ -150,7 +150,7 @@ def test_a_missing_package_names_the_extra(runtime, monkeypatch):
         b.convert(torch.nn.Identity(), Path("unused") / f"m{b.suffix}", input_chw=(1, 8, 8))
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_the_kit_without_the_runtime_package_says_how_to_install_it(runtime, converted, monkeypatch):
     path = converted(runtime)
     monkeypatch.setitem(sys.modules, engines.PACKAGES[RUNTIMES[runtime].engine][0], None)
