@@ -134,6 +134,7 @@ dataset = "digits"
 """
 
 
+@pytest.mark.slow
 def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing(tmp_path, monkeypatch):
     import numpy as np
     import onnx

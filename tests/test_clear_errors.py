@@ -66,6 +66,7 @@ def test_a_pairs_file_with_a_byte_order_mark_is_read(tmp_path):
     assert read_pairs_file(marked) == read_pairs_file(plain)
 
 
+@pytest.mark.slow
 def test_an_input_size_beyond_memory_is_refused_on_digits(tmp_path, ci_profile):
     """The memory check counted the resized uint8 images only; resizing also holds float32 copies
     (51.8 GB at 3000x3000 on digits on main: a traceback). The child believes it has 20 GiB and may

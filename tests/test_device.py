@@ -381,6 +381,7 @@ def test_bench_and_compare_with_device(server, model, tmp_path, monkeypatch):
 
 
 # -- a latency table built on the device, and a search that predicts with it --------------------------
+@pytest.mark.slow
 def test_a_table_built_on_the_device_predicts_a_search_whose_winner_the_device_measures(
         server, tmp_path, monkeypatch, one_thread):
     from click.testing import CliRunner

@@ -31,6 +31,7 @@ def finished_run(tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_run_directory_contents(finished_run):
     out, r = finished_run
     for name in ("run.json", "journal.jsonl", "arch.json", "summary.json", "model.pt"):
@@ -111,6 +112,7 @@ def test_cli_cuda_without_gpu(tmp_path, ci_profile):
     assert r.exit_code == 2 and "no CUDA device" in r.output
 
 
+@pytest.mark.slow
 def test_train_command_retrains_a_run(finished_run):
     out, _ = finished_run
     r = CliRunner().invoke(main, ["train", str(out), "--epochs", "1", "--device", "cpu"])

@@ -49,6 +49,7 @@ def test_the_patterns_describe_the_log_of_the_code_before_the_display():
     assert set(found) == set(LINES)
 
 
+@pytest.mark.slow
 def test_on_a_pipe_the_log_lines_are_the_old_ones(budget_run):
     out, stderr = budget_run
     assert "\x1b" not in stderr and "\r" not in stderr and "━" not in stderr

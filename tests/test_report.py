@@ -132,6 +132,7 @@ def _partial(out: Path, dest: Path, records: int) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_report_of_a_run_still_searching(budget_run, tmp_path):
     out, _ = budget_run
     run = _partial(out, tmp_path / "searching", 3)
@@ -145,6 +146,7 @@ def test_report_of_a_run_still_searching(budget_run, tmp_path):
     assert len(written) == 1 + len(list((tmp_path / "png").glob("*.png")))
 
 
+@pytest.mark.slow
 def test_report_marks_a_failed_candidate(budget_run, tmp_path):
     out, _ = budget_run
     run = _partial(out, tmp_path / "failed", 4)
@@ -158,6 +160,7 @@ def test_report_marks_a_failed_candidate(budget_run, tmp_path):
     assert page.figures["trajectory"]["points"] == 4
 
 
+@pytest.mark.slow
 def test_latency_is_drawn_where_candidates_were_measured(budget_run, tmp_path):
     from edgenas.deploy.report_figures import tradeoff_axes
 
@@ -174,6 +177,7 @@ def test_latency_is_drawn_where_candidates_were_measured(budget_run, tmp_path):
     assert "Pareto front against latency" in " ".join(page.text) and page.figures["tradeoffs"]["points"] >= 6
 
 
+@pytest.mark.slow
 def test_report_errors_name_the_file_or_flag(budget_run, tmp_path):
     out, _ = budget_run
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", str(tmp_path)], capture_output=True, text=True)

@@ -158,6 +158,7 @@ def test_the_kit_without_the_runtime_package_says_how_to_install_it(runtime, con
         kit.open_runner(path, runtime, 1)
 
 
+@pytest.mark.slow
 def test_litert_metadata_is_required_and_checked(converted, tmp_path):
     path = converted("litert-cpu") if importlib.util.find_spec("ai_edge_litert") else pytest.skip("needs ai-edge-litert")
     copy = tmp_path / "copy.tflite"
@@ -172,6 +173,7 @@ def test_litert_metadata_is_required_and_checked(converted, tmp_path):
         kit.open_runner(copy, "litert-cpu", 1)
 
 
+@pytest.mark.slow
 def test_openvino_conversion_writes_nothing_in_the_home_folder(tmp_path):
     """OpenVINO's converter and NNCF keep telemetry files under ~/intel unless told they run in CI."""
     if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
@@ -204,6 +206,7 @@ def litert_device_env(root: Path) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(trained, converted, tmp_path):
     """What a phone-class device needs for a .tflite: the kit's files, numpy and ai-edge-litert."""
     if importlib.util.find_spec("ai_edge_litert") is None or importlib.util.find_spec("litert_torch") is None:

@@ -25,6 +25,7 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_bench_train_reports_loops_ratios_and_floor(tmp_path):
     out = tmp_path / "bench.json"
     r = _run("bench_train.py", "--arch", "d4-w8", "--dataset", "fashionmnist", "--epochs", "2", "--train-images", "256",
