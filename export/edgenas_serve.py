@@ -300,7 +300,7 @@ def auto_runs(kit, fn) -> tuple[int, int]:
 
 
 def alternate(kit, fns: list, *, rounds: int, warmup: int, runs: int) -> tuple[list, list]:
-    """A and B timed in alternation, the order swapped every round (as ``edgenas compare --models``):
+    """A and B timed in alternation, the order swapped every round (as ``edgenas compare models``):
     the samples of each, and per round median(B) / median(A)."""
     run_a, run_b = fns
     samples_a, samples_b, ratios = [], [], []

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
+BENCHMARKS = TESTS.parent / "benchmarks"  # measurement tools and their helpers (on sys.path: setup.cfg's pythonpath)
+TOOLS = TESTS.parent / "tools"  # tools a user runs (on sys.path too)
 SEARCHLOGS = sorted((TESTS / "data" / "searchlogs").glob("*.json"))
 CI_PROFILE = TESTS / "data" / "profiles" / "ci.toml"
 
@@ -24,6 +26,15 @@ def pytest_collection_modifyitems(config, items):
         for marker, (missing, reason) in skips.items():
             if missing and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# Engines whose conversion goes through torch.export: 5-60 s a network on a shared 2-core machine.
+SLOW_ENGINES = ("executorch", "litert")
+
+
+def slow_engines_marked(runtimes) -> list:
+    """``runtimes`` as parameters, those converted through torch.export marked ``slow`` (out of the fast loop)."""
+    return [pytest.param(r, marks=pytest.mark.slow) if r.split("-")[0] in SLOW_ENGINES else r for r in runtimes]
 
 
 @pytest.fixture

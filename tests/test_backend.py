@@ -7,6 +7,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from conftest import slow_engines_marked
 
 from edgenas.config.profile import LATENCY_FROM, Budget
 from edgenas.config.runtimes import RUNTIMES
@@ -66,7 +67,7 @@ def test_what_a_runtime_cannot_do_is_declared_and_refused_in_one_line(tmp_path):
         tflm.open(tmp_path / "model.tflite", threads=2)
 
 
-@pytest.mark.parametrize("name", list(BACKENDS))
+@pytest.mark.parametrize("name", slow_engines_marked(BACKENDS))
 def test_each_backend_converts_runs_and_agrees_with_pytorch(name, tmp_path):
     backend: Backend = BACKENDS[name]
     try:

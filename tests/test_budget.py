@@ -15,6 +15,7 @@ from edgenas.search.space import Arch, count_macs, count_params
 LATENCY_SPACE = {"depths": (2, 3), "widths": (16, 64), "width_step": 16, "input_size": (32, 32)}
 
 
+@pytest.mark.slow
 def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path, budgeted_profile):
     def latency(width):
         return measure_latency(Arch.plain(2, width), Target(task="classify", input_chw=(1, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))
@@ -41,7 +42,7 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path, 
     assert summary["latency_ms"] <= budget and summary["budget"]["max_latency_ms"] == round(budget, 4)
 
     # (a second timing of the exported winner is not compared with the budget here: two timings on a
-    # shared 2-core machine differed by 40 % in the suite's runs; tools/ and `edgenas compare` measure that)
+    # shared 2-core machine differed by 40 % in the suite's runs; benchmarks/ and `edgenas compare` measure that)
     # latencies are measured once per architecture and kept: a resumed search measures nothing again
     measured = (tmp_path / "run" / "latency.jsonl").read_text()
     assert len(RunDir(tmp_path / "run").latencies()) >= len(journal) - 1
@@ -78,6 +79,7 @@ def test_workers_with_a_cpu_latency_budget_on_the_cpu_are_refused(tmp_path, budg
     assert r.exit_code == 2 and "--workers 2: a CPU latency budget" in r.output and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing(tmp_path, monkeypatch,
                                                                                   budgeted_profile):
     import numpy as np

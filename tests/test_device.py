@@ -242,6 +242,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_search_measures_on_the_device_skips_over_budget_and_resumes_without_measuring(
         server, tmp_path, monkeypatch, one_thread):
     import edgenas
@@ -362,7 +363,7 @@ def test_bench_and_compare_with_device(server, model, tmp_path, monkeypatch):
     assert record["runs"] == 20 and record["tool"].startswith("edgenas-serve") and record["model"] == str(model)
 
     monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
-    r = runner.invoke(main, ["compare", "--models", str(model), str(model), "--device", server.url, "--threads", "1",
+    r = runner.invoke(main, ["compare", "models", str(model), str(model), "--device", server.url, "--threads", "1",
                              "--rounds", "6", "--warmup", "1", "--runs", "5", "--json-a", str(tmp_path / "a.json")])
     assert r.exit_code in (0, 1) and "6 rounds of A and B in alternation on onnxruntime-cpu" in r.output, r.output
     assert read_bench(tmp_path / "a.json")["rounds"] == 6
@@ -373,13 +374,14 @@ def test_bench_and_compare_with_device(server, model, tmp_path, monkeypatch):
         (["bench", str(engine), "--device", server.url], "--device sends an ONNX model"),
         (["bench", str(model), "--device", "localhost"], "--device localhost: give the device server's address"),
         (["bench", str(model), "--device", server.url, "--runtime", "torch-cpu"], "--runtime torch-cpu: a device server"),
-        (["compare", "a.json", "b.json", "--device", server.url], "--device URL goes with --models A B"),
+        (["compare", "files", "a.json", "b.json", "--device", server.url], "No such option"),  # --device times models
     ]:
         r = runner.invoke(main, args)
         assert r.exit_code == 2 and message in r.output, (args, r.output)
 
 
 # -- a latency table built on the device, and a search that predicts with it --------------------------
+@pytest.mark.slow
 def test_a_table_built_on_the_device_predicts_a_search_whose_winner_the_device_measures(
         server, tmp_path, monkeypatch, one_thread):
     from click.testing import CliRunner

@@ -184,10 +184,10 @@ def test_compare_warns_in_its_verdict_and_reads_version_1(tmp_path):
     v1 = bench_json(tmp_path / "v1.json", None, "edgenas.bench/1")
     governed = bench_json(tmp_path / "perf.json", block(cpu_governor="performance"))
     saving = bench_json(tmp_path / "save.json", block(cpu_governor="powersave"))
-    r = CliRunner().invoke(main, ["compare", governed, saving])
+    r = CliRunner().invoke(main, ["compare", "files", governed, saving])
     assert r.exit_code == 0 and "PASS" in r.output
     assert "warning: different conditions: CPU governor 'performance' vs 'powersave'" in r.output
-    r = CliRunner().invoke(main, ["compare", v1, governed, "--markdown"])
+    r = CliRunner().invoke(main, ["compare", "files", v1, governed, "--markdown"])
     assert r.exit_code == 0 and "> warning: v1.json records no bench conditions (edgenas.bench/1)" in r.output
-    r = CliRunner().invoke(main, ["compare", v1, v1])
+    r = CliRunner().invoke(main, ["compare", "files", v1, v1])
     assert r.exit_code == 0 and r.output.count("records no bench conditions") == 2

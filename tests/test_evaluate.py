@@ -203,6 +203,7 @@ def face_run(tmp_path_factory):
     return root / "run", report
 
 
+@pytest.mark.slow
 def test_face_evaluate_through_onnx_runtime_matches_pytorch(face_run):
     run, _ = face_run
     with torch_threads(1):
@@ -219,6 +220,7 @@ def test_face_evaluate_through_onnx_runtime_matches_pytorch(face_run):
     assert json.loads((run / "v.json").read_text())["accuracy"] == pytest.approx(p["accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_face_flip_in_evaluate_and_verify_is_recorded_and_agrees(face_run):
     run, _ = face_run
     r = CliRunner().invoke(main, ["evaluate", str(run), "--flip", "--threads", "1"])
@@ -234,6 +236,7 @@ def test_face_flip_in_evaluate_and_verify_is_recorded_and_agrees(face_run):
     assert not plain["flip"] and plain["fold_thresholds"] != flipped["fold_thresholds"]  # the mirror changed the scores
 
 
+@pytest.mark.slow
 def test_face_int8_export_is_gated_on_verification_accuracy(face_run):
     run, report = face_run
     entry = report.parity["onnx-int8"]

@@ -65,6 +65,7 @@ def test_memory_budgets_are_checked_before_latency():
     assert check_budget(arch, (1, 1), Budget(max_peak_memory_kb=1024), never, memory).reason == ""
 
 
+@pytest.mark.slow
 def test_search_trains_only_candidates_under_the_memory_budget(tmp_path, one_thread, budgeted_profile):
     peaks = {w: footprint(Arch.plain(3, w), in_channels=1, input_size=(8, 8), outputs=10, target=TFLM).activations
              for w in (8, 16, 24)}

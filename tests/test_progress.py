@@ -12,6 +12,8 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
+
 from edgenas.run.progress import (
     QUIET,
     STDERR,
@@ -55,6 +57,7 @@ def test_the_patterns_describe_the_log_of_the_code_before_the_display():
     assert set(found) == set(LINES)
 
 
+@pytest.mark.slow
 def test_on_a_pipe_the_log_lines_are_the_old_ones(budget_run):
     out, stderr = budget_run
     assert "\x1b" not in stderr and "\r" not in stderr and "━" not in stderr
@@ -93,6 +96,7 @@ def _under_a_pty(args, cwd=None, timeout=600) -> tuple[int, str]:
     return proc.wait(timeout=timeout), b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_on_a_terminal_a_bar_shows_stage_candidate_epoch_eta_best_and_skipped(budget_run, tmp_path):
     """--resume of the budgeted run with its last two candidates unfinished: they train under the bar."""
     out, _ = budget_run

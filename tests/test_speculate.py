@@ -49,6 +49,7 @@ def test_likely_next_covers_both_outcomes_of_an_op_choice():
     assert {c.arch.ops[:2] for c in nxt} == {(1, 1), (0, 1)}
 
 
+@pytest.mark.slow
 def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile):
     out = tmp_path / "spec"
     cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(out),
@@ -65,6 +66,7 @@ def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile
     assert "speculative]" not in again.stderr and RunDir(out).journal() == journal
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_discover_on_ray_reaches_the_same_decisions_as_worker_processes(tmp_path, ci_profile):
     out = tmp_path / "ray"

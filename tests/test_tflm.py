@@ -67,6 +67,7 @@ def test_max_images_is_an_option_of_the_tflm_format(tmp_path):
 
 
 @needs_tflm
+@pytest.mark.slow
 def test_estimate_equals_tflm_on_random_networks():
     from edgenas.runtime.backend import backend_of
     from edgenas.runtime.memory_check import check_memory
@@ -104,6 +105,7 @@ def tflm_run(tmp_path_factory, budgeted_profile):
 
 
 @needs_tflm
+@pytest.mark.slow
 def test_winner_export_fits_the_budget_and_the_estimate_is_exact(tflm_run):
     run, report, budget = tflm_run
     out = run.path / "export" / BUNDLE_DIR
@@ -123,6 +125,7 @@ def test_winner_export_fits_the_budget_and_the_estimate_is_exact(tflm_run):
 
 
 @needs_tflm
+@pytest.mark.slow
 def test_tflm_computes_what_litert_reference_kernels_compute(tflm_run):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

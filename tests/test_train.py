@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import subset_train
+from synthetic import synthetic_dataset
 from torch import nn
 
 from edgenas.config.plan import TrainPlan
@@ -15,7 +16,6 @@ from edgenas.search.space import Arch
 from edgenas.training.augment import normalize
 from edgenas.training.data import load_dataset
 from edgenas.training.network import build_model
-from edgenas.training.synthetic import synthetic_dataset
 from edgenas.training.trainer import (
     TrainResult,
     accuracy,

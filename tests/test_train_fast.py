@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import subset_train
+from synthetic import synthetic_dataset
 from torch import nn
 
 from edgenas.config.plan import TrainPlan
@@ -20,7 +21,6 @@ from edgenas.training.cuda_graphs import GraphedTrainer
 from edgenas.training.data import Split, load_dataset
 from edgenas.training.network import build_model
 from edgenas.training.schedule import schedule_for
-from edgenas.training.synthetic import synthetic_dataset
 from edgenas.training.trainer import (
     _EagerLoop,
     _Step,

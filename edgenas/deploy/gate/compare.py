@@ -148,7 +148,7 @@ class Comparison:
     def accept_command(self, allow_env_mismatch: bool = False) -> str:
         """The command that makes the current result the new baseline."""
         base, cur = (shlex.quote(n) for n in self.names)
-        return f"edgenas compare {base} {cur} --update-baseline" + (" --allow-env-mismatch" if allow_env_mismatch else "")
+        return f"edgenas compare files {base} {cur} --update-baseline" + (" --allow-env-mismatch" if allow_env_mismatch else "")
 
     def table(self, markdown: bool = False) -> str:
         base, cur = (Path(n).name for n in self.names)

@@ -1,8 +1,8 @@
 """Confidence intervals for the centre of paired mode's per-round latency ratios B/A.
 
 Each function takes ``values`` of shape (n,) or (gates, n) (one row per gate, as the calibration
-simulation in ``tools/gate_calibration.py`` uses them) and returns ``(low, high)`` of the same
-leading shape. ``METHODS`` names them; ``DEFAULT_METHOD`` is what ``edgenas compare --models`` uses.
+simulation in ``benchmarks/gate_calibration.py`` uses them) and returns ``(low, high)`` of the same
+leading shape. ``METHODS`` names them; ``DEFAULT_METHOD`` is what ``edgenas compare models`` uses.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def wilcoxon_interval(values, confidence: float = CONFIDENCE):
 
 def bootstrap_interval(values, *, confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0):
     """Percentile bootstrap of the median (paired mode's method before edgenas 0.1.1): covers
-    less than ``confidence`` at 10-30 rounds; kept for ``tools/gate_calibration.py``."""
+    less than ``confidence`` at 10-30 rounds; kept for ``benchmarks/gate_calibration.py``."""
     x, tail = _rows(values), _check(confidence)
     rng = np.random.default_rng(seed)
     low, high = np.empty(len(x)), np.empty(len(x))

@@ -2,8 +2,8 @@
 """Plain HTTP clients at once against the device server (``edgenas_kit.py serve``): each should get an
 answer, or a 503 with Retry-After, and never a reset connection.
 
-    python tools/serve_load.py --clients 20                  # the server's default queue (32)
-    python tools/serve_load.py --clients 20 --max-queue 4 --busy   # a smaller queue, the device busy first
+    python benchmarks/serve_load.py --clients 20                  # the server's default queue (32)
+    python benchmarks/serve_load.py --clients 20 --max-queue 4 --busy   # a smaller queue, the device busy first
 
 Starts the server from the kit's files in a temporary folder, sends one tiny ONNX model per client
 (``http.client``, no retries) after a barrier, and prints how each request ended.

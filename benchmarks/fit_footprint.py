@@ -2,7 +2,7 @@
 
     edgenas memory-check --profile demo --json demo.json
     edgenas memory-check --profile mcu --json mcu.json
-    python tools/fit_footprint.py demo.json mcu.json [--check other.json ...]
+    python benchmarks/fit_footprint.py demo.json mcu.json [--check other.json ...]
 
 Prints the least-squares coefficients of each figure (bytes per count of ``footprint.Counts``) to paste
 into ``PERSISTENT`` and ``FLASH``, their error on the files fitted and, with ``--check``, on other files.

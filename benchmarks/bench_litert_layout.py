@@ -6,7 +6,7 @@ Prints the p50 of each and the NHWC/NCHW ratio of the medians, through the kit's
 NCHW and transposes for an NHWC file, as a caller with NCHW arrays must) and for the interpreter
 alone (``invoke`` on an input already in the file's layout, as a camera pipeline feeding NHWC has it).
 
-    OMP_NUM_THREADS=1 python tools/bench_litert_layout.py [--rounds 15]
+    OMP_NUM_THREADS=1 python benchmarks/bench_litert_layout.py [--rounds 15]
 """
 
 from __future__ import annotations

