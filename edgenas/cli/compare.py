@@ -162,7 +162,7 @@ def compare_models(model_a, model_b, **options):
 
 # -- what each subcommand does (the former form calls them too) ---------------------------------------------
 def _files(baseline, current, *, metric, max_regression, markdown, allow_env_mismatch, update_baseline) -> int:
-    from edgenas.deploy import compare as cmp
+    from edgenas.deploy.gate import compare as cmp
 
     threshold = cmp.parse_max_regression(max_regression)
     result = cmp.compare_files(baseline, current, metric=metric, max_regression=threshold,
