@@ -12,12 +12,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_meta
-from edgenas.device_kit import edgenas_env as env
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.deploy import bench
+from edgenas.device_kit import edgenas_env as env
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, UserInputError
 from edgenas.search.space import Arch
 from edgenas.training.network import build_model

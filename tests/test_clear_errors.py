@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_meta, torch_threads
-from edgenas.device_kit import edgenas_kit as kit
 from PIL import Image
 from test_export import copy_run, make_run
 
@@ -23,6 +22,7 @@ import edgenas
 from edgenas.cli import main
 from edgenas.config.profile import load_profile
 from edgenas.deploy.exporter import export_run
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import DataError, ParamError, ProfileError, RunDirError
 from edgenas.run.rundir import RunDir
 from edgenas.training.data import load_dataset

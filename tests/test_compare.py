@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
 from edgenas.deploy import compare as cmp
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import UserInputError
 from edgenas.search.space import Arch
 from edgenas.training.network import build_model

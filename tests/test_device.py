@@ -35,7 +35,7 @@ class Server:
         self.python, self.folder, self.proc, self.port = python, folder, None, 0
         (folder / "token").write_text(TOKEN + "\n")
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self.log = self.folder / "server.log"
         out = self.folder / "server.out"
         with open(out, "w") as stdout, open(self.log, "a") as stderr:

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import torch_threads
-from edgenas.device_kit import edgenas_engines as engines
-from edgenas.device_kit import edgenas_kit as kit
 
 import edgenas.deploy.edge_export as edge_export_mod
 from edgenas.cli import main
@@ -24,6 +22,8 @@ from edgenas.deploy.edge_export import is_edge_format
 from edgenas.deploy.evaluate import evaluate_run
 from edgenas.deploy.exporter import export_run
 from edgenas.deploy.formats import FORMATS
+from edgenas.device_kit import edgenas_engines as engines
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.run.rundir import RunDir
 
 ARCH = {"depth": 3, "width": 12, "ops": [0, 1, 1], "kernels": [3, 3, 3]}

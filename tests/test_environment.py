@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from edgenas.device_kit import edgenas_env as env
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
 from edgenas.deploy.environment import condition_warnings, differences
+from edgenas.device_kit import edgenas_env as env
+from edgenas.device_kit import edgenas_kit as kit
 
 
 def put(root: Path, rel: str, text: str) -> None:

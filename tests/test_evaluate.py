@@ -10,13 +10,13 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from conftest import torch_threads
-from edgenas.device_kit import edgenas_kit as kit
 
 import edgenas.deploy.onnx_int8 as onnx_int8_mod
 from edgenas.cli import main
 from edgenas.deploy.evaluate import classify_figures, evaluate_run
 from edgenas.deploy.exporter import export_run
 from edgenas.deploy.verify import verify_run
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.run.loading import load_run_data
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.ort_int8 import (

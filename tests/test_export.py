@@ -13,7 +13,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_meta, torch_threads
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.profile import load_profile
 from edgenas.deploy.exporter import (
@@ -24,6 +23,7 @@ from edgenas.deploy.exporter import (
 )
 from edgenas.deploy.formats import FORMATS, TOLERANCES, parse_formats, tolerance
 from edgenas.deploy.parity import HeldOut, check_file, held_out, verify_export
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParityError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir

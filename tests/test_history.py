@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
 from edgenas.deploy.history import History, judge, sparkline
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import UserInputError
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgenas.device_kit import edgenas_kit as kit
-from edgenas.device_kit.edgenas_env import FIELDS as ENV_FIELDS
 
 from edgenas.deploy.exporter import _copy_kit
+from edgenas.device_kit import edgenas_kit as kit
+from edgenas.device_kit.edgenas_env import FIELDS as ENV_FIELDS
 
 KIT = Path(kit.__file__)
 

@@ -10,9 +10,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, UserInputError
 from edgenas.runtime.latency import measure_latency, median_ms, random_network
 from edgenas.runtime.onnx import export_onnx, timing_onnx

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import grimp
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_kit as kit
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import torch_threads
-from edgenas.device_kit import edgenas_engines as engines
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_engines as engines
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency
 from edgenas.runtime import executorch, litert, ncnn, openvino
 from edgenas.search.space import Arch

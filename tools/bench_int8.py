@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.deploy.evaluate import evaluate_run
 from edgenas.deploy.exporter import export_run
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError
 from edgenas.run.rundir import RunDir
 

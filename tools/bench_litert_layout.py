@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
-
 from edgenas.runtime.conversion import quiet
 from edgenas.runtime.litert import BACKENDS, _no_progress
 from edgenas.search.space import Arch

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
@@ -123,7 +123,7 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> int:
     return code
 
 
-def run_boxed(argv: list[str], *, box_s: float, log: Path, env: Optional[dict] = None, grace_s: float = STOP_GRACE_S) -> dict:
+def run_boxed(argv: list[str], *, box_s: float, log: Path, env: dict | None = None, grace_s: float = STOP_GRACE_S) -> dict:
     """Run ``argv`` in its own process group with stdout and stderr to ``log``; stop it after ``box_s`` seconds."""
     started = time.monotonic()
     with open(log, "w") as out:
@@ -240,7 +240,7 @@ def synth_figures(ctx: Context, record: dict) -> dict:
             "label_noise": ctx.scale.label_noise, "dir": str(ctx.work / "fashionmnist"), "written": record["status"] == "ok"}
 
 
-def edgenas_cli() -> Optional[str]:
+def edgenas_cli() -> str | None:
     """The ``edgenas`` console script of this interpreter's environment, else the one on PATH."""
     beside = Path(sys.executable).parent / "edgenas"
     return str(beside) if beside.exists() else shutil.which("edgenas")
@@ -272,7 +272,7 @@ def read_journal(path: Path) -> list[dict]:
     return records
 
 
-def requests_answered(log: Path) -> Optional[int]:
+def requests_answered(log: Path) -> int | None:
     """How many of the strategy's requests the search answered: the highest N of discover's
     ``[stage #N] ARCH eE: <answer>`` log lines (progress lines, ``: epoch ...``, do not count)."""
     text = log.read_text(errors="replace") if log.exists() else ""
@@ -334,7 +334,7 @@ def two_se(a: float, b: float, n: int) -> float:
     return 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n) if n else math.inf
 
 
-def target(what: str, measured: str = "not measured", met: Optional[bool] = None, step: str = "") -> dict:
+def target(what: str, measured: str = "not measured", met: bool | None = None, step: str = "") -> dict:
     return {"target": what, "measured": measured, "met": met, "step": step}
 
 
@@ -433,7 +433,7 @@ def probe_environment() -> dict:
         return {"error": f"the environment probe failed: {e}"}
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 epilog="On a GPU machine: pip install --no-deps -e . && python tools/gpu_check.py --out gpu-figures")
     p.add_argument("--out", type=Path, default=Path("gpu-figures"), help="folder for the figures (new or empty; default gpu-figures)")
@@ -474,7 +474,7 @@ def run_all(ctx: Context, chosen: list[Step], budget_s: float) -> dict:
     return results
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = probe_environment()
     device = args.device or ("cuda" if env.get("cuda_available") else "cpu")

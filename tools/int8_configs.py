@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edgenas.device_kit import edgenas_kit as kit
 from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
@@ -29,6 +28,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.run.loading import load_run_data
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.onnx import quantize_int8, timing_onnx

@@ -15,7 +15,6 @@ import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,7 +82,7 @@ class Budget:
                                "http://HOST:PORT too")
 
 
-def device_url_problem(url: str) -> Optional[str]:
+def device_url_problem(url: str) -> str | None:
     """What is wrong with a device server's address (None when it is ``http://HOST:PORT``)."""
     parts = urllib.parse.urlsplit(url)
     try:
@@ -99,8 +98,8 @@ def device_url_problem(url: str) -> Optional[str]:
 class DataConfig:
     dataset: str = "digits"  # used when --dataset is not given
     val_fraction: float = setting(0.1, gt=0, le=0.5)  # share of the training set held out to rank candidates
-    input_size: Optional[tuple[int, int]] = setting(None, item_ge=4, item_le=MAX_INPUT_SIDE, nullable=True)  # (H, W)
-    channels: Optional[int] = setting(None, choices=(1, 3), nullable=True)  # 1 (grayscale) or 3 (RGB), imagefolder
+    input_size: tuple[int, int] | None = setting(None, item_ge=4, item_le=MAX_INPUT_SIDE, nullable=True)  # (H, W)
+    channels: int | None = setting(None, choices=(1, 3), nullable=True)  # 1 (grayscale) or 3 (RGB), imagefolder
 
     def __post_init__(self) -> None:
         check_fields(self, "data")
@@ -127,7 +126,7 @@ class Profile:
     description: str = ""
     task: str = "classify"
     strategy: str = "egnas"
-    search: Union[EgnasConfig, TrgConfig, RandomConfig] = field(default_factory=EgnasConfig)
+    search: EgnasConfig | TrgConfig | RandomConfig = field(default_factory=EgnasConfig)
     train: TrainPlan = field(default_factory=TrainPlan)
     budget: Budget = field(default_factory=Budget)
     data: DataConfig = field(default_factory=DataConfig)

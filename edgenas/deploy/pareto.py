@@ -7,7 +7,6 @@ numbered 1, 2, … in journal order, the number ``edgenas pareto`` shows and ``t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from edgenas.search.space import Arch
 
@@ -27,14 +26,14 @@ def arch_of(record: dict) -> Arch:
     return Arch.from_dict(record)
 
 
-def latency_of(record: dict, latencies: dict[str, float]) -> Optional[float]:
+def latency_of(record: dict, latencies: dict[str, float]) -> float | None:
     """The record's measured latency, else the run's latency.jsonl entry for its architecture."""
     if record.get("latency_ms") is not None:
         return float(record["latency_ms"])
     return latencies.get(str(arch_of(record)))
 
 
-def cost_of(record: dict, axis: str, latencies: Optional[dict[str, float]] = None) -> Optional[float]:
+def cost_of(record: dict, axis: str, latencies: dict[str, float] | None = None) -> float | None:
     if axis not in AXES:
         raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
     if axis == "latency":
@@ -43,7 +42,7 @@ def cost_of(record: dict, axis: str, latencies: Optional[dict[str, float]] = Non
     return None if value is None else float(value)
 
 
-def points(journal: list[dict], axis: str, latencies: Optional[dict[str, float]] = None) -> list[Point]:
+def points(journal: list[dict], axis: str, latencies: dict[str, float] | None = None) -> list[Point]:
     """Trained candidates with a known cost; skipped (never trained) and failed ones are left out."""
     out = []
     for number, record in enumerate(journal, start=1):
@@ -72,7 +71,7 @@ def front(pts: list[Point]) -> list[Point]:
     return out
 
 
-def front_rows(journal: list[dict], axis: str = "params", latencies: Optional[dict[str, float]] = None) -> list[dict]:
+def front_rows(journal: list[dict], axis: str = "params", latencies: dict[str, float] | None = None) -> list[dict]:
     """The front as rows for ``edgenas pareto``: candidate number, architecture and its figures."""
     latencies = latencies or {}
     rows = []

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
 
 from edgenas.deploy import report_figures
 from edgenas.deploy.report_html import page
@@ -34,7 +34,7 @@ def render_charts(view: RunView) -> dict[str, tuple[object, bytes]]:
     return out
 
 
-def write_report(run_dir: str | Path, out: Optional[str | Path] = None, *, png_dir: Optional[str | Path] = None,
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, png_dir: str | Path | None = None,
                  warn: Callable[[str], None] = lambda line: None) -> list[Path]:
     """Write the HTML report (default RUN_DIR/report.html) and, with ``png_dir``, one PNG per figure.
     ``warn`` hears one line per damaged file left out of it."""

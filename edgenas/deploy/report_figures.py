@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -39,7 +38,7 @@ def _metric(view) -> str:
     return "verification accuracy, val pairs (%)" if view.task == "face" else "validation accuracy (%)"
 
 
-def best_so_far(journal: list[dict]) -> list[Optional[float]]:
+def best_so_far(journal: list[dict]) -> list[float | None]:
     """After each candidate, the best accuracy of the trained ones so far (None before the first)."""
     best, out = None, []
     for r in journal:
@@ -49,7 +48,7 @@ def best_so_far(journal: list[dict]) -> list[Optional[float]]:
     return out
 
 
-def trajectory(view) -> Optional[Chart]:
+def trajectory(view) -> Chart | None:
     """Candidate order against ranking accuracy by stage, skipped/failed marked, best so far, epochs."""
     journal = view.journal
     if not journal:
@@ -128,7 +127,7 @@ def _draw_tradeoff(ax, view, axis: str, colours: dict) -> int:
     return len(pts) + len(skipped)
 
 
-def tradeoffs(view) -> Optional[Chart]:
+def tradeoffs(view) -> Chart | None:
     """Accuracy against params, MACs and (when measured) latency, with the front and the budget lines."""
     if not view.journal:
         return None
@@ -148,7 +147,7 @@ def tradeoffs(view) -> Optional[Chart]:
     return Chart("tradeoffs", "Accuracy against parameters, MACs and latency", fig, drawn)
 
 
-def network(view) -> Optional[Chart]:
+def network(view) -> Chart | None:
     """The discovered network layer by layer: parameters and MACs per layer."""
     rows = view.layers
     if not rows:
@@ -166,7 +165,7 @@ def network(view) -> Optional[Chart]:
     return Chart("network", "The discovered network", fig, len(rows))
 
 
-def stage_times(view) -> Optional[Chart]:
+def stage_times(view) -> Chart | None:
     """Seconds spent training candidates per stage, and the final training."""
     seconds: dict[str, float] = {}
     for r in view.journal:
@@ -188,7 +187,7 @@ def stage_times(view) -> Optional[Chart]:
     return Chart("stages", "Time per stage", fig, len(seconds))
 
 
-def budgets(view) -> Optional[Chart]:
+def budgets(view) -> Chart | None:
     """The winner's params, MACs and latency as a share of each budget that is set."""
     shares = [(axis, value, limit) for axis, value, limit in view.budget_use() if limit and value is not None]
     if not shares:
@@ -204,7 +203,7 @@ def budgets(view) -> Optional[Chart]:
     return Chart("budgets", "Budgets against the winner", fig, len(shares))
 
 
-def export_accuracy(view) -> Optional[Chart]:
+def export_accuracy(view) -> Chart | None:
     """Held-out accuracy of PyTorch and of each exported format (fp32, fp16, INT8), from parity.json."""
     formats = (view.parity or {}).get("formats", {})
     bars = []
@@ -229,7 +228,7 @@ def export_accuracy(view) -> Optional[Chart]:
     return Chart("export", "Export parity and evaluation (fp32 vs INT8)", fig, len(bars))
 
 
-def bench(view) -> Optional[Chart]:
+def bench(view) -> Chart | None:
     """Latency distribution of each bench JSON found in the run directory."""
     records = [(name, b) for name, b in view.benches if b.get("samples_ms")]
     if not records:
@@ -247,7 +246,7 @@ def bench(view) -> Optional[Chart]:
     return Chart("bench", "Bench latency distribution", fig, sum(len(b["samples_ms"]) for _, b in records))
 
 
-def roc(view) -> Optional[Chart]:
+def roc(view) -> Chart | None:
     """A face run's ROC curve on its verification pairs, when verify.json stores it."""
     curve = (view.verify or {}).get("roc")
     if not curve or not curve.get("fpr"):

@@ -6,7 +6,6 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from edgenas.deploy import pareto
 from edgenas.deploy.bench_all import SCHEMA as BENCH_ALL_SCHEMA
@@ -26,13 +25,13 @@ class RunView:
     meta: dict
     journal: list[dict]
     latencies: dict[str, float]
-    summary: Optional[dict] = None
-    arch: Optional[Arch] = None  # arch.json, else the best trained candidate so far
+    summary: dict | None = None
+    arch: Arch | None = None  # arch.json, else the best trained candidate so far
     arch_source: str = "discovered"
-    parity: Optional[dict] = None
-    verify: Optional[dict] = None
+    parity: dict | None = None
+    verify: dict | None = None
     benches: list[tuple[str, dict]] = field(default_factory=list)
-    runtimes: Optional[dict] = None  # export/bench-all.json: `edgenas bench RUN_DIR --runtime all`
+    runtimes: dict | None = None  # export/bench-all.json: `edgenas bench RUN_DIR --runtime all`
     damaged: dict[str, str] = field(default_factory=dict)  # file (relative to path) -> what is wrong with it
 
     @property
@@ -44,7 +43,7 @@ class RunView:
         return self.summary is not None
 
     @property
-    def winner(self) -> Optional[str]:
+    def winner(self) -> str | None:
         return str(self.arch) if self.arch else None
 
     @property
@@ -60,7 +59,7 @@ class RunView:
                 return {"params": r["params"], "macs": r["macs"], "latency_ms": pareto.latency_of(r, self.latencies)}
         return {}
 
-    def budget_use(self) -> list[tuple[str, Optional[float], float]]:
+    def budget_use(self) -> list[tuple[str, float | None, float]]:
         """(axis, the winner's value, the budget; 0 = none) for params, MACs, latency and, where a memory
         budget is set, peak memory and flash in KB (TFLM's measurement once exported, else the estimate)."""
         w, b = self.winner_figures(), self.budget
@@ -80,7 +79,7 @@ class RunView:
         return layer_rows(self) if self.arch else []
 
 
-def _read_json(path: Path, damaged: Optional[dict] = None, root: Optional[Path] = None) -> Optional[dict]:
+def _read_json(path: Path, damaged: dict | None = None, root: Path | None = None) -> dict | None:
     """A JSON object file; None when absent. A file that is there but is not a JSON object (files are
     written atomically: it is damaged, never half-written) is None too, and said in ``damaged``."""
     if not path.is_file():
@@ -97,7 +96,7 @@ def _read_json(path: Path, damaged: Optional[dict] = None, root: Optional[Path] 
     return None
 
 
-def find_benches(path: Path, damaged: Optional[dict] = None) -> list[tuple[str, dict]]:
+def find_benches(path: Path, damaged: dict | None = None) -> list[tuple[str, dict]]:
     """Bench JSONs (``edgenas bench --json``) lying in the run directory, export/ or bench/; one with a
     bench schema but missing or wrong fields is left out and said in ``damaged``."""
     found = []

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -72,7 +71,7 @@ def check_seed(seed) -> int:
     return seed
 
 
-def check_path(param: str, value) -> Optional[Path]:
+def check_path(param: str, value) -> Path | None:
     """An optional path argument (``out``, ``data_dir``) as a ``Path``; anything else is a ``ParamError``."""
     if value is None or value == "":
         return None
@@ -100,7 +99,7 @@ def _check_first_candidate(profile: Profile, data, *, outputs: int, device) -> N
                           input_size=data.input_size, batch=batch, device=device, what="the first candidate")
 
 
-def check_threads(threads) -> Optional[int]:
+def check_threads(threads) -> int | None:
     """A ``threads`` argument: None (the profile's ``train.threads``, or the policy), or an integer from 0."""
     try:
         return None if threads is None else check_thread_count(threads)
@@ -108,7 +107,7 @@ def check_threads(threads) -> Optional[int]:
         raise ParamError("threads", threads, f"give an integer from 0 (edgenas's policy) to {MAX_THREADS}") from None
 
 
-def run_threads(profile: Profile, task: Task, data, threads: Optional[int], *, stored: Optional[int] = None,
+def run_threads(profile: Profile, task: Task, data, threads: int | None, *, stored: int | None = None,
                 where: Path) -> int:
     """The CPU threads a search trains with: the run's own (``stored``, from its run.json) on a resume, else
     ``threads``, else the profile's ``train.threads``, else the policy's count for the search's first
@@ -126,7 +125,7 @@ def run_threads(profile: Profile, task: Task, data, threads: Optional[int], *, s
 
 
 def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, outputs: int, workers: int,
-            ray: Optional[str], log: Log) -> SearchResult:
+            ray: str | None, log: Log) -> SearchResult:
     """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
     def factory():
         return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs, seed=evaluator.seed)
@@ -145,9 +144,9 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
         pool.close()
 
 
-def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] = None, data_dir: Optional[str] = None,
-             out: Optional[str | Path] = None, device: Optional[str] = None, seed: int = 0, resume: bool = False,
-             download: bool = False, workers: int = 1, ray: Optional[str] = None, threads: Optional[int] = None,
+def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = None, data_dir: str | None = None,
+             out: str | Path | None = None, device: str | None = None, seed: int = 0, resume: bool = False,
+             download: bool = False, workers: int = 1, ray: str | None = None, threads: int | None = None,
              log: Log = stderr_log, progress=None) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run directory).
 
@@ -211,7 +210,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: Optional[str] =
 
 
 def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=None,
-                   source: Optional[CostSource] = None) -> dict:
+                   source: CostSource | None = None) -> dict:
     """The winner's latency for summary.json: ``latency_ms`` measured (None, said why, where its runtime
     is missing here) and, where a latency table predicted the candidates' (``source``), its prediction beside it."""
     out = {"latency_ms": None}
@@ -229,8 +228,8 @@ def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=
 
 
 def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult, res, test: dict, epochs: int,
-             device, seed: int, search_wall: float, log: Log, data=None, latency: Optional[CostSource] = None,
-             latency_seconds: Optional[float] = None) -> dict:
+             device, seed: int, search_wall: float, log: Log, data=None, latency: CostSource | None = None,
+             latency_seconds: float | None = None) -> dict:
     arch, journal = result.arch, run.journal()
     params, macs = task.model_size(arch, run.meta.data, profile)
     b = profile.budget
@@ -254,8 +253,8 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
 
 
 def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchResult, device, seed: int,
-           search_wall: float, log: Log, progress=None, latency: Optional[CostSource] = None,
-           latency_seconds: Optional[float] = None) -> dict:
+           search_wall: float, log: Log, progress=None, latency: CostSource | None = None,
+           latency_seconds: float | None = None) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json.
 
     ``latency``: the search's latency source (the winner's figure comes from it, or is measured
@@ -282,6 +281,6 @@ def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchRes
     return summary
 
 
-def test_from(discovered: Optional[int], epochs: int) -> str:
+def test_from(discovered: int | None, epochs: int) -> str:
     """Which training the summary's test figures come from (``test_from``)."""
     return f"discovered epochs ({epochs})" if discovered else f"search.epochs ({epochs})"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from edgenas.config.memory_targets import KB, MEMORY_TARGETS
 from edgenas.config.profile import Budget, Profile
@@ -41,11 +41,11 @@ def candidate_seed(seed: int, key: str) -> int:
 class BudgetCheck:
     params: int
     macs: int
-    latency_ms: Optional[float]
+    latency_ms: float | None
     reason: str  # empty when within every budget
 
 
-def memory_footprint(arch: Arch, shape, profile: Profile) -> Optional[Footprint]:
+def memory_footprint(arch: Arch, shape, profile: Profile) -> Footprint | None:
     """The deployed classifier's memory on the budget's ``memory_target`` (None for other tasks).
     ``shape``: a ``run.meta.DataShape``."""
     if profile.task != "classify":
@@ -54,7 +54,7 @@ def memory_footprint(arch: Arch, shape, profile: Profile) -> Optional[Footprint]
                      outputs=shape.num_classes, target=MEMORY_TARGETS[profile.budget.memory_target])
 
 
-def memory_over(budget: Budget, memory: Optional[Footprint]) -> str:
+def memory_over(budget: Budget, memory: Footprint | None) -> str:
     """Why ``memory`` breaks the budget's memory limits ("" when it does not, or nothing is limited)."""
     if memory is None:
         return ""
@@ -67,7 +67,7 @@ def memory_over(budget: Budget, memory: Optional[Footprint]) -> str:
 
 
 def check_budget(arch: Arch, size: tuple[int, int], budget: Budget, latency_of: Callable[[Arch], float],
-                 memory: Optional[Footprint] = None) -> BudgetCheck:
+                 memory: Footprint | None = None) -> BudgetCheck:
     """``size``: the deployed network's (params, MACs); ``memory``: its estimated footprint. Those are free
     to check; latency is measured only when they pass and a latency budget is set."""
     params, macs = size
@@ -140,7 +140,7 @@ def table_source(profile: Profile, meta: RunMeta) -> FromTable:
     return FromTable(table, path)
 
 
-def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, source: Optional[CostSource] = None,
+def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, source: CostSource | None = None,
                 data=None) -> float:
     """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl,
     each record with the source's identity: runtime, threads, batch, and the device it ran on)."""
@@ -156,7 +156,7 @@ class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
     def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log, *,
-                 progress=None, latency: Optional[CostSource] = None):
+                 progress=None, latency: CostSource | None = None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
         self.progress = progress  # a run.progress.Progress on a terminal, else None
@@ -207,12 +207,12 @@ class CandidateEvaluator:
         where = "speculative" if speculative else f"#{self.count}"
         return f"[{cand.stage} {where}] {cand.arch} e{cand.epochs}"
 
-    def known(self, cand: Candidate) -> Optional[Outcome]:
+    def known(self, cand: Candidate) -> Outcome | None:
         """The journaled answer, if this candidate was finished before (also by speculation)."""
         rec = self.done.get(cand.key())
         return None if rec is None else _outcome(rec)
 
-    def screen(self, cand: Candidate) -> tuple[dict, Optional[Outcome]]:
+    def screen(self, cand: Candidate) -> tuple[dict, Outcome | None]:
         """The candidate's record so far, and a ``skipped`` answer (journaled) if it breaks a budget."""
         memory = memory_footprint(cand.arch, self.shape, self.profile)
         check = check_budget(cand.arch, self.task.model_size(cand.arch, self.shape, self.profile),

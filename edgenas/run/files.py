@@ -12,8 +12,8 @@ import errno
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from edgenas.device_kit.edgenas_kit import write_atomic
 from edgenas.errors import EdgenasError, RunDirError, RunWriteError
@@ -104,7 +104,7 @@ def _parse_record(line: bytes, fields: Fields, where: str) -> dict:
     return record
 
 
-def read_jsonl(path: Path, fields: Optional[Fields] = None) -> list[dict]:
+def read_jsonl(path: Path, fields: Fields | None = None) -> list[dict]:
     """The records of a JSON-lines file, each a dict with ``fields`` (name → type).
 
     A last line without its newline (a write cut short by a kill) is not trusted. Any other line

@@ -6,7 +6,6 @@ import dataclasses
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 from edgenas.config.profile import Profile, load_profile, stored_profile
 from edgenas.errors import EdgenasError, ParamError, RunDirError, TrainingStopped
@@ -24,7 +23,7 @@ from edgenas.training.threads import plan_threads, torch_threads
 from edgenas.training.trainer import select_device
 
 
-def _run_from_arch(arch_path: Path, profile: Profile, task: Task, *, dataset: Optional[str], data_dir, out, download,
+def _run_from_arch(arch_path: Path, profile: Profile, task: Task, *, dataset: str | None, data_dir, out, download,
                    seed: int, device) -> tuple[RunDir, object]:
     """A run directory for a bare ARCH.json, so its result can be exported like a discovered one."""
     try:
@@ -42,7 +41,7 @@ def _run_from_arch(arch_path: Path, profile: Profile, task: Task, *, dataset: Op
     return run, data
 
 
-def candidate_run(run_dir: str | Path, number: int, *, out: Optional[str | Path] = None) -> RunDir:
+def candidate_run(run_dir: str | Path, number: int, *, out: str | Path | None = None) -> RunDir:
     """A new run directory holding candidate ``number`` (1-based, journal order) of ``run_dir``'s
     search as its architecture; its run.json records where it came from."""
     src = RunDir.open(run_dir)
@@ -118,10 +117,10 @@ def _checkpoint_every(value, profile: Profile) -> int:
     return value
 
 
-def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Optional[str] = None,
-                seed: Optional[int] = None, profile: Optional[str] = None, dataset: Optional[str] = None,
-                data_dir: Optional[str] = None, out: Optional[str] = None, download: bool = False,
-                threads: Optional[int] = None, checkpoint_every: Optional[int] = None, resume: bool = False,
+def train_final(target: str | Path, *, epochs: int | None = None, device: str | None = None,
+                seed: int | None = None, profile: str | None = None, dataset: str | None = None,
+                data_dir: str | None = None, out: str | None = None, download: bool = False,
+                threads: int | None = None, checkpoint_every: int | None = None, resume: bool = False,
                 log: Log = stderr_log, progress=None) -> dict:
     """Train TARGET (a run directory or an ARCH.json) and save the weights into its run directory.
 
@@ -187,7 +186,7 @@ def train_final(target: str | Path, *, epochs: Optional[int] = None, device: Opt
 
 
 def _train_checkpointed(run: RunDir, task: Task, prof: Profile, arch: Arch, data, dev, *, seed: int, epochs: int,
-                        threads: int, every: int, ckpt: Optional[dict], on_epoch):
+                        threads: int, every: int, ckpt: dict | None, on_epoch):
     """The training, checkpointed into ``run`` every ``every`` epochs and on Ctrl-C/SIGTERM (then
     ``TrainingStopped``), from ``ckpt`` where given."""
     facts = {"arch": str(arch), "epochs": epochs, "seed": seed, "threads": threads, "device": dev.type,
@@ -204,7 +203,7 @@ def _train_checkpointed(run: RunDir, task: Task, prof: Profile, arch: Arch, data
     return model, res
 
 
-def final_threads(profile: Profile, task: Task, data, arch: Arch, threads: Optional[int]) -> int:
+def final_threads(profile: Profile, task: Task, data, arch: Arch, threads: int | None) -> int:
     """The CPU threads of a final training: ``threads``, else the profile's ``train.threads``, else the policy's."""
     _, macs = task.model_size(arch, data, profile)
     plan = profile.train if threads is None else dataclasses.replace(profile.train, threads=threads)
@@ -218,7 +217,7 @@ def _earlier_figures(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k.startswith("test_") or k in ("final_epochs", "winner_epochs", "val_acc", "seed")}
 
 
-def _record(run: RunDir, profile: Profile, task: Task, *, final: dict, kept: Optional[str] = None) -> None:
+def _record(run: RunDir, profile: Profile, task: Task, *, final: dict, kept: str | None = None) -> None:
     """summary.json with ``final_training``; its headline test figures become the current model's; the
     figures of the weights ``kept`` (model.N.pt) go to ``earlier_models``."""
     arch = run.arch()

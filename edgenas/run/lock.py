@@ -11,7 +11,6 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 from filelock import FileLock, Timeout
 
@@ -36,10 +35,10 @@ class RunLock:
 
     def __init__(self, directory: str | Path, command: str):
         self.directory, self.command = Path(directory), command
-        self._lock: Optional[FileLock] = None
+        self._lock: FileLock | None = None
         self._created = False  # the directory was made for this lock (removed again if nothing was put in it)
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self.directory.exists() and not self.directory.is_dir():
             raise RunDirError(f"{self.directory} is a file, not a directory")
         try:
@@ -82,7 +81,7 @@ class RunLock:
             except OSError:
                 pass
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -8,7 +8,6 @@ import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 from edgenas.config.profile import Profile, stored_profile
 from edgenas.errors import ProfileError, RunDirError
@@ -22,13 +21,13 @@ class DatasetRecord:
     """Which data a run used and how it was split (``--dataset``, ``--data-dir``, the split seed)."""
 
     name: str
-    data_dir: Optional[str]  # absolute; None for built-in data
+    data_dir: str | None  # absolute; None for built-in data
     val_fraction: float
     split_seed: int
-    input_size: Optional[list[int]]  # the profile's data.input_size
-    channels: Optional[int]  # the profile's data.channels
-    sizes: Optional[dict] = None  # images per split: {"train": n, "val": n, "test": n} (None in older run.json)
-    fingerprint: Optional[str] = None  # "sha256:…" of every image and label (see data_fingerprint; None in older run.json)
+    input_size: list[int] | None  # the profile's data.input_size
+    channels: int | None  # the profile's data.channels
+    sizes: dict | None = None  # images per split: {"train": n, "val": n, "test": n} (None in older run.json)
+    fingerprint: str | None = None  # "sha256:…" of every image and label (see data_fingerprint; None in older run.json)
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
@@ -46,7 +45,7 @@ class DataShape:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...]
-    face: Optional[dict] = None  # face runs: identities, images and pairs per split, image root
+    face: dict | None = None  # face runs: identities, images and pairs per split, image root
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -68,8 +67,8 @@ class RunMeta:
     profile: Profile
     dataset: DatasetRecord
     data: DataShape
-    origin: Optional[dict] = None  # a run made by `train --candidate`: from_run, candidate, candidate_key
-    threads: Optional[int] = None  # CPU threads its candidates train with (None in older run.json); --resume keeps them
+    origin: dict | None = None  # a run made by `train --candidate`: from_run, candidate, candidate_key
+    threads: int | None = None  # CPU threads its candidates train with (None in older run.json); --resume keeps them
 
     @property
     def outputs(self) -> int:
@@ -85,7 +84,7 @@ class RunMeta:
         return {key: d[key] for key in ("profile", "dataset", "seed", "task", "data")} | {
             "sizes": sizes, "fingerprint": fingerprint}
 
-    def same_run(self, other: "RunMeta") -> Optional[str]:
+    def same_run(self, other: RunMeta) -> str | None:
         """The first part of ``identity`` that differs from ``other``'s (None when they agree).
 
         Sizes and fingerprint are compared only when both runs recorded them (older run.json did not)."""
@@ -104,7 +103,7 @@ class RunMeta:
         } | ({"threads": self.threads} if self.threads is not None else {})
 
     @classmethod
-    def from_dict(cls, d, source: str = "run.json") -> "RunMeta":
+    def from_dict(cls, d, source: str = "run.json") -> RunMeta:
         """Read run.json's content; anything missing or of the wrong kind is a one-line ``RunDirError``."""
         try:
             ds, data = d["dataset"], d["data"]
@@ -126,17 +125,17 @@ class RunMeta:
             raise RunDirError(f"{source} is damaged ({what}); it cannot be read as an edgenas run") from None
 
 
-def _threads(value) -> Optional[int]:
+def _threads(value) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"threads {str(value)[:40]!r} is not a count of CPU threads (an integer >= 1)")
     return value
 
 
-def _sizes(value) -> Optional[dict]:
+def _sizes(value) -> dict | None:
     return None if value is None else {str(k): int(v) for k, v in value.items()}
 
 
-def _fingerprint(value) -> Optional[str]:
+def _fingerprint(value) -> str | None:
     if value is not None and not (isinstance(value, str) and value.startswith("sha256:")):
         raise ValueError(f"dataset.fingerprint {str(value)[:40]!r} is not a 'sha256:…' string")
     return value
@@ -154,7 +153,7 @@ def data_fingerprint(data) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _data_identity(data) -> tuple[Optional[dict], Optional[str]]:
+def _data_identity(data) -> tuple[dict | None, str | None]:
     """(split sizes, fingerprint) of a loaded dataset; (None, None) for a bare shape (as in tests)."""
     if not all(hasattr(data, s) for s in ("train", "val", "test")):
         return None, None
@@ -168,7 +167,7 @@ def data_shape(data, extra: dict) -> DataShape:
 
 
 def run_meta(profile: Profile, *, task: str, dataset: str, data_dir, data, extra: dict, seed: int, device,
-             threads: Optional[int] = None) -> RunMeta:
+             threads: int | None = None) -> RunMeta:
     """What run.json records for a new run of ``profile`` on ``data`` (``threads``: its CPU threads)."""
     d = profile.data
     sizes, fingerprint = _data_identity(data)

@@ -9,8 +9,8 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
@@ -27,10 +27,10 @@ class PoolSpec:
 
     profile: Profile
     dataset: str
-    data_dir: Optional[str]
+    data_dir: str | None
     split_seed: int
     device: str  # "cpu" or "cuda"
-    threads: Optional[int] = None  # CPU threads of each candidate's training (the run's; None: the policy's)
+    threads: int | None = None  # CPU threads of each candidate's training (the run's; None: the policy's)
 
     def load(self):
         return task_for(self.profile.task).load_data(self.dataset, self.data_dir, self.profile, self.split_seed, False)
@@ -39,7 +39,7 @@ class PoolSpec:
 _WORKER: dict = {}
 
 
-def _worker_init(spec: "PoolSpec", cancelled):
+def _worker_init(spec: PoolSpec, cancelled):
     if spec.threads:
         torch.set_num_threads(spec.threads)  # loading the data too
     task = task_for(spec.profile.task)
@@ -52,7 +52,7 @@ class Cancelled(Exception):
 
 
 def _train_one(task, data, profile, device, arch_dict: dict, epochs: int, seed: int, tag: str,
-               stop: Callable[[], bool] = lambda: False, threads: Optional[int] = None) -> dict:
+               stop: Callable[[], bool] = lambda: False, threads: int | None = None) -> dict:
     """Train one candidate in a worker (process or Ray task), printing progress; TrainResult as a dict."""
     def on_epoch(epoch, total, loss, train_acc, seconds):
         print(f"{tag}: epoch {epoch}/{total} loss {loss:.3f} train {train_acc:.1f}%", file=sys.stderr, flush=True)
@@ -92,7 +92,7 @@ class WorkerPool:
     def uncancel(self, cand: Candidate) -> None:
         self.cancelled.pop(cand.key(), None)
 
-    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]:
+    def result(self, cand: Candidate, future: cf.Future) -> dict | None:
         """The finished training's TrainResult as a dict; None if it was cancelled."""
         if future.cancelled():
             return None
@@ -104,7 +104,7 @@ class WorkerPool:
         self.manager.shutdown()
 
 
-def _ray_train(data, profile, device: str, threads: Optional[int], arch_dict: dict, epochs: int, seed: int,
+def _ray_train(data, profile, device: str, threads: int | None, arch_dict: dict, epochs: int, seed: int,
                tag: str) -> dict:
     """One candidate as a Ray task, on the GPU (or CPUs) Ray assigned to it (Ray cancels by killing it)."""
     dev = torch.device(device)
@@ -152,7 +152,7 @@ class RayPool:
     def uncancel(self, cand: Candidate) -> None:
         pass  # a cancelled Ray task is gone; the driver submits it again when it is wanted
 
-    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]:
+    def result(self, cand: Candidate, future: cf.Future) -> dict | None:
         try:
             return future.result()
         except (self.ray.exceptions.TaskCancelledError, self.ray.exceptions.WorkerCrashedError):

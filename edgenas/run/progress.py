@@ -6,8 +6,9 @@ Off a terminal (a pipe, a CI log) nothing changes: the pipeline's one line per e
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Protocol
+from typing import Protocol
 
 from edgenas.run.log import quiet_log, stderr_log
 
@@ -31,7 +32,7 @@ class SearchTally:
     """Best ranking accuracy so far and the skipped/failed counts, from journal records."""
 
     def __init__(self) -> None:
-        self.best: Optional[float] = None
+        self.best: float | None = None
         self.best_label = ""
         self.skipped = 0
         self.failed = 0
@@ -75,7 +76,7 @@ class LiveProgress:
                        console=self.console, transient=False, refresh_per_second=4)
         self.task = None
 
-    def __enter__(self) -> "LiveProgress":
+    def __enter__(self) -> LiveProgress:
         self.bar.start()
         return self
 
@@ -104,7 +105,7 @@ class LiveProgress:
 
 
 @contextmanager
-def reporter(quiet: bool = False, stream=None) -> Iterator[tuple[Log, Optional[Progress]]]:
+def reporter(quiet: bool = False, stream=None) -> Iterator[tuple[Log, Progress | None]]:
     """``(log, progress)`` for a command: silent with ``quiet``, a live bar when ``stream`` (default
     stderr) is a terminal, else the plain one-line-per-epoch log and no progress display."""
     stream = stream or sys.stderr

@@ -20,7 +20,6 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 from edgenas.errors import ParamError, RunDirError
 from edgenas.run.files import (
@@ -67,7 +66,7 @@ class RunDir:
 
     # -- creation and resume ------------------------------------------------------------------
     @classmethod
-    def start(cls, path: str | Path, meta: RunMeta, *, resume: bool) -> "RunDir":
+    def start(cls, path: str | Path, meta: RunMeta, *, resume: bool) -> RunDir:
         """Open ``path`` for a new search, or for continuing one with ``resume`` (hold its ``lock`` first)."""
         run = cls(path)
         if resume:
@@ -118,7 +117,7 @@ class RunDir:
                               "or start the search in another directory (or delete this one)")
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path) -> RunDir:
         """An existing run directory (for train, export, bench, verify)."""
         run = cls(path)
         if not (run.path / cls.META).is_file():
@@ -154,7 +153,7 @@ class RunDir:
     def latencies(self) -> dict[str, float]:
         return {r["key"]: r["ms"] for r in read_jsonl(self.path / self.LATENCY, LATENCY_FIELDS)}
 
-    def record_latency(self, key: str, ms: float, source: Optional[dict] = None) -> None:
+    def record_latency(self, key: str, ms: float, source: dict | None = None) -> None:
         """``source``: what the figure is valid for (``CostSource.identity()``: runtime, device ...)."""
         append_jsonl(self.path / self.LATENCY, {"key": key, "ms": ms} | ({"source": source} if source else {}))
 
@@ -185,7 +184,7 @@ class RunDir:
         torch.save(checkpoint, buf)
         write_file_atomic(self.path / self.CHECKPOINT, lambda f: f.write(buf.getbuffer()), in_progress=True)
 
-    def checkpoint(self) -> Optional[dict]:
+    def checkpoint(self) -> dict | None:
         """The unfinished training's checkpoint (loaded with weights_only=True), or None."""
         import pickle
 
@@ -206,7 +205,7 @@ class RunDir:
     def drop_checkpoint(self) -> None:
         (self.path / self.CHECKPOINT).unlink(missing_ok=True)
 
-    def keep_weights(self) -> Optional[str]:
+    def keep_weights(self) -> str | None:
         """Keep the current model.pt as the next free model.N.pt (a hard link, else a copy), before new
         weights replace it; that name, or None when there is no model.pt."""
         current = self.path / self.WEIGHTS

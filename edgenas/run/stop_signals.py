@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Optional
 
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as a shell reports it
@@ -15,7 +14,7 @@ class StopRequest:
     """Which signal asked the training to stop (None: none did)."""
 
     def __init__(self):
-        self.signum: Optional[int] = None
+        self.signum: int | None = None
 
     def __call__(self) -> bool:
         return self.signum is not None

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -37,11 +38,11 @@ class Backend(Protocol):
         """The engine package's version."""
 
     def convert(self, model, out: Path, *, input_chw: tuple[int, int, int],
-                calibration: Optional[np.ndarray] = None) -> Path:
+                calibration: np.ndarray | None = None) -> Path:
         """An eval-mode CPU ``nn.Module`` as the artifact at ``out`` (INT8: quantised with ``calibration``,
         NCHW float32 images; None: random ones); returns the main file."""
 
-    def open(self, path: Path, *, threads: Optional[int] = None) -> kit.Runner:
+    def open(self, path: Path, *, threads: int | None = None) -> kit.Runner:
         """A device-kit Runner: ``__call__(NCHW float32 array) -> array``, ``close()``, and its
         ``runtime``, ``runtime_version``, ``device``, ``threads``."""
 
@@ -90,7 +91,7 @@ def is_available(runtime: str) -> bool:
 
 @contextlib.contextmanager
 def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threads: int = 1, batch: int = 1,
-                  calibration: Optional[np.ndarray] = None) -> Iterator[kit.Runner]:
+                  calibration: np.ndarray | None = None) -> Iterator[kit.Runner]:
     """``model`` converted for ``runtime`` in a temporary folder and opened there (closed after the block).
 
     PyTorch runs the module itself (no artifact); a TensorRT engine is tuned for ``batch``."""
@@ -108,7 +109,7 @@ def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threa
 
 
 def device_graph(model, *, runtime: str, input_chw: tuple[int, int, int],
-                 calibration: Optional[np.ndarray] = None) -> bytes:
+                 calibration: np.ndarray | None = None) -> bytes:
     """What a device server (``edgenas_kit.py serve``) is sent to time ``model`` on ``runtime``: the ONNX
     graph the runtime runs, or builds its own engine from (TensorRT)."""
     backend = backend_of(runtime)

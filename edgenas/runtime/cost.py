@@ -8,7 +8,7 @@ its ``kind`` (the same words as ``Budget.latency_from``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class MeasuredHere:
     """Measured on this machine, on ``target.runtime``'s plug-in, with a randomly initialised network."""
 
     target: Target
-    calibration: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # INT8: images to quantise with
+    calibration: np.ndarray | None = field(default=None, compare=False, repr=False)  # INT8: images to quantise with
     kind = MEASURED
     ahead = False
 
@@ -82,11 +82,11 @@ class OnDevice:
 
     def __init__(self, client: DeviceClient, target: Target):
         self.client, self.target = client, target
-        self._status: Optional[dict] = None
+        self._status: dict | None = None
         self._measured_on: dict = {}  # device, host, runtime_version of the device's first answer
 
     @property
-    def threads(self) -> Optional[int]:
+    def threads(self) -> int | None:
         return None if RUNTIMES[self.target.runtime].needs_gpu else self.target.threads
 
     def check(self) -> None:

@@ -15,7 +15,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Optional
 
 from edgenas.config.profile import device_url_problem
 from edgenas.errors import DeviceRefused, DeviceUnavailable, ParamError, UserInputError
@@ -37,7 +36,7 @@ def check_url(url: str, name: str = "device") -> str:
     return f"http://{urllib.parse.urlsplit(str(url)).netloc}"
 
 
-def read_token(token_file: Optional[str | Path] = None, *, flag: str = "device_token_file") -> str:
+def read_token(token_file: str | Path | None = None, *, flag: str = "device_token_file") -> str:
     """The device's token: ``$EDGENAS_DEVICE_TOKEN`` if set, else the content of ``token_file``."""
     token = os.environ.get(TOKEN_ENV, "").strip()
     if token:
@@ -58,16 +57,16 @@ class DeviceClient:
 
     def __init__(self, url: str, *, token: str, retry_s: float = DEFAULT_RETRY_S, timeout_s: float = BENCH_TIMEOUT_S):
         self.url, self.token, self.retry_s, self.timeout_s = check_url(url), token, retry_s, timeout_s
-        self._max_upload: Optional[int] = None  # the device's --max-upload-mb, in bytes, once asked
+        self._max_upload: int | None = None  # the device's --max-upload-mb, in bytes, once asked
 
-    def status(self, *, retry_s: Optional[float] = None) -> dict:
+    def status(self, *, retry_s: float | None = None) -> dict:
         answer = self._request("GET", "/status", timeout=STATUS_TIMEOUT_S, retry_s=retry_s)
         if answer.get("schema") != STATUS_SCHEMA:
             raise DeviceRefused(f"{self.url} is not an edgenas device server (status schema {answer.get('schema')!r})")
         return answer
 
-    def bench(self, onnx: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
-              warmup: int = 10, runs: Optional[int] = None, name: str = "model.onnx", layout: Optional[str] = None) -> dict:
+    def bench(self, onnx: bytes, *, runtime: str, threads: int | None = None, batch: int = 1,
+              warmup: int = 10, runs: int | None = None, name: str = "model.onnx", layout: str | None = None) -> dict:
         """The device's bench JSON for the model file ``onnx`` (ONNX; ``.tflite``/``.pte`` for LiteRT and
         ExecuTorch, ``layout`` the input layout its metadata records); ``runs=None`` sizes the runs to the model."""
         query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name}
@@ -78,7 +77,7 @@ class DeviceClient:
         self._check_size(len(onnx), name)
         return self._request("POST", "/bench?" + urllib.parse.urlencode(query), body=onnx, timeout=self.timeout_s)
 
-    def paired(self, onnx_a: bytes, onnx_b: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
+    def paired(self, onnx_a: bytes, onnx_b: bytes, *, runtime: str, threads: int | None = None, batch: int = 1,
                rounds: int = 15, warmup: int = 5, runs: int = 20, name: str = "pair") -> dict:
         """A and B timed in alternation on the device: ``{"bench_a", "bench_b", "ratios"}``."""
         query = {"runtime": runtime, "batch": batch, "rounds": rounds, "warmup": warmup, "runs": runs, "name": name,
@@ -97,8 +96,8 @@ class DeviceClient:
             raise DeviceRefused(f"{name}: {size:,} bytes is over the upload limit of the device at {self.url} "
                                 f"({self._max_upload:,} bytes; its --max-upload-mb)")
 
-    def _request(self, method: str, path: str, *, body: Optional[bytes] = None, timeout: float,
-                 retry_s: Optional[float] = None) -> dict:
+    def _request(self, method: str, path: str, *, body: bytes | None = None, timeout: float,
+                 retry_s: float | None = None) -> dict:
         budget = self.retry_s if retry_s is None else retry_s
         deadline, delay, attempts = time.monotonic() + budget, FIRST_BACKOFF_S, 0
         while True:
@@ -116,7 +115,7 @@ class DeviceClient:
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
-    def _once(self, method: str, path: str, *, body: Optional[bytes], timeout: float) -> dict:
+    def _once(self, method: str, path: str, *, body: bytes | None, timeout: float) -> dict:
         request = urllib.request.Request(self.url + path, data=body, method=method,
                                          headers={"Authorization": f"Bearer {self.token}",
                                                   "Content-Type": "application/octet-stream"})
@@ -158,8 +157,8 @@ def _json(data: bytes, url: str, *, quiet: bool = False) -> dict:
 
 
 def time_on_device(url: str, onnx_path: str | Path, *, token: str, runtime: str = "onnxruntime-cpu",
-                   threads: Optional[int] = None, batch: int = 1, warmup: int = 10, runs: Optional[int] = None,
-                   retry_s: float = DEFAULT_RETRY_S, layout: Optional[str] = None) -> dict:
+                   threads: int | None = None, batch: int = 1, warmup: int = 10, runs: int | None = None,
+                   retry_s: float = DEFAULT_RETRY_S, layout: str | None = None) -> dict:
     """Time the ONNX file ``onnx_path`` on the device server at ``url``; the device's bench JSON.
 
     The device builds what ``runtime`` needs (a TensorRT engine for ``batch``), times it with the

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from edgenas.errors import UserInputError
 from edgenas.search.space import (
@@ -114,7 +114,7 @@ class LatencyTable:
     overhead_ms: float = 0.0  # the call and the copies in and out, which a network pays once
     coef: tuple = ()  # regression: ms per unit of each of FEATURES
     build_seconds: float = 0.0
-    extra: Optional[dict] = None  # calibration and build records (versions, created, counts)
+    extra: dict | None = None  # calibration and build records (versions, created, counts)
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -154,7 +154,7 @@ class LatencyTable:
             return float(empty)
         return min(finite) if finite else -math.inf
 
-    def mismatch(self, expected: dict) -> Optional[str]:
+    def mismatch(self, expected: dict) -> str | None:
         """The first of ``expected``'s settings this table was built for otherwise, said in words (None: all agree)."""
         for key in MATCHED:
             if key in expected and _plain(expected[key]) != _plain(self.built_for.get(key)):
@@ -205,7 +205,7 @@ def table_from_dict(d, source: str) -> LatencyTable:
         raise UserInputError(f"{source}: not a usable latency table ({what})") from None
 
 
-def _number(value, what: str, *, least: Optional[float] = None) -> float:
+def _number(value, what: str, *, least: float | None = None) -> float:
     """``value`` as a finite float (at least ``least``); else a ``ValueError`` naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} is {value!r}, not a number")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from types import SimpleNamespace
-from typing import Callable, Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 from torch import nn
@@ -91,8 +92,8 @@ def local_built_for(t: Target) -> dict:
     return {**t.keys(), "runtime_version": backend.version(), "device": device, "host": platform.node()}
 
 
-def profile_target(profile, *, runtime: Optional[str] = None, threads: Optional[int] = None,
-                   dataset: Optional[str] = None, classes: Optional[int] = None) -> Target:
+def profile_target(profile, *, runtime: str | None = None, threads: int | None = None,
+                   dataset: str | None = None, classes: int | None = None) -> Target:
     """The ``Target`` of a profile: its dataset's input shape and classes, its budget's runtime, threads, batch."""
     from edgenas.training.data import get_spec
 
@@ -190,7 +191,7 @@ def _time_parts(parts: list[Part], *, timer: ModuleTimer, target: Target, log,
     return entries, empty
 
 
-def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "lookup", samples: Optional[int] = None,
+def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "lookup", samples: int | None = None,
                 seed: int = 0, space_name: str = "", rounds: int = ROUNDS,
                 log: Callable[[str], None] = lambda line: None) -> LatencyTable:
     """Time what ``config``'s space is made of on ``timer`` and fit ``model`` (``MODELS``) on ``samples`` random networks."""
@@ -335,7 +336,7 @@ class DeviceTimer:
                 "device": bench["device"], "host": bench.get("host") or self.client.url, "device_url": self.client.url}
 
 
-def make_timer(target: Target, *, device: Optional[str] = None, token: Optional[str] = None,
+def make_timer(target: Target, *, device: str | None = None, token: str | None = None,
                quick: bool = False) -> ModuleTimer:
     """Times on the device server at ``device`` (with ``token``), else here on ``target.runtime``."""
     if device:
@@ -356,7 +357,7 @@ def table_space(table: LatencyTable, profile=None):
     return profile.search
 
 
-def table_target(table: LatencyTable, runtime: Optional[str]) -> Target:
+def table_target(table: LatencyTable, runtime: str | None) -> Target:
     """The target a table was built for; ``runtime``, when given, must be the table's."""
     b = table.built_for
     if runtime and runtime != b["runtime"]:

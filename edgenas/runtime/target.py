@@ -25,7 +25,7 @@ class Target:
                 raise ParamError(name, value, "give an integer >= 1")
 
     @classmethod
-    def of_run(cls, meta, budget) -> "Target":
+    def of_run(cls, meta, budget) -> Target:
         """A run's target: its task, input shape and outputs (``RunMeta``), its budget's runtime, threads, batch."""
         return cls(meta.task, meta.data.input_chw, int(meta.outputs), budget.runtime, budget.threads, budget.batch)
 

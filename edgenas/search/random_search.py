@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 from edgenas.config.strategies import RandomConfig
 from edgenas.errors import SearchError
@@ -25,13 +24,13 @@ STAGE = "random"
 class _RandomState:
     """All the search knows between two requests (immutable fields only: ``fork`` copies it shallowly)."""
 
-    pending: Optional[Candidate]
+    pending: Candidate | None
     draws: int = 0  # networks drawn so far (over-budget and repeated ones included)
     spent: int = 0  # candidates trained or failed: the cost
     skipped: int = 0  # over a budget, never trained
     seen: frozenset = frozenset()  # the networks drawn (as strings)
-    best: Optional[Arch] = None
-    best_acc: Optional[float] = None
+    best: Arch | None = None
+    best_acc: float | None = None
 
 
 def random_search(cfg: RandomConfig, *, seed: int) -> StrategyRun:
@@ -40,7 +39,7 @@ def random_search(cfg: RandomConfig, *, seed: int) -> StrategyRun:
     return StrategyRun(functools.partial(_body, cfg, seed), st)
 
 
-def _draw(cfg: RandomConfig, seed: int, st: _RandomState) -> Optional[Candidate]:
+def _draw(cfg: RandomConfig, seed: int, st: _RandomState) -> Candidate | None:
     """The next network not drawn before; None after ``max_draws`` draws."""
     while st.draws < cfg.max_draws:
         arch = random_arch(cfg, random.Random(f"{seed}:{st.draws}"))

@@ -46,19 +46,19 @@ class Arch:
             raise ValueError(f"Arch.kernels must each be one of {KERNELS}, got {list(self.kernels)}")
 
     @classmethod
-    def plain(cls, depth: int, width: int) -> "Arch":
+    def plain(cls, depth: int, width: int) -> Arch:
         """All layers separable 3x3: the macro stages' candidates."""
         return cls(depth, width, (SEPARABLE,) * depth, (3,) * depth)
 
-    def with_width(self, width: int) -> "Arch":
+    def with_width(self, width: int) -> Arch:
         return Arch(self.depth, width, self.ops, self.kernels)
 
-    def with_op(self, layer: int, op: int) -> "Arch":
+    def with_op(self, layer: int, op: int) -> Arch:
         ops = list(self.ops)
         ops[layer] = op
         return Arch(self.depth, self.width, tuple(ops), self.kernels)
 
-    def with_kernel(self, layer: int, kernel: int) -> "Arch":
+    def with_kernel(self, layer: int, kernel: int) -> Arch:
         kernels = list(self.kernels)
         kernels[layer] = kernel
         return Arch(self.depth, self.width, self.ops, tuple(kernels))
@@ -67,7 +67,7 @@ class Arch:
         return {"depth": self.depth, "width": self.width, "ops": list(self.ops), "kernels": list(self.kernels)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Arch":
+    def from_dict(cls, d: dict) -> Arch:
         try:
             return cls(int(d["depth"]), int(d["width"]), tuple(d["ops"]), tuple(d["kernels"]))
         except KeyError as e:
@@ -77,7 +77,7 @@ class Arch:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> "Arch":
+    def from_json(cls, text: str) -> Arch:
         return cls.from_dict(json.loads(text))
 
     def __str__(self) -> str:

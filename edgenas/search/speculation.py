@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from collections import Counter
-from typing import Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy, drive
 
@@ -20,7 +21,7 @@ from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy
 GUESS_OFFSETS = (-5.0, -1.0, -0.3, -0.1, -0.04, 0.0, 0.04, 0.1, 0.3, 1.0, 5.0)
 
 
-def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Optional[Candidate]:
+def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Candidate | None:
     """The request a fresh strategy makes after ``answers``; None once it has finished."""
     strategy = factory()
     try:
@@ -32,7 +33,7 @@ def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Optional[
         return None
 
 
-def _branch(factory: Callable[[], Strategy], at, history: Optional[list], out: Outcome):
+def _branch(factory: Callable[[], Strategy], at, history: list | None, out: Outcome):
     """(strategy, request) after the hypothetical ``out``; None where the search ends there.
 
     ``at`` waits after ``history``: forked if it can be (one decision), else the history is replayed
@@ -60,7 +61,7 @@ def last_accuracy(answers: list[Outcome]) -> float:
 
 
 def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: float, k: int, *,
-                at: Optional[Strategy] = None) -> list[Candidate]:
+                at: Strategy | None = None) -> list[Candidate]:
     """Up to ``k`` candidates the strategy may request after the pending one, likeliest first.
 
     Breadth first over hypothetical outcomes of the pending request, then of the guessed ones:
@@ -96,7 +97,7 @@ class Pool(Protocol):
     def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future: ...
     def cancel(self, cand: Candidate, future: cf.Future) -> None: ...
     def uncancel(self, cand: Candidate) -> None: ...
-    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]: ...
+    def result(self, cand: Candidate, future: cf.Future) -> dict | None: ...
     def close(self) -> None: ...
 
 

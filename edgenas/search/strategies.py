@@ -12,8 +12,8 @@ from __future__ import annotations
 import collections.abc
 import copy
 import functools
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Callable, Generator, Optional
 
 from edgenas.config.strategies import EgnasConfig, TrgConfig
 from edgenas.errors import SearchError
@@ -54,7 +54,7 @@ class Outcome:
 @dataclass
 class SearchResult:
     arch: Arch
-    epochs: Optional[int]  # the discovered training epochs (egnas); None for trg
+    epochs: int | None  # the discovered training epochs (egnas); None for trg
     acc: float  # the ranking accuracy that selected it (last accepted)
     candidates: int = 0
     history: list = field(default_factory=list)
@@ -64,7 +64,7 @@ class SearchResult:
 Strategy = Generator[Candidate, Outcome, SearchResult]
 
 
-def _better(out: Outcome, threshold: Optional[float], strict: bool = False) -> bool:
+def _better(out: Outcome, threshold: float | None, strict: bool = False) -> bool:
     """Trained and at least (or, strict, above) ``threshold``; anything beats no best at all."""
     if not out.usable:
         return False
@@ -75,7 +75,7 @@ def _better(out: Outcome, threshold: Optional[float], strict: bool = False) -> b
 
 @functools.lru_cache(maxsize=65536)
 def matched_width(arch: Arch, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int, *,
-                  floor: int = 1) -> Optional[int]:
+                  floor: int = 1) -> int | None:
     """The widest width <= ``start_width`` whose parameters (millions) are within budget + slack.
 
     Lowered one channel at a time, as the reference does, but never below ``floor``: None when
@@ -99,7 +99,7 @@ class StrategyRun(collections.abc.Generator):
     independent twin at the cost of one decision, not of a replay of the whole history.
     """
 
-    def __init__(self, body: Callable, state: "_State"):
+    def __init__(self, body: Callable, state: _State):
         self._body, self.state = body, state
         self._gen = body(state)
 
@@ -112,7 +112,7 @@ class StrategyRun(collections.abc.Generator):
     def close(self) -> None:
         self._gen.close()
 
-    def fork(self) -> "StrategyRun":
+    def fork(self) -> StrategyRun:
         """A twin waiting for the same request (call it between a request and its outcome)."""
         twin = StrategyRun(self._body, copy.copy(self.state))
         next(twin._gen)
@@ -123,20 +123,20 @@ class StrategyRun(collections.abc.Generator):
 class _State:
     """All a search knows between two requests; ``pending`` is the request that awaits its outcome."""
 
-    pending: Optional[Candidate]
+    pending: Candidate | None
     depth: int
     width: int
     epochs: int
     stage: str = "depth"
     failures: int = 0  # patience used in the current macro stage
     failed: int = 0  # candidates whose training failed (non-finite loss), for the error message
-    best: Optional[Arch] = None  # the last accepted macro candidate
-    best_acc: Optional[float] = None
+    best: Arch | None = None  # the last accepted macro candidate
+    best_acc: float | None = None
     best_train: float = 0.0
-    disc_epochs: Optional[int] = None  # egnas: the discovered training epochs
-    width_ref: Optional[float] = None  # trg: the accuracy the width stage compares with
-    base: Optional[Arch] = None  # the width stage's net (the depth found); the macro result after it
-    current: Optional[Arch] = None  # micro stages: the net so far
+    disc_epochs: int | None = None  # egnas: the discovered training epochs
+    width_ref: float | None = None  # trg: the accuracy the width stage compares with
+    base: Arch | None = None  # the width stage's net (the depth found); the macro result after it
+    current: Arch | None = None  # micro stages: the net so far
     budget: int = 0  # micro stages: the parameters to match
     ops_width: int = 0  # egnas: the operation stage's width
     step: int = -1  # micro stages: index of the pending change (-1: the macro result retrained)
@@ -147,7 +147,7 @@ def _start(cfg) -> _State:
     return _State(first, cfg.min_depth, cfg.max_width, cfg.epochs)
 
 
-def _fitting(cfg, st: _State) -> Optional[Candidate]:
+def _fitting(cfg, st: _State) -> Candidate | None:
     """The skipped depth candidate again, ``width_step`` narrower (``over_budget = "narrow"``); None at ``min_width``."""
     if cfg.over_budget != "narrow" or st.width - cfg.width_step < cfg.min_width:
         return None
@@ -161,7 +161,7 @@ def _leave_depth(cfg, st: _State) -> None:
     st.width = st.base.width
 
 
-def _deeper(cfg, st: _State, add_epochs: int) -> Optional[Candidate]:
+def _deeper(cfg, st: _State, add_epochs: int) -> Candidate | None:
     """The next depth candidate; None once the target, the maximum depth or 100 % train accuracy is reached."""
     if st.best_acc is not None and st.best_acc >= cfg.target_acc - cfg.target_tolerance:
         return None
@@ -171,7 +171,7 @@ def _deeper(cfg, st: _State, add_epochs: int) -> Optional[Candidate]:
     return Candidate("depth", Arch.plain(st.depth, st.width), st.epochs)
 
 
-def _narrower(cfg, st: _State, add_epochs: int) -> Optional[Candidate]:
+def _narrower(cfg, st: _State, add_epochs: int) -> Candidate | None:
     """The next width candidate (``width -= width_step`` while above ``min_width``); None below that."""
     if st.width <= cfg.min_width:
         return None
@@ -270,7 +270,7 @@ def _egnas_kernels(cfg: EgnasConfig, st: _State, shape) -> Strategy:
     st.stage = "done"
 
 
-def _matched(cfg: EgnasConfig, arch: Arch, start_width: int, *, budget: int, shape) -> Optional[Arch]:
+def _matched(cfg: EgnasConfig, arch: Arch, start_width: int, *, budget: int, shape) -> Arch | None:
     """``arch`` narrowed to the macro budget: as the published code, down to width 1 (it once reached
     0, its bug); with ``micro_width_floor`` not below ``min_width``. None when even that is over."""
     floor = cfg.min_width if cfg.micro_width_floor else 1
@@ -278,7 +278,7 @@ def _matched(cfg: EgnasConfig, arch: Arch, start_width: int, *, budget: int, sha
     return None if w is None else arch.with_width(w)
 
 
-def _next_op(cfg: EgnasConfig, st: _State, shape) -> Optional[Candidate]:
+def _next_op(cfg: EgnasConfig, st: _State, shape) -> Candidate | None:
     """The next layer's full conv at matched parameters; a change that cannot be matched is not tried."""
     while st.step + 1 < st.current.depth:
         st.step += 1
@@ -288,7 +288,7 @@ def _next_op(cfg: EgnasConfig, st: _State, shape) -> Optional[Candidate]:
     return None
 
 
-def _next_kernel(cfg: EgnasConfig, st: _State, shape) -> Optional[Candidate]:
+def _next_kernel(cfg: EgnasConfig, st: _State, shape) -> Candidate | None:
     """The next (layer, kernel) at matched parameters; a change that cannot be matched is not tried."""
     kernels = cfg.micro_kernels
     while st.step + 1 < st.current.depth * len(kernels):
@@ -361,7 +361,7 @@ def _trg_micro(cfg: TrgConfig, st: _State) -> Strategy:
     st.stage = "done"
 
 
-def _trg_change(cfg: TrgConfig, st: _State) -> Optional[Candidate]:
+def _trg_change(cfg: TrgConfig, st: _State) -> Candidate | None:
     layers = 2 * st.current.depth // 3
     st.step += 1
     if st.step < layers:

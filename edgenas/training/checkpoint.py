@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ class Checkpointing:
     save: Callable[[dict], None]
     every: int = 0
     stop: Callable[[], bool] = lambda: False
-    state: Optional[dict] = None
+    state: dict | None = None
 
 
 def _rng_states(device: torch.device) -> dict:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
 
@@ -58,7 +58,7 @@ class ImageData:
     flip: bool  # horizontal-flip augmentation
     synthetic: bool = False
 
-    def to(self, device: torch.device | str) -> "ImageData":
+    def to(self, device: torch.device | str) -> ImageData:
         """A copy with every tensor on ``device`` (a no-op copy when they are there already)."""
         return dataclasses.replace(
             self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -24,8 +23,8 @@ class FaceData(ImageData):
     """Identities split three ways: ``train`` (labels 0..K-1, the margin head's classes), ``val``
     and ``test`` (held-out identities; labels local to the split) with their verification pairs."""
 
-    val_pairs: Optional[Pairs] = None
-    test_pairs: Optional[Pairs] = None
+    val_pairs: Pairs | None = None
+    test_pairs: Pairs | None = None
     identities: tuple[tuple[str, ...], ...] = ((), (), ())  # train, val, test names
     image_root: str = ""  # the folder with one sub-folder per identity (where pairs files point)
 

@@ -8,7 +8,6 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -34,10 +33,10 @@ class Verification:
     fold_thresholds: tuple[float, ...]
     threshold: float  # the best threshold over all pairs: same person iff score > threshold
     best_accuracy: float  # accuracy at ``threshold`` on all pairs (optimistic: chosen on them)
-    roc_auc: Optional[float]  # None when the pairs hold one kind only
+    roc_auc: float | None  # None when the pairs hold one kind only
     far: float  # the FAR of ``tar_at_far``
-    tar_at_far: Optional[float]  # share of same pairs accepted at a threshold with FAR <= far
-    far_floor: Optional[float]  # 1 / different pairs: FARs below it read as 0 false accepts
+    tar_at_far: float | None  # share of same pairs accepted at a threshold with FAR <= far
+    far_floor: float | None  # 1 / different pairs: FARs below it read as 0 false accepts
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -77,7 +76,7 @@ def accuracy_at(scores, same, threshold: float) -> float:
     return 100.0 * float(np.mean((s > threshold) == y))
 
 
-def tar_at_far(scores, same, far: float = FAR) -> Optional[float]:
+def tar_at_far(scores, same, far: float = FAR) -> float | None:
     """True accept rate (%) at the lowest threshold whose false accept rate is <= ``far``."""
     from sklearn.metrics import roc_curve
 
@@ -88,7 +87,7 @@ def tar_at_far(scores, same, far: float = FAR) -> Optional[float]:
     return 100.0 * float(tpr[fpr <= far].max())
 
 
-def roc_points(scores, same, max_points: int = 200) -> Optional[dict]:
+def roc_points(scores, same, max_points: int = 200) -> dict | None:
     """The ROC curve as false/true accept rates (0..1), at most ``max_points`` of its corners, for
     ``edgenas report``; None when the pairs hold one kind only."""
     from sklearn.metrics import roc_curve
