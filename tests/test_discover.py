@@ -75,7 +75,9 @@ def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, 
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("from the journal") == done_before
     assert json.loads((out / "arch.json").read_text()) == json.loads((full / "arch.json").read_text())
-    keys = lambda d: [(r["key"], r["acc"]) for r in RunDir(d).journal()]
+    def keys(d):
+        return [(r["key"], r["acc"]) for r in RunDir(d).journal()]
+
     assert keys(out) == keys(full)
 
 

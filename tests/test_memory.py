@@ -23,7 +23,7 @@ def _profile(tmp_path, **sections) -> str:
         key = line.split("=")[0].strip()
         lines = text.splitlines()
         at = lines.index(f"[{section}]")
-        rest = [i for i, l in enumerate(lines) if i > at and l.startswith(f"{key} ")]
+        rest = [i for i, text_line in enumerate(lines) if i > at and text_line.startswith(f"{key} ")]
         if rest:
             lines[rest[0]] = line
         else:

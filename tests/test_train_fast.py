@@ -183,7 +183,7 @@ def test_cuda_graph_path_follows_the_eager_path(protocol):
         model = build_model(Arch.plain(6, 32), 1, 10)
         losses = []
         r = fit(model, data, 4, dataclasses.replace(plan, cuda_graphs=graphs), cuda, seed=3,
-                on_epoch=lambda e, n, loss, acc, s: losses.append(loss))
+                on_epoch=lambda e, n, loss, acc, s, losses=losses: losses.append(loss))
         curves.append(losses)
         results.append(r)
     assert results[0].graphed and not results[1].graphed

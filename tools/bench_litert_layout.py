@@ -59,7 +59,7 @@ def main() -> None:
             nchw = nchw_copy(fp32, model, Path(tmp) / f"{chw[1]}.nchw.tflite", chw)
             x = kit.bench_input(chw, 1)
             with fp32.open(nhwc, threads=1) as a, fp32.open(nchw, threads=1) as b:
-                for what, call in (("kit runner (NCHW in)", lambda r: (lambda: r(x))), ("interpreter alone", invoke)):
+                for what, call in (("kit runner (NCHW in)", lambda r: (lambda: r(x))), ("interpreter alone", invoke)):  # noqa: B023 (x of this iteration)
                     sa, sb, ratios = interleaved(call(a), call(b), rounds=args.rounds, runs=args.runs)
                     print(f"{name}, {what}: fp32 NHWC p50 {np.median(sa) * 1e3:.1f} us, NCHW p50 "
                           f"{np.median(sb) * 1e3:.1f} us, NHWC/NCHW median of round ratios {np.median(ratios):.3f} "

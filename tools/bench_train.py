@@ -87,7 +87,7 @@ def parse_arch(text: str) -> Arch:
             raise ValueError("ops are letters s (separable) and c (conv)")
         return Arch(depth, width, tuple(int(c == "c") for c in parts[2]), tuple(int(k) for k in parts[3]))
     except (ValueError, IndexError) as e:
-        raise SystemExit(f"--arch {text!r}: give d<depth>-w<width>, a full d-w-ops-kernels string, or an arch.json ({e})")
+        raise SystemExit(f"--arch {text!r}: give d<depth>-w<width>, a full d-w-ops-kernels string, or an arch.json ({e})") from None
 
 
 # --- the floor -----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def differences(a: dict, b: dict) -> list[str]:
 def load_note(env: dict, threads: int | None) -> str | None:
     """"load average 3.1 on 2 CPUs" when others' work shared the machine with the bench."""
     cpus = env.get("cpus")
-    loads = [l[0] for l in (env.get("load_avg_before"), env.get("load_avg_after")) if l]
+    loads = [avg[0] for avg in (env.get("load_avg_before"), env.get("load_avg_after")) if avg]
     if not cpus or not loads:
         return None
     if max(loads) - (threads or 1) > BUSY_SHARE * cpus:

@@ -18,7 +18,9 @@ code{background:#f5f5f5;padding:0 3px}
 
 def table(headers: list[str], rows: list[list], left: int = 1) -> str:
     """An HTML table; the first ``left`` columns are left-aligned."""
-    cls = lambda i: ' class="l"' if i < left else ""
+    def cls(i: int) -> str:
+        return ' class="l"' if i < left else ""
+
     head = "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f"<td{cls(i)}>{esc(v)}</td>" for i, v in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -152,7 +152,7 @@ def activation_count(arch: Arch, in_channels: int, input_size: tuple[int, int]) 
     """Elements of every layer output (stem, each layer, pooled) for one image: a memory-traffic figure."""
     h, w = input_size
     total = in_channels * h * w + 2 * arch.width * h * w
-    for c_in, c_out, stride in layer_plan(arch):
+    for _c_in, c_out, stride in layer_plan(arch):
         h, w = out_size(h, stride), out_size(w, stride)
         total += c_out * h * w
     return total + final_width(arch)

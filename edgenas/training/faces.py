@@ -45,7 +45,7 @@ def _list_lfw(data_dir: Path, download: bool) -> tuple[list[str], list[int], lis
     expected = f"{data_dir}/lfw-py/ with lfw-funneled.tgz, lfw_funneled/, people.txt, lfw-names.txt (torchvision's LFWPeople layout)"
     if download:
         raise DataError(f"lfw: torchvision can no longer download LFW; place the files yourself: {expected}")
-    for image_set, folder in LFW_IMAGE_SETS.items():
+    for image_set in LFW_IMAGE_SETS:
         try:
             ds = LFWPeople(str(data_dir), split="10fold", image_set=image_set)
         except RuntimeError:  # "Dataset not found or corrupted"
