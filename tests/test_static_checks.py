@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,9 @@ def test_ruff_reads_the_project_rules(tmp_path):
     """The configuration is in force: a function with four positional parameters is refused."""
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     (tmp_path / "bad.py").write_text("def f(a, b, c, d):\n    return a + b + c + d\n")
-    result = run([*tool("ruff"), "check", "--no-cache", "bad.py"], cwd=tmp_path)
-    assert result.returncode == 1 and "PLR0917" in result.stdout, result.stdout + result.stderr
+    result = run([*tool("ruff"), "check", "--no-cache", "--output-format", "json", "bad.py"], cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [f["code"] for f in json.loads(result.stdout)] == ["PLR0917"]
 
 
 def positional_overflow(source: str, filename: str = "<source>") -> list[str]:
