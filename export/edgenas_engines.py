@@ -162,7 +162,7 @@ class EngineRunner:
 
     max_batch = None  # any batch: run one image at a time
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
         self.model_path, self.runtime, self.threads, self.device = Path(model), runtime, threads, device
         self.meta = read_metadata(model)
         self.weights_sha256 = self.meta.get("weights_sha256")
@@ -192,7 +192,7 @@ class LiteRTRunner(EngineRunner):
     """A ``.tflite`` file on LiteRT's interpreter (XNNPACK on CPUs). INT8 files take and give int8:
     the image is quantised and the output dequantised with the file's own scales."""
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
         super().__init__(model, runtime, threads=threads, device=device)
         _import("litert")
         from ai_edge_litert.interpreter import Interpreter
@@ -237,7 +237,7 @@ class ExecuTorchRunner(EngineRunner):
     """A ``.pte`` program on ExecuTorch's runtime (its XNNPACK delegate). ``threads`` sets the
     runtime's one thread pool, shared by every program in the process."""
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
         super().__init__(model, runtime, threads=threads, device=device)
         _import("executorch")
         with warnings.catch_warnings():
@@ -269,7 +269,7 @@ class OpenVINORunner(EngineRunner):
     """An OpenVINO IR (``.xml`` and its ``.bin``) compiled for the CPU plugin in f32 (no bf16/f16
     execution of the float parts), latency mode; a batch runs in one call (the batch axis is dynamic)."""
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
         super().__init__(model, runtime, threads=threads, device=device)
         ov = _import("openvino")
         self.runtime_version = package_version("openvino")
@@ -301,7 +301,7 @@ class NcnnRunner(EngineRunner):
     """An ncnn model (``.ncnn.param`` and its ``.ncnn.bin``) with fp16 storage and arithmetic off
     (ncnn's default stores weights in fp16 where the CPU can)."""
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
         super().__init__(model, runtime, threads=threads, device=device)
         ncnn = _import("ncnn")
         self.ncnn, self.runtime_version = ncnn, package_version("ncnn")
@@ -337,7 +337,7 @@ class NcnnRunner(EngineRunner):
 RUNNERS = {"litert": LiteRTRunner, "executorch": ExecuTorchRunner, "openvino": OpenVINORunner, "ncnn": NcnnRunner}
 
 
-def open_runner(model: str | Path, runtime: str, *, threads: int, device: str) -> EngineRunner:
+def open_runner(model: str | Path, *, runtime: str, threads: int, device: str) -> EngineRunner:
     """Load ``model`` on ``runtime`` (one of ``RUNTIMES``) with ``threads`` CPU threads."""
     engine, suffix, _ = RUNTIMES[runtime]
     model = Path(model)

@@ -191,7 +191,7 @@ def open_runner(model: str | Path, runtime: str | None = None, threads: int | No
         raise KitError(f"threads must be >= 1, got {threads}")
     if engines and runtime in engines.RUNTIMES:
         try:
-            return engines.open_runner(model, runtime, threads=threads or available_cpus(), device=cpu_name())
+            return engines.open_runner(model, runtime=runtime, threads=threads or available_cpus(), device=cpu_name())
         except engines.EngineMissing as e:
             raise KitMissingDependency(f"{runtime}: {e}") from None
         except engines.EngineError as e:
@@ -381,7 +381,7 @@ def run_batched(runner: Runner, inputs: np.ndarray) -> np.ndarray:
 
 
 # -- timing and statistics -------------------------------------------------------------------------
-def measure(fn, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, synchronize=None) -> list[float]:
+def measure(fn, *, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, synchronize=None) -> list[float]:
     """Milliseconds of each of ``runs`` calls of ``fn()`` after ``warmup`` untimed ones.
     ``synchronize()`` (e.g. torch.cuda.synchronize) is called inside each timed interval."""
     if warmup < 0 or runs < 1:
@@ -437,12 +437,12 @@ def probe() -> dict:
 def measure_with_conditions(fn, warmup: int, runs: int) -> tuple[list[float], dict]:
     """``measure(fn, warmup, runs)`` and the bench JSON's ``environment`` block around it."""
     before = probe()
-    samples = measure(fn, warmup, runs)
+    samples = measure(fn, warmup=warmup, runs=runs)
     return samples, conditions.environment(before, probe())
 
 
-def bench_result(runner: Runner, batch: int, warmup: int, samples_ms, tool: str = f"edgenas-kit {KIT_VERSION}",
-                 model_path: str | Path | None = None, *, environment: dict | None = None) -> dict:
+def bench_result(runner: Runner, *, batch: int, warmup: int, samples_ms, tool: str = f"edgenas-kit {KIT_VERSION}",
+                 model_path: str | Path | None = None, environment: dict | None = None) -> dict:
     """The bench JSON record for samples measured on ``runner`` under ``environment``
     (``measure_with_conditions``; ``None``: every reading unknown)."""
     model_path = Path(model_path or runner.model_path)
@@ -462,19 +462,19 @@ def unknown_environment() -> dict:
     return dict.fromkeys(conditions.FIELDS if conditions else ())
 
 
-def bench_runner(runner: Runner, batch: int = 1, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
+def bench_runner(runner: Runner, *, batch: int = 1, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
                  tool: str = f"edgenas-kit {KIT_VERSION}", model_path: str | Path | None = None) -> dict:
     """Time ``runner`` on a random input batch and return the bench JSON record."""
     x = bench_input(runner.input_chw, batch)
     samples, environment = measure_with_conditions(lambda: runner(x), warmup, runs)
-    return bench_result(runner, batch, warmup, samples, tool, model_path, environment=environment)
+    return bench_result(runner, batch=batch, warmup=warmup, samples_ms=samples, tool=tool, model_path=model_path, environment=environment)
 
 
-def bench_model(model: str | Path, runtime: str | None = None, batch: int = 1, threads: int | None = None,
+def bench_model(model: str | Path, *, runtime: str | None = None, batch: int = 1, threads: int | None = None,
                 warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
     """Benchmark an ``.onnx`` or ``.engine`` file; returns the bench JSON record."""
     with open_runner(model, runtime, threads) as runner:
-        return bench_runner(runner, batch, warmup, runs)
+        return bench_runner(runner, batch=batch, warmup=warmup, runs=runs)
 
 
 # -- the bench JSON --------------------------------------------------------------------------------
@@ -599,8 +599,7 @@ class Samples:
     weights_sha256: str | None = None  # the PyTorch weights that made ``outputs`` (None: not recorded)
 
 
-def save_samples(path: str | Path, inputs: np.ndarray, outputs: np.ndarray, task: str = "classify", *,
-                 weights_sha256: str | None = None) -> None:
+def save_samples(path: str | Path, *, inputs: np.ndarray, outputs: np.ndarray, task: str = "classify", weights_sha256: str | None = None) -> None:
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     arrays = {"inputs": np.asarray(inputs, np.float32), "outputs": np.asarray(outputs, np.float32), "task": np.array(task)}
@@ -641,7 +640,7 @@ def load_samples(path: str | Path) -> Samples:
     return Samples(inputs, outputs, task, weights)
 
 
-def parity_report(expected: np.ndarray, actual: np.ndarray, task: str = "classify",
+def parity_report(expected: np.ndarray, *, actual: np.ndarray, task: str = "classify",
                   max_abs_diff: float = DEFAULT_TOLERANCES["max_abs_diff"],
                   min_agreement: float = DEFAULT_TOLERANCES["min_agreement"],
                   min_cosine: float = DEFAULT_TOLERANCES["min_cosine"]) -> dict:
@@ -740,7 +739,7 @@ def recorded_tolerances(export_dir: str | Path, model: str | Path) -> dict:
         return {}  # no or a damaged parity.json: the defaults (or the flags) apply
 
 
-def check_export(export_dir: str | Path, model: str | Path | None = None, runtime: str | None = None,
+def check_export(export_dir: str | Path, *, model: str | Path | None = None, runtime: str | None = None,
                  threads: int | None = None, **tolerances) -> dict:
     """Run ``samples.npz``'s inputs through the exported model and compare with its outputs; a
     model, samples or parity.json made from other weights than the rest fails too (``provenance_failures``).
@@ -756,7 +755,7 @@ def check_export(export_dir: str | Path, model: str | Path | None = None, runtim
     samples = load_samples(export_dir / LAYOUT["samples"])
     with open_runner(model, runtime, threads) as runner:
         _check_input_shape(samples, runner, export_dir / LAYOUT["samples"])
-        report = parity_report(samples.outputs, run_batched(runner, samples.inputs), samples.task,
+        report = parity_report(samples.outputs, actual=run_batched(runner, samples.inputs), task=samples.task,
                                **{**DEFAULT_TOLERANCES, **recorded, **given})
         report.update(model=str(model), runtime=runner.runtime, runtime_version=str(runner.runtime_version),
                       device=runner.device, threads=runner.threads,
@@ -878,7 +877,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
-            report = check_export(args.export_dir, args.model, args.runtime, args.threads, max_abs_diff=args.max_abs_diff,
+            report = check_export(args.export_dir, model=args.model, runtime=args.runtime, threads=args.threads, max_abs_diff=args.max_abs_diff,
                                   min_agreement=args.min_agreement, min_cosine=args.min_cosine)
             print(format_check(report))
             return 0 if report["passed"] else 1
@@ -886,7 +885,7 @@ def main(argv=None) -> int:
             return _load_sibling("edgenas_serve").serve(args, sys.modules[__name__])
         if args.json_out:
             check_writable(args.json_out, "--json")
-        result = bench_model(args.model, args.runtime, args.batch, args.threads, args.warmup, args.runs)
+        result = bench_model(args.model, runtime=args.runtime, batch=args.batch, threads=args.threads, warmup=args.warmup, runs=args.runs)
         print(format_bench(result))
         if args.json_out:
             write_bench(args.json_out, result)

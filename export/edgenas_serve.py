@@ -76,7 +76,7 @@ class Settings:
     layout: str = "NCHW"  # the input layout of a LiteRT file (its metadata, sent along)
 
 
-def _int(query: dict, key: str, default, low: int, high: int):
+def _int(query: dict, *, key: str, default, low: int, high: int):
     text = query.get(key, [None])[-1]
     if text is None or text == "":
         return default
@@ -109,11 +109,11 @@ def parse_settings(query_string: str, *, kit, runtime: str, threads: int | None)
     if layout not in ("NCHW", "NHWC"):
         raise Refused(400, f"layout={layout!r}: give NCHW or NHWC")
     runs_text = query.get("runs", ["auto"])[-1]
-    runs = None if runs_text in ("auto", "") else _int(query, "runs", None, 1, MAX_RUNS)
+    runs = None if runs_text in ("auto", "") else _int(query, key="runs", default=None, low=1, high=MAX_RUNS)
     name = query.get("name", ["model.onnx"])[-1][:200] or "model.onnx"
-    return Settings(runtime, _int(query, "threads", threads, 1, 1024), _int(query, "batch", 1, 1, 4096),
-                    _int(query, "warmup", 10, 0, MAX_RUNS), runs, name, _int(query, "rounds", 15, 2, 1000),
-                    _int(query, "split", 0, 0, 1 << 40), layout)
+    return Settings(runtime, _int(query, key="threads", default=threads, low=1, high=1024), _int(query, key="batch", default=1, low=1, high=4096),
+                    _int(query, key="warmup", default=10, low=0, high=MAX_RUNS), runs, name, _int(query, key="rounds", default=15, low=2, high=1000),
+                    _int(query, key="split", default=0, low=0, high=1 << 40), layout)
 
 
 @dataclass
@@ -186,7 +186,7 @@ class Measurer:
                 if self.kit.engines and s.runtime in self.kit.engines.RUNTIMES:
                     self.kit.engines.write_metadata(path, {"runtime": s.runtime, "layout": s.layout})
                 paths.append(path)
-            runners = [self._open(p, s, Path(tmp)) for p in paths]
+            runners = [self._open(p, runtime=s, path=Path(tmp)) for p in paths]
             try:
                 return self._time(job, runners, paths)
             finally:
@@ -200,7 +200,7 @@ class Measurer:
         try:
             model = onnx_path
             if kit.RUNTIMES[s.runtime][0] == "tensorrt":
-                model = build_engine(kit, onnx_path, tmp / f"{onnx_path.stem}.engine", batch=s.batch)
+                model = build_engine(kit, onnx_path=onnx_path, engine_path=tmp / f"{onnx_path.stem}.engine", batch=s.batch)
             return kit.open_runner(model, s.runtime, s.threads)
         except kit.KitError as e:  # name the upload, not the temporary file
             raise type(e)(str(e).replace(str(onnx_path), s.name)) from None
@@ -214,9 +214,9 @@ class Measurer:
         self.log(f"timing {s.name} ({len(fns)} model{'s' if len(fns) > 1 else ''}) on {s.runtime}: start {started:.6f}")
         before = kit.probe()
         if len(fns) == 1:
-            samples, ratios = [kit.measure(fns[0], warmup, runs)], None
+            samples, ratios = [kit.measure(fns[0], warmup=warmup, runs=runs)], None
         else:
-            samples, ratios = alternate(kit, fns, rounds=s.rounds, warmup=warmup, runs=runs)
+            samples, ratios = alternate(kit, fns=fns, rounds=s.rounds, warmup=warmup, runs=runs)
         environment = kit.conditions.environment(before, kit.probe())
         finished = time.monotonic()
         self.log(f"timing {s.name}: end {finished:.6f} ({finished - started:.3f} s)")
@@ -225,7 +225,7 @@ class Measurer:
         timed = {"queued_s": round(started - job.queued, 6), "timed_from": started, "timed_to": finished}
         records = []
         for runner, path, sample in zip(runners, paths, samples):
-            record = kit.bench_result(runner, s.batch, warmup, sample, tool=f"edgenas-serve {kit.KIT_VERSION}",
+            record = kit.bench_result(runner, batch=s.batch, warmup=warmup, samples_ms=sample, tool=f"edgenas-serve {kit.KIT_VERSION}",
                                       model_path=path, environment=environment)
             record.update(model=s.name if len(paths) == 1 else f"{s.name}:{path.stem[-1]}", server=timed)
             records.append(record)
@@ -237,29 +237,29 @@ class Measurer:
 
 def auto_runs(kit, fn) -> tuple[int, int]:
     """(warmup, runs) sized to the model: at least AUTO_MIN_RUNS runs and AUTO_MIN_S of timing."""
-    per_run = max(float(np.median(kit.measure(fn, 1, AUTO_PROBE_RUNS))), 1e-3)
+    per_run = max(float(np.median(kit.measure(fn, warmup=1, runs=AUTO_PROBE_RUNS))), 1e-3)
     warmup = min(AUTO_WARMUP, math.ceil(AUTO_WARMUP_S * 1e3 / per_run))
     runs = max(AUTO_MIN_RUNS, math.ceil(AUTO_MIN_S * 1e3 / per_run))
     return warmup, min(runs, AUTO_MAX_RUNS, max(AUTO_MIN_RUNS, math.floor(AUTO_MAX_S * 1e3 / per_run)))
 
 
-def alternate(kit, fns: list, *, rounds: int, warmup: int, runs: int) -> tuple[list, list]:
+def alternate(kit, *, fns: list, rounds: int, warmup: int, runs: int) -> tuple[list, list]:
     """A and B timed in alternation, the order swapped every round (as ``edgenas compare --models``):
     the samples of each, and per round median(B) / median(A)."""
     run_a, run_b = fns
     samples_a, samples_b, ratios = [], [], []
     for k in range(rounds):
         if k % 2 == 0:
-            a, b = kit.measure(run_a, warmup, runs), kit.measure(run_b, warmup, runs)
+            a, b = kit.measure(run_a, warmup=warmup, runs=runs), kit.measure(run_b, warmup=warmup, runs=runs)
         else:
-            b, a = kit.measure(run_b, warmup, runs), kit.measure(run_a, warmup, runs)
+            b, a = kit.measure(run_b, warmup=warmup, runs=runs), kit.measure(run_a, warmup=warmup, runs=runs)
         ratios.append(float(np.median(b) / np.median(a)))
         samples_a += a
         samples_b += b
     return [samples_a, samples_b], ratios
 
 
-def build_engine(kit, onnx_path: Path, engine_path: Path, *, batch: int) -> Path:
+def build_engine(kit, *, onnx_path: Path, engine_path: Path, batch: int) -> Path:
     """A strongly typed TensorRT engine for ``batch`` built here, on the device, from the ONNX file
     (its precision is the graph's: edgenas sends an FP16 graph for tensorrt-fp16, Q/DQ for INT8)."""
     try:

@@ -58,7 +58,7 @@ def test_each_backend_converts_runs_and_agrees_with_pytorch(name, tmp_path):
     x = np.random.default_rng(0).standard_normal((16, *CHW), dtype=np.float32)
     with torch.inference_mode():
         want = model(torch.from_numpy(x)).numpy()
-    path = backend.convert(model, tmp_path / f"model{backend.suffix}", input_chw=CHW, calibration=x)
+    path = backend.convert(model, out=tmp_path / f"model{backend.suffix}", input_chw=CHW, calibration=x)
     assert path.is_file()
     with backend.open(path, threads=1) as runner:
         got = runner(x)

@@ -17,7 +17,7 @@ from edgenas.training.network import build_model  # noqa: E402
 def test_mac_counter_agrees_with_the_search_space_count():
     arch = Arch(4, 6, (0, 1, 0, 1), (3, 5, 7, 3))
     model = build_model(arch, 1, 10)
-    assert bench.n_macs(model, (1, 10, 10)) == count_macs(arch, 1, 10, (10, 10))
+    assert bench.n_macs(model, (1, 10, 10)) == count_macs(arch, in_channels=1, num_classes=10, input_size=(10, 10))
 
 
 @pytest.mark.slow  # sizing builds 60 networks of each family

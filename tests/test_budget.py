@@ -78,13 +78,13 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
 
 def test_params_and_macs_budgets_are_checked_without_measuring():
     arch = Arch.plain(3, 16)
-    size = (count_params(arch, 1, 10), count_macs(arch, 1, 10, (8, 8)))
+    size = (count_params(arch, 1, 10), count_macs(arch, in_channels=1, num_classes=10, input_size=(8, 8)))
     never = lambda arch: pytest.fail("latency measured although a free budget already failed")  # noqa: E731
-    check = check_budget(arch, size, Budget(max_params=100, max_latency_ms=1.0), never)
+    check = check_budget(arch, size=size, budget=Budget(max_params=100, max_latency_ms=1.0), latency_of=never)
     assert "params" in check.reason and check.latency_ms is None and check.params == size[0]
-    check = check_budget(arch, size, Budget(max_macs=100, max_latency_ms=1.0), never)
+    check = check_budget(arch, size=size, budget=Budget(max_macs=100, max_latency_ms=1.0), latency_of=never)
     assert "MACs" in check.reason and check.macs == size[1]
-    assert check_budget(arch, size, Budget(), never).reason == ""
+    assert check_budget(arch, size=size, budget=Budget(), latency_of=never).reason == ""
 
 
 def test_builtin_target_profiles():

@@ -21,8 +21,8 @@ SIZE = (28, 28)
 def _screened(budget: Budget, acc):
     """Answers as the evaluator does: ``check_budget`` on the real params and MACs, else ``acc(arch)``."""
     def answer(cand):
-        size = (count_params(cand.arch, *SHAPE), count_macs(cand.arch, *SHAPE, SIZE))
-        reason = check_budget(cand.arch, size, budget, lambda a: 0.0).reason
+        size = (count_params(cand.arch, *SHAPE), count_macs(cand.arch, in_channels=SHAPE[0], num_classes=SHAPE[1], input_size=SIZE))
+        reason = check_budget(cand.arch, size=size, budget=budget, latency_of=lambda a: 0.0).reason
         return Outcome(0.0, 0.0, "skipped", reason) if reason else Outcome(acc(cand.arch), 50.0)
     return answer
 
@@ -32,7 +32,7 @@ def deeper_is_better(arch):  # each layer pays 1 %, width a little
 
 
 def _fits(budget: Budget, arch: Arch) -> bool:
-    return not check_budget(arch, (count_params(arch, *SHAPE), count_macs(arch, *SHAPE, SIZE)), budget, lambda a: 0.0).reason
+    return not check_budget(arch, size=(count_params(arch, *SHAPE), count_macs(arch, in_channels=SHAPE[0], num_classes=SHAPE[1], input_size=SIZE)), budget=budget, latency_of=lambda a: 0.0).reason
 
 
 @pytest.mark.parametrize("budget", [Budget(max_params=3000), Budget(max_macs=300_000)], ids=["params", "macs"])
@@ -165,7 +165,7 @@ def test_a_budgeted_run_says_what_the_rule_did_and_where_test_figures_come_from(
     assert rule["rule"] == "narrow" and rule["text"].startswith("over_budget = narrow") and rule["text"] in stderr
     assert summary["test_from"] == f"discovered epochs ({summary['winner_epochs']})"
     assert summary["final_epochs"] == 2 and f"(after discovered epochs ({summary['winner_epochs']}); " in stderr
-    html = write_report(out, tmp_path / "r.html")[0].read_text()
+    html = write_report(out, out=tmp_path / "r.html")[0].read_text()
     assert "budget rule" in html and "test figures after" in html
 
 

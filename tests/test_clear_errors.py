@@ -119,7 +119,7 @@ def test_an_image_folder_with_train_but_no_test_says_so(tmp_path, only):
         for i in range(6):
             Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / only / cls / f"{i}.png")
     with pytest.raises(DataError) as e:
-        load_dataset("imagefolder", tmp_path)
+        load_dataset("imagefolder", data_dir=tmp_path)
     other = "test" if only == "train" else "train"
     assert f"{tmp_path} has {only}/ but no {other}/" in str(e.value) and "class folder(s)" not in str(e.value)
 

@@ -37,14 +37,14 @@ def write(path: Path, r: dict) -> str:
 
 # -- verdicts on bench JSONs ---------------------------------------------------------------------
 def test_three_percent_passes_a_five_percent_threshold():
-    c = cmp.compare(record(1.0), record(1.03), max_regression=0.05)
+    c = cmp.compare(record(1.0), current=record(1.03), max_regression=0.05)
     assert not c.regressed and c.exit_code == 0
     assert c.gate.change == pytest.approx(0.03) and c.gate.verdict == "OK"
     assert c.verdict.startswith("PASS: p50 changed by +3.0%")
 
 
 def test_ten_percent_fails_with_exit_1():
-    c = cmp.compare(record(1.0), record(1.10), max_regression=0.05)
+    c = cmp.compare(record(1.0), current=record(1.10), max_regression=0.05)
     assert c.regressed and c.exit_code == 1 and c.gate.verdict == "REGRESSION"
     assert "FAIL: p50 regressed by +10.0%" in c.verdict
 
@@ -55,7 +55,7 @@ BOUNDARY_PAIRS = [(10, 10.5), (1, 1.05), (2, 2.1), (20, 21), (4, 4.2), (100, 105
 
 @pytest.mark.parametrize("base, cur", BOUNDARY_PAIRS)
 def test_a_change_equal_to_the_threshold_passes(base, cur):
-    c = cmp.compare(record(base), record(cur), max_regression=cmp.parse_max_regression("5%"))
+    c = cmp.compare(record(base), current=record(cur), max_regression=cmp.parse_max_regression("5%"))
     assert not c.regressed and c.exit_code == 0 and c.gate.verdict == "OK"
     assert c.verdict == "PASS: p50 changed by +5.0%, within the 5.0% threshold"
 
@@ -67,14 +67,14 @@ def test_paired_lower_bound_equal_to_the_threshold_passes():
 
 
 def test_just_over_and_just_under_never_print_alike():
-    under = cmp.compare(record(1.0), record(1.049999), max_regression=0.05)
-    over = cmp.compare(record(1.0), record(1.050001), max_regression=0.05)
+    under = cmp.compare(record(1.0), current=record(1.049999), max_regression=0.05)
+    over = cmp.compare(record(1.0), current=record(1.050001), max_regression=0.05)
     assert under.exit_code == 0 and "+4.9999%" in under.verdict
     assert over.exit_code == 1 and "+5.0001%" in over.verdict
-    assert "+4.99%" in cmp.compare(record(1.0), record(1.0499)).verdict  # as few digits as tell them apart
-    assert "+5.01%" in cmp.compare(record(1.0), record(1.0501)).verdict
-    assert cmp.compare(record(1.0), record(0.9499)).gate.verdict == "FASTER"
-    assert cmp.compare(record(1.0), record(0.95)).gate.verdict == "OK"
+    assert "+4.99%" in cmp.compare(record(1.0), current=record(1.0499)).verdict  # as few digits as tell them apart
+    assert "+5.01%" in cmp.compare(record(1.0), current=record(1.0501)).verdict
+    assert cmp.compare(record(1.0), current=record(0.9499)).gate.verdict == "FASTER"
+    assert cmp.compare(record(1.0), current=record(0.95)).gate.verdict == "OK"
     pass_ = cmp.PairedResult([1.0], (1.0499999, 1.2), 0.95, 0.05, record(), record())
     fail = cmp.PairedResult([1.0], (1.0500001, 1.2), 0.95, 0.05, record(), record())
     assert pass_.exit_code == 0 and "[1.0499999," in pass_.verdict
@@ -82,23 +82,23 @@ def test_just_over_and_just_under_never_print_alike():
 
 
 def test_faster_passes_and_the_metric_option_picks_the_gate():
-    assert cmp.compare(record(1.0), record(0.5)).exit_code == 0
+    assert cmp.compare(record(1.0), current=record(0.5)).exit_code == 0
     base = record(1.0)
     tail = record(samples=[1.0] * 95 + [1.5] * 5)  # same median, a slower tail
-    assert cmp.compare(base, tail, metric="p50").exit_code == 0
-    c = cmp.compare(base, tail, metric="p99")
+    assert cmp.compare(base, current=tail, metric="p50").exit_code == 0
+    c = cmp.compare(base, current=tail, metric="p99")
     assert c.exit_code == 1 and c.gate.metric == "p99"
     with pytest.raises(UserInputError, match="unknown metric 'p75'"):
-        cmp.compare(base, tail, metric="p75")
+        cmp.compare(base, current=tail, metric="p75")
 
 
 @pytest.mark.parametrize("field, value", [("runtime", "onnxruntime-cuda"), ("device", "Jetson Orin"), ("threads", 4),
                                           ("batch", 8), ("input_shape", [1, 3, 64, 64])])
 def test_environment_mismatch_names_the_field(field, value):
     with pytest.raises(UserInputError, match=f"different environments: {field} .* vs .*--allow-env-mismatch") as e:
-        cmp.compare(record(1.0), record(1.0, **{field: value}), names=("base.json", "cur.json"))
+        cmp.compare(record(1.0), current=record(1.0, **{field: value}), names=("base.json", "cur.json"))
     assert "base.json" in str(e.value) and e.value.exit_code == 2
-    c = cmp.compare(record(1.0), record(1.0, **{field: value}), allow_env_mismatch=True)
+    c = cmp.compare(record(1.0), current=record(1.0, **{field: value}), allow_env_mismatch=True)
     assert c.exit_code == 0 and f"environment mismatch allowed: {field}" in c.verdict
 
 
@@ -112,7 +112,7 @@ def test_parse_max_regression():
 
 
 def test_tables_plain_and_markdown():
-    c = cmp.compare(record(1.0), record(1.2), names=("base.json", "cur.json"))
+    c = cmp.compare(record(1.0), current=record(1.2), names=("base.json", "cur.json"))
     plain = c.table()
     assert "p50 (gate)" in plain and "+20.0%" in plain and "REGRESSION" in plain and plain.endswith(c.verdict)
     md = c.table(markdown=True)
@@ -183,7 +183,7 @@ def export_onnx(path: Path, width: int) -> str:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[str, str]:
     d = tmp_path_factory.mktemp("models")
-    return export_onnx(d / "w16.onnx", 16), export_onnx(d / "w32.onnx", 32)  # w32: about 2.8x the MACs
+    return export_onnx(d / "w16.onnx", path=16), export_onnx(d / "w32.onnx", path=32)  # w32: about 2.8x the MACs
 
 
 PAIRED = dict(runtime="onnxruntime-cpu", rounds=12, threads=1, warmup=3, runs_per_round=15)
@@ -191,13 +191,13 @@ PAIRED = dict(runtime="onnxruntime-cpu", rounds=12, threads=1, warmup=3, runs_pe
 
 def test_paired_model_against_itself_is_not_flagged(models):
     for seed in range(3):
-        r = cmp.paired_compare(models[0], models[0], seed=seed, **PAIRED)
+        r = cmp.paired_compare(models[0], model_b=models[0], seed=seed, **PAIRED)
         assert not r.regressed and r.exit_code == 0, r.verdict
         assert len(r.ratios) == 12 and r.ci[0] <= r.median_ratio <= r.ci[1]
 
 
 def test_paired_twice_the_width_is_flagged(models):
-    r = cmp.paired_compare(models[0], models[1], **PAIRED)
+    r = cmp.paired_compare(models[0], model_b=models[1], **PAIRED)
     assert r.regressed and r.exit_code == 1 and r.ci[0] > 1.05, r.verdict
     assert r.median_ratio > 1.3 and "FAIL: B is slower than A" in r.verdict
     for b in (r.bench_a, r.bench_b):
@@ -205,7 +205,7 @@ def test_paired_twice_the_width_is_flagged(models):
         assert b["runs"] == 12 * 15 and b["rounds"] == 12 and b["threads"] == 1
     assert r.bench_b["model"].endswith("w32.onnx")
     # the narrower model against the wider one is not a regression
-    assert cmp.paired_compare(models[1], models[0], **PAIRED).exit_code == 0
+    assert cmp.paired_compare(models[1], model_b=models[0], **PAIRED).exit_code == 0
 
 
 # -- the CLI ---------------------------------------------------------------------------------------

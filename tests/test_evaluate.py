@@ -112,7 +112,7 @@ def test_the_kit_checks_the_int8_model_by_agreement_not_logits(demo_run):
     strict = kit.check_export(out, runtime="onnxruntime-cpu-int8", threads=1, max_abs_diff=1e-3)
     assert not strict["passed"] and strict["tolerances_from"] == "parity.json"  # agreement still from parity.json
     assert kit.check_export(out, threads=1)["tolerances_from"] == "defaults"  # the fp32 file keeps the defaults
-    bench = kit.bench_model(out / "model.int8.onnx", "onnxruntime-cpu-int8", threads=1, warmup=2, runs=5)
+    bench = kit.bench_model(out / "model.int8.onnx", runtime="onnxruntime-cpu-int8", threads=1, warmup=2, runs=5)
     assert bench["runtime"] == "onnxruntime-cpu-int8" and bench["threads"] == 1
     from edgenas.deploy.bench import bench as edgenas_bench
 

@@ -184,8 +184,8 @@ def test_reduced_precision_graphs_for_tensorrt_keep_parity(exported, tmp_path, p
     """The FP16 graph and the Q/DQ INT8 graph TensorRT builds engines from, checked on ONNX Runtime (CPU)."""
     run, _ = exported
     model, data = load_run_model(run), load_run_data(run)
-    source = precision_onnx(model, run.path / "export" / "model.onnx", precision, (1, 8, 8), tmp_path,
-                            _calibration_images(data, 256) if precision == "int8" else None)
+    source = precision_onnx(model, onnx_path=run.path / "export" / "model.onnx", precision=precision, input_chw=(1, 8, 8), workdir=tmp_path,
+                            calibration=_calibration_images(data, 256) if precision == "int8" else None)
     graph = onnx.load(str(source)).graph
     ops = [n.op_type for n in graph.node]
     if precision == "fp16":
@@ -195,8 +195,8 @@ def test_reduced_precision_graphs_for_tensorrt_keep_parity(exported, tmp_path, p
         assert ops.count("QuantizeLinear") >= 4 and ops.count("Conv") == 6
         stem = next(n for n in graph.node if n.op_type == "Conv" and "input" in n.input)
         assert stem.input[1] in {i.name for i in graph.initializer}  # the stem keeps float weights
-    ref = held_out(run, model, data, 256)
-    report = check_file(source, FORMATS["onnx"], ref, "classify", tolerance(precision, int8_max_drop=0.05))
+    ref = held_out(run, model=model, data=data, samples=256)
+    report = check_file(source, fmt=FORMATS["onnx"], ref=ref, task="classify", tol=tolerance(precision, int8_max_drop=0.05))
     assert report["passed"], report["failures"]
     assert report["top1_agreement"] >= 0.95 and report["max_abs_diff"] > 1e-4  # really reduced precision
 
@@ -299,11 +299,11 @@ def test_face_embedding_export_keeps_cosine_parity(tmp_path):
 
     md = onnx_metadata(run)
     assert md["task"] == "face" and md["embedding_dim"] == 16 and md["output"] == "L2-normalised embedding"
-    path = export_onnx(model, tmp_path / "face.onnx", (3, 16, 16), md)
+    path = export_onnx(model, path=tmp_path / "face.onnx", input_shape=(3, 16, 16), metadata=md)
     x = torch.randn(64, 3, 16, 16)
     with torch.no_grad():
         ref = HeldOut(x.numpy(), np.zeros(64, np.int64), model(x).numpy(), "test")
-    report = check_file(path, FORMATS["onnx"], ref, "face", TOLERANCES["fp32"])
+    report = check_file(path, fmt=FORMATS["onnx"], ref=ref, task="face", tol=TOLERANCES["fp32"])
     assert report["passed"] and report["min_cosine"] >= 0.999 and "top1_agreement" not in report
     broken = HeldOut(ref.inputs, ref.labels, np.roll(ref.outputs, 1, axis=1), "test")  # embedding dims shuffled
-    assert not check_file(path, FORMATS["onnx"], broken, "face", TOLERANCES["fp32"])["passed"]
+    assert not check_file(path, fmt=FORMATS["onnx"], ref=broken, task="face", tol=TOLERANCES["fp32"])["passed"]

@@ -135,12 +135,12 @@ def test_embedding_net_gives_unit_embeddings_and_its_counted_size(arch, cin, dim
     assert out.shape == (5, dim)
     assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-5)
     assert count_embedding_params(arch, cin, dim) == sum(p.numel() for p in model.parameters())
-    assert count_embedding_macs(arch, cin, dim, (16, 16)) == count_macs(arch, cin, dim, (16, 16))
+    assert count_embedding_macs(arch, in_channels=cin, embedding_dim=dim, input_size=(16, 16)) == count_macs(arch, in_channels=cin, num_classes=dim, input_size=(16, 16))
     assert not any("classifier" in k for k in model.state_dict())  # no margin head, no classifier in it
 
 
 def test_arcface_logits_follow_the_additive_angular_margin():
-    head = ArcFace(2, 3, scale=10.0, margin=0.5)
+    head = ArcFace(2, num_classes=3, scale=10.0, margin=0.5)
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
     theta = 0.7
@@ -155,7 +155,7 @@ def test_arcface_logits_follow_the_additive_angular_margin():
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_arcface_gradients_stay_finite_at_cos_plus_minus_one(sign):
-    head = ArcFace(8, 4)  # the defaults: s = 64, m = 0.5
+    head = ArcFace(8, num_classes=4)  # the defaults: s = 64, m = 0.5
     emb = (sign * head.weight.detach()[[0, 1]]).clone().requires_grad_(True)  # cos = +-1 exactly
     loss = torch.nn.functional.cross_entropy(head(emb, torch.tensor([0, 1])), torch.tensor([0, 1]))
     loss.backward()
@@ -168,7 +168,7 @@ def test_face_model_size_is_the_embedding_net_not_a_classifier():
     shape = make_meta(in_channels=3, num_classes=5000, input_size=(112, 112)).data
     params, macs = FaceTask().model_size(arch, shape, profile)
     assert params == sum(p.numel() for p in EmbeddingNet(arch, 3, 128).parameters())
-    assert macs == count_macs(arch, 3, 128, (112, 112))
+    assert macs == count_macs(arch, in_channels=3, num_classes=128, input_size=(112, 112))
     assert profile.task == "face" and profile.data.input_size == (112, 112) and profile.face.embedding_dim == 128
     assert macs < profile.budget.max_macs and params < profile.budget.max_params  # the first depth candidate fits
 
@@ -187,7 +187,7 @@ def test_tar_at_far_and_auc_hand_case():
     scores, labels = same + diff, [1] * 4 + [0] * 4
     assert verification.tar_at_far(scores, labels, 1e-3) == pytest.approx(50.0)  # no false accept: only .9, .8
     assert verification.tar_at_far(scores, labels, 0.25) == pytest.approx(100.0)  # .75 accepted, then all same ones
-    v = verification.verify(scores, labels, folds=[0, 1] * 4)
+    v = verification.verify(scores, same=labels, folds=[0, 1] * 4)
     assert v.roc_auc == pytest.approx(100 * 14 / 16)  # of 16 (same, different) pairs, .7 and .4 lose to .75
     assert v.tar_at_far == pytest.approx(50.0) and v.far_floor == 0.25 and (v.same, v.different) == (4, 4)
 
@@ -196,7 +196,7 @@ def test_kfold_accuracy_hand_case():
     # fold 0: same .9 .7, different .2 .6; fold 1: same .8 .4, different .5 .1
     scores = [0.9, 0.7, 0.2, 0.6, 0.8, 0.4, 0.5, 0.1]
     labels = [1, 1, 0, 0, 1, 1, 0, 0]
-    v = verification.verify(scores, labels, folds=[0, 0, 0, 0, 1, 1, 1, 1])
+    v = verification.verify(scores, same=labels, folds=[0, 0, 0, 0, 1, 1, 1, 1])
     # fold 0 held out: fold 1's best cut is .25 (3 of 4; .65 ties, lower wins) -> .6 is a false accept
     # fold 1 held out: fold 0's best cut is .65 (4 of 4) -> .4 is a false reject
     assert v.fold_thresholds == (pytest.approx(0.25), pytest.approx(0.65))
@@ -238,7 +238,7 @@ def test_metrics_match_a_brute_force_implementation(seed):
     folds = verification.fold_ids(y)
     t, acc = verification.best_threshold(s, y)
     assert (t, acc) == pytest.approx(_brute_best(list(s), list(y)))
-    v = verification.verify(s, y, folds, far=0.05)
+    v = verification.verify(s, same=y, folds=folds, far=0.05)
     accs, auc, tar = _brute_verify(list(s), list(y), list(folds))
     assert v.fold_accuracies == pytest.approx(accs) and v.accuracy == pytest.approx(np.mean(accs))
     assert v.accuracy_std == pytest.approx(np.std(accs)) and v.roc_auc == pytest.approx(auc) and v.tar_at_far == pytest.approx(tar)
@@ -246,9 +246,9 @@ def test_metrics_match_a_brute_force_implementation(seed):
 
 def test_verify_rejects_unusable_scores():
     with pytest.raises(ValueError, match="finite"):
-        verification.verify([0.1, float("nan")], [1, 0], folds=[0, 1])
+        verification.verify([0.1, float("nan")], same=[1, 0], folds=[0, 1])
     with pytest.raises(ValueError, match="2 folds"):
-        verification.verify([0.1, 0.2], [1, 0], folds=[0, 0])
+        verification.verify([0.1, 0.2], same=[1, 0], folds=[0, 0])
 
 
 # -- pairs ------------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def test_hostile_pairs_files_give_a_line_or_a_correct_result(tmp_path, header, b
 def test_verify_refuses_scores_of_one_kind():
     for same in ([1, 1, 1, 1], [0, 0, 0, 0]):
         with pytest.raises(ValueError, match="verification needs pairs of both kinds"):
-            verification.verify([0.1, 0.2, 0.3, 0.4], same, folds=[0, 1, 0, 1])
+            verification.verify([0.1, 0.2, 0.3, 0.4], same=same, folds=[0, 1, 0, 1])
 
 
 def test_read_pairs_file_counts_against_the_header(tmp_path):
@@ -400,7 +400,7 @@ def test_resolve_pairs_finds_images_by_lfw_name_or_position(tmp_path):
 
 # -- identity data ------------------------------------------------------------------------------------
 def test_load_faces_splits_by_identity(faces):
-    data = face_data.load_faces("imagefolder", faces, input_size=(16, 20), channels=1, val_identities=0.2, val_pairs=50, seed=1)
+    data = face_data.load_faces("imagefolder", data_dir=faces, input_size=(16, 20), channels=1, val_identities=0.2, val_pairs=50, seed=1)
     train, val, test = data.identities
     assert len(train) == 18 and len(val) == len(test) == 6 and not (set(train) & set(val) | set(train) & set(test) | set(val) & set(test))
     assert data.train.x.shape == (18 * 10, 1, 16, 20) and data.num_classes == 18 and data.class_names == train
@@ -408,7 +408,7 @@ def test_load_faces_splits_by_identity(faces):
     assert len(data.val_pairs) == len(data.test_pairs) == 50 and data.val_pairs.same.sum() == 25
     moved = data.to("cpu")
     assert isinstance(moved, face_data.FaceData) and moved.test_pairs is data.test_pairs
-    again = face_data.load_faces("imagefolder", faces, input_size=(16, 20), channels=1, val_identities=0.2, val_pairs=50, seed=1)
+    again = face_data.load_faces("imagefolder", data_dir=faces, input_size=(16, 20), channels=1, val_identities=0.2, val_pairs=50, seed=1)
     assert again.identities == data.identities and np.array_equal(again.val_pairs.a, data.val_pairs.a)
 
 
@@ -419,7 +419,7 @@ def test_load_faces_splits_by_identity(faces):
 ])
 def test_face_data_errors_are_one_line(name, data_dir, match):
     with pytest.raises(DataError, match=match):
-        face_data.load_faces(name, data_dir)
+        face_data.load_faces(name, data_dir=data_dir)
 
 
 def test_lfw_people_from_the_torchvision_layout(tmp_path, monkeypatch):
@@ -435,13 +435,13 @@ def test_lfw_people_from_the_torchvision_layout(tmp_path, monkeypatch):
     (base / "people.txt").write_text("2\n4\n" + "\n".join(rows[:4]) + "\n4\n" + "\n".join(rows[4:]) + "\n")
     (base / "lfw-names.txt").write_text("".join(f"{name} {n}\n" for name, n in people.items()))
     with pytest.raises(DataError, match="not found"):  # the real files' checksums do not match these
-        face_data.load_faces("lfw", tmp_path)
+        face_data.load_faces("lfw", data_dir=tmp_path)
     monkeypatch.setattr(lfw._LFW, "_check_integrity", lambda self: True)  # no real LFW archive in the tests
-    data = face_data.load_faces("lfw", tmp_path, input_size=(12, 12), val_identities=0.2, val_pairs=10)
+    data = face_data.load_faces("lfw", data_dir=tmp_path, input_size=(12, 12), val_identities=0.2, val_pairs=10)
     assert sum(map(len, data.identities)) == 8 and len(data.train) + len(data.val) + len(data.test) == sum(people.values())
     assert Path(data.image_root) == base / "lfw_funneled" == face_data.image_root("lfw", tmp_path)
     with pytest.raises(DataError, match="no longer download"):
-        face_data.load_faces("lfw", tmp_path, download=True)
+        face_data.load_faces("lfw", data_dir=tmp_path, download=True)
 
 
 # -- the search, verify and export ----------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_16_bit_classes_differing_in_high_bits_stay_different(tmp_path):
         for i in range(6):
             a = (level + rng.integers(-500, 500, (8, 8))).astype(np.uint16)
             Image.fromarray(a).save(tmp_path / name / f"{i}.png")
-    d = load_dataset("imagefolder", tmp_path, input_size=(8, 8), channels=1, val_fraction=0.2)
+    d = load_dataset("imagefolder", data_dir=tmp_path, input_size=(8, 8), channels=1, val_fraction=0.2)
     x = torch.cat([d.train.x, d.val.x, d.test.x]).float().mean((1, 2, 3))
     y = torch.cat([d.train.y, d.val.y, d.test.y])
     bright, dark = d.class_names.index("bright"), d.class_names.index("dark")

@@ -50,7 +50,7 @@ def make_export_dir(root: Path, n: int = 16) -> Path:
     inputs = np.random.default_rng(1).standard_normal((n, 3, 32, 32), dtype=np.float32)
     with torch.no_grad():
         outputs = model(torch.from_numpy(inputs)).numpy()
-    kit.save_samples(export / "samples.npz", inputs, outputs, "classify")
+    kit.save_samples(export / "samples.npz", inputs=inputs, outputs=outputs, task="classify")
     return export
 
 
@@ -164,43 +164,43 @@ def test_write_and_read_bench_atomically(tmp_path):
 def test_parity_report_classify():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((100, 10)).astype(np.float32)
-    ok = kit.parity_report(ref, ref + 1e-5)
+    ok = kit.parity_report(ref, actual=ref + 1e-5)
     assert ok["passed"] and ok["top1_agreement"] == 1.0 and ok["max_abs_diff"] == pytest.approx(1e-5, rel=1e-2)
-    off = kit.parity_report(ref, ref + 0.01)
+    off = kit.parity_report(ref, actual=ref + 0.01)
     assert not off["passed"] and "max |diff|" in off["failures"][0]
-    assert kit.parity_report(ref, ref + 0.01, max_abs_diff=0.1)["passed"]  # a looser tolerance (fp16)
+    assert kit.parity_report(ref, actual=ref + 0.01, max_abs_diff=0.1)["passed"]  # a looser tolerance (fp16)
     flipped = ref.copy()
     flipped[0] = -flipped[0]  # changes the top-1 class of sample 0
-    report = kit.parity_report(ref, flipped, max_abs_diff=math.inf, min_agreement=0.999)
+    report = kit.parity_report(ref, actual=flipped, max_abs_diff=math.inf, min_agreement=0.999)
     assert report["top1_agreement"] == pytest.approx(0.99) and not report["passed"]
-    assert kit.parity_report(ref, flipped, max_abs_diff=math.inf, min_agreement=0.98)["passed"]
+    assert kit.parity_report(ref, actual=flipped, max_abs_diff=math.inf, min_agreement=0.98)["passed"]
 
 
 def test_parity_report_face_uses_cosine_similarity():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((20, 16))
-    assert kit.parity_report(ref, 3 * ref, "face")["passed"]  # same direction, other scale
+    assert kit.parity_report(ref, actual=3 * ref, task="face")["passed"]  # same direction, other scale
     noisy = ref + rng.standard_normal(ref.shape)
-    report = kit.parity_report(ref, noisy, "face")
+    report = kit.parity_report(ref, actual=noisy, task="face")
     assert not report["passed"] and report["min_cosine"] < 0.999 and "cosine" in report["failures"][0]
 
 
 def test_parity_report_shape_and_nan():
     ref = np.zeros((4, 10))
-    assert "shape" in kit.parity_report(ref, np.zeros((4, 12)))["failures"][0]
+    assert "shape" in kit.parity_report(ref, actual=np.zeros((4, 12)))["failures"][0]
     bad = ref.copy()
     bad[1, 1] = np.nan
-    assert "NaN" in kit.parity_report(ref, bad)["failures"][0]
+    assert "NaN" in kit.parity_report(ref, actual=bad)["failures"][0]
 
 
 def test_parity_fails_on_nan_reference_and_refuses_nan_tolerances():
     ref = np.zeros((4, 10))
     ref[2, 3] = np.nan
-    report = kit.parity_report(ref, np.zeros((4, 10)))  # NaN - 0 compares False with any tolerance
+    report = kit.parity_report(ref, actual=np.zeros((4, 10)))  # NaN - 0 compares False with any tolerance
     assert not report["passed"] and "reference outputs (samples.npz) hold NaN" in report["failures"][0]
     for tolerance in ("max_abs_diff", "min_agreement", "min_cosine"):
         with pytest.raises(ValueError, match=f"{tolerance} is NaN"):
-            kit.parity_report(np.zeros((4, 10)), np.zeros((4, 10)), **{tolerance: math.nan})
+            kit.parity_report(np.zeros((4, 10)), actual=np.zeros((4, 10)), **{tolerance: math.nan})
 
 
 def test_check_cli_fails_on_nan_reference_and_refuses_nan_tolerance(export_dir, tmp_path, capsys):
@@ -214,7 +214,7 @@ def test_check_cli_fails_on_nan_reference_and_refuses_nan_tolerance(export_dir, 
     s = kit.load_samples(poisoned / "samples.npz")
     outputs = s.outputs.copy()
     outputs[0, 0] = np.nan
-    kit.save_samples(poisoned / "samples.npz", s.inputs, outputs, s.task)
+    kit.save_samples(poisoned / "samples.npz", inputs=s.inputs, outputs=outputs, task=s.task)
     assert kit.main(["check", str(poisoned), "--threads", "1"]) == 1
     assert "FAIL: the reference outputs (samples.npz) hold NaN" in capsys.readouterr().out
 
@@ -234,7 +234,7 @@ def test_check_writable(tmp_path):
 
 def test_samples_round_trip_and_errors(tmp_path):
     x, y = np.ones((2, 1, 4, 4), np.float32), np.zeros((2, 3), np.float32)
-    kit.save_samples(tmp_path / "s.npz", x, y, "face")
+    kit.save_samples(tmp_path / "s.npz", inputs=x, outputs=y, task="face")
     s = kit.load_samples(tmp_path / "s.npz")
     assert s.task == "face" and s.inputs.shape == (2, 1, 4, 4) and s.outputs.shape == (2, 3)
     with pytest.raises(kit.KitError, match="no such file"):
@@ -282,15 +282,15 @@ def test_check_fails_when_samples_come_from_other_weights(export_dir, tmp_path, 
     onnx.helper.set_model_props(proto, {"weights_sha256": "a" * 64})
     onnx.save(proto, str(export / "model.onnx"))
     s = kit.load_samples(export / "samples.npz")
-    kit.save_samples(export / "samples.npz", s.inputs, s.outputs, s.task, weights_sha256="a" * 64)
+    kit.save_samples(export / "samples.npz", inputs=s.inputs, outputs=s.outputs, task=s.task, weights_sha256="a" * 64)
     assert kit.main(["check", str(export), "--threads", "1"]) == 0  # the same weights: PASS
     assert "PASS" in capsys.readouterr().out
-    kit.save_samples(export / "samples.npz", s.inputs, s.outputs, s.task, weights_sha256="b" * 64)
+    kit.save_samples(export / "samples.npz", inputs=s.inputs, outputs=s.outputs, task=s.task, weights_sha256="b" * 64)
     assert kit.main(["check", str(export), "--threads", "1"]) == 1
     out = capsys.readouterr().out
     assert "FAIL: stale export" in out and "samples.npz bbbbbbbbbbbb" in out and "model.onnx aaaaaaaaaaaa" in out
     (export / "parity.json").write_text(json.dumps({"weights_sha256": "c" * 64}))
-    kit.save_samples(export / "samples.npz", s.inputs, s.outputs, s.task, weights_sha256="a" * 64)
+    kit.save_samples(export / "samples.npz", inputs=s.inputs, outputs=s.outputs, task=s.task, weights_sha256="a" * 64)
     report = kit.check_export(export, threads=1)
     assert not report["passed"] and "parity.json cccccccccccc" in report["failures"][0]
 
@@ -304,7 +304,7 @@ def test_check_export_passes_and_a_tampered_sample_fails(export_dir, tmp_path):
     tampered = tmp_path / "export"
     shutil.copytree(export_dir, tampered)
     s = kit.load_samples(tampered / "samples.npz")
-    kit.save_samples(tampered / "samples.npz", s.inputs, s.outputs + 0.01, s.task)
+    kit.save_samples(tampered / "samples.npz", inputs=s.inputs, outputs=s.outputs + 0.01, task=s.task)
     report = kit.check_export(tampered, threads=1)
     assert not report["passed"] and "FAIL: max |diff|" in kit.format_check(report)
 
@@ -327,7 +327,7 @@ def test_bench_model_writes_a_valid_record(export_dir):
 
 def test_bad_inputs_give_kit_errors(export_dir, tmp_path):
     with pytest.raises(kit.KitError, match="unknown runtime 'onnx': choose one of onnxruntime-cpu"):
-        kit.open_runner(export_dir / "model.onnx", "onnx")
+        kit.open_runner(export_dir / "model.onnx", runtime="onnx")
     with pytest.raises(kit.KitError, match="nope.onnx: no such file"):
         kit.open_runner(tmp_path / "nope.onnx")
     (tmp_path / "notes.onnx").write_text("not a model")
@@ -335,7 +335,7 @@ def test_bad_inputs_give_kit_errors(export_dir, tmp_path):
         kit.open_runner(tmp_path / "notes.onnx")
     (tmp_path / "model.engine").write_bytes(b"\0" * 16)
     with pytest.raises(kit.KitError, match="is a TensorRT engine"):
-        kit.open_runner(tmp_path / "model.engine", "onnxruntime-cpu")
+        kit.open_runner(tmp_path / "model.engine", runtime="onnxruntime-cpu")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
@@ -364,7 +364,7 @@ def test_tensorrt_engine_matches_onnxruntime(export_dir, tmp_path):
     shutil.copy(export_dir / "samples.npz", tmp_path / "samples.npz")
     report = kit.check_export(tmp_path, runtime="tensorrt-fp16", max_abs_diff=0.05, min_agreement=0.9)
     assert report["passed"], report
-    r = kit.bench_model(tmp_path / "model.engine", "tensorrt-fp16", batch=4, warmup=2, runs=10)
+    r = kit.bench_model(tmp_path / "model.engine", runtime="tensorrt-fp16", batch=4, warmup=2, runs=10)
     assert r["threads"] is None and r["input_shape"] == [4, 3, 32, 32]
 
 
@@ -411,7 +411,7 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     assert record["environment"]["cpus"] == kit.conditions.cpu_count(Path("/"))  # the device's own probe ran
 
     s = kit.load_samples(device / "export" / "samples.npz")
-    kit.save_samples(device / "export" / "samples.npz", s.inputs, s.outputs * 1.01, s.task)  # tampered
+    kit.save_samples(device / "export" / "samples.npz", inputs=s.inputs, outputs=s.outputs * 1.01, task=s.task)  # tampered
     bad = run(python, "edgenas_kit.py", "check", "export", "--threads", "1", cwd=device)
     assert bad.returncode == 1 and "FAIL" in bad.stdout
 

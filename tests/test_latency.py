@@ -88,7 +88,7 @@ def test_timing_graph_matches_the_exported_graph(tmp_path):
         return Counter(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type in compute)
 
     timing = timing_onnx(model, tmp_path / "t.onnx", (3, 16, 16))
-    exported = export_onnx(model, tmp_path / "e.onnx", (3, 16, 16), {})
+    exported = export_onnx(model, path=tmp_path / "e.onnx", input_shape=(3, 16, 16), metadata={})
     assert ops(timing) == ops(exported) and ops(timing)["Conv"] == 1 + 4 + 2  # stem, 4 layers, 2 pointwise
 
 
@@ -99,7 +99,7 @@ def test_tensorrt_timing_graphs_run(tmp_path):
     model = build_model(TINY, 3, 10).eval()
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16), dtype=np.float32)
     fp16 = timing_onnx(half_precision(model), tmp_path / "fp16.onnx", (3, 16, 16))
-    int8 = quantize_int8(timing_onnx(model, tmp_path / "fp32.onnx", (3, 16, 16)), tmp_path / "int8.onnx", x)
+    int8 = quantize_int8(timing_onnx(model, tmp_path / "fp32.onnx", (3, 16, 16)), out_path=tmp_path / "int8.onnx", calibration=x)
     for path in (fp16, int8):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         assert session.run(None, {"input": x})[0].shape == (4, 10)

@@ -106,7 +106,7 @@ def test_regression_features_count_the_networks_macs():
         f = dict(zip(FEATURES, arch_features(arch, (3, 32, 32), 10)))
         convs = sum(v for k, v in f.items() if k.endswith("_mmacs")) * 1e6
         head = 4 * arch.width * 10
-        assert convs + head == pytest.approx(count_macs(arch, 3, 10, (32, 32)), rel=1e-9)
+        assert convs + head == pytest.approx(count_macs(arch, in_channels=3, num_classes=10, input_size=(32, 32)), rel=1e-9)
         assert f["sep_layers"] + f["conv_layers"] == arch.depth
 
 

@@ -85,11 +85,11 @@ def test_memory_budgets_are_checked_before_latency():
     def never(a):
         raise AssertionError("latency measured for a network over the memory budget")
 
-    over = check_budget(arch, (1, 1), Budget(max_peak_memory_kb=1, max_latency_ms=1.0), never, memory)
+    over = check_budget(arch, size=(1, 1), budget=Budget(max_peak_memory_kb=1, max_latency_ms=1.0), latency_of=never, memory=memory)
     assert "peak memory" in over.reason and "max_peak_memory_kb 1" in over.reason
-    flash = check_budget(arch, (1, 1), Budget(max_flash_kb=1, max_latency_ms=1.0), never, memory)
+    flash = check_budget(arch, size=(1, 1), budget=Budget(max_flash_kb=1, max_latency_ms=1.0), latency_of=never, memory=memory)
     assert "max_flash_kb" in flash.reason
-    assert check_budget(arch, (1, 1), Budget(max_peak_memory_kb=1024), never, memory).reason == ""
+    assert check_budget(arch, size=(1, 1), budget=Budget(max_peak_memory_kb=1024), latency_of=never, memory=memory).reason == ""
 
 
 def test_search_trains_only_candidates_under_the_memory_budget(tmp_path, one_thread):

@@ -125,7 +125,7 @@ def test_live_progress_tally_and_reporter_choice():
     screen = Terminal()
     with reporter(stream=screen) as (log, progress):
         assert isinstance(progress, LiveProgress)
-        progress.candidate("width", 3, "d2-w8-ss-33", 4)
+        progress.candidate("width", number=3, label="d2-w8-ss-33", epochs=4)
         progress.epoch(2, 4, 1.0, 50.0, 1.0)
         log("[width #3] a message")
     assert "[width #3] d2-w8-ss-33" in screen.getvalue() and "[width #3] a message" in screen.getvalue()

@@ -148,7 +148,7 @@ def test_report_marks_a_failed_candidate(budget_run, tmp_path):
     records = RunDir(run).journal()
     records[-1].update(status="failed", acc=0.0)  # as pipeline.py journals a non-finite loss
     (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    write_report(run, tmp_path / "r.html")
+    write_report(run, out=tmp_path / "r.html")
     page = Page((tmp_path / "r.html").read_text())
     rows = re.findall(r"<tr><td class=\"l\">4</td>.*?</tr>", (tmp_path / "r.html").read_text())
     assert rows and ">failed<" in rows[0]
@@ -166,7 +166,7 @@ def test_latency_is_drawn_where_candidates_were_measured(budget_run, tmp_path):
         r["latency_ms"] = 0.5 + 0.1 * i
     (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert tradeoff_axes(load_view(run)) == ["params", "macs", "latency"]
-    write_report(run, tmp_path / "r.html")
+    write_report(run, out=tmp_path / "r.html")
     page = Page((tmp_path / "r.html").read_text())
     assert "Pareto front against latency" in " ".join(page.text) and page.figures["tradeoffs"]["points"] >= 6
 
@@ -178,7 +178,7 @@ def test_report_errors_name_the_file_or_flag(budget_run, tmp_path):
     r = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path)], standalone_mode=False)
     assert r.return_value == 2 and r.output.startswith("edgenas: error: Invalid value for '--out'") and "is a directory" in r.output
     with pytest.raises(edgenas.errors.UserInputError, match="out=.*: is a directory"):
-        write_report(out, tmp_path)
+        write_report(out, out=tmp_path)
 
 
 # -- a face run ------------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def test_report_of_a_face_run_draws_the_roc_curve(face_run, tmp_path):
     verify = json.loads((face_run / "verify.json").read_text())
     assert len(verify["roc"]["fpr"]) == len(verify["roc"]["tpr"]) >= 2
     assert verify["roc"]["fpr"][0] == 0.0 and verify["roc"]["tpr"][-1] == 1.0
-    write_report(face_run, tmp_path / "face.html", png_dir=tmp_path / "png")
+    write_report(face_run, out=tmp_path / "face.html", png_dir=tmp_path / "png")
     html = (tmp_path / "face.html").read_text()
     page = Page(html)
     for name in ("trajectory", "tradeoffs", "network", "stages", "roc"):

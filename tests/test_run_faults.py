@@ -257,7 +257,7 @@ def _ci_meta(ci_profile):
     from edgenas.training.tasks import task_for
 
     profile = load_profile(str(ci_profile))
-    data = task_for("classify").load_data("digits", None, profile, 0, False)
+    data = task_for("classify").load_data("digits", data_dir=None, profile=profile, seed=0, download=False)
     return make_meta(profile, data=data)
 
 

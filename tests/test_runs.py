@@ -78,7 +78,7 @@ def test_open_requires_a_run(tmp_path):
 def digits():
     from edgenas.training.data import load_dataset
 
-    return load_dataset("digits", None, val_fraction=0.15, seed=0)
+    return load_dataset("digits", data_dir=None, val_fraction=0.15, seed=0)
 
 
 def test_run_json_records_the_data_and_resume_refuses_other_data(tmp_path, digits):
@@ -153,10 +153,10 @@ def test_resume_default_is_the_unfinished_run_written_last(tmp_path):
         RunDir.start(path, META, resume=False)
         os.utime(path / RunDir.META, (1000 + i, 1000 + i))
     (paths[2] / RunDir.SUMMARY).write_text("{}")  # the newest is finished
-    assert default_out(profile, "digits", True, root=tmp_path / "runs") == paths[1]
+    assert default_out(profile, dataset="digits", resume=True, root=tmp_path / "runs") == paths[1]
     RunDir(paths[0]).record(rec("a"))  # the oldest run was written to last
-    assert default_out(profile, "digits", True, root=tmp_path / "runs") == paths[0]
-    assert default_out(profile, "digits", False, root=tmp_path / "runs") == base.with_name("tiny-digits-4")
+    assert default_out(profile, dataset="digits", resume=True, root=tmp_path / "runs") == paths[0]
+    assert default_out(profile, dataset="digits", resume=False, root=tmp_path / "runs") == base.with_name("tiny-digits-4")
 
 
 def _image_class(root, name: str, n: int = 10, seed: int = 0) -> None:
@@ -181,7 +181,7 @@ def test_resume_refuses_an_image_folder_that_changed(tmp_path, ci_profile):
     for i, name in enumerate("abc"):
         _image_class(images, name, seed=i)
     profile = load_profile(str(ci_profile))
-    data = task_for("classify").load_data("imagefolder", str(images), profile, 0, False)
+    data = task_for("classify").load_data("imagefolder", data_dir=str(images), profile=profile, seed=0, download=False)
     RunDir.start(out, run_meta(profile, task="classify", dataset="imagefolder", data_dir=str(images), data=data,
                                extra={}, seed=0, device="cpu"), resume=False)
     resume = ["discover", "--profile", str(ci_profile), "--dataset", "imagefolder", "--data-dir", str(images),

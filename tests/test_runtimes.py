@@ -78,7 +78,7 @@ def converted(trained, tmp_path_factory):
         if runtime not in files:
             b = backend(runtime)
             with torch_threads(1):
-                files[runtime] = b.convert(trained[0], folder / f"{runtime}{b.suffix}", input_chw=(1, 8, 8),
+                files[runtime] = b.convert(trained[0], out=folder / f"{runtime}{b.suffix}", input_chw=(1, 8, 8),
                                            calibration=trained[1])
         return files[runtime]
 
@@ -131,7 +131,7 @@ def test_a_face_embedding_net_keeps_its_cosine(runtime, tmp_path):
             net(torch.randn(32, 3, 16, 16))  # BatchNorm statistics
         net.eval()
         images = torch.randn(32, 3, 16, 16).numpy()
-        path = b.convert(net, tmp_path / f"face{b.suffix}", input_chw=(3, 16, 16), calibration=images)
+        path = b.convert(net, out=tmp_path / f"face{b.suffix}", input_chw=(3, 16, 16), calibration=images)
     with b.open(path, threads=1) as runner:
         out = runner(images)
     ref = reference(net, images)
@@ -147,7 +147,7 @@ def test_a_missing_package_names_the_extra(runtime, monkeypatch):
     with pytest.raises(MissingDependency, match=rf"pip install edgenas\[{b.engine}\]$"):
         b.available()
     with pytest.raises(MissingDependency, match=rf"pip install edgenas\[{b.engine}\]$"):
-        b.convert(torch.nn.Identity(), Path("unused") / f"m{b.suffix}", input_chw=(1, 8, 8))
+        b.convert(torch.nn.Identity(), out=Path("unused") / f"m{b.suffix}", input_chw=(1, 8, 8))
 
 
 @pytest.mark.parametrize("runtime", EDGE)
@@ -220,7 +220,7 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
     tflite = converted("litert-int8")
     for path in (tflite, engines.metadata_path(tflite)):
         shutil.copy(path, device / path.name.replace("litert-int8", "model.int8"))
-    kit.save_samples(device / "samples.npz", test[:32], reference(model, test[:32]), "classify")
+    kit.save_samples(device / "samples.npz", inputs=test[:32], outputs=reference(model, test[:32]), task="classify")
     run = lambda *args: subprocess.run([str(python), "-I", *map(str, args)], capture_output=True, text=True,  # noqa: E731
                                        cwd=device, timeout=300)
     probe = "import importlib.util as u; print([n for n in ('numpy', 'ai_edge_litert', 'torch', 'edgenas', 'onnxruntime') if u.find_spec(n)])"
@@ -290,5 +290,5 @@ def test_a_relative_output_path_converts(runtime, trained, tmp_path, monkeypatch
     b = backend(runtime)
     monkeypatch.chdir(tmp_path)
     with torch_threads(1):
-        path = b.convert(trained[0], Path("rel") / f"m{b.suffix}", input_chw=(1, 8, 8), calibration=trained[1][:16])
+        path = b.convert(trained[0], out=Path("rel") / f"m{b.suffix}", input_chw=(1, 8, 8), calibration=trained[1][:16])
     assert path == Path("rel") / f"m{b.suffix}" and path.is_file() and engines.metadata_path(path).is_file()

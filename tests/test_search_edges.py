@@ -81,8 +81,8 @@ def _outcome_of(run):
 def both_paths(factory, answer, slots=4):
     """(sequential, speculative) outcomes of one search; ``answer`` must depend on the candidate only."""
     sequential = _outcome_of(lambda: drive(factory(), answer))
-    speculative = _outcome_of(lambda: drive_speculative(factory, AnswerEvaluator(answer), AnswerPool(answer), slots,
-                                                        lambda key: 0))
+    speculative = _outcome_of(lambda: drive_speculative(factory, evaluator=AnswerEvaluator(answer), pool=AnswerPool(answer), slots=slots,
+                                                        seed_of=lambda key: 0))
     return sequential, speculative
 
 
@@ -257,7 +257,7 @@ def test_speculation_skips_a_hypothetical_impossible_width():
     next(strategy)
     pending = strategy.send(Outcome(80.0, 70.0))
     assert pending.arch.width == 2
-    assert all(c.arch.width >= 1 for c in likely_next(None, [], 80.0, 7, at=strategy))
+    assert all(c.arch.width >= 1 for c in likely_next(None, answers=[], guess=80.0, k=7, at=strategy))
 
 
 def test_both_paths_fail_alike_where_the_search_itself_fails():
@@ -287,7 +287,7 @@ def _decisions_per_request(monkeypatch, depth: int) -> float:
     real_send = StrategyRun.send
     monkeypatch.setattr(StrategyRun, "send", lambda self, value: sends.append(1) or real_send(self, value))
     factory, answer = _long_search(depth)
-    result = drive_speculative(factory, AnswerEvaluator(answer), AnswerPool(answer), 8, lambda key: 0)
+    result = drive_speculative(factory, evaluator=AnswerEvaluator(answer), pool=AnswerPool(answer), slots=8, seed_of=lambda key: 0)
     monkeypatch.undo()
     assert [c for c, _ in result.history] == [c for c, _ in drive(factory(), answer).history]
     return len(sends) / result.candidates
@@ -308,8 +308,8 @@ def test_fork_looks_ahead_exactly_as_a_replay(seed, accs):
     next(strategy)
     for acc in accs:
         guess = answers[-1].acc if answers else 50.0
-        forked = likely_next(factory, answers, guess, 5, at=strategy)
-        assert forked == likely_next(factory, answers, guess, 5)
+        forked = likely_next(factory, answers=answers, guess=guess, k=5, at=strategy)
+        assert forked == likely_next(factory, answers=answers, guess=guess, k=5)
         out = Outcome(acc, rng.choice([50.0, 100.0]), rng.choice(["trained"] * 8 + ["failed", "skipped"]))
         answers.append(out)
         try:
@@ -367,7 +367,7 @@ def test_speculation_consumes_exactly_the_sequential_requests(search, slots):
     except ProfileError:
         cfg, legal = CONFIGS[strategy](**{**table, "micro_kernels": tuple(table["micro_kernels"])}), False
     answer = random_oracle(seed)
-    factory = lambda: make_strategy(strategy, cfg, 1, 10)  # noqa: E731
+    factory = lambda: make_strategy(strategy, config=cfg, in_channels=1, num_classes=10)  # noqa: E731
     sequential, speculative = both_paths(factory, answer, slots)
     assert speculative == sequential
     if legal:  # a legal profile never leads to an impossible candidate

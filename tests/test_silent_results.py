@@ -121,7 +121,7 @@ def folder_run(tmp_path_factory):
     _write_digit_folder(images)
     profile = load_profile("demo")
     profile = dataclasses.replace(profile, data=dataclasses.replace(profile.data, input_size=(8, 8), channels=1))
-    data = task_for("classify").load_data("imagefolder", str(images), profile, 0, False)
+    data = task_for("classify").load_data("imagefolder", data_dir=str(images), profile=profile, seed=0, download=False)
     meta = run_meta(profile, task="classify", dataset="imagefolder", data_dir=images, data=data, extra={}, seed=0,
                     device="cpu")
     run = RunDir.start(root / "run", meta, resume=False)

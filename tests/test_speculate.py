@@ -34,7 +34,7 @@ def test_replay_is_pure():
 
 
 def test_likely_next_in_the_depth_stage_is_one_layer_deeper():
-    nxt = likely_next(factory, [], guess=80.0, k=3)
+    nxt = likely_next(factory, answers=[], guess=80.0, k=3)
     assert nxt[0].arch == Arch.plain(4, 16) and nxt[0].epochs == CFG.epochs + 1
     assert len(nxt) == 3 and len(set(nxt)) == 3
 
@@ -45,7 +45,7 @@ def test_likely_next_covers_both_outcomes_of_an_op_choice():
     while cand.stage != "ops" or cand.arch.ops == (0,) * cand.arch.depth:
         answers.append(Outcome(50.0 - len(answers), 40.0))
         cand = replay(factory, answers)
-    nxt = likely_next(factory, answers, guess=answers[-1].acc, k=2)
+    nxt = likely_next(factory, answers=answers, guess=answers[-1].acc, k=2)
     assert {c.arch.ops[:2] for c in nxt} == {(1, 1), (0, 1)}
 
 

@@ -67,16 +67,16 @@ def test_fit_from_a_checkpoint_ends_as_an_uninterrupted_fit(protocol):
         return build_model(ARCH, 1, 10)
 
     whole = model()
-    fit(whole, data, 3, plan, CPU, seed=7)
+    fit(whole, data=data, epochs=3, plan=plan, device=CPU, seed=7)
     saved = []
     first = model()
-    fit(first, data, 3, plan, CPU, seed=7, checkpoint=Checkpointing(save=saved.append, every=1))
+    fit(first, data=data, epochs=3, plan=plan, device=CPU, seed=7, checkpoint=Checkpointing(save=saved.append, every=1))
     assert [s["epoch"] for s in saved] == [1, 2]  # every epoch but the last
     for name, value in whole.state_dict().items():
         assert torch.equal(value, first.state_dict()[name]), name  # checkpointing changes nothing
     torch.manual_seed(12345)  # the global generators moved on: the checkpoint must bring them back
     again = model()
-    result = fit(again, data, 3, plan, CPU, seed=7, checkpoint=Checkpointing(save=saved.append, state=saved[0]))
+    result = fit(again, data=data, epochs=3, plan=plan, device=CPU, seed=7, checkpoint=Checkpointing(save=saved.append, state=saved[0]))
     assert result.status == "trained" and result.epochs == 3
     for name, value in whole.state_dict().items():
         assert torch.equal(value, again.state_dict()[name]), name
@@ -85,7 +85,7 @@ def test_fit_from_a_checkpoint_ends_as_an_uninterrupted_fit(protocol):
 def test_fit_asked_to_stop_writes_a_checkpoint_and_says_stopped():
     data = subset_train(load_dataset("digits", seed=0), 128)
     saved, epochs_seen = [], []
-    result = fit(build_model(ARCH, 1, 10), data, 5, TrainPlan(crop_padding=1, cutout=0), CPU, seed=0,
+    result = fit(build_model(ARCH, 1, 10), data=data, epochs=5, plan=TrainPlan(crop_padding=1, cutout=0), device=CPU, seed=0,
                  on_epoch=lambda e, *a: epochs_seen.append(e),
                  checkpoint=Checkpointing(save=saved.append, stop=lambda: len(epochs_seen) >= 2))
     assert result.status == "stopped" and result.epochs == 2 and [s["epoch"] for s in saved] == [2]
@@ -223,8 +223,8 @@ def test_the_cuda_graph_loop_resumes_from_its_state_on_the_cpu():
     def trainer():
         torch.manual_seed(0)
         model = build_model(ARCH, 1, 10).to(memory_format=torch.channels_last)
-        step = _Step(model, None, F.cross_entropy, list(model.parameters()), plan, data.train,
-                     BatchAugment(digits, crop_padding=1), torch.Generator().manual_seed(5), CPU)
+        step = _Step(model, head=None, loss_fn=F.cross_entropy, params=list(model.parameters()), plan=plan, train=data.train,
+                     augment=BatchAugment(digits, crop_padding=1), gen=torch.Generator().manual_seed(5), device=CPU)
         return model, step, GraphedTrainer(step, sched, capture=False)
 
     whole, _, loop = trainer()

@@ -33,7 +33,7 @@ def interleaved_p50(files: dict[str, Path], *, threads: int, rounds: int, runs: 
         for _ in range(rounds):
             for name, runner in runners.items():
                 x = kit.bench_input(runner.input_chw, 1)
-                samples[name].append(kit.measure(lambda r=runner, x=x: r(x), warmup, runs))
+                samples[name].append(kit.measure(lambda r=runner, x=x: r(x), warmup=warmup, runs=runs))
     finally:
         for runner in runners.values():
             runner.close()

@@ -55,7 +55,7 @@ def main() -> None:
         for name, (arch, chw) in NETWORKS.items():
             torch.manual_seed(0)
             model = build_model(arch, chw[0], 10).eval()
-            nhwc = fp32.convert(model, Path(tmp) / f"{chw[1]}.nhwc.tflite", input_chw=chw)
+            nhwc = fp32.convert(model, out=Path(tmp) / f"{chw[1]}.nhwc.tflite", input_chw=chw)
             nchw = nchw_copy(fp32, model, Path(tmp) / f"{chw[1]}.nchw.tflite", chw)
             x = kit.bench_input(chw, 1)
             with fp32.open(nhwc, threads=1) as a, fp32.open(nchw, threads=1) as b:
@@ -79,9 +79,9 @@ def interleaved(fa, fb, *, rounds: int, runs: int):
         a = b = None
         for which in ("ab" if k % 2 == 0 else "ba"):
             if which == "a":
-                a = kit.measure(fa, 20, runs)
+                a = kit.measure(fa, warmup=20, runs=runs)
             else:
-                b = kit.measure(fb, 20, runs)
+                b = kit.measure(fb, warmup=20, runs=runs)
         sa, sb = sa + a, sb + b
         ratios.append(float(np.median(a) / np.median(b)))
     return sa, sb, ratios

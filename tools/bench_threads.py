@@ -70,11 +70,11 @@ def demo_seconds(threads: int, timeout: float) -> float | None:
 def step_seconds(arch: Arch, threads: int, epochs: int) -> float:
     """Median seconds of one training step of ``arch`` (the trainer's own loop, reference protocol, batch 64)
     on synthetic CIFAR-10-shaped images (32x32x3): per epoch of 4 steps, the first epoch left out (warm-up)."""
-    data = synthetic_dataset("cifar10", BATCH * STEPS_PER_EPOCH, 10, val_fraction=0.0)
+    data = synthetic_dataset("cifar10", n_train=BATCH * STEPS_PER_EPOCH, n_test=10, val_fraction=0.0)
     marks: list[float] = []
     torch.manual_seed(0)
     model = build_model(arch, 3, 10)
-    fit(model, data, epochs + 1, TrainPlan(batch_size=BATCH), torch.device("cpu"), 0,
+    fit(model, data=data, epochs=epochs + 1, plan=TrainPlan(batch_size=BATCH), device=torch.device("cpu"), seed=0,
         on_epoch=lambda epoch, total, loss, acc, seconds: marks.append(seconds), threads=threads)
     return statistics.median(b - a for a, b in zip(marks, marks[1:])) / STEPS_PER_EPOCH
 
@@ -97,7 +97,7 @@ def main() -> None:
         label = f"{args.load} busy" if loaded else "no load of ours"
         with busy_processes(args.load if loaded else 0):
             for arch in archs:
-                macs = step_macs(count_macs(arch, 3, 10, (32, 32)), BATCH)
+                macs = step_macs(count_macs(arch, in_channels=3, num_classes=10, input_size=(32, 32)), BATCH)
                 for t in counts:
                     la = load_average()
                     s = step_seconds(arch, t, args.epochs)

@@ -126,7 +126,7 @@ def measure_device(device: torch.device) -> dict:
 
 
 def floor(arch: Arch, data: ImageData, device: torch.device, rates: dict) -> dict:
-    macs = count_macs(arch, data.in_channels, data.num_classes, data.input_size)
+    macs = count_macs(arch, in_channels=data.in_channels, num_classes=data.num_classes, input_size=data.input_size)
     acts = activation_count(arch, data.in_channels, data.input_size)
     bytes_per = 2 if device.type == "cuda" else 4
     compute = 3 * macs * 2 / rates["matmul_flop_per_s"]
@@ -254,11 +254,11 @@ def run_edgenas(name: str, plan: TrainPlan, arch: Arch, data: ImageData, epochs:
     torch.manual_seed(seed)
     model = build_model(arch, data.in_channels, data.num_classes)
     stamps = []
-    fitted = fit(model, data, epochs, plan, device, seed, lambda e, n, loss, acc, s: stamps.append(s))
+    fitted = fit(model, data=data, epochs=epochs, plan=plan, device=device, seed=seed, on_epoch=lambda e, n, loss, acc, s: stamps.append(s))
     epoch_seconds = [b - a for a, b in zip([0.0] + stamps, stamps)]
     sched = schedule_for(plan, len(data.train), epochs)
     images = fitted.epochs * sum(min(sched.batch_size, sched.n - s) for s in sched.starts)
-    val = evaluate(model, data.val, data, device) if len(data.val) and fitted.status == "trained" else float("nan")
+    val = evaluate(model, split=data.val, data=data, device=device) if len(data.val) and fitted.status == "trained" else float("nan")
     return summarize(name, plan, sched.batch_size, epoch_seconds, images, val, fitted.train_acc, fitted.loss, fitted.graphed,
                      peak_lr=sched.peak_lr, warmup_steps=sched.warmup_steps, status=fitted.status)
 
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type != "cuda" and "edgenas_reference_eager" in runs:
         runs.remove("edgenas_reference_eager")  # on the CPU it is edgenas_reference itself
     arch = parse_arch(args.arch)
-    data = benchmark_data(args.dataset, args.data_dir, args.train_images, args.val_images, args.seed)
+    data = benchmark_data(args.dataset, data_dir=args.data_dir, train_images=args.train_images, val_images=args.val_images, seed=args.seed)
     print(f"bench_train: {arch} on {device}; data: {data_label(data, args.data_note)}", flush=True)
     rates = measure_device(device)
     if device.type == "cuda":

@@ -64,7 +64,7 @@ def quantise(src: Path, dst: Path, calibration: np.ndarray, recipe) -> Path:
 def p50(path: Path, runs: int) -> float:
     with kit.open_runner(path, "onnxruntime-cpu", 1) as runner:
         x = kit.bench_input(runner.input_chw, 1)
-        return float(np.median(kit.measure(lambda: runner(x), 50, runs)))
+        return float(np.median(kit.measure(lambda: runner(x), warmup=50, runs=runs)))
 
 
 def accuracy(path: Path, x, y) -> str:
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
         data = load_run_data(run)
         fp32, calibration = run.path / "export" / "model.onnx", calibration_images(data, 512)
         x, y = normalize(data.test.x, data.mean, data.std).numpy(), data.test.y.numpy()
-    files = {"fp32": fp32, "TensorRT-style (s8 sym, conv, stem fp32)": quantize_int8(fp32, tmp / "trt.onnx", calibration)}
+    files = {"fp32": fp32, "TensorRT-style (s8 sym, conv, stem fp32)": quantize_int8(fp32, out_path=tmp / "trt.onnx", calibration=calibration)}
     files |= {name: quantise(fp32, tmp / f"r{i}.onnx", calibration, r) for i, (name, r) in enumerate(RECIPES.items())}
     times = {name: [] for name in files}
     for _ in range(a.rounds):  # interleaved: a busy spell on a shared machine hits every file alike

@@ -143,7 +143,7 @@ def train_both(rec: dict, i: int, data, plans: dict, device, args) -> dict:
     row = {"log_index": i, "stage": rec["stage"], "arch": str(arch), "epochs": epochs,
            "logged_epochs": rec["epochs"], "logged_val_acc": rec["val_acc"]}
     for name, plan in plans.items():
-        model, res = train_candidate(arch, data, epochs, plan, device, seed=args.seed + i, threads=args.threads)
+        model, res = train_candidate(arch, data=data, epochs=epochs, plan=plan, device=device, seed=args.seed + i, threads=args.threads)
         row[name] = {"val_acc": res.val_acc, "val_loss": val_loss(model, data, device) if res.status == "trained" else float("nan"),
                      "train_acc": res.train_acc, "status": res.status, "seconds": res.seconds,
                      "images": images_trained(plan, len(data.train), res.epochs), "images_per_s": res.images_per_s}
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(picked) < 8:
         print(f"warning: only {len(picked)} candidates; the issue asks for at least 8", file=sys.stderr)
     device = select_device(args.device)
-    data = benchmark_data(dataset, args.data_dir, args.train_images, args.val_images, args.seed)
+    data = benchmark_data(dataset, data_dir=args.data_dir, train_images=args.train_images, val_images=args.val_images, seed=args.seed)
     data = add_noise(data, args.noise, args.seed).to(device)
     plans = {"reference": TrainPlan(), "fast": TrainPlan(protocol="fast")}
     label = data_label(data, args.data_note) + (f", plus pixel noise std {args.noise:g}" if args.noise else "")

@@ -70,27 +70,27 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
 
     def proxy(cand):
-        _, res = train_candidate(cand.arch, data, cand.epochs, plan_on, CPU, candidate_seed(args.seed, cand.key()))
+        _, res = train_candidate(cand.arch, data=data, epochs=cand.epochs, plan=plan_on, device=CPU, seed=candidate_seed(args.seed, cand.key()))
         return Outcome(res.val_acc, res.train_acc, res.status)
 
-    result = drive(make_strategy("egnas", profile.search, data.in_channels, data.num_classes, seed=args.seed), proxy)
+    result = drive(make_strategy("egnas", config=profile.search, in_channels=data.in_channels, num_classes=data.num_classes, seed=args.seed), proxy)
     rows, seen = [], set()
     for cand, out in result.history:
         if str(cand.arch) in seen or out.status != "trained":
             continue
         seen.add(str(cand.arch))
         seed = candidate_seed(args.seed, cand.key())
-        _, off = train_candidate(cand.arch, data, cand.epochs, plan_off, CPU, seed)
+        _, off = train_candidate(cand.arch, data=data, epochs=cand.epochs, plan=plan_off, device=CPU, seed=seed)
         fulls = []
         for k in range(args.full_seeds):  # k = 0 is the single reference of earlier runs
             tag = f"full:{cand.arch}" if k == 0 else f"full{k}:{cand.arch}"
-            model, _ = train_candidate(cand.arch, data, args.full_epochs, plan_on, CPU, candidate_seed(args.seed, tag))
-            fulls.append(evaluate(model, data.test, data, CPU))
+            model, _ = train_candidate(cand.arch, data=data, epochs=args.full_epochs, plan=plan_on, device=CPU, seed=candidate_seed(args.seed, tag))
+            fulls.append(evaluate(model, split=data.test, data=data, device=CPU))
         row = {"stage": cand.stage, "arch": str(cand.arch), "epochs": cand.epochs, "proxy_bn_fix": out.acc,
                "proxy_no_fix": off.val_acc, "full_test": sum(fulls) / len(fulls), "full_tests": fulls}
         if cand.stage in ("ops", "kernels"):
-            _, longer = train_candidate(cand.arch, data, 2 * cand.epochs, plan_on, CPU, seed)
-            _, other = train_candidate(cand.arch, data, cand.epochs, plan_on, CPU, seed + 1)
+            _, longer = train_candidate(cand.arch, data=data, epochs=2 * cand.epochs, plan=plan_on, device=CPU, seed=seed)
+            _, other = train_candidate(cand.arch, data=data, epochs=cand.epochs, plan=plan_on, device=CPU, seed=seed + 1)
             row.update(proxy_2x_epochs=longer.val_acc, proxy_2_seeds=(out.acc + other.val_acc) / 2)
         rows.append(row)
         print(json.dumps(row), flush=True)

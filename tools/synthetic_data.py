@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--imagefolder", type=int, nargs=2, metavar=("H", "W"), help="write an RGB imagefolder of this size")
     a = p.parse_args(argv)
-    data = synthetic_dataset(a.dataset, a.train, a.test, a.seed, val_fraction=0.0)
+    data = synthetic_dataset(a.dataset, n_train=a.train, n_test=a.test, seed=a.seed, val_fraction=0.0)
     x, y = data.train.x.numpy(), noisy(data.train.y, a.label_noise, data.num_classes, a.seed + 1)
     xt, yt = data.test.x.numpy(), noisy(data.test.y, a.label_noise, data.num_classes, a.seed + 2)
     if a.imagefolder:

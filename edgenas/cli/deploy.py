@@ -64,7 +64,7 @@ def _optional_drop(ctx, param, value):
               help="onnx-int8: how activation ranges are calibrated. Default: minmax.")
 @click.option("--max-images", type=click.IntRange(min=1), default=None,
               help="tflm: evaluate the test split's first N images through TFLM (~10-30 ms each). Default: all of them.")
-def export(run_dir, formats, fp16, int8, calibration_images, int8_max_drop, calibration_method, max_images):
+def export(run_dir, *, formats, fp16, int8, calibration_images, int8_max_drop, calibration_method, max_images):
     """Export RUN_DIR's network to RUN_DIR/export/ and check it against PyTorch (exit 1 on a parity failure)."""
     from edgenas.deploy.exporter import export_run
 
@@ -96,7 +96,7 @@ flip_option = click.option("--flip", is_flag=True, help="Faces: embed each image
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Where to write the figures. Default: RUN_DIR/verify.json.")
 @device_option
 @flip_option
-def verify(run_dir, data_dir, pairs_file, json_out, device, flip):
+def verify(run_dir, *, data_dir, pairs_file, json_out, device, flip):
     """Face verification of a face run: 10-fold accuracy, threshold, ROC AUC, TAR@FAR=1e-3."""
     from edgenas.deploy.verify import format_verification, verify_run
     from edgenas.run.rundir import write_json_atomic
@@ -123,7 +123,7 @@ def verify(run_dir, data_dir, pairs_file, json_out, device, flip):
               help="Evaluate only the test split's first N images (slow runtimes: tflm-int8). Default: all of them.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the figures. Default: RUN_DIR/export/MODEL.evaluate.json.")
-def evaluate(run_dir, model_file, runtime, threads, flip, max_drop, max_images, json_out):
+def evaluate(run_dir, *, model_file, runtime, threads, flip, max_drop, max_images, json_out):
     """The whole test split through an exported file, beside PyTorch: top-1/top-5, per class, confusion
     matrix (faces: the verification protocol). Exit 1 when --max-drop is exceeded."""
     from edgenas.deploy.bench import check_writable
@@ -178,7 +178,7 @@ def _bench_all(run_dir, *, batch: int, threads, warmup: int, runs: int, rounds: 
               help="--runtime all: interleaved rounds; each times every runtime with --warmup and --runs/ROUNDS runs.")
 @device_url_option
 @device_token_option
-def bench(model, runtime, batch, threads, warmup, runs, json_out, rounds, device_url, device_token_file):
+def bench(model, *, runtime, batch, threads, warmup, runs, json_out, rounds, device_url, device_token_file):
     """Time MODEL (.onnx, .engine, .tflite, .pte, .xml, .ncnn.param or RUN_DIR): p50/p90/p99, mean, std, throughput.
 
     --runtime all with a RUN_DIR: every installed runtime and precision on its export, in interleaved
@@ -199,7 +199,7 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out, rounds, device
                           json_out=json_out, device=bool(device_url or device_token_file))
     if device_url or device_token_file:
         token = device_token(device_url, device_token_file)
-        result = bench_on_device(model, device_url, token=token, runtime=runtime, batch=batch, threads=threads,
+        result = bench_on_device(model, url=device_url, token=token, runtime=runtime, batch=batch, threads=threads,
                                  warmup=warmup, runs=runs)
     else:
         stale = stale_export(model, runtime)
@@ -236,7 +236,7 @@ def bench(model, runtime, batch, threads, warmup, runs, json_out, rounds, device
 @click.option("--write-baselines", type=click.Path(file_okay=False), default=None, help="Paired mode: write DIR/a.json and DIR/b.json.")
 @device_url_option
 @device_token_option
-def compare(files, metric, max_regression, markdown, allow_env_mismatch, update_baseline, history_dir, window, png_out,
+def compare(files, *, metric, max_regression, markdown, allow_env_mismatch, update_baseline, history_dir, window, png_out,
             models, runtime, batch, threads, rounds, warmup, runs, seed, json_a, json_b, write_baselines, device_url,
             device_token_file):
     """Latency gate: BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B.
@@ -289,9 +289,9 @@ def _paired(models, *, markdown, threshold, json_a, json_b, write_baselines, opt
         check_writable(write_baselines, "--write-baselines", directory=True)
     if "device" in options:
         url = options.pop("device")
-        result = paired_compare_on_device(models[0], models[1], url, max_regression=threshold, **options)
+        result = paired_compare_on_device(models[0], model_b=models[1], url=url, max_regression=threshold, **options)
     else:
-        result = paired_compare(models[0], models[1], max_regression=threshold, **options)
+        result = paired_compare(models[0], model_b=models[1], max_regression=threshold, **options)
     click.echo(result.table(markdown))
     targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
     if write_baselines:

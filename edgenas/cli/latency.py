@@ -31,7 +31,7 @@ def _echo_err(line: str) -> None:
 @quick_option
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help=seed_of_networks)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the table (JSON).")
-def latency_table(profile_name, device_url, device_token_file, runtime, threads, model, samples, dataset, classes,
+def latency_table(profile_name, *, device_url, device_token_file, runtime, threads, model, samples, dataset, classes,
                   quick, seed, out):
     """Build a latency table for the profile's space, timed here or on a device server (--device URL)."""
     from edgenas.config.profile import load_profile
@@ -74,7 +74,7 @@ def _refuse_non_finite(report: dict, table_path: str) -> None:
 @quick_option
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=1, show_default=True, help=seed_of_networks)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the figures here.")
-def latency_check(table_path, device_url, device_token_file, runtime, samples, profile_name, quick, seed, json_out):
+def latency_check(table_path, *, device_url, device_token_file, runtime, samples, profile_name, quick, seed, json_out):
     """Predicted vs measured latency of random networks: median and p95 |error| %, share within ±10 %."""
     from edgenas.config.profile import load_profile
     from edgenas.deploy.bench import check_writable

@@ -18,7 +18,7 @@ from edgenas.cli.app import main
 @click.option("--classes", type=click.IntRange(min=1), default=None, help="Classes, for a dataset whose files decide them.")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=1, show_default=True, help="Seed of the random networks.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the figures here.")
-def memory_check(profile_name, runtime, samples, dataset, classes, seed, json_out):
+def memory_check(profile_name, *, runtime, samples, dataset, classes, seed, json_out):
     """Estimated vs measured memory of random INT8 networks: activations exact?, persistent and flash |error| %."""
     from edgenas.config.profile import load_profile
     from edgenas.deploy.bench import check_writable

@@ -32,7 +32,7 @@ from edgenas.cli.app import (
               help="Train candidates as Ray tasks: 'local', or a Ray cluster's address (needs edgenas[ray]).")
 @training_threads_option
 @quiet_option
-def discover(profile_name, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address,
+def discover(profile_name, *, dataset, data_dir, download, task, out, device, seed, resume, workers, ray_address,
              train_threads, quiet):
     """Search an architecture under the profile's budgets and train it (demo profile on digits by default)."""
     from edgenas.config.profile import load_profile
@@ -69,7 +69,7 @@ def discover(profile_name, dataset, data_dir, download, task, out, device, seed,
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR's stopped training from its checkpoint.pt "
               "(its own epochs, seed, threads and device).")
 @quiet_option
-def train(target, epochs, profile_name, dataset, data_dir, download, out, candidate, device, seed, train_threads,
+def train(target, *, epochs, profile_name, dataset, data_dir, download, out, candidate, device, seed, train_threads,
           checkpoint_every, resume, quiet):
     """Train a discovered network (RUN_DIR or ARCH.json) from scratch and report test accuracy.
 
@@ -144,6 +144,6 @@ def report(run_dir, out, png_dir):
     """One self-contained HTML page of RUN_DIR: trajectory, trade-offs, network, budgets, export, provenance."""
     from edgenas.deploy.report import write_report
 
-    written = write_report(run_dir, out, png_dir=png_dir, warn=lambda line: click.echo(f"edgenas: warning: {line}", err=True))
+    written = write_report(run_dir, out=out, png_dir=png_dir, warn=lambda line: click.echo(f"edgenas: warning: {line}", err=True))
     for path in written:
         click.echo(f"wrote {path}")

@@ -203,7 +203,7 @@ def profile_from_dict(raw: dict, name: str, source: str) -> Profile:
     strategy = top.get("strategy", "egnas")
     if strategy not in STRATEGIES:
         raise ProfileError(f"{source}: strategy = {strategy!r} is not allowed; choose one of {', '.join(STRATEGIES)}")
-    sections = {section: build(cls or CONFIGS[strategy], raw.get(section, {}), source, section)
+    sections = {section: build(cls or CONFIGS[strategy], table=raw.get(section, {}), file=source, section=section)
                 for section, cls in SECTIONS.items()}
     profile = Profile(name=name, source=source, **top, **sections)
     _validate(profile, source)

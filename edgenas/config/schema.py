@@ -98,7 +98,7 @@ def check_fields(obj, section: str) -> None:
             raise ProfileError(f"{section}.{f.name} = {shown!r} is not allowed; {problem}")
 
 
-def build(cls, table, file: str, section: str):
+def build(cls, *, table, file: str, section: str):
     """``cls`` from a TOML table: unknown keys and wrong types refused, then every bound checked."""
     if not isinstance(table, dict):
         raise ProfileError(f"{file}: [{section}] must be a table")

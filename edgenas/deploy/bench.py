@@ -105,7 +105,7 @@ def bench(model: str | Path, *, runtime: str | None = None, batch: int = 1, thre
           warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
     """Time ``model`` on ``runtime`` (default: from the model) and return the bench JSON record."""
     with open_runner(model, runtime, threads) as runner, kit_errors():
-        return kit.bench_runner(runner, batch, warmup, runs, tool=TOOL)
+        return kit.bench_runner(runner, batch=batch, warmup=warmup, runs=runs, tool=TOOL)
 
 
 SERVED_ENGINES = ("onnxruntime", "tensorrt", "litert", "executorch")  # a device server takes one file per model
@@ -136,13 +136,13 @@ def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, s
     return path, runtime
 
 
-def bench_on_device(model: str | Path, url: str, *, token: str, runtime: str | None = None, batch: int = 1,
+def bench_on_device(model: str | Path, *, url: str, token: str, runtime: str | None = None, batch: int = 1,
                     threads: int | None = None, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
     """``bench`` on the device server at ``url`` (``edgenas_kit.py serve``): its bench JSON record."""
     path, runtime = device_model(model, runtime)
     with kit_errors():
         layout_ = engines.read_metadata(path).get("layout") if runtime in engines.RUNTIMES else None
-    result = time_on_device(url, path, token=token, runtime=runtime, threads=threads, batch=batch, warmup=warmup,
+    result = time_on_device(url, onnx_path=path, token=token, runtime=runtime, threads=threads, batch=batch, warmup=warmup,
                             runs=runs, layout=layout_)
     return read_device_bench(result, url) | {"model": str(model if Path(model).is_file() else path)}
 

@@ -73,7 +73,7 @@ def candidates(run: RunDir) -> tuple[dict[str, Path], dict[str, str]]:
     return found, skipped
 
 
-def _open(run: RunDir, runtime: str, path: Path, threads: int, model):
+def _open(run: RunDir, *, runtime: str, path: Path, threads: int, model):
     if RUNTIMES[runtime].engine == "torch":
         return TorchRunner(model, runtime=runtime, input_chw=run.meta.data.input_chw, model_path=path, threads=threads)
     return backend_of(runtime).open(path, threads=threads)
@@ -100,15 +100,15 @@ def bench_all(run_dir: str | Path, *, threads: int = 1, batch: int = 1, rounds: 
     with kit_errors():
         try:
             for name, path in found.items():
-                runners[name] = _open(run, name, path, threads, model)
+                runners[name] = _open(run, runtime=name, path=path, threads=threads, model=model)
             before = kit.probe()
             order = list(runners)
             for k in range(rounds):
                 for name in order[k % len(order):] + order[:k % len(order)]:
                     runner = runners[name]
-                    samples[name] += kit.measure(lambda runner=runner: runner(x), warmup, runs)
+                    samples[name] += kit.measure(lambda runner=runner: runner(x), warmup=warmup, runs=runs)
             environment = kit.conditions.environment(before, kit.probe())
-            rows = [_row(name, found[name], runners[name], samples[name], batch) for name in runners]
+            rows = [_row(name, path=found[name], runner=runners[name], samples=samples[name], batch=batch) for name in runners]
         finally:
             for runner in reversed(list(runners.values())):
                 runner.close()
@@ -119,7 +119,7 @@ def bench_all(run_dir: str | Path, *, threads: int = 1, batch: int = 1, rounds: 
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool": f"edgenas {__version__}"}
 
 
-def _row(name: str, path: Path, runner, samples: list[float], batch: int) -> dict:
+def _row(name: str, *, path: Path, runner, samples: list[float], batch: int) -> dict:
     stats = kit.latency_stats(samples, batch)
     accuracy, metric = accuracy_of(path)
     return {"runtime": name, "engine": RUNTIMES[name].engine, "precision": RUNTIMES[name].precision,

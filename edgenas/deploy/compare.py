@@ -72,7 +72,7 @@ def relative_change(current, baseline) -> Decimal:
         return exact(current) / exact(baseline) - 1
 
 
-def distinct_text(value: Decimal, limits, *, scale: int = 100, suffix: str = "%", sign: bool = True) -> str:
+def distinct_text(value: Decimal, *, limits, scale: int = 100, suffix: str = "%", sign: bool = True) -> str:
     """``value * scale`` with one decimal, or as many more as it takes to never print the same as
     one of ``limits`` (also scaled) unless it equals it: a pass and a fail never read alike."""
     if not value.is_finite():
@@ -88,7 +88,7 @@ def distinct_text(value: Decimal, limits, *, scale: int = 100, suffix: str = "%"
 
 def threshold_text(fraction) -> str:
     """A threshold as a percentage with every digit it has (at least one decimal)."""
-    return distinct_text(exact(fraction), [exact(fraction)], sign=False)
+    return distinct_text(exact(fraction), limits=[exact(fraction)], sign=False)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Row:
     def change_text(self, threshold: float) -> str:
         """The change in percent, with the digits that tell it apart from +-threshold."""
         t = exact(threshold)
-        return distinct_text(relative_change(self.current, self.baseline), [t, -t])
+        return distinct_text(relative_change(self.current, self.baseline), limits=[t, -t])
 
 
 @dataclass
@@ -179,7 +179,7 @@ def env_mismatches(baseline: dict, current: dict) -> list[str]:
     return [f"{f} {baseline[f]!r} vs {current[f]!r}" for f in ENV_FIELDS if baseline[f] != current[f]]
 
 
-def compare(baseline: dict, current: dict, metric: str = "p50", max_regression: float = DEFAULT_MAX_REGRESSION,
+def compare(baseline: dict, *, current: dict, metric: str = "p50", max_regression: float = DEFAULT_MAX_REGRESSION,
             allow_env_mismatch: bool = False, names: tuple[str, str] = ("baseline", "current")) -> Comparison:
     """Compare two bench JSON records; ``metric`` decides the verdict, the others are shown."""
     if metric not in METRICS:
@@ -218,7 +218,7 @@ def version_note(baseline: dict, current: dict) -> list[str]:
 def compare_files(baseline_path: str | Path, current_path: str | Path, **options) -> Comparison:
     """``compare`` on two bench JSON files (from ``edgenas bench`` or the device kit)."""
     names = (str(baseline_path), str(current_path))
-    return compare(bench_mod.read_bench(baseline_path), bench_mod.read_bench(current_path), names=names, **options)
+    return compare(bench_mod.read_bench(baseline_path), current=bench_mod.read_bench(current_path), names=names, **options)
 
 
 def update_baseline(baseline_path: str | Path, current: dict) -> None:
@@ -254,7 +254,7 @@ class PairedResult:
     @property
     def verdict(self) -> str:
         limit = 1 + exact(self.max_regression)
-        lo, hi = (distinct_text(exact(x), [limit], scale=1, suffix="", sign=False) for x in self.ci)
+        lo, hi = (distinct_text(exact(x), limits=[limit], scale=1, suffix="", sign=False) for x in self.ci)
         interval = (f"{self.confidence:.0%} {METHOD_NAMES[self.method]} interval [{lo}, {hi}] of the ratio B/A "
                     f"(median {self.median_ratio:.3f})")
         notes = "".join(f"\nwarning: {w}" for w in record_notes(self.bench_a, "the paired run"))
@@ -273,16 +273,16 @@ class PairedResult:
         return render_table(head, body, markdown) + tail + verdict_block(self.verdict, markdown)
 
 
-def _alternate(run_a, run_b, *, rounds: int, warmup: int, runs: int) -> tuple[list, list, list]:
+def _alternate(run_a, *, run_b, rounds: int, warmup: int, runs: int) -> tuple[list, list, list]:
     """Samples of A, samples of B, and per round median(B) / median(A)."""
     samples_a, samples_b, ratios = [], [], []
     for k in range(rounds):
         # A B, then B A: swapping who goes first each round cancels the order effect (the
         # second model of a pair runs on caches and clocks the first one warmed up).
         if k % 2 == 0:
-            a, b = kit.measure(run_a, warmup, runs), kit.measure(run_b, warmup, runs)
+            a, b = kit.measure(run_a, warmup=warmup, runs=runs), kit.measure(run_b, warmup=warmup, runs=runs)
         else:
-            b, a = kit.measure(run_b, warmup, runs), kit.measure(run_a, warmup, runs)
+            b, a = kit.measure(run_b, warmup=warmup, runs=runs), kit.measure(run_a, warmup=warmup, runs=runs)
         ratios.append(float(np.median(b) / np.median(a)))
         samples_a += a
         samples_b += b
@@ -298,7 +298,7 @@ def _check_paired(*, rounds: int, method: str, confidence: float) -> None:
                          f"at least {need} rounds")
 
 
-def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
+def paired_compare(model_a: str | Path, *, model_b: str | Path, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
                    batch: int = 1, threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
                    runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
                    seed: int = 0, confidence: float = CONFIDENCE, method: str = intervals.DEFAULT_METHOD) -> PairedResult:
@@ -316,10 +316,10 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
         stack.enter_context(kit_errors())
         xa, xb = kit.bench_input(ra.input_chw, batch, seed), kit.bench_input(rb.input_chw, batch, seed)
         before = kit.probe()
-        samples_a, samples_b, ratios = _alternate(lambda: ra(xa), lambda: rb(xb), rounds=rounds, warmup=warmup,
+        samples_a, samples_b, ratios = _alternate(lambda: ra(xa), run_b=lambda: rb(xb), rounds=rounds, warmup=warmup,
                                                   runs=runs_per_round)
         environment = kit.conditions.environment(before, kit.probe())
-        bench_a, bench_b = (kit.bench_result(r, batch, warmup, s, tool=bench_mod.TOOL, environment=environment)
+        bench_a, bench_b = (kit.bench_result(r, batch=batch, warmup=warmup, samples_ms=s, tool=bench_mod.TOOL, environment=environment)
                             | {"rounds": rounds} for r, s in ((ra, samples_a), (rb, samples_b)))
     try:
         ci = intervals.METHODS[method](ratios, confidence=confidence)
@@ -328,7 +328,7 @@ def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | N
     return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)
 
 
-def paired_compare_on_device(model_a: str | Path, model_b: str | Path, url: str, *, token: str,
+def paired_compare_on_device(model_a: str | Path, *, model_b: str | Path, url: str, token: str,
                              runtime: str | None = None, rounds: int = DEFAULT_ROUNDS, batch: int = 1,
                              threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
                              runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
@@ -337,7 +337,7 @@ def paired_compare_on_device(model_a: str | Path, model_b: str | Path, url: str,
     _check_paired(rounds=rounds, method=method, confidence=confidence)
     (path_a, runtime), (path_b, _) = bench_mod.device_model(model_a, runtime), bench_mod.device_model(model_b, runtime)
     client = DeviceClient(url, token=token)
-    answer = client.paired(path_a.read_bytes(), path_b.read_bytes(), runtime=runtime, threads=threads, batch=batch,
+    answer = client.paired(path_a.read_bytes(), onnx_b=path_b.read_bytes(), runtime=runtime, threads=threads, batch=batch,
                            rounds=rounds, warmup=warmup, runs=runs_per_round, name=f"{path_a.name} {path_b.name}")
     bench_a, bench_b = (bench_mod.read_device_bench(answer.get(k), url) | {"model": str(m)}
                         for k, m in (("bench_a", model_a), ("bench_b", model_b)))

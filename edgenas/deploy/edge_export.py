@@ -29,7 +29,7 @@ def is_edge_format(name: str) -> bool:
     return runtime is not None and runtime.engine in EDGE_ENGINES
 
 
-def export_edge(run: RunDir, name: str, *, model, data, report: ExportReport, ref: HeldOut, samples: HeldOut,
+def export_edge(run: RunDir, *, name: str, model, data, report: ExportReport, ref: HeldOut, samples: HeldOut,
                 metadata: dict, calibration_images_count: int, int8_max_drop: float) -> Path:
     """Write format ``name``'s file (and its companions) into the export folder and record its parity
     (INT8: its accuracy gate) in ``report``."""
@@ -37,7 +37,7 @@ def export_edge(run: RunDir, name: str, *, model, data, report: ExportReport, re
     backend = backend_of(fmt.runtime)
     int8 = backend.precision == "int8"
     calibration = calibration_images(data, calibration_images_count) if int8 else None
-    path = backend.convert(model, report.out_dir / fmt.file, input_chw=tuple(run.meta.data.input_chw),
+    path = backend.convert(model, out=report.out_dir / fmt.file, input_chw=tuple(run.meta.data.input_chw),
                            calibration=calibration)
     with kit_errors():
         recorded = engines.read_metadata(path)
@@ -46,9 +46,9 @@ def export_edge(run: RunDir, name: str, *, model, data, report: ExportReport, re
                                   **({"calibration": recipe} if recipe else {})})
     report.files[name] = path
     if not int8:
-        report.parity[name] = {"precision": "fp32", **check_file(path, fmt, ref, run.meta.task, TOLERANCES["fp32"])}
+        report.parity[name] = {"precision": "fp32", **check_file(path, fmt=fmt, ref=ref, task=run.meta.task, tol=TOLERANCES["fp32"])}
         return path
-    parity = check_file(path, fmt, ref, run.meta.task, FIGURES_ONLY)
+    parity = check_file(path, fmt=fmt, ref=ref, task=run.meta.task, tol=FIGURES_ONLY)
     gate_int8(run, fmt=fmt, path=path, model=model, data=data, report=report, parity=parity, samples=samples,
               recipe=recipe, int8_max_drop=int8_max_drop)
     return path

@@ -67,7 +67,7 @@ def classify_figures(logits: np.ndarray, labels: np.ndarray, classes: int) -> di
 
 
 def face_figures(embeddings: np.ndarray, pairs) -> dict:
-    return verify(scores_of(embeddings, pairs), pairs.same, pairs.folds).to_dict()
+    return verify(scores_of(embeddings, pairs), same=pairs.same, folds=pairs.folds).to_dict()
 
 
 HEADLINE = {"classify": ("top1", "top-1 accuracy"), "face": ("accuracy", "verification accuracy")}
@@ -81,7 +81,7 @@ def _compare(task: str, artifact: dict, reference: dict) -> dict:
     return {"difference": diff, "drop_pp": reference[key] - artifact[key]}
 
 
-def _check_args(run: RunDir, model: Path, runtime: str | None, flip: bool) -> str:
+def _check_args(run: RunDir, *, model: Path, runtime: str | None, flip: bool) -> str:
     if not model.is_file():
         hint = f"run `edgenas export {run.path}` first" if model.parent == layout.export_dir(run.path) else "give an exported file"
         raise ParamError("model", str(model), f"no such file; {hint}")
@@ -114,7 +114,7 @@ def _reference(run: RunDir, *, model, data, x: np.ndarray, threads: int | None, 
     with TorchRunner(model, runtime="torch-cpu", input_chw=run.meta.data.input_chw, model_path=run.path / RunDir.WEIGHTS,
                      threads=threads) as reference:
         if run.meta.task == "face":
-            return embed(model, data.test.x.cpu(), data.mean, data.std, "cpu", flip=flip).astype(np.float64)
+            return embed(model, x=data.test.x.cpu(), mean=data.mean, std=data.std, device="cpu", flip=flip).astype(np.float64)
         return _outputs(reference, x, flip=False)
 
 
@@ -127,7 +127,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
     runtimes such as TFLM's interpreter); the result says how many of how many it evaluated."""
     run = RunDir.open(run_dir)
     path = Path(model) if model is not None else default_model(run)
-    runtime = _check_args(run, path, runtime, flip)
+    runtime = _check_args(run, model=path, runtime=runtime, flip=flip)
     # made from other weights than model.pt now: said in the figures (not checked for TFLM's bundle)
     stale = None if runtime == TFLM_RUNTIME else stale_export(path, runtime)
     task, shape = run.meta.task, run.meta.data

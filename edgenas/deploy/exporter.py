@@ -71,15 +71,15 @@ def onnx_metadata(run: RunDir) -> dict:
     return md
 
 
-def precision_onnx(model, onnx_path: Path, precision: str, input_chw: tuple[int, int, int], workdir: Path,
+def precision_onnx(model, *, onnx_path: Path, precision: str, input_chw: tuple[int, int, int], workdir: Path,
                    calibration: np.ndarray | None = None) -> Path:
     """The ONNX file an engine of ``precision`` is built from (``onnx_path`` itself for fp32)."""
     if precision == "fp16":
-        return export_onnx(half_precision(model), workdir / "model.fp16.onnx", input_chw, {"precision": "fp16"})
+        return export_onnx(half_precision(model), path=workdir / "model.fp16.onnx", input_shape=input_chw, metadata={"precision": "fp16"})
     if precision == "int8":
         if calibration is None or len(calibration) == 0:
             raise UserInputError("an INT8 engine needs calibration images")
-        return quantize_int8(onnx_path, workdir / "model.int8.onnx", calibration)
+        return quantize_int8(onnx_path, out_path=workdir / "model.int8.onnx", calibration=calibration)
     return onnx_path
 
 
@@ -113,18 +113,18 @@ def _check_export_args(*, calibration_images: int, parity_samples: int, kit_samp
         raise ParamError("int8_max_drop", int8_max_drop, "give a fraction in [0, 1), e.g. 0.01 for 1 %")
 
 
-def _export_engine(run: RunDir, model, data, report: ExportReport, ref: HeldOut, *, onnx_path: Path, precision: str,
+def _export_engine(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut, onnx_path: Path, precision: str,
                    calibration_images: int, int8_max_drop: float) -> None:
     """Build ``model.engine`` from the ONNX file (at ``precision``) and check it against PyTorch."""
     meta = run.meta
     input_chw = meta.data.input_chw
     calibration = _calibration_images(data, calibration_images) if precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="edgenas-engine-") as tmp:
-        source = precision_onnx(model, onnx_path, precision, input_chw, Path(tmp), calibration)
-        engine = build_engine(source, report.out_dir / FORMATS["tensorrt"].file, input_chw,
+        source = precision_onnx(model, onnx_path=onnx_path, precision=precision, input_chw=input_chw, workdir=Path(tmp), calibration=calibration)
+        engine = build_engine(source, engine_path=report.out_dir / FORMATS["tensorrt"].file, input_chw=input_chw,
                               opt_batch=meta.profile.budget.batch)
     runtime = "tensorrt-int8" if precision == "int8" else "tensorrt-fp16"
-    p = check_file(engine, FORMATS["tensorrt"], ref, meta.task, tolerance(precision, int8_max_drop), runtime)
+    p = check_file(engine, fmt=FORMATS["tensorrt"], ref=ref, task=meta.task, tol=tolerance(precision, int8_max_drop), runtime=runtime)
     report.files["tensorrt"] = engine
     report.parity["tensorrt"] = {"precision": precision, **p}
     write_parity(run, report)
@@ -180,19 +180,19 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
     model, data, task = load_run_model(run, "cpu"), load_run_data(run), run.meta.task
     out.mkdir(exist_ok=True)
     metadata = onnx_metadata(run)
-    onnx_path = export_onnx(model, out / FORMATS["onnx"].file, run.meta.data.input_chw, metadata)
-    ref = held_out(run, model, data, max(parity_samples, kit_samples))
-    kit.save_samples(out / layout.SAMPLES, ref.inputs[:kit_samples], ref.outputs[:kit_samples], task,
+    onnx_path = export_onnx(model, path=out / FORMATS["onnx"].file, input_shape=run.meta.data.input_chw, metadata=metadata)
+    ref = held_out(run, model=model, data=data, samples=max(parity_samples, kit_samples))
+    kit.save_samples(out / layout.SAMPLES, inputs=ref.inputs[:kit_samples], outputs=ref.outputs[:kit_samples], task=task,
                      weights_sha256=metadata["weights_sha256"])
     _copy_kit(out)
     samples = HeldOut(ref.inputs[:kit_samples], ref.labels[:kit_samples], ref.outputs[:kit_samples], ref.source)
     ref = HeldOut(ref.inputs[:parity_samples], ref.labels[:parity_samples], ref.outputs[:parity_samples], ref.source)
     report = ExportReport(out, skipped=skipped, removed=_remove_stale(out, asked, skipped))
     report.files["onnx"] = onnx_path
-    report.parity["onnx"] = {"precision": "fp32", **check_file(onnx_path, FORMATS["onnx"], ref, task, TOLERANCES["fp32"])}
+    report.parity["onnx"] = {"precision": "fp32", **check_file(onnx_path, fmt=FORMATS["onnx"], ref=ref, task=task, tol=TOLERANCES["fp32"])}
     write_parity(run, report)  # written now too, so a failing engine build leaves the ONNX figures
     if "tensorrt" in asked and "tensorrt" not in skipped:
-        _export_engine(run, model, data, report, ref, onnx_path=onnx_path,
+        _export_engine(run, model=model, data=data, report=report, ref=ref, onnx_path=onnx_path,
                        precision="int8" if int8 else "fp16" if fp16 else "fp32",
                        calibration_images=calibration_images, int8_max_drop=int8_max_drop)
     if "onnx-int8" in asked:
@@ -201,7 +201,7 @@ def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: 
                          int8_max_drop=int8_max_drop)
         write_parity(run, report)
     for name in (n for n in asked if is_edge_format(n)):
-        export_edge(run, name, model=model, data=data, report=report, ref=ref, samples=samples, metadata=metadata,
+        export_edge(run, name=name, model=model, data=data, report=report, ref=ref, samples=samples, metadata=metadata,
                     calibration_images_count=calibration_images, int8_max_drop=int8_max_drop)
         write_parity(run, report)
     if "tflm" in asked:

@@ -160,7 +160,7 @@ class Trend:
             text = f"PASS: {m} {cur:.6g} ms is the first result in this environment: the history starts here"
         else:
             t = exact(self.max_regression)
-            change = distinct_text(relative_change(cur, self.baseline), [t, -t])
+            change = distinct_text(relative_change(cur, self.baseline), limits=[t, -t])
             vs = (f"{cur:.6g} ms against the median {self.baseline:.6g} ms of the last {len(self.window)} results "
                   f"(range {min(self.values()):.6g}-{max(self.values()):.6g} ms)")
             text = (f"FAIL: {m} regressed by {change}: {vs}, over the {limit} threshold" if self.regressed
@@ -177,7 +177,7 @@ class Trend:
         body = []
         for m in (*METRICS, "mean"):
             base, cur = (statistics.median(self.values(m)) if self.window else None), float(self.current[f"{m}_ms"])
-            change = distinct_text(relative_change(cur, base), [exact(self.max_regression)]) if base else "-"
+            change = distinct_text(relative_change(cur, base), limits=[exact(self.max_regression)]) if base else "-"
             body.append((m + (" (gate)" if m == self.metric else ""), f"{base:.3f} ms" if base else "-",
                          f"{cur:.3f} ms", change))
         trend = f"\n\n`{self.trend_line()}`" if markdown else f"\n{self.trend_line()}"

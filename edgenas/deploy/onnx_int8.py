@@ -33,7 +33,7 @@ def kit_tolerances(path: Path, *, samples: HeldOut, task: str, int8_max_drop: fl
     (faces: cosine) no lower than 1 - ``int8_max_drop`` (faces: the int8 cosine bound) or than this
     machine's INT8 kernels of ``runtime`` reach on the same samples, whichever is lower."""
     with kit_errors(), backend_of(runtime).open(path) as runner:
-        here = kit.parity_report(samples.outputs, kit.run_batched(runner, samples.inputs), task, **FIGURES_ONLY.as_kwargs())
+        here = kit.parity_report(samples.outputs, actual=kit.run_batched(runner, samples.inputs), task=task, **FIGURES_ONLY.as_kwargs())
     tol = {"max_abs_diff": math.inf}
     if task == "face":
         tol["min_cosine"] = min(TOLERANCES["int8"].min_cosine, here.get("min_cosine", -1.0))
@@ -54,7 +54,7 @@ def export_onnx_int8(run: RunDir, *, model, data, report: ExportReport, onnx_pat
               "weights": "QInt8 per channel"}
     path = quantize_ort_int8(onnx_path, out_path=report.out_dir / fmt.file, calibration=calibration, method=method,
                              metadata={"precision": "int8", "calibration": json.dumps(recipe)})
-    parity = check_file(path, fmt, ref, task, FIGURES_ONLY)
+    parity = check_file(path, fmt=fmt, ref=ref, task=task, tol=FIGURES_ONLY)
     gate_int8(run, fmt=fmt, path=path, model=model, data=data, report=report, parity=parity, samples=samples,
               recipe=recipe, int8_max_drop=int8_max_drop)
 

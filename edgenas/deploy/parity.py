@@ -39,7 +39,7 @@ class HeldOut:
     source: str  # e.g. "test" or "test+val"
 
 
-def held_out(run: RunDir, model, data, samples: int) -> HeldOut:
+def held_out(run: RunDir, *, model, data, samples: int) -> HeldOut:
     """``samples`` held-out images in a fixed, seeded order, and the PyTorch model's outputs on them."""
     parts, source = [], []
     for split in ("test", "val"):
@@ -59,8 +59,8 @@ def held_out(run: RunDir, model, data, samples: int) -> HeldOut:
     return HeldOut(inputs.numpy(), y[order].numpy(), outputs.float().numpy(), "+".join(source))
 
 
-def _parity_figures(ref: HeldOut, actual: np.ndarray, task: str, tol: Tolerance) -> dict:
-    report = kit.parity_report(ref.outputs, actual, task, **tol.as_kwargs())
+def _parity_figures(ref: HeldOut, *, actual: np.ndarray, task: str, tol: Tolerance) -> dict:
+    report = kit.parity_report(ref.outputs, actual=actual, task=task, **tol.as_kwargs())
     if task == "classify" and actual.shape == ref.outputs.shape:
         report["reference_accuracy"] = float(np.mean(ref.outputs.argmax(1) == ref.labels))
         report["accuracy"] = float(np.mean(actual.argmax(1) == ref.labels))
@@ -68,11 +68,11 @@ def _parity_figures(ref: HeldOut, actual: np.ndarray, task: str, tol: Tolerance)
     return report
 
 
-def check_file(path: Path, fmt: ExportFormat, ref: HeldOut, task: str, tol: Tolerance, runtime: str | None = None) -> dict:
+def check_file(path: Path, *, fmt: ExportFormat, ref: HeldOut, task: str, tol: Tolerance, runtime: str | None = None) -> dict:
     """Run ``ref.inputs`` through an exported file on its runtime; the kit's parity figures."""
     with kit_errors(), backend_of(runtime or fmt.runtime).open(path) as runner:
         actual = kit.run_batched(runner, ref.inputs)
-        report = _parity_figures(ref, actual, task, tol)
+        report = _parity_figures(ref, actual=actual, task=task, tol=tol)
         report.update(file=path.name, sha256=kit.file_sha256(path), runtime=runner.runtime,
                       runtime_version=str(runner.runtime_version), device=runner.device)
     return report
@@ -130,7 +130,7 @@ def verify_export(run_dir: str | Path, *, formats=("onnx",), parity_samples: int
     formats = parse_formats(formats)
     model = model if model is not None else load_run_model(run, "cpu")
     data = data if data is not None else load_run_data(run)
-    ref = held_out(run, model, data, parity_samples)
+    ref = held_out(run, model=model, data=data, samples=parity_samples)
     task = run.meta.task
     previous = _read_parity(out)
     report = ExportReport(out)
@@ -141,7 +141,7 @@ def verify_export(run_dir: str | Path, *, formats=("onnx",), parity_samples: int
             raise UserInputError(f"{path} does not exist: export the {name} format of {run.path} first")
         precision = {"tensorrt": previous.get(name, {}).get("precision", "fp32"), "onnx-int8": "int8"}.get(name, "fp32")
         runtime = "tensorrt-int8" if name == "tensorrt" and precision == "int8" else None
-        p = check_file(path, fmt, ref, task, tolerance(precision, int8_max_drop), runtime)
+        p = check_file(path, fmt=fmt, ref=ref, task=task, tol=tolerance(precision, int8_max_drop), runtime=runtime)
         report.files[name] = path
         report.parity[name] = {"precision": precision, **p}
     write_parity(run, report)

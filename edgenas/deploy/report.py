@@ -34,7 +34,7 @@ def render_charts(view: RunView) -> dict[str, tuple[object, bytes]]:
     return out
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, *, png_dir: str | Path | None = None,
+def write_report(run_dir: str | Path, *, out: str | Path | None = None, png_dir: str | Path | None = None,
                  warn: Callable[[str], None] = lambda line: None) -> list[Path]:
     """Write the HTML report (default RUN_DIR/report.html) and, with ``png_dir``, one PNG per figure.
     ``warn`` hears one line per damaged file left out of it."""

@@ -24,7 +24,7 @@ class Chart:
     points: int  # data points drawn: the report's check that a figure is not empty
 
 
-def new_figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw):
+def new_figure(width: float, *, height: float, rows: int = 1, cols: int = 1, **kw):
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.subplots(rows, cols, squeeze=False, **kw)
 
@@ -53,7 +53,7 @@ def trajectory(view) -> Chart | None:
     journal = view.journal
     if not journal:
         return None
-    fig, axes = new_figure(10, 6.2, 2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, axes = new_figure(10, height=6.2, rows=2, cols=1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax, ax_epochs = axes[0][0], axes[1][0]
     colours = stage_colours(journal)
     numbers = range(1, len(journal) + 1)
@@ -97,7 +97,7 @@ def tradeoff_axes(view) -> list[str]:
     return axes
 
 
-def _draw_tradeoff(ax, view, axis: str, colours: dict) -> int:
+def _draw_tradeoff(ax, *, view, axis: str, colours: dict) -> int:
 
     journal, lat = view.journal, view.latencies
     pts = pareto.points(journal, axis, lat)
@@ -132,11 +132,11 @@ def tradeoffs(view) -> Chart | None:
     if not view.journal:
         return None
     axes = tradeoff_axes(view)
-    fig, grid = new_figure(4.6 * len(axes), 4.2, 1, len(axes), sharey=True)
+    fig, grid = new_figure(4.6 * len(axes), height=4.2, rows=1, cols=len(axes), sharey=True)
     colours = stage_colours(view.journal)
     drawn = 0
     for ax, axis in zip(grid[0], axes):
-        drawn += _draw_tradeoff(ax, view, axis, colours)
+        drawn += _draw_tradeoff(ax, view=view, axis=axis, colours=colours)
     grid[0][0].set_ylabel(_metric(view))
     handles = {}
     for ax in grid[0]:  # one legend of every kind of mark drawn on any panel
@@ -152,7 +152,7 @@ def network(view) -> Chart | None:
     rows = view.layers
     if not rows:
         return None
-    fig, grid = new_figure(10, max(2.4, 1.2 + 0.38 * len(rows)), 1, 2, sharey=True)
+    fig, grid = new_figure(10, height=max(2.4, 1.2 + 0.38 * len(rows)), rows=1, cols=2, sharey=True)
     labels = [r["label"] for r in rows]
     ys = list(range(len(rows)))[::-1]
     colours = ["#2ca02c" if r["op"] == "conv" else "#1f77b4" if r["op"] == "sep" else "#7f7f7f" for r in rows]
@@ -175,7 +175,7 @@ def stage_times(view) -> Chart | None:
         seconds["final training"] = float(final)
     if not seconds:
         return None
-    fig, grid = new_figure(7, max(2.4, 0.8 + 0.45 * len(seconds)))
+    fig, grid = new_figure(7, height=max(2.4, 0.8 + 0.45 * len(seconds)))
     ax = grid[0][0]
     names = list(seconds)[::-1]
     ax.barh(names, [seconds[n] for n in names], color="#1f77b4")
@@ -192,7 +192,7 @@ def budgets(view) -> Chart | None:
     shares = [(axis, value, limit) for axis, value, limit in view.budget_use() if limit and value is not None]
     if not shares:
         return None
-    fig, grid = new_figure(7, max(2.4, 0.9 + 0.5 * len(shares)))
+    fig, grid = new_figure(7, height=max(2.4, 0.9 + 0.5 * len(shares)))
     ax = grid[0][0]
     names = [f"{AXIS_LABELS[a]}\n{v:,.4g} of {lim:,.4g}" for a, v, lim in shares]
     pct = [100.0 * v / lim for _, v, lim in shares]
@@ -216,7 +216,7 @@ def export_accuracy(view) -> Chart | None:
             bars.append((f"{name} {p.get('precision', '')} (mean cosine x100)".strip(), 100.0 * p["mean_cosine"]))
     if not bars:
         return None
-    fig, grid = new_figure(7, max(2.4, 0.9 + 0.45 * len(bars)))
+    fig, grid = new_figure(7, height=max(2.4, 0.9 + 0.45 * len(bars)))
     ax = grid[0][0]
     ax.barh([b[0] for b in bars][::-1], [b[1] for b in bars][::-1], color="#9467bd")
     lo = min(b[1] for b in bars)
@@ -233,7 +233,7 @@ def bench(view) -> Chart | None:
     records = [(name, b) for name, b in view.benches if b.get("samples_ms")]
     if not records:
         return None
-    fig, grid = new_figure(8, 3.6)
+    fig, grid = new_figure(8, height=3.6)
     ax = grid[0][0]
     for name, b in records:
         ax.hist(b["samples_ms"], bins=40, alpha=0.6, label=f"{name}: {b['runtime']}, batch {b['batch']}")
@@ -251,7 +251,7 @@ def roc(view) -> Chart | None:
     curve = (view.verify or {}).get("roc")
     if not curve or not curve.get("fpr"):
         return None
-    fig, grid = new_figure(5, 4.6)
+    fig, grid = new_figure(5, height=4.6)
     ax = grid[0][0]
     auc = view.verify.get("roc_auc")
     ax.plot(curve["fpr"], curve["tpr"], color="#1f77b4", label=f"AUC {auc:.2f}%" if auc is not None else "ROC")

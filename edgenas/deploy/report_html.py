@@ -35,7 +35,7 @@ def missing(text: str) -> str:
     return f'<p class="missing">{esc(text)}</p>'
 
 
-def figure(charts: dict, name: str, caption: str, absent: str) -> str:
+def figure(charts: dict, *, name: str, caption: str, absent: str) -> str:
     if name not in charts:
         return missing(absent)
     chart, data = charts[name]
@@ -76,20 +76,20 @@ def _trajectory(view: RunView, charts: dict) -> str:
              r["epochs"], num(r["params"]), num(r["macs"]), num(pareto.latency_of(r, view.latencies), ".3f"),
              f"{r.get('seconds', 0):.1f}", r.get("reason", "")] for n, r in enumerate(view.journal, start=1)]
     return ("<h2>Search trajectory</h2>"
-            + figure(charts, "trajectory", "Each candidate in the order the search asked for it, coloured by stage; "
+            + figure(charts, name="trajectory", caption="Each candidate in the order the search asked for it, coloured by stage; "
                      "skipped (over budget, never trained) and failed (non-finite loss) candidates are marked at the "
                      "bottom; the line is the best accuracy so far; below, the epochs each candidate trained.",
-                     "No candidate has finished yet.")
+                     absent="No candidate has finished yet.")
             + (table(["#", "stage", "architecture", "status", "acc %", "epochs", "params", "MACs", "latency ms",
                       "seconds", "reason"], rows, left=4) if rows else ""))
 
 
 def _tradeoffs(view: RunView, charts: dict) -> str:
     parts = ["<h2>Accuracy against parameters, MACs and latency</h2>",
-             figure(charts, "tradeoffs", "Trained candidates; the black step line is the Pareto front (no other "
+             figure(charts, name="tradeoffs", caption="Trained candidates; the black step line is the Pareto front (no other "
                     "candidate is both cheaper and more accurate); red dashed lines are the budgets; the star is the winner. "
                     "Latency is drawn where two or more trained candidates were measured (a latency budget measures each).",
-                    "No candidate has finished yet.")]
+                    absent="No candidate has finished yet.")]
     for axis in ("params", "macs", "latency"):
         rows = pareto.front_rows(view.journal, axis, view.latencies)
         if rows:
@@ -111,8 +111,8 @@ def _network(view: RunView, charts: dict) -> str:
     note = ("Latency share per layer: not available (this run has no per-layer latency table; "
             "the latency budget measures whole networks).")
     return ("<h2>The discovered network</h2>"
-            + figure(charts, "network", f"{view.winner} ({view.arch_source}): parameters and MACs of each layer.",
-                     "No architecture yet: no candidate has been trained.")
+            + figure(charts, name="network", caption=f"{view.winner} ({view.arch_source}): parameters and MACs of each layer.",
+                     absent="No architecture yet: no candidate has been trained.")
             + body + (missing(note) if rows else ""))
 
 
@@ -122,10 +122,10 @@ def _budgets(view: RunView, charts: dict) -> str:
     b = view.budget
     runtime = f"latency measured on {b.get('runtime')}, {b.get('threads')} thread(s), batch {b.get('batch')}"
     return ("<h2>Time per stage and budgets</h2>"
-            + figure(charts, "stages", "Seconds of candidate training per stage (and the final training).",
-                     "No candidate has finished yet.")
-            + figure(charts, "budgets", "The winner's figures as a share of each budget set in the profile.",
-                     "No budget is set in this run's profile (or no winner yet).")
+            + figure(charts, name="stages", caption="Seconds of candidate training per stage (and the final training).",
+                     absent="No candidate has finished yet.")
+            + figure(charts, name="budgets", caption="The winner's figures as a share of each budget set in the profile.",
+                     absent="No budget is set in this run's profile (or no winner yet).")
             + table(["", "winner", "budget", "used"], rows) + f"<p>{esc(runtime)}</p>")
 
 
@@ -144,12 +144,12 @@ def _export(view: RunView, charts: dict) -> str:
     bench_table = table(["file", "runtime", "device", "threads", "batch", "runs", "p50 ms", "p90 ms", "p99 ms"],
                         benches, left=3) if benches else ""
     return ("<h2>Export, evaluation and bench</h2>"
-            + figure(charts, "export", "Held-out accuracy of the PyTorch network and of each exported format "
+            + figure(charts, name="export", caption="Held-out accuracy of the PyTorch network and of each exported format "
                      "(fp32, fp16, INT8) on the same images, from export/parity.json.",
-                     "Evaluation figures: not available (no export/parity.json).")
+                     absent="Evaluation figures: not available (no export/parity.json).")
             + parity
-            + figure(charts, "bench", "Latency of each timed run; lines at p50, p90 and p99.",
-                     f"Bench latency: not available; write one with `edgenas bench {view.path}/export/model.onnx "
+            + figure(charts, name="bench", caption="Latency of each timed run; lines at p50, p90 and p99.",
+                     absent=f"Bench latency: not available; write one with `edgenas bench {view.path}/export/model.onnx "
                      f"--json {view.path}/bench.json`.")
             + bench_table + _runtimes(view))
 
@@ -179,7 +179,7 @@ def _face(view: RunView, charts: dict) -> str:
     absent = (f"ROC curve: not available; run `edgenas verify {view.path}`." if v is None else
               "ROC curve: not available; this verify.json stores no curve (made by an older edgenas; run verify again).")
     return ("<h2>Face verification</h2>"
-            + figure(charts, "roc", "True accept rate against false accept rate over the verification pairs.", absent)
+            + figure(charts, name="roc", caption="True accept rate against false accept rate over the verification pairs.", absent=absent)
             + (kv_table([(k, v.get(k)) for k in keys if k in v]) if v else ""))
 
 

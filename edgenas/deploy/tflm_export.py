@@ -61,7 +61,7 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
     out = report.out_dir / BUNDLE_DIR
     out.mkdir(exist_ok=True)
     calibration = calibration_images(data, calibration_images_count)
-    path = tflm_convert(model, out / MODEL, input_chw=tuple(shape.input_chw), calibration=calibration)
+    path = tflm_convert(model, out=out / MODEL, input_chw=tuple(shape.input_chw), calibration=calibration)
     measured = measure_arena(path)
     memory = _memory(run, path, measured)
     write_json_atomic(out / MEMORY, memory)
@@ -69,7 +69,7 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
     with TflmRunner(path) as runner:
         actual = runner(ref.inputs)
         q = runner.input["quantization_parameters"]
-        parity = kit.parity_report(ref.outputs, actual, "classify", max_abs_diff=np.inf, min_agreement=0.0,
+        parity = kit.parity_report(ref.outputs, actual=actual, task="classify", max_abs_diff=np.inf, min_agreement=0.0,
                                    min_cosine=-1.0)  # INT8: figures reported; the gate is test accuracy
         parity.update(file=f"{BUNDLE_DIR}/{MODEL}", sha256=kit.file_sha256(path), runtime=runner.runtime,
                       runtime_version=runner.runtime_version, device=runner.device, held_out=ref.source,
@@ -79,7 +79,7 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
     write_bundle(out, path.read_bytes(), BundleFacts(
         arena_bytes=aligned_arena(measured.arena), peak_memory_bytes=measured.head, persistent_bytes=measured.tail,
         input_hwc=(h, w, c), input_scale=float(q["scales"][0]), input_zero_point=int(q["zero_points"][0]),
-        outputs=shape.num_classes, macs=count_macs(arch, c, shape.num_classes, (h, w)),
+        outputs=shape.num_classes, macs=count_macs(arch, in_channels=c, num_classes=shape.num_classes, input_size=(h, w)),
         params=count_params(arch, c, shape.num_classes), arch=str(arch), tflm_version=tflm_version(),
         normalization=f"{NORMALIZATION} (mean {list(shape.mean)}, std {list(shape.std)})"))
     result = evaluate_run(run.path, model=path, runtime=TFLM_RUNTIME, torch_model=model, data=data,

@@ -52,12 +52,12 @@ def verify_run(run_dir, *, data_dir=None, pairs_file=None, device=None, flip: bo
         source = str(pairs_file)
     else:
         ds = meta.dataset
-        data = task_for("face").load_data(ds.name, data_dir, meta.profile, ds.split_seed, False)
+        data = task_for("face").load_data(ds.name, data_dir=data_dir, profile=meta.profile, seed=ds.split_seed, download=False)
         x, pairs, root = data.test.x, data.test_pairs, Path(data.image_root)
         source, overlap = "held-out test identities", 0
-    scores = pair_scores(load_run_model(run, str(dev)), x, pairs, meta.data.mean, meta.data.std, dev, flip=flip)
+    scores = pair_scores(load_run_model(run, str(dev)), x=x, pairs=pairs, mean=meta.data.mean, std=meta.data.std, device=dev, flip=flip)
     try:
-        v = verify(scores, pairs.same, pairs.folds)
+        v = verify(scores, same=pairs.same, folds=pairs.folds)
     except ValueError as e:  # one kind of pair, or NaN/infinite scores: no figure would mean anything
         raise UserInputError(f"cannot verify {run.path} on {'the pairs file ' if pairs_file else ''}{source}: {e}") from None
     return {"run_dir": str(run.path), "arch": str(run.arch()), "pairs_source": source, "flip": flip,

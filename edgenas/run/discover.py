@@ -51,7 +51,7 @@ def _last_written(path: Path) -> float:
     return max((p.stat().st_mtime for p in (path / RunDir.META, path / RunDir.JOURNAL) if p.exists()), default=0.0)
 
 
-def default_out(profile: Profile, dataset: str, resume: bool, root: Path = Path("runs")) -> Path:
+def default_out(profile: Profile, *, dataset: str, resume: bool, root: Path = Path("runs")) -> Path:
     """``runs/PROFILE-DATASET``, numbered (``-2``, ``-3`` …) for a new run. For resume: the
     unfinished run of this profile and dataset written last (else the newest, which says it is finished)."""
     base = root / f"{profile.name}-{dataset}"
@@ -90,7 +90,7 @@ def _check_parallel(profile: Profile, dev: torch.device, workers: int) -> None:
                          "busy training other candidates; use 1")
 
 
-def _check_first_candidate(profile: Profile, data, *, outputs: int, device) -> None:
+def _check_first_candidate(profile: Profile, *, data, outputs: int, device) -> None:
     """Every search trains ``(min_depth, max_width)`` first: refuse (exit 2) a profile whose first
     candidate cannot fit in the device's memory, with the estimate, before anything is written."""
     plan, cfg = profile.train, profile.search
@@ -107,7 +107,7 @@ def check_threads(threads) -> int | None:
         raise ParamError("threads", threads, f"give an integer from 0 (edgenas's policy) to {MAX_THREADS}") from None
 
 
-def run_threads(profile: Profile, task: Task, data, threads: int | None, *, stored: int | None = None,
+def run_threads(profile: Profile, *, task: Task, data, threads: int | None, stored: int | None = None,
                 where: Path) -> int:
     """The CPU threads a search trains with: the run's own (``stored``, from its run.json) on a resume, else
     ``threads``, else the profile's ``train.threads``, else the policy's count for the search's first
@@ -121,14 +121,14 @@ def run_threads(profile: Profile, task: Task, data, threads: int | None, *, stor
     cfg = profile.search
     _, macs = task.model_size(Arch.plain(cfg.min_depth, cfg.max_width), data, profile)
     plan = profile.train if threads is None else dataclasses.replace(profile.train, threads=threads)
-    return plan_threads(plan, macs, len(data.train))
+    return plan_threads(plan, forward_macs=macs, train_images=len(data.train))
 
 
-def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, outputs: int, workers: int,
+def _search(profile: Profile, *, evaluator: CandidateEvaluator, spec: PoolSpec, outputs: int, workers: int,
             ray: str | None, log: Log) -> SearchResult:
     """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
     def factory():
-        return make_strategy(profile.strategy, profile.search, evaluator.data.in_channels, outputs, seed=evaluator.seed)
+        return make_strategy(profile.strategy, config=profile.search, in_channels=evaluator.data.in_channels, num_classes=outputs, seed=evaluator.seed)
 
     if workers == 1 and not ray and evaluator.prefetcher is not None:
         log(f"latency measured on {profile.budget.device}, ahead of need while candidates train")
@@ -139,7 +139,7 @@ def _search(profile: Profile, evaluator: CandidateEvaluator, spec: PoolSpec, *, 
     log(f"training up to {workers} candidates at once {where} (speculative; same decisions as sequential)")
     pool = RayPool(workers, spec, address=ray) if ray else WorkerPool(workers, spec)
     try:
-        return drive_speculative(factory, evaluator, pool, workers, lambda key: candidate_seed(evaluator.seed, key))
+        return drive_speculative(factory, evaluator=evaluator, pool=pool, slots=workers, seed_of=lambda key: candidate_seed(evaluator.seed, key))
     finally:
         pool.close()
 
@@ -171,7 +171,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = No
     b = profile.budget
     if b.max_latency_ms and b.latency_from == "measured":
         check_available(b.runtime)  # before anything is written
-    out = Path(out) if out else default_out(profile, name, resume)
+    out = Path(out) if out else default_out(profile, dataset=name, resume=resume)
     if resume and RunDir(out).finished:
         log(f"{out} holds a finished search; nothing to resume")
         return RunDir.open(out).read(RunDir.SUMMARY)
@@ -179,12 +179,12 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = No
         RunDir.refuse_taken(out)  # before loading data: fail fast
     else:
         RunDir.refuse_headless(out)
-    data = task.load_data(name, data_dir, profile, seed, download)
-    _check_first_candidate(profile, data, outputs=task.outputs(data, profile), device=dev)
+    data = task.load_data(name, data_dir=data_dir, profile=profile, seed=seed, download=download)
+    _check_first_candidate(profile, data=data, outputs=task.outputs(data, profile), device=dev)
     stored = RunDir(out).meta.threads if resume and (Path(out) / RunDir.META).is_file() else None
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
                     extra=task.extra_meta(data), seed=seed, device=dev,
-                    threads=run_threads(profile, task, data, threads, stored=stored, where=Path(out)))
+                    threads=run_threads(profile, task=task, data=data, threads=threads, stored=stored, where=Path(out)))
     latency = latency_source(profile, meta, data)  # a table built for another target is refused here
     if b.latency_from == "device":
         latency.check()  # the device answers, and runs the budget's runtime: before run.json is written
@@ -196,20 +196,20 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = No
             f"({meta.threads} CPU thread{'s' if meta.threads != 1 else ''}), run {out}")
         data = data.to(dev)
         started = time.monotonic()
-        evaluator = CandidateEvaluator(run, profile, data, task, dev, seed, log, progress=progress, latency=latency)
+        evaluator = CandidateEvaluator(run, profile=profile, data=data, task=task, device=dev, seed=seed, log=log, progress=progress, latency=latency)
         spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type, meta.threads)
         finished = False
         try:
-            result = _search(profile, evaluator, spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
+            result = _search(profile, evaluator=evaluator, spec=spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
             finished = True
         finally:
             evaluator.close(wait=finished)
-        return finish(run, profile, task=task, data=data, result=result, device=dev, seed=seed,
+        return finish(run, profile=profile, task=task, data=data, result=result, device=dev, seed=seed,
                       search_wall=time.monotonic() - started, log=log, progress=progress,
                       latency=evaluator.latency, latency_seconds=evaluator.latency_seconds)
 
 
-def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=None,
+def winner_latency(run: RunDir, *, profile: Profile, arch: Arch, log: Log, data=None,
                    source: CostSource | None = None) -> dict:
     """The winner's latency for summary.json: ``latency_ms`` measured (None, said why, where its runtime
     is missing here) and, where a latency table predicted the candidates' (``source``), its prediction beside it."""
@@ -221,13 +221,13 @@ def winner_latency(run: RunDir, profile: Profile, arch: Arch, log: Log, *, data=
             measured = measured_source(profile, run.meta, data)
             out.update(latency_ms=measured.latency_ms(arch), latency_measured_on=measured.identity())
         else:
-            out["latency_ms"] = run_latency(run, profile, arch, run.latencies(), source=source)
+            out["latency_ms"] = run_latency(run, profile=profile, arch=arch, cache=run.latencies(), source=source)
     except EdgenasError as e:
         log(f"latency of the winner not measured on {profile.budget.runtime}: {e}")
     return out
 
 
-def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult, res, test: dict, epochs: int,
+def _summary(run: RunDir, *, profile: Profile, task: Task, result: SearchResult, res, test: dict, epochs: int,
              device, seed: int, search_wall: float, log: Log, data=None, latency: CostSource | None = None,
              latency_seconds: float | None = None) -> dict:
     arch, journal = result.arch, run.journal()
@@ -238,7 +238,7 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
     return {
         "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
         **({} if memory is None else {"memory": {"estimate": memory.to_dict()}}),
-        **winner_latency(run, profile, arch, log, data=data, source=latency), "budget": profile.to_dict()["budget"],
+        **winner_latency(run, profile=profile, arch=arch, log=log, data=data, source=latency), "budget": profile.to_dict()["budget"],
         "search_acc": result.acc, "val_acc": res.val_acc, **test, "test_from": test_from(result.epochs, epochs),
         "discovered_epochs": result.epochs, "winner_epochs": epochs, "final_epochs": profile.train.final_epochs,
         "over_budget": rule, "candidates": result.candidates,
@@ -252,7 +252,7 @@ def _summary(run: RunDir, profile: Profile, *, task: Task, result: SearchResult,
     }
 
 
-def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchResult, device, seed: int,
+def finish(run: RunDir, *, profile: Profile, task: Task, data, result: SearchResult, device, seed: int,
            search_wall: float, log: Log, progress=None, latency: CostSource | None = None,
            latency_seconds: float | None = None) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json.
@@ -263,14 +263,14 @@ def finish(run: RunDir, profile: Profile, *, task: Task, data, result: SearchRes
     epochs = result.epochs or profile.search.epochs
     log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
     run.write(RunDir.ARCH, arch.to_dict())
-    on_epoch = epoch_log(log, f"[final] {arch}: ", progress, stage="final", arch=arch, epochs=epochs)
+    on_epoch = epoch_log(log, prefix=f"[final] {arch}: ", progress=progress, stage="final", arch=arch, epochs=epochs)
     threads = run.meta.threads
-    model, res = task.train(arch, data, epochs, profile, device, candidate_seed(seed, f"final:{arch}"), on_epoch,
+    model, res = task.train(arch, data=data, epochs=epochs, profile=profile, device=device, seed=candidate_seed(seed, f"final:{arch}"), on_epoch=on_epoch,
                             threads=threads)
     with torch_threads(threads):
         test = task.test_metrics(model, data, device)
     run.save_weights(model)
-    summary = _summary(run, profile, task=task, result=result, res=res, test=test, epochs=epochs, device=device,
+    summary = _summary(run, profile=profile, task=task, result=result, res=res, test=test, epochs=epochs, device=device,
                        seed=seed, search_wall=search_wall, log=log, data=data, latency=latency,
                        latency_seconds=latency_seconds)
     run.write(RunDir.SUMMARY, summary)

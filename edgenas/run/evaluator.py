@@ -66,7 +66,7 @@ def memory_over(budget: Budget, memory: Footprint | None) -> str:
     return ""
 
 
-def check_budget(arch: Arch, size: tuple[int, int], budget: Budget, latency_of: Callable[[Arch], float],
+def check_budget(arch: Arch, *, size: tuple[int, int], budget: Budget, latency_of: Callable[[Arch], float],
                  memory: Footprint | None = None) -> BudgetCheck:
     """``size``: the deployed network's (params, MACs); ``memory``: its estimated footprint. Those are free
     to check; latency is measured only when they pass and a latency budget is set."""
@@ -140,7 +140,7 @@ def table_source(profile: Profile, meta: RunMeta) -> FromTable:
     return FromTable(table, path)
 
 
-def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, source: CostSource | None = None,
+def run_latency(run: RunDir, *, profile: Profile, arch: Arch, cache: dict, source: CostSource | None = None,
                 data=None) -> float:
     """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl,
     each record with the source's identity: runtime, threads, batch, and the device it ran on)."""
@@ -155,8 +155,7 @@ def run_latency(run: RunDir, profile: Profile, arch: Arch, cache: dict, *, sourc
 class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
-    def __init__(self, run: RunDir, profile: Profile, data, task, device, seed: int, log: Log, *,
-                 progress=None, latency: CostSource | None = None):
+    def __init__(self, run: RunDir, *, profile: Profile, data, task, device, seed: int, log: Log, progress=None, latency: CostSource | None = None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
         self.progress = progress  # a run.progress.Progress on a terminal, else None
@@ -178,7 +177,7 @@ class CandidateEvaluator:
                 ms = self.prefetcher.take(arch)
                 if ms is not None:
                     self._keep_latency(str(arch), ms)
-            return run_latency(self.run, self.profile, arch, self.latency_cache, source=self.latency)
+            return run_latency(self.run, profile=self.profile, arch=arch, cache=self.latency_cache, source=self.latency)
         finally:
             self.latency_seconds += time.monotonic() - started
 
@@ -193,8 +192,8 @@ class CandidateEvaluator:
             return
         sized = [c for c in cands if self.known(c) is None and str(c.arch) not in self.latency_cache]
         self.prefetcher.ahead([c.arch for c in sized if not check_budget(
-            c.arch, self.task.model_size(c.arch, self.shape, self.profile), self.profile.budget, lambda a: 0.0,
-            memory_footprint(c.arch, self.shape, self.profile)).reason])
+            c.arch, size=self.task.model_size(c.arch, self.shape, self.profile), budget=self.profile.budget, latency_of=lambda a: 0.0,
+            memory=memory_footprint(c.arch, self.shape, self.profile)).reason])
 
     def close(self, *, wait: bool) -> None:
         """Stop measuring ahead; keep (latency.jsonl) what was measured, so a resume need not again."""
@@ -215,8 +214,8 @@ class CandidateEvaluator:
     def screen(self, cand: Candidate) -> tuple[dict, Outcome | None]:
         """The candidate's record so far, and a ``skipped`` answer (journaled) if it breaks a budget."""
         memory = memory_footprint(cand.arch, self.shape, self.profile)
-        check = check_budget(cand.arch, self.task.model_size(cand.arch, self.shape, self.profile),
-                             self.profile.budget, self.latency_of, memory)
+        check = check_budget(cand.arch, size=self.task.model_size(cand.arch, self.shape, self.profile),
+                             budget=self.profile.budget, latency_of=self.latency_of, memory=memory)
         record = {
             "key": cand.key(), "stage": cand.stage, **cand.arch.to_dict(), "epochs": cand.epochs,
             "params": check.params, "macs": check.macs, "latency_ms": check.latency_ms,
@@ -235,7 +234,7 @@ class CandidateEvaluator:
             self.progress.record(record)
         return _outcome(record)
 
-    def finished(self, cand: Candidate, record: dict, res, speculative: bool = False) -> Outcome:
+    def finished(self, cand: Candidate, *, record: dict, res, speculative: bool = False) -> Outcome:
         """Journal a trained candidate (``res``: a TrainResult or its dict); ``speculative``: not asked for yet."""
         res = res if isinstance(res, dict) else dataclasses.asdict(res)
         self.log(f"{self.tag(cand, speculative)}: {res['status']}, {self.task.metric} {res['val_acc']:.2f}% in {res['seconds']:.1f}s")
@@ -246,7 +245,7 @@ class CandidateEvaluator:
         if self.progress:
             return self.progress.epoch
 
-        def report(epoch, epochs, loss, train_acc, seconds):
+        def report(epoch, epochs, loss, train_acc, seconds):  # noqa: PLR0917 (an EpochCallback)
             self.log(f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
                      f"({time.monotonic() - self.started:.0f}s elapsed)")
         return report
@@ -255,7 +254,7 @@ class CandidateEvaluator:
         """Answer one request in this process: journal, budget, or training."""
         self.count += 1
         if self.progress:
-            self.progress.candidate(cand.stage, self.count, str(cand.arch), cand.epochs)
+            self.progress.candidate(cand.stage, number=self.count, label=str(cand.arch), epochs=cand.epochs)
         known = self.known(cand)
         if known is not None:
             if self.progress:
@@ -265,7 +264,7 @@ class CandidateEvaluator:
         record, skipped = self.screen(cand)
         if skipped is not None:
             return skipped
-        _, res = self.task.train(cand.arch, self.data, cand.epochs, self.profile, self.device,
-                                 candidate_seed(self.seed, cand.key()), self.on_epoch(self.tag(cand)),
+        _, res = self.task.train(cand.arch, data=self.data, epochs=cand.epochs, profile=self.profile, device=self.device,
+                                 seed=candidate_seed(self.seed, cand.key()), on_epoch=self.on_epoch(self.tag(cand)),
                                  threads=self.threads)
-        return self.finished(cand, record, res)
+        return self.finished(cand, record=record, res=res)

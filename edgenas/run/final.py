@@ -23,7 +23,7 @@ from edgenas.training.threads import plan_threads, torch_threads
 from edgenas.training.trainer import select_device
 
 
-def _run_from_arch(arch_path: Path, profile: Profile, task: Task, *, dataset: str | None, data_dir, out, download,
+def _run_from_arch(arch_path: Path, *, profile: Profile, task: Task, dataset: str | None, data_dir, out, download,
                    seed: int, device) -> tuple[RunDir, object]:
     """A run directory for a bare ARCH.json, so its result can be exported like a discovered one."""
     try:
@@ -33,7 +33,7 @@ def _run_from_arch(arch_path: Path, profile: Profile, task: Task, *, dataset: st
     name = dataset or profile.data.dataset
     out = Path(out) if out else Path("runs") / f"train-{arch_path.stem}-{name}"
     RunDir.refuse_taken(out, hint="choose another {out}")
-    data = task.load_data(name, data_dir, profile, seed, download)
+    data = task.load_data(name, data_dir=data_dir, profile=profile, seed=seed, download=download)
     meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
                     extra=task.extra_meta(data), seed=seed, device=device)
     run = RunDir.start(out, meta, resume=False)
@@ -74,12 +74,12 @@ def _open_target(target: str | Path, *, profile, dataset, data_dir, out, downloa
         raise ParamError("target", str(target), "no such run directory or ARCH.json")
     prof = load_profile(profile or "demo")
     task = task_for(prof.task)
-    run, data = _run_from_arch(path, prof, task, dataset=dataset, data_dir=data_dir, out=out, download=download,
+    run, data = _run_from_arch(path, profile=prof, task=task, dataset=dataset, data_dir=data_dir, out=out, download=download,
                                seed=seed, device=device)
     return run, prof, task, data
 
 
-def _resume_checkpoint(run: RunDir, arch: Arch, *, epochs, seed, threads, profile, device) -> dict:
+def _resume_checkpoint(run: RunDir, *, arch: Arch, epochs, seed, threads, profile, device) -> dict:
     """The run's checkpoint, checked against what was asked (an explicit value must be the checkpoint's own)."""
     ckpt = run.checkpoint()
     if ckpt is None:
@@ -105,7 +105,7 @@ def _open_resume(target, **asked):
         raise ParamError("resume", True, f"{target} is not a run directory; give the run directory of the training "
                          "to continue")
     run = RunDir.open(target)
-    ckpt = _resume_checkpoint(run, run.arch(), **asked)
+    ckpt = _resume_checkpoint(run, arch=run.arch(), **asked)
     return run, stored_profile(ckpt["profile"]), task_for(run.meta.task), load_run_data(run), ckpt
 
 
@@ -158,14 +158,14 @@ def train_final(target: str | Path, *, epochs: int | None = None, device: str | 
             epochs, threads = ckpt["epochs"], ckpt["threads"]
         else:
             epochs = epochs or prof.train.final_epochs
-            threads = final_threads(prof, task, data, arch, threads)
+            threads = final_threads(prof, task=task, data=data, arch=arch, threads=threads)
         done = ckpt["state"]["epoch"] if ckpt else 0
         log(f"training {arch} for {epochs} epochs on {dev} ({threads} CPU thread{'s' if threads != 1 else ''})"
             + (f", from the checkpoint after epoch {done}" if done else ""))
         started = time.monotonic()
         data = data.to(dev)
-        on_epoch = epoch_log(log, "[train] ", progress, stage="train", arch=arch, epochs=epochs)
-        model, res = _train_checkpointed(run, task, prof, arch, data, dev, seed=seed, epochs=epochs, threads=threads,
+        on_epoch = epoch_log(log, prefix="[train] ", progress=progress, stage="train", arch=arch, epochs=epochs)
+        model, res = _train_checkpointed(run, task=task, prof=prof, arch=arch, data=data, dev=dev, seed=seed, epochs=epochs, threads=threads,
                                          every=every, ckpt=ckpt, on_epoch=on_epoch)
         if res.status != "trained":
             raise EdgenasError(f"training {arch} diverged (non-finite loss); {run.path / RunDir.WEIGHTS} was left as it was")
@@ -176,7 +176,7 @@ def train_final(target: str | Path, *, epochs: int | None = None, device: str | 
         origin = f"final_epochs ({epochs})" if epochs == prof.train.final_epochs else f"--epochs ({epochs})"
         final = {"epochs": epochs, "status": res.status, "val_acc": res.val_acc, **test, "test_from": origin,
                  "seconds": round(time.monotonic() - started, 2), "device": str(dev), "seed": seed, "threads": threads}
-        _record(run, prof, task, final=final, kept=kept)
+        _record(run, profile=prof, task=task, final=final, kept=kept)
         run.drop_checkpoint()
     if kept:
         log(f"the earlier weights are kept as {run.path / kept} (their figures: summary.json's earlier_models)")
@@ -185,7 +185,7 @@ def train_final(target: str | Path, *, epochs: int | None = None, device: str | 
     return {"arch_str": str(arch), "run_dir": str(run.path), **final} | ({"kept_earlier_weights": kept} if kept else {})
 
 
-def _train_checkpointed(run: RunDir, task: Task, prof: Profile, arch: Arch, data, dev, *, seed: int, epochs: int,
+def _train_checkpointed(run: RunDir, *, task: Task, prof: Profile, arch: Arch, data, dev, seed: int, epochs: int,
                         threads: int, every: int, ckpt: dict | None, on_epoch):
     """The training, checkpointed into ``run`` every ``every`` epochs and on Ctrl-C/SIGTERM (then
     ``TrainingStopped``), from ``ckpt`` where given."""
@@ -194,7 +194,7 @@ def _train_checkpointed(run: RunDir, task: Task, prof: Profile, arch: Arch, data
     with stop_requests() as stop:
         checkpointing = Checkpointing(save=lambda state: run.save_checkpoint(facts | {"state": state}), every=every,
                                       stop=stop, state=ckpt["state"] if ckpt else None)
-        model, res = task.train(arch, data, epochs, prof, dev, candidate_seed(seed, f"train:{arch}"), on_epoch,
+        model, res = task.train(arch, data=data, epochs=epochs, profile=prof, device=dev, seed=candidate_seed(seed, f"train:{arch}"), on_epoch=on_epoch,
                                 threads=threads, checkpoint=checkpointing)
     if res.status == "stopped":
         raise TrainingStopped(f"{stop.name}: training stopped after epoch {res.epochs} of {epochs}, saved in "
@@ -203,11 +203,11 @@ def _train_checkpointed(run: RunDir, task: Task, prof: Profile, arch: Arch, data
     return model, res
 
 
-def final_threads(profile: Profile, task: Task, data, arch: Arch, threads: int | None) -> int:
+def final_threads(profile: Profile, *, task: Task, data, arch: Arch, threads: int | None) -> int:
     """The CPU threads of a final training: ``threads``, else the profile's ``train.threads``, else the policy's."""
     _, macs = task.model_size(arch, data, profile)
     plan = profile.train if threads is None else dataclasses.replace(profile.train, threads=threads)
-    return plan_threads(plan, macs, len(data.train))
+    return plan_threads(plan, forward_macs=macs, train_images=len(data.train))
 
 
 def _earlier_figures(summary: dict) -> dict:
@@ -217,7 +217,7 @@ def _earlier_figures(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k.startswith("test_") or k in ("final_epochs", "winner_epochs", "val_acc", "seed")}
 
 
-def _record(run: RunDir, profile: Profile, task: Task, *, final: dict, kept: str | None = None) -> None:
+def _record(run: RunDir, *, profile: Profile, task: Task, final: dict, kept: str | None = None) -> None:
     """summary.json with ``final_training``; its headline test figures become the current model's; the
     figures of the weights ``kept`` (model.N.pt) go to ``earlier_models``."""
     arch = run.arch()

@@ -33,7 +33,7 @@ def load_run_data(run: RunDir) -> ImageData:
     against the fingerprint run.json recorded: figures on other images would be reported as the run's."""
     meta = run.meta
     ds = meta.dataset
-    data = task_for(meta.task).load_data(ds.name, ds.data_dir, meta.profile, ds.split_seed, False)
+    data = task_for(meta.task).load_data(ds.name, data_dir=ds.data_dir, profile=meta.profile, seed=ds.split_seed, download=False)
     if ds.fingerprint is not None and all(hasattr(data, s) for s in ("train", "val", "test")):
         now = data_fingerprint(data)
         if now != ds.fingerprint:

@@ -16,9 +16,9 @@ def quiet_log(message: str) -> None:
     """A ``Log`` that drops every message (``--quiet``: errors still reach stderr through the CLI)."""
 
 
-def epoch_log(log: Log, prefix: str, progress=None, *, stage: str, arch, epochs: int):
+def epoch_log(log: Log, *, prefix: str, progress=None, stage: str, arch, epochs: int):
     """The per-epoch callback of a training outside the search: a line per epoch, or the live display."""
     if progress:  # a run.progress.Progress on a terminal
-        progress.candidate(stage, 0, str(arch), epochs)
+        progress.candidate(stage, number=0, label=str(arch), epochs=epochs)
         return progress.epoch
     return lambda e, n, loss, acc, s: log(f"{prefix}epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%")

@@ -51,7 +51,7 @@ def drive_prefetching(factory: Callable[[], Strategy], evaluator, *, ahead: int 
     answers: list[Outcome] = []
 
     def evaluate(cand: Candidate) -> Outcome:
-        evaluator.prefetch(likely_next(factory, answers, last_accuracy(answers), ahead, at=strategy))
+        evaluator.prefetch(likely_next(factory, answers=answers, guess=last_accuracy(answers), k=ahead, at=strategy))
         answers.append(evaluator(cand))
         return answers[-1]
 

@@ -18,10 +18,10 @@ Log = Callable[[str], None]
 class Progress(Protocol):
     """What the pipeline tells a progress display (all optional to act on)."""
 
-    def candidate(self, stage: str, number: int, label: str, epochs: int) -> None:
+    def candidate(self, stage: str, *, number: int, label: str, epochs: int) -> None:
         """A candidate (``number`` 0: the final training) starts ``epochs`` epochs."""
 
-    def epoch(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:
+    def epoch(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:  # noqa: PLR0917 (an EpochCallback: called positionally)
         """One epoch of the current candidate finished."""
 
     def record(self, record: dict) -> None:
@@ -86,14 +86,14 @@ class LiveProgress:
     def __call__(self, message: str) -> None:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
-    def candidate(self, stage: str, number: int, label: str, epochs: int) -> None:
+    def candidate(self, stage: str, *, number: int, label: str, epochs: int) -> None:
         where = f"[{stage} #{number}]" if number else f"[{stage}]"
         if self.task is not None:
             self.bar.remove_task(self.task)
         self.task = self.bar.add_task(f"{where} {label}", total=epochs, tally=self.tally.text())
         self.bar.refresh()  # every candidate and epoch is drawn at least once, however short
 
-    def epoch(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:
+    def epoch(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:  # noqa: PLR0917 (an EpochCallback: called positionally)
         if self.task is not None:
             self.bar.update(self.task, completed=epoch, total=epochs)
             self.bar.refresh()

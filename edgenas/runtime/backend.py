@@ -37,7 +37,7 @@ class Backend(Protocol):
     def version(self) -> str:
         """The engine package's version."""
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int],
+    def convert(self, model, *, out: Path, input_chw: tuple[int, int, int],
                 calibration: np.ndarray | None = None) -> Path:
         """An eval-mode CPU ``nn.Module`` as the artifact at ``out`` (INT8: quantised with ``calibration``,
         NCHW float32 images; None: random ones); returns the main file."""
@@ -102,7 +102,7 @@ def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threa
         return
     options = {"batch": batch} if isinstance(backend, tensorrt.TensorRTBackend) else {}
     with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
-        path = backend.convert(model, Path(tmp) / f"model{backend.suffix}", input_chw=input_chw,
+        path = backend.convert(model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw,
                                calibration=calibration, **options)
         with backend.open(path, threads=threads) as runner:
             yield runner
@@ -116,7 +116,7 @@ def device_graph(model, *, runtime: str, input_chw: tuple[int, int, int],
     with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
         out = Path(tmp) / "model.onnx"
         if isinstance(backend, tensorrt.TensorRTBackend):
-            return backend.source_onnx(model, out, input_chw=input_chw, calibration=calibration).read_bytes()
+            return backend.source_onnx(model, out=out, input_chw=input_chw, calibration=calibration).read_bytes()
         if backend.suffix != ".onnx":
             raise ParamError("runtime", runtime, "a device server times ONNX graphs; choose an onnxruntime or tensorrt runtime")
-        return backend.convert(model, out, input_chw=input_chw, calibration=calibration).read_bytes()
+        return backend.convert(model, out=out, input_chw=input_chw, calibration=calibration).read_bytes()

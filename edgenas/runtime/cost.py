@@ -106,7 +106,7 @@ class OnDevice:
 
     def prepare(self, arch: Arch) -> tuple[str, bytes]:
         """The network's name and graph (the ONNX exporter is not thread-safe: on the caller's thread)."""
-        return str(arch), timing_graph(random_network(arch, self.target), self.target)
+        return str(arch), timing_graph(random_network(arch, self.target), target=self.target)
 
     def measure(self, prepared: tuple[str, bytes]) -> float:
         name, graph = prepared

@@ -60,7 +60,7 @@ class DeviceClient:
         self._max_upload: int | None = None  # the device's --max-upload-mb, in bytes, once asked
 
     def status(self, *, retry_s: float | None = None) -> dict:
-        answer = self._request("GET", "/status", timeout=STATUS_TIMEOUT_S, retry_s=retry_s)
+        answer = self._request("GET", path="/status", timeout=STATUS_TIMEOUT_S, retry_s=retry_s)
         if answer.get("schema") != STATUS_SCHEMA:
             raise DeviceRefused(f"{self.url} is not an edgenas device server (status schema {answer.get('schema')!r})")
         return answer
@@ -75,9 +75,9 @@ class DeviceClient:
         if layout is not None:
             query["layout"] = layout
         self._check_size(len(onnx), name)
-        return self._request("POST", "/bench?" + urllib.parse.urlencode(query), body=onnx, timeout=self.timeout_s)
+        return self._request("POST", path="/bench?" + urllib.parse.urlencode(query), body=onnx, timeout=self.timeout_s)
 
-    def paired(self, onnx_a: bytes, onnx_b: bytes, *, runtime: str, threads: int | None = None, batch: int = 1,
+    def paired(self, onnx_a: bytes, *, onnx_b: bytes, runtime: str, threads: int | None = None, batch: int = 1,
                rounds: int = 15, warmup: int = 5, runs: int = 20, name: str = "pair") -> dict:
         """A and B timed in alternation on the device: ``{"bench_a", "bench_b", "ratios"}``."""
         query = {"runtime": runtime, "batch": batch, "rounds": rounds, "warmup": warmup, "runs": runs, "name": name,
@@ -85,7 +85,7 @@ class DeviceClient:
         if threads is not None:
             query["threads"] = threads
         self._check_size(len(onnx_a) + len(onnx_b), name)
-        return self._request("POST", "/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b,
+        return self._request("POST", path="/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b,
                              timeout=self.timeout_s)
 
     def _check_size(self, size: int, name: str) -> None:
@@ -96,14 +96,14 @@ class DeviceClient:
             raise DeviceRefused(f"{name}: {size:,} bytes is over the upload limit of the device at {self.url} "
                                 f"({self._max_upload:,} bytes; its --max-upload-mb)")
 
-    def _request(self, method: str, path: str, *, body: bytes | None = None, timeout: float,
+    def _request(self, method: str, *, path: str, body: bytes | None = None, timeout: float,
                  retry_s: float | None = None) -> dict:
         budget = self.retry_s if retry_s is None else retry_s
         deadline, delay, attempts = time.monotonic() + budget, FIRST_BACKOFF_S, 0
         while True:
             attempts += 1
             try:
-                return self._once(method, path, body=body, timeout=timeout)
+                return self._once(method, path=path, body=body, timeout=timeout)
             except _Retry as e:
                 reason = e.reason
             if time.monotonic() + delay > deadline:
@@ -115,7 +115,7 @@ class DeviceClient:
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
-    def _once(self, method: str, path: str, *, body: bytes | None, timeout: float) -> dict:
+    def _once(self, method: str, *, path: str, body: bytes | None, timeout: float) -> dict:
         request = urllib.request.Request(self.url + path, data=body, method=method,
                                          headers={"Authorization": f"Bearer {self.token}",
                                                   "Content-Type": "application/octet-stream"})
@@ -156,7 +156,7 @@ def _json(data: bytes, url: str, *, quiet: bool = False) -> dict:
     return answer
 
 
-def time_on_device(url: str, onnx_path: str | Path, *, token: str, runtime: str = "onnxruntime-cpu",
+def time_on_device(url: str, *, onnx_path: str | Path, token: str, runtime: str = "onnxruntime-cpu",
                    threads: int | None = None, batch: int = 1, warmup: int = 10, runs: int | None = None,
                    retry_s: float = DEFAULT_RETRY_S, layout: str | None = None) -> dict:
     """Time the ONNX file ``onnx_path`` on the device server at ``url``; the device's bench JSON.

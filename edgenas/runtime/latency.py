@@ -29,11 +29,11 @@ MAX_SECONDS = 5.0  # a slow network stops at MIN_RUNS or after this long, whiche
 
 def median_ms(fn, synchronize=None, *, min_seconds: float = MIN_SECONDS) -> float:
     """Median milliseconds of ``fn()``: warm-up, a short probe, then runs lasting ``min_seconds`` (at least MIN_RUNS)."""
-    per_run = max(float(np.median(kit.measure(fn, 1, PROBE_RUNS, synchronize))), 1e-3)
+    per_run = max(float(np.median(kit.measure(fn, warmup=1, runs=PROBE_RUNS, synchronize=synchronize))), 1e-3)
     warmup = min(WARMUP, math.ceil(WARMUP_SECONDS * 1e3 / per_run))
     runs = max(MIN_RUNS, math.ceil(min_seconds * 1e3 / per_run))
     runs = min(runs, MAX_RUNS, max(MIN_RUNS, math.floor(MAX_SECONDS * 1e3 / per_run)))
-    return float(np.median(kit.measure(fn, warmup, runs, synchronize)))
+    return float(np.median(kit.measure(fn, warmup=warmup, runs=runs, synchronize=synchronize)))
 
 
 BN_IMAGES = 4  # random images whose statistics a random network's BatchNorm layers take (normalize_activations)
@@ -84,10 +84,10 @@ def measure_latency(arch: Arch, target: Target, *, calibration: np.ndarray | Non
     one this machine lacks a ``MissingDependency``.
     """
     check_available(target.runtime)
-    return measure_module(random_network(arch, target), target, calibration=calibration)
+    return measure_module(random_network(arch, target), target=target, calibration=calibration)
 
 
-def measure_module(model, target: Target, *, input_chw: tuple[int, int, int] | None = None,
+def measure_module(model, *, target: Target, input_chw: tuple[int, int, int] | None = None,
                    calibration: np.ndarray | None = None, timer=median_ms) -> float:
     """Median ms of one batch through any eval-mode module, timed as a network is on ``target``'s runtime,
     threads and batch. ``input_chw``: the module's input (default the target's: a latency table's parts
@@ -99,7 +99,7 @@ def measure_module(model, target: Target, *, input_chw: tuple[int, int, int] | N
         return timer(lambda: runner(x))
 
 
-def timing_graph(model, target: Target, *, input_chw: tuple[int, int, int] | None = None,
+def timing_graph(model, *, target: Target, input_chw: tuple[int, int, int] | None = None,
                  calibration: np.ndarray | None = None) -> bytes:
     """The ONNX graph ``measure_module`` times ``model`` from on ``target``'s runtime, for a device server to time."""
     return device_graph(model, runtime=target.runtime, input_chw=input_chw or target.input_chw, calibration=calibration)

@@ -38,7 +38,7 @@ def check_memory(config, *, input_chw: tuple[int, int, int], outputs: int, conve
     with tempfile.TemporaryDirectory(prefix="edgenas-memory-") as tmp:
         for i, arch in enumerate(archs, start=1):
             model = random_network(arch, Target("classify", input_chw, outputs, "litert-int8"))
-            path = convert(model, Path(tmp) / f"net{i}.tflite", input_chw=input_chw)
+            path = convert(model, out=Path(tmp) / f"net{i}.tflite", input_chw=input_chw)
             measured = measure_arena(path)
             est = footprint(arch, in_channels=input_chw[0], input_size=input_chw[1:], outputs=outputs, target=row)
             networks.append({"arch": str(arch), "estimate": est.to_dict(), "measured": {

@@ -44,7 +44,7 @@ class NcnnBackend(Runtime):
         with kit_errors():
             return engines.package_version("ncnn")
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
         """``model`` as ``out`` (``.ncnn.param``) and its ``.ncnn.bin``, and the metadata file.
         ``calibration`` is not used (fp32)."""
         self.available()

@@ -23,7 +23,7 @@ ONNX_OPSET = 18  # the lowest opset torch's dynamo exporter implements (it canno
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
-def export_onnx(model, path: str | Path, input_shape: tuple[int, int, int], metadata: dict) -> Path:
+def export_onnx(model, *, path: str | Path, input_shape: tuple[int, int, int], metadata: dict) -> Path:
     """Write ``model`` as ONNX (opset ``ONNX_OPSET``, dynamic batch axis, checked) with ``metadata``.
 
     ``input_shape`` is one input's (C, H, W). Metadata values that are not strings are stored as
@@ -67,7 +67,7 @@ def timing_onnx(model, path: Path, input_chw: tuple[int, int, int]) -> Path:
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
         return path
     except Exception:  # noqa: BLE001 -- a torch without the TorchScript exporter, or a model it cannot trace
-        return export_onnx(model, path, input_chw, {"purpose": "latency"})
+        return export_onnx(model, path=path, input_shape=input_chw, metadata={"purpose": "latency"})
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -99,7 +99,7 @@ def half_precision(model):
     return HalfPrecision(copy.deepcopy(model).cpu().eval().half())
 
 
-def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray, batch: int = 32) -> Path:
+def quantize_int8(onnx_path: Path, *, out_path: Path, calibration: np.ndarray, batch: int = 32) -> Path:
     """A Q/DQ (explicitly quantised) INT8 copy of an ONNX file, calibrated on ``calibration`` images.
 
     ONNX Runtime's static quantiser with entropy calibration: symmetric INT8, weights per output

@@ -37,7 +37,7 @@ class OpenVINOBackend(Runtime):
         with kit_errors():
             return engines.package_version("openvino")
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
         """``model`` as an IR at ``out`` (``.xml``, its ``.bin`` beside it; INT8: quantised by NNCF on
         ``calibration``, NCHW float32 images; None: random ones, for timing) and its metadata file."""
         import torch

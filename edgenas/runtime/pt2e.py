@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def quantize_pt2e(model, quantizer, *, sample, calibration: np.ndarray, to_input=None, fold_quantize: bool = True):
+def quantize_pt2e(model, *, quantizer, sample, calibration: np.ndarray, to_input=None, fold_quantize: bool = True):
     """``model`` (eval, CPU) quantised by ``quantizer`` after observing ``calibration`` (NCHW float32).
 
     ``sample``: the (1, ...) tensor the graph is exported with; ``to_input`` maps an NCHW image

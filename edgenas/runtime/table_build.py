@@ -72,7 +72,7 @@ class LocalTimer:
 
     def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
         seconds = (QUICK_PART_SECONDS if part else QUICK_NET_SECONDS) if self.quick else (PART_SECONDS if part else NET_SECONDS)
-        return measure_module(module, self.target, input_chw=input_chw, timer=partial(median_ms, min_seconds=seconds))
+        return measure_module(module, target=self.target, input_chw=input_chw, timer=partial(median_ms, min_seconds=seconds))
 
     def built_for(self) -> dict:
         return local_built_for(self.target)
@@ -124,18 +124,18 @@ def part_module(part: Part, *, task: str):
     if part.kind == "head":  # a depth-1 network's final width is twice its width
         return seeded(lambda: Head(build_network(Arch.plain(1, part.c_in // 2), task=task, in_channels=1,
                                                  outputs=part.c_out)))
-    return layer_module(part.c_in, part.c_out, part.stride, part.op, part.kernel, lead=False)
+    return layer_module(part.c_in, c_out=part.c_out, stride=part.stride, op=part.op, kernel=part.kernel, lead=False)
 
 
-def layer_module(c_in: int, c_out: int, stride: int, op: int, kernel: int, *, lead: bool):
+def layer_module(c_in: int, *, c_out: int, stride: int, op: int, kernel: int, lead: bool):
     """One layer of the network (``lead``: with its leading ReLU, else without it)."""
-    return seeded(lambda: nn.Sequential(*list(Layer(c_in, c_out, stride, op, kernel))[0 if lead else 1:]))
+    return seeded(lambda: nn.Sequential(*list(Layer(c_in, c_out=c_out, stride=stride, op=op, kernel=kernel))[0 if lead else 1:]))
 
 
 def context_layer(channels: int, *, lead: bool):
     """The layer a part is timed in front of: a 3x3 separable layer keeping ``channels`` (``lead``: with the
     leading ReLU, which fuses into the part's last convolution as the next layer's does in a network)."""
-    return layer_module(channels, channels, 1, SEPARABLE, 3, lead=lead)
+    return layer_module(channels, c_out=channels, stride=1, op=SEPARABLE, kernel=3, lead=lead)
 
 
 def output_shape(part: Part) -> tuple[int, int, int]:
@@ -321,7 +321,7 @@ class DeviceTimer:
 
     def _bench(self, module, input_chw: tuple[int, int, int], name: str) -> dict:
         t = self.target
-        onnx = timing_graph(module, t, input_chw=input_chw)
+        onnx = timing_graph(module, target=t, input_chw=input_chw)
         cpu = not RUNTIMES[t.runtime].needs_gpu
         runs = dict(warmup=5, runs=QUICK_DEVICE_RUNS) if self.quick else {}
         return self.client.bench(onnx, runtime=t.runtime, threads=t.threads if cpu else None, batch=t.batch,

@@ -90,10 +90,10 @@ def measure_arena(path: str | Path) -> ArenaMeasurement:
 LITERT_INT8 = next(b for b in LITERT_BACKENDS if b.name == "litert-int8")
 
 
-def tflm_convert(model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+def tflm_convert(model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
     """``model`` as the full-integer ``.tflite`` TFLM runs: the litert-int8 backend's file (PT2E, NHWC int8
     input and output, weights per channel), quantised with ``calibration`` (NCHW float32; None: random images)."""
-    return LITERT_INT8.convert(model, out, input_chw=input_chw, calibration=calibration)
+    return LITERT_INT8.convert(model, out=out, input_chw=input_chw, calibration=calibration)
 
 
 class TflmRunner(kit.Runner):

@@ -32,7 +32,7 @@ class TorchBackend(Runtime):
 
         return str(torch.__version__)
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
         import torch
 
         model = model.cpu().eval()

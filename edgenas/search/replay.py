@@ -89,10 +89,10 @@ def _load(path: str | Path):
     strategy = log_strategy(path)
     config = config_from_args(strategy, log["args"])
     in_ch, n_cls = dataset_shape(log["args"])
-    return log, lambda: make_strategy(strategy, config, in_ch, n_cls)
+    return log, lambda: make_strategy(strategy, config=config, in_channels=in_ch, num_classes=n_cls)
 
 
-def _report(path, log: dict, result, oracle: Oracle) -> ReplayReport:
+def _report(path, *, log: dict, result, oracle: Oracle) -> ReplayReport:
     """Compare the search's result with the log's ``final`` (its requests already matched)."""
     final, want = log["final"], Arch.from_dict(log["final"])
     details = [f"final architecture {result.arch}, logged {want}"] if result.arch != want else []
@@ -108,7 +108,7 @@ def replay_log(path: str | Path) -> ReplayReport:
         result = drive(factory(), oracle)
     except LogMismatch as e:
         return ReplayReport(str(path), oracle.index, len(log["candidates"]), False, str(e))
-    return _report(path, log, result, oracle)
+    return _report(path, log=log, result=result, oracle=oracle)
 
 
 class OraclePool:
@@ -161,7 +161,7 @@ class MemoryEvaluator:
     def screen(self, cand: Candidate):
         return {}, None
 
-    def finished(self, cand: Candidate, record: dict, res: dict, speculative: bool = False) -> Outcome:
+    def finished(self, cand: Candidate, *, record: dict, res: dict, speculative: bool = False) -> Outcome:
         self.done[cand.key()] = Outcome(res["val_acc"], res["train_acc"], res["status"])
         return self.done[cand.key()]
 
@@ -171,7 +171,7 @@ def replay_log_speculative(path: str | Path, slots: int = 4) -> ReplayReport:
     log, factory = _load(path)
     pool = OraclePool(log["candidates"], slots)
     try:
-        result = drive_speculative(factory, MemoryEvaluator(), pool, slots, lambda k: 0)
+        result = drive_speculative(factory, evaluator=MemoryEvaluator(), pool=pool, slots=slots, seed_of=lambda k: 0)
     finally:
         pool.close()
     oracle = Oracle(log["candidates"])
@@ -180,6 +180,6 @@ def replay_log_speculative(path: str | Path, slots: int = 4) -> ReplayReport:
             oracle(cand)
     except LogMismatch as e:
         return ReplayReport(str(path), oracle.index, len(log["candidates"]), False, str(e))
-    report = _report(path, log, result, oracle)
+    report = _report(path, log=log, result=result, oracle=oracle)
     report.details.append(f"{len(set(pool.trained))} candidates trained for {len(result.history)} requests")
     return report

@@ -143,7 +143,7 @@ def count_params(arch: Arch, in_channels: int, num_classes: int) -> int:
     return sum(c.params for c in layer_costs(arch, in_channels)) + final_width(arch) * num_classes + num_classes
 
 
-def count_macs(arch: Arch, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> int:
+def count_macs(arch: Arch, *, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> int:
     """Multiply-accumulates of one forward pass of one image (convolutions and the head)."""
     return sum(c.macs for c in layer_costs(arch, in_channels, input_size)) + final_width(arch) * num_classes
 
@@ -169,9 +169,9 @@ def count_embedding_params(arch: Arch, in_channels: int, embedding_dim: int) -> 
     return count_params(arch, in_channels, embedding_dim) + 2 * embedding_dim  # + BatchNorm1d affine
 
 
-def count_embedding_macs(arch: Arch, in_channels: int, embedding_dim: int, input_size: tuple[int, int]) -> int:
+def count_embedding_macs(arch: Arch, *, in_channels: int, embedding_dim: int, input_size: tuple[int, int]) -> int:
     """MACs of one image through ``EmbeddingNet``: convolutions and the embedding layer (BN folds away)."""
-    return count_macs(arch, in_channels, embedding_dim, input_size)
+    return count_macs(arch, in_channels=in_channels, num_classes=embedding_dim, input_size=input_size)
 
 
 def narrowest_width(config) -> int:

@@ -33,7 +33,7 @@ def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Candidate
         return None
 
 
-def _branch(factory: Callable[[], Strategy], at, history: list | None, out: Outcome):
+def _branch(factory: Callable[[], Strategy], *, at, history: list | None, out: Outcome):
     """(strategy, request) after the hypothetical ``out``; None where the search ends there.
 
     ``at`` waits after ``history``: forked if it can be (one decision), else the history is replayed
@@ -60,8 +60,7 @@ def last_accuracy(answers: list[Outcome]) -> float:
     return next((out.acc for out in reversed(answers) if out.usable), 50.0)
 
 
-def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: float, k: int, *,
-                at: Strategy | None = None) -> list[Candidate]:
+def likely_next(factory: Callable[[], Strategy], *, answers: list[Outcome], guess: float, k: int, at: Strategy | None = None) -> list[Candidate]:
     """Up to ``k`` candidates the strategy may request after the pending one, likeliest first.
 
     Breadth first over hypothetical outcomes of the pending request, then of the guessed ones:
@@ -79,7 +78,7 @@ def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: 
             path = {}
             for offset in GUESS_OFFSETS:
                 out = Outcome(min(max(guess + offset, 0.0), 100.0), min(guess, 99.0))
-                branch = _branch(factory, strategy, history, out)
+                branch = _branch(factory, at=strategy, history=history, out=out)
                 if branch is not None:
                     reached[branch[1]] += 1
                     path.setdefault(branch[1], (branch[0], None if forkable else history + [out]))
@@ -104,7 +103,7 @@ class Pool(Protocol):
 class _Speculator:
     """The running candidates of a speculative search: start, cancel and collect them."""
 
-    def __init__(self, evaluator, pool: Pool, slots: int, seed_of):
+    def __init__(self, evaluator, *, pool: Pool, slots: int, seed_of):
         self.evaluator, self.pool, self.slots, self.seed_of = evaluator, pool, slots, seed_of
         self.running: dict[str, tuple[Candidate, dict, cf.Future]] = {}
 
@@ -129,7 +128,7 @@ class _Speculator:
             c, record, _ = self.running.pop(key)
             res = self.pool.result(c, fut)
             if res is not None:
-                self.evaluator.finished(c, record, res, speculative=c != pending)  # the tag: is it asked for yet?
+                self.evaluator.finished(c, record=record, res=res, speculative=c != pending)  # the tag: is it asked for yet?
 
     def keep_only(self, wanted: list[Candidate]) -> None:
         """Cancel what is no longer wanted; start the wanted ones while slots are free."""
@@ -155,7 +154,7 @@ class _Speculator:
             self.pool.cancel(c, fut)
 
 
-def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, slots: int, seed_of) -> SearchResult:
+def drive_speculative(factory: Callable[[], Strategy], *, evaluator, pool: Pool, slots: int, seed_of) -> SearchResult:
     """Like ``strategies.drive``, with up to ``slots`` candidates training at once in ``pool``.
 
     ``evaluator`` answers from the journal (``known``), screens budgets (``screen``), tags and
@@ -163,7 +162,7 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
     """
     strategy = factory()
     answers: list[Outcome] = []
-    spec = _Speculator(evaluator, pool, slots, seed_of)
+    spec = _Speculator(evaluator, pool=pool, slots=slots, seed_of=seed_of)
 
     def evaluate(cand: Candidate) -> Outcome:
         evaluator.count += 1
@@ -171,7 +170,7 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
         if out is not None:
             evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
         elif spec.start(cand, speculative=False):
-            spec.keep_only([cand] + likely_next(factory, answers, last_accuracy(answers), slots - 1, at=strategy))
+            spec.keep_only([cand] + likely_next(factory, answers=answers, guess=last_accuracy(answers), k=slots - 1, at=strategy))
             out = spec.wait_for(cand)
         else:
             out = evaluator.known(cand)  # over a budget: screen() journaled it as skipped

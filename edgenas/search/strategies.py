@@ -74,8 +74,7 @@ def _better(out: Outcome, threshold: float | None, strict: bool = False) -> bool
 
 
 @functools.lru_cache(maxsize=65536)
-def matched_width(arch: Arch, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int, *,
-                  floor: int = 1) -> int | None:
+def matched_width(arch: Arch, *, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int, floor: int = 1) -> int | None:
     """The widest width <= ``start_width`` whose parameters (millions) are within budget + slack.
 
     Lowered one channel at a time, as the reference does, but never below ``floor``: None when
@@ -270,11 +269,12 @@ def _egnas_kernels(cfg: EgnasConfig, st: _State, shape) -> Strategy:
     st.stage = "done"
 
 
-def _matched(cfg: EgnasConfig, arch: Arch, start_width: int, *, budget: int, shape) -> Arch | None:
+def _matched(cfg: EgnasConfig, *, arch: Arch, start_width: int, budget: int, shape) -> Arch | None:
     """``arch`` narrowed to the macro budget: as the published code, down to width 1 (it once reached
     0, its bug); with ``micro_width_floor`` not below ``min_width``. None when even that is over."""
     floor = cfg.min_width if cfg.micro_width_floor else 1
-    w = matched_width(arch, start_width, budget, cfg.micro_param_slack, *shape, floor=floor)
+    w = matched_width(arch, start_width=start_width, budget=budget, slack=cfg.micro_param_slack, in_channels=shape[0],
+                      num_classes=shape[1], floor=floor)
     return None if w is None else arch.with_width(w)
 
 
@@ -282,7 +282,7 @@ def _next_op(cfg: EgnasConfig, st: _State, shape) -> Candidate | None:
     """The next layer's full conv at matched parameters; a change that cannot be matched is not tried."""
     while st.step + 1 < st.current.depth:
         st.step += 1
-        arch = _matched(cfg, st.current.with_op(st.step, CONV), st.base.width, budget=st.budget, shape=shape)
+        arch = _matched(cfg, arch=st.current.with_op(st.step, CONV), start_width=st.base.width, budget=st.budget, shape=shape)
         if arch is not None:
             return Candidate("ops", arch, cfg.micro_epochs)
     return None
@@ -294,7 +294,7 @@ def _next_kernel(cfg: EgnasConfig, st: _State, shape) -> Candidate | None:
     while st.step + 1 < st.current.depth * len(kernels):
         st.step += 1
         layer, k = divmod(st.step, len(kernels))
-        arch = _matched(cfg, st.current.with_kernel(layer, kernels[k]), st.ops_width, budget=st.budget, shape=shape)
+        arch = _matched(cfg, arch=st.current.with_kernel(layer, kernels[k]), start_width=st.ops_width, budget=st.budget, shape=shape)
         if arch is not None:
             return Candidate("kernels", arch, cfg.micro_epochs)
     return None

@@ -28,16 +28,16 @@ def trim(split: Split, n: int | None) -> Split:
     return split if not n or n >= len(split) else Split(split.x[:n], split.y[:n])
 
 
-def benchmark_data(name: str, data_dir: str | None, train_images: int | None, val_images: int | None, seed: int) -> ImageData:
+def benchmark_data(name: str, *, data_dir: str | None, train_images: int | None, val_images: int | None, seed: int) -> ImageData:
     """Real data when ``data_dir`` is given (or the dataset needs none), else synthetic of its shape and size."""
     if data_dir or not get_spec(name).needs_dir:
-        data = load_dataset(name, data_dir, seed=seed)
+        data = load_dataset(name, data_dir=data_dir, seed=seed)
     else:
         n_train, n_test = SIZES.get(name, (50000, 10000))
         n_val = val_images or round(0.1 * (train_images / 0.9 if train_images else n_train))
         if train_images:  # generate only what is used
             n_train = min(n_train, train_images + n_val)
-        data = synthetic_dataset(name, n_train, min(n_test, 1000), seed=seed, val_fraction=n_val / n_train)
+        data = synthetic_dataset(name, n_train=n_train, n_test=min(n_test, 1000), seed=seed, val_fraction=n_val / n_train)
     return dataclasses.replace(data, train=trim(data.train, train_images), val=trim(data.val, val_images))
 
 

@@ -47,7 +47,7 @@ def _set_rng_states(states: dict, device: torch.device) -> None:
     random.setstate(states["python"])
 
 
-def training_state(epoch: int, epochs: int, modules: list[nn.Module], loop, step) -> dict:
+def training_state(epoch: int, *, epochs: int, modules: list[nn.Module], loop, step) -> dict:
     """What a resumed ``fit`` needs to go on as if it had never stopped, after ``epoch`` of ``epochs``: a copy,
     which the training that goes on does not change. ``loop``: the trainer's ``_EagerLoop`` or a
     ``GraphedTrainer`` (``state_dict``/``load_state_dict``); ``step``: its ``_Step`` (generator, device)."""
@@ -55,7 +55,7 @@ def training_state(epoch: int, epochs: int, modules: list[nn.Module], loop, step
                           "loop": loop.state_dict(), "generator": step.gen.get_state(), "rng": _rng_states(step.device)})
 
 
-def restore(state: dict, epochs: int, modules: list[nn.Module], loop, step) -> int:
+def restore(state: dict, *, epochs: int, modules: list[nn.Module], loop, step) -> int:
     """Load a ``training_state`` into the training; the epoch it was taken after."""
     if state["epochs"] != epochs or len(state["modules"]) != len(modules):
         raise ValueError(f"the checkpoint is of a {state['epochs']}-epoch training, not of this {epochs}-epoch one")

@@ -348,9 +348,7 @@ def _data_path(spec: DatasetSpec, data_dir, *, download: bool) -> Path | None:
 
 def load_dataset(
     name: str,
-    data_dir: str | Path | None = None,
-    *,
-    download: bool = False,
+    *, data_dir: str | Path | None = None, download: bool = False,
     val_fraction: float = 0.1,
     seed: int = 0,
     input_size: tuple[int, int] | None = None,

@@ -93,7 +93,7 @@ def split_identities(counts, fraction: float, seed) -> tuple[np.ndarray, np.ndar
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def load_faces(name: str, data_dir, *, input_size=None, channels=None, val_identities: float = 0.2,
+def load_faces(name: str, *, data_dir, input_size=None, channels=None, val_identities: float = 0.2,
                val_pairs: int = 600, seed: int = 0, download: bool = False) -> FaceData:
     """Load an identity dataset whole and split it by identity (seeded): training identities, and two
     held-out groups (each ``val_identities`` of them) with ``val_pairs`` balanced pairs each."""

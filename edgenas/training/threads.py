@@ -53,7 +53,7 @@ def training_threads(requested: int, macs_per_step: int, cores: int | None = Non
     return check_threads(requested) or policy_threads(macs_per_step, cores)
 
 
-def plan_threads(plan: TrainPlan, forward_macs: int, train_images: int, cores: int | None = None) -> int:
+def plan_threads(plan: TrainPlan, *, forward_macs: int, train_images: int, cores: int | None = None) -> int:
     """The threads of a training under ``plan`` (``plan.threads``, or the policy where it is 0) of a network
     whose forward pass costs ``forward_macs`` per image, on ``train_images`` images."""
     batch = plan.fast_batch_size if plan.protocol == "fast" else plan.batch_size

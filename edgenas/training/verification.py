@@ -112,7 +112,7 @@ def fold_ids(same, folds: int = FOLDS) -> np.ndarray:
     return out
 
 
-def verify(scores, same, folds=None, far: float = FAR) -> Verification:
+def verify(scores, *, same, folds=None, far: float = FAR) -> Verification:
     """The standard protocol: k-fold accuracy (threshold from k-1 folds), best threshold, AUC, TAR@FAR.
 
     ``folds`` gives each pair's fold (default: ``fold_ids``, 10 balanced folds); it needs 2+ folds.
@@ -158,7 +158,7 @@ class Pairs:
         return len(self.same)
 
 
-def _draw_unique(rng, want: int, total: int, enumerate_all, draw_one) -> list[tuple[int, int]]:
+def _draw_unique(rng, *, want: int, total: int, enumerate_all, draw_one) -> list[tuple[int, int]]:
     """``min(want, total)`` distinct pairs: drawn from all of them when few, else by rejection."""
     if total <= max(4 * want, 20000):
         every = enumerate_all()
@@ -197,9 +197,9 @@ def make_pairs(labels, count: int, seed) -> Pairs:
         gi, gj = rng.choice(len(groups), 2, replace=False)
         return int(rng.choice(groups[gi])), int(rng.choice(groups[gj]))
 
-    same = _draw_unique(rng, half, n_same, lambda: [(int(g[i]), int(g[j])) for g in multi for i in range(len(g)) for j in range(i + 1, len(g))], same_one)
-    diff = _draw_unique(rng, half, n_diff, lambda: [(int(min(p, q)), int(max(p, q))) for x, gx in enumerate(groups)
-                                                    for gy in groups[x + 1:] for p in gx for q in gy], diff_one)
+    same = _draw_unique(rng, want=half, total=n_same, enumerate_all=lambda: [(int(g[i]), int(g[j])) for g in multi for i in range(len(g)) for j in range(i + 1, len(g))], draw_one=same_one)
+    diff = _draw_unique(rng, want=half, total=n_diff, enumerate_all=lambda: [(int(min(p, q)), int(max(p, q))) for x, gx in enumerate(groups)
+                                                    for gy in groups[x + 1:] for p in gx for q in gy], draw_one=diff_one)
     ab = np.array(same + diff, dtype=np.int64)
     flags = np.array([True] * len(same) + [False] * len(diff))
     order = rng.permutation(len(flags))
@@ -222,7 +222,7 @@ class PairLine:
         return self.name_a == self.name_b
 
 
-def _pair_error(path, line: int, expected: str, got: str) -> UserInputError:
+def _pair_error(path, *, line: int, expected: str, got: str) -> UserInputError:
     return UserInputError(f"pairs file {path}, line {line}: expected {expected}, got {got.strip()!r}")
 
 
@@ -243,15 +243,15 @@ def _bad_name(name: str) -> bool:
 def _pair_line(path, *, no: int, f: list[str], fold: int) -> PairLine:
     numbers = f[1:3] if len(f) == 3 else f[1:4:2]
     if len(f) not in (3, 4) or not all(_is_number(n) for n in numbers):
-        raise _pair_error(path, no, _SHAPE, " ".join(f))
+        raise _pair_error(path, line=no, expected=_SHAPE, got=" ".join(f))
     name_b = f[0] if len(f) == 3 else f[2]
     if len(f) == 4 and name_b == f[0]:
-        raise _pair_error(path, no, "two different names on a 4-field (different-people) line", " ".join(f))
+        raise _pair_error(path, line=no, expected="two different names on a 4-field (different-people) line", got=" ".join(f))
     if len(f) == 3 and numbers[0] == numbers[1]:
-        raise _pair_error(path, no, "two different image numbers on a same-person line", " ".join(f))
+        raise _pair_error(path, line=no, expected="two different image numbers on a same-person line", got=" ".join(f))
     if _bad_name(f[0]) or _bad_name(name_b):
-        raise _pair_error(path, no, "person names that are folder names (no '/', '\\', '..' or control characters)",
-                          " ".join(f))
+        raise _pair_error(path, line=no, expected="person names that are folder names (no '/', '\\', '..' or control characters)",
+                          got=" ".join(f))
     return PairLine(f[0], int(numbers[0]), name_b, int(numbers[1]), fold, no)
 
 
@@ -281,15 +281,15 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
         raise UserInputError(f"pairs file {path} is empty; expected {_HEADER} and pair lines")
     head_no, head = lines[0]
     if not 1 <= len(head) <= 2 or not all(_is_number(f) for f in head):
-        raise _pair_error(path, head_no, _HEADER, " ".join(head))
+        raise _pair_error(path, line=head_no, expected=_HEADER, got=" ".join(head))
     sets, per = (int(head[0]), int(head[1])) if len(head) == 2 else (1, int(head[0]))
     if sets == 1 and per < 2:
-        raise _pair_error(path, head_no, "2+ pairs of each kind in a one-set file (k-fold needs 2+ folds)", " ".join(head))
+        raise _pair_error(path, line=head_no, expected="2+ pairs of each kind in a one-set file (k-fold needs 2+ folds)", got=" ".join(head))
     body, want = lines[1:], sets * 2 * per
     out = []
     for index, (no, f) in enumerate(body):
         if index >= want:
-            raise _pair_error(path, no, f"no more lines: the header promises {sets} x 2 x {per} = {want} pairs", " ".join(f))
+            raise _pair_error(path, line=no, expected=f"no more lines: the header promises {sets} x 2 x {per} = {want} pairs", got=" ".join(f))
         out.append(_pair_line(path, no=no, f=f, fold=index // (2 * per)))
     if len(out) < want:
         raise UserInputError(f"pairs file {path}: the header (line {head_no}) promises {sets} x 2 x {per} = {want} pairs, "
