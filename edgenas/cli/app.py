@@ -58,7 +58,7 @@ class EdgenasGroup(click.Group):
     Ctrl-C exits 130 and SIGTERM 143; a search stopped either way keeps its journal (``--resume``).
     """
 
-    def main(self, args=None, *, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: PLR0917 (click's signature)
         try:
             with _sigterm_as_exception():
                 rv = super().main(args, prog_name or "edgenas", complete_var, standalone_mode=False, **extra)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import field
 
@@ -36,7 +37,7 @@ def _type_name(tp) -> str:
 def coerce(value, tp, where: str):
     """Check ``value`` against the annotation ``tp``; return it in the dataclass's type."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union and type(None) in args:
+    if origin in (typing.Union, types.UnionType) and type(None) in args:  # Optional[X] or X | None
         return coerce(value, next(a for a in args if a is not type(None)), where)
     if origin is tuple:
         if not isinstance(value, list):
