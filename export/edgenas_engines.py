@@ -193,7 +193,7 @@ class LiteRTRunner(EngineRunner):
     the image is quantised and the output dequantised with the file's own scales."""
 
     def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
-        super().__init__(model, runtime, threads=threads, device=device)
+        super().__init__(model, runtime=runtime, threads=threads, device=device)
         _import("litert")
         from ai_edge_litert.interpreter import Interpreter
 
@@ -238,7 +238,7 @@ class ExecuTorchRunner(EngineRunner):
     runtime's one thread pool, shared by every program in the process."""
 
     def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
-        super().__init__(model, runtime, threads=threads, device=device)
+        super().__init__(model, runtime=runtime, threads=threads, device=device)
         _import("executorch")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental API": its thread pool's only setter
@@ -270,7 +270,7 @@ class OpenVINORunner(EngineRunner):
     execution of the float parts), latency mode; a batch runs in one call (the batch axis is dynamic)."""
 
     def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
-        super().__init__(model, runtime, threads=threads, device=device)
+        super().__init__(model, runtime=runtime, threads=threads, device=device)
         ov = _import("openvino")
         self.runtime_version = package_version("openvino")
         if not companion_files(model)[0].is_file():
@@ -302,7 +302,7 @@ class NcnnRunner(EngineRunner):
     (ncnn's default stores weights in fp16 where the CPU can)."""
 
     def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
-        super().__init__(model, runtime, threads=threads, device=device)
+        super().__init__(model, runtime=runtime, threads=threads, device=device)
         ncnn = _import("ncnn")
         self.ncnn, self.runtime_version = ncnn, package_version("ncnn")
         weights = companion_files(model)[0]
@@ -343,4 +343,4 @@ def open_runner(model: str | Path, *, runtime: str, threads: int, device: str) -
     model = Path(model)
     if not model.name.endswith(suffix):
         raise EngineError(f"{model}: runtime {runtime} runs {suffix} files")
-    return RUNNERS[engine](model, runtime, threads=threads, device=device)
+    return RUNNERS[engine](model, runtime=runtime, threads=threads, device=device)

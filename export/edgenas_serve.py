@@ -186,7 +186,7 @@ class Measurer:
                 if self.kit.engines and s.runtime in self.kit.engines.RUNTIMES:
                     self.kit.engines.write_metadata(path, {"runtime": s.runtime, "layout": s.layout})
                 paths.append(path)
-            runners = [self._open(p, runtime=s, path=Path(tmp)) for p in paths]
+            runners = [self._open(p, s, Path(tmp)) for p in paths]
             try:
                 return self._time(job, runners, paths)
             finally:

@@ -42,7 +42,7 @@ def run_dir(tmp_path_factory) -> Path:
     (run / "arch.json").write_text(arch.to_json())
     torch.save(model.state_dict(), run / "model.pt")
     (run / "export").mkdir()
-    export_onnx(model, path=run / "export" / "model.onnx")
+    export_onnx(model, run / "export" / "model.onnx")
     return run
 
 

@@ -183,7 +183,7 @@ def export_onnx(path: Path, width: int) -> str:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[str, str]:
     d = tmp_path_factory.mktemp("models")
-    return export_onnx(d / "w16.onnx", path=16), export_onnx(d / "w32.onnx", path=32)  # w32: about 2.8x the MACs
+    return export_onnx(d / "w16.onnx", 16), export_onnx(d / "w32.onnx", 32)  # w32: about 2.8x the MACs
 
 
 PAIRED = dict(runtime="onnxruntime-cpu", rounds=12, threads=1, warmup=3, runs_per_round=15)

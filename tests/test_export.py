@@ -270,9 +270,9 @@ def test_cli_parity_failure_exits_1(exported, tmp_path, monkeypatch):
     run = copy_run(exported[0], tmp_path / "r")
     real = export_mod.export_onnx
 
-    def broken_export(model, path, input_shape, metadata):  # an exporter that loses a weight
-        model = type(model)(model.arch, model.in_channels, model.num_classes)
-        return real(model, path, input_shape, metadata)
+    def broken_export(model, *, path, input_shape, metadata):  # an exporter that loses a weight
+        model = type(model)(model.arch, in_channels=model.in_channels, num_classes=model.num_classes)
+        return real(model, path=path, input_shape=input_shape, metadata=metadata)
 
     monkeypatch.setattr(export_mod, "export_onnx", broken_export)
     result = CliRunner().invoke(cli(), ["export", str(run.path)])

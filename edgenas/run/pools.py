@@ -11,6 +11,7 @@ import multiprocessing
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -133,7 +134,7 @@ class RayPool:
         resources = {"num_gpus": min(1.0, gpus / workers)} if spec.device == "cuda" else {"num_cpus": 1}
         self.data = ray.put(spec.load())
         self.args = {"profile": spec.profile, "device": spec.device, "threads": spec.threads}
-        self.train = ray.remote(**resources)(_ray_train)
+        self.train: Any = ray.remote(**resources)(_ray_train)  # Ray's stubs type .remote() by positional arity only
         self.refs: dict[str, object] = {}
         self.cancelled: set[str] = set()
 
