@@ -6,16 +6,7 @@
     model = edgenas.build_model(arch, in_channels=1, num_classes=10)
 """
 
-from typing import TYPE_CHECKING
-
 from edgenas.version import __version__
-
-if TYPE_CHECKING:  # the lazy names below, for type checkers and linters
-    from edgenas.config.profile import load_profile
-    from edgenas.run.discover import discover
-    from edgenas.run.final import train_final
-    from edgenas.search.space import Arch, count_macs, count_params
-    from edgenas.training.network import build_model
 
 __all__ = ["Arch", "build_model", "count_params", "count_macs", "discover", "load_profile", "train_final", "__version__"]
 

@@ -102,14 +102,19 @@ def measured_source(profile: Profile, meta: RunMeta, data=None) -> CostSource:
     """Where latency is measured for real: the budget's device, else this machine. ``data``: the run's
     ImageData, whose training images calibrate the candidates an INT8 runtime times (else random images do)."""
     b = profile.budget
-    target = Target.of_run(meta, b)
     if b.device:
-        token = read_token(b.device_token_file, flag="budget.device_token_file")
-        return OnDevice(DeviceClient(b.device, token=token, retry_s=b.device_retry_s), target)
+        return device_source(profile, meta)
     calibration = None
     if data is not None and RUNTIMES[b.runtime].precision == "int8":
         calibration = calibration_images(data, LATENCY_CALIBRATION_IMAGES)
-    return MeasuredHere(target, calibration)
+    return MeasuredHere(Target.of_run(meta, b), calibration)
+
+
+def device_source(profile: Profile, meta: RunMeta) -> OnDevice:
+    """The budget's device server (``budget.device``, which the caller checked is set)."""
+    b = profile.budget
+    token = read_token(b.device_token_file, flag="budget.device_token_file")
+    return OnDevice(DeviceClient(b.device, token=token, retry_s=b.device_retry_s), Target.of_run(meta, b))
 
 
 def table_source(profile: Profile, meta: RunMeta) -> FromTable:
@@ -124,7 +129,7 @@ def table_source(profile: Profile, meta: RunMeta) -> FromTable:
     target = Target.of_run(meta, b)
     expected = target.keys()
     if b.device:
-        device = measured_source(profile, meta)
+        device = device_source(profile, meta)  # an OnDevice: its client times the table's parts
         device.check()
         expected = DeviceTimer(device.client, target).built_for()
     elif "device_url" not in table.built_for and is_available(b.runtime):

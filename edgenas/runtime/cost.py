@@ -8,7 +8,7 @@ its ``kind`` (the same words as ``Budget.latency_from``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,10 +35,11 @@ class CostSource(Protocol):
     def latency_ms(self, arch: Arch) -> float:
         """Median latency (ms) of one batch through ``arch``'s deployed network (``measure(prepare(arch))``)."""
 
-    def prepare(self, arch: Arch) -> object:
-        """What ``measure`` needs for ``arch``, built on the caller's thread (torch stays there)."""
+    def prepare(self, arch: Arch) -> Any:
+        """What ``measure`` needs for ``arch``, built on the caller's thread (torch stays there); each source
+        has its own kind of prepared network (hence ``Any``: only the source that made it measures it)."""
 
-    def measure(self, prepared: object) -> float:
+    def measure(self, prepared: Any) -> float:
         """The median latency (ms) of a ``prepare``d network; may run on another thread where ``ahead``."""
 
     def identity(self) -> dict:

@@ -145,7 +145,7 @@ class FaceTask:
         return {k: val for k, val in out.items() if val is not None}  # all in percent
 
 
-TASK_CLASSES = {"classify": ClassifyTask, "face": FaceTask}
+TASK_CLASSES: dict[str, type[Task]] = {"classify": ClassifyTask, "face": FaceTask}  # typed: mypy checks each against Task
 if tuple(TASK_CLASSES) != TASKS:  # the profile validates task names against config.profile.TASKS
     raise ImportError(f"training.tasks implements {tuple(TASK_CLASSES)} but profiles allow {TASKS}")
 
