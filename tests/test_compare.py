@@ -191,13 +191,13 @@ PAIRED = dict(runtime="onnxruntime-cpu", rounds=12, threads=1, warmup=3, runs_pe
 
 def test_paired_model_against_itself_is_not_flagged(models):
     for seed in range(3):
-        r = cmp.paired_compare(models[0], model_b=models[0], seed=seed, **PAIRED)
+        r = cmp.paired_compare(models[0], models[0], seed=seed, **PAIRED)
         assert not r.regressed and r.exit_code == 0, r.verdict
         assert len(r.ratios) == 12 and r.ci[0] <= r.median_ratio <= r.ci[1]
 
 
 def test_paired_twice_the_width_is_flagged(models):
-    r = cmp.paired_compare(models[0], model_b=models[1], **PAIRED)
+    r = cmp.paired_compare(models[0], models[1], **PAIRED)
     assert r.regressed and r.exit_code == 1 and r.ci[0] > 1.05, r.verdict
     assert r.median_ratio > 1.3 and "FAIL: B is slower than A" in r.verdict
     for b in (r.bench_a, r.bench_b):
@@ -205,7 +205,7 @@ def test_paired_twice_the_width_is_flagged(models):
         assert b["runs"] == 12 * 15 and b["rounds"] == 12 and b["threads"] == 1
     assert r.bench_b["model"].endswith("w32.onnx")
     # the narrower model against the wider one is not a regression
-    assert cmp.paired_compare(models[1], model_b=models[0], **PAIRED).exit_code == 0
+    assert cmp.paired_compare(models[1], models[0], **PAIRED).exit_code == 0
 
 
 # -- the CLI ---------------------------------------------------------------------------------------

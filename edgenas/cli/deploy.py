@@ -289,9 +289,9 @@ def _paired(models, *, markdown, threshold, json_a, json_b, write_baselines, opt
         check_writable(write_baselines, "--write-baselines", directory=True)
     if "device" in options:
         url = options.pop("device")
-        result = paired_compare_on_device(models[0], model_b=models[1], url=url, max_regression=threshold, **options)
+        result = paired_compare_on_device(models[0], models[1], url=url, max_regression=threshold, **options)
     else:
-        result = paired_compare(models[0], model_b=models[1], max_regression=threshold, **options)
+        result = paired_compare(models[0], models[1], max_regression=threshold, **options)
     click.echo(result.table(markdown))
     targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
     if write_baselines:

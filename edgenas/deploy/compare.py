@@ -298,7 +298,7 @@ def _check_paired(*, rounds: int, method: str, confidence: float) -> None:
                          f"at least {need} rounds")
 
 
-def paired_compare(model_a: str | Path, *, model_b: str | Path, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,
+def paired_compare(model_a: str | Path, model_b: str | Path, *, runtime: str | None = None, rounds: int = DEFAULT_ROUNDS,  # noqa: PLR0917 (A and B, a pair)
                    batch: int = 1, threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
                    runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
                    seed: int = 0, confidence: float = CONFIDENCE, method: str = intervals.DEFAULT_METHOD) -> PairedResult:
@@ -328,7 +328,7 @@ def paired_compare(model_a: str | Path, *, model_b: str | Path, runtime: str | N
     return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)
 
 
-def paired_compare_on_device(model_a: str | Path, *, model_b: str | Path, url: str, token: str,
+def paired_compare_on_device(model_a: str | Path, model_b: str | Path, *, url: str, token: str,  # noqa: PLR0917 (A and B, a pair)
                              runtime: str | None = None, rounds: int = DEFAULT_ROUNDS, batch: int = 1,
                              threads: int | None = None, warmup: int = DEFAULT_ROUND_WARMUP,
                              runs_per_round: int = DEFAULT_ROUND_RUNS, max_regression: float = DEFAULT_MAX_REGRESSION,
