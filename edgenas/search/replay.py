@@ -35,7 +35,7 @@ def dataset_shape(args: dict) -> tuple[int, int]:
     return DATASET_SHAPES[args.get("dataset", "CIFAR10")]
 
 
-def log_strategy(path: Path) -> str:
+def log_strategy(path: str | Path) -> str:
     return "trg" if Path(path).name.startswith("trg-") else "egnas"
 
 

@@ -44,6 +44,8 @@ def _branch(factory: Callable[[], Strategy], *, at, history: list | None, out: O
         if hasattr(at, "fork"):
             strategy = at.fork()
             return strategy, strategy.send(out)
+        if history is None:  # only a strategy that can fork comes without its history
+            return None
         strategy = factory()
         cand = next(strategy)
         for answer in [*history, out]:
@@ -75,13 +77,13 @@ def likely_next(factory: Callable[[], Strategy], *, answers: list[Outcome], gues
         next_frontier = []
         for strategy, history in frontier:
             reached: Counter = Counter()
-            path = {}
+            path: dict[Candidate, tuple[Strategy | None, list[Outcome] | None]] = {}
             for offset in GUESS_OFFSETS:
                 out = Outcome(min(max(guess + offset, 0.0), 100.0), min(guess, 99.0))
                 branch = _branch(factory, at=strategy, history=history, out=out)
                 if branch is not None:
                     reached[branch[1]] += 1
-                    path.setdefault(branch[1], (branch[0], None if forkable else history + [out]))
+                    path.setdefault(branch[1], (branch[0], None if history is None else history + [out]))
             for cand, _ in reached.most_common():
                 if cand not in found:
                     found.append(cand)

@@ -14,6 +14,7 @@ import copy
 import functools
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from edgenas.config.strategies import EgnasConfig, TrgConfig
 from edgenas.errors import SearchError
@@ -62,6 +63,16 @@ class SearchResult:
 
 
 Strategy = Generator[Candidate, Outcome, SearchResult]
+Stage = Generator[Candidate, Outcome, None]  # one stage of a strategy: it leaves its result in the state
+T = TypeVar("T")
+
+
+def _set(value: T | None, name: str) -> T:
+    """A state field that an earlier stage has set (``base``, ``current`` and ``best_acc`` from the width stage
+    on); None here is a bug in this module, not something a user can cause."""
+    if value is None:
+        raise RuntimeError(f"search state: {name} is not set at this stage (a bug in edgenas.search.strategies)")
+    return value
 
 
 def _better(out: Outcome, threshold: float | None, strict: bool = False) -> bool:
@@ -98,7 +109,7 @@ class StrategyRun(collections.abc.Generator):
     independent twin at the cost of one decision, not of a replay of the whole history.
     """
 
-    def __init__(self, body: Callable, state: _State):
+    def __init__(self, body: Callable, state: object):  # state: the strategy's own record, opaque here
         self._body, self.state = body, state
         self._gen = body(state)
 
@@ -175,7 +186,7 @@ def _narrower(cfg, st: _State, add_epochs: int) -> Candidate | None:
     if st.width <= cfg.min_width:
         return None
     st.width, st.epochs = st.width - cfg.width_step, st.epochs + add_epochs
-    return Candidate("width", st.base.with_width(st.width), st.epochs)
+    return Candidate("width", _set(st.base, "base").with_width(st.width), st.epochs)
 
 
 def _enter_micro(st: _State, stage: str) -> None:
@@ -195,10 +206,10 @@ def _egnas_body(cfg: EgnasConfig, shape: tuple[int, int], st: _State) -> Strateg
     stages = {"depth": _egnas_depth, "width": _egnas_width, "ops": _egnas_ops, "kernels": _egnas_kernels}
     while st.stage != "done":
         yield from stages[st.stage](cfg, st, shape)
-    return SearchResult(st.current, st.disc_epochs, st.best_acc if st.best_acc is not None else 0.0)
+    return SearchResult(_set(st.current, "current"), st.disc_epochs, st.best_acc if st.best_acc is not None else 0.0)
 
 
-def _egnas_depth(cfg: EgnasConfig, st: _State, shape) -> Strategy:
+def _egnas_depth(cfg: EgnasConfig, st: _State, shape) -> Stage:
     """Grow while it pays; deeper candidates train longer. A failed training is a patience failure."""
     while st.pending is not None:
         out = yield st.pending
@@ -210,7 +221,7 @@ def _egnas_depth(cfg: EgnasConfig, st: _State, shape) -> Strategy:
             continue
         if out.usable and (st.best_acc is None or out.acc >= st.best_acc + cfg.depth_gain):
             st.best, st.best_acc, st.best_train, st.failures = st.pending.arch, out.acc, out.train_acc, 0
-        elif out.usable and out.acc >= st.best_acc - cfg.depth_keep:
+        elif out.usable and st.best_acc is not None and out.acc >= st.best_acc - cfg.depth_keep:
             pass
         elif st.failures != cfg.depth_patience:
             st.failures += 1
@@ -225,7 +236,7 @@ def _egnas_depth(cfg: EgnasConfig, st: _State, shape) -> Strategy:
     st.pending = _narrower(cfg, st, cfg.add_epochs_width)
 
 
-def _egnas_width(cfg: EgnasConfig, st: _State, shape) -> Strategy:
+def _egnas_width(cfg: EgnasConfig, st: _State, shape) -> Stage:
     """Narrower candidates, more epochs each, accepted while no worse than the last accepted."""
     while st.pending is not None:
         out = yield st.pending
@@ -240,26 +251,27 @@ def _egnas_width(cfg: EgnasConfig, st: _State, shape) -> Strategy:
             break
         st.pending = _narrower(cfg, st, cfg.add_epochs_width)
     _enter_micro(st, "ops")
-    st.pending = Candidate("ops", st.base, cfg.micro_epochs)
+    st.pending = Candidate("ops", _set(st.base, "base"), cfg.micro_epochs)
 
 
-def _egnas_ops(cfg: EgnasConfig, st: _State, shape) -> Strategy:
+def _egnas_ops(cfg: EgnasConfig, st: _State, shape) -> Stage:
     """Proxy training; each layer tried as a full conv at matched parameters, kept if strictly better."""
     while st.pending is not None:
         out = yield st.pending
         if st.step < 0:  # the macro result retrained: the accuracy and parameters to beat
+            base = _set(st.base, "base")
             st.best_acc = out.acc if out.usable else None
-            st.budget, st.ops_width = count_params(st.base, *shape), st.base.width
+            st.budget, st.ops_width = count_params(base, *shape), base.width
         elif _better(out, st.best_acc, strict=True):
             st.current, st.best_acc, st.ops_width = st.pending.arch, out.acc, st.pending.arch.width
         st.pending = _next_op(cfg, st, shape)
-    st.current = st.current.with_width(st.ops_width)
+    st.current = _set(st.current, "current").with_width(st.ops_width)
     st.budget = count_params(st.current, *shape)
     st.stage, st.step = "kernels", -1
     st.pending = _next_kernel(cfg, st, shape)
 
 
-def _egnas_kernels(cfg: EgnasConfig, st: _State, shape) -> Strategy:
+def _egnas_kernels(cfg: EgnasConfig, st: _State, shape) -> Stage:
     """Larger kernels at matched parameters, kept if strictly better."""
     while st.pending is not None:
         out = yield st.pending
@@ -280,9 +292,10 @@ def _matched(cfg: EgnasConfig, *, arch: Arch, start_width: int, budget: int, sha
 
 def _next_op(cfg: EgnasConfig, st: _State, shape) -> Candidate | None:
     """The next layer's full conv at matched parameters; a change that cannot be matched is not tried."""
-    while st.step + 1 < st.current.depth:
+    current, base = _set(st.current, "current"), _set(st.base, "base")
+    while st.step + 1 < current.depth:
         st.step += 1
-        arch = _matched(cfg, arch=st.current.with_op(st.step, CONV), start_width=st.base.width, budget=st.budget, shape=shape)
+        arch = _matched(cfg, arch=current.with_op(st.step, CONV), start_width=base.width, budget=st.budget, shape=shape)
         if arch is not None:
             return Candidate("ops", arch, cfg.micro_epochs)
     return None
@@ -290,11 +303,11 @@ def _next_op(cfg: EgnasConfig, st: _State, shape) -> Candidate | None:
 
 def _next_kernel(cfg: EgnasConfig, st: _State, shape) -> Candidate | None:
     """The next (layer, kernel) at matched parameters; a change that cannot be matched is not tried."""
-    kernels = cfg.micro_kernels
-    while st.step + 1 < st.current.depth * len(kernels):
+    kernels, current = cfg.micro_kernels, _set(st.current, "current")
+    while st.step + 1 < current.depth * len(kernels):
         st.step += 1
         layer, k = divmod(st.step, len(kernels))
-        arch = _matched(cfg, arch=st.current.with_kernel(layer, kernels[k]), start_width=st.ops_width, budget=st.budget, shape=shape)
+        arch = _matched(cfg, arch=current.with_kernel(layer, kernels[k]), start_width=st.ops_width, budget=st.budget, shape=shape)
         if arch is not None:
             return Candidate("kernels", arch, cfg.micro_epochs)
     return None
@@ -308,10 +321,10 @@ def _trg_body(cfg: TrgConfig, st: _State) -> Strategy:
     stages = {"depth": _trg_depth, "width": _trg_width, "micro": _trg_micro}
     while st.stage != "done":
         yield from stages[st.stage](cfg, st)
-    return SearchResult(st.current, None, st.best_acc)
+    return SearchResult(_set(st.current, "current"), None, _set(st.best_acc, "best_acc"))
 
 
-def _trg_depth(cfg: TrgConfig, st: _State) -> Strategy:
+def _trg_depth(cfg: TrgConfig, st: _State) -> Stage:
     """Grow while it pays; the first drop (a failed training is one) stops it (and, with
     ``over_budget = "stop"``, the first candidate over a budget)."""
     while st.pending is not None:
@@ -324,7 +337,7 @@ def _trg_depth(cfg: TrgConfig, st: _State) -> Strategy:
             continue
         if out.usable and (st.best_acc is None or out.acc >= st.best_acc + cfg.depth_gain):
             st.best, st.best_acc, st.best_train = st.pending.arch, out.acc, out.train_acc
-        elif not (out.usable and out.acc >= st.best_acc - cfg.depth_keep):
+        elif not (out.usable and st.best_acc is not None and out.acc >= st.best_acc - cfg.depth_keep):
             break
         st.pending = _deeper(cfg, st, 0)
     st.width_ref = st.best_acc
@@ -333,7 +346,7 @@ def _trg_depth(cfg: TrgConfig, st: _State) -> Strategy:
     st.pending = _narrower(cfg, st, 0)
 
 
-def _trg_width(cfg: TrgConfig, st: _State) -> Strategy:
+def _trg_width(cfg: TrgConfig, st: _State) -> Stage:
     """Narrower while within ``width_drop`` of the depth stage's best; the first drop (or failure) stops it."""
     while st.pending is not None:
         out = yield st.pending
@@ -351,25 +364,26 @@ def _trg_width(cfg: TrgConfig, st: _State) -> Strategy:
     st.pending = _trg_change(cfg, st)
 
 
-def _trg_micro(cfg: TrgConfig, st: _State) -> Strategy:
+def _trg_micro(cfg: TrgConfig, st: _State) -> Stage:
     """Ops, then kernels, of the first ``2 L // 3`` layers; a change is kept if it gains ``micro_gain``."""
     while st.pending is not None:
         out = yield st.pending
-        if _better(out, st.best_acc + cfg.micro_gain, strict=True):
+        if _better(out, _set(st.best_acc, "best_acc") + cfg.micro_gain, strict=True):
             st.current, st.best_acc = st.pending.arch, out.acc
         st.pending = _trg_change(cfg, st)
     st.stage = "done"
 
 
 def _trg_change(cfg: TrgConfig, st: _State) -> Candidate | None:
-    layers = 2 * st.current.depth // 3
+    current = _set(st.current, "current")
+    layers = 2 * current.depth // 3
     st.step += 1
     if st.step < layers:
-        return Candidate("ops", st.current.with_op(st.step, CONV), cfg.epochs)
+        return Candidate("ops", current.with_op(st.step, CONV), cfg.epochs)
     layer, k = divmod(st.step - layers, max(1, len(cfg.micro_kernels)))
     if not cfg.micro_kernels or layer >= layers:
         return None
-    return Candidate("kernels", st.current.with_kernel(layer, cfg.micro_kernels[k]), cfg.epochs)
+    return Candidate("kernels", current.with_kernel(layer, cfg.micro_kernels[k]), cfg.epochs)
 
 
 Evaluator = Callable[[Candidate], Outcome]
