@@ -144,7 +144,7 @@ def _search(profile: Profile, *, evaluator: CandidateEvaluator, spec: PoolSpec, 
         pool.close()
 
 
-def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = None, data_dir: str | None = None,
+def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = None, data_dir: str | Path | None = None,
              out: str | Path | None = None, device: str | None = None, seed: int = 0, resume: bool = False,
              download: bool = False, workers: int = 1, ray: str | None = None, threads: int | None = None,
              log: Log = stderr_log, progress=None) -> dict:
@@ -213,7 +213,7 @@ def winner_latency(run: RunDir, *, profile: Profile, arch: Arch, log: Log, data=
                    source: CostSource | None = None) -> dict:
     """The winner's latency for summary.json: ``latency_ms`` measured (None, said why, where its runtime
     is missing here) and, where a latency table predicted the candidates' (``source``), its prediction beside it."""
-    out = {"latency_ms": None}
+    out: dict[str, object] = {"latency_ms": None}
     try:
         source = source or latency_source(profile, run.meta, data)
         if source.kind == "table":  # a prediction: the winner is measured for real beside it

@@ -39,7 +39,7 @@ def _one_line(e: BaseException) -> str:
 def write_failure(path: Path, e: OSError, *, in_progress: bool) -> EdgenasError:
     """The one-line error for a failed write of ``path``: ``RunWriteError`` (exit 1) when work was in
     progress, else ``RunDirError`` (exit 2: nothing was started)."""
-    why = WHY.get(e.errno) or " ".join((e.strerror or str(e)).split())
+    why = (e.errno is not None and WHY.get(e.errno)) or " ".join((e.strerror or str(e)).split())
     if not in_progress:
         return RunDirError(f"cannot write {path}: {why}")
     return RunWriteError(f"cannot write {path}: {why}; the run stopped and nothing torn was left: fix that "

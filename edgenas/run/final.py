@@ -119,7 +119,7 @@ def _checkpoint_every(value, profile: Profile) -> int:
 
 def train_final(target: str | Path, *, epochs: int | None = None, device: str | None = None,
                 seed: int | None = None, profile: str | None = None, dataset: str | None = None,
-                data_dir: str | None = None, out: str | None = None, download: bool = False,
+                data_dir: str | Path | None = None, out: str | Path | None = None, download: bool = False,
                 threads: int | None = None, checkpoint_every: int | None = None, resume: bool = False,
                 log: Log = stderr_log, progress=None) -> dict:
     """Train TARGET (a run directory or an ARCH.json) and save the weights into its run directory.

@@ -114,7 +114,7 @@ class RunMeta:
                                       ds.get("input_size"), ds.get("channels"), _sizes(ds.get("sizes")),
                                       _fingerprint(ds.get("fingerprint"))),
                 data=DataShape(int(data["in_channels"]), int(data["num_classes"]),
-                               tuple(int(v) for v in data["input_size"]), tuple(float(v) for v in data["mean"]),
+                               _hw(data["input_size"]), tuple(float(v) for v in data["mean"]),
                                tuple(float(v) for v in data["std"]), tuple(str(c) for c in data["class_names"]),
                                data.get("face")),
                 origin={k: d[k] for k in ORIGIN if k in d} or None,
@@ -123,6 +123,12 @@ class RunMeta:
         except (KeyError, TypeError, ValueError, AttributeError, ProfileError) as e:
             what = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
             raise RunDirError(f"{source} is damaged ({what}); it cannot be read as an edgenas run") from None
+
+
+def _hw(value) -> tuple[int, int]:
+    """An (H, W) pair; any other length is a ``ValueError``."""
+    h, w = (int(v) for v in value)
+    return h, w
 
 
 def _threads(value) -> int | None:

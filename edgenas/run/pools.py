@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import logging
 import multiprocessing
 import sys
 from collections.abc import Callable
@@ -127,14 +128,15 @@ class RayPool:
             raise ParamError("ray", address, "Ray is not installed: pip install 'edgenas[ray]'") from None
         self.ray = ray
         ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 logging_level="WARNING", ignore_reinit_error=True)
+                 logging_level=logging.WARNING, ignore_reinit_error=True)
         gpus = ray.cluster_resources().get("GPU", 0)
         if spec.device == "cuda" and not gpus:
             raise ParamError("ray", address, "the Ray cluster has no GPU; train on the CPU or start Ray workers on GPU machines")
         resources = {"num_gpus": min(1.0, gpus / workers)} if spec.device == "cuda" else {"num_cpus": 1}
         self.data = ray.put(spec.load())
         self.args = {"profile": spec.profile, "device": spec.device, "threads": spec.threads}
-        self.train: Any = ray.remote(**resources)(_ray_train)  # Ray's stubs type .remote() by positional arity only
+        # Ray's stubs type a remote function by its positional arity only: a keyword-only one matches no overload
+        self.train: Any = ray.remote(**resources)(_ray_train)  # type: ignore[arg-type]
         self.refs: dict[str, object] = {}
         self.cancelled: set[str] = set()
 

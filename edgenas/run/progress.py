@@ -8,9 +8,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edgenas.run.log import quiet_log, stderr_log
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 Log = Callable[[str], None]
 
@@ -74,7 +77,7 @@ class LiveProgress:
         self.bar = Bar(TextColumn("{task.description}", markup=False), BarColumn(bar_width=30), TextColumn("epoch"),
                        MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[tally]}"),
                        console=self.console, transient=False, refresh_per_second=4)
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> LiveProgress:
         self.bar.start()

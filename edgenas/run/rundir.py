@@ -24,6 +24,7 @@ from pathlib import Path
 from edgenas.errors import ParamError, RunDirError
 from edgenas.run.files import (
     NUMBER,
+    Fields,
     append_jsonl,
     read_jsonl,
     trim_torn_tail,
@@ -37,8 +38,8 @@ from edgenas.search.space import Arch
 __all__ = ["RunDir", "append_jsonl", "read_jsonl", "write_json_atomic"]
 
 # What the search reads back from each record (the rest is for people and summaries).
-JOURNAL_FIELDS = {"key": str, "status": str, "acc": NUMBER, "train_acc": NUMBER, "seconds": NUMBER}
-LATENCY_FIELDS = {"key": str, "ms": NUMBER}
+JOURNAL_FIELDS: Fields = {"key": str, "status": str, "acc": NUMBER, "train_acc": NUMBER, "seconds": NUMBER}
+LATENCY_FIELDS: Fields = {"key": str, "ms": NUMBER}
 DATA_CHANGES = {"data": "classes, image shape or pixel statistics", "sizes": "split sizes", "fingerprint": "images"}
 
 

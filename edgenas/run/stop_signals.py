@@ -6,8 +6,8 @@ import signal
 import threading
 from contextlib import contextmanager
 
-SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as a shell reports it
+SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as a shell reports it
 
 
 class StopRequest:
@@ -21,11 +21,11 @@ class StopRequest:
 
     @property
     def name(self) -> str:
-        return SIGNAL_NAMES.get(self.signum, "a signal")
+        return "a signal" if self.signum is None else SIGNAL_NAMES.get(self.signum, "a signal")
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES.get(self.signum, 1)
+        return 1 if self.signum is None else EXIT_CODES.get(self.signum, 1)
 
 
 @contextmanager
