@@ -76,8 +76,8 @@ def cpu_freq_mhz(root: Path) -> float | None:
         return round(sum(khz) / len(khz) / 1000, 1)
     mhz = [_number(line.split(":", 1)[1]) for line in (_read(root, "proc/cpuinfo") or "").splitlines()
            if line.split(":")[0].strip() == "cpu MHz" and ":" in line]
-    mhz = [x for x in mhz if x]
-    return round(sum(mhz) / len(mhz), 1) if mhz else None
+    read = [x for x in mhz if x]
+    return round(sum(read) / len(read), 1) if read else None
 
 
 def cpu_max_freq_mhz(root: Path) -> float | None:
@@ -88,8 +88,8 @@ def cpu_max_freq_mhz(root: Path) -> float | None:
 def load_avg(root: Path) -> list[float] | None:
     """The 1, 5 and 15 minute load averages (/proc/loadavg)."""
     parts = (_read(root, "proc/loadavg") or "").split()
-    values = [_number(p) for p in parts[:3]]
-    return values if len(values) == 3 and None not in values else None
+    values = [v for v in map(_number, parts[:3]) if v is not None]
+    return values if len(values) == 3 else None
 
 
 def temperatures_c(root: Path) -> dict[str, float] | None:
@@ -218,10 +218,10 @@ def describe(env: dict) -> str:
     """One line of the readings an environment block has, e.g. for ``edgenas bench``'s output."""
     clock = env.get("cpu_freq_mhz") and f"CPU {env['cpu_freq_mhz']:g} MHz" + (
         f" (max {env['cpu_max_freq_mhz']:g})" if env.get("cpu_max_freq_mhz") else "")
-    loads = env.get("load_avg_before"), env.get("load_avg_after")
+    before, after = env.get("load_avg_before"), env.get("load_avg_after")
     temps = env.get("temperatures_c")
     parts = [env.get("cpu_governor") and f"governor {env['cpu_governor']}", clock,
-             all(loads) and f"load {loads[0][0]:g} -> {loads[1][0]:g} on {env.get('cpus')} CPUs",
+             before and after and f"load {before[0]:g} -> {after[0]:g} on {env.get('cpus')} CPUs",
              temps and f"max {max(temps.values()):g} °C",
              env.get("jetson_nvpmodel") and f"nvpmodel {env['jetson_nvpmodel']}",
              env.get("jetson_clocks") is not None and f"jetson_clocks {'on' if env['jetson_clocks'] else 'off'}",

@@ -118,9 +118,11 @@ class OnDevice:
         return float(record["p50_ms"])
 
     def identity(self) -> dict:
-        if not self._measured_on and self._status is None:
-            self._status = self.client.status()
-        where = self._measured_on or {"device": self._status["device"], "host": self._status["host"]}
+        where = self._measured_on
+        if not where:
+            if self._status is None:
+                self._status = self.client.status()
+            where = {"device": self._status["device"], "host": self._status["host"]}
         return {"source": self.kind, "url": self.client.url, **where, "runtime": self.target.runtime,
                 "threads": self.threads, "batch": self.target.batch, "input_shape": list(self.target.input_chw)}
 

@@ -107,11 +107,9 @@ class DeviceClient:
             except _Retry as e:
                 reason = e.reason
             if time.monotonic() + delay > deadline:
-                error = DeviceUnavailable(f"device {self.url} is not answering ({reason}) after {attempts} attempt"
-                                          f"{'s' if attempts > 1 else ''} in {budget:g} s: start `edgenas_kit.py serve` "
-                                          "there again (a search continues with --resume)")
-                error.reason = reason
-                raise error
+                raise DeviceUnavailable(f"device {self.url} is not answering ({reason}) after {attempts} attempt"
+                                        f"{'s' if attempts > 1 else ''} in {budget:g} s: start `edgenas_kit.py serve` "
+                                        "there again (a search continues with --resume)", reason=reason)
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 

@@ -72,7 +72,8 @@ def space_parts(config, input_chw: tuple[int, int, int], outputs: int) -> list[P
     ``max_width``, not only the width stage's grid: the micro stages narrow a network one channel at a
     time to keep its parameters within budget.
     """
-    shapes, ends = set(), set()
+    shapes: set[Part] = set()
+    ends: set[Part] = set()
     for width in range(narrowest_width(config), config.max_width + 1):
         for depth in range(config.min_depth, config.max_depth + 1):
             parts = arch_parts(Arch.plain(depth, width), input_chw, outputs)
@@ -118,7 +119,8 @@ class LatencyTable:
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
-        return tuple(int(v) for v in self.built_for["input_shape"])
+        c, h, w = (int(v) for v in self.built_for["input_shape"])
+        return c, h, w
 
     def predict_ms(self, arch: Arch) -> float:
         """Predicted median latency (ms) of ``arch``; a part the table lacks is a ``UserInputError``."""

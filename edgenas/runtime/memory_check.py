@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgenas.config.memory_targets import MEMORY_TARGETS
 from edgenas.errors import ParamError
@@ -34,7 +35,8 @@ def check_memory(config, *, input_chw: tuple[int, int, int], outputs: int, conve
     version, row = tflm_version(), MEMORY_TARGETS[target]
     rng = random.Random(seed)
     archs = [random_arch(config, rng) for _ in range(samples)]
-    started, networks = time.monotonic(), []
+    started = time.monotonic()
+    networks: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgenas-memory-") as tmp:
         for i, arch in enumerate(archs, start=1):
             model = random_network(arch, Target("classify", input_chw, outputs, "litert-int8"))

@@ -41,6 +41,8 @@ def export_onnx(model, *, path: str | Path, input_shape: tuple[int, int, int], m
         model, (x,), dynamo=True, opset_version=ONNX_OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
         dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False,
     )
+    if program is None:  # only without dynamo=True
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from types import SimpleNamespace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from torch import nn
@@ -205,7 +205,10 @@ def build_table(config, *, target: Target, timer: ModuleTimer, model: str = "loo
     built_for = timer.built_for()
     rng = random.Random(seed)
     archs = [random_arch(config, rng) for _ in range(samples)]
-    entries, fitted, coef, empty = {}, (1.0, 0.0), (), None
+    entries: dict[str, float] = {}
+    fitted: tuple[float, float] = (1.0, 0.0)
+    coef: tuple[float, ...] = ()
+    empty: float | None = None
     if model == "lookup":
         entries, empty = _time_parts(space_parts(config, target.input_chw, target.outputs), timer=timer, target=target,
                                      log=log, rounds=rounds)
@@ -323,7 +326,7 @@ class DeviceTimer:
         t = self.target
         onnx = timing_graph(module, target=t, input_chw=input_chw)
         cpu = not RUNTIMES[t.runtime].needs_gpu
-        runs = dict(warmup=5, runs=QUICK_DEVICE_RUNS) if self.quick else {}
+        runs: dict[str, Any] = dict(warmup=5, runs=QUICK_DEVICE_RUNS) if self.quick else {}
         return self.client.bench(onnx, runtime=t.runtime, threads=t.threads if cpu else None, batch=t.batch,
                                  name=name, **runs)
 

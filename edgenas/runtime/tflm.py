@@ -61,6 +61,15 @@ def _try_arena(path: str | Path, arena: int) -> str | None:
     return done.stderr if done.returncode == 0 else None
 
 
+def _allocated(report: str, *, part: str, path: str | Path) -> int:
+    """The bytes of ``part`` (head, tail) in TFLM's allocation report."""
+    found = re.search(rf"allocation {part} (\d+) bytes", report)
+    if found is None:
+        raise EdgenasError(f"{path}: TFLM's allocation report names no {part} size (tflite-micro {tflm_version()}); "
+                           "report this with the file")
+    return int(found.group(1))
+
+
 def measure_arena(path: str | Path) -> ArenaMeasurement:
     """The arena of ``path`` (a full-integer ``.tflite``): TFLM's head and tail from a generous arena, then the
     smallest arena it runs with, by bisection below their sum (each size in a subprocess of its own)."""
@@ -72,7 +81,7 @@ def measure_arena(path: str | Path) -> ArenaMeasurement:
             raise UserInputError(f"{path}: TFLM could not run it even with a {LARGEST_ARENA:,}-byte arena")
         arena = min(LARGEST_ARENA, 4 * arena)
         report = _try_arena(path, arena)
-    head, tail = (int(re.search(rf"allocation {part} (\d+) bytes", report).group(1)) for part in ("head", "tail"))
+    head, tail = (_allocated(report, part=part, path=path) for part in ("head", "tail"))
     high = head + tail  # runs: the planner's and the persistent sections, laid out without slack
     gap = ALIGNMENT_SLACK
     while high - gap > 0 and _try_arena(path, high - gap) is not None:
