@@ -31,7 +31,10 @@ class Checkpointing:
 
 def _rng_states(device: torch.device) -> dict:
     """Every random state a training could touch: torch's (and CUDA's), numpy's, Python's."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state()  # legacy=True (the default): the tuple, never the dict
+    if isinstance(state, dict):
+        raise TypeError("numpy.random.get_state() returned a dict; edgenas saves the legacy tuple")
+    kind, keys, pos, has_gauss, gauss = state
     return {"torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],

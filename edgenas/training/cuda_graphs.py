@@ -42,7 +42,7 @@ class GraphedTrainer:
         self.batches = self.order[: self.full * sched.batch_size].view(self.full, sched.batch_size)
         self.loss_sum = torch.zeros((), device=dev)
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)
-        self.graph = None
+        self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
 
     def _train_on(self, idx: torch.Tensor) -> None:
@@ -93,10 +93,11 @@ class GraphedTrainer:
                     graph.capture_end()
             torch.cuda.current_stream().wait_stream(side)
         except Exception as e:  # noqa: BLE001 - any capture failure: train on, eagerly
-            while e.__context__ is not None:  # the first error, not capture_end's "capture invalidated"
-                e = e.__context__
-            warnings.warn(f"CUDA graph capture failed, training this candidate eagerly ({type(e).__name__}: "
-                          f"{' '.join(str(e).split())[:300]})", RuntimeWarning, stacklevel=3)
+            first: BaseException = e
+            while first.__context__ is not None:  # the first error, not capture_end's "capture invalidated"
+                first = first.__context__
+            warnings.warn(f"CUDA graph capture failed, training this candidate eagerly ({type(first).__name__}: "
+                          f"{' '.join(str(first).split())[:300]})", RuntimeWarning, stacklevel=3)
             torch.cuda.synchronize()
             self.capture = False
             # the generator took part in the broken capture; go on with a fresh one, still seeded

@@ -11,6 +11,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ class Split:
         return Split(self.x.to(device), self.y.to(device))
 
 
+_Data = TypeVar("_Data", bound="ImageData")  # ImageData or a subclass (FaceData): ``to`` keeps the kind
+
+
 @dataclass(frozen=True)
 class ImageData:
     """A whole dataset in memory. ``mean``/``std`` are per channel, in [0, 1] pixel units."""
@@ -58,7 +62,7 @@ class ImageData:
     flip: bool  # horizontal-flip augmentation
     synthetic: bool = False
 
-    def to(self, device: torch.device | str) -> ImageData:
+    def to(self: _Data, device: torch.device | str) -> _Data:
         """A copy with every tensor on ``device`` (a no-op copy when they are there already)."""
         return dataclasses.replace(
             self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
@@ -151,7 +155,8 @@ def _torchvision(class_name: str, layout: str, **kwargs) -> Loader:
             x = torch.as_tensor(np.asarray(ds.data))
             x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)  # CIFAR is NHWC, the MNIST family NHW
             splits += [x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
-        return (*splits, tuple(str(c) for c in ds.classes))
+        x_train, y_train, x_test, y_test = splits
+        return x_train, y_train, x_test, y_test, tuple(str(c) for c in ds.classes)
 
     return load
 
@@ -180,6 +185,8 @@ def _read_image_folder(root: Path, opts: _LoadOptions):
 
 
 def _load_imagefolder(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
+    if data_dir is None:  # the spec needs a folder: load_dataset has refused None already
+        raise DataError(f"dataset {spec.name} needs a data directory: pass --data-dir DIR")
     train_dir, test_dir = data_dir / "train", data_dir / "test"
     if train_dir.is_dir() != test_dir.is_dir():  # read as class folders, "train" would be a class of its own
         there, missing = (train_dir, test_dir) if train_dir.is_dir() else (test_dir, train_dir)
@@ -264,7 +271,8 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     out = torch.empty((x.shape[0], x.shape[1], *size), dtype=torch.uint8, device=x.device)
-    step = _resize_chunk(tuple(x.shape[1:]), size)
+    c, h, w = x.shape[1:]
+    step = _resize_chunk((c, h, w), size)
     for i in range(0, x.shape[0], step):
         chunk = x[i : i + step].float()
         chunk = F.interpolate(chunk, size=size, mode="bilinear", antialias=True, align_corners=False)
@@ -373,8 +381,8 @@ def load_dataset(
     opts = _LoadOptions(download=download, input_size=size, channels=channels or spec.in_channels)
     x_train, y_train, x_test, y_test, class_names = spec.loader(spec, path, opts)
     if tuple(x_train.shape[-2:]) != size:  # resized copies are allocated below: check before
-        n, c = len(x_train) + len(x_test), int(x_train.shape[1])
-        check_memory(resize_bytes(n, tuple(x_train.shape[1:]), size),
+        n, (c, h, w) = len(x_train) + len(x_test), x_train.shape[1:]
+        check_memory(resize_bytes(n, (c, h, w), size),
                      what=f"{name}: {n} images resized to {c}x{size[0]}x{size[1]}", hint="use a smaller data.input_size")
     x_train, x_test = resize(x_train, size), resize(x_test, size)
     val = stratified_holdout(y_train, val_fraction, seed)
@@ -382,7 +390,7 @@ def load_dataset(
     _check_rankable(f"{name}: {path}" if path else name, y_train=y_train[train], n_val=len(val), n_test=len(y_test),
                     class_names=class_names, val_fraction=val_fraction)
     train_split = Split(x_train[train].contiguous(), y_train[train].contiguous())
-    if spec.mean is None:
+    if spec.mean is None or spec.std is None:  # both or neither
         mean, std = channel_stats(train_split.x)
     else:
         mean, std = spec.mean, spec.std

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,13 @@ INPUT_SIZE = (112, 112)  # (H, W) when the profile sets no data.input_size: the 
 LFW_IMAGE_SETS = {"funneled": "lfw_funneled", "deepfunneled": "lfw-deepfunneled", "original": "lfw"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FaceData(ImageData):
     """Identities split three ways: ``train`` (labels 0..K-1, the margin head's classes), ``val``
     and ``test`` (held-out identities; labels local to the split) with their verification pairs."""
 
-    val_pairs: Pairs | None = None
-    test_pairs: Pairs | None = None
+    val_pairs: Pairs  # keyword-only: required after ImageData's defaulted fields
+    test_pairs: Pairs
     identities: tuple[tuple[str, ...], ...] = ((), (), ())  # train, val, test names
     image_root: str = ""  # the folder with one sub-folder per identity (where pairs files point)
 
@@ -64,6 +65,7 @@ def list_identities(name: str, data_dir, download: bool = False) -> tuple[list[s
     path = Path(data_dir).expanduser().resolve()
     if not path.is_dir():
         raise DataError(f"data directory {path} {'is not a directory' if path.exists() else 'does not exist'}; pass --data-dir with an existing directory")
+    names: Sequence[str]  # identity names, by label
     if name == "lfw":
         paths, targets, names, root = _list_lfw(path, download)
     else:
@@ -97,7 +99,8 @@ def load_faces(name: str, *, data_dir, input_size=None, channels=None, val_ident
                val_pairs: int = 600, seed: int = 0, download: bool = False) -> FaceData:
     """Load an identity dataset whole and split it by identity (seeded): training identities, and two
     held-out groups (each ``val_identities`` of them) with ``val_pairs`` balanced pairs each."""
-    size = tuple(int(v) for v in (input_size or INPUT_SIZE))
+    h, w = (int(v) for v in (input_size or INPUT_SIZE))
+    size = (h, w)
     channels = channels or 3
     paths, labels, names, root = list_identities(name, data_dir, download)
     groups = split_identities(np.bincount(labels, minlength=len(names)), val_identities, [seed, 0])

@@ -43,7 +43,8 @@ def training_bytes(arch: Arch, *, in_channels: int, outputs: int, input_size: tu
     """An estimate (from below, for plain convolutions) of the memory training ``arch`` takes: its
     parameters' state plus one batch's saved activations."""
     params = count_params(arch, in_channels, outputs)
-    activations = activation_count(arch, in_channels, tuple(input_size))
+    h, w = input_size
+    activations = activation_count(arch, in_channels, (h, w))
     return FLOAT_BYTES * (STATE_COPIES * params + SAVED_PER_LAYER * batch * activations)
 
 

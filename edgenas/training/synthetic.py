@@ -19,7 +19,7 @@ def synthetic_dataset(
     Gaussian noise, shifted by up to two pixels. ``val_fraction`` of ``n_train`` is held out as ``val``.
     """
     spec = get_spec(name)
-    if spec.num_classes is None or spec.mean is None:
+    if spec.num_classes is None or spec.mean is None or spec.std is None:
         fixed = [n for n in list_datasets() if get_spec(n).num_classes is not None]
         raise DataError(f"{name} has no fixed shape; synthesise one of: {', '.join(fixed)}")
     c, k, (h, w) = spec.in_channels, spec.num_classes, spec.input_size

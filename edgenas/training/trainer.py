@@ -87,16 +87,15 @@ def _autocast(device: torch.device):
 @contextmanager
 def _bn_momentum(modules: list[nn.Module], power: float):
     """BatchNorm momentum m -> 1 - (1 - m) ** power inside the block (restored after)."""
-    norms = [m for mod in modules for m in mod.modules()
+    saved = [(m, m.momentum) for mod in modules for m in mod.modules()
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None]
-    saved = [m.momentum for m in norms]
     if power != 1.0:
-        for m in norms:
-            m.momentum = 1.0 - (1.0 - m.momentum) ** power
+        for m, momentum in saved:
+            m.momentum = 1.0 - (1.0 - momentum) ** power
     try:
         yield
     finally:
-        for m, momentum in zip(norms, saved):
+        for m, momentum in saved:
             m.momentum = momentum
 
 
@@ -201,7 +200,8 @@ def fit(
         torch.backends.cudnn.benchmark = True
     modules = [model] + ([head] if head is not None else [])
     for m in modules:
-        m.to(device=device, memory_format=torch.channels_last).train()
+        # Module.to takes both at once; torch's overloads list them apart
+        m.to(device=device, memory_format=torch.channels_last).train()  # type: ignore[call-overload]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     augment = BatchAugment(data, crop_padding=plan.crop_padding, cutout=plan.cutout, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -322,7 +322,8 @@ def evaluate(model: nn.Module, *, split: Split, data: ImageData, device: torch.d
 
 def candidate_threads(plan: TrainPlan, *, arch: Arch, data: ImageData, outputs: int | None = None) -> int:
     """The CPU threads that train ``arch`` on ``data`` under ``plan`` (``plan.threads``, or the policy's)."""
-    macs = count_macs(arch, in_channels=data.in_channels, num_classes=outputs or data.num_classes, input_size=tuple(data.input_size))
+    h, w = data.input_size
+    macs = count_macs(arch, in_channels=data.in_channels, num_classes=outputs or data.num_classes, input_size=(h, w))
     return plan_threads(plan, forward_macs=macs, train_images=len(data.train))
 
 
