@@ -37,7 +37,7 @@ def export_edge(run: RunDir, *, name: str, model, data, report: ExportReport, re
     backend = backend_of(fmt.runtime)
     int8 = backend.precision == "int8"
     calibration = calibration_images(data, calibration_images_count) if int8 else None
-    path = backend.convert(model, out=report.out_dir / fmt.file, input_chw=tuple(run.meta.data.input_chw),
+    path = backend.convert(model, out=report.out_dir / fmt.file, input_chw=run.meta.data.input_chw,
                            calibration=calibration)
     with kit_errors():
         recorded = engines.read_metadata(path)
@@ -45,7 +45,7 @@ def export_edge(run: RunDir, *, name: str, model, data, report: ExportReport, re
     engines.write_metadata(path, {**metadata, **recorded, "precision": backend.precision,
                                   **({"calibration": recipe} if recipe else {})})
     report.files[name] = path
-    if not int8:
+    if recipe is None:  # fp32: parity at fp32 tolerances, no gate
         report.parity[name] = {"precision": "fp32", **check_file(path, fmt=fmt, ref=ref, task=run.meta.task, tol=TOLERANCES["fp32"])}
         return path
     parity = check_file(path, fmt=fmt, ref=ref, task=run.meta.task, tol=FIGURES_ONLY)

@@ -35,7 +35,7 @@ NORMALIZATION = "(pixel / 255 - mean) / std per channel"
 
 def _memory(run: RunDir, path, measured) -> dict:
     shape, arch = run.meta.data, run.arch()
-    est = footprint(arch, in_channels=shape.input_chw[0], input_size=tuple(shape.input_chw[1:]),
+    est = footprint(arch, in_channels=shape.input_chw[0], input_size=shape.input_size,
                     outputs=shape.num_classes, target=MEMORY_TARGETS[TARGET])
     return {"estimate": est.to_dict(),
             "measured": {**measured.to_dict(), "flash_bytes": path.stat().st_size, "tflite_micro": tflm_version(),
@@ -61,7 +61,7 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
     out = report.out_dir / BUNDLE_DIR
     out.mkdir(exist_ok=True)
     calibration = calibration_images(data, calibration_images_count)
-    path = tflm_convert(model, out=out / MODEL, input_chw=tuple(shape.input_chw), calibration=calibration)
+    path = tflm_convert(model, out=out / MODEL, input_chw=shape.input_chw, calibration=calibration)
     measured = measure_arena(path)
     memory = _memory(run, path, measured)
     write_json_atomic(out / MEMORY, memory)

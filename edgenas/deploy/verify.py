@@ -10,7 +10,7 @@ from edgenas.run.rundir import RunDir
 from edgenas.training.data import read_images
 from edgenas.training.embeddings import pair_scores
 from edgenas.training.faces import image_root
-from edgenas.training.tasks import task_for
+from edgenas.training.tasks import FaceTask
 from edgenas.training.trainer import select_device
 from edgenas.training.verification import (
     read_pairs_file,
@@ -52,7 +52,7 @@ def verify_run(run_dir, *, data_dir=None, pairs_file=None, device=None, flip: bo
         source = str(pairs_file)
     else:
         ds = meta.dataset
-        data = task_for("face").load_data(ds.name, data_dir=data_dir, profile=meta.profile, seed=ds.split_seed, download=False)
+        data = FaceTask().load_data(ds.name, data_dir=data_dir, profile=meta.profile, seed=ds.split_seed, download=False)
         x, pairs, root = data.test.x, data.test_pairs, Path(data.image_root)
         source, overlap = "held-out test identities", 0
     scores = pair_scores(load_run_model(run, str(dev)), x=x, pairs=pairs, mean=meta.data.mean, std=meta.data.std, device=dev, flip=flip)
