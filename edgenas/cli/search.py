@@ -95,7 +95,7 @@ def train(target, *, epochs, profile_name, dataset, data_dir, download, out, can
 def profiles(name):
     """List the built-in profiles, or show everything NAME (a name or .toml path) sets."""
     from edgenas.config.profile import list_profiles, load_profile
-    from edgenas.config.strategies import OVER_BUDGET
+    from edgenas.config.strategies import OVER_BUDGET, RandomConfig
 
     if name:
         p = load_profile(name)
@@ -109,7 +109,8 @@ def profiles(name):
         if memory:
             budgets = ", ".join(filter(None, (budgets, f"{memory} on {b.memory_target}")))
         where += f", predicted by {b.latency_table}" if b.latency_table else ""
-        where += f"; over budget: {s.over_budget} ({OVER_BUDGET[s.over_budget]})" if budgets else ""
+        over = "another network is drawn" if isinstance(s, RandomConfig) else f"{s.over_budget} ({OVER_BUDGET[s.over_budget]})"
+        where += f"; over budget: {over}" if budgets else ""
         click.echo(f"{p.name:14} {p.strategy:5} {p.task:8} depth {s.min_depth}-{s.max_depth}, width {s.min_width}-{s.max_width}, "
                    f"{s.epochs} epochs; {budgets or 'no budget'}{where}\n{'':14} {p.description}")
 

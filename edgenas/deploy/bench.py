@@ -147,7 +147,7 @@ def bench_on_device(model: str | Path, *, url: str, token: str, runtime: str | N
     return read_device_bench(result, url) | {"model": str(model if Path(model).is_file() else path)}
 
 
-def read_device_bench(record: dict, url: str) -> dict:
+def read_device_bench(record: object, url: str) -> dict:
     """A device's answer, validated as a bench JSON (a server of another version is named)."""
     with kit_errors():
         return kit.validate_bench(record, f"the answer of {url}")

@@ -96,7 +96,8 @@ def bench_all(run_dir: str | Path, *, threads: int = 1, batch: int = 1, rounds: 
         raise UserInputError(f"{run.path}: nothing to time ({'; '.join(f'{n}: {why}' for n, why in skipped.items())})")
     model = load_run_model(run, "cpu")
     x = kit.bench_input(run.meta.data.input_chw, batch)
-    runners, samples = {}, {name: [] for name in found}
+    runners: dict[str, kit.Runner] = {}
+    samples: dict[str, list[float]] = {name: [] for name in found}
     with kit_errors():
         try:
             for name, path in found.items():

@@ -72,13 +72,19 @@ def relative_change(current, baseline) -> Decimal:
         return exact(current) / exact(baseline) - 1
 
 
+def _decimals(value: Decimal) -> int:
+    """The digits after the point that a finite ``value`` needs (0 for a whole or non-finite one)."""
+    exponent = value.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) else 0
+
+
 def distinct_text(value: Decimal, *, limits, scale: int = 100, suffix: str = "%", sign: bool = True) -> str:
     """``value * scale`` with one decimal, or as many more as it takes to never print the same as
     one of ``limits`` (also scaled) unless it equals it: a pass and a fail never read alike."""
     if not value.is_finite():
         return f"{'+' if sign and value > 0 else ''}{'inf' if value > 0 else '-inf'}{suffix}"
     v, marks = value * scale, [Decimal(lim) * scale for lim in limits]
-    digits = max([1] + [-m.normalize().as_tuple().exponent for m in marks])
+    digits = max([1] + [_decimals(m) for m in marks])
     for d in range(digits, 30):
         shown = v.quantize(Decimal(1).scaleb(-d), rounding=ROUND_HALF_EVEN)
         if all(shown != m or v == m for m in marks):

@@ -8,6 +8,7 @@ into a gate (``AccuracyDropError``, exit 1).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,8 +100,9 @@ def _open_runner(path: Path, runtime: str, threads: int | None):
     return TflmRunner(path) if runtime == TFLM_RUNTIME else backend_of(runtime).open(path, threads=threads)
 
 
-def _test_inputs(run: RunDir, data) -> tuple[np.ndarray, object]:
-    """The normalised test images and what they are scored against (labels, or the test pairs)."""
+def _test_inputs(run: RunDir, data) -> tuple[np.ndarray, Any]:
+    """The normalised test images and what they are scored against: labels (an array) for classify, the test
+    ``Pairs`` for face."""
     test = data.test
     if len(test) == 0:
         raise UserInputError(f"the dataset of {run.path} has no test images to evaluate on")

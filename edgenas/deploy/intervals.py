@@ -7,8 +7,10 @@ leading shape. ``METHODS`` names them; ``DEFAULT_METHOD`` is what ``edgenas comp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from math import comb
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +119,8 @@ def bootstrap_interval(values, *, confidence: float = CONFIDENCE, resamples: int
     return _shaped(values, low, high)
 
 
-METHODS = {"wilcoxon": wilcoxon_interval, "hs": hs_interval, "sign": sign_interval, "bootstrap": bootstrap_interval}
+# method -> interval(ratios, confidence=...): (low, high), floats for one row of ratios, arrays for several
+METHODS: dict[str, Callable[..., tuple[Any, Any]]] = {"wilcoxon": wilcoxon_interval, "hs": hs_interval, "sign": sign_interval, "bootstrap": bootstrap_interval}
 DEFAULT_METHOD = "wilcoxon"
 
 

@@ -26,6 +26,7 @@ from edgenas.run.rundir import RunDir, write_json_atomic
 from edgenas.runtime.backend import backend_of
 from edgenas.runtime.runners import kit_errors
 from edgenas.training.augment import normalize
+from edgenas.training.data import Split
 from edgenas.version import __version__
 
 
@@ -41,7 +42,8 @@ class HeldOut:
 
 def held_out(run: RunDir, *, model, data, samples: int) -> HeldOut:
     """``samples`` held-out images in a fixed, seeded order, and the PyTorch model's outputs on them."""
-    parts, source = [], []
+    parts: list[Split] = []
+    source: list[str] = []
     for split in ("test", "val"):
         s = getattr(data, split)
         if len(s) and sum(len(p.y) for p in parts) < samples:

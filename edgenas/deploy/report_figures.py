@@ -138,7 +138,7 @@ def tradeoffs(view) -> Chart | None:
     for ax, axis in zip(grid[0], axes):
         drawn += _draw_tradeoff(ax, view=view, axis=axis, colours=colours)
     grid[0][0].set_ylabel(_metric(view))
-    handles = {}
+    handles: dict[str, object] = {}  # legend label -> the first artist drawn with it
     for ax in grid[0]:  # one legend of every kind of mark drawn on any panel
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
@@ -206,7 +206,7 @@ def budgets(view) -> Chart | None:
 def export_accuracy(view) -> Chart | None:
     """Held-out accuracy of PyTorch and of each exported format (fp32, fp16, INT8), from parity.json."""
     formats = (view.parity or {}).get("formats", {})
-    bars = []
+    bars: list[tuple[str, float]] = []  # (label, accuracy in percent)
     for name, p in formats.items():
         if "reference_accuracy" in p and not bars:
             bars.append(("PyTorch fp32", 100.0 * p["reference_accuracy"]))

@@ -6,6 +6,7 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgenas.deploy import pareto
 from edgenas.deploy.bench_all import SCHEMA as BENCH_ALL_SCHEMA
@@ -141,7 +142,9 @@ def load_view(run_dir: str | Path) -> RunView:
 def layer_rows(view: RunView) -> list[dict]:
     """Stem, each layer and the head: op, kernel, channels, stride, resolution, params and MACs."""
     arch, shape = view.arch, view.meta["data"]
-    rows = []
+    if arch is None:
+        return []
+    rows: list[dict[str, Any]] = []
     for c in layer_costs(arch, shape["in_channels"], tuple(shape["input_size"])):
         h, w = c.size
         kind = f"conv3x3 {c.c_in}->{c.c_out}" if c.op == "stem" else f"{c.op}{c.kernel}x{c.kernel} {c.c_in}->{c.c_out} s{c.stride}"
