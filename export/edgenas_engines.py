@@ -161,6 +161,7 @@ class EngineRunner:
     is run image by image."""
 
     max_batch = None  # any batch: run one image at a time
+    input_chw: tuple[int, int, int]  # each engine's __init__ reads it from its file
 
     def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
         self.model_path, self.runtime, self.threads, self.device = Path(model), runtime, threads, device

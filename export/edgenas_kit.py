@@ -44,6 +44,8 @@ def _load_sibling(name: str):
     if not path.is_file():
         return None
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # never for a .py file that exists
+        return None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -73,7 +75,7 @@ TASKS = ("classify", "face")
 
 # Fields of the bench JSON and the types each must have (extra fields are allowed).
 _NUM = (int, float)
-BENCH_FIELDS = {
+BENCH_FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema": str, "model": str, "model_sha256": str, "runtime": str, "runtime_version": str,
     "device": str, "host": str, "threads": (int, type(None)), "batch": int, "input_shape": list,
     "warmup": int, "runs": int, "p50_ms": _NUM, "p90_ms": _NUM, "p99_ms": _NUM, "mean_ms": _NUM,
@@ -272,6 +274,8 @@ class CudaRuntime:
     def malloc(self, nbytes: int) -> int:
         ptr = ctypes.c_void_p()
         self.call("cudaMalloc", ctypes.byref(ptr), max(nbytes, 1))
+        if ptr.value is None:
+            raise KitError(f"CUDA cudaMalloc of {nbytes:,} bytes returned no memory")
         return ptr.value
 
     def stream(self) -> ctypes.c_void_p:
@@ -371,7 +375,7 @@ class TensorRTRunner(Runner):
         self.buffers = {}
         if self.stream:
             self.cuda.call("cudaStreamDestroy", self.stream)
-            self.stream = None
+            self.stream = ctypes.c_void_p()  # null: destroyed
 
 
 def run_batched(runner: Runner, inputs: np.ndarray) -> np.ndarray:
@@ -605,7 +609,8 @@ def save_samples(path: str | Path, *, inputs: np.ndarray, outputs: np.ndarray, t
     arrays = {"inputs": np.asarray(inputs, np.float32), "outputs": np.asarray(outputs, np.float32), "task": np.array(task)}
     if weights_sha256:
         arrays["weights_sha256"] = np.array(weights_sha256)
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    # numpy's stub lets ** reach savez's allow_pickle flag; these names never are that
+    write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def _numbers(path: Path, *, name: str, a: np.ndarray, ndim: int, shape: str) -> np.ndarray:

@@ -155,6 +155,8 @@ class Measurer:
         job.done.wait()
         if job.error is not None:
             raise job.error
+        if job.result is None:  # the worker stopped mid-job on something that is not an Exception
+            raise Refused(500, "timing was interrupted: try again")
         return job.result
 
     def _work(self) -> None:
@@ -350,11 +352,12 @@ def versions(kit) -> dict:
         except ImportError:
             found[name] = None
     engines = getattr(kit, "engines", None)
-    for engine in ("litert", "executorch") if engines else ():
-        try:
-            found[engines.PACKAGES[engine][1].split()[-1]] = engines.package_version(engine)
-        except engines.EngineMissing:
-            found[engines.PACKAGES[engine][1].split()[-1]] = None
+    if engines:
+        for engine in ("litert", "executorch"):
+            try:
+                found[engines.PACKAGES[engine][1].split()[-1]] = engines.package_version(engine)
+            except engines.EngineMissing:
+                found[engines.PACKAGES[engine][1].split()[-1]] = None
     return found
 
 
@@ -528,6 +531,7 @@ def serve(args, kit) -> int:
     except OSError as e:
         raise kit.KitError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host  # a TCP server's: always str
     if not is_loopback(args.host):
         log(f"warning: --host {args.host} makes this server reachable from the network; anyone with the token "
             "can run models on this device")
