@@ -29,6 +29,7 @@ from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
 from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
 from edgenas.run.prefetch import drive_prefetching
+from edgenas.run.progress import Progress
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import check_available
 from edgenas.runtime.cost import CostSource
@@ -147,7 +148,7 @@ def _search(profile: Profile, *, evaluator: CandidateEvaluator, spec: PoolSpec, 
 def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = None, data_dir: str | Path | None = None,
              out: str | Path | None = None, device: str | None = None, seed: int = 0, resume: bool = False,
              download: bool = False, workers: int = 1, ray: str | None = None, threads: int | None = None,
-             log: Log = stderr_log, progress=None) -> dict:
+             log: Log = stderr_log, progress: Progress | None = None) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run directory).
 
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
@@ -253,7 +254,7 @@ def _summary(run: RunDir, *, profile: Profile, task: Task, result: SearchResult,
 
 
 def finish(run: RunDir, *, profile: Profile, task: Task, data, result: SearchResult, device, seed: int,
-           search_wall: float, log: Log, progress=None, latency: CostSource | None = None,
+           search_wall: float, log: Log, progress: Progress | None = None, latency: CostSource | None = None,
            latency_seconds: float | None = None) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json.
 

@@ -19,6 +19,7 @@ from edgenas.errors import ProfileError, UserInputError
 from edgenas.run.log import Log
 from edgenas.run.meta import RunMeta
 from edgenas.run.prefetch import LatencyPrefetch
+from edgenas.run.progress import Progress
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import is_available
 from edgenas.runtime.cost import CostSource, FromTable, MeasuredHere, OnDevice
@@ -30,6 +31,7 @@ from edgenas.runtime.target import Target
 from edgenas.search.footprint import Footprint, footprint
 from edgenas.search.space import Arch
 from edgenas.search.strategies import Candidate, Outcome
+from edgenas.training.trainer import EpochCallback
 
 
 def candidate_seed(seed: int, key: str) -> int:
@@ -160,7 +162,7 @@ def run_latency(run: RunDir, *, profile: Profile, arch: Arch, cache: dict, sourc
 class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
-    def __init__(self, run: RunDir, *, profile: Profile, data, task, device, seed: int, log: Log, progress=None, latency: CostSource | None = None):
+    def __init__(self, run: RunDir, *, profile: Profile, data, task, device, seed: int, log: Log, progress: Progress | None = None, latency: CostSource | None = None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
         self.progress = progress  # a run.progress.Progress on a terminal, else None
@@ -246,11 +248,11 @@ class CandidateEvaluator:
         return self.journal({"speculative": False, **record, "status": res["status"], "reason": "", "acc": res["val_acc"],
                              "train_acc": res["train_acc"], "seconds": res["seconds"]})
 
-    def on_epoch(self, tag: str):
+    def on_epoch(self, tag: str) -> EpochCallback:
         if self.progress:
             return self.progress.epoch
 
-        def report(epoch, epochs, loss, train_acc, seconds):  # noqa: PLR0917 (an EpochCallback)
+        def report(epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:  # noqa: PLR0917 (an EpochCallback)
             self.log(f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
                      f"({time.monotonic() - self.started:.0f}s elapsed)")
         return report

@@ -14,6 +14,7 @@ from edgenas.run.evaluator import candidate_seed
 from edgenas.run.loading import load_run_data
 from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
+from edgenas.run.progress import Progress
 from edgenas.run.rundir import RunDir
 from edgenas.run.stop_signals import stop_requests
 from edgenas.search.space import Arch, load_arch
@@ -121,7 +122,7 @@ def train_final(target: str | Path, *, epochs: int | None = None, device: str | 
                 seed: int | None = None, profile: str | None = None, dataset: str | None = None,
                 data_dir: str | Path | None = None, out: str | Path | None = None, download: bool = False,
                 threads: int | None = None, checkpoint_every: int | None = None, resume: bool = False,
-                log: Log = stderr_log, progress=None) -> dict:
+                log: Log = stderr_log, progress: Progress | None = None) -> dict:
     """Train TARGET (a run directory or an ARCH.json) and save the weights into its run directory.
 
     ``epochs`` defaults to the profile's ``train.final_epochs``; ``profile``, ``dataset``,

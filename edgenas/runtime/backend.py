@@ -3,14 +3,14 @@
 Each engine's module (``runtime/onnxruntime.py``, ``tensorrt.py``, ``torch.py``, ...) defines its
 backends from the plain-data table ``config.runtimes.RUNTIMES`` and never imports this module;
 this module gathers them in ``BACKENDS``. Adding a runtime: a row in ``RUNTIMES``, its engine's
-module, and a line in ``_ENGINE_MODULES`` below.
+module, and a line in ``_ENGINE_BACKENDS`` below.
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -24,12 +24,19 @@ from edgenas.runtime import torch as torch_engine
 
 
 class Backend(Protocol):
-    name: str  # the runtime name users write: "onnxruntime-cpu", "tensorrt-int8", ...
-    engine: str  # the package family: "onnxruntime", "tensorrt", "torch", ...
-    precision: str  # "fp32" | "fp16" | "int8"
-    suffix: str  # the artifact's file suffix
-    needs_gpu: bool
-    install: str  # the one pip command that makes it available
+    # read-only facts (properties: the backends are frozen dataclasses, a settable attribute would not match)
+    @property
+    def name(self) -> str: ...  # the runtime name users write: "onnxruntime-cpu", "tensorrt-int8", ...
+    @property
+    def engine(self) -> str: ...  # the package family: "onnxruntime", "tensorrt", "torch", ...
+    @property
+    def precision(self) -> str: ...  # "fp32" | "fp16" | "int8"
+    @property
+    def suffix(self) -> str: ...  # the artifact's file suffix
+    @property
+    def needs_gpu(self) -> bool: ...
+    @property
+    def install(self) -> str: ...  # the one pip command that makes it available
 
     def available(self) -> None:
         """Raise ``MissingDependency`` (one line naming ``install``) when this machine cannot run it."""
@@ -47,15 +54,19 @@ class Backend(Protocol):
         ``runtime``, ``runtime_version``, ``device``, ``threads``."""
 
 
-_ENGINE_MODULES = (onnxruntime, tensorrt, torch_engine, litert, executorch, openvino, ncnn)
+# each engine module's backends, named one by one and typed by the protocol: mypy checks every implementation
+_ENGINE_BACKENDS: tuple[Sequence[Backend], ...] = (
+    onnxruntime.BACKENDS, tensorrt.BACKENDS, torch_engine.BACKENDS, litert.BACKENDS, executorch.BACKENDS,
+    openvino.BACKENDS, ncnn.BACKENDS,
+)
 
 
 def _gather() -> dict[str, Backend]:
     found: dict[str, Backend] = {}
-    for module in _ENGINE_MODULES:
-        for backend in module.BACKENDS:
+    for backends in _ENGINE_BACKENDS:
+        for backend in backends:
             if backend.name in found:
-                raise RuntimeError(f"runtime {backend.name} is defined twice ({module.__name__})")
+                raise RuntimeError(f"runtime {backend.name} is defined twice ({type(backend).__module__})")
             found[backend.name] = backend
     missing = set(RUNTIMES) - set(found)
     if missing:  # every runtime a profile may name has a plug-in
