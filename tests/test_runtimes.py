@@ -181,7 +181,7 @@ def test_openvino_conversion_writes_nothing_in_the_home_folder(tmp_path):
     script = (f"import sys, torch; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
               "from edgenas.runtime.openvino import BACKENDS\n"
               "net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()\n"
-              f"for b in BACKENDS: b.open(b.convert(net, __import__('pathlib').Path({str(tmp_path)!r}) / f'{{b.name}}.xml',"
+              f"for b in BACKENDS: b.open(b.convert(net, out=__import__('pathlib').Path({str(tmp_path)!r}) / f'{{b.name}}.xml',"
               " input_chw=(1, 8, 8)), threads=1)(__import__('numpy').zeros((1, 1, 8, 8), 'float32'))\n")
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
