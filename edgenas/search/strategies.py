@@ -101,7 +101,7 @@ def matched_width(arch: Arch, *, start_width: int, budget: int, slack: float, in
     return None if over(w) else w
 
 
-class StrategyRun(collections.abc.Generator):
+class StrategyRun(collections.abc.Generator[Candidate, Outcome, SearchResult]):
     """A strategy under way, as a generator whose whole state is a plain record (``state``).
 
     ``body(state)`` resumes from ``state`` wherever it stands, first yielding ``state.pending`` (the
