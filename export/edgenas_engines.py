@@ -82,6 +82,15 @@ def companion_files(model: str | Path) -> list[Path]:
     return [*weights, metadata_path(model)]
 
 
+def upload_names(runtime: str) -> tuple[list[str], str]:
+    """The names of ``runtime``'s files in an upload to a device server (an uncompressed tar, ``upload=tar``):
+    those of an export of ``model<suffix>`` — the model file and its weights (required), and its metadata
+    file's name (optional: without it the server writes the runtime and the query's ``layout``)."""
+    main = Path("model" + RUNTIMES[runtime][1])
+    *weights, metadata = companion_files(main)
+    return [main.name, *(w.name for w in weights)], metadata.name
+
+
 def size_on_disk(model: str | Path) -> int:
     """Bytes of ``model`` and its weights file (an IR's ``.bin``, ncnn's ``.ncnn.bin``): what a device stores."""
     return sum(p.stat().st_size for p in [Path(model), *companion_files(model)[:-1]] if p.is_file())

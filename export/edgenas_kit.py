@@ -726,7 +726,7 @@ DEFAULT_MODELS = {"onnxruntime-cpu-int8": "model.int8.onnx", "tensorrt-fp16": "m
                   "litert-cpu": "model.tflite", "litert-int8": "model.int8.tflite", "executorch-cpu": "model.pte",
                   "executorch-int8": "model.int8.pte", "openvino-cpu": "model.xml", "openvino-int8": "model.int8.xml",
                   "ncnn-cpu": "model.ncnn.param"}
-# The export folder's own files: the kit's copy of edgenas/deploy/layout.py (tests/test_layers.py compares them).
+# The export folder's own files: the kit's copy of edgenas/deploy/export/layout.py (tests/test_layers.py compares them).
 LAYOUT = {"onnx": "model.onnx", "samples": "samples.npz", "parity": "parity.json"}
 
 

@@ -4,13 +4,19 @@ Standard library, numpy and a runtime only (no torch, no edgenas); the kit (``ed
 does the loading and timing, so a model timed here is timed as ``edgenas_kit.py bench`` times it.
 
     GET  /status                      device, runtimes, versions, queue length
-    POST /bench?runtime=R&threads=T&batch=B&warmup=N&runs=N|auto&name=NAME   body: the model file
+    POST /bench?runtime=R&threads=T&batch=B&warmup=N&runs=N|auto&name=NAME&upload=file|tar   body: the model
     POST /paired?...&rounds=K&split=BYTES                                    body: model A then model B
 
-The model file is the runtime's: ONNX for onnxruntime-* and tensorrt-* (the device builds its own
-engine), ``.tflite`` for litert-* (``layout=NHWC`` when it takes NHWC images, as edgenas writes
-them), ``.pte`` for executorch-*. OpenVINO and ncnn models are two files: time them on the device
-with ``edgenas_kit.py bench``.
+The model is the runtime's: ONNX for onnxruntime-* and tensorrt-* (the device builds its own
+engine), sent as the body (``upload=file``). The runtimes of ``edgenas_engines.py`` take an
+uncompressed tar of the model's files as an export names them (``upload=tar``; ``edgenas_engines.
+upload_names``): ``model.xml`` and ``model.bin`` for openvino-*, ``model.ncnn.param`` and
+``model.ncnn.bin`` for ncnn-cpu, ``model.tflite`` or ``model.pte`` for litert-* and executorch-*, each
+with its metadata file (``model.xml.json``, ...) where it has one. OpenVINO and ncnn models are two
+files and come only so; a ``.tflite``/``.pte`` may also come alone (``upload=file``, ``layout=NHWC``
+for a LiteRT file taking NHWC images). An archive is read strictly: only those names, regular files,
+each at most once, the model and weights files present; it is never extracted, its files are
+written under the server's own names.
 
 Every request carries ``Authorization: Bearer TOKEN`` (the token file's content). Answers are JSON;
 a refused request gets ``{"error": "..."}`` with a 4xx status and the server goes on serving.
@@ -22,12 +28,14 @@ import argparse
 import hmac
 import http.server
 import importlib.util
+import io
 import ipaddress
 import json
 import math
 import platform
 import queue
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -49,7 +57,8 @@ MAX_RUNS = 100_000
 # runs=auto: the measurement of a search's latency budget (edgenas/runtime/latency.py).
 AUTO_WARMUP, AUTO_WARMUP_S, AUTO_PROBE_RUNS = 10, 0.1, 5
 AUTO_MIN_RUNS, AUTO_MIN_S, AUTO_MAX_RUNS, AUTO_MAX_S = 30, 0.3, 5000, 5.0
-TWO_FILE_ENGINES = ("openvino", "ncnn")  # an IR's .xml and .bin, ncnn's .param and .bin: not served
+TWO_FILE_ENGINES = ("openvino", "ncnn")  # an IR's .xml and .bin, ncnn's .param and .bin: only as a tar (upload=tar)
+UPLOADS = ("file", "tar")  # the body: the model file itself, or an uncompressed tar of its files
 
 
 class Refused(Exception):
@@ -73,7 +82,8 @@ class Settings:
     name: str = "model.onnx"
     rounds: int = 15  # /paired only
     split: int = 0  # /paired only: bytes of model A at the start of the body
-    layout: str = "NCHW"  # the input layout of a LiteRT file (its metadata, sent along)
+    layout: str = "NCHW"  # the input layout of a LiteRT file sent alone (an archive's metadata file says it)
+    upload: str = "file"  # "file": the body is the model file; "tar": an uncompressed tar of its files
 
 
 def _int(query: dict, *, key: str, default, low: int, high: int):
@@ -95,16 +105,23 @@ def parse_settings(query_string: str, *, kit, runtime: str, threads: int | None)
         query = urllib.parse.parse_qs(query_string, keep_blank_values=True, strict_parsing=bool(query_string))
     except ValueError:
         raise Refused(400, f"malformed query string {query_string[:80]!r}") from None
-    allowed = ("runtime", "threads", "batch", "warmup", "runs", "name", "rounds", "split", "layout")
+    allowed = ("runtime", "threads", "batch", "warmup", "runs", "name", "rounds", "split", "layout", "upload")
     unknown = sorted(set(query) - set(allowed))
     if unknown:
         raise Refused(400, f"unknown setting {unknown[0]!r}: allowed {', '.join(allowed)}")
     runtime = query.get("runtime", [runtime])[-1]
     if runtime not in kit.RUNTIMES:
         raise Refused(400, f"unknown runtime {runtime!r}: choose one of {', '.join(kit.RUNTIMES)}")
-    if kit.RUNTIMES[runtime][0] in TWO_FILE_ENGINES:
-        raise Refused(400, f"{runtime} runs a model of two files, which this server does not take: time it on the "
-                      f"device with `python edgenas_kit.py bench MODEL --runtime {runtime}`")
+    upload = query.get("upload", ["file"])[-1]
+    if upload not in UPLOADS:
+        raise Refused(400, f"upload={upload!r}: give file (the model file as the body) or tar (its files, uncompressed)")
+    archived = kit.engines is not None and runtime in kit.engines.RUNTIMES
+    if upload == "tar" and not archived:
+        raise Refused(400, f"upload=tar: {runtime} takes the model file itself as the body (upload=file)")
+    if upload == "file" and kit.RUNTIMES[runtime][0] in TWO_FILE_ENGINES:
+        names, _ = kit.engines.upload_names(runtime)
+        raise Refused(400, f"{runtime} runs a model of two files: send upload=tar, an uncompressed tar of "
+                      f"{' and '.join(names)}")
     layout = query.get("layout", ["NCHW"])[-1]
     if layout not in ("NCHW", "NHWC"):
         raise Refused(400, f"layout={layout!r}: give NCHW or NHWC")
@@ -113,12 +130,51 @@ def parse_settings(query_string: str, *, kit, runtime: str, threads: int | None)
     name = query.get("name", ["model.onnx"])[-1][:200] or "model.onnx"
     return Settings(runtime, _int(query, key="threads", default=threads, low=1, high=1024), _int(query, key="batch", default=1, low=1, high=4096),
                     _int(query, key="warmup", default=10, low=0, high=MAX_RUNS), runs, name, _int(query, key="rounds", default=15, low=2, high=1000),
-                    _int(query, key="split", default=0, low=0, high=1 << 40), layout)
+                    _int(query, key="split", default=0, low=0, high=1 << 40), layout, upload)
+
+
+def read_upload(kit, *, body: bytes, s: Settings, max_bytes: int) -> dict[str, bytes]:
+    """The files of one model in an upload, by the names an export gives them: the body itself
+    (``upload=file``) or the files of an uncompressed tar (``upload=tar``), checked strictly; ``Refused``
+    (400) names what is wrong."""
+    if not body:
+        raise Refused(400, "the upload is empty: send the model file as the request body")
+    if s.upload == "file":
+        suffix = kit.RUNTIMES[s.runtime][1]
+        return {"model" + (".onnx" if suffix == ".engine" else suffix): body}
+    names, metadata = kit.engines.upload_names(s.runtime)
+    allowed = f"{', '.join(names)} and optionally {metadata}"
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:  # "r:": uncompressed only
+            for member in tar:
+                if member.name not in (*names, metadata):  # also every path: "../x", "/x", "dir/x"
+                    raise Refused(400, f"the archive holds {member.name[:80]!r}: {s.runtime} takes {allowed}")
+                if not member.isreg() or member.issparse():
+                    raise Refused(400, f"the archive's {member.name} is not a regular file (a link, a folder, a "
+                                  "sparse file): send the files themselves")
+                if member.name in files:
+                    raise Refused(400, f"the archive holds {member.name} twice")
+                if member.size > max_bytes - sum(map(len, files.values())):
+                    raise Refused(413, f"the archive's files are over the server's limit of {max_bytes:,} bytes "
+                                  "(--max-upload-mb)")
+                source = tar.extractfile(member)  # a regular file (checked above): never None
+                data = source.read() if source is not None else b""  # read, never extracted: the names written are ours
+                if len(data) != member.size:
+                    raise Refused(400, f"the archive's {member.name} is cut off: {len(data):,} of {member.size:,} bytes")
+                files[member.name] = data
+    except (tarfile.TarError, EOFError) as e:
+        raise Refused(400, f"upload=tar: the body is not an uncompressed tar archive ({kit._first_line(e)}): send "
+                      f"{allowed} as one (Python's tarfile, or `tar -cf`)") from None
+    missing = [name for name in names if name not in files]
+    if missing:
+        raise Refused(400, f"the archive lacks {' and '.join(missing)}: {s.runtime} takes {allowed}")
+    return {name: files[name] for name in (*names, metadata) if name in files}  # the model file first
 
 
 @dataclass
 class Job:
-    models: list  # the uploaded ONNX files' bytes (one, or A and B)
+    models: list  # each uploaded model's files: name (as an export names them) -> bytes (one model, or A and B)
     settings: Settings
     queued: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
@@ -181,12 +237,15 @@ class Measurer:
         s = job.settings
         with tempfile.TemporaryDirectory(prefix="edgenas-serve-") as tmp:
             paths = []
-            suffix = self.kit.RUNTIMES[s.runtime][1]
-            for i, data in enumerate(job.models):
-                path = Path(tmp) / f"model{i}{suffix if suffix != '.engine' else '.onnx'}"
-                path.write_bytes(data)
-                if self.kit.engines and s.runtime in self.kit.engines.RUNTIMES:
-                    self.kit.engines.write_metadata(path, {"runtime": s.runtime, "layout": s.layout})
+            for i, files in enumerate(job.models):
+                folder = Path(tmp) / str(i)  # each model in a folder of its own, under the names an export gives
+                folder.mkdir()
+                for name, data in files.items():
+                    (folder / name).write_bytes(data)
+                path = folder / next(iter(files))  # the model file comes first (read_upload)
+                engines = self.kit.engines
+                if engines and s.runtime in engines.RUNTIMES and not engines.metadata_path(path).exists():
+                    engines.write_metadata(path, {"runtime": s.runtime, "layout": s.layout})
                 paths.append(path)
             runners = [self._open(p, s, Path(tmp)) for p in paths]
             try:
@@ -197,8 +256,6 @@ class Measurer:
 
     def _open(self, onnx_path: Path, s: Settings, tmp: Path):
         kit = self.kit
-        if not onnx_path.read_bytes()[:1]:
-            raise Refused(400, "the upload is empty: send the model file as the request body")
         try:
             model = onnx_path
             if kit.RUNTIMES[s.runtime][0] == "tensorrt":
@@ -229,7 +286,7 @@ class Measurer:
         for runner, path, sample in zip(runners, paths, samples):
             record = kit.bench_result(runner, batch=s.batch, warmup=warmup, samples_ms=sample, tool=f"edgenas-serve {kit.KIT_VERSION}",
                                       model_path=path, environment=environment)
-            record.update(model=s.name if len(paths) == 1 else f"{s.name}:{path.stem[-1]}", server=timed)
+            record.update(model=s.name if len(paths) == 1 else f"{s.name}:{path.parent.name}", server=timed)
             records.append(record)
         if ratios is None:
             return records[0]
@@ -246,7 +303,7 @@ def auto_runs(kit, fn) -> tuple[int, int]:
 
 
 def alternate(kit, *, fns: list, rounds: int, warmup: int, runs: int) -> tuple[list, list]:
-    """A and B timed in alternation, the order swapped every round (as ``edgenas compare --models``):
+    """A and B timed in alternation, the order swapped every round (as ``edgenas compare models``):
     the samples of each, and per round median(B) / median(A)."""
     run_a, run_b = fns
     samples_a, samples_b, ratios = [], [], []
@@ -339,7 +396,7 @@ def available_runtimes(kit) -> list[str]:
     engines = getattr(kit, "engines", None)
     if engines:  # found, not imported (importing openvino starts its telemetry)
         found += [name for name, (engine, _, _) in engines.RUNTIMES.items()
-                  if engine not in TWO_FILE_ENGINES and importlib.util.find_spec(engines.PACKAGES[engine][0])]
+                  if importlib.util.find_spec(engines.PACKAGES[engine][0])]
     return found
 
 
@@ -353,7 +410,7 @@ def versions(kit) -> dict:
             found[name] = None
     engines = getattr(kit, "engines", None)
     if engines:
-        for engine in ("litert", "executorch"):
+        for engine in engines.PACKAGES:
             try:
                 found[engines.PACKAGES[engine][1].split()[-1]] = engines.package_version(engine)
             except engines.EngineMissing:
@@ -444,13 +501,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path not in ("/bench", "/paired"):
             raise Refused(404, f"unknown path {url.path[:80]!r}: GET /status, POST /bench or POST /paired")
-        settings = parse_settings(url.query, kit=self.server.kit, runtime=self.server.runtime, threads=self.server.threads)
+        kit, settings = self.server.kit, parse_settings(url.query, kit=self.server.kit, runtime=self.server.runtime,
+                                                        threads=self.server.threads)
         body = self._body()
         if url.path == "/bench":
-            return self.server.measurer.submit([body], settings)
-        if not 0 < settings.split < len(body):
+            parts = [body]
+        elif not 0 < settings.split < len(body):
             raise Refused(400, f"split={settings.split} must fall inside the body ({len(body)} bytes): A's size in bytes")
-        return self.server.measurer.submit([body[:settings.split], body[settings.split:]], settings)
+        else:
+            parts = [body[:settings.split], body[settings.split:]]
+        models = [read_upload(kit, body=part, s=settings, max_bytes=self.server.max_upload) for part in parts]
+        return self.server.measurer.submit(models, settings)
 
     def _body(self) -> bytes:
         length = self.headers.get("Content-Length")

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
+BENCHMARKS = TESTS.parent / "benchmarks"  # measurement tools and their helpers (on sys.path: setup.cfg's pythonpath)
+TOOLS = TESTS.parent / "tools"  # tools a user runs (on sys.path too)
 SEARCHLOGS = sorted((TESTS / "data" / "searchlogs").glob("*.json"))
 CI_PROFILE = TESTS / "data" / "profiles" / "ci.toml"
 
@@ -24,6 +26,15 @@ def pytest_collection_modifyitems(config, items):
         for marker, (missing, reason) in skips.items():
             if missing and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# Engines whose conversion goes through torch.export: 5-60 s a network on a shared 2-core machine.
+SLOW_ENGINES = ("executorch", "litert")
+
+
+def slow_engines_marked(runtimes) -> list:
+    """``runtimes`` as parameters, those converted through torch.export marked ``slow`` (out of the fast loop)."""
+    return [pytest.param(r, marks=pytest.mark.slow) if r.split("-")[0] in SLOW_ENGINES else r for r in runtimes]
 
 
 @pytest.fixture
@@ -49,6 +60,35 @@ def torch_threads(n: int):
 def one_thread():
     with torch_threads(1):
         yield
+
+
+def _budgeted_profile_text(budget: dict, *, depths=(3, 4), widths=(8, 24), width_step: int = 8,
+                          input_size=None, description: str = "a budgeted test search") -> str:
+    """A seconds-long search on digits under ``budget`` (the ``[budget]`` table: ``{"max_latency_ms": 2.0, ...}``):
+    one epoch per candidate, no patience, one micro kernel; the space ``depths`` x ``widths`` (min, max) in steps
+    of ``width_step``; ``input_size``: the images resized to (H, W)."""
+    def value(v):
+        return f'"{v}"' if isinstance(v, str) else str(list(v)) if isinstance(v, (tuple, list)) else repr(v)
+
+    lines = [f'description = "{description}"', "[search]", f"min_depth = {depths[0]}", f"max_depth = {depths[1]}",
+             f"min_width = {widths[0]}", f"max_width = {widths[1]}", f"width_step = {width_step}", "epochs = 1",
+             "add_epochs_depth = 0", "add_epochs_width = 0", "depth_patience = 0", "width_patience = 0",
+             "micro_epochs = 1", "micro_kernels = [5]", "[train]", "batch_size = 128", "lr = 0.05", "crop_padding = 1",
+             "cutout = 0", "[budget]", *(f"{k} = {value(v)}" for k, v in budget.items()), "[data]", 'dataset = "digits"',
+             *([f"input_size = {value(input_size)}"] if input_size else [])]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def budgeted_profile():
+    """Writes ``_budgeted_profile_text(budget, **space)`` to ``path`` and returns ``path``: the budgeted search
+    profile of the budget tests (latency, INT8 latency, edge runtimes, microcontroller memory)."""
+    def write(path: Path, budget: dict, **space) -> Path:
+        path = Path(path)
+        path.write_text(_budgeted_profile_text(budget, **space))
+        return path
+
+    return write
 
 
 def subset_train(data, n: int):

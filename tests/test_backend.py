@@ -7,6 +7,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from conftest import slow_engines_marked
 
 from edgenas.config.profile import LATENCY_FROM, Budget
 from edgenas.config.runtimes import RUNTIMES
@@ -41,11 +42,32 @@ def test_every_runtime_has_a_backend_with_the_tables_facts():
 
 
 def test_an_unknown_runtime_names_the_allowed_ones():
-    with pytest.raises(ParamError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu$"):
+    with pytest.raises(ParamError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu, "
+                                         r"tflm-int8$"):
         backend_of("tflite")
 
 
-@pytest.mark.parametrize("name", list(BACKENDS))
+def test_what_a_runtime_cannot_do_is_declared_and_refused_in_one_line(tmp_path):
+    """TFLM's row: INT8 only, one thread, converted by litert-int8, no latency here, not in the kit."""
+    from edgenas.config.profile import parse_profile
+    from edgenas.config.runtimes import KIT_RUNTIMES, TIMED_RUNTIMES
+    from edgenas.errors import ProfileError
+
+    tflm = backend_of("tflm-int8")
+    assert (tflm.precision, tflm.fixed_threads, tflm.converts_via, tflm.in_kit) == ("int8", 1, "litert-int8", False)
+    assert "tflm-int8" not in TIMED_RUNTIMES and "tflm-int8" not in KIT_RUNTIMES and "litert-int8" in TIMED_RUNTIMES
+    with pytest.raises(ParamError, match=r"runtime='tflm-int8': TFLM's reference kernels on this machine compute"):
+        Target("classify", CHW, 10, "tflm-int8")
+    with pytest.raises(ProfileError, match=r"budget.runtime = 'tflm-int8' is not allowed: TFLM's reference kernels"):
+        parse_profile('[budget]\nruntime = "tflm-int8"\n', "p", "p.toml")
+    with pytest.raises(ProfileError, match=r"budget.runtime = 'torch-cpu' cannot run on a device server .*ncnn-cpu$"):
+        parse_profile('[budget]\nruntime = "torch-cpu"\ndevice = "http://host:1"\n', "p", "p.toml")
+    assert parse_profile('[budget]\nruntime = "ncnn-cpu"\ndevice = "http://host:1"\n', "p", "p.toml").budget.device
+    with pytest.raises(ParamError, match=r"threads=2: tflm-int8 runs on 1 thread"):
+        tflm.open(tmp_path / "model.tflite", threads=2)
+
+
+@pytest.mark.parametrize("name", slow_engines_marked(BACKENDS))
 def test_each_backend_converts_runs_and_agrees_with_pytorch(name, tmp_path):
     backend: Backend = BACKENDS[name]
     try:
@@ -53,8 +75,7 @@ def test_each_backend_converts_runs_and_agrees_with_pytorch(name, tmp_path):
     except MissingDependency as e:
         assert "\n" not in str(e) and "pip install" in str(e)
         pytest.skip(f"{name} cannot run here: {e}")
-    target = Target("classify", CHW, 10, name)
-    model = random_network(ARCH, target)
+    model = random_network(ARCH, Target("classify", CHW, 10, "torch-cpu"))  # the same network whatever the runtime
     x = np.random.default_rng(0).standard_normal((16, *CHW), dtype=np.float32)
     with torch.inference_mode():
         want = model(torch.from_numpy(x)).numpy()

@@ -1,17 +1,11 @@
-"""tools/bench_search.py's parts: hand-designed nets sized and counted right, and the table's paired tests."""
+"""benchmarks/bench_search.py's parts: hand-designed nets sized and counted right, and the table's paired tests."""
 
-import sys
-from pathlib import Path
-
+import bench_search as bench
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-
-import bench_search as bench  # noqa: E402
-
-from edgenas.search.space import Arch, count_macs  # noqa: E402
-from edgenas.training.network import build_model  # noqa: E402
+from edgenas.search.space import Arch, count_macs
+from edgenas.training.network import build_model
 
 
 def test_mac_counter_agrees_with_the_search_space_count():

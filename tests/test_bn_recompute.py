@@ -12,7 +12,7 @@ from edgenas.config.plan import TrainPlan
 from edgenas.search.space import Arch
 from edgenas.training.data import load_dataset
 from edgenas.training.network import build_model
-from edgenas.training.trainer import evaluate, recompute_bn, train_candidate
+from edgenas.training.trainer import accuracy, recompute_bn, train_candidate
 
 CPU = torch.device("cpu")
 ARCH = Arch.plain(6, 16)
@@ -41,7 +41,7 @@ def stripes(tmp_path_factory):
 
 def _accuracies(data, plan, seed):
     model, res = train_candidate(ARCH, data=data, epochs=EPOCHS, plan=plan, device=CPU, seed=seed)
-    return res.val_acc, evaluate(model, split=data.test, data=data, device=CPU)
+    return res.val_acc, accuracy(model, split=data.test, data=data, device=CPU)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

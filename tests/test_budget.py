@@ -11,45 +11,20 @@ from edgenas.runtime.latency import measure_latency
 from edgenas.runtime.target import Target
 from edgenas.search.space import Arch, count_macs, count_params
 
-PROFILE = """
-description = "latency-budgeted test search on 32x32 digits"
-[search]
-min_depth = 2
-max_depth = 3
-min_width = 16
-max_width = 64
-width_step = 16
-epochs = 1
-add_epochs_depth = 0
-add_epochs_width = 0
-depth_patience = 0
-width_patience = 0
-micro_epochs = 1
-micro_kernels = [5]
-[train]
-batch_size = 128
-lr = 0.05
-crop_padding = 1
-cutout = 0
-[budget]
-runtime = "onnxruntime-cpu"
-threads = 1
-max_latency_ms = {budget}
-[data]
-dataset = "digits"
-input_size = [32, 32]
-"""
+# 32x32 digits, widths 16 to 64: the widest is 14x the narrowest's MACs, so the timings see compute
+LATENCY_SPACE = {"depths": (2, 3), "widths": (16, 64), "width_step": 16, "input_size": (32, 32)}
 
 
-def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
+@pytest.mark.slow
+def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path, budgeted_profile):
     def latency(width):
         return measure_latency(Arch.plain(2, width), Target(task="classify", input_chw=(1, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))
 
     widest, wider, narrowest = latency(64), latency(32), latency(16)
     assert widest > 2 * narrowest, (widest, narrowest)  # 14x the MACs: the measurement sees compute
     budget = (max(wider, narrowest) * narrowest) ** 0.5  # the narrowest fits; 48 and 64 clearly do not
-    path = tmp_path / "latency.toml"
-    path.write_text(PROFILE.format(budget=round(budget, 4)))
+    path = budgeted_profile(tmp_path / "latency.toml", {"runtime": "onnxruntime-cpu", "threads": 1,
+                                                        "max_latency_ms": round(budget, 4)}, **LATENCY_SPACE)
     summary = discover(str(path), out=tmp_path / "run", device="cpu", log=lambda m: None)
 
     journal = RunDir(tmp_path / "run").journal()
@@ -67,7 +42,7 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path):
     assert summary["latency_ms"] <= budget and summary["budget"]["max_latency_ms"] == round(budget, 4)
 
     # (a second timing of the exported winner is not compared with the budget here: two timings on a
-    # shared 2-core machine differed by 40 % in the suite's runs; tools/ and `edgenas compare` measure that)
+    # shared 2-core machine differed by 40 % in the suite's runs; benchmarks/ and `edgenas compare` measure that)
     # latencies are measured once per architecture and kept: a resumed search measures nothing again
     measured = (tmp_path / "run" / "latency.jsonl").read_text()
     assert len(RunDir(tmp_path / "run").latencies()) >= len(journal) - 1
@@ -93,54 +68,27 @@ def test_builtin_target_profiles():
     assert load_profile("jetson-fp16").budget.runtime == "tensorrt-fp16"
 
 
-def test_workers_with_a_cpu_latency_budget_on_the_cpu_are_refused(tmp_path):
+def test_workers_with_a_cpu_latency_budget_on_the_cpu_are_refused(tmp_path, budgeted_profile):
     from click.testing import CliRunner
 
     from edgenas.cli import main
 
-    path = tmp_path / "latency.toml"
-    path.write_text(PROFILE.format(budget=1.0))
+    path = budgeted_profile(tmp_path / "latency.toml", {"runtime": "onnxruntime-cpu", "threads": 1, "max_latency_ms": 1.0},
+                            **LATENCY_SPACE)
     r = CliRunner().invoke(main, ["discover", "--profile", str(path), "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "2"])
     assert r.exit_code == 2 and "--workers 2: a CPU latency budget" in r.output and not (tmp_path / "o").exists()
 
 
-INT8_PROFILE = """
-description = "a search timed on ONNX Runtime INT8 (8x8 digits)"
-[search]
-min_depth = 2
-max_depth = 3
-min_width = 4
-max_width = 12
-width_step = 4
-epochs = 1
-add_epochs_depth = 0
-add_epochs_width = 0
-depth_patience = 0
-width_patience = 0
-micro_epochs = 1
-micro_kernels = [5]
-[train]
-batch_size = 128
-lr = 0.05
-crop_padding = 1
-cutout = 0
-[budget]
-runtime = "onnxruntime-cpu-int8"
-threads = 1
-max_latency_ms = 1000.0
-[data]
-dataset = "digits"
-"""
-
-
-def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing(tmp_path, monkeypatch,
+                                                                                  budgeted_profile):
     import numpy as np
     import onnx
     from conftest import torch_threads
 
     import edgenas.runtime.onnxruntime as latency_mod  # the ONNX Runtime plug-in quantises what it times
     from edgenas.run.loading import load_run_data
-    from edgenas.runtime.ort_int8 import calibration_images
+    from edgenas.runtime.onnx_quantize import calibration_images
 
     real, seen = latency_mod.quantize_ort_int8, []
 
@@ -150,8 +98,8 @@ def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing
         return path
 
     monkeypatch.setattr(latency_mod, "quantize_ort_int8", spy)
-    path = tmp_path / "int8.toml"
-    path.write_text(INT8_PROFILE)
+    path = budgeted_profile(tmp_path / "int8.toml", {"runtime": "onnxruntime-cpu-int8", "threads": 1,
+                                                     "max_latency_ms": 1000.0}, depths=(2, 3), widths=(4, 12), width_step=4)
     with torch_threads(1):
         discover(str(path), out=tmp_path / "run", device="cpu", log=lambda m: None)
     run = RunDir(tmp_path / "run")

@@ -154,10 +154,11 @@ def test_budget_rule_note_says_what_each_rule_did():
     assert budget_rule_note(CFG, journal[1:2], has_budget=False)["text"] == "no budget: the published search"
 
 
+@pytest.mark.slow
 def test_a_budgeted_run_says_what_the_rule_did_and_where_test_figures_come_from(budget_run, tmp_path):
     import json
 
-    from edgenas.deploy.report import write_report
+    from edgenas.deploy.report.run_report import write_report
 
     out, stderr = budget_run
     summary = json.loads((out / "summary.json").read_text())

@@ -21,7 +21,7 @@ from test_export import copy_run, make_run
 import edgenas
 from edgenas.cli import main
 from edgenas.config.profile import load_profile
-from edgenas.deploy.exporter import export_run
+from edgenas.deploy.export.exporter import export_run
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import DataError, ParamError, ProfileError, RunDirError
 from edgenas.run.rundir import RunDir
@@ -66,6 +66,7 @@ def test_a_pairs_file_with_a_byte_order_mark_is_read(tmp_path):
     assert read_pairs_file(marked) == read_pairs_file(plain)
 
 
+@pytest.mark.slow
 def test_an_input_size_beyond_memory_is_refused_on_digits(tmp_path, ci_profile):
     """The memory check counted the resized uint8 images only; resizing also holds float32 copies
     (51.8 GB at 3000x3000 on digits on main: a traceback). The child believes it has 20 GiB and may
@@ -126,8 +127,8 @@ def test_an_image_folder_with_train_but_no_test_says_so(tmp_path, only):
 
 # -- the device server under plain concurrent clients -----------------------------------------------
 def _serve_load():
-    """tools/serve_load.py, the load tool whose figures docs/benchmarks.md records."""
-    path = Path(__file__).resolve().parents[1] / "tools" / "serve_load.py"
+    """benchmarks/serve_load.py, the load tool whose figures docs/benchmarks.md records."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
     spec = importlib.util.spec_from_file_location("serve_load", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -168,11 +169,11 @@ def test_compare_says_when_the_runtime_version_changed(tmp_path):
     base, cur = tmp_path / "base.json", tmp_path / "cur.json"
     base.write_text(json.dumps(_bench_record(1.0)))
     cur.write_text(json.dumps(_bench_record(1.01, runtime_version="1.21")))
-    r = _cli("compare", base, cur)
+    r = _cli("compare", "files", base, cur)
     assert r.exit_code == 0, r.output
     assert "warning: different onnxruntime-cpu versions: 1.20 vs 1.21" in r.output, r.output
     cur.write_text(json.dumps(_bench_record(1.01)))
-    assert "versions" not in _cli("compare", base, cur).output
+    assert "versions" not in _cli("compare", "files", base, cur).output
 
 
 def test_history_files_honour_the_umask(tmp_path):
@@ -180,7 +181,7 @@ def test_history_files_honour_the_umask(tmp_path):
     cur.write_text(json.dumps(_bench_record(1.0)))
     before = os.umask(0o022)
     try:
-        r = _cli("compare", "--history", tmp_path / "history", cur)
+        r = _cli("compare", "history", tmp_path / "history", cur)
     finally:
         os.umask(before)
     assert r.exit_code == 0, r.output

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from edgenas.cli import main
-from edgenas.deploy import compare as cmp
+from edgenas.deploy.gate import compare as cmp
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import UserInputError
 from edgenas.search.space import Arch
@@ -117,7 +117,7 @@ def test_tables_plain_and_markdown():
     assert "p50 (gate)" in plain and "+20.0%" in plain and "REGRESSION" in plain and plain.endswith(c.verdict)
     md = c.table(markdown=True)
     assert md.startswith("| metric | baseline (base.json) |") and "|---|" in md and f"**{c.verdict}**" in md
-    assert c.accept_command() == "edgenas compare base.json cur.json --update-baseline"
+    assert c.accept_command() == "edgenas compare files base.json cur.json --update-baseline"
 
 
 def test_schema_errors_are_unusable_input(tmp_path):
@@ -146,7 +146,7 @@ def test_garbage_is_unusable_input_and_never_becomes_the_baseline(tmp_path, chan
     before = Path(base).read_text()
     garbage = write(tmp_path / "cur.json", record(1.0) | changes)
     for args in ((base, garbage), (garbage, base), (base, garbage, "--update-baseline")):
-        r = invoke(*args)
+        r = files(*args)
         assert r.exit_code == 2 and message in r.output, r.output
         assert r.output.startswith("edgenas: error: ") and r.output.count("\n") == 1
     assert Path(base).read_text() == before
@@ -213,41 +213,45 @@ def invoke(*args):
     return CliRunner().invoke(main, ["compare", *map(str, args)])
 
 
+def files(*args):
+    return invoke("files", *args)
+
+
 def test_cli_exit_codes(tmp_path):
     base = write(tmp_path / "base.json", record(1.0))
-    ok = invoke(base, write(tmp_path / "ok.json", record(1.03)), "--max-regression", "5%")
+    ok = files(base, write(tmp_path / "ok.json", record(1.03)), "--max-regression", "5%")
     assert ok.exit_code == 0 and "PASS" in ok.output
     slow = write(tmp_path / "slow.json", record(1.10))
-    r = invoke(base, slow, "--max-regression", "0.05")
+    r = files(base, slow, "--max-regression", "0.05")
     assert r.exit_code == 1 and "FAIL: p50 regressed by +10.0%" in r.output
-    assert f"edgenas compare {base} {slow} --update-baseline" in r.output
-    r = invoke(base, write(tmp_path / "t4.json", record(1.0, threads=4)))
+    assert f"edgenas compare files {base} {slow} --update-baseline" in r.output
+    r = files(base, write(tmp_path / "t4.json", record(1.0, threads=4)))
     assert r.exit_code == 2 and "threads 1 vs 4" in r.output
-    r = invoke(base, tmp_path / "t4.json", "--allow-env-mismatch", "--markdown")
+    r = files(base, tmp_path / "t4.json", "--allow-env-mismatch", "--markdown")
     assert r.exit_code == 0 and "environment mismatch allowed: threads 1 vs 4" in r.output and "| p50 (gate) |" in r.output
-    assert invoke(base, tmp_path / "absent.json").exit_code == 2
-    assert invoke(base).exit_code == 2
-    r = invoke(base, slow, "--max-regression", "5")
+    assert files(base, tmp_path / "absent.json").exit_code == 2
+    assert files(base).exit_code == 2
+    r = files(base, slow, "--max-regression", "5")
     assert r.exit_code == 2 and "ambiguous" in r.output
 
 
 def test_cli_update_baseline(tmp_path):
     base = write(tmp_path / "base.json", record(1.0))
     slow = write(tmp_path / "slow.json", record(1.10))
-    r = invoke(base, slow, "--update-baseline")
+    r = files(base, slow, "--update-baseline")
     assert r.exit_code == 0 and "new baseline" in r.output
-    assert invoke(base, slow).exit_code == 0  # the slower result is now the baseline
+    assert files(base, slow).exit_code == 0  # the slower result is now the baseline
 
 
 def test_cli_paired_mode(models, tmp_path):
     a, b = models
-    r = invoke("--models", a, b, "--runtime", "onnxruntime-cpu", "--threads", "1", "--rounds", "10", "--runs", "15",
+    r = invoke("models", a, b, "--runtime", "onnxruntime-cpu", "--threads", "1", "--rounds", "10", "--runs", "15",
                "--warmup", "3", "--write-baselines", tmp_path / "next")
     assert r.exit_code == 1 and "FAIL: B is slower than A" in r.output
     assert kit.read_bench(tmp_path / "next" / "b.json")["model"].endswith("w32.onnx")
-    r = invoke("--models", a, a, "--threads", "1", "--rounds", "10", "--runs", "15", "--json-b", tmp_path / "b.json")
+    r = invoke("models", a, a, "--threads", "1", "--rounds", "10", "--runs", "15", "--json-b", tmp_path / "b.json")
     assert r.exit_code == 0 and "PASS" in r.output and (tmp_path / "b.json").is_file()
-    assert invoke("--models", a, b, "x.json").exit_code == 2
+    assert invoke("models", a, b, "x.json").exit_code == 2
 
 
 @pytest.mark.parametrize("flag", ["--json-a", "--json-b", "--write-baselines"])
@@ -257,6 +261,57 @@ def test_cli_unwritable_output_is_refused_before_measuring(tmp_path, flag):
     # the models do not exist: the error about the output shows that it is checked first
     for target, message in [(tmp_path / "file" / "out.json", "is not a directory"),
                             (tmp_path / ("file" if flag == "--write-baselines" else "dir"), "is a ")]:
-        r = invoke("--models", tmp_path / "a.onnx", tmp_path / "b.onnx", flag, target)
+        r = invoke("models", tmp_path / "a.onnx", tmp_path / "b.onnx", flag, target)
         assert r.exit_code == 2 and r.output.startswith("edgenas: error: ") and flag in r.output, r.output
         assert message in r.output and r.output.count("\n") == 1
+
+
+# -- the former one-command form: runs for one release, with a notice on stderr -----------------------
+def test_former_form_runs_as_its_subcommand_with_a_one_line_notice(tmp_path):
+    base = write(tmp_path / "base.json", record(1.0))
+    slow = write(tmp_path / "slow.json", record(1.10))
+    for args in ([], ["--markdown"], ["--max-regression", "20%"], ["--metric", "p99", "--allow-env-mismatch"]):
+        new, old = files(base, slow, *args), invoke(base, slow, *args)
+        assert old.exit_code == new.exit_code and old.stdout == new.stdout, args
+        assert new.stderr == "" and old.stderr.count("\n") == 1
+        assert "`edgenas compare BASELINE CURRENT` is deprecated" in old.stderr
+        assert "run `edgenas compare files BASELINE CURRENT`" in old.stderr
+    assert files(base, slow).exit_code == 1 and files(base, slow, "--max-regression", "20%").exit_code == 0
+    r = invoke(base, slow, "--update-baseline")
+    assert r.exit_code == 0 and "new baseline" in r.stdout and files(base, slow).exit_code == 0
+
+    hist = tmp_path / "history"
+    r = invoke("--history", hist, base, "--window", "3")
+    assert r.exit_code == 0 and "added" in r.stdout and len(list(hist.glob("*.json"))) == 1
+    assert "run `edgenas compare history DIR CURRENT`" in r.stderr
+    unwritable = tmp_path / "base.json" / "a.json"  # refused before measuring (the models do not exist)
+    r = invoke("models", tmp_path / "a.onnx", tmp_path / "b.onnx", "--json-a", unwritable)
+    assert r.exit_code == 2 and "--json-a" in r.stderr and "deprecated" not in r.output
+    r = invoke("--models", tmp_path / "a.onnx", tmp_path / "b.onnx", "--json-a", unwritable)
+    assert r.exit_code == 2 and "--json-a" in r.stderr and "run `edgenas compare models A B`" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a.json"], "give BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B"),
+    (["--models", "a", "b", "x.json"], "--models A B takes no BASELINE/CURRENT files"),
+    (["--history", "h", "a.json", "b.json"], "--history DIR takes one CURRENT.json"),
+    (["a.json", "b.json", "--png", "t.png"], "--png draws a history's trend"),
+    (["a.json", "b.json", "--device", "http://localhost:1"], "--device URL goes with --models A B"),
+    (["a.json", "b.json", "--max-regression", "5"], "is ambiguous"),
+])
+def test_former_form_keeps_its_usage_errors(args, message):
+    r = invoke(*args)
+    assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 2, r.output
+    assert r.stderr.startswith("edgenas: warning: `edgenas compare ")
+
+
+def test_group_help_typos_and_no_command(tmp_path):
+    r = invoke("--help")
+    assert r.exit_code == 0 and all(name in r.output for name in ("files", "history", "models"))
+    assert "(former form)" not in r.output
+    r = invoke("file", "a.json", "b.json")  # no file named "file": a typo of the subcommand, not the former form
+    assert r.exit_code == 2 and "files" in r.stderr and "deprecated" not in r.stderr
+    r = invoke()
+    assert r.exit_code in (0, 2) and "Commands:" in r.output and "edgenas: error" not in r.output
+    for sub, absent in [("files", "--window"), ("history", "--update-baseline"), ("models", "--metric")]:
+        assert absent not in invoke(sub, "--help").output, sub  # each subcommand has only its own options

@@ -9,6 +9,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_dataset
 
 from edgenas.errors import DataError
 from edgenas.training import data as edata
@@ -22,7 +23,6 @@ from edgenas.training.data import (
     register,
     stratified_holdout,
 )
-from edgenas.training.synthetic import synthetic_dataset
 
 # --- writers of the real formats ----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_kit import device_env, export_onnx
 
-from edgenas.deploy.exporter import _copy_kit
+from edgenas.deploy.export.exporter import _copy_kit
 from edgenas.errors import (
     DeviceRefused,
     DeviceUnavailable,
@@ -242,6 +242,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_search_measures_on_the_device_skips_over_budget_and_resumes_without_measuring(
         server, tmp_path, monkeypatch, one_thread):
     import edgenas
@@ -362,7 +363,7 @@ def test_bench_and_compare_with_device(server, model, tmp_path, monkeypatch):
     assert record["runs"] == 20 and record["tool"].startswith("edgenas-serve") and record["model"] == str(model)
 
     monkeypatch.setenv("EDGENAS_DEVICE_TOKEN", TOKEN)
-    r = runner.invoke(main, ["compare", "--models", str(model), str(model), "--device", server.url, "--threads", "1",
+    r = runner.invoke(main, ["compare", "models", str(model), str(model), "--device", server.url, "--threads", "1",
                              "--rounds", "6", "--warmup", "1", "--runs", "5", "--json-a", str(tmp_path / "a.json")])
     assert r.exit_code in (0, 1) and "6 rounds of A and B in alternation on onnxruntime-cpu" in r.output, r.output
     assert read_bench(tmp_path / "a.json")["rounds"] == 6
@@ -373,13 +374,14 @@ def test_bench_and_compare_with_device(server, model, tmp_path, monkeypatch):
         (["bench", str(engine), "--device", server.url], "--device sends an ONNX model"),
         (["bench", str(model), "--device", "localhost"], "--device localhost: give the device server's address"),
         (["bench", str(model), "--device", server.url, "--runtime", "torch-cpu"], "--runtime torch-cpu: a device server"),
-        (["compare", "a.json", "b.json", "--device", server.url], "--device URL goes with --models A B"),
+        (["compare", "files", "a.json", "b.json", "--device", server.url], "No such option"),  # --device times models
     ]:
         r = runner.invoke(main, args)
         assert r.exit_code == 2 and message in r.output, (args, r.output)
 
 
 # -- a latency table built on the device, and a search that predicts with it --------------------------
+@pytest.mark.slow
 def test_a_table_built_on_the_device_predicts_a_search_whose_winner_the_device_measures(
         server, tmp_path, monkeypatch, one_thread):
     from click.testing import CliRunner
@@ -454,3 +456,125 @@ def test_serve_refuses_bad_settings_in_one_line(server, device_python):
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     assert serve.is_loopback("127.0.0.1") and serve.is_loopback("::1") and serve.is_loopback("localhost")
     assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("192.168.1.20")
+
+
+# -- OpenVINO and ncnn: a model of two files, sent as one uncompressed tar ---------------------------
+TWO_FILE_RUNTIMES = ("openvino-cpu", "ncnn-cpu")
+
+
+@pytest.fixture(scope="module")
+def engine_server(tmp_path_factory):
+    """A server in a venv with numpy, onnxruntime, openvino and ncnn only (no torch, no edgenas)."""
+    from edgenas.runtime.backend import is_available
+
+    if not all(is_available(r) for r in TWO_FILE_RUNTIMES):
+        pytest.skip("openvino and ncnn (pip install 'edgenas[openvino,ncnn]') convert the models here")
+    python = device_env(tmp_path_factory.mktemp("venv") / "venv", "openvino", "ncnn")
+    folder = tmp_path_factory.mktemp("engines")
+    _copy_kit(folder)
+    s = Server(python, folder).start()
+    yield s
+    s.kill()
+
+
+@pytest.fixture(scope="module")
+def two_file_models(tmp_path_factory) -> dict[str, Path]:
+    """A small random-weight classifier converted by the openvino-cpu and ncnn-cpu plug-ins, as export names them."""
+    import torch
+
+    from edgenas.runtime.backend import backend_of
+    from edgenas.search.space import Arch
+    from edgenas.training.network import build_model
+
+    torch.manual_seed(0)
+    model = build_model(Arch.plain(3, 8), 3, 10).eval()
+    folder = tmp_path_factory.mktemp("two-file")
+    return {runtime: backend_of(runtime).convert(model, folder / f"model{backend_of(runtime).suffix}",
+                                                 input_chw=(3, 16, 16)) for runtime in TWO_FILE_RUNTIMES}
+
+
+@pytest.mark.parametrize("runtime", TWO_FILE_RUNTIMES)
+def test_an_openvino_or_ncnn_model_is_timed_on_the_device_from_one_archive(engine_server, two_file_models, runtime):
+    from edgenas.device_kit import edgenas_kit as kit
+
+    status = DeviceClient(engine_server.url, token=TOKEN).status()
+    assert runtime in status["runtimes"] and status["versions"][runtime.split("-")[0]]
+    path = two_file_models[runtime]
+    record = time_on_device(engine_server.url, path, token=TOKEN, runtime=runtime, threads=1, warmup=2, runs=10)
+    kit.validate_bench(record)
+    assert record["runtime"] == runtime and record["runs"] == 10 and record["threads"] == 1
+    assert record["input_shape"] == [1, 3, 16, 16] and record["model"] == path.name
+    assert record["runtime_version"] == status["versions"][runtime.split("-")[0]]
+
+
+def _tar(members: list[tuple[str, bytes, bytes]]) -> bytes:
+    """An uncompressed tar of (name, type, data) members: tarfile.REGTYPE, SYMTYPE (data: the link target), ..."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.REGTYPE:
+                info.size = len(data)
+                tar.addfile(info, __import__("io").BytesIO(data))
+            else:
+                info.linkname = data.decode()
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def test_an_archive_is_read_strictly_and_the_server_goes_on(engine_server, two_file_models):
+    import gzip
+    import tarfile
+
+    from edgenas.runtime.device_client import upload_body
+
+    xml = two_file_models["openvino-cpu"]
+    files = [(p.name.replace(xml.stem, "model"), p.read_bytes()) for p in (xml, xml.with_suffix(".bin"))]
+    good = _tar([(name, tarfile.REGTYPE, data) for name, data in files])
+    assert tarfile.open(fileobj=__import__("io").BytesIO(upload_body(xml, "openvino-cpu"))).getnames() == [
+        "model.xml", "model.bin", "model.xml.json"]
+    path = "/bench?runtime=openvino-cpu&threads=1&warmup=1&runs=3&upload=tar"
+    (xml_name, xml_data), (bin_name, bin_data) = files
+    cases = [
+        ("/bench?runtime=openvino-cpu", good, 400, "runs a model of two files: send upload=tar, an uncompressed tar of model.xml and model.bin"),
+        ("/bench?runtime=onnxruntime-cpu&upload=tar", good, 400, "takes the model file itself as the body"),
+        ("/bench?upload=zip&runtime=openvino-cpu", good, 400, "upload='zip': give file"),
+        (path, gzip.compress(good), 400, "the body is not an uncompressed tar archive"),
+        (path, b"not a tar at all" * 64, 400, "the body is not an uncompressed tar archive"),
+        (path, good[:700], 400, "upload=tar: the body is not an uncompressed tar archive"),  # cut inside model.xml
+        (path, _tar([("../model.xml", tarfile.REGTYPE, xml_data), (bin_name, tarfile.REGTYPE, bin_data)]), 400,
+         "the archive holds '../model.xml': openvino-cpu takes model.xml, model.bin and optionally model.xml.json"),
+        (path, _tar([("/tmp/model.xml", tarfile.REGTYPE, xml_data)]), 400, "the archive holds '/tmp/model.xml'"),
+        (path, _tar([("sub/model.bin", tarfile.REGTYPE, bin_data)]), 400, "the archive holds 'sub/model.bin'"),
+        (path, _tar([(xml_name, tarfile.REGTYPE, xml_data), (bin_name, tarfile.SYMTYPE, b"/etc/passwd")]), 400,
+         "the archive's model.bin is not a regular file"),
+        (path, _tar([(xml_name, tarfile.REGTYPE, xml_data), (xml_name, tarfile.REGTYPE, xml_data)]), 400,
+         "the archive holds model.xml twice"),
+        (path, _tar([(xml_name, tarfile.REGTYPE, xml_data)]), 400, "the archive lacks model.bin"),
+        (path, _tar([(xml_name, tarfile.REGTYPE, xml_data), (bin_name, tarfile.REGTYPE, b"")]), 400,
+         "is not a model OpenVINO can compile"),
+        ("/bench?runtime=ncnn-cpu&upload=tar", good, 400, "the archive holds 'model.xml': ncnn-cpu takes model.ncnn.param"),
+    ]
+    for query, body, status, reason in cases:
+        got, answer = raw(engine_server, "POST", query, body=body, headers=AUTH)
+        assert (got, reason in answer.get("error", "")) == (status, True), (query, got, answer)
+    got, answer = raw(engine_server, "POST", path, body=good, headers=AUTH)  # without its metadata: NCHW, shape from the IR
+    assert got == 200 and answer["runs"] == 3 and answer["input_shape"] == [1, 3, 16, 16], answer
+
+
+def test_a_search_budget_on_the_device_times_candidates_on_openvino_and_ncnn(engine_server, monkeypatch, one_thread):
+    """What a search with ``[budget] device`` and an OpenVINO or ncnn runtime does for each candidate."""
+    from edgenas.runtime.cost import OnDevice
+    from edgenas.runtime.target import Target
+    from edgenas.search.space import Arch
+
+    for runtime in TWO_FILE_RUNTIMES:
+        source = OnDevice(DeviceClient(engine_server.url, token=TOKEN), Target("classify", (1, 8, 8), 10, runtime, 1, 4))
+        source.check()
+        before = engine_server.measured()
+        assert source.latency_ms(Arch.plain(2, 8)) > 0 and engine_server.measured() == before + 1
+        assert source.identity()["runtime"] == runtime and source.identity()["source"] == "device"

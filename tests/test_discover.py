@@ -31,6 +31,7 @@ def finished_run(tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_run_directory_contents(finished_run):
     out, r = finished_run
     for name in ("run.json", "journal.jsonl", "arch.json", "summary.json", "model.pt"):
@@ -50,6 +51,7 @@ def test_run_directory_contents(finished_run):
     assert load_run_model(RunDir(out)).state_dict().keys() == state.keys()
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, ci_profile, tmp_path):
     full, _ = finished_run
     out = tmp_path / "killed"
@@ -81,6 +83,7 @@ def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, 
     assert keys(out) == keys(full)
 
 
+@pytest.mark.slow
 def test_python_api(tmp_path, ci_profile):
     summary = edgenas.discover(str(ci_profile), out=tmp_path / "api", device="cpu", log=lambda m: None)
     assert summary["run_dir"] == str(tmp_path / "api") and summary["test_acc"] > 30
@@ -111,6 +114,7 @@ def test_cli_cuda_without_gpu(tmp_path, ci_profile):
     assert r.exit_code == 2 and "no CUDA device" in r.output
 
 
+@pytest.mark.slow
 def test_train_command_retrains_a_run(finished_run):
     out, _ = finished_run
     r = CliRunner().invoke(main, ["train", str(out), "--epochs", "1", "--device", "cpu"])

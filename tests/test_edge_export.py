@@ -14,14 +14,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import torch_threads
 
-import edgenas.deploy.edge_export as edge_export_mod
+import edgenas.deploy.export.edge_export as edge_export_mod
 from edgenas.cli import main
 from edgenas.config.runtimes import RUNTIMES
-from edgenas.deploy import layout
-from edgenas.deploy.edge_export import is_edge_format
 from edgenas.deploy.evaluate import evaluate_run
-from edgenas.deploy.exporter import export_run
-from edgenas.deploy.formats import FORMATS
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.edge_export import is_edge_format
+from edgenas.deploy.export.exporter import export_run
+from edgenas.deploy.export.formats import FORMATS
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.run.rundir import RunDir
@@ -55,6 +55,7 @@ def demo_run(tmp_path_factory):
     return root / "run", report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EDGE)
 def test_every_edge_format_passes_parity_and_records_it(demo_run, name):
     installed(name)
@@ -75,6 +76,7 @@ def test_every_edge_format_passes_parity_and_records_it(demo_run, name):
         assert entry["kit_tolerances"]["min_agreement"] <= 0.99
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EDGE)
 def test_evaluate_through_each_file_matches_pytorch(demo_run, name):
     installed(name)
@@ -89,6 +91,7 @@ def test_evaluate_through_each_file_matches_pytorch(demo_run, name):
         assert r["drop_pp"] <= 1.0 and r["top1_agreement"] >= 95.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EDGE)
 def test_the_kit_checks_each_file_in_the_export_folder(demo_run, name):
     installed(name)
@@ -101,6 +104,7 @@ def test_the_kit_checks_each_file_in_the_export_folder(demo_run, name):
         assert report["tolerances_from"] == "parity.json"
 
 
+@pytest.mark.slow
 def test_evaluate_cli_and_bench_cli_take_an_edge_file(demo_run, tmp_path):
     installed("litert-int8")
     run, _ = demo_run
@@ -116,6 +120,7 @@ def test_evaluate_cli_and_bench_cli_take_an_edge_file(demo_run, tmp_path):
     assert record["runtime"] == "litert-int8" and record["model"].endswith("export/model.int8.tflite")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["litert-int8", "executorch-int8", "openvino-int8"])
 def test_a_broken_calibration_trips_the_gate_and_leaves_the_files(demo_run, name, tmp_path, monkeypatch):
     installed(name)
@@ -145,6 +150,7 @@ def test_an_edge_format_without_its_package_is_one_line_before_anything_is_writt
     assert not (tmp_path / "nothing-here").exists()
 
 
+@pytest.mark.slow
 def test_stale_edge_files_go_with_their_companions(demo_run, tmp_path):
     installed("openvino")
     run = tmp_path / "run"
@@ -160,8 +166,9 @@ def test_stale_edge_files_go_with_their_companions(demo_run, tmp_path):
     assert not any((run / "export" / n).exists() for n in gone)
 
 
+@pytest.mark.slow
 def test_bench_runtime_all_times_every_installed_runtime_in_one_table_and_the_report_shows_it(demo_run):
-    from edgenas.deploy.report import write_report
+    from edgenas.deploy.report.run_report import write_report
 
     run, _ = demo_run
     # in a process of its own: with every runtime loaded into it, a SIGTERM later delivered to the same
@@ -186,12 +193,14 @@ def test_bench_runtime_all_times_every_installed_runtime_in_one_table_and_the_re
     assert "Which runtime is fastest here" in html and all(row["runtime"] in html for row in record["rows"])
 
 
-def test_bench_device_sends_the_tflite_to_a_kit_server(demo_run, tmp_path):
-    """`edgenas bench RUN_DIR --runtime litert-int8 --device URL`: the .tflite and its layout go to the server."""
+@pytest.mark.slow
+def test_bench_device_sends_the_edge_files_to_a_kit_server(demo_run, tmp_path):
+    """`edgenas bench RUN_DIR --runtime R --device URL`: the .tflite and its metadata (its layout), the OpenVINO
+    IR and the ncnn model with their weights go to the server."""
     installed("litert-int8")
     import subprocess
 
-    from edgenas.deploy.exporter import _copy_kit
+    from edgenas.deploy.export.exporter import _copy_kit
 
     run, _ = demo_run
     device = tmp_path / "device"
@@ -211,9 +220,17 @@ def test_bench_device_sends_the_tflite_to_a_kit_server(demo_run, tmp_path):
         record = kit.read_bench(out)
         assert record["runtime"] == "litert-int8" and record["model"].endswith("export/model.int8.tflite")
         assert record["model_sha256"] == kit.file_sha256(run / "export" / "model.int8.tflite")
-        r = CliRunner(env={"EDGENAS_DEVICE_TOKEN": "edge-token-0123456789"}).invoke(
-            main, ["bench", str(run), "--runtime", "openvino-cpu", "--device", url])
-        assert r.exit_code == 2 and "edgenas_kit.py bench" in r.output, r.output
+        for name in ("openvino", "ncnn"):  # two files each: sent in one archive with the metadata
+            if name not in INSTALLED:
+                continue
+            fmt = FORMATS[name]
+            r = CliRunner(env={"EDGENAS_DEVICE_TOKEN": "edge-token-0123456789"}).invoke(
+                main, ["bench", str(run), "--runtime", fmt.runtime, "--device", url, "--runs", "10", "--json", str(out)])
+            assert r.exit_code == 0, r.output
+            record = kit.read_bench(out)
+            assert record["runtime"] == fmt.runtime and record["model"].endswith(f"export/{fmt.file}")
+            assert record["model_sha256"] == kit.file_sha256(run / "export" / fmt.file)
+            assert record["input_shape"] == [1, 1, 8, 8]  # ncnn: from the metadata file sent along
     finally:
         server.kill()
         server.wait(timeout=30)

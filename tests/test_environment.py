@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgenas.cli import main
-from edgenas.deploy.environment import condition_warnings, differences
+from edgenas.deploy.gate.environment import condition_warnings, differences
 from edgenas.device_kit import edgenas_env as env
 from edgenas.device_kit import edgenas_kit as kit
 
@@ -160,7 +160,7 @@ def test_loaded_throttled_and_version_1_warnings():
 
 
 def test_paired_verdict_warns_about_a_loaded_machine(tmp_path):
-    from edgenas.deploy.compare import PairedResult
+    from edgenas.deploy.gate.compare import PairedResult
 
     loaded = json.loads(Path(bench_json(tmp_path / "a.json", block(load_avg_before=[3.9, 2.0, 1.0]))).read_text())
     r = PairedResult([1.0, 1.01], (0.99, 1.02), 0.95, 0.05, loaded, loaded)
@@ -184,10 +184,10 @@ def test_compare_warns_in_its_verdict_and_reads_version_1(tmp_path):
     v1 = bench_json(tmp_path / "v1.json", None, "edgenas.bench/1")
     governed = bench_json(tmp_path / "perf.json", block(cpu_governor="performance"))
     saving = bench_json(tmp_path / "save.json", block(cpu_governor="powersave"))
-    r = CliRunner().invoke(main, ["compare", governed, saving])
+    r = CliRunner().invoke(main, ["compare", "files", governed, saving])
     assert r.exit_code == 0 and "PASS" in r.output
     assert "warning: different conditions: CPU governor 'performance' vs 'powersave'" in r.output
-    r = CliRunner().invoke(main, ["compare", v1, governed, "--markdown"])
+    r = CliRunner().invoke(main, ["compare", "files", v1, governed, "--markdown"])
     assert r.exit_code == 0 and "> warning: v1.json records no bench conditions (edgenas.bench/1)" in r.output
-    r = CliRunner().invoke(main, ["compare", v1, v1])
+    r = CliRunner().invoke(main, ["compare", "files", v1, v1])
     assert r.exit_code == 0 and r.output.count("records no bench conditions") == 2

@@ -15,14 +15,14 @@ from click.testing import CliRunner
 from conftest import make_meta, torch_threads
 
 from edgenas.config.profile import load_profile
-from edgenas.deploy.exporter import (
+from edgenas.deploy.export.exporter import (
     _calibration_images,
     export_run,
     onnx_metadata,
     precision_onnx,
 )
-from edgenas.deploy.formats import FORMATS, TOLERANCES, parse_formats, tolerance
-from edgenas.deploy.parity import HeldOut, check_file, held_out, verify_export
+from edgenas.deploy.export.formats import FORMATS, TOLERANCES, parse_formats, tolerance
+from edgenas.deploy.export.parity import HeldOut, check_file, held_out, recheck_parity
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParityError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
@@ -147,7 +147,7 @@ def test_altered_weights_are_caught(exported, tmp_path):
     state["classifier.weight"] = state["classifier.weight"] * 1.01  # a model changed after export
     torch.save(state, copy.path / "model.pt")
     with pytest.raises(ParityError, match=r"onnx fp32: max \|diff\| .* > 0\.001"):
-        verify_export(copy.path)
+        recheck_parity(copy.path)
     parity = json.loads((copy.path / "export" / "parity.json").read_text())
     assert not parity["passed"] and parity["formats"]["onnx"]["max_abs_diff"] > 1e-3
 
@@ -163,7 +163,7 @@ def test_altered_onnx_initializer_is_caught(exported, tmp_path):
     init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
     onnx.save(model, str(broken / "export" / "model.onnx"))
     with pytest.raises(ParityError, match="parity check failed for onnx fp32") as e:
-        verify_export(broken)
+        recheck_parity(broken)
     assert "top-1 agreement" in str(e.value) and "parity.json" in str(e.value)
 
 
@@ -224,7 +224,7 @@ def test_tensorrt_engine_parity(exported, tmp_path, precision):
     assert set(parity["formats"]) == {"onnx", "tensorrt"} and parity["passed"]
     assert kit.check_export(copy.path / "export", runtime=f"tensorrt-{precision}", max_abs_diff=np.inf,
                             min_agreement=0.75)["passed"]
-    assert verify_export(copy.path, formats=("tensorrt",), int8_max_drop=0.1).passed
+    assert recheck_parity(copy.path, formats=("tensorrt",), int8_max_drop=0.1).passed
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_cli_without_tensorrt_says_how_to_install_it(exported, tmp_path):
 
 
 def test_cli_parity_failure_exits_1(exported, tmp_path, monkeypatch):
-    import edgenas.deploy.exporter as export_mod
+    import edgenas.deploy.export.exporter as export_mod
 
     run = copy_run(exported[0], tmp_path / "r")
     real = export_mod.export_onnx

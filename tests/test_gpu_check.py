@@ -8,16 +8,15 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-sys.path.insert(0, str(TOOLS))
-
-import gpu_check  # noqa: E402
+import gpu_check
+import pytest
+from conftest import TOOLS
 
 STEPS = ("pytest_gpu", "bench_cifar10", "bench_fashionmnist", "rank_check", "synthetic_data", "search_w1", "search_w2")
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_writes_every_step_and_the_summary(tmp_path):
     out = tmp_path / "figures"
     r = subprocess.run([sys.executable, str(TOOLS / "gpu_check.py"), "--quick", "--device", "cpu", "--out", str(out)],

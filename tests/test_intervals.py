@@ -1,20 +1,15 @@
 """Paired mode's intervals: known answers against scipy, and the gate's error rate on simulated gates
-(tools/gate_calibration.py; no real timing)."""
+(benchmarks/gate_calibration.py; no real timing)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import gate_calibration
 import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 from scipy.stats.mstats import median_cihs
 
-from edgenas.deploy import intervals
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import gate_calibration  # noqa: E402
+from edgenas.deploy.gate import intervals
 
 GATES = 2000
 NOMINAL = 0.025  # one tail of a 95 % interval

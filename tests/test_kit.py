@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgenas.deploy.exporter import _copy_kit
+from edgenas.deploy.export.exporter import _copy_kit
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.device_kit.edgenas_env import FIELDS as ENV_FIELDS
 
@@ -369,13 +369,14 @@ def test_tensorrt_engine_matches_onnxruntime(export_dir, tmp_path):
 
 
 # -- the kit alone on a "device" -------------------------------------------------------------------
-def device_env(root: Path) -> Path:
-    """A fresh venv whose site-packages holds only numpy and onnxruntime (linked from this one)."""
+def device_env(root: Path, *runtimes: str) -> Path:
+    """A fresh venv whose site-packages holds only numpy and onnxruntime (linked from this one), and the
+    packages ``runtimes`` names (``openvino``, ``ncnn``)."""
     venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
     python = root / "bin" / "python"
     site = Path(subprocess.run([python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    for name in ("numpy", "onnxruntime"):
+    for name in ("numpy", "onnxruntime", *runtimes):
         src = Path(importlib.util.find_spec(name).submodule_search_locations[0])
         for path in [src, *src.parent.glob(f"{name}.libs"), *src.parent.glob(f"{name}-*.dist-info")]:
             (site / path.name).symlink_to(path)
@@ -402,7 +403,7 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     bench = run(python, "edgenas_kit.py", "bench", "export/model.onnx", "--threads", "1", "--runs", "20",
                 "--warmup", "2", "--json", "bench.json", cwd=device)
     assert bench.returncode == 0, bench.stderr
-    from edgenas.deploy.compare import compare_files
+    from edgenas.deploy.gate.compare import compare_files
 
     assert compare_files(device / "bench.json", device / "bench.json").exit_code == 0  # edgenas reads it
     record = json.loads((device / "bench.json").read_text())

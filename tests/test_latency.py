@@ -141,7 +141,7 @@ def test_missing_gpu_runtimes_are_one_line():
 def test_every_runtime_is_known():
     assert set(RUNTIMES) == {"onnxruntime-cpu", "onnxruntime-cpu-int8", "onnxruntime-cuda", "tensorrt-fp16", "tensorrt-int8",
                              "torch-cpu", "torch-cuda", "litert-cpu", "litert-int8", "executorch-cpu", "executorch-int8",
-                             "openvino-cpu", "openvino-int8", "ncnn-cpu"}
+                             "openvino-cpu", "openvino-int8", "ncnn-cpu", "tflm-int8"}
 
 
 @pytest.mark.tensorrt

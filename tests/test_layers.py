@@ -73,8 +73,8 @@ def test_the_kits_runtime_table_agrees_with_edgenas():
 
 def test_the_kits_export_layout_agrees_with_edgenas():
     """The kit finds the files `edgenas export` writes: its default model per runtime and its own file names."""
-    from edgenas.deploy import layout
-    from edgenas.deploy.formats import file_for_runtime
+    from edgenas.deploy.export import layout
+    from edgenas.deploy.export.formats import file_for_runtime
 
     assert kit.LAYOUT == {"onnx": layout.ONNX, "samples": layout.SAMPLES, "parity": layout.PARITY}
     for runtime in kit.RUNTIMES:
@@ -85,7 +85,7 @@ def test_the_kits_export_layout_agrees_with_edgenas():
 def test_the_python_api_takes_keywords_after_the_first_argument():
     import inspect
 
-    from edgenas.deploy.compare import paired_compare
+    from edgenas.deploy.gate.compare import paired_compare
     from edgenas.run.discover import discover
     from edgenas.run.final import train_final
 

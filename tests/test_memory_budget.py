@@ -19,33 +19,6 @@ from edgenas.search.space import Arch
 
 TFLM = MEMORY_TARGETS["tflm-int8"]
 
-PROFILE = """
-description = "memory-budgeted test search on the demo space"
-[search]
-min_depth = 3
-max_depth = 4
-min_width = 8
-max_width = 24
-width_step = 8
-epochs = 1
-add_epochs_depth = 0
-add_epochs_width = 0
-depth_patience = 0
-width_patience = 0
-micro_epochs = 1
-micro_kernels = [5]
-[train]
-batch_size = 128
-lr = 0.05
-crop_padding = 1
-cutout = 0
-[budget]
-max_peak_memory_kb = {budget}
-[data]
-dataset = "digits"
-"""
-
-
 def test_same_padding_needs_a_pad_op_only_where_pytorch_differs():
     assert same_padding(32, 3, 2) == (0, 1) and needs_pad((32, 32), 3, 2)  # PyTorch pads (1, 1)
     assert same_padding(7, 3, 2) == (1, 1) and not needs_pad((7, 7), 3, 2)
@@ -92,14 +65,14 @@ def test_memory_budgets_are_checked_before_latency():
     assert check_budget(arch, size=(1, 1), budget=Budget(max_peak_memory_kb=1024), latency_of=never, memory=memory).reason == ""
 
 
-def test_search_trains_only_candidates_under_the_memory_budget(tmp_path, one_thread):
+@pytest.mark.slow
+def test_search_trains_only_candidates_under_the_memory_budget(tmp_path, one_thread, budgeted_profile):
     peaks = {w: footprint(Arch.plain(3, w), in_channels=1, input_size=(8, 8), outputs=10, target=TFLM).activations
              for w in (8, 16, 24)}
     assert peaks[8] < peaks[16] < peaks[24]
     budget = peaks[16] // KB  # width 16 fits (its peak is a whole number of KB), 24 does not
     assert peaks[16] <= budget * KB < peaks[24]
-    path = tmp_path / "memory.toml"
-    path.write_text(PROFILE.format(budget=budget))
+    path = budgeted_profile(tmp_path / "memory.toml", {"max_peak_memory_kb": budget})  # depths 3-4, widths 8-24
     summary = discover(str(path), out=tmp_path / "run", device="cpu", log=lambda m: None)
 
     journal = RunDir(tmp_path / "run").journal()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgenas.cli import main
-from edgenas.deploy import pareto
+from edgenas.deploy.report import pareto
 from edgenas.run.loading import load_run_model
 from edgenas.run.rundir import RunDir
 
@@ -67,6 +67,7 @@ def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args], standalone_mode=False)
 
 
+@pytest.mark.slow
 def test_pareto_on_a_budgeted_run_never_lists_a_skipped_candidate(budget_run):
     out, _ = budget_run
     journal = RunDir(out).journal()
@@ -86,6 +87,7 @@ def test_pareto_on_a_budgeted_run_never_lists_a_skipped_candidate(budget_run):
     assert text.exit_code == 0 and "non-dominated trained candidate(s): accuracy against params" in text.output
 
 
+@pytest.mark.slow
 def test_pareto_latency_without_measurements_names_the_flag(budget_run, tmp_path):
     out, _ = budget_run
     copy = tmp_path / "nolatency"
@@ -98,6 +100,7 @@ def test_pareto_latency_without_measurements_names_the_flag(budget_run, tmp_path
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_train_candidate_trains_that_architecture_into_a_run_that_says_where_it_came_from(budget_run, tmp_path):
     out, _ = budget_run
     journal = RunDir(out).journal()
@@ -124,6 +127,7 @@ def test_train_candidate_trains_that_architecture_into_a_run_that_says_where_it_
     assert before == {name: (out / name).read_bytes() for name in before}  # the source run is untouched
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pick,message", [("skipped", "was skipped"), ("beyond", "holds candidates 1 to")])
 def test_train_candidate_refuses_a_skipped_or_missing_candidate(budget_run, tmp_path, pick, message):
     out, _ = budget_run

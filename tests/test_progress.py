@@ -12,7 +12,17 @@ import sys
 import termios
 from pathlib import Path
 
-from edgenas.run.progress import LiveProgress, SearchTally, reporter
+import pytest
+
+from edgenas.run.progress import (
+    QUIET,
+    STDERR,
+    LiveProgress,
+    Progress,
+    SearchTally,
+    as_progress,
+    reporter,
+)
 from edgenas.run.rundir import RunDir
 
 BEFORE = Path(__file__).parent / "data" / "progress" / "ci-budget-pipe-before.txt"  # stderr of the code before the display
@@ -47,6 +57,7 @@ def test_the_patterns_describe_the_log_of_the_code_before_the_display():
     assert set(found) == set(LINES)
 
 
+@pytest.mark.slow
 def test_on_a_pipe_the_log_lines_are_the_old_ones(budget_run):
     out, stderr = budget_run
     assert "\x1b" not in stderr and "\r" not in stderr and "━" not in stderr
@@ -85,6 +96,7 @@ def _under_a_pty(args, cwd=None, timeout=600) -> tuple[int, str]:
     return proc.wait(timeout=timeout), b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_on_a_terminal_a_bar_shows_stage_candidate_epoch_eta_best_and_skipped(budget_run, tmp_path):
     """--resume of the budgeted run with its last two candidates unfinished: they train under the bar."""
     out, _ = budget_run
@@ -118,14 +130,29 @@ def test_live_progress_tally_and_reporter_choice():
         def isatty(self):
             return True
 
-    with reporter(stream=io.StringIO()) as (log, progress):
-        assert progress is None and log.__name__ == "stderr_log"
-    with reporter(quiet=True, stream=Terminal()) as (log, progress):
-        assert progress is None and log("anything") is None
+    with reporter(stream=io.StringIO()) as progress:
+        assert progress is STDERR
+    with reporter(quiet=True, stream=Terminal()) as progress:
+        assert progress is QUIET and progress("anything") is None
     screen = Terminal()
-    with reporter(stream=screen) as (log, progress):
+    with reporter(stream=screen) as progress:
         assert isinstance(progress, LiveProgress)
         progress.candidate("width", number=3, label="d2-w8-ss-33", epochs=4)
-        progress.epoch(2, 4, 1.0, 50.0, 1.0)
-        log("[width #3] a message")
+        progress.epoch(2, 4, "[width #3] d2-w8-ss-33: epoch 2/4")
+        progress("[width #3] a message")
     assert "[width #3] d2-w8-ss-33" in screen.getvalue() and "[width #3] a message" in screen.getvalue()
+
+
+def test_one_progress_object_plain_lines_or_the_live_bar():
+    """Both implementations are a ``Progress``; a plain line sink (``list.append``) becomes ``Lines``:
+    messages and epoch lines reach it, the candidate and record calls say nothing on their own."""
+    seen: list[str] = []
+    lines = as_progress(seen.append)
+    assert isinstance(lines, Progress) and not isinstance(seen.append, Progress)
+    assert as_progress(lines) is lines and as_progress(STDERR) is STDERR
+    lines.candidate("depth", number=1, label="d2-w8-ss-33", epochs=2)
+    lines("a message")
+    lines.epoch(1, 2, "[depth #1] d2-w8-ss-33 e2: epoch 1/2")
+    lines.record({"status": "trained", "acc": 50.0})
+    assert seen == ["a message", "[depth #1] d2-w8-ss-33 e2: epoch 1/2"]
+    assert isinstance(LiveProgress(io.StringIO()), Progress)

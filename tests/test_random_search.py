@@ -93,8 +93,8 @@ def test_discover_runs_a_random_search_end_to_end_and_resumes(tmp_path, ci_profi
     best = max((r for r in trained if r["status"] == "trained"), key=lambda r: r["acc"])
     assert summary["arch_str"] == best["key"].split(":")[1] and summary["params"] <= 3100
     assert summary["test_from"] == "search.epochs (1)" and summary["over_budget"]["rule"] == "redraw"
-    from edgenas.deploy import pareto
-    from edgenas.deploy.report import write_report
+    from edgenas.deploy.report import pareto
+    from edgenas.deploy.report.run_report import write_report
 
     front = pareto.front_rows(journal, "params")
     assert front and all(r["stage"] == "random" for r in front)

@@ -20,8 +20,8 @@ from PIL import Image
 
 import edgenas
 from edgenas.cli import main
-from edgenas.deploy.report import write_report
-from edgenas.deploy.report_view import load_view
+from edgenas.deploy.report.run_report import write_report
+from edgenas.deploy.report.view import load_view
 from edgenas.deploy.verify import verify_run
 from edgenas.run.rundir import RunDir, write_json_atomic
 
@@ -81,6 +81,7 @@ def exported_run(budget_run):
     return out, png
 
 
+@pytest.mark.slow
 def test_report_of_a_real_run_holds_every_figure_with_data_and_nothing_external(exported_run):
     out, _ = exported_run
     html = (out / "report.html").read_text()
@@ -103,6 +104,7 @@ def test_report_of_a_real_run_holds_every_figure_with_data_and_nothing_external(
     assert "ROC" not in text  # a classify run has no face section
 
 
+@pytest.mark.slow
 def test_layer_table_adds_up_to_the_networks_params_and_macs(exported_run):
     out, _ = exported_run
     view = load_view(out)
@@ -112,6 +114,7 @@ def test_layer_table_adds_up_to_the_networks_params_and_macs(exported_run):
     assert all(r["params"] > 0 and r["macs"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_png_dir_holds_each_figure_as_an_image(exported_run):
     out, png = exported_run
     names = sorted(p.stem for p in png.glob("*.png"))
@@ -129,6 +132,7 @@ def _partial(out: Path, dest: Path, records: int) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_report_of_a_run_still_searching(budget_run, tmp_path):
     out, _ = budget_run
     run = _partial(out, tmp_path / "searching", 3)
@@ -142,6 +146,7 @@ def test_report_of_a_run_still_searching(budget_run, tmp_path):
     assert len(written) == 1 + len(list((tmp_path / "png").glob("*.png")))
 
 
+@pytest.mark.slow
 def test_report_marks_a_failed_candidate(budget_run, tmp_path):
     out, _ = budget_run
     run = _partial(out, tmp_path / "failed", 4)
@@ -155,8 +160,9 @@ def test_report_marks_a_failed_candidate(budget_run, tmp_path):
     assert page.figures["trajectory"]["points"] == 4
 
 
+@pytest.mark.slow
 def test_latency_is_drawn_where_candidates_were_measured(budget_run, tmp_path):
-    from edgenas.deploy.report_figures import tradeoff_axes
+    from edgenas.deploy.report.figures import tradeoff_axes
 
     out, _ = budget_run
     run = _partial(out, tmp_path / "timed", 4)
@@ -171,6 +177,7 @@ def test_latency_is_drawn_where_candidates_were_measured(budget_run, tmp_path):
     assert "Pareto front against latency" in " ".join(page.text) and page.figures["tradeoffs"]["points"] >= 6
 
 
+@pytest.mark.slow
 def test_report_errors_name_the_file_or_flag(budget_run, tmp_path):
     out, _ = budget_run
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", str(tmp_path)], capture_output=True, text=True)
@@ -200,6 +207,7 @@ def face_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_report_of_a_face_run_draws_the_roc_curve(face_run, tmp_path):
     verify = json.loads((face_run / "verify.json").read_text())
     assert len(verify["roc"]["fpr"]) == len(verify["roc"]["tpr"]) >= 2
@@ -218,6 +226,7 @@ def test_report_of_a_face_run_draws_the_roc_curve(face_run, tmp_path):
     assert (tmp_path / "png" / "roc.png").is_file()
 
 
+@pytest.mark.slow
 def test_face_report_says_when_the_roc_curve_is_not_available(face_run, tmp_path):
     run = tmp_path / "face"
     shutil.copytree(face_run, run)
@@ -233,6 +242,7 @@ def test_face_report_says_when_the_roc_curve_is_not_available(face_run, tmp_path
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian: apt-get install chromium)")
 def test_the_report_renders_in_headless_chromium(exported_run, tmp_path):
     out, _ = exported_run

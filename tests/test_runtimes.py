@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import torch_threads
+from conftest import slow_engines_marked, torch_threads
 
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_engines as engines
@@ -90,7 +90,7 @@ def reference(model, images: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(images)).numpy()
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_the_runtime_computes_what_pytorch_computes(runtime, trained, converted):
     model, _, test, labels = trained
     b = backend(runtime)
@@ -110,7 +110,7 @@ def test_the_runtime_computes_what_pytorch_computes(runtime, trained, converted)
         assert np.abs(out - ref).max() > 0  # really quantised: an INT8 file that computes in float would be exact
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_the_file_carries_metadata_the_kit_reads(runtime, converted):
     path = converted(runtime)
     meta = json.loads(engines.metadata_path(path).read_text())
@@ -121,7 +121,7 @@ def test_the_file_carries_metadata_the_kit_reads(runtime, converted):
         assert engines.size_on_disk(path) < engines.size_on_disk(converted(runtime.replace("-int8", "-cpu"))) / 2
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_a_face_embedding_net_keeps_its_cosine(runtime, tmp_path):
     b = backend(runtime)
     torch.manual_seed(1)
@@ -150,7 +150,7 @@ def test_a_missing_package_names_the_extra(runtime, monkeypatch):
         b.convert(torch.nn.Identity(), out=Path("unused") / f"m{b.suffix}", input_chw=(1, 8, 8))
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_the_kit_without_the_runtime_package_says_how_to_install_it(runtime, converted, monkeypatch):
     path = converted(runtime)
     monkeypatch.setitem(sys.modules, engines.PACKAGES[RUNTIMES[runtime].engine][0], None)
@@ -158,6 +158,7 @@ def test_the_kit_without_the_runtime_package_says_how_to_install_it(runtime, con
         kit.open_runner(path, runtime, 1)
 
 
+@pytest.mark.slow
 def test_litert_metadata_is_required_and_checked(converted, tmp_path):
     path = converted("litert-cpu") if importlib.util.find_spec("ai_edge_litert") else pytest.skip("needs ai-edge-litert")
     copy = tmp_path / "copy.tflite"
@@ -172,6 +173,7 @@ def test_litert_metadata_is_required_and_checked(converted, tmp_path):
         kit.open_runner(copy, "litert-cpu", 1)
 
 
+@pytest.mark.slow
 def test_openvino_conversion_writes_nothing_in_the_home_folder(tmp_path):
     """OpenVINO's converter and NNCF keep telemetry files under ~/intel unless told they run in CI."""
     if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
@@ -204,6 +206,7 @@ def litert_device_env(root: Path) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(trained, converted, tmp_path):
     """What a phone-class device needs for a .tflite: the kit's files, numpy and ai-edge-litert."""
     if importlib.util.find_spec("ai_edge_litert") is None or importlib.util.find_spec("litert_torch") is None:
@@ -262,13 +265,21 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
         server.wait(timeout=30)
 
 
+SEARCH_SPACES = [  # the demo space took 94 s (litert-int8) and 29 s (openvino-cpu) on one thread of a loaded machine
+    pytest.param({"depths": (2, 3), "widths": (4, 12), "width_step": 4}, id="ci"),  # tests/data/profiles/ci.toml's
+    pytest.param({"depths": (3, 6), "widths": (8, 24), "width_step": 4}, id="demo", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("space", SEARCH_SPACES)
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["litert-int8", "openvino-cpu"])
-def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, tmp_path):
-    """Each candidate is converted for the runtime and timed there (1 thread); the winner fits the budget."""
+def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, space, tmp_path, budgeted_profile):
+    """Each candidate (one epoch each) is converted for the runtime and timed there (1 thread); the winner fits
+    the budget. On the ci space, and on profiles/demo.toml's (slow)."""
     backend(runtime)
-    profile = tmp_path / "budget.toml"
-    profile.write_text((ROOT / "tests" / "data" / "profiles" / "ci.toml").read_text()
-                       + f'\n[budget]\nmax_latency_ms = 5.0\nruntime = "{runtime}"\nthreads = 1\n')
+    profile = budgeted_profile(tmp_path / "budget.toml", {"max_latency_ms": 5.0, "runtime": runtime, "threads": 1},
+                               **space)
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(profile), "--out", str(out),
                         "--device", "cpu"], capture_output=True, text=True, timeout=900,
@@ -284,7 +295,7 @@ def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, tm
     assert not (tmp_path / "intel").exists()  # OpenVINO's telemetry stayed off
 
 
-@pytest.mark.parametrize("runtime", EDGE)
+@pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
 def test_a_relative_output_path_converts(runtime, trained, tmp_path, monkeypatch):
     """`edgenas export runs/x` hands the converters relative paths (pnnx runs in its own folder)."""
     b = backend(runtime)

@@ -48,11 +48,11 @@ def test_replay_tool_exit_codes(tmp_path):
 def _run(strategy, answer):
     asked = []
 
-    def evaluate(cand):
+    def ask(cand):
         asked.append(cand)
         return answer(cand)
 
-    return drive(strategy, evaluate), asked
+    return drive(strategy, ask), asked
 
 
 SMALL = EgnasConfig(min_depth=3, max_depth=8, min_width=4, max_width=16, width_step=4, micro_kernels=(5,))

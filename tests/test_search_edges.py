@@ -295,13 +295,13 @@ def _decisions_per_request(monkeypatch, depth: int) -> float:
 
 def test_scheduling_costs_the_same_per_request_for_short_and_long_searches(monkeypatch):
     short, long = _decisions_per_request(monkeypatch, 20), _decisions_per_request(monkeypatch, 60)
-    assert long < 1.3 * short  # replaying the history for every hypothetical would triple it
+    assert long < 1.3 * short  # re-driving the history for every hypothetical would triple it
     assert long < 11 * 8 * 2  # a bounded number of one-decision forks per request
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(hs.integers(0, 10**6), hs.lists(hs.floats(0, 100, allow_nan=False), min_size=0, max_size=30))
-def test_fork_looks_ahead_exactly_as_a_replay(seed, accs):
+def test_fork_looks_ahead_exactly_as_re_driving(seed, accs):
     cfg = EgnasConfig(min_depth=2, max_depth=5, min_width=4, max_width=12, width_step=4, micro_kernels=(5, 7))
     factory = lambda: egnas(cfg, 1, 10)  # noqa: E731
     strategy, answers, rng = factory(), [], random.Random(seed)

@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 
 from edgenas.cli import main
 from edgenas.config.profile import load_profile
-from edgenas.deploy.exporter import export_run
+from edgenas.deploy.export.exporter import export_run
 from edgenas.errors import RunDirError, UserInputError
 from edgenas.run.meta import run_meta
 from edgenas.run.rundir import RunDir

@@ -11,7 +11,7 @@ from edgenas.config.strategies import EgnasConfig
 from edgenas.run.rundir import RunDir
 from edgenas.search.replay import replay_log_speculative
 from edgenas.search.space import Arch
-from edgenas.search.speculation import likely_next, replay
+from edgenas.search.speculation import likely_next, request_after
 from edgenas.search.strategies import Outcome, egnas
 
 CFG = EgnasConfig(min_depth=3, max_depth=8, min_width=8, max_width=16, width_step=4)
@@ -27,10 +27,10 @@ def test_replay_with_speculation_matches_published_log(path):
     assert report.ok, report.error
 
 
-def test_replay_is_pure():
+def test_request_after_is_pure():
     answers = [Outcome(80.0, 70.0), Outcome(81.0, 72.0)]
-    assert replay(factory, answers) == replay(factory, answers)
-    assert replay(factory, []).arch == Arch.plain(3, 16)
+    assert request_after(factory, answers) == request_after(factory, answers)
+    assert request_after(factory, []).arch == Arch.plain(3, 16)
 
 
 def test_likely_next_in_the_depth_stage_is_one_layer_deeper():
@@ -41,14 +41,15 @@ def test_likely_next_in_the_depth_stage_is_one_layer_deeper():
 
 def test_likely_next_covers_both_outcomes_of_an_op_choice():
     # drive to the op stage, then look one request ahead: accepted and rejected op-0 differ
-    answers, cand = [], replay(factory, [])
+    answers, cand = [], request_after(factory, [])
     while cand.stage != "ops" or cand.arch.ops == (0,) * cand.arch.depth:
         answers.append(Outcome(50.0 - len(answers), 40.0))
-        cand = replay(factory, answers)
+        cand = request_after(factory, answers)
     nxt = likely_next(factory, answers=answers, guess=answers[-1].acc, k=2)
     assert {c.arch.ops[:2] for c in nxt} == {(1, 1), (0, 1)}
 
 
+@pytest.mark.slow
 def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile):
     out = tmp_path / "spec"
     cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(out),
@@ -65,6 +66,7 @@ def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile
     assert "speculative]" not in again.stderr and RunDir(out).journal() == journal
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_discover_on_ray_reaches_the_same_decisions_as_worker_processes(tmp_path, ci_profile):
     out = tmp_path / "ray"

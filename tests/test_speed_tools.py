@@ -1,4 +1,4 @@
-"""tools/bench_train.py and tools/rank_check.py run end to end at tiny sizes and report every figure."""
+"""benchmarks/bench_train.py and benchmarks/rank_check.py run end to end at tiny sizes and report every figure."""
 
 from __future__ import annotations
 
@@ -6,21 +6,17 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
+import bench_train
 import pytest
+import rank_check
+from conftest import BENCHMARKS
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-sys.path.insert(0, str(TOOLS))
-
-import bench_train  # noqa: E402
-import rank_check  # noqa: E402
-
-from edgenas.search.space import Arch  # noqa: E402
+from edgenas.search.space import Arch
 
 
 def _run(tool: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, str(TOOLS / tool), *args], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([sys.executable, str(BENCHMARKS / tool), *args], capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
@@ -29,6 +25,7 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_bench_train_reports_loops_ratios_and_floor(tmp_path):
     out = tmp_path / "bench.json"
     r = _run("bench_train.py", "--arch", "d4-w8", "--dataset", "fashionmnist", "--epochs", "2", "--train-images", "256",
@@ -56,6 +53,7 @@ def test_bench_train_reports_loops_ratios_and_floor(tmp_path):
     assert res["env"]["torch"] and res["env"]["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_bench_train_real_digits_and_arch_forms(tmp_path):
     out = tmp_path / "digits.json"
     arch_file = tmp_path / "arch.json"
@@ -71,6 +69,7 @@ def test_bench_train_real_digits_and_arch_forms(tmp_path):
         bench_train.parse_arch("d3-w8-sxs-353")
 
 
+@pytest.mark.slow
 def test_rank_check_trains_both_protocols_and_reports_tau(tmp_path):
     out = tmp_path / "rank.json"
     r = _run("rank_check.py", "--max-candidates", "8", "--epochs-scale", "0.05", "--width-scale", "0.125",

@@ -15,7 +15,7 @@ from test_export import ARCH, make_run
 
 from edgenas.cli import main
 from edgenas.deploy.bench import stale_export
-from edgenas.deploy.exporter import export_run
+from edgenas.deploy.export.exporter import export_run
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.training.network import build_model
 

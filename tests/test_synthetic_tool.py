@@ -1,13 +1,13 @@
 import subprocess
 import sys
 
-from conftest import TESTS
+from conftest import BENCHMARKS
 
 from edgenas.training.data import load_dataset
 
 
 def test_synthetic_fashionmnist_loads_through_the_real_loader(tmp_path):
-    tool = TESTS.parent / "tools" / "synthetic_data.py"
+    tool = BENCHMARKS / "synthetic_data.py"
     r = subprocess.run([sys.executable, str(tool), "fashionmnist", str(tmp_path), "--train", "300", "--test", "50",
                         "--label-noise", "0.5"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -18,7 +18,7 @@ def test_synthetic_fashionmnist_loads_through_the_real_loader(tmp_path):
 
 
 def test_synthetic_fashionmnist_as_an_rgb_imagefolder(tmp_path):
-    tool = TESTS.parent / "tools" / "synthetic_data.py"
+    tool = BENCHMARKS / "synthetic_data.py"
     r = subprocess.run([sys.executable, str(tool), "fashionmnist", str(tmp_path), "--train", "100", "--test", "20",
                         "--imagefolder", "32", "32"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -17,8 +17,15 @@ import pytest
 from edgenas.config.memory_targets import KB, MEMORY_TARGETS
 from edgenas.config.profile import load_profile
 from edgenas.deploy.evaluate import evaluate_run
-from edgenas.deploy.exporter import export_run
-from edgenas.deploy.firmware import BUNDLE_DIR, HEADER, MODEL, README, SOURCE, c_array
+from edgenas.deploy.export.exporter import export_run
+from edgenas.deploy.export.firmware import (
+    BUNDLE_DIR,
+    HEADER,
+    MODEL,
+    README,
+    SOURCE,
+    c_array,
+)
 from edgenas.errors import ParamError
 from edgenas.run.discover import discover
 from edgenas.run.rundir import RunDir
@@ -29,32 +36,6 @@ HAS_TFLM = all(importlib.util.find_spec(m) is not None for m in ("tflite_micro",
 needs_tflm = pytest.mark.skipif(not HAS_TFLM, reason="needs tflite-micro, litert-torch and ai-edge-litert "
                                 "(pip install 'edgenas[tflm]')")
 TFLM = MEMORY_TARGETS["tflm-int8"]
-
-PROFILE = """
-[search]
-min_depth = 3
-max_depth = 3
-min_width = 8
-max_width = 24
-width_step = 8
-epochs = 2
-add_epochs_depth = 0
-add_epochs_width = 0
-depth_patience = 0
-width_patience = 0
-micro_epochs = 1
-micro_kernels = [5]
-[train]
-batch_size = 128
-lr = 0.05
-crop_padding = 1
-cutout = 0
-[budget]
-max_peak_memory_kb = {budget}
-[data]
-dataset = "digits"
-"""
-
 
 def test_mcu_profile_range_fits_its_sram_and_flash_binds():
     p = load_profile("mcu")
@@ -86,12 +67,14 @@ def test_max_images_is_an_option_of_the_tflm_format(tmp_path):
 
 
 @needs_tflm
+@pytest.mark.slow
 def test_estimate_equals_tflm_on_random_networks():
+    from edgenas.runtime.backend import backend_of
     from edgenas.runtime.memory_check import check_memory
-    from edgenas.runtime.tflm import tflm_convert
 
     config = load_profile("demo").search
-    report = check_memory(config, input_chw=(1, 8, 8), outputs=10, convert=tflm_convert, samples=2, seed=3)
+    report = check_memory(config, input_chw=(1, 8, 8), outputs=10, convert=backend_of("tflm-int8").convert, samples=2,
+                          seed=3)
     assert report["activations_exact"] == 1.0 and report["activations_below"] == 0
     assert report["persistent_max_abs_error_pct"] <= 10.0
     for n in report["networks"]:
@@ -99,7 +82,7 @@ def test_estimate_equals_tflm_on_random_networks():
 
 
 @pytest.fixture(scope="module")
-def tflm_run(tmp_path_factory):
+def tflm_run(tmp_path_factory, budgeted_profile):
     """A search under a memory budget between two candidates' figures, its winner exported for TFLM."""
     if not HAS_TFLM:
         pytest.skip("needs tflite-micro, litert-torch and ai-edge-litert (pip install 'edgenas[tflm]')")
@@ -110,7 +93,7 @@ def tflm_run(tmp_path_factory):
              for w in (16, 24)}
     budget = peaks[16] // KB
     assert peaks[16] <= budget * KB < peaks[24]
-    (tmp / "p.toml").write_text(PROFILE.format(budget=budget))
+    budgeted_profile(tmp / "p.toml", {"max_peak_memory_kb": budget}, depths=(3, 3))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -122,6 +105,7 @@ def tflm_run(tmp_path_factory):
 
 
 @needs_tflm
+@pytest.mark.slow
 def test_winner_export_fits_the_budget_and_the_estimate_is_exact(tflm_run):
     run, report, budget = tflm_run
     out = run.path / "export" / BUNDLE_DIR
@@ -141,6 +125,7 @@ def test_winner_export_fits_the_budget_and_the_estimate_is_exact(tflm_run):
 
 
 @needs_tflm
+@pytest.mark.slow
 def test_tflm_computes_what_litert_reference_kernels_compute(tflm_run):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

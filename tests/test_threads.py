@@ -117,6 +117,7 @@ def test_resume_with_another_thread_count_is_refused(tmp_path):
     assert (out / RunDir.META).read_bytes() == before and not (out / RunDir.JOURNAL).exists()
 
 
+@pytest.mark.slow
 def test_a_search_records_its_threads(budget_run):
     run, stderr = budget_run
     assert json.loads((run / RunDir.META).read_text())["threads"] == 1  # the CI nets are tiny: one thread

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import subset_train
+from synthetic import synthetic_dataset
 from torch import nn
 
 from edgenas.config.plan import TrainPlan
@@ -15,10 +16,9 @@ from edgenas.search.space import Arch
 from edgenas.training.augment import normalize
 from edgenas.training.data import load_dataset
 from edgenas.training.network import build_model
-from edgenas.training.synthetic import synthetic_dataset
 from edgenas.training.trainer import (
     TrainResult,
-    evaluate,
+    accuracy,
     fit,
     select_device,
     train_candidate,
@@ -51,7 +51,7 @@ def test_learns_digits_well_above_chance(digits):
     assert [line[:2] for line in lines] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert lines[-1][2] < lines[0][2]  # the loss fell
     assert result.images_per_s > 0 and result.seconds > 0
-    assert evaluate(model, split=digits.test, data=digits, device=CPU) > 70.0
+    assert accuracy(model, split=digits.test, data=digits, device=CPU) > 70.0
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -132,5 +132,5 @@ def test_trains_on_cuda_with_bf16_and_channels_last():
     x = normalize(data.val.x[:8], data.mean, data.std).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert model(x).dtype == torch.bfloat16
-    assert evaluate(model, split=data.test, data=data, device=cuda) > 30.0
+    assert accuracy(model, split=data.test, data=data, device=cuda) > 30.0
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import subset_train
+from synthetic import synthetic_dataset
 from torch import nn
 
 from edgenas.config.plan import TrainPlan
@@ -20,11 +21,10 @@ from edgenas.training.cuda_graphs import GraphedTrainer
 from edgenas.training.data import Split, load_dataset
 from edgenas.training.network import build_model
 from edgenas.training.schedule import schedule_for
-from edgenas.training.synthetic import synthetic_dataset
 from edgenas.training.trainer import (
     _EagerLoop,
     _Step,
-    evaluate,
+    accuracy,
     fit,
     train_candidate,
 )
@@ -87,7 +87,7 @@ def test_fast_protocol_learns_digits_well_above_chance(digits):
     assert result.status == "trained" and result.epochs == 10 and len(lines) == 10
     assert result.val_acc > 70.0 and result.train_acc > 50.0, result  # chance is 10 %
     assert lines[-1][2] < lines[0][2]
-    assert evaluate(model, split=digits.test, data=digits, device=CPU) > 70.0
+    assert accuracy(model, split=digits.test, data=digits, device=CPU) > 70.0
     _, again = train_candidate(SMALL, data=digits, epochs=10, plan=FAST, device=CPU, seed=0)
     assert (again.val_acc, again.loss) == (result.val_acc, result.loss)  # bit-repeatable on the CPU
 
@@ -227,4 +227,4 @@ def test_failed_graph_capture_trains_on_eagerly():
     assert any("CUDA graph capture failed" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert result.status == "trained" and not result.graphed and math.isfinite(result.loss)
     assert torch.cuda.current_stream() == torch.cuda.default_stream()  # the capture stream was left
-    assert evaluate(model, split=data.val, data=data, device=cuda) > 15.0
+    assert accuracy(model, split=data.val, data=data, device=cuda) > 15.0

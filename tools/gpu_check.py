@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = ROOT / "tools"
+BENCHMARKS = ROOT / "benchmarks"  # the measurement tools it runs
 DEFAULT_BUDGET_S = 480  # the 9 minutes on an H100, less start-up, minimum boxes and the last stop grace
 QUICK_BUDGET_S = 300  # a few shared CPU cores can be slow; the run itself takes under a minute when idle
 MIN_BOX_S = 30  # no step gets less: starting Python and importing torch can take seconds on a loaded machine
@@ -213,7 +213,7 @@ def pytest_figures(ctx: Context, record: dict) -> dict:
 def bench_command(name: str):
     def command(ctx: Context, box_s: float):
         dataset, arch = ctx.scale.bench_archs[name]
-        return [sys.executable, str(TOOLS / "bench_train.py"), "--arch", arch, "--dataset", dataset, "--epochs",
+        return [sys.executable, str(BENCHMARKS / "bench_train.py"), "--arch", arch, "--dataset", dataset, "--epochs",
                 str(ctx.scale.bench_epochs), "--device", ctx.device, *ctx.scale.bench_extra, "--json", str(ctx.out / f"{name}.json")]
     return command
 
@@ -224,13 +224,13 @@ def tool_figures(name: str):
 
 def rank_command(ctx: Context, box_s: float):
     # no new candidate after 60 % of the box: a candidate under both protocols must still fit
-    return [sys.executable, str(TOOLS / "rank_check.py"), *ctx.scale.rank_args, "--max-seconds", f"{0.6 * box_s:.0f}",
+    return [sys.executable, str(BENCHMARKS / "rank_check.py"), *ctx.scale.rank_args, "--max-seconds", f"{0.6 * box_s:.0f}",
             "--device", ctx.device, "--json", str(ctx.out / "rank_check.json")]
 
 
 def synth_command(ctx: Context, box_s: float):
     train, test = ctx.scale.synth_images
-    return [sys.executable, str(TOOLS / "synthetic_data.py"), "fashionmnist", str(ctx.work / "fashionmnist"),
+    return [sys.executable, str(BENCHMARKS / "synthetic_data.py"), "fashionmnist", str(ctx.work / "fashionmnist"),
             "--train", str(train), "--test", str(test), "--label-noise", str(ctx.scale.label_noise)]
 
 

@@ -21,6 +21,8 @@ from edgenas.version import __version__
 FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json",
          "png_dir": "--png", "model": "--model"}
 # Write failures of the machine, not of edgenas: one line (exit 1) wherever they surface.
+# click >= 8.2 raises this for a group given no command (earlier versions print the help and exit 0).
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
@@ -63,6 +65,9 @@ class EdgenasGroup(click.Group):
             with _sigterm_as_exception():
                 rv = super().main(args, prog_name or "edgenas", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
+        except NO_ARGS_IS_HELP as e:  # a group given no command: its help, as click prints it
+            click.echo(e.format_message(), err=True)
+            code = e.exit_code
         except click.ClickException as e:
             click.echo(f"edgenas: error: {e.format_message()}", err=True)
             code = e.exit_code

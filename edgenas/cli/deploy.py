@@ -1,4 +1,4 @@
-"""``edgenas export``, ``verify``, ``evaluate``, ``bench``, ``compare``: shipping a network and guarding its latency."""
+"""``edgenas export``, ``verify``, ``evaluate``, ``bench``: shipping a network and timing it (``compare`` is in ``compare.py``)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from edgenas.cli.app import (
 from edgenas.errors import ParamError
 
 
-# -- export (edgenas/deploy/exporter.py) ---------------------------------------------------------------
+# -- export (edgenas/deploy/export/exporter.py) ---------------------------------------------------------------
 def _export_formats(ctx, param, value):
-    from edgenas.deploy.formats import parse_formats
+    from edgenas.deploy.export.formats import parse_formats
 
     try:
         return parse_formats(value)
@@ -66,7 +66,7 @@ def _optional_drop(ctx, param, value):
               help="tflm: evaluate the test split's first N images through TFLM (~10-30 ms each). Default: all of them.")
 def export(run_dir, *, formats, fp16, int8, calibration_images, int8_max_drop, calibration_method, max_images):
     """Export RUN_DIR's network to RUN_DIR/export/ and check it against PyTorch (exit 1 on a parity failure)."""
-    from edgenas.deploy.exporter import export_run
+    from edgenas.deploy.export.exporter import export_run
 
     report = export_run(run_dir, formats=formats, fp16=fp16, int8=int8, calibration_images=calibration_images,
                         int8_max_drop=int8_max_drop, calibration_method=calibration_method, max_images=max_images)
@@ -210,115 +210,3 @@ def bench(model, *, runtime, batch, threads, warmup, runs, json_out, rounds, dev
     if json_out:
         write_bench(json_out, result)
         click.echo(f"wrote {json_out}")
-
-
-@main.command()
-@click.argument("files", nargs=-1, type=click.Path())
-@click.option("--metric", type=click.Choice(["p50", "p90", "p99"]), default="p50", show_default=True, help="The metric that decides.")
-@click.option("--max-regression", default="5%", show_default=True, help="Allowed slow-down: 5% or 0.05.")
-@click.option("--markdown", is_flag=True, help="Print a Markdown table (for CI comments).")
-@click.option("--allow-env-mismatch", is_flag=True, help="Compare results from different runtimes/devices/threads/batches.")
-@click.option("--update-baseline", is_flag=True, help="Accept CURRENT: write it over BASELINE.")
-@click.option("--history", "history_dir", type=click.Path(file_okay=False), default=None,
-              help="History mode: judge CURRENT.json against the results in DIR, then add it there.")
-@click.option("--window", type=int, default=10, show_default=True, help="History mode: the last N results of the same environment.")
-@click.option("--png", "png_out", type=click.Path(dir_okay=False), default=None, help="History mode: draw the trend into this PNG.")
-@click.option("--models", nargs=2, type=click.Path(), default=None, help="Paired mode: measure models A and B in alternation.")
-@runtime_option
-@batch_option
-@threads_option
-@click.option("--rounds", type=int, default=15, show_default=True, help="Paired mode: rounds of A then B.")
-@click.option("--warmup", type=int, default=5, show_default=True, help="Paired mode: untimed runs per model and round.")
-@click.option("--runs", type=int, default=20, show_default=True, help="Paired mode: timed runs per model and round.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Paired mode: seed of the random input.")
-@click.option("--json-a", type=click.Path(dir_okay=False), default=None, help="Paired mode: write A's bench JSON here.")
-@click.option("--json-b", type=click.Path(dir_okay=False), default=None, help="Paired mode: write B's bench JSON here.")
-@click.option("--write-baselines", type=click.Path(file_okay=False), default=None, help="Paired mode: write DIR/a.json and DIR/b.json.")
-@device_url_option
-@device_token_option
-def compare(files, *, metric, max_regression, markdown, allow_env_mismatch, update_baseline, history_dir, window, png_out,
-            models, runtime, batch, threads, rounds, warmup, runs, seed, json_a, json_b, write_baselines, device_url,
-            device_token_file):
-    """Latency gate: BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B.
-    Exit 0 ok, 1 regression, 2 unusable input."""
-    from edgenas.deploy import compare as cmp
-
-    threshold = cmp.parse_max_regression(max_regression)
-    if (device_url or device_token_file) and not models:
-        raise click.UsageError("--device URL goes with --models A B (the device times both)")
-    if models:
-        if files or update_baseline or history_dir:
-            raise click.UsageError("--models A B takes no BASELINE/CURRENT files, no --history and no --update-baseline")
-        options = dict(runtime=runtime, rounds=rounds, batch=batch, threads=threads, warmup=warmup, runs_per_round=runs)
-        if device_url or device_token_file:
-            options.update(device=device_url, token=device_token(device_url, device_token_file))
-        else:
-            options.update(seed=seed)
-        return _paired(models, markdown=markdown, threshold=threshold, json_a=json_a, json_b=json_b,
-                       write_baselines=write_baselines, options=options)
-    if history_dir:
-        if len(files) != 1 or update_baseline:
-            raise click.UsageError("--history DIR takes one CURRENT.json and no --update-baseline (the history keeps every result)")
-        return _history(history_dir, current_path=files[0], markdown=markdown, png_out=png_out, window=window,
-                        metric=metric, max_regression=threshold)
-    if len(files) != 2:
-        raise click.UsageError("give BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B")
-    if png_out:
-        raise click.UsageError("--png draws a history's trend: it needs --history DIR")
-    result = cmp.compare_files(files[0], files[1], metric=metric, max_regression=threshold, allow_env_mismatch=allow_env_mismatch)
-    click.echo(result.table(markdown))
-    if update_baseline:
-        from edgenas.deploy.bench import read_bench
-
-        cmp.update_baseline(files[0], read_bench(files[1]))
-        click.echo(f"accepted {files[1]} as the new baseline: wrote {files[0]}")
-        return 0
-    if result.regressed:
-        click.echo(f"to accept the new latency as the baseline: {result.accept_command(allow_env_mismatch)}")
-    return result.exit_code
-
-
-def _paired(models, *, markdown, threshold, json_a, json_b, write_baselines, options) -> int:
-    from edgenas.deploy.bench import check_writable, write_bench
-    from edgenas.deploy.compare import paired_compare, paired_compare_on_device
-
-    for flag, path in (("--json-a", json_a), ("--json-b", json_b)):
-        if path:
-            check_writable(path, flag)
-    if write_baselines:
-        check_writable(write_baselines, "--write-baselines", directory=True)
-    if "device" in options:
-        url = options.pop("device")
-        result = paired_compare_on_device(models[0], models[1], url=url, max_regression=threshold, **options)
-    else:
-        result = paired_compare(models[0], models[1], max_regression=threshold, **options)
-    click.echo(result.table(markdown))
-    targets = [(json_a, result.bench_a), (json_b, result.bench_b)]
-    if write_baselines:
-        targets += [(Path(write_baselines) / "a.json", result.bench_a), (Path(write_baselines) / "b.json", result.bench_b)]
-    for path, record in targets:
-        if path:
-            write_bench(path, record)
-            click.echo(f"wrote {path}")
-    return result.exit_code
-
-
-def _history(directory, *, current_path, markdown, png_out, **options) -> int:
-    from edgenas.deploy.bench import check_writable, read_bench
-    from edgenas.deploy.history import History, judge
-
-    check_writable(directory, "--history", directory=True)
-    if png_out:
-        check_writable(png_out, "--png")
-    current = read_bench(current_path)
-    history = History.load(directory)
-    trend = judge(current, history=history, name=current_path, **options)
-    click.echo(trend.table(markdown))
-    if png_out:
-        trend.save_png(png_out)
-        click.echo(f"wrote {png_out}")
-    if history.holds(current):
-        click.echo(f"{current_path} is already in {directory}: not added again")
-    else:
-        click.echo(f"added {current_path} to the history: {history.append(current)}")
-    return trend.exit_code

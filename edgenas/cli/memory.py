@@ -24,17 +24,18 @@ def memory_check(profile_name, *, runtime, samples, dataset, classes, seed, json
     from edgenas.deploy.bench import check_writable
     from edgenas.run.files import write_json_atomic
     from edgenas.runtime import memory_check as mc
+    from edgenas.runtime.backend import check_available
     from edgenas.runtime.table_build import profile_target
-    from edgenas.runtime.tflm import require_tflm, tflm_convert
+    from edgenas.runtime.tflm import RUNTIME as TFLM
 
     if json_out:
         check_writable(json_out, "--json")
     profile = load_profile(profile_name)
     if profile.task != "classify":
         raise click.UsageError(f"--profile {profile_name}: memory-check models classifiers; its task is {profile.task}")
-    require_tflm()
+    tflm = check_available(TFLM)
     target = profile_target(profile, dataset=dataset, classes=classes)
-    report = mc.check_memory(profile.search, input_chw=target.input_chw, outputs=target.outputs, convert=tflm_convert,
+    report = mc.check_memory(profile.search, input_chw=target.input_chw, outputs=target.outputs, convert=tflm.convert,
                              samples=samples, seed=seed, target=profile.budget.memory_target,
                              log=lambda line: click.echo(line, err=True))
     report["profile"] = profile.name

@@ -42,10 +42,10 @@ def discover(profile_name, *, dataset, data_dir, download, task, out, device, se
     profile = load_profile(profile_name)
     if task:
         profile = dataclasses.replace(profile, task=task)
-    with reporter(quiet) as (log, progress):
+    with reporter(quiet) as progress:
         summary = run_discover(profile, dataset=dataset, data_dir=data_dir, out=out, device=device, seed=seed,
                                resume=resume, download=download, workers=workers, ray=ray_address,
-                               threads=train_threads, log=log, progress=progress)
+                               threads=train_threads, log=progress)
     click.echo(json.dumps({k: summary[k] for k in ("arch_str", "params", "macs", "run_dir") if k in summary}
                           | {k: v for k, v in summary.items() if k.startswith("test_") or k.startswith("verify_")}))
 
@@ -83,10 +83,10 @@ def train(target, *, epochs, profile_name, dataset, data_dir, download, out, can
         if resume:
             raise click.UsageError("--resume continues a run directory's training: give that directory, not --candidate")
         target, out = str(candidate_run(target, candidate, out=out).path), None
-    with reporter(quiet) as (log, progress):
+    with reporter(quiet) as progress:
         summary = train_final(target, epochs=epochs, device=device, seed=seed, profile=profile_name, dataset=dataset,
                               data_dir=data_dir, out=out, download=download, threads=train_threads,
-                              checkpoint_every=checkpoint_every, resume=resume, log=log, progress=progress)
+                              checkpoint_every=checkpoint_every, resume=resume, log=progress)
     click.echo(json.dumps(summary))
 
 
@@ -115,7 +115,7 @@ def profiles(name):
                    f"{s.epochs} epochs; {budgets or 'no budget'}{where}\n{'':14} {p.description}")
 
 
-# -- seeing the search (edgenas/deploy/pareto.py, edgenas/deploy/report.py) ----------------------------------------
+# -- seeing the search (edgenas/deploy/report/pareto.py, edgenas/deploy/report/run_report.py) ----------------------------------------
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--x", "axis", type=click.Choice(["params", "macs", "latency"]), default="params", show_default=True,
@@ -123,7 +123,7 @@ def profiles(name):
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
 def pareto(run_dir, axis, as_json):
     """The non-dominated trained candidates of RUN_DIR's search (accuracy against --x), cheapest first."""
-    from edgenas.deploy.pareto import format_rows, front_rows
+    from edgenas.deploy.report.pareto import format_rows, front_rows
     from edgenas.run.rundir import RunDir
 
     run = RunDir.open(run_dir)
@@ -143,7 +143,7 @@ def pareto(run_dir, axis, as_json):
 @click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None, help="Also write each figure as DIR/NAME.png.")
 def report(run_dir, out, png_dir):
     """One self-contained HTML page of RUN_DIR: trajectory, trade-offs, network, budgets, export, provenance."""
-    from edgenas.deploy.report import write_report
+    from edgenas.deploy.report.run_report import write_report
 
     written = write_report(run_dir, out=out, png_dir=png_dir, warn=lambda line: click.echo(f"edgenas: warning: {line}", err=True))
     for path in written:

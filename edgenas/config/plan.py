@@ -38,7 +38,8 @@ class TrainPlan:
     checkpoint_every: int = setting(10, ge=0, le=100_000)  # `edgenas train`: a checkpoint every N epochs; 0: only when stopped
     # After training, BatchNorm running statistics are recomputed on training images (as
     # torch.optim.swa_utils.update_bn does): after a few optimizer steps the running averages still
-    # hold their initial values, and a short proxy would be evaluated on them. false: keep them.
+    # hold their initial values, and a short proxy's accuracy would be measured with them.
+    # false: keep them.
     recompute_bn: bool = True
 
     def __post_init__(self) -> None:

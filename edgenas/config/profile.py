@@ -23,7 +23,7 @@ else:  # pragma: no cover
 
 from edgenas.config.memory_targets import MEMORY_TARGETS
 from edgenas.config.plan import TrainPlan
-from edgenas.config.runtimes import RUNTIMES
+from edgenas.config.runtimes import KIT_RUNTIMES, RUNTIMES
 from edgenas.config.schema import build, check_fields, coerce, setting
 from edgenas.config.strategies import (
     CONFIGS,
@@ -70,13 +70,15 @@ class Budget:
 
     def __post_init__(self) -> None:
         check_fields(self, "budget")
+        if not RUNTIMES[self.runtime].timed:
+            raise ProfileError(f"budget.runtime = {self.runtime!r} is not allowed: {RUNTIMES[self.runtime].not_timed}")
         if self.device:
             problem = device_url_problem(self.device)
             if problem:
                 raise ProfileError(f"budget.device = {self.device!r} is not allowed; {problem}")
-            if RUNTIMES[self.runtime].engine == "torch":
-                raise ProfileError(f"budget.runtime = {self.runtime!r} cannot run on a device server (it runs ONNX "
-                                   "models); choose onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16 or tensorrt-int8")
+            if self.runtime not in KIT_RUNTIMES:
+                raise ProfileError(f"budget.runtime = {self.runtime!r} cannot run on a device server (the device kit "
+                                   f"runs exported models); choose one of {', '.join(KIT_RUNTIMES)}")
         elif self.device_token_file:
             raise ProfileError("budget.device_token_file is set but budget.device is not: name the device's "
                                "http://HOST:PORT too")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgenas.config.runtimes import RUNTIMES
-from edgenas.deploy import layout
-from edgenas.deploy.formats import file_for_runtime
+from edgenas.config.runtimes import KIT_RUNTIMES, RUNTIMES
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.formats import file_for_runtime
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import ParamError, UserInputError
@@ -108,18 +108,14 @@ def bench(model: str | Path, *, runtime: str | None = None, batch: int = 1, thre
         return kit.bench_runner(runner, batch=batch, warmup=warmup, runs=runs, tool=TOOL)
 
 
-SERVED_ENGINES = ("onnxruntime", "tensorrt", "litert", "executorch")  # a device server takes one file per model
-
-
 def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
     """The file a device server times for ``model`` (a file, or a run directory's export) and the runtime:
     ONNX for ONNX Runtime and TensorRT (the device builds its own engine, so an ``.engine`` is refused),
-    the ``.tflite``/``.pte`` file for LiteRT and ExecuTorch."""
+    the exported file for LiteRT, ExecuTorch, OpenVINO and ncnn (sent with the files beside it)."""
     path, runtime = Path(model), runtime or "onnxruntime-cpu"
-    if runtime not in RUNTIMES or RUNTIMES[runtime].engine not in SERVED_ENGINES:
-        choices = ", ".join(name for name, r in RUNTIMES.items() if r.engine in SERVED_ENGINES)
-        raise ParamError("runtime", runtime, f"a device server takes one model file; choose one of {choices} "
-                         f"(time OpenVINO and ncnn models on the device with `edgenas_kit.py bench`)")
+    if runtime not in KIT_RUNTIMES:
+        raise ParamError("runtime", runtime, f"a device server runs what the device kit runs; choose one of "
+                         f"{', '.join(KIT_RUNTIMES)}")
     onnx = RUNTIMES[runtime].engine in ("onnxruntime", "tensorrt")
     if path.is_dir():
         name = layout.ONNX if onnx else file_for_runtime(runtime)
@@ -140,10 +136,8 @@ def bench_on_device(model: str | Path, *, url: str, token: str, runtime: str | N
                     threads: int | None = None, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
     """``bench`` on the device server at ``url`` (``edgenas_kit.py serve``): its bench JSON record."""
     path, runtime = device_model(model, runtime)
-    with kit_errors():
-        layout_ = engines.read_metadata(path).get("layout") if runtime in engines.RUNTIMES else None
-    result = time_on_device(url, onnx_path=path, token=token, runtime=runtime, threads=threads, batch=batch, warmup=warmup,
-                            runs=runs, layout=layout_)
+    result = time_on_device(url, model_path=path, token=token, runtime=runtime, threads=threads, batch=batch,
+                            warmup=warmup, runs=runs)
     return read_device_bench(result, url) | {"model": str(model if Path(model).is_file() else path)}
 
 

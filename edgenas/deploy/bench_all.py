@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgenas.config.runtimes import RUNTIMES
-from edgenas.deploy import layout
 from edgenas.deploy.evaluate import HEADLINE
-from edgenas.deploy.formats import file_for_runtime
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.formats import file_for_runtime
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError, UserInputError
@@ -54,6 +54,9 @@ def candidates(run: RunDir) -> tuple[dict[str, Path], dict[str, str]]:
     """runtime -> the file it runs (torch-cpu: model.pt), and runtime -> why it is left out."""
     found, skipped = {}, {}
     for name, rt in RUNTIMES.items():
+        if not rt.timed:
+            skipped[name] = rt.not_timed
+            continue
         if rt.engine == "torch":
             if rt.needs_gpu:
                 skipped[name] = "PyTorch on the GPU: time it alone with --runtime torch-cuda"

@@ -12,17 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from edgenas.deploy import layout
 from edgenas.deploy.bench import stale_export
-from edgenas.deploy.formats import runtime_for_file
+from edgenas.deploy.export import layout
+from edgenas.deploy.export.formats import runtime_for_file
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError, ParamError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import backend_of
 from edgenas.runtime.runners import TorchRunner, kit_errors
-from edgenas.runtime.tflm import RUNTIME as TFLM_RUNTIME
-from edgenas.runtime.tflm import TflmRunner
 from edgenas.training.augment import normalize
 from edgenas.training.embeddings import embed, scores_of
 from edgenas.training.verification import verify
@@ -86,18 +84,13 @@ def _check_args(run: RunDir, *, model: Path, runtime: str | None, flip: bool) ->
     if not model.is_file():
         hint = f"run `edgenas export {run.path}` first" if model.parent == layout.export_dir(run.path) else "give an exported file"
         raise ParamError("model", str(model), f"no such file; {hint}")
-    if runtime is not None and runtime not in kit.RUNTIMES and runtime != TFLM_RUNTIME:
-        raise ParamError("runtime", runtime, f"choose one of {', '.join(kit.RUNTIMES)}, {TFLM_RUNTIME}")
+    if runtime is not None:
+        backend_of(runtime)  # an unknown runtime: a ParamError naming the known ones
     if flip and run.meta.task != "face":
         raise ParamError("flip", True, f"applies to face runs (embedding of the image plus its mirror); {run.path} is a "
                          f"{run.meta.task} run")
     bundled = runtime_for_file(f"{model.parent.name}/{model.name}")  # tflm/model.tflite: tflm-int8
     return runtime or bundled or runtime_for_file(model.name) or kit.default_runtime(model)  # model.int8.onnx: onnxruntime-cpu-int8
-
-
-def _open_runner(path: Path, runtime: str, threads: int | None):
-    """TFLM's interpreter for ``tflm-int8`` (one thread: a microcontroller's), the runtime's plug-in otherwise."""
-    return TflmRunner(path) if runtime == TFLM_RUNTIME else backend_of(runtime).open(path, threads=threads)
 
 
 def _test_inputs(run: RunDir, data) -> tuple[np.ndarray, Any]:
@@ -130,8 +123,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
     run = RunDir.open(run_dir)
     path = Path(model) if model is not None else default_model(run)
     runtime = _check_args(run, model=path, runtime=runtime, flip=flip)
-    # made from other weights than model.pt now: said in the figures (not checked for TFLM's bundle)
-    stale = None if runtime == TFLM_RUNTIME else stale_export(path, runtime)
+    stale = stale_export(path, runtime)  # made from other weights than model.pt now: said in the figures
     task, shape = run.meta.task, run.meta.data
     if max_images is not None and (task != "classify" or isinstance(max_images, bool) or max_images < 1):
         raise ParamError("max_images", max_images, "give an integer >= 1, for a classify run (faces are scored "
@@ -142,7 +134,7 @@ def evaluate_run(run_dir: str | Path, *, model: str | Path | None = None, runtim
     if max_images is not None:
         x, target = x[:max_images], target[:max_images]
     torch_model = torch_model if torch_model is not None else load_run_model(run, "cpu")
-    with _open_runner(path, runtime, threads) as runner, kit_errors():
+    with backend_of(runtime).open(path, threads=threads) as runner, kit_errors():
         out = _outputs(runner, x, flip=flip)
         where = {"runtime": runner.runtime, "runtime_version": str(runner.runtime_version), "device": runner.device,
                  "threads": runner.threads}

@@ -17,6 +17,8 @@ import torch
 from edgenas.config.profile import Profile, load_profile
 from edgenas.config.runtimes import CPU_RUNTIMES
 from edgenas.errors import EdgenasError, ParamError
+from edgenas.run.ahead.latency_prefetch import drive_prefetching
+from edgenas.run.ahead.worker_pools import PoolSpec, RayPool, WorkerPool
 from edgenas.run.evaluator import (
     CandidateEvaluator,
     candidate_seed,
@@ -25,11 +27,8 @@ from edgenas.run.evaluator import (
     memory_footprint,
     run_latency,
 )
-from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
-from edgenas.run.pools import PoolSpec, RayPool, WorkerPool
-from edgenas.run.prefetch import drive_prefetching
-from edgenas.run.progress import Progress
+from edgenas.run.progress import STDERR, Log, Progress, as_progress, epoch_lines
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import check_available
 from edgenas.runtime.cost import CostSource
@@ -126,7 +125,7 @@ def run_threads(profile: Profile, *, task: Task, data, threads: int | None, stor
 
 
 def _search(profile: Profile, *, evaluator: CandidateEvaluator, spec: PoolSpec, outputs: int, workers: int,
-            ray: str | None, log: Log) -> SearchResult:
+            ray: str | None, log: Progress) -> SearchResult:
     """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
     def factory():
         return make_strategy(profile.strategy, config=profile.search, in_channels=evaluator.data.in_channels, num_classes=outputs, seed=evaluator.seed)
@@ -148,7 +147,7 @@ def _search(profile: Profile, *, evaluator: CandidateEvaluator, spec: PoolSpec, 
 def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = None, data_dir: str | Path | None = None,
              out: str | Path | None = None, device: str | None = None, seed: int = 0, resume: bool = False,
              download: bool = False, workers: int = 1, ray: str | None = None, threads: int | None = None,
-             log: Log = stderr_log, progress: Progress | None = None) -> dict:
+             log: Log = STDERR) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run directory).
 
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
@@ -157,12 +156,14 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = No
     ``resume`` continues the run in ``out`` (default: the unfinished run of this profile and dataset
     written last) after checking that profile, seed and data are the run's own; a finished run is
     returned as it is. The run directory is locked while the search runs (one process at a time).
-    ``progress`` (a ``run.progress.Progress``) replaces the per-epoch log lines with a live display.
+    ``log`` takes the progress: a ``run.progress.Progress`` (plain lines, or the live bar on a terminal),
+    or any callable taking one line of text (``print``, ``list.append``).
     ``threads``: CPU threads of the training (see ``run_threads``; recorded in run.json).
 
     >>> summary = edgenas.discover("demo", dataset="digits", out="runs/demo")
     >>> summary["arch"], summary["test_acc"], summary["run_dir"]
     """
+    log = as_progress(log)
     out, data_dir = check_path("out", out), check_path("data_dir", data_dir)
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     task, name, seed = task_for(profile.task), dataset or profile.data.dataset, check_seed(seed)
@@ -197,7 +198,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = No
             f"({meta.threads} CPU thread{'s' if meta.threads != 1 else ''}), run {out}")
         data = data.to(dev)
         started = time.monotonic()
-        evaluator = CandidateEvaluator(run, profile=profile, data=data, task=task, device=dev, seed=seed, log=log, progress=progress, latency=latency)
+        evaluator = CandidateEvaluator(run, profile=profile, data=data, task=task, device=dev, seed=seed, log=log, latency=latency)
         spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type, meta.threads)
         finished = False
         try:
@@ -206,7 +207,7 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = No
         finally:
             evaluator.close(wait=finished)
         return finish(run, profile=profile, task=task, data=data, result=result, device=dev, seed=seed,
-                      search_wall=time.monotonic() - started, log=log, progress=progress,
+                      search_wall=time.monotonic() - started, log=log,
                       latency=evaluator.latency, latency_seconds=evaluator.latency_seconds)
 
 
@@ -254,7 +255,7 @@ def _summary(run: RunDir, *, profile: Profile, task: Task, result: SearchResult,
 
 
 def finish(run: RunDir, *, profile: Profile, task: Task, data, result: SearchResult, device, seed: int,
-           search_wall: float, log: Log, progress: Progress | None = None, latency: CostSource | None = None,
+           search_wall: float, log: Progress, latency: CostSource | None = None,
            latency_seconds: float | None = None) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json.
 
@@ -264,7 +265,7 @@ def finish(run: RunDir, *, profile: Profile, task: Task, data, result: SearchRes
     epochs = result.epochs or profile.search.epochs
     log(f"search done: {arch} after {result.candidates} candidates; training it for {epochs} epochs")
     run.write(RunDir.ARCH, arch.to_dict())
-    on_epoch = epoch_log(log, prefix=f"[final] {arch}: ", progress=progress, stage="final", arch=arch, epochs=epochs)
+    on_epoch = epoch_lines(log, prefix=f"[final] {arch}: ", stage="final", arch=arch, epochs=epochs)
     threads = run.meta.threads
     model, res = task.train(arch, data=data, epochs=epochs, profile=profile, device=device, seed=candidate_seed(seed, f"final:{arch}"), on_epoch=on_epoch,
                             threads=threads)

@@ -16,16 +16,15 @@ from edgenas.config.memory_targets import KB, MEMORY_TARGETS
 from edgenas.config.profile import Budget, Profile
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.errors import ProfileError, UserInputError
-from edgenas.run.log import Log
+from edgenas.run.ahead.latency_prefetch import LatencyPrefetch
 from edgenas.run.meta import RunMeta
-from edgenas.run.prefetch import LatencyPrefetch
 from edgenas.run.progress import Progress
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.backend import is_available
 from edgenas.runtime.cost import CostSource, FromTable, MeasuredHere, OnDevice
 from edgenas.runtime.device_client import DeviceClient, read_token
 from edgenas.runtime.latency_table import read_table
-from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, calibration_images
+from edgenas.runtime.onnx_quantize import LATENCY_CALIBRATION_IMAGES, calibration_images
 from edgenas.runtime.table_build import DeviceTimer, local_built_for
 from edgenas.runtime.target import Target
 from edgenas.search.footprint import Footprint, footprint
@@ -162,10 +161,10 @@ def run_latency(run: RunDir, *, profile: Profile, arch: Arch, cache: dict, sourc
 class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
-    def __init__(self, run: RunDir, *, profile: Profile, data, task, device, seed: int, log: Log, progress: Progress | None = None, latency: CostSource | None = None):
+    def __init__(self, run: RunDir, *, profile: Profile, data, task, device, seed: int, log: Progress,
+                 latency: CostSource | None = None):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
-        self.progress = progress  # a run.progress.Progress on a terminal, else None
         self.shape = run.meta.data
         self.threads = run.meta.threads  # the run's CPU threads (run.json; None in older runs: the policy's)
         self.done = {r["key"]: r for r in run.journal()}
@@ -237,8 +236,7 @@ class CandidateEvaluator:
     def journal(self, record: dict) -> Outcome:
         self.run.record(record)
         self.done[record["key"]] = record
-        if self.progress:
-            self.progress.record(record)
+        self.log.record(record)
         return _outcome(record)
 
     def finished(self, cand: Candidate, *, record: dict, res, speculative: bool = False) -> Outcome:
@@ -249,23 +247,18 @@ class CandidateEvaluator:
                              "train_acc": res["train_acc"], "seconds": res["seconds"]})
 
     def on_epoch(self, tag: str) -> EpochCallback:
-        if self.progress:
-            return self.progress.epoch
-
         def report(epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:  # noqa: PLR0917 (an EpochCallback)
-            self.log(f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
-                     f"({time.monotonic() - self.started:.0f}s elapsed)")
+            self.log.epoch(epoch, epochs, f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
+                                          f"({time.monotonic() - self.started:.0f}s elapsed)")
         return report
 
     def __call__(self, cand: Candidate) -> Outcome:
         """Answer one request in this process: journal, budget, or training."""
         self.count += 1
-        if self.progress:
-            self.progress.candidate(cand.stage, number=self.count, label=str(cand.arch), epochs=cand.epochs)
+        self.log.candidate(cand.stage, number=self.count, label=str(cand.arch), epochs=cand.epochs)
         known = self.known(cand)
         if known is not None:
-            if self.progress:
-                self.progress.record(self.done[cand.key()])
+            self.log.record(self.done[cand.key()])
             self.log(f"{self.tag(cand)}: from the journal, {known.status} acc {known.acc:.2f}%")
             return known
         record, skipped = self.screen(cand)

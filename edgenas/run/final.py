@@ -12,9 +12,8 @@ from edgenas.errors import EdgenasError, ParamError, RunDirError, TrainingStoppe
 from edgenas.run.discover import check_path, check_seed, check_threads
 from edgenas.run.evaluator import candidate_seed
 from edgenas.run.loading import load_run_data
-from edgenas.run.log import Log, epoch_log, stderr_log
 from edgenas.run.meta import run_meta, versions
-from edgenas.run.progress import Progress
+from edgenas.run.progress import STDERR, Log, as_progress, epoch_lines
 from edgenas.run.rundir import RunDir
 from edgenas.run.stop_signals import stop_requests
 from edgenas.search.space import Arch, load_arch
@@ -122,7 +121,7 @@ def train_final(target: str | Path, *, epochs: int | None = None, device: str | 
                 seed: int | None = None, profile: str | None = None, dataset: str | None = None,
                 data_dir: str | Path | None = None, out: str | Path | None = None, download: bool = False,
                 threads: int | None = None, checkpoint_every: int | None = None, resume: bool = False,
-                log: Log = stderr_log, progress: Progress | None = None) -> dict:
+                log: Log = STDERR) -> dict:
     """Train TARGET (a run directory or an ARCH.json) and save the weights into its run directory.
 
     ``epochs`` defaults to the profile's ``train.final_epochs``; ``profile``, ``dataset``,
@@ -133,6 +132,7 @@ def train_final(target: str | Path, *, epochs: int | None = None, device: str | 
     threads, device and protocol, and ends with the weights of an uninterrupted training (bit-identical
     on the CPU). Earlier final weights are kept as ``model.N.pt``, never replaced silently.
     """
+    log = as_progress(log)
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ParamError("epochs", epochs, "give an integer >= 1")
     threads = check_threads(threads)
@@ -165,7 +165,7 @@ def train_final(target: str | Path, *, epochs: int | None = None, device: str | 
             + (f", from the checkpoint after epoch {done}" if done else ""))
         started = time.monotonic()
         data = data.to(dev)
-        on_epoch = epoch_log(log, prefix="[train] ", progress=progress, stage="train", arch=arch, epochs=epochs)
+        on_epoch = epoch_lines(log, prefix="[train] ", stage="train", arch=arch, epochs=epochs)
         model, res = _train_checkpointed(run, task=task, prof=prof, arch=arch, data=data, dev=dev, seed=seed, epochs=epochs, threads=threads,
                                          every=every, ckpt=ckpt, on_epoch=on_epoch)
         if res.status != "trained":

@@ -1,6 +1,7 @@
-"""Live progress of a search on a terminal (rich): stage, candidate, epoch bar with ETA, best so far, skipped.
+"""What a run tells its user, as one object: ``Lines`` (one line per message, to stderr by default)
+or ``LiveProgress`` (a rich bar on a terminal), both a ``Progress``.
 
-Off a terminal (a pipe, a CI log) nothing changes: the pipeline's one line per epoch goes to stderr.
+Off a terminal (a pipe, a CI log) nothing changes: one line per epoch goes to stderr.
 """
 
 from __future__ import annotations
@@ -8,27 +9,64 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from edgenas.run.log import quiet_log, stderr_log
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for the annotations only: this module stays free of torch and loads rich lazily
     from rich.progress import TaskID
 
-Log = Callable[[str], None]
+    from edgenas.training.trainer import EpochCallback
 
 
+@runtime_checkable
 class Progress(Protocol):
-    """What the pipeline tells a progress display (all optional to act on)."""
+    """What the pipeline tells its user: messages, and the candidate and epoch it is at."""
+
+    def __call__(self, message: str) -> None:
+        """One line of text (a plain ``Callable[[str], None]`` is a ``Log``)."""
 
     def candidate(self, stage: str, *, number: int, label: str, epochs: int) -> None:
         """A candidate (``number`` 0: the final training) starts ``epochs`` epochs."""
 
-    def epoch(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:  # noqa: PLR0917 (an EpochCallback: called positionally)
-        """One epoch of the current candidate finished."""
+    def epoch(self, epoch: int, epochs: int, line: str) -> None:
+        """One epoch of the current candidate finished; ``line`` says so in words."""
 
     def record(self, record: dict) -> None:
         """A candidate's journal record (trained, failed or skipped), also one read back on --resume."""
+
+
+Log = Progress | Callable[[str], None]  # what discover and train_final accept: a Progress or a line sink
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Lines:
+    """A ``Progress`` as plain lines: every message and every epoch is one line given to ``write``."""
+
+    def __init__(self, write: Callable[[str], None] = _to_stderr) -> None:
+        self.write = write
+
+    def __call__(self, message: str) -> None:
+        self.write(message)
+
+    def candidate(self, stage: str, *, number: int, label: str, epochs: int) -> None:
+        pass  # the epoch and result lines name the candidate
+
+    def epoch(self, epoch: int, epochs: int, line: str) -> None:
+        self.write(line)
+
+    def record(self, record: dict) -> None:
+        pass  # its result line was written when it finished
+
+
+STDERR = Lines()
+QUIET = Lines(lambda message: None)  # --quiet: errors still reach stderr through the CLI
+
+
+def as_progress(log: Log) -> Progress:
+    """``log`` as a ``Progress``: itself, or a plain line sink (``print``, ``list.append``) as ``Lines``."""
+    return log if isinstance(log, Progress) else Lines(log)
 
 
 class SearchTally:
@@ -96,7 +134,7 @@ class LiveProgress:
         self.task = self.bar.add_task(f"{where} {label}", total=epochs, tally=self.tally.text())
         self.bar.refresh()  # every candidate and epoch is drawn at least once, however short
 
-    def epoch(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:  # noqa: PLR0917 (an EpochCallback: called positionally)
+    def epoch(self, epoch: int, epochs: int, line: str) -> None:
         if self.task is not None:
             self.bar.update(self.task, completed=epoch, total=epochs)
             self.bar.refresh()
@@ -108,14 +146,21 @@ class LiveProgress:
 
 
 @contextmanager
-def reporter(quiet: bool = False, stream=None) -> Iterator[tuple[Log, Progress | None]]:
-    """``(log, progress)`` for a command: silent with ``quiet``, a live bar when ``stream`` (default
-    stderr) is a terminal, else the plain one-line-per-epoch log and no progress display."""
+def reporter(quiet: bool = False, stream=None) -> Iterator[Progress]:
+    """The ``Progress`` of a command: silent with ``quiet``, a live bar when ``stream`` (default
+    stderr) is a terminal, else one plain line per message and per epoch."""
     stream = stream or sys.stderr
     if quiet:
-        yield quiet_log, None
+        yield QUIET
     elif stream.isatty():
         with LiveProgress(stream) as live:
-            yield live, live
+            yield live
     else:
-        yield stderr_log, None
+        yield STDERR
+
+
+def epoch_lines(progress: Progress, *, prefix: str, stage: str, arch, epochs: int) -> EpochCallback:
+    """The per-epoch callback of a training outside the search (``[final]``, ``[train]``): a line per
+    epoch, or the live bar's candidate."""
+    progress.candidate(stage, number=0, label=str(arch), epochs=epochs)
+    return lambda e, n, loss, acc, s: progress.epoch(e, n, f"{prefix}epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%")

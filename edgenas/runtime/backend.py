@@ -19,8 +19,17 @@ import numpy as np
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParamError
-from edgenas.runtime import executorch, litert, ncnn, onnxruntime, openvino, tensorrt
+from edgenas.runtime import (
+    executorch,
+    litert,
+    ncnn,
+    onnxruntime,
+    openvino,
+    tensorrt,
+    tflm,
+)
 from edgenas.runtime import torch as torch_engine
+from edgenas.runtime.device_client import upload_body
 
 
 class Backend(Protocol):
@@ -57,7 +66,7 @@ class Backend(Protocol):
 # each engine module's backends, named one by one and typed by the protocol: mypy checks every implementation
 _ENGINE_BACKENDS: tuple[Sequence[Backend], ...] = (
     onnxruntime.BACKENDS, tensorrt.BACKENDS, torch_engine.BACKENDS, litert.BACKENDS, executorch.BACKENDS,
-    openvino.BACKENDS, ncnn.BACKENDS,
+    openvino.BACKENDS, ncnn.BACKENDS, tflm.BACKENDS,
 )
 
 
@@ -122,12 +131,14 @@ def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threa
 def device_graph(model, *, runtime: str, input_chw: tuple[int, int, int],
                  calibration: np.ndarray | None = None) -> bytes:
     """What a device server (``edgenas_kit.py serve``) is sent to time ``model`` on ``runtime``: the ONNX
-    graph the runtime runs, or builds its own engine from (TensorRT)."""
+    graph the runtime runs, or builds its own engine from (TensorRT); for the kit's engine runtimes (LiteRT,
+    ExecuTorch, OpenVINO, ncnn) the converted model's files in one archive (``device_client.upload_body``)."""
     backend = backend_of(runtime)
+    if isinstance(backend, torch_engine.TorchBackend):
+        raise ParamError("runtime", runtime, "a device server runs exported models, not PyTorch modules")
     with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
-        out = Path(tmp) / "model.onnx"
         if isinstance(backend, tensorrt.TensorRTBackend):
+            out = Path(tmp) / "model.onnx"
             return backend.source_onnx(model, out=out, input_chw=input_chw, calibration=calibration).read_bytes()
-        if backend.suffix != ".onnx":
-            raise ParamError("runtime", runtime, "a device server times ONNX graphs; choose an onnxruntime or tensorrt runtime")
-        return backend.convert(model, out=out, input_chw=input_chw, calibration=calibration).read_bytes()
+        path = backend.convert(model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw, calibration=calibration)
+        return upload_body(path, runtime)

@@ -27,7 +27,7 @@ MEASURED, DEVICE, TABLE = LATENCY_FROM
 
 class CostSource(Protocol):
     kind: str  # "measured" (here), "device" (a device server) or "table" (predicted): Budget.latency_from
-    ahead: bool  # worth measuring ahead of need, on another thread, while this machine trains (run/prefetch.py)
+    ahead: bool  # worth measuring ahead of need, on another thread, while this machine trains (run/ahead/latency_prefetch.py)
 
     def check(self) -> None:
         """Refuse (one line, exit 2) a source that cannot give figures: a runtime missing here, a device not answering."""

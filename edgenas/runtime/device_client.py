@@ -1,15 +1,19 @@
 """Time models on an edge device that runs ``edgenas_kit.py serve``: the HTTP client (``cost.OnDevice`` uses it).
 
-``time_on_device`` sends one ONNX file and returns the device's ``edgenas.bench`` JSON. A device
-that does not answer is retried with exponential backoff for a bounded time, then reported in
-one line (``DeviceUnavailable``); a request the device refuses is a ``DeviceRefused`` naming why.
+``time_on_device`` sends one model and returns the device's ``edgenas.bench`` JSON: an ONNX file as
+it is, the model of a kit engine runtime (LiteRT, ExecuTorch, OpenVINO, ncnn) as an uncompressed tar
+of its files (``upload_body``). A device that does not answer is retried with exponential backoff for
+a bounded time, then reported in one line (``DeviceUnavailable``); a request the device refuses is a
+``DeviceRefused`` naming why.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
+import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -17,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from edgenas.config.profile import device_url_problem
+from edgenas.device_kit import edgenas_engines as engines
 from edgenas.errors import DeviceRefused, DeviceUnavailable, ParamError, UserInputError
 
 TOKEN_ENV = "EDGENAS_DEVICE_TOKEN"
@@ -52,6 +57,40 @@ def read_token(token_file: str | Path | None = None, *, flag: str = "device_toke
     return token
 
 
+def upload_kind(runtime: str) -> str:
+    """How a model of ``runtime`` travels (the server's ``upload`` setting): "tar" for the kit's engine
+    runtimes (the model, its weights and its metadata file), "file" for ONNX."""
+    return "tar" if runtime in engines.RUNTIMES else "file"
+
+
+def upload_body(path: str | Path, runtime: str) -> bytes:
+    """What is sent for the model file ``path`` on ``runtime``: the file itself (``upload_kind`` "file"), or
+    an uncompressed tar of it, the weights beside it and its metadata file where there is one, under the
+    names the server takes (``edgenas_engines.upload_names``: model.xml, model.bin, model.xml.json, ...)."""
+    path = Path(path)
+    if upload_kind(runtime) == "file":
+        return _read(path)
+    names, metadata = engines.upload_names(runtime)
+    local = [path, *engines.companion_files(path)]  # the model, its weights, its metadata: as names are ordered
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, source in zip([*names, metadata], local):
+            if name == metadata and not source.is_file():
+                continue  # optional: the server then records the runtime alone
+            data = _read(source)
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644  # mtime 0, owner root: the same files give the same bytes
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
 class DeviceClient:
     """Requests to one device server; ``retry_s`` bounds how long an unreachable server is retried."""
 
@@ -65,23 +104,23 @@ class DeviceClient:
             raise DeviceRefused(f"{self.url} is not an edgenas device server (status schema {answer.get('schema')!r})")
         return answer
 
-    def bench(self, onnx: bytes, *, runtime: str, threads: int | None = None, batch: int = 1,
-              warmup: int = 10, runs: int | None = None, name: str = "model.onnx", layout: str | None = None) -> dict:
-        """The device's bench JSON for the model file ``onnx`` (ONNX; ``.tflite``/``.pte`` for LiteRT and
-        ExecuTorch, ``layout`` the input layout its metadata records); ``runs=None`` sizes the runs to the model."""
-        query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name}
+    def bench(self, body: bytes, *, runtime: str, threads: int | None = None, batch: int = 1,
+              warmup: int = 10, runs: int | None = None, name: str = "model.onnx") -> dict:
+        """The device's bench JSON for one model, ``body`` as ``upload_body`` makes it for ``runtime`` (an ONNX
+        file; a tar of the files of a LiteRT, ExecuTorch, OpenVINO or ncnn model); ``runs=None`` sizes the
+        runs to the model."""
+        query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name,
+                 "upload": upload_kind(runtime)}
         if threads is not None:
             query["threads"] = threads
-        if layout is not None:
-            query["layout"] = layout
-        self._check_size(len(onnx), name)
-        return self._request("POST", path="/bench?" + urllib.parse.urlencode(query), body=onnx, timeout=self.timeout_s)
+        self._check_size(len(body), name)
+        return self._request("POST", path="/bench?" + urllib.parse.urlencode(query), body=body, timeout=self.timeout_s)
 
     def paired(self, onnx_a: bytes, *, onnx_b: bytes, runtime: str, threads: int | None = None, batch: int = 1,
                rounds: int = 15, warmup: int = 5, runs: int = 20, name: str = "pair") -> dict:
-        """A and B timed in alternation on the device: ``{"bench_a", "bench_b", "ratios"}``."""
+        """A and B (each as ``upload_body`` makes it) timed in alternation on the device: ``{"bench_a", "bench_b", "ratios"}``."""
         query = {"runtime": runtime, "batch": batch, "rounds": rounds, "warmup": warmup, "runs": runs, "name": name,
-                 "split": len(onnx_a)}
+                 "split": len(onnx_a), "upload": upload_kind(runtime)}
         if threads is not None:
             query["threads"] = threads
         self._check_size(len(onnx_a) + len(onnx_b), name)
@@ -154,20 +193,17 @@ def _json(data: bytes, url: str, *, quiet: bool = False) -> dict:
     return answer
 
 
-def time_on_device(url: str, *, onnx_path: str | Path, token: str, runtime: str = "onnxruntime-cpu",
+def time_on_device(url: str, *, model_path: str | Path, token: str, runtime: str = "onnxruntime-cpu",
                    threads: int | None = None, batch: int = 1, warmup: int = 10, runs: int | None = None,
-                   retry_s: float = DEFAULT_RETRY_S, layout: str | None = None) -> dict:
-    """Time the ONNX file ``onnx_path`` on the device server at ``url``; the device's bench JSON.
+                   retry_s: float = DEFAULT_RETRY_S) -> dict:
+    """Time the model file ``model_path`` (ONNX; for LiteRT, ExecuTorch, OpenVINO and ncnn the exported
+    file, sent with the files beside it) on the device server at ``url``; the device's bench JSON.
 
     The device builds what ``runtime`` needs (a TensorRT engine for ``batch``), times it with the
     kit's own measurement (``runs=None``: warm-up, then at least 30 runs and 0.3 s) and answers
     with the ``edgenas.bench`` record: ``p50_ms``, its ``device``, ``host``, ``runtime_version``.
     """
-    path = Path(onnx_path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserInputError(f"{path}: cannot be read ({e.strerror or e})") from None
+    path = Path(model_path)
+    body = upload_body(path, runtime)
     client = DeviceClient(url, token=token, retry_s=retry_s)
-    return client.bench(data, runtime=runtime, threads=threads, batch=batch, warmup=warmup, runs=runs, name=path.name,
-                        layout=layout)
+    return client.bench(body, runtime=runtime, threads=threads, batch=batch, warmup=warmup, runs=runs, name=path.name)

@@ -101,5 +101,6 @@ def measure_module(model, *, target: Target, input_chw: tuple[int, int, int] | N
 
 def timing_graph(model, *, target: Target, input_chw: tuple[int, int, int] | None = None,
                  calibration: np.ndarray | None = None) -> bytes:
-    """The ONNX graph ``measure_module`` times ``model`` from on ``target``'s runtime, for a device server to time."""
+    """What a device server is sent to time ``model`` as ``measure_module`` times it here on ``target``'s runtime:
+    an ONNX graph, or the converted model's files in one archive (``backend.device_graph``)."""
     return device_graph(model, runtime=target.runtime, input_chw=input_chw or target.input_chw, calibration=calibration)

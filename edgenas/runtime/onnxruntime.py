@@ -15,7 +15,7 @@ from edgenas.config.runtimes import RUNTIMES, Runtime
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency
 from edgenas.runtime.onnx import timing_onnx
-from edgenas.runtime.ort_int8 import LATENCY_CALIBRATION_IMAGES, quantize_ort_int8
+from edgenas.runtime.onnx_quantize import LATENCY_CALIBRATION_IMAGES, quantize_ort_int8
 from edgenas.runtime.runners import kit_errors
 
 

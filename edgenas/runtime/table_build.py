@@ -1,7 +1,8 @@
 """Building a latency table (``edgenas latency-table``) and checking one against measurements (``latency-check``).
 
 Parts and networks are timed through a ``ModuleTimer``: ``LocalTimer`` times them here on a
-runtime, ``DeviceTimer`` sends the same ONNX graphs to a device server and has them timed there.
+runtime, ``DeviceTimer`` sends the same models (ONNX graphs, or an edge runtime's converted files) to a
+device server and has them timed there.
 """
 
 from __future__ import annotations
@@ -315,8 +316,8 @@ def format_check(report: dict) -> str:
 
 
 class DeviceTimer:
-    """Times modules on a device server (``edgenas_kit.py serve``): each goes there as the ONNX graph
-    ``LocalTimer`` would time here, and the device's median comes back (the device sizes the runs to
+    """Times modules on a device server (``edgenas_kit.py serve``): each goes there as the model
+    ``LocalTimer`` would time here (``timing_graph``), and the device's median comes back (the device sizes the runs to
     last 0.3 s at least; ``quick``: 5 warm-up and 30 timed runs)."""
 
     def __init__(self, client: DeviceClient, target: Target, *, quick: bool = False):

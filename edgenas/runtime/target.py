@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgenas.config.runtimes import RUNTIMES, TIMED_RUNTIMES
 from edgenas.errors import ParamError
 
 
@@ -19,6 +20,11 @@ class Target:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_chw", tuple(int(v) for v in self.input_chw))
+        runtime = RUNTIMES.get(self.runtime) if isinstance(self.runtime, str) else None
+        if runtime is None:
+            raise ParamError("runtime", self.runtime, f"choose one of {', '.join(TIMED_RUNTIMES)}")
+        if not runtime.timed:
+            raise ParamError("runtime", self.runtime, runtime.not_timed)
         for name in ("threads", "batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -1,12 +1,14 @@
-"""TensorFlow Lite Micro on this machine: the interpreter a firmware runs (its reference kernels), a
-``.tflite``'s tensor arena measured, and a runner behind the device kit's interface for parity and evaluate.
+"""TensorFlow Lite Micro as a runtime plug-in (tflm-int8): the interpreter a firmware runs (its reference
+kernels) on litert-int8's full-integer ``.tflite``, and a ``.tflite``'s tensor arena measured.
 
-Latency on a microcontroller cannot be measured here: TFLM on x86 runs the same arithmetic, not the same
-speed. ``pip install edgenas[tflm]`` brings ``tflite-micro``.
+What it cannot do is declared in its row of ``config.runtimes.RUNTIMES``: INT8 only, one thread, no
+converter of its own (litert-int8's writes its file), and no latency: TFLM on x86 runs the same
+arithmetic as a microcontroller, not at its speed. ``pip install edgenas[tflm]`` brings ``tflite-micro``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 import re
@@ -17,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.config.runtimes import RUNTIMES, Runtime
 from edgenas.device_kit import edgenas_kit as kit
-from edgenas.errors import EdgenasError, MissingDependency, UserInputError
+from edgenas.errors import EdgenasError, MissingDependency, ParamError, UserInputError
 from edgenas.runtime.litert import BACKENDS as LITERT_BACKENDS
 
 RUNTIME = "tflm-int8"
-INSTALL = "pip install 'edgenas[tflm]'"
+INSTALL = RUNTIMES[RUNTIME].install
 PROBE_TIMEOUT_S = 120  # one interpreter set-up and inference (well under a second on an idle machine)
 LARGEST_ARENA = 1 << 30  # bytes: beyond any network of the space
 ALIGNMENT_SLACK = 64  # bytes: the smallest arena lies this close below head + tail (the arena's start is aligned)
@@ -96,13 +99,11 @@ def measure_arena(path: str | Path) -> ArenaMeasurement:
     return ArenaMeasurement(high, head, tail)
 
 
-LITERT_INT8 = next(b for b in LITERT_BACKENDS if b.name == "litert-int8")
-
-
-def tflm_convert(model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
-    """``model`` as the full-integer ``.tflite`` TFLM runs: the litert-int8 backend's file (PT2E, NHWC int8
-    input and output, weights per channel), quantised with ``calibration`` (NCHW float32; None: random images)."""
-    return LITERT_INT8.convert(model, out=out, input_chw=input_chw, calibration=calibration)
+def input_quantization(path: str | Path) -> tuple[float, int]:
+    """The (scale, zero point) with which the full-integer ``path`` takes its int8 input (a firmware quantises
+    its images so)."""
+    with TflmRunner(path) as runner:
+        return runner._scale(runner.input)
 
 
 class TflmRunner(kit.Runner):
@@ -147,3 +148,30 @@ class TflmRunner(kit.Runner):
             self.interpreter.invoke()
             results.append((self.interpreter.get_output(0).astype(np.float32) - out_zero) * np.float32(out_scale))
         return np.concatenate(results)
+
+
+@dataclasses.dataclass(frozen=True)
+class TflmBackend(Runtime):
+    """tflm-int8: converts through ``converts_via`` (litert-int8's full-integer file), runs on one thread."""
+
+    def available(self) -> None:
+        require_tflm()
+
+    def version(self) -> str:
+        return tflm_version()
+
+    def convert(self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+        """``model`` as the full-integer ``.tflite`` TFLM runs: litert-int8's file (PT2E, NHWC int8 input and
+        output, weights per channel), quantised with ``calibration`` (NCHW float32; None: random images)."""
+        self.available()
+        via = next(b for b in LITERT_BACKENDS if b.name == self.converts_via)
+        return via.convert(model, out=out, input_chw=input_chw, calibration=calibration)
+
+    def open(self, path: Path, *, threads: int | None = None) -> kit.Runner:
+        if threads is not None and threads != self.fixed_threads:
+            raise ParamError("threads", threads, f"{self.name} runs on {self.fixed_threads} thread (a microcontroller's "
+                             "one core); leave it out")
+        return TflmRunner(path)
+
+
+BACKENDS = [TflmBackend(**dataclasses.asdict(r)) for r in RUNTIMES.values() if r.engine == "tflm"]

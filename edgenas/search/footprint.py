@@ -158,7 +158,7 @@ def fitted(**coefficients: float):
     return predict
 
 
-# Fitted (tools/fit_footprint.py) on 27 files of litert-int8's converter measured by tflite-micro: 10 random
+# Fitted (benchmarks/fit_footprint.py) on 27 files of litert-int8's converter measured by tflite-micro: 10 random
 # networks of the demo space (8x8x1) and 17 of the mcu space (32x32x1), `memory-check --seed 1`; checked on
 # the networks of `--seed 2` (docs/benchmarks.md). Persistent: TFLM's 24-byte TfLiteEvalTensor per tensor,
 # 8 bytes of per-channel multiplier and shift, op structs and data per op. Flash: the weights (1 byte each),

@@ -2,7 +2,7 @@
 
 Decisions stay exactly those of the sequential search: the strategy only ever sees real answers,
 in request order. Hypothetical answers serve one purpose — guessing which candidates to start
-early, by replaying the (pure, deterministic) strategy from its real history plus a guess. A
+early, by re-driving the (pure, deterministic) strategy through its real history plus a guess. A
 candidate's result depends only on the seed and the candidate (``candidate_seed``), so training it
 early changes nothing but the wall time. Finished speculative candidates are journaled, so a
 resumed search reuses them; those the search ends up not needing are cancelled.
@@ -21,7 +21,7 @@ from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy
 GUESS_OFFSETS = (-5.0, -1.0, -0.3, -0.1, -0.04, 0.0, 0.04, 0.1, 0.3, 1.0, 5.0)
 
 
-def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Candidate | None:
+def request_after(factory: Callable[[], Strategy], answers: list[Outcome]) -> Candidate | None:
     """The request a fresh strategy makes after ``answers``; None once it has finished."""
     strategy = factory()
     try:
@@ -36,8 +36,8 @@ def replay(factory: Callable[[], Strategy], answers: list[Outcome]) -> Candidate
 def _branch(factory: Callable[[], Strategy], *, at, history: list | None, out: Outcome):
     """(strategy, request) after the hypothetical ``out``; None where the search ends there.
 
-    ``at`` waits after ``history``: forked if it can be (one decision), else the history is replayed
-    into a fresh strategy. A hypothetical that leads to an error (an impossible width, nothing
+    ``at`` waits after ``history``: forked if it can be (one decision), else a fresh strategy is driven
+    through the history. A hypothetical that leads to an error (an impossible width, nothing
     within budget) is not speculated: were it real, the search itself would raise it.
     """
     try:
@@ -68,7 +68,7 @@ def likely_next(factory: Callable[[], Strategy], *, answers: list[Outcome], gues
     Breadth first over hypothetical outcomes of the pending request, then of the guessed ones:
     a candidate reached by more of the hypothetical outcomes comes first. ``at`` is the strategy
     waiting after ``answers``; one that can ``fork()`` makes each hypothetical cost one decision
-    instead of a replay of the whole history.
+    instead of re-driving the whole history.
     """
     forkable = hasattr(at, "fork")
     found: list[Candidate] = []
@@ -93,7 +93,7 @@ def likely_next(factory: Callable[[], Strategy], *, answers: list[Outcome], gues
 
 
 class Pool(Protocol):
-    """Where candidates train at once: ``edgenas.run.pools`` (processes, Ray) or a replay's oracle."""
+    """Where candidates train at once: ``edgenas.run.ahead.worker_pools`` (processes, Ray) or a replay's oracle."""
 
     def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future: ...
     def cancel(self, cand: Candidate, future: cf.Future) -> None: ...
@@ -166,7 +166,7 @@ def drive_speculative(factory: Callable[[], Strategy], *, evaluator, pool: Pool,
     answers: list[Outcome] = []
     spec = _Speculator(evaluator, pool=pool, slots=slots, seed_of=seed_of)
 
-    def evaluate(cand: Candidate) -> Outcome:
+    def answer(cand: Candidate) -> Outcome:
         evaluator.count += 1
         out = evaluator.known(cand)
         if out is not None:
@@ -180,6 +180,6 @@ def drive_speculative(factory: Callable[[], Strategy], *, evaluator, pool: Pool,
         return out
 
     try:
-        return drive(strategy, evaluate)
+        return drive(strategy, answer)
     finally:
         spec.cancel_all()

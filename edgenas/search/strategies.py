@@ -2,7 +2,7 @@
 
 A strategy is a generator: it yields a ``Candidate`` and is sent back its ``Outcome``, and returns
 a ``SearchResult``. It never trains anything itself, so the same code is driven by the real
-trainer, by the oracle of a published log (``tools/replay_searchlog.py``), or replayed from a
+trainer, by the oracle of a published log (``tools/replay_searchlog.py``), or re-driven from a
 journal on ``--resume``. A candidate over a budget (never trained) is not accepted; one whose
 training failed (non-finite loss) is a poor result: it counts against the stage's patience.
 """
@@ -89,7 +89,7 @@ def matched_width(arch: Arch, *, start_width: int, budget: int, slack: float, in
     """The widest width <= ``start_width`` whose parameters (millions) are within budget + slack.
 
     Lowered one channel at a time, as the reference does, but never below ``floor``: None when
-    even that is over. Cached: strategies are forked and replayed often
+    even that is over. Cached: strategies are forked and re-driven often
     (resume, speculation), and this is the only costly step of a decision.
     """
     def over(w: int) -> bool:
@@ -106,7 +106,7 @@ class StrategyRun(collections.abc.Generator[Candidate, Outcome, SearchResult]):
 
     ``body(state)`` resumes from ``state`` wherever it stands, first yielding ``state.pending`` (the
     request that waits for its outcome); so ``fork()`` — a copied record and a fresh body — is an
-    independent twin at the cost of one decision, not of a replay of the whole history.
+    independent twin at the cost of one decision, not of re-driving the whole history.
     """
 
     def __init__(self, body: Callable, state: object):  # state: the strategy's own record, opaque here
@@ -389,13 +389,13 @@ def _trg_change(cfg: TrgConfig, st: _State) -> Candidate | None:
 Evaluator = Callable[[Candidate], Outcome]
 
 
-def drive(strategy: Strategy, evaluate: Evaluator) -> SearchResult:
-    """Run a strategy to its end, asking ``evaluate`` for every candidate in order."""
+def drive(strategy: Strategy, answer: Evaluator) -> SearchResult:
+    """Run a strategy to its end, asking ``answer`` for every candidate in order."""
     history = []
     try:
         cand = next(strategy)
         while True:
-            out = evaluate(cand)
+            out = answer(cand)
             history.append((cand, out))
             cand = strategy.send(out)
     except StopIteration as stop:

@@ -42,6 +42,6 @@ def pair_scores(model: nn.Module, *, x: torch.Tensor, pairs: Pairs, mean, std, d
     return scores_of(embed(model, x=x, mean=mean, std=std, device=device, flip=flip), pairs)
 
 
-def evaluate_pairs(model: nn.Module, *, x: torch.Tensor, pairs: Pairs, mean, std, device, flip: bool = False) -> Verification:
+def verify_pairs(model: nn.Module, *, x: torch.Tensor, pairs: Pairs, mean, std, device, flip: bool = False) -> Verification:
     """The verification figures of ``model`` on ``pairs`` over the images ``x`` (``flip``: see ``embed``)."""
     return verify(pair_scores(model, x=x, pairs=pairs, mean=mean, std=std, device=device, flip=flip), same=pairs.same, folds=pairs.folds)

@@ -23,15 +23,15 @@ from edgenas.search.space import (
 from edgenas.training.arcface import ArcFace
 from edgenas.training.checkpoint import Checkpointing
 from edgenas.training.data import ImageData, load_dataset
-from edgenas.training.embeddings import evaluate_pairs, pair_scores
+from edgenas.training.embeddings import pair_scores, verify_pairs
 from edgenas.training.faces import FaceData, load_faces
 from edgenas.training.network import EmbeddingNet
 from edgenas.training.threads import torch_threads
 from edgenas.training.trainer import (
     EpochCallback,
     TrainResult,
+    accuracy,
     candidate_threads,
-    evaluate,
     fit,
     train_candidate,
 )
@@ -88,7 +88,7 @@ class ClassifyTask:
                                checkpoint=checkpoint)
 
     def test_metrics(self, model, data, device) -> dict:
-        return {"test_acc": evaluate(model, split=data.test, data=data, device=device)}
+        return {"test_acc": accuracy(model, split=data.test, data=data, device=device)}
 
 
 class FaceTask:
@@ -139,7 +139,7 @@ class FaceTask:
                                   seconds=time.perf_counter() - t0, images_per_s=fitted.images_per_s, loss=fitted.loss)
 
     def test_metrics(self, model, data: FaceData, device) -> dict:
-        v = evaluate_pairs(model, x=data.test.x, pairs=data.test_pairs, mean=data.mean, std=data.std, device=device)
+        v = verify_pairs(model, x=data.test.x, pairs=data.test_pairs, mean=data.mean, std=data.std, device=device)
         out = {"test_verify_acc": v.accuracy, "test_verify_std": v.accuracy_std, "test_roc_auc": v.roc_auc}
         out["test_tar_at_far_1e-3"] = v.tar_at_far
         return {k: val for k, val in out.items() if val is not None}  # all in percent

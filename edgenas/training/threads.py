@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from edgenas.config.plan import TrainPlan
 
 # MACs of one training step (forward and backward, ~3x the forward pass, times the batch) from which
-# every core is used. Below it, one thread (tools/bench_threads.py: a tiny-space 32x32x3 step of
+# every core is used. Below it, one thread (benchmarks/bench_threads.py: a tiny-space 32x32x3 step of
 # ~9 G MACs gained less from a second core idle than it lost under load).
 SHARED_STEP_MACS = 32_000_000_000
 BACKWARD_FACTOR = 3  # a training step's MACs per forward MAC (forward + input and weight gradients)

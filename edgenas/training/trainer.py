@@ -1,4 +1,4 @@
-"""Train one candidate under a ``TrainPlan`` and evaluate it.
+"""Train one candidate under a ``TrainPlan`` and measure its accuracy.
 
 The whole dataset sits on the training device; batches are gathered, augmented and fed there.
 Per-batch statistics stay on the device and are read once per epoch. On CUDA each training step
@@ -55,7 +55,7 @@ class TrainResult:
     train_acc: float
     status: str  # "trained" | "failed" | "stopped" (see ``Checkpointing``)
     epochs: int
-    seconds: float  # training and evaluation wall time
+    seconds: float  # wall time of the training and its accuracy
     images_per_s: float  # training throughput
     loss: float
 
@@ -238,7 +238,7 @@ def recompute_bn(model: nn.Module, *, split: Split, data: ImageData, device: tor
     """Replace every BatchNorm's running mean and variance by their average over training batches.
 
     As ``torch.optim.swa_utils.update_bn``: statistics reset, momentum None (a plain average over
-    the batches), forward passes in training mode. Images normalised as for evaluation, without
+    the batches), forward passes in training mode. Images normalised as for ``accuracy``, without
     augmentation (the statistics are used on such images); at most ``images`` of them, drawn with
     ``seed``. Batches of one image are left out (BatchNorm cannot take them). False when there is
     nothing to do (no BatchNorm, or fewer than two training images).
@@ -298,10 +298,10 @@ def _run_epochs(epoch_stats, *, epochs: int, on_epoch: EpochCallback | None, sta
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, *, split: Split, data: ImageData, device: torch.device, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, *, split: Split, data: ImageData, device: torch.device, batch_size: int = 1024) -> float:
     """Top-1 accuracy (percent) of ``model`` on ``split``, normalised with ``data``'s statistics."""
     if len(split) == 0:
-        raise ValueError(f"{data.name}: cannot evaluate on an empty split")
+        raise ValueError(f"{data.name}: cannot measure accuracy on an empty split")
     memory_format = torch.channels_last
     mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     inv_std = 1.0 / torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -340,7 +340,7 @@ def train_candidate(
     """Build ``arch`` with weights seeded from ``seed``, train it, and rank it on ``data.val``.
 
     ``threads``: CPU threads (default: ``candidate_threads``); ``checkpoint``: see ``Checkpointing``
-    (a ``stopped`` training is not evaluated)."""
+    (a ``stopped`` training has no accuracy measured)."""
     t0 = time.perf_counter()
     data = data.to(device)
     threads = candidate_threads(plan, arch=arch, data=data) if threads is None else threads
@@ -353,7 +353,7 @@ def train_candidate(
         elif len(data.val) == 0:
             val_acc = float("nan")
         else:
-            val_acc = evaluate(model, split=data.val, data=data, device=device)
+            val_acc = accuracy(model, split=data.val, data=data, device=device)
     result = TrainResult(
         val_acc=val_acc,
         train_acc=fitted.train_acc,
