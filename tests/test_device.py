@@ -116,12 +116,12 @@ def test_the_server_runs_without_torch_and_answers_status(server, device_python)
 def test_time_on_device_returns_the_kits_bench_json(server, model):
     from edgenas.device_kit import edgenas_kit as kit
 
-    record = time_on_device(server.url, onnx_path=model, token=TOKEN, threads=1, warmup=2, runs=25)
+    record = time_on_device(server.url, model_path=model, token=TOKEN, threads=1, warmup=2, runs=25)
     kit.validate_bench(record)
     assert record["runs"] == 25 and record["threads"] == 1 and record["input_shape"] == [1, 3, 16, 16]
     assert record["model"] == "model.onnx" and record["model_sha256"] == kit.file_sha256(model)
     assert record["tool"].startswith("edgenas-serve") and record["device"] and record["host"]
-    auto = time_on_device(server.url, onnx_path=model, token=TOKEN, threads=1)  # runs sized to the model, as a search times
+    auto = time_on_device(server.url, model_path=model, token=TOKEN, threads=1)  # runs sized to the model, as a search times
     assert auto["runs"] >= 30
 
 
@@ -145,7 +145,7 @@ def test_refused_requests_get_a_clear_status_and_the_server_goes_on(server, mode
         assert (got, reason in answer["error"]) == (status, True), (path, headers.keys(), got, answer)
         assert raw(server, "GET", "/status", headers=AUTH)[0] == 200  # still serving
     with pytest.raises(DeviceRefused, match=r"refused GET /status \(401\): wrong token"):
-        time_on_device(server.url, onnx_path=model, token="wrong-token-xxxxxxxx")
+        time_on_device(server.url, model_path=model, token="wrong-token-xxxxxxxx")
 
 
 def test_a_malformed_request_and_a_client_that_stops_mid_upload(server, model):
@@ -162,14 +162,14 @@ def test_a_malformed_request_and_a_client_that_stops_mid_upload(server, model):
         s.shutdown(socket.SHUT_WR)
         answer = b"".join(iter(lambda: s.recv(4096), b""))
         assert answer.split()[1] == b"400" and b"upload incomplete: got 10 of 1,000 bytes" in answer, answer
-    assert time_on_device(server.url, onnx_path=model, token=TOKEN, threads=1, warmup=1, runs=5)["runs"] == 5
+    assert time_on_device(server.url, model_path=model, token=TOKEN, threads=1, warmup=1, runs=5)["runs"] == 5
 
 
 def test_two_clients_at_once_are_timed_one_after_the_other(server, model):
     answers = []
 
     def client():
-        answers.append(time_on_device(server.url, onnx_path=model, token=TOKEN, threads=1, warmup=5, runs=400))
+        answers.append(time_on_device(server.url, model_path=model, token=TOKEN, threads=1, warmup=5, runs=400))
 
     threads = [threading.Thread(target=client) for _ in range(2)]
     for t in threads:
@@ -439,7 +439,7 @@ def test_a_model_over_the_upload_limit_is_refused_before_it_is_sent(server, tmp_
     big = tmp_path / "big.onnx"
     big.write_bytes(b"\0" * ((MAX_UPLOAD_MB << 20) + 1))
     with pytest.raises(DeviceRefused, match=r"big.onnx: 1,048,577 bytes is over the upload limit .* --max-upload-mb"):
-        time_on_device(server.url, onnx_path=big, token=TOKEN)
+        time_on_device(server.url, model_path=big, token=TOKEN)
 
 
 def test_serve_refuses_bad_settings_in_one_line(server, device_python):
@@ -489,7 +489,7 @@ def two_file_models(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     model = build_model(Arch.plain(3, 8), 3, 10).eval()
     folder = tmp_path_factory.mktemp("two-file")
-    return {runtime: backend_of(runtime).convert(model, folder / f"model{backend_of(runtime).suffix}",
+    return {runtime: backend_of(runtime).convert(model, out=folder / f"model{backend_of(runtime).suffix}",
                                                  input_chw=(3, 16, 16)) for runtime in TWO_FILE_RUNTIMES}
 
 
@@ -500,7 +500,7 @@ def test_an_openvino_or_ncnn_model_is_timed_on_the_device_from_one_archive(engin
     status = DeviceClient(engine_server.url, token=TOKEN).status()
     assert runtime in status["runtimes"] and status["versions"][runtime.split("-")[0]]
     path = two_file_models[runtime]
-    record = time_on_device(engine_server.url, path, token=TOKEN, runtime=runtime, threads=1, warmup=2, runs=10)
+    record = time_on_device(engine_server.url, model_path=path, token=TOKEN, runtime=runtime, threads=1, warmup=2, runs=10)
     kit.validate_bench(record)
     assert record["runtime"] == runtime and record["runs"] == 10 and record["threads"] == 1
     assert record["input_shape"] == [1, 3, 16, 16] and record["model"] == path.name

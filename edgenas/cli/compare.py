@@ -108,17 +108,17 @@ def former_compare(files, history_dir, models, **options):
     if models:
         if files or o["update_baseline"] or history_dir:
             raise click.UsageError("--models A B takes no BASELINE/CURRENT files, no --history and no --update-baseline")
-        return _models(*models, max_regression=o["max_regression"], markdown=o["markdown"], **paired)
+        return _models(models[0], model_b=models[1], max_regression=o["max_regression"], markdown=o["markdown"], **paired)
     if history_dir:
         if len(files) != 1 or o["update_baseline"]:
             raise click.UsageError("--history DIR takes one CURRENT.json and no --update-baseline (the history keeps every result)")
-        return _history(history_dir, files[0], dir_label="--history", metric=o["metric"], max_regression=o["max_regression"],
+        return _history(history_dir, current_path=files[0], dir_label="--history", metric=o["metric"], max_regression=o["max_regression"],
                         markdown=o["markdown"], window=o["window"], png_out=o["png_out"])
     if len(files) != 2:
         raise click.UsageError("give BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B")
     if o["png_out"]:
         raise click.UsageError("--png draws a history's trend: it needs --history DIR")
-    return _files(*files, metric=o["metric"], max_regression=o["max_regression"], markdown=o["markdown"],
+    return _files(files[0], current=files[1], metric=o["metric"], max_regression=o["max_regression"], markdown=o["markdown"],
                   allow_env_mismatch=o["allow_env_mismatch"], update_baseline=o["update_baseline"])
 
 
@@ -137,7 +137,7 @@ def compare():
 @with_options(metric_option, max_regression_option, markdown_option, allow_env_mismatch_option, update_baseline_option)
 def compare_files(baseline, current, **options):
     """CURRENT.json against BASELINE.json (`edgenas bench --json`). Exit 0 ok, 1 regression, 2 unusable input."""
-    return _files(baseline, current, **options)
+    return _files(baseline, current=current, **options)
 
 
 @compare.command("history")
@@ -147,7 +147,7 @@ def compare_files(baseline, current, **options):
 def compare_history(history_dir, current, **options):
     """CURRENT.json against the median of the last results in DIR of the same environment, then add it to DIR.
     Exit 0 ok, 1 regression, 2 unusable input."""
-    return _history(history_dir, current, dir_label="DIR", **options)
+    return _history(history_dir, current_path=current, dir_label="DIR", **options)
 
 
 @compare.command("models")
@@ -157,11 +157,11 @@ def compare_history(history_dir, current, **options):
 def compare_models(model_a, model_b, **options):
     """Time models A and B in alternation (here, or on the device server with --device): B regressed when the
     interval of its latency ratio to A lies above the threshold. Exit 0 ok, 1 regression, 2 unusable input."""
-    return _models(model_a, model_b, **options)
+    return _models(model_a, model_b=model_b, **options)
 
 
 # -- what each subcommand does (the former form calls them too) ---------------------------------------------
-def _files(baseline, current, *, metric, max_regression, markdown, allow_env_mismatch, update_baseline) -> int:
+def _files(baseline, *, current, metric, max_regression, markdown, allow_env_mismatch, update_baseline) -> int:
     from edgenas.deploy.gate import compare as cmp
 
     threshold = cmp.parse_max_regression(max_regression)
@@ -179,7 +179,7 @@ def _files(baseline, current, *, metric, max_regression, markdown, allow_env_mis
     return result.exit_code
 
 
-def _history(directory, current_path, *, dir_label, metric, max_regression, markdown, window, png_out) -> int:
+def _history(directory, *, current_path, dir_label, metric, max_regression, markdown, window, png_out) -> int:
     from edgenas.deploy.bench import check_writable, read_bench
     from edgenas.deploy.gate.compare import parse_max_regression
     from edgenas.deploy.gate.history import History, judge
@@ -202,7 +202,7 @@ def _history(directory, current_path, *, dir_label, metric, max_regression, mark
     return trend.exit_code
 
 
-def _models(model_a, model_b, *, max_regression, markdown, runtime, batch, threads, rounds, warmup, runs, seed,
+def _models(model_a, *, model_b, max_regression, markdown, runtime, batch, threads, rounds, warmup, runs, seed,
             json_a, json_b, write_baselines, device_url, device_token_file) -> int:
     from edgenas.deploy.bench import check_writable, write_bench
     from edgenas.deploy.gate.compare import (
@@ -221,7 +221,7 @@ def _models(model_a, model_b, *, max_regression, markdown, runtime, batch, threa
     if write_baselines:
         check_writable(write_baselines, "--write-baselines", directory=True)
     if token is not None:
-        result = paired_compare_on_device(model_a, model_b, device_url, token=token, **options)
+        result = paired_compare_on_device(model_a, model_b, url=device_url, token=token, **options)
     else:
         result = paired_compare(model_a, model_b, seed=seed, **options)
     click.echo(result.table(markdown))

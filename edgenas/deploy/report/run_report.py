@@ -24,7 +24,7 @@ def png_bytes(figure) -> bytes:
     return buf.getvalue()
 
 
-def render_charts(view: RunView) -> dict[str, tuple[report_figures.Chart, bytes]]:
+def render_charts(view: RunView) -> dict[str, tuple[figures.Chart, bytes]]:
     """name -> (Chart, PNG bytes) for every figure the run has data for."""
     out = {}
     for draw in figures.ALL:
