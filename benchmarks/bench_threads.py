@@ -57,8 +57,21 @@ def load_average() -> float:
 def demo_seconds(threads: int, timeout: float) -> float | None:
     """Wall seconds of a whole demo search with ``threads``; None when it ran past ``timeout``."""
     with tempfile.TemporaryDirectory(prefix="bench-threads-") as tmp:
-        cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", "demo", "--device", "cpu",
-               "--threads", str(threads), "--out", str(Path(tmp) / "run"), "-q"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgenas.cli",
+            "discover",
+            "--profile",
+            "demo",
+            "--device",
+            "cpu",
+            "--threads",
+            str(threads),
+            "--out",
+            str(Path(tmp) / "run"),
+            "-q",
+        ]
         t0 = time.perf_counter()
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
@@ -74,8 +87,16 @@ def step_seconds(arch: Arch, threads: int, epochs: int) -> float:
     marks: list[float] = []
     torch.manual_seed(0)
     model = build_model(arch, 3, 10)
-    fit(model, data=data, epochs=epochs + 1, plan=TrainPlan(batch_size=BATCH), device=torch.device("cpu"), seed=0,
-        on_epoch=lambda epoch, total, loss, acc, seconds: marks.append(seconds), threads=threads)
+    fit(
+        model,
+        data=data,
+        epochs=epochs + 1,
+        plan=TrainPlan(batch_size=BATCH),
+        device=torch.device("cpu"),
+        seed=0,
+        on_epoch=lambda epoch, total, loss, acc, seconds: marks.append(seconds),
+        threads=threads,
+    )
     return statistics.median(b - a for a, b in zip(marks, marks[1:])) / STEPS_PER_EPOCH
 
 
@@ -101,15 +122,20 @@ def main() -> None:
                 for t in counts:
                     la = load_average()
                     s = step_seconds(arch, t, args.epochs)
-                    print(f"step  {str(arch):24} {macs / 1e9:6.2f} GMAC  {label:16} threads {t}: {s * 1000:8.1f} ms/step"
-                          f"  (load avg {la:.1f})", flush=True)
+                    print(
+                        f"step  {str(arch):24} {macs / 1e9:6.2f} GMAC  {label:16} threads {t}: {s * 1000:8.1f} ms/step"
+                        f"  (load avg {la:.1f})",
+                        flush=True,
+                    )
             if args.skip_demo:
                 continue
             for t in counts:
                 la = load_average()
                 s = demo_seconds(t, args.demo_timeout)
                 figure = f"{s:7.1f} s" if s is not None else f"> {args.demo_timeout:.0f} s (stopped)"
-                print(f"demo  discover --profile demo  {label:16} threads {t}: {figure}  (load avg {la:.1f})", flush=True)
+                print(
+                    f"demo  discover --profile demo  {label:16} threads {t}: {figure}  (load avg {la:.1f})", flush=True
+                )
 
 
 if __name__ == "__main__":

@@ -54,10 +54,18 @@ def quantise(src: Path, dst: Path, calibration: np.ndarray, recipe) -> Path:
         if prep:
             quant_pre_process(str(src), str(dst.with_suffix(".prep.onnx")), skip_symbolic_shape=True)
             src = dst.with_suffix(".prep.onnx")
-        quantize_static(str(src), str(dst), _reader(calibration), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=activations, weight_type=S8, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-                        **({} if ops is None else {"op_types_to_quantize": ops}))
+        quantize_static(
+            str(src),
+            str(dst),
+            _reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=activations,
+            weight_type=S8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+            **({} if ops is None else {"op_types_to_quantize": ops}),
+        )
     return dst
 
 
@@ -92,7 +100,12 @@ def main(argv: list[str]) -> int:
         data = load_run_data(run)
         fp32, calibration = run.path / "export" / "model.onnx", calibration_images(data, 512)
         x, y = normalize(data.test.x, data.mean, data.std).numpy(), data.test.y.numpy()
-    files = {"fp32": fp32, "TensorRT-style (s8 sym, conv, stem fp32)": quantize_int8(fp32, out_path=tmp / "trt.onnx", calibration=calibration)}
+    files = {
+        "fp32": fp32,
+        "TensorRT-style (s8 sym, conv, stem fp32)": quantize_int8(
+            fp32, out_path=tmp / "trt.onnx", calibration=calibration
+        ),
+    }
     files |= {name: quantise(fp32, tmp / f"r{i}.onnx", calibration, r) for i, (name, r) in enumerate(RECIPES.items())}
     times = {name: [] for name in files}
     for _ in range(a.rounds):  # interleaved: a busy spell on a shared machine hits every file alike

@@ -10,9 +10,7 @@ from edgenas.training.augment import random_crop
 from edgenas.training.data import ImageData, Split, get_spec, list_datasets
 
 
-def synthetic_dataset(
-    name: str, *, n_train: int, n_test: int, seed: int = 0, val_fraction: float = 0.1
-) -> ImageData:
+def synthetic_dataset(name: str, *, n_train: int, n_test: int, seed: int = 0, val_fraction: float = 0.1) -> ImageData:
     """Random images of a registered dataset's shape with learnable class structure (for benchmarks).
 
     Each class has a smooth random prototype; a sample is its prototype at a random contrast, plus

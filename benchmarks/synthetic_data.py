@@ -68,8 +68,10 @@ def main(argv: list[str]) -> int:
     if a.imagefolder:
         write_imagefolder(a.out / "train", x, y, tuple(a.imagefolder))
         write_imagefolder(a.out / "test", xt, yt, tuple(a.imagefolder))
-        print(f"wrote SYNTHETIC {a.dataset}-shaped data as a {a.imagefolder[0]}x{a.imagefolder[1]} RGB imagefolder "
-              f"({len(x)} train, {len(xt)} test, label noise {a.label_noise}) to {a.out}")
+        print(
+            f"wrote SYNTHETIC {a.dataset}-shaped data as a {a.imagefolder[0]}x{a.imagefolder[1]} RGB imagefolder "
+            f"({len(x)} train, {len(xt)} test, label noise {a.label_noise}) to {a.out}"
+        )
         return 0
     folder, train_stem, test_stem = IDX_FOLDERS[a.dataset]
     raw = a.out / folder / "raw"
@@ -78,7 +80,9 @@ def main(argv: list[str]) -> int:
     write_idx(raw / f"{train_stem}-labels-idx1-ubyte", y)
     write_idx(raw / f"{test_stem}-images-idx3-ubyte", xt[:, 0])
     write_idx(raw / f"{test_stem}-labels-idx1-ubyte", yt)
-    print(f"wrote SYNTHETIC {a.dataset}-shaped data ({len(x)} train, {len(xt)} test, label noise {a.label_noise}) to {a.out}")
+    print(
+        f"wrote SYNTHETIC {a.dataset}-shaped data ({len(x)} train, {len(xt)} test, label noise {a.label_noise}) to {a.out}"
+    )
     return 0
 
 

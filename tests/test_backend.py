@@ -34,16 +34,25 @@ def test_every_runtime_has_a_backend_with_the_tables_facts():
     assert list(BACKENDS) == list(RUNTIMES)
     for name, backend in BACKENDS.items():
         row = RUNTIMES[name]
-        assert (backend.name, backend.engine, backend.suffix, backend.needs_gpu, backend.install, backend.precision) == \
-            (row.name, row.engine, row.suffix, row.needs_gpu, row.install, row.precision)
+        assert (
+            backend.name,
+            backend.engine,
+            backend.suffix,
+            backend.needs_gpu,
+            backend.install,
+            backend.precision,
+        ) == (row.name, row.engine, row.suffix, row.needs_gpu, row.install, row.precision)
         assert backend.precision in ("fp32", "fp16", "int8")
         for member in ("available", "version", "convert", "open"):
             assert callable(getattr(backend, member)), (name, member)
 
 
 def test_an_unknown_runtime_names_the_allowed_ones():
-    with pytest.raises(ParamError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu, "
-                                         r"tflm-int8$"):
+    with pytest.raises(
+        ParamError,
+        match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu, "
+        r"tflm-int8$",
+    ):
         backend_of("tflite")
 
 

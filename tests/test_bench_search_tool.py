@@ -30,8 +30,14 @@ def test_hand_designed_nets_are_sized_to_the_target_and_run_on_small_images(name
 def test_table_reports_mean_sd_and_paired_tests():
     def row(seed, egnas, rand):
         method = {"candidates": 10, "candidate_epochs": 30, "seconds": 1.0, "params": 1500, "macs": 20000, "arch": "a"}
-        return {"seed": seed, "dataset": "digits", "size": [8, 8], "budget": "params:2000", "final_epochs": 15,
-                "methods": {"egnas": {**method, "test_acc": egnas}, "random": {**method, "test_acc": rand}}}
+        return {
+            "seed": seed,
+            "dataset": "digits",
+            "size": [8, 8],
+            "budget": "params:2000",
+            "final_epochs": 15,
+            "methods": {"egnas": {**method, "test_acc": egnas}, "random": {**method, "test_acc": rand}},
+        }
 
     text = bench.table([row(s, 80.0 + s, 82.0 + s + (s % 2) * 0.5) for s in range(5)])
     assert "| egnas | 10 | 30 | 1 | 1,500 | 20,000 | 82.00 ± 1.58 | - |" in text

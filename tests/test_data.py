@@ -46,7 +46,9 @@ def write_cifar10(root, per_batch: int = 20, n_test: int = 30):
     xs, ys = [], []
     for b in range(1, 6):
         x, y = _images(per_batch, 3, 32, 32, b), _labels(per_batch, 10, b)
-        _pickle(d / f"data_batch_{b}", {"batch_label": f"batch {b}", "data": x.reshape(per_batch, -1), "labels": y.tolist()})
+        _pickle(
+            d / f"data_batch_{b}", {"batch_label": f"batch {b}", "data": x.reshape(per_batch, -1), "labels": y.tolist()}
+        )
         xs.append(x)
         ys.append(y)
     xt, yt = _images(n_test, 3, 32, 32, 9), _labels(n_test, 10, 9)
@@ -62,15 +64,24 @@ def write_cifar100(root, n_train: int = 200, n_test: int = 100):
     x, y = _images(n_train, 3, 32, 32, 1), _labels(n_train, 100, 1)
     xt, yt = _images(n_test, 3, 32, 32, 2), _labels(n_test, 100, 2)
     for name, xi, yi in (("train", x, y), ("test", xt, yt)):
-        _pickle(d / name, {"data": xi.reshape(len(yi), -1), "fine_labels": yi.tolist(), "coarse_labels": (yi // 5).tolist()})
-    _pickle(d / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]})
+        _pickle(
+            d / name, {"data": xi.reshape(len(yi), -1), "fine_labels": yi.tolist(), "coarse_labels": (yi // 5).tolist()}
+        )
+    _pickle(
+        d / "meta",
+        {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]},
+    )
     return x, y, xt, yt
 
 
 def _write_idx(path, array: np.ndarray) -> None:
     magic = 0x0800 | array.ndim  # unsigned byte, ndim dimensions, big endian sizes
     with open(path, "wb") as f:
-        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", s) for s in array.shape) + array.astype(np.uint8).tobytes())
+        f.write(
+            struct.pack(">I", magic)
+            + b"".join(struct.pack(">I", s) for s in array.shape)
+            + array.astype(np.uint8).tobytes()
+        )
 
 
 def write_mnist_like(root, folder: str, k: int, prefix: tuple[str, str] | None = None, n_train=60, n_test=20):
@@ -241,19 +252,29 @@ def test_malformed_files(tmp_path):
 
 
 def test_bad_imagefolder(tmp_path):
-    _raises(lambda: load_dataset("imagefolder", data_dir=tmp_path), "imagefolder", str(tmp_path), "one folder per class")
+    _raises(
+        lambda: load_dataset("imagefolder", data_dir=tmp_path), "imagefolder", str(tmp_path), "one folder per class"
+    )
     write_imagefolder(tmp_path / "one", classes=("only",))
     _raises(lambda: load_dataset("imagefolder", data_dir=tmp_path / "one"), "at least 2")
 
 
 def test_splits_too_small_to_rank_are_one_line(tmp_path):
     write_imagefolder(tmp_path / "one", classes=("a", "b", "c"), per_class=1)  # val was empty: NaN ranks
-    _raises(lambda: load_dataset("imagefolder", data_dir=tmp_path / "one"), "too small to rank",
-            "validation split (val_fraction 0.1) is empty", "at least 6 training images", "add images")
+    _raises(
+        lambda: load_dataset("imagefolder", data_dir=tmp_path / "one"),
+        "too small to rank",
+        "validation split (val_fraction 0.1) is empty",
+        "at least 6 training images",
+        "add images",
+    )
     write_imagefolder(tmp_path / "split" / "train", classes=("a", "b"), per_class=1)
     write_imagefolder(tmp_path / "split" / "test", classes=("a", "b"), per_class=1)
-    _raises(lambda: load_dataset("imagefolder", data_dir=tmp_path / "split", val_fraction=0.5), "too small to rank",
-            "1 class(es) have no training image")
+    _raises(
+        lambda: load_dataset("imagefolder", data_dir=tmp_path / "split", val_fraction=0.5),
+        "too small to rank",
+        "1 class(es) have no training image",
+    )
     d = load_dataset("imagefolder", data_dir=tmp_path / "split", val_fraction=0.0)  # no validation asked for: fine
     assert len(d.train) == 2 and len(d.val) == 0
 
@@ -326,7 +347,12 @@ def test_crop_shifts_content_with_zero_padding():
     shifted = 0
     for i in range(len(out)):  # each output is some window of the padded image
         padded = torch.nn.functional.pad(ref[i], (4, 4, 4, 4), value=zero)
-        windows = [(dy, dx) for dy in range(9) for dx in range(9) if torch.allclose(padded[:, dy : dy + 32, dx : dx + 32], out[i])]
+        windows = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
+            if torch.allclose(padded[:, dy : dy + 32, dx : dx + 32], out[i])
+        ]
         assert len(windows) == 1
         shifted += windows[0] != (4, 4)
     assert shifted >= 12  # nearly all of them moved

@@ -50,7 +50,7 @@ def make_run(path, seed: int = 0) -> RunDir:
     with torch_threads(1):
         for step in range(30):  # a few steps: distinct logits, non-trivial BatchNorm statistics
             i = step * 64 % (len(x) - 64)
-            loss = torch.nn.functional.cross_entropy(model(x[i:i + 64]), data.train.y[i:i + 64])
+            loss = torch.nn.functional.cross_entropy(model(x[i : i + 64]), data.train.y[i : i + 64])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -76,8 +76,15 @@ def exported(tmp_path_factory):
 def test_export_writes_a_ready_to_copy_folder(exported):
     run, report = exported
     out = run.path / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["edgenas_engines.py", "edgenas_env.py", "edgenas_kit.py",
-                                                     "edgenas_serve.py", "model.onnx", "parity.json", "samples.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "edgenas_engines.py",
+        "edgenas_env.py",
+        "edgenas_kit.py",
+        "edgenas_serve.py",
+        "model.onnx",
+        "parity.json",
+        "samples.npz",
+    ]
     assert report.passed and report.files == {"onnx": out / "model.onnx"} and report.skipped == {}
     # the kit, its bench-conditions probe, its server, its LiteRT/ExecuTorch/OpenVINO/ncnn runners
     for name in ("edgenas_kit", "edgenas_env", "edgenas_serve", "edgenas_engines"):
@@ -168,12 +175,25 @@ def test_altered_onnx_initializer_is_caught(exported, tmp_path):
 
 
 def test_formats_and_options_are_validated(tmp_path):
-    assert set(FORMATS) == {"onnx", "tensorrt", "onnx-int8", "litert", "litert-int8", "executorch", "executorch-int8",
-                            "openvino", "openvino-int8", "ncnn", "tflm"}
+    assert set(FORMATS) == {
+        "onnx",
+        "tensorrt",
+        "onnx-int8",
+        "litert",
+        "litert-int8",
+        "executorch",
+        "executorch-int8",
+        "openvino",
+        "openvino-int8",
+        "ncnn",
+        "tflm",
+    }
     assert FORMATS["onnx"].file == "model.onnx" and FORMATS["tensorrt"].file == "model.engine"
     assert FORMATS["onnx-int8"].file == "model.int8.onnx" and FORMATS["onnx-int8"].runtime == "onnxruntime-cpu-int8"
     assert parse_formats("tensorrt, onnx") == ("onnx", "tensorrt")
-    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8, litert, "):
+    with pytest.raises(
+        UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8, litert, "
+    ):
         parse_formats("onnx,tflite")
     with pytest.raises(UserInputError, match="fp16=True: applies to the tensorrt format only"):
         export_run(tmp_path, formats=("onnx",), fp16=True)
@@ -184,8 +204,14 @@ def test_reduced_precision_graphs_for_tensorrt_keep_parity(exported, tmp_path, p
     """The FP16 graph and the Q/DQ INT8 graph TensorRT builds engines from, checked on ONNX Runtime (CPU)."""
     run, _ = exported
     model, data = load_run_model(run), load_run_data(run)
-    source = precision_onnx(model, onnx_path=run.path / "export" / "model.onnx", precision=precision, input_chw=(1, 8, 8), workdir=tmp_path,
-                            calibration=_calibration_images(data, 256) if precision == "int8" else None)
+    source = precision_onnx(
+        model,
+        onnx_path=run.path / "export" / "model.onnx",
+        precision=precision,
+        input_chw=(1, 8, 8),
+        workdir=tmp_path,
+        calibration=_calibration_images(data, 256) if precision == "int8" else None,
+    )
     graph = onnx.load(str(source)).graph
     ops = [n.op_type for n in graph.node]
     if precision == "fp16":
@@ -196,7 +222,9 @@ def test_reduced_precision_graphs_for_tensorrt_keep_parity(exported, tmp_path, p
         stem = next(n for n in graph.node if n.op_type == "Conv" and "input" in n.input)
         assert stem.input[1] in {i.name for i in graph.initializer}  # the stem keeps float weights
     ref = held_out(run, model=model, data=data, samples=256)
-    report = check_file(source, fmt=FORMATS["onnx"], ref=ref, task="classify", tol=tolerance(precision, int8_max_drop=0.05))
+    report = check_file(
+        source, fmt=FORMATS["onnx"], ref=ref, task="classify", tol=tolerance(precision, int8_max_drop=0.05)
+    )
     assert report["passed"], report["failures"]
     assert report["top1_agreement"] >= 0.95 and report["max_abs_diff"] > 1e-4  # really reduced precision
 
@@ -215,15 +243,22 @@ def test_tensorrt_engine_parity(exported, tmp_path, precision):
     run, _ = exported
     copy = copy_run(run, tmp_path / "r")
     # The fixture's network is barely trained (small logit margins): INT8 may flip a few more.
-    report = export_run(copy.path, formats=("onnx", "tensorrt"), fp16=precision == "fp16", int8=precision == "int8",
-                        calibration_images=256, int8_max_drop=0.1)
+    report = export_run(
+        copy.path,
+        formats=("onnx", "tensorrt"),
+        fp16=precision == "fp16",
+        int8=precision == "int8",
+        calibration_images=256,
+        int8_max_drop=0.1,
+    )
     trt_parity = report.parity["tensorrt"]
     assert report.files["tensorrt"].name == "model.engine" and trt_parity["precision"] == precision
     assert trt_parity["passed"] and trt_parity["samples"] >= 256 and "top1_agreement" in trt_parity
     parity = json.loads((copy.path / "export" / "parity.json").read_text())
     assert set(parity["formats"]) == {"onnx", "tensorrt"} and parity["passed"]
-    assert kit.check_export(copy.path / "export", runtime=f"tensorrt-{precision}", max_abs_diff=np.inf,
-                            min_agreement=0.75)["passed"]
+    assert kit.check_export(
+        copy.path / "export", runtime=f"tensorrt-{precision}", max_abs_diff=np.inf, min_agreement=0.75
+    )["passed"]
     assert recheck_parity(copy.path, formats=("tensorrt",), int8_max_drop=0.1).passed
 
 
@@ -258,7 +293,9 @@ def test_cli_without_tensorrt_says_how_to_install_it(exported, tmp_path):
     result = CliRunner().invoke(cli(), ["export", str(run.path), "--format", "onnx,tensorrt", "--fp16"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "TensorRT" in line]
-    assert len(lines) == 1 and "pip install tensorrt" in lines[0] and "ONNX export" in lines[0] and "complete" in lines[0]
+    assert (
+        len(lines) == 1 and "pip install tensorrt" in lines[0] and "ONNX export" in lines[0] and "complete" in lines[0]
+    )
     assert "Traceback" not in result.output
     only = CliRunner().invoke(cli(), ["export", str(run.path), "--format", "tensorrt"])
     assert only.exit_code == 2 and "pip install tensorrt" in only.output and "Traceback" not in only.output

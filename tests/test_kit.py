@@ -34,9 +34,16 @@ def export_onnx(path: Path, width: int = 8, depth: int = 3, size: int = 32, seed
     model = build_model(Arch.plain(depth, width), 3, 10).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, torch.randn(1, 3, size, size), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            torch.randn(1, 3, size, size),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     return model
 
 
@@ -71,8 +78,14 @@ def test_latency_stats_known_answers():
 
 
 def test_latency_stats_constant_and_single_sample():
-    assert kit.latency_stats([2.0] * 7) == {"p50_ms": 2.0, "p90_ms": 2.0, "p99_ms": 2.0, "mean_ms": 2.0,
-                                            "std_ms": 0.0, "throughput": 500.0}
+    assert kit.latency_stats([2.0] * 7) == {
+        "p50_ms": 2.0,
+        "p90_ms": 2.0,
+        "p99_ms": 2.0,
+        "mean_ms": 2.0,
+        "std_ms": 0.0,
+        "throughput": 500.0,
+    }
     assert kit.latency_stats([3.0])["std_ms"] == 0.0
 
 
@@ -107,10 +120,22 @@ def test_parse_fraction():
 def good_record(**changes) -> dict:
     samples = [1.0, 1.1, 1.2, 1.3]
     record = {
-        "schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "0" * 64, "runtime": "onnxruntime-cpu",
-        "runtime_version": "1.0", "device": "cpu", "host": "h", "threads": 1, "batch": 1,
-        "input_shape": [1, 3, 32, 32], "warmup": 2, "runs": len(samples), **kit.latency_stats(samples),
-        "samples_ms": samples, "created": "2026-01-01T00:00:00Z", "environment": kit.unknown_environment(),
+        "schema": kit.SCHEMA,
+        "model": "m.onnx",
+        "model_sha256": "0" * 64,
+        "runtime": "onnxruntime-cpu",
+        "runtime_version": "1.0",
+        "device": "cpu",
+        "host": "h",
+        "threads": 1,
+        "batch": 1,
+        "input_shape": [1, 3, 32, 32],
+        "warmup": 2,
+        "runs": len(samples),
+        **kit.latency_stats(samples),
+        "samples_ms": samples,
+        "created": "2026-01-01T00:00:00Z",
+        "environment": kit.unknown_environment(),
     }
     record.update(changes)
     return record
@@ -120,17 +145,23 @@ def test_validate_bench_accepts_a_record_and_extra_fields():
     assert kit.validate_bench(good_record(tool="x", rounds=3))["runs"] == 4
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"schema": "edgenas.bench/3"}, "schema is 'edgenas.bench/3', expected one of 'edgenas.bench/1', 'edgenas.bench/2'"),
-    ({"environment": None}, "field 'environment' must be an object"),
-    ({"schema": None}, "schema is None"),
-    ({"p50_ms": "fast"}, "'p50_ms' has the wrong type"),
-    ({"batch": True}, "'batch' has the wrong type"),
-    ({"threads": 1.5}, "'threads' has the wrong type"),
-    ({"runs": 5}, "samples_ms must hold 5 numbers"),
-    ({"batch": 0}, "batch and runs must be >= 1"),
-    ({"input_shape": [1, 3, -1, 32]}, "input_shape must be a list of positive ints"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"schema": "edgenas.bench/3"},
+            "schema is 'edgenas.bench/3', expected one of 'edgenas.bench/1', 'edgenas.bench/2'",
+        ),
+        ({"environment": None}, "field 'environment' must be an object"),
+        ({"schema": None}, "schema is None"),
+        ({"p50_ms": "fast"}, "'p50_ms' has the wrong type"),
+        ({"batch": True}, "'batch' has the wrong type"),
+        ({"threads": 1.5}, "'threads' has the wrong type"),
+        ({"runs": 5}, "samples_ms must hold 5 numbers"),
+        ({"batch": 0}, "batch and runs must be >= 1"),
+        ({"input_shape": [1, 3, -1, 32]}, "input_shape must be a list of positive ints"),
+    ],
+)
 def test_validate_bench_names_the_problem(changes, message):
     with pytest.raises(kit.BenchSchemaError, match=message.replace("(", r"\(")):
         kit.validate_bench(good_record(**changes), "b.json")
@@ -208,7 +239,11 @@ def test_check_cli_fails_on_nan_reference_and_refuses_nan_tolerance(export_dir, 
         with pytest.raises(SystemExit) as e:
             kit.main(["check", str(export_dir), flag, "nan"])
         err = capsys.readouterr().err
-        assert e.value.code == 2 and f"{flag}: invalid _tolerance value" not in err and "'nan' must be a number >= 0" in err
+        assert (
+            e.value.code == 2
+            and f"{flag}: invalid _tolerance value" not in err
+            and "'nan' must be a number >= 0" in err
+        )
     poisoned = tmp_path / "export"
     shutil.copytree(export_dir, poisoned)
     s = kit.load_samples(poisoned / "samples.npz")
@@ -221,7 +256,9 @@ def test_check_cli_fails_on_nan_reference_and_refuses_nan_tolerance(export_dir, 
 
 def test_check_writable(tmp_path):
     (tmp_path / "f").write_text("x")
-    assert kit.check_writable(tmp_path / "new" / "deeper" / "b.json", "--json") == tmp_path / "new" / "deeper" / "b.json"
+    assert (
+        kit.check_writable(tmp_path / "new" / "deeper" / "b.json", "--json") == tmp_path / "new" / "deeper" / "b.json"
+    )
     assert not (tmp_path / "new").exists()  # checking creates nothing
     with pytest.raises(kit.KitError, match=r"--json .*f/b.json cannot be written: .*f is not a directory"):
         kit.check_writable(tmp_path / "f" / "b.json", "--json")
@@ -249,17 +286,32 @@ def _samples_file(path: Path, **arrays) -> Path:
     return path
 
 
-@pytest.mark.parametrize("inputs, outputs, message", [
-    (np.array([["a", "b"]] * 16).reshape(16, 1, 1, 2), np.zeros((16, 10)), "inputs must be real numbers (float32), got dtype <U1"),
-    (np.zeros((16, 3, 32, 32), complex), np.zeros((16, 10)), "inputs must be real numbers"),
-    (np.zeros((16, 3, 32)), np.zeros((16, 10)), "inputs must be a non-empty (N, C, H, W) array, got shape (16, 3, 32)"),
-    (np.zeros((0, 3, 32, 32)), np.zeros((0, 10)), "inputs must be a non-empty"),
-    (np.zeros((16, 3, 32, 32)), np.zeros((16, 10, 1)), "outputs must be a non-empty (N, K) array"),
-    (np.zeros((16, 3, 32, 32)), np.zeros((15, 10)), "inputs and outputs must hold as many samples"),
-    (np.full((16, 3, 32, 32), np.nan), np.zeros((16, 10)), "inputs hold NaN or infinite values"),
-    (np.zeros((16, 1, 8, 8)), np.zeros((16, 10)), "inputs are 1x8x8 (C x H x W), the model"),
-    (np.zeros((16, 3, 16, 16)), np.zeros((16, 10)), "model.onnx takes 3x32x32: these samples belong to another model"),
-])
+@pytest.mark.parametrize(
+    "inputs, outputs, message",
+    [
+        (
+            np.array([["a", "b"]] * 16).reshape(16, 1, 1, 2),
+            np.zeros((16, 10)),
+            "inputs must be real numbers (float32), got dtype <U1",
+        ),
+        (np.zeros((16, 3, 32, 32), complex), np.zeros((16, 10)), "inputs must be real numbers"),
+        (
+            np.zeros((16, 3, 32)),
+            np.zeros((16, 10)),
+            "inputs must be a non-empty (N, C, H, W) array, got shape (16, 3, 32)",
+        ),
+        (np.zeros((0, 3, 32, 32)), np.zeros((0, 10)), "inputs must be a non-empty"),
+        (np.zeros((16, 3, 32, 32)), np.zeros((16, 10, 1)), "outputs must be a non-empty (N, K) array"),
+        (np.zeros((16, 3, 32, 32)), np.zeros((15, 10)), "inputs and outputs must hold as many samples"),
+        (np.full((16, 3, 32, 32), np.nan), np.zeros((16, 10)), "inputs hold NaN or infinite values"),
+        (np.zeros((16, 1, 8, 8)), np.zeros((16, 10)), "inputs are 1x8x8 (C x H x W), the model"),
+        (
+            np.zeros((16, 3, 16, 16)),
+            np.zeros((16, 10)),
+            "model.onnx takes 3x32x32: these samples belong to another model",
+        ),
+    ],
+)
 def test_check_cli_refuses_samples_of_the_wrong_shape_or_dtype(export_dir, tmp_path, capsys, inputs, outputs, message):
     """Each was a numpy or ONNX Runtime traceback (or a pass on garbage); now one line, exit 2."""
     bad = tmp_path / "export"
@@ -319,7 +371,13 @@ def test_onnxruntime_runner(export_dir):
 def test_bench_model_writes_a_valid_record(export_dir):
     r = kit.bench_model(export_dir / "model.onnx", batch=2, threads=1, warmup=2, runs=15)
     kit.validate_bench(r)
-    assert (r["runtime"], r["threads"], r["batch"], r["input_shape"], r["runs"]) == ("onnxruntime-cpu", 1, 2, [2, 3, 32, 32], 15)
+    assert (r["runtime"], r["threads"], r["batch"], r["input_shape"], r["runs"]) == (
+        "onnxruntime-cpu",
+        1,
+        2,
+        [2, 3, 32, 32],
+        15,
+    )
     assert r["model_sha256"] == kit.file_sha256(export_dir / "model.onnx") and len(r["samples_ms"]) == 15
     assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput"] == pytest.approx(2000 / r["mean_ms"])
     assert "p50" in kit.format_bench(r)
@@ -374,8 +432,14 @@ def device_env(root: Path, *runtimes: str) -> Path:
     packages ``runtimes`` names (``openvino``, ``ncnn``)."""
     venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
     python = root / "bin" / "python"
-    site = Path(subprocess.run([python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     for name in ("numpy", "onnxruntime", *runtimes):
         src = Path(importlib.util.find_spec(name).submodule_search_locations[0])
         for path in [src, *src.parent.glob(f"{name}.libs"), *src.parent.glob(f"{name}-*.dist-info")]:
@@ -392,16 +456,31 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     device = tmp_path / "device"  # what a user copies: RUN_DIR/export/ and edgenas_kit.py
     shutil.copytree(export_dir, device / "export")
     _copy_kit(device)  # edgenas_kit.py and edgenas_env.py, as `edgenas export` copies them
-    probe = ("import importlib.util as u; "
-             "print([n for n in ('numpy', 'onnxruntime', 'torch', 'edgenas', 'onnx', 'click') if u.find_spec(n)])")
+    probe = (
+        "import importlib.util as u; "
+        "print([n for n in ('numpy', 'onnxruntime', 'torch', 'edgenas', 'onnx', 'click') if u.find_spec(n)])"
+    )
     assert run(python, "-c", probe, cwd=device).stdout.strip() == "['numpy', 'onnxruntime']"
 
     ok = run(python, "edgenas_kit.py", "check", "export", "--threads", "1", cwd=device)
     assert ok.returncode == 0, ok.stderr
     assert "PASS" in ok.stdout and "16 samples" in ok.stdout
 
-    bench = run(python, "edgenas_kit.py", "bench", "export/model.onnx", "--threads", "1", "--runs", "20",
-                "--warmup", "2", "--json", "bench.json", cwd=device)
+    bench = run(
+        python,
+        "edgenas_kit.py",
+        "bench",
+        "export/model.onnx",
+        "--threads",
+        "1",
+        "--runs",
+        "20",
+        "--warmup",
+        "2",
+        "--json",
+        "bench.json",
+        cwd=device,
+    )
     assert bench.returncode == 0, bench.stderr
     from edgenas.deploy.gate.compare import compare_files
 
@@ -412,14 +491,18 @@ def test_kit_runs_alone_in_a_venv_with_only_numpy_and_onnxruntime(export_dir, tm
     assert record["environment"]["cpus"] == kit.conditions.cpu_count(Path("/"))  # the device's own probe ran
 
     s = kit.load_samples(device / "export" / "samples.npz")
-    kit.save_samples(device / "export" / "samples.npz", inputs=s.inputs, outputs=s.outputs * 1.01, task=s.task)  # tampered
+    kit.save_samples(
+        device / "export" / "samples.npz", inputs=s.inputs, outputs=s.outputs * 1.01, task=s.task
+    )  # tampered
     bad = run(python, "edgenas_kit.py", "check", "export", "--threads", "1", cwd=device)
     assert bad.returncode == 1 and "FAIL" in bad.stdout
 
-    for args, message in [(("bench", "missing.onnx"), "missing.onnx: no such file"),
-                          (("bench", "export/samples.npz"), "export/samples.npz is not an ONNX model"),
-                          (("bench", "export/model.onnx", "--runtime", "tflite"), "unknown runtime 'tflite'"),
-                          (("check", "export", "--min-agreement", "lots"), "is not a fraction")]:
+    for args, message in [
+        (("bench", "missing.onnx"), "missing.onnx: no such file"),
+        (("bench", "export/samples.npz"), "export/samples.npz is not an ONNX model"),
+        (("bench", "export/model.onnx", "--runtime", "tflite"), "unknown runtime 'tflite'"),
+        (("check", "export", "--min-agreement", "lots"), "is not a fraction"),
+    ]:
         r = run(python, "edgenas_kit.py", *args, cwd=device)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
@@ -429,7 +512,8 @@ def test_kit_without_its_probe_says_what_to_copy(export_dir, tmp_path):
     shutil.copy(KIT, tmp_path / "edgenas_kit.py")  # edgenas_env.py left behind
     r = run(Path(sys.executable), "edgenas_kit.py", "bench", export_dir / "model.onnx", "--runs", "2", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == (
-        "edgenas_kit.py: error: edgenas_env.py is missing beside edgenas_kit.py: copy the whole export folder to the device")
+        "edgenas_kit.py: error: edgenas_env.py is missing beside edgenas_kit.py: copy the whole export folder to the device"
+    )
     check = run(Path(sys.executable), "edgenas_kit.py", "check", export_dir, "--threads", "1", cwd=tmp_path)
     assert check.returncode == 0 and "PASS" in check.stdout  # check needs no probe
 

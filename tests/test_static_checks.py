@@ -79,19 +79,26 @@ def _exempt(source: str, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 
 def test_keyword_only_after_the_first_parameter():
-    found = [v for folder in CHECKED for path in sorted((ROOT / folder).rglob("*.py"))
-             for v in positional_overflow(path.read_text(), str(path.relative_to(ROOT)))]
+    found = [
+        v
+        for folder in CHECKED
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for v in positional_overflow(path.read_text(), str(path.relative_to(ROOT)))
+    ]
     assert not found, "make the parameters after the first keyword-only (`*,`):\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize(("source", "bad"), [
-    ("def f(a, b, c): ...", False),
-    ("def f(a, *, b, c, d): ...", False),
-    ("def f(a, b, *, c, d): ...", True),
-    ("class C:\n    def m(self, a, *, b, c, d): ...", False),
-    ("class C:\n    def m(self, a, b, c, d): ...", True),
-    ("class C:\n    @staticmethod\n    def m(a, b, c, d): ...", True),
-    ("def outer():\n    def inner(a, b, c, d): ...", True),
-])
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ("def f(a, b, c): ...", False),
+        ("def f(a, *, b, c, d): ...", False),
+        ("def f(a, b, *, c, d): ...", True),
+        ("class C:\n    def m(self, a, *, b, c, d): ...", False),
+        ("class C:\n    def m(self, a, b, c, d): ...", True),
+        ("class C:\n    @staticmethod\n    def m(a, b, c, d): ...", True),
+        ("def outer():\n    def inner(a, b, c, d): ...", True),
+    ],
+)
 def test_the_keyword_only_rule_itself(source, bad):
     assert bool(positional_overflow(source)) == bad

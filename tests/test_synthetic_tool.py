@@ -8,8 +8,22 @@ from edgenas.training.data import load_dataset
 
 def test_synthetic_fashionmnist_loads_through_the_real_loader(tmp_path):
     tool = BENCHMARKS / "synthetic_data.py"
-    r = subprocess.run([sys.executable, str(tool), "fashionmnist", str(tmp_path), "--train", "300", "--test", "50",
-                        "--label-noise", "0.5"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(tool),
+            "fashionmnist",
+            str(tmp_path),
+            "--train",
+            "300",
+            "--test",
+            "50",
+            "--label-noise",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "SYNTHETIC" in r.stdout
     data = load_dataset("fashionmnist", data_dir=str(tmp_path), val_fraction=0.1)
@@ -19,8 +33,23 @@ def test_synthetic_fashionmnist_loads_through_the_real_loader(tmp_path):
 
 def test_synthetic_fashionmnist_as_an_rgb_imagefolder(tmp_path):
     tool = BENCHMARKS / "synthetic_data.py"
-    r = subprocess.run([sys.executable, str(tool), "fashionmnist", str(tmp_path), "--train", "100", "--test", "20",
-                        "--imagefolder", "32", "32"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(tool),
+            "fashionmnist",
+            str(tmp_path),
+            "--train",
+            "100",
+            "--test",
+            "20",
+            "--imagefolder",
+            "32",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "SYNTHETIC" in r.stdout and "RGB imagefolder" in r.stdout
     data = load_dataset("imagefolder", data_dir=str(tmp_path), val_fraction=0.1)

@@ -39,13 +39,22 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_trainplan_defaults_are_the_reference_protocol():
     p = TrainPlan()
-    assert (p.protocol, p.batch_size, p.lr, p.momentum, p.weight_decay, p.grad_clip) == ("reference", 64, 0.025, 0.9, 3e-4, 5.0)
+    assert (p.protocol, p.batch_size, p.lr, p.momentum, p.weight_decay, p.grad_clip) == (
+        "reference",
+        64,
+        0.025,
+        0.9,
+        3e-4,
+        5.0,
+    )
     assert (p.crop_padding, p.cutout, p.final_epochs) == (4, 16, 600)
 
 
 def test_learns_digits_well_above_chance(digits):
     lines = []
-    model, result = train_candidate(SMALL, data=digits, epochs=4, plan=PLAN, device=CPU, seed=0, on_epoch=lambda *a: lines.append(a))
+    model, result = train_candidate(
+        SMALL, data=digits, epochs=4, plan=PLAN, device=CPU, seed=0, on_epoch=lambda *a: lines.append(a)
+    )
     assert isinstance(result, TrainResult) and result.status == "trained" and result.epochs == 4
     assert result.val_acc > 70.0 and result.train_acc > 50.0  # chance is 10 %
     assert [line[:2] for line in lines] == [(1, 4), (2, 4), (3, 4), (4, 4)]
@@ -103,7 +112,9 @@ def test_fit_trains_a_separate_head(digits):
         calls.append(logits.shape)
         return nn.functional.cross_entropy(logits, y)
 
-    result = fit(model, data=subset_train(digits, 640), epochs=2, plan=PLAN, device=CPU, seed=0, head=head, loss_fn=loss_fn)
+    result = fit(
+        model, data=subset_train(digits, 640), epochs=2, plan=PLAN, device=CPU, seed=0, head=head, loss_fn=loss_fn
+    )
     assert result.status == "trained" and result.train_acc > 20.0
     assert not torch.equal(before, head.weight) and calls and calls[0][1] == 10
 
@@ -133,4 +144,3 @@ def test_trains_on_cuda_with_bf16_and_channels_last():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert model(x).dtype == torch.bfloat16
     assert accuracy(model, split=data.test, data=data, device=cuda) > 30.0
-

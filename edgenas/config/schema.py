@@ -19,11 +19,34 @@ from dataclasses import field
 from edgenas.errors import ProfileError
 
 
-def setting(default, *, ge=None, gt=None, le=None, lt=None, choices=None, items=None, item_ge=None, item_le=None,
-            nullable: bool = False):
+def setting(
+    default,
+    *,
+    ge=None,
+    gt=None,
+    le=None,
+    lt=None,
+    choices=None,
+    items=None,
+    item_ge=None,
+    item_le=None,
+    nullable: bool = False,
+):
     """A dataclass field with the bounds the code needs (see the module docstring)."""
-    rules = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("choices", choices), ("items", items),
-                               ("item_ge", item_ge), ("item_le", item_le)) if v is not None}
+    rules = {
+        k: v
+        for k, v in (
+            ("ge", ge),
+            ("gt", gt),
+            ("le", le),
+            ("lt", lt),
+            ("choices", choices),
+            ("items", items),
+            ("item_ge", item_ge),
+            ("item_le", item_le),
+        )
+        if v is not None
+    }
     rules["nullable"] = nullable
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"rules": rules})
@@ -63,8 +86,12 @@ def _range_text(rules: dict) -> str:
 def _in_range(value, rules: dict) -> bool:
     if isinstance(value, float) and not math.isfinite(value):
         return False
-    return not (("ge" in rules and value < rules["ge"]) or ("gt" in rules and value <= rules["gt"])
-                or ("le" in rules and value > rules["le"]) or ("lt" in rules and value >= rules["lt"]))
+    return not (
+        ("ge" in rules and value < rules["ge"])
+        or ("gt" in rules and value <= rules["gt"])
+        or ("le" in rules and value > rules["le"])
+        or ("lt" in rules and value >= rules["lt"])
+    )
 
 
 def _rule_error(value, rules: dict) -> str | None:

@@ -84,10 +84,19 @@ def _check_parallel(profile: Profile, dev: torch.device, workers: int) -> None:
     if not isinstance(workers, int) or workers < 1:
         raise ParamError("workers", workers, "give an integer >= 1")
     b = profile.budget
-    if (workers > 1 and dev.type == "cpu" and b.max_latency_ms and b.runtime in CPU_RUNTIMES
-            and b.latency_from == "measured"):
-        raise ParamError("workers", workers, f"a CPU latency budget ({profile.budget.runtime}) would be timed on CPUs "
-                         "busy training other candidates; use 1")
+    if (
+        workers > 1
+        and dev.type == "cpu"
+        and b.max_latency_ms
+        and b.runtime in CPU_RUNTIMES
+        and b.latency_from == "measured"
+    ):
+        raise ParamError(
+            "workers",
+            workers,
+            f"a CPU latency budget ({profile.budget.runtime}) would be timed on CPUs "
+            "busy training other candidates; use 1",
+        )
 
 
 def _check_first_candidate(profile: Profile, *, data, outputs: int, device) -> None:
@@ -95,8 +104,15 @@ def _check_first_candidate(profile: Profile, *, data, outputs: int, device) -> N
     candidate cannot fit in the device's memory, with the estimate, before anything is written."""
     plan, cfg = profile.train, profile.search
     batch = min(plan.fast_batch_size if plan.protocol == "fast" else plan.batch_size, max(1, len(data.train)))
-    check_training_memory(Arch.plain(cfg.min_depth, cfg.max_width), in_channels=data.in_channels, outputs=outputs,
-                          input_size=data.input_size, batch=batch, device=device, what="the first candidate")
+    check_training_memory(
+        Arch.plain(cfg.min_depth, cfg.max_width),
+        in_channels=data.in_channels,
+        outputs=outputs,
+        input_size=data.input_size,
+        batch=batch,
+        device=device,
+        what="the first candidate",
+    )
 
 
 def check_threads(threads) -> int | None:
@@ -107,16 +123,21 @@ def check_threads(threads) -> int | None:
         raise ParamError("threads", threads, f"give an integer from 0 (edgenas's policy) to {MAX_THREADS}") from None
 
 
-def run_threads(profile: Profile, *, task: Task, data, threads: int | None, stored: int | None = None,
-                where: Path) -> int:
+def run_threads(
+    profile: Profile, *, task: Task, data, threads: int | None, stored: int | None = None, where: Path
+) -> int:
     """The CPU threads a search trains with: the run's own (``stored``, from its run.json) on a resume, else
     ``threads``, else the profile's ``train.threads``, else the policy's count for the search's first
     candidate (``(min_depth, max_width)``). A resume refuses another explicit count: it would change the path."""
     if stored is not None:
         if threads is not None and threads != stored:
-            raise ParamError("threads", threads, f"{where} was searched with {stored} CPU thread(s), and the count "
-                             f"changes float rounding and so the search's path; resume without {{threads}} "
-                             f"(or with {stored}), or start a new run elsewhere")
+            raise ParamError(
+                "threads",
+                threads,
+                f"{where} was searched with {stored} CPU thread(s), and the count "
+                f"changes float rounding and so the search's path; resume without {{threads}} "
+                f"(or with {stored}), or start a new run elsewhere",
+            )
         return stored
     cfg = profile.search
     _, macs = task.model_size(Arch.plain(cfg.min_depth, cfg.max_width), data, profile)
@@ -124,11 +145,26 @@ def run_threads(profile: Profile, *, task: Task, data, threads: int | None, stor
     return plan_threads(plan, forward_macs=macs, train_images=len(data.train))
 
 
-def _search(profile: Profile, *, evaluator: CandidateEvaluator, spec: PoolSpec, outputs: int, workers: int,
-            ray: str | None, log: Progress) -> SearchResult:
+def _search(
+    profile: Profile,
+    *,
+    evaluator: CandidateEvaluator,
+    spec: PoolSpec,
+    outputs: int,
+    workers: int,
+    ray: str | None,
+    log: Progress,
+) -> SearchResult:
     """The strategy driven to its end, sequentially or with ``workers`` candidates at once."""
+
     def factory():
-        return make_strategy(profile.strategy, config=profile.search, in_channels=evaluator.data.in_channels, num_classes=outputs, seed=evaluator.seed)
+        return make_strategy(
+            profile.strategy,
+            config=profile.search,
+            in_channels=evaluator.data.in_channels,
+            num_classes=outputs,
+            seed=evaluator.seed,
+        )
 
     if workers == 1 and not ray and evaluator.prefetcher is not None:
         log(f"latency measured on {profile.budget.device}, ahead of need while candidates train")
@@ -139,15 +175,32 @@ def _search(profile: Profile, *, evaluator: CandidateEvaluator, spec: PoolSpec, 
     log(f"training up to {workers} candidates at once {where} (speculative; same decisions as sequential)")
     pool = RayPool(workers, spec, address=ray) if ray else WorkerPool(workers, spec)
     try:
-        return drive_speculative(factory, evaluator=evaluator, pool=pool, slots=workers, seed_of=lambda key: candidate_seed(evaluator.seed, key))
+        return drive_speculative(
+            factory,
+            evaluator=evaluator,
+            pool=pool,
+            slots=workers,
+            seed_of=lambda key: candidate_seed(evaluator.seed, key),
+        )
     finally:
         pool.close()
 
 
-def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = None, data_dir: str | Path | None = None,
-             out: str | Path | None = None, device: str | None = None, seed: int = 0, resume: bool = False,
-             download: bool = False, workers: int = 1, ray: str | None = None, threads: int | None = None,
-             log: Log = STDERR) -> dict:
+def discover(
+    profile: str | Path | Profile = "demo",
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    download: bool = False,
+    workers: int = 1,
+    ray: str | None = None,
+    threads: int | None = None,
+    log: Log = STDERR,
+) -> dict:
     """Run a search and train its winner; return ``summary.json`` (also written to the run directory).
 
     ``workers`` > 1 trains that many candidates at once on the device, speculatively (the
@@ -184,9 +237,17 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = No
     data = task.load_data(name, data_dir=data_dir, profile=profile, seed=seed, download=download)
     _check_first_candidate(profile, data=data, outputs=task.outputs(data, profile), device=dev)
     stored = RunDir(out).meta.threads if resume and (Path(out) / RunDir.META).is_file() else None
-    meta = run_meta(profile, task=profile.task, dataset=name, data_dir=data_dir, data=data,
-                    extra=task.extra_meta(data), seed=seed, device=dev,
-                    threads=run_threads(profile, task=task, data=data, threads=threads, stored=stored, where=Path(out)))
+    meta = run_meta(
+        profile,
+        task=profile.task,
+        dataset=name,
+        data_dir=data_dir,
+        data=data,
+        extra=task.extra_meta(data),
+        seed=seed,
+        device=dev,
+        threads=run_threads(profile, task=task, data=data, threads=threads, stored=stored, where=Path(out)),
+    )
     latency = latency_source(profile, meta, data)  # a table built for another target is refused here
     if b.latency_from == "device":
         latency.check()  # the device answers, and runs the budget's runtime: before run.json is written
@@ -194,25 +255,42 @@ def discover(profile: str | Path | Profile = "demo", *, dataset: str | None = No
         if resume and RunDir(out).finished:  # it finished while the data was loading
             return RunDir.open(out).read(RunDir.SUMMARY)
         run = RunDir.start(out, meta, resume=resume)
-        log(f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev} "
-            f"({meta.threads} CPU thread{'s' if meta.threads != 1 else ''}), run {out}")
+        log(
+            f"edgenas {__version__}: profile {profile.name} ({profile.strategy}), dataset {name}, device {dev} "
+            f"({meta.threads} CPU thread{'s' if meta.threads != 1 else ''}), run {out}"
+        )
         data = data.to(dev)
         started = time.monotonic()
-        evaluator = CandidateEvaluator(run, profile=profile, data=data, task=task, device=dev, seed=seed, log=log, latency=latency)
+        evaluator = CandidateEvaluator(
+            run, profile=profile, data=data, task=task, device=dev, seed=seed, log=log, latency=latency
+        )
         spec = PoolSpec(profile, name, meta.dataset.data_dir, seed, dev.type, meta.threads)
         finished = False
         try:
-            result = _search(profile, evaluator=evaluator, spec=spec, outputs=meta.outputs, workers=workers, ray=ray, log=log)
+            result = _search(
+                profile, evaluator=evaluator, spec=spec, outputs=meta.outputs, workers=workers, ray=ray, log=log
+            )
             finished = True
         finally:
             evaluator.close(wait=finished)
-        return finish(run, profile=profile, task=task, data=data, result=result, device=dev, seed=seed,
-                      search_wall=time.monotonic() - started, log=log,
-                      latency=evaluator.latency, latency_seconds=evaluator.latency_seconds)
+        return finish(
+            run,
+            profile=profile,
+            task=task,
+            data=data,
+            result=result,
+            device=dev,
+            seed=seed,
+            search_wall=time.monotonic() - started,
+            log=log,
+            latency=evaluator.latency,
+            latency_seconds=evaluator.latency_seconds,
+        )
 
 
-def winner_latency(run: RunDir, *, profile: Profile, arch: Arch, log: Log, data=None,
-                   source: CostSource | None = None) -> dict:
+def winner_latency(
+    run: RunDir, *, profile: Profile, arch: Arch, log: Log, data=None, source: CostSource | None = None
+) -> dict:
     """The winner's latency for summary.json: ``latency_ms`` measured (None, said why, where its runtime
     is missing here) and, where a latency table predicted the candidates' (``source``), its prediction beside it."""
     out: dict[str, object] = {"latency_ms": None}
@@ -229,34 +307,76 @@ def winner_latency(run: RunDir, *, profile: Profile, arch: Arch, log: Log, data=
     return out
 
 
-def _summary(run: RunDir, *, profile: Profile, task: Task, result: SearchResult, res, test: dict, epochs: int,
-             device, seed: int, search_wall: float, log: Log, data=None, latency: CostSource | None = None,
-             latency_seconds: float | None = None) -> dict:
+def _summary(
+    run: RunDir,
+    *,
+    profile: Profile,
+    task: Task,
+    result: SearchResult,
+    res,
+    test: dict,
+    epochs: int,
+    device,
+    seed: int,
+    search_wall: float,
+    log: Log,
+    data=None,
+    latency: CostSource | None = None,
+    latency_seconds: float | None = None,
+) -> dict:
     arch, journal = result.arch, run.journal()
     params, macs = task.model_size(arch, run.meta.data, profile)
     b = profile.budget
     rule = budget_rule_note(profile.search, journal, has_budget=bool(b.max_params or b.max_macs or b.max_latency_ms))
     memory = memory_footprint(arch, run.meta.data, profile)
     return {
-        "arch": arch.to_dict(), "arch_str": str(arch), "task": profile.task, "params": params, "macs": macs,
+        "arch": arch.to_dict(),
+        "arch_str": str(arch),
+        "task": profile.task,
+        "params": params,
+        "macs": macs,
         **({} if memory is None else {"memory": {"estimate": memory.to_dict()}}),
-        **winner_latency(run, profile=profile, arch=arch, log=log, data=data, source=latency), "budget": profile.to_dict()["budget"],
-        "search_acc": result.acc, "val_acc": res.val_acc, **test, "test_from": test_from(result.epochs, epochs),
-        "discovered_epochs": result.epochs, "winner_epochs": epochs, "final_epochs": profile.train.final_epochs,
-        "over_budget": rule, "candidates": result.candidates,
+        **winner_latency(run, profile=profile, arch=arch, log=log, data=data, source=latency),
+        "budget": profile.to_dict()["budget"],
+        "search_acc": result.acc,
+        "val_acc": res.val_acc,
+        **test,
+        "test_from": test_from(result.epochs, epochs),
+        "discovered_epochs": result.epochs,
+        "winner_epochs": epochs,
+        "final_epochs": profile.train.final_epochs,
+        "over_budget": rule,
+        "candidates": result.candidates,
         "candidates_trained": sum(r["status"] != "skipped" for r in journal),
         "candidates_skipped": sum(r["status"] == "skipped" for r in journal),
-        "search_seconds": round(search_wall, 2), "candidate_seconds": round(sum(r["seconds"] for r in journal), 2),
+        "search_seconds": round(search_wall, 2),
+        "candidate_seconds": round(sum(r["seconds"] for r in journal), 2),
         "final_train_seconds": round(res.seconds, 2),
         "latency_seconds": None if latency_seconds is None else round(latency_seconds, 2),
-        "device": str(device), "threads": run.meta.threads, "profile": profile.name, "dataset": run.meta.dataset.name, "seed": seed,
-        "versions": versions(), "run_dir": str(run.path),
+        "device": str(device),
+        "threads": run.meta.threads,
+        "profile": profile.name,
+        "dataset": run.meta.dataset.name,
+        "seed": seed,
+        "versions": versions(),
+        "run_dir": str(run.path),
     }
 
 
-def finish(run: RunDir, *, profile: Profile, task: Task, data, result: SearchResult, device, seed: int,
-           search_wall: float, log: Progress, latency: CostSource | None = None,
-           latency_seconds: float | None = None) -> dict:
+def finish(
+    run: RunDir,
+    *,
+    profile: Profile,
+    task: Task,
+    data,
+    result: SearchResult,
+    device,
+    seed: int,
+    search_wall: float,
+    log: Progress,
+    latency: CostSource | None = None,
+    latency_seconds: float | None = None,
+) -> dict:
     """Train the discovered architecture, save it, and write arch.json and summary.json.
 
     ``latency``: the search's latency source (the winner's figure comes from it, or is measured
@@ -267,19 +387,43 @@ def finish(run: RunDir, *, profile: Profile, task: Task, data, result: SearchRes
     run.write(RunDir.ARCH, arch.to_dict())
     on_epoch = epoch_lines(log, prefix=f"[final] {arch}: ", stage="final", arch=arch, epochs=epochs)
     threads = run.meta.threads
-    model, res = task.train(arch, data=data, epochs=epochs, profile=profile, device=device, seed=candidate_seed(seed, f"final:{arch}"), on_epoch=on_epoch,
-                            threads=threads)
+    model, res = task.train(
+        arch,
+        data=data,
+        epochs=epochs,
+        profile=profile,
+        device=device,
+        seed=candidate_seed(seed, f"final:{arch}"),
+        on_epoch=on_epoch,
+        threads=threads,
+    )
     with torch_threads(threads):
         test = task.test_metrics(model, data, device)
     run.save_weights(model)
-    summary = _summary(run, profile=profile, task=task, result=result, res=res, test=test, epochs=epochs, device=device,
-                       seed=seed, search_wall=search_wall, log=log, data=data, latency=latency,
-                       latency_seconds=latency_seconds)
+    summary = _summary(
+        run,
+        profile=profile,
+        task=task,
+        result=result,
+        res=res,
+        test=test,
+        epochs=epochs,
+        device=device,
+        seed=seed,
+        search_wall=search_wall,
+        log=log,
+        data=data,
+        latency=latency,
+        latency_seconds=latency_seconds,
+    )
     run.write(RunDir.SUMMARY, summary)
     log(summary["over_budget"]["text"])
-    log(f"done: {arch}, {summary['params']:,} params, {summary['macs']:,} MACs, "
-        + ", ".join(f"{k} {v:.2f}%" for k, v in test.items()) + f" (after {summary['test_from']}; `edgenas train` "
-        f"trains final_epochs ({profile.train.final_epochs})); run directory {run.path}")
+    log(
+        f"done: {arch}, {summary['params']:,} params, {summary['macs']:,} MACs, "
+        + ", ".join(f"{k} {v:.2f}%" for k, v in test.items())
+        + f" (after {summary['test_from']}; `edgenas train` "
+        f"trains final_epochs ({profile.train.final_epochs})); run directory {run.path}"
+    )
     return summary
 
 

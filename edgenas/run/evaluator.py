@@ -51,8 +51,13 @@ def memory_footprint(arch: Arch, shape, profile: Profile) -> Footprint | None:
     ``shape``: a ``run.meta.DataShape``."""
     if profile.task != "classify":
         return None
-    return footprint(arch, in_channels=shape.in_channels, input_size=tuple(shape.input_size),
-                     outputs=shape.num_classes, target=MEMORY_TARGETS[profile.budget.memory_target])
+    return footprint(
+        arch,
+        in_channels=shape.in_channels,
+        input_size=tuple(shape.input_size),
+        outputs=shape.num_classes,
+        target=MEMORY_TARGETS[profile.budget.memory_target],
+    )
 
 
 def memory_over(budget: Budget, memory: Footprint | None) -> str:
@@ -60,15 +65,23 @@ def memory_over(budget: Budget, memory: Footprint | None) -> str:
     if memory is None:
         return ""
     if budget.max_peak_memory_kb and memory.activations > budget.max_peak_memory_kb * KB:
-        return (f"peak memory {memory.activations / KB:,.1f} KB > max_peak_memory_kb {budget.max_peak_memory_kb:,} "
-                f"on {memory.target}")
+        return (
+            f"peak memory {memory.activations / KB:,.1f} KB > max_peak_memory_kb {budget.max_peak_memory_kb:,} "
+            f"on {memory.target}"
+        )
     if budget.max_flash_kb and memory.flash > budget.max_flash_kb * KB:
         return f"flash {memory.flash / KB:,.1f} KB > max_flash_kb {budget.max_flash_kb:,} on {memory.target}"
     return ""
 
 
-def check_budget(arch: Arch, *, size: tuple[int, int], budget: Budget, latency_of: Callable[[Arch], float],
-                 memory: Footprint | None = None) -> BudgetCheck:
+def check_budget(
+    arch: Arch,
+    *,
+    size: tuple[int, int],
+    budget: Budget,
+    latency_of: Callable[[Arch], float],
+    memory: Footprint | None = None,
+) -> BudgetCheck:
     """``size``: the deployed network's (params, MACs); ``memory``: its estimated footprint. Those are free
     to check; latency is measured only when they pass and a latency budget is set."""
     params, macs = size
@@ -83,7 +96,12 @@ def check_budget(arch: Arch, *, size: tuple[int, int], budget: Budget, latency_o
     if budget.max_latency_ms:
         latency = latency_of(arch)
         if latency > budget.max_latency_ms:
-            return BudgetCheck(params, macs, latency, f"latency {latency:.3f} ms > max_latency_ms {budget.max_latency_ms} on {budget.runtime}")
+            return BudgetCheck(
+                params,
+                macs,
+                latency,
+                f"latency {latency:.3f} ms > max_latency_ms {budget.max_latency_ms} on {budget.runtime}",
+            )
     return BudgetCheck(params, macs, latency, "")
 
 
@@ -141,13 +159,16 @@ def table_source(profile: Profile, meta: RunMeta) -> FromTable:
         raise ProfileError(f"budget.latency_table = {path!r} was built for {differs} (this run's); {hint}")
     missing = table.missing_parts(profile.search)
     if missing:
-        raise ProfileError(f"budget.latency_table = {path!r} lacks {len(missing)} parts of this profile's space "
-                           f"(e.g. {missing[0]}); {hint}")
+        raise ProfileError(
+            f"budget.latency_table = {path!r} lacks {len(missing)} parts of this profile's space "
+            f"(e.g. {missing[0]}); {hint}"
+        )
     return FromTable(table, path)
 
 
-def run_latency(run: RunDir, *, profile: Profile, arch: Arch, cache: dict, source: CostSource | None = None,
-                data=None) -> float:
+def run_latency(
+    run: RunDir, *, profile: Profile, arch: Arch, cache: dict, source: CostSource | None = None, data=None
+) -> float:
     """Median latency of ``arch`` from the budget's source, obtained once per run (latency.jsonl,
     each record with the source's identity: runtime, threads, batch, and the device it ran on)."""
     key = str(arch)
@@ -161,8 +182,18 @@ def run_latency(run: RunDir, *, profile: Profile, arch: Arch, cache: dict, sourc
 class CandidateEvaluator:
     """Answers the strategy: journal → budget check → training. Journals every answer."""
 
-    def __init__(self, run: RunDir, *, profile: Profile, data, task, device, seed: int, log: Progress,
-                 latency: CostSource | None = None):
+    def __init__(
+        self,
+        run: RunDir,
+        *,
+        profile: Profile,
+        data,
+        task,
+        device,
+        seed: int,
+        log: Progress,
+        latency: CostSource | None = None,
+    ):
         self.run, self.profile, self.data, self.task = run, profile, data, task
         self.device, self.seed, self.log = device, seed, log
         self.shape = run.meta.data
@@ -197,9 +228,19 @@ class CandidateEvaluator:
         if self.prefetcher is None:
             return
         sized = [c for c in cands if self.known(c) is None and str(c.arch) not in self.latency_cache]
-        self.prefetcher.ahead([c.arch for c in sized if not check_budget(
-            c.arch, size=self.task.model_size(c.arch, self.shape, self.profile), budget=self.profile.budget, latency_of=lambda a: 0.0,
-            memory=memory_footprint(c.arch, self.shape, self.profile)).reason])
+        self.prefetcher.ahead(
+            [
+                c.arch
+                for c in sized
+                if not check_budget(
+                    c.arch,
+                    size=self.task.model_size(c.arch, self.shape, self.profile),
+                    budget=self.profile.budget,
+                    latency_of=lambda a: 0.0,
+                    memory=memory_footprint(c.arch, self.shape, self.profile),
+                ).reason
+            ]
+        )
 
     def close(self, *, wait: bool) -> None:
         """Stop measuring ahead; keep (latency.jsonl) what was measured, so a resume need not again."""
@@ -220,17 +261,29 @@ class CandidateEvaluator:
     def screen(self, cand: Candidate) -> tuple[dict, Outcome | None]:
         """The candidate's record so far, and a ``skipped`` answer (journaled) if it breaks a budget."""
         memory = memory_footprint(cand.arch, self.shape, self.profile)
-        check = check_budget(cand.arch, size=self.task.model_size(cand.arch, self.shape, self.profile),
-                             budget=self.profile.budget, latency_of=self.latency_of, memory=memory)
+        check = check_budget(
+            cand.arch,
+            size=self.task.model_size(cand.arch, self.shape, self.profile),
+            budget=self.profile.budget,
+            latency_of=self.latency_of,
+            memory=memory,
+        )
         record = {
-            "key": cand.key(), "stage": cand.stage, **cand.arch.to_dict(), "epochs": cand.epochs,
-            "params": check.params, "macs": check.macs, "latency_ms": check.latency_ms,
+            "key": cand.key(),
+            "stage": cand.stage,
+            **cand.arch.to_dict(),
+            "epochs": cand.epochs,
+            "params": check.params,
+            "macs": check.macs,
+            "latency_ms": check.latency_ms,
             **({} if memory is None else {"peak_memory_bytes": memory.activations, "flash_bytes": memory.flash}),
         }
         if not check.reason:
             return record, None
         self.log(f"{self.tag(cand)}: skipped, over budget ({check.reason})")
-        self.journal({**record, "status": "skipped", "reason": check.reason, "acc": 0.0, "train_acc": 0.0, "seconds": 0.0})
+        self.journal(
+            {**record, "status": "skipped", "reason": check.reason, "acc": 0.0, "train_acc": 0.0, "seconds": 0.0}
+        )
         return record, Outcome(0.0, 0.0, "skipped", check.reason)
 
     def journal(self, record: dict) -> Outcome:
@@ -242,14 +295,30 @@ class CandidateEvaluator:
     def finished(self, cand: Candidate, *, record: dict, res, speculative: bool = False) -> Outcome:
         """Journal a trained candidate (``res``: a TrainResult or its dict); ``speculative``: not asked for yet."""
         res = res if isinstance(res, dict) else dataclasses.asdict(res)
-        self.log(f"{self.tag(cand, speculative)}: {res['status']}, {self.task.metric} {res['val_acc']:.2f}% in {res['seconds']:.1f}s")
-        return self.journal({"speculative": False, **record, "status": res["status"], "reason": "", "acc": res["val_acc"],
-                             "train_acc": res["train_acc"], "seconds": res["seconds"]})
+        self.log(
+            f"{self.tag(cand, speculative)}: {res['status']}, {self.task.metric} {res['val_acc']:.2f}% in {res['seconds']:.1f}s"
+        )
+        return self.journal(
+            {
+                "speculative": False,
+                **record,
+                "status": res["status"],
+                "reason": "",
+                "acc": res["val_acc"],
+                "train_acc": res["train_acc"],
+                "seconds": res["seconds"],
+            }
+        )
 
     def on_epoch(self, tag: str) -> EpochCallback:
         def report(epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None:  # noqa: PLR0917 (an EpochCallback)
-            self.log.epoch(epoch, epochs, f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
-                                          f"({time.monotonic() - self.started:.0f}s elapsed)")
+            self.log.epoch(
+                epoch,
+                epochs,
+                f"{tag}: epoch {epoch}/{epochs} loss {loss:.3f} train {train_acc:.1f}% "
+                f"({time.monotonic() - self.started:.0f}s elapsed)",
+            )
+
         return report
 
     def __call__(self, cand: Candidate) -> Outcome:
@@ -264,7 +333,14 @@ class CandidateEvaluator:
         record, skipped = self.screen(cand)
         if skipped is not None:
             return skipped
-        _, res = self.task.train(cand.arch, data=self.data, epochs=cand.epochs, profile=self.profile, device=self.device,
-                                 seed=candidate_seed(self.seed, cand.key()), on_epoch=self.on_epoch(self.tag(cand)),
-                                 threads=self.threads)
+        _, res = self.task.train(
+            cand.arch,
+            data=self.data,
+            epochs=cand.epochs,
+            profile=self.profile,
+            device=self.device,
+            seed=candidate_seed(self.seed, cand.key()),
+            on_epoch=self.on_epoch(self.tag(cand)),
+            threads=self.threads,
+        )
         return self.finished(cand, record=record, res=res)

@@ -42,8 +42,10 @@ def write_failure(path: Path, e: OSError, *, in_progress: bool) -> EdgenasError:
     why = (e.errno is not None and WHY.get(e.errno)) or " ".join((e.strerror or str(e)).split())
     if not in_progress:
         return RunDirError(f"cannot write {path}: {why}")
-    return RunWriteError(f"cannot write {path}: {why}; the run stopped and nothing torn was left: fix that "
-                         "(free space, permissions), then run the same command again (a search: with --resume)")
+    return RunWriteError(
+        f"cannot write {path}: {why}; the run stopped and nothing torn was left: fix that "
+        "(free space, permissions), then run the same command again (a search: with --resume)"
+    )
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -116,8 +118,11 @@ def read_jsonl(path: Path, fields: Fields | None = None) -> list[dict]:
         lines = path.read_bytes().split(b"\n")
     except OSError as e:
         raise RunDirError(f"{path} cannot be read ({_one_line(e)})") from None
-    return [_parse_record(line, fields or {}, f"{path}, line {number},")
-            for number, line in enumerate(lines[:-1], start=1) if line.strip()]
+    return [
+        _parse_record(line, fields or {}, f"{path}, line {number},")
+        for number, line in enumerate(lines[:-1], start=1)
+        if line.strip()
+    ]
 
 
 def trim_torn_tail(path: Path) -> int:

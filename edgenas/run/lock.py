@@ -50,13 +50,19 @@ class RunLock:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise RunDirError(f"{self.directory} is in use by {_holder(self.directory)}; wait until it ends "
-                              "(or stop it), then try again") from None
+            raise RunDirError(
+                f"{self.directory} is in use by {_holder(self.directory)}; wait until it ends "
+                "(or stop it), then try again"
+            ) from None
         except OSError as e:
             raise write_failure(self.directory / LOCK_FILE, e, in_progress=False) from None
         self._lock = lock
-        holder = {"command": self.command, "pid": os.getpid(), "host": socket.gethostname(),
-                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        holder = {
+            "command": self.command,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         try:
             write_json_atomic(self.directory / HOLDER_FILE, holder, in_progress=False)
         except BaseException:

@@ -30,8 +30,14 @@ class DatasetRecord:
     fingerprint: str | None = None  # "sha256:…" of every image and label (see data_fingerprint; None in older run.json)
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
-             "split_seed": self.split_seed, "input_size": self.input_size, "channels": self.channels}
+        d = {
+            "name": self.name,
+            "data_dir": self.data_dir,
+            "val_fraction": self.val_fraction,
+            "split_seed": self.split_seed,
+            "input_size": self.input_size,
+            "channels": self.channels,
+        }
         return d | {k: v for k, v in (("sizes", self.sizes), ("fingerprint", self.fingerprint)) if v is not None}
 
 
@@ -52,8 +58,14 @@ class DataShape:
         return (self.in_channels, *self.input_size)
 
     def to_dict(self) -> dict:
-        d = {"in_channels": self.in_channels, "num_classes": self.num_classes, "input_size": list(self.input_size),
-             "mean": list(self.mean), "std": list(self.std), "class_names": list(self.class_names)}
+        d = {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": list(self.class_names),
+        }
         return d | ({"face": self.face} if self.face is not None else {})
 
 
@@ -82,7 +94,9 @@ class RunMeta:
         d["profile"].pop("source", None)
         sizes, fingerprint = d["dataset"].pop("sizes", None), d["dataset"].pop("fingerprint", None)
         return {key: d[key] for key in ("profile", "dataset", "seed", "task", "data")} | {
-            "sizes": sizes, "fingerprint": fingerprint}
+            "sizes": sizes,
+            "fingerprint": fingerprint,
+        }
 
     def same_run(self, other: RunMeta) -> str | None:
         """The first part of ``identity`` that differs from ``other``'s (None when they agree).
@@ -96,10 +110,15 @@ class RunMeta:
     def to_dict(self) -> dict:
         ds = self.dataset
         return {
-            "edgenas_version": self.edgenas_version, "created": self.created, "task": self.task, "seed": self.seed,
-            "device": self.device, "profile": self.profile.to_dict(),
+            "edgenas_version": self.edgenas_version,
+            "created": self.created,
+            "task": self.task,
+            "seed": self.seed,
+            "device": self.device,
+            "profile": self.profile.to_dict(),
             "dataset": ds.to_dict(),
-            "data": self.data.to_dict(), **(self.origin or {}),
+            "data": self.data.to_dict(),
+            **(self.origin or {}),
         } | ({"threads": self.threads} if self.threads is not None else {})
 
     @classmethod
@@ -108,15 +127,31 @@ class RunMeta:
         try:
             ds, data = d["dataset"], d["data"]
             return cls(
-                edgenas_version=str(d["edgenas_version"]), created=str(d["created"]), task=str(d["task"]),
-                seed=int(d["seed"]), device=str(d["device"]), profile=stored_profile(d["profile"]),
-                dataset=DatasetRecord(str(ds["name"]), ds["data_dir"], float(ds["val_fraction"]), int(ds["split_seed"]),
-                                      ds.get("input_size"), ds.get("channels"), _sizes(ds.get("sizes")),
-                                      _fingerprint(ds.get("fingerprint"))),
-                data=DataShape(int(data["in_channels"]), int(data["num_classes"]),
-                               _hw(data["input_size"]), tuple(float(v) for v in data["mean"]),
-                               tuple(float(v) for v in data["std"]), tuple(str(c) for c in data["class_names"]),
-                               data.get("face")),
+                edgenas_version=str(d["edgenas_version"]),
+                created=str(d["created"]),
+                task=str(d["task"]),
+                seed=int(d["seed"]),
+                device=str(d["device"]),
+                profile=stored_profile(d["profile"]),
+                dataset=DatasetRecord(
+                    str(ds["name"]),
+                    ds["data_dir"],
+                    float(ds["val_fraction"]),
+                    int(ds["split_seed"]),
+                    ds.get("input_size"),
+                    ds.get("channels"),
+                    _sizes(ds.get("sizes")),
+                    _fingerprint(ds.get("fingerprint")),
+                ),
+                data=DataShape(
+                    int(data["in_channels"]),
+                    int(data["num_classes"]),
+                    _hw(data["input_size"]),
+                    tuple(float(v) for v in data["mean"]),
+                    tuple(float(v) for v in data["std"]),
+                    tuple(str(c) for c in data["class_names"]),
+                    data.get("face"),
+                ),
                 origin={k: d[k] for k in ORIGIN if k in d} or None,
                 threads=_threads(d.get("threads")),
             )
@@ -168,22 +203,51 @@ def _data_identity(data) -> tuple[dict | None, str | None]:
 
 def data_shape(data, extra: dict) -> DataShape:
     """The ``DataShape`` of a loaded dataset (``extra``: the task's facts, e.g. the face split)."""
-    return DataShape(data.in_channels, data.num_classes, tuple(data.input_size), tuple(data.mean), tuple(data.std),
-                     tuple(data.class_names), extra.get("face"))
+    return DataShape(
+        data.in_channels,
+        data.num_classes,
+        tuple(data.input_size),
+        tuple(data.mean),
+        tuple(data.std),
+        tuple(data.class_names),
+        extra.get("face"),
+    )
 
 
-def run_meta(profile: Profile, *, task: str, dataset: str, data_dir, data, extra: dict, seed: int, device,
-             threads: int | None = None) -> RunMeta:
+def run_meta(
+    profile: Profile,
+    *,
+    task: str,
+    dataset: str,
+    data_dir,
+    data,
+    extra: dict,
+    seed: int,
+    device,
+    threads: int | None = None,
+) -> RunMeta:
     """What run.json records for a new run of ``profile`` on ``data`` (``threads``: its CPU threads)."""
     d = profile.data
     sizes, fingerprint = _data_identity(data)
     return RunMeta(
-        edgenas_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        task=task, seed=seed, device=str(device), profile=profile,
-        dataset=DatasetRecord(dataset, str(Path(data_dir).expanduser().resolve()) if data_dir else None,
-                              d.val_fraction, seed, list(d.input_size) if d.input_size else None, d.channels,
-                              sizes, fingerprint),
-        data=data_shape(data, extra), threads=threads,
+        edgenas_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        task=task,
+        seed=seed,
+        device=str(device),
+        profile=profile,
+        dataset=DatasetRecord(
+            dataset,
+            str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+            d.val_fraction,
+            seed,
+            list(d.input_size) if d.input_size else None,
+            d.channels,
+            sizes,
+            fingerprint,
+        ),
+        data=data_shape(data, extra),
+        threads=threads,
     )
 
 

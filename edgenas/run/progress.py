@@ -112,9 +112,18 @@ class LiveProgress:
 
         self.console = Console(file=stream, force_terminal=True, highlight=False)
         self.tally = SearchTally()
-        self.bar = Bar(TextColumn("{task.description}", markup=False), BarColumn(bar_width=30), TextColumn("epoch"),
-                       MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[tally]}"),
-                       console=self.console, transient=False, refresh_per_second=4)
+        self.bar = Bar(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=30),
+            TextColumn("epoch"),
+            MofNCompleteColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[tally]}"),
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,
+        )
         self.task: TaskID | None = None
 
     def __enter__(self) -> LiveProgress:

@@ -73,7 +73,11 @@ class RunDir:
         if resume:
             cls.refuse_headless(run.path)
             if not (run.path / cls.META).exists():
-                raise ParamError("resume", True, f"{run.path} holds no search to resume (no {cls.META}); start one without {{resume}}")
+                raise ParamError(
+                    "resume",
+                    True,
+                    f"{run.path} holds no search to resume (no {cls.META}); start one without {{resume}}",
+                )
             run.check_same_run(meta)
             run.journal(), run.latencies()  # damage anywhere is an error now, before anything is trained
             trim_torn_tail(run.path / cls.JOURNAL)
@@ -95,10 +99,14 @@ class RunDir:
             return
         before, now = stored.identity()[differs], meta.identity()[differs]
         if differs in DATA_CHANGES:
-            raise RunDirError(f"{self.path} was searched on other data: the dataset's {DATA_CHANGES[differs]} changed "
-                              f"({_changed(before, now)}); resume on the same data, or start a new run elsewhere")
-        raise RunDirError(f"{self.path} was started with a different {differs} ({_changed(before, now)}); "
-                          "resume with the same settings or start a new run elsewhere")
+            raise RunDirError(
+                f"{self.path} was searched on other data: the dataset's {DATA_CHANGES[differs]} changed "
+                f"({_changed(before, now)}); resume on the same data, or start a new run elsewhere"
+            )
+        raise RunDirError(
+            f"{self.path} was started with a different {differs} ({_changed(before, now)}); "
+            "resume with the same settings or start a new run elsewhere"
+        )
 
     @classmethod
     def refuse_taken(cls, path: Path, hint: str = "continue it with {resume}, or choose another {out}") -> None:
@@ -113,17 +121,21 @@ class RunDir:
     def refuse_headless(path: Path) -> None:
         """A journal without run.json can be neither resumed (what made it is unknown) nor overwritten."""
         if (path / RunDir.JOURNAL).exists() and not (path / RunDir.META).exists():
-            raise RunDirError(f"{path} holds a search's {RunDir.JOURNAL} but no {RunDir.META} (deleted?): it can "
-                              f"neither be resumed nor started again there; put its {RunDir.META} back to resume it, "
-                              "or start the search in another directory (or delete this one)")
+            raise RunDirError(
+                f"{path} holds a search's {RunDir.JOURNAL} but no {RunDir.META} (deleted?): it can "
+                f"neither be resumed nor started again there; put its {RunDir.META} back to resume it, "
+                "or start the search in another directory (or delete this one)"
+            )
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         """An existing run directory (for train, export, bench, verify)."""
         run = cls(path)
         if not (run.path / cls.META).is_file():
-            raise RunDirError(f"{run.path} is not an edgenas run directory (no {cls.META}); "
-                              "give the run directory of a finished `edgenas discover`")
+            raise RunDirError(
+                f"{run.path} is not an edgenas run directory (no {cls.META}); "
+                "give the run directory of a finished `edgenas discover`"
+            )
         return run
 
     def lock(self, command: str) -> RunLock:
@@ -197,8 +209,9 @@ class RunDir:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as e:
-            raise RunDirError(f"{path} cannot be read ({' '.join(str(e).split())[:120]}); delete it to train from "
-                              "the start") from None
+            raise RunDirError(
+                f"{path} cannot be read ({' '.join(str(e).split())[:120]}); delete it to train from the start"
+            ) from None
         if not isinstance(checkpoint, dict) or "state" not in checkpoint:
             raise RunDirError(f"{path} is not an edgenas training checkpoint; delete it to train from the start")
         return checkpoint

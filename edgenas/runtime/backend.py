@@ -53,8 +53,9 @@ class Backend(Protocol):
     def version(self) -> str:
         """The engine package's version."""
 
-    def convert(self, model, *, out: Path, input_chw: tuple[int, int, int],
-                calibration: np.ndarray | None = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         """An eval-mode CPU ``nn.Module`` as the artifact at ``out`` (INT8: quantised with ``calibration``,
         NCHW float32 images; None: random ones); returns the main file."""
 
@@ -65,8 +66,14 @@ class Backend(Protocol):
 
 # each engine module's backends, named one by one and typed by the protocol: mypy checks every implementation
 _ENGINE_BACKENDS: tuple[Sequence[Backend], ...] = (
-    onnxruntime.BACKENDS, tensorrt.BACKENDS, torch_engine.BACKENDS, litert.BACKENDS, executorch.BACKENDS,
-    openvino.BACKENDS, ncnn.BACKENDS, tflm.BACKENDS,
+    onnxruntime.BACKENDS,
+    tensorrt.BACKENDS,
+    torch_engine.BACKENDS,
+    litert.BACKENDS,
+    executorch.BACKENDS,
+    openvino.BACKENDS,
+    ncnn.BACKENDS,
+    tflm.BACKENDS,
 )
 
 
@@ -110,8 +117,15 @@ def is_available(runtime: str) -> bool:
 
 
 @contextlib.contextmanager
-def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threads: int = 1, batch: int = 1,
-                  calibration: np.ndarray | None = None) -> Iterator[kit.Runner]:
+def module_runner(
+    model,
+    *,
+    runtime: str,
+    input_chw: tuple[int, int, int],
+    threads: int = 1,
+    batch: int = 1,
+    calibration: np.ndarray | None = None,
+) -> Iterator[kit.Runner]:
     """``model`` converted for ``runtime`` in a temporary folder and opened there (closed after the block).
 
     PyTorch runs the module itself (no artifact); a TensorRT engine is tuned for ``batch``."""
@@ -122,14 +136,16 @@ def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threa
         return
     options = {"batch": batch} if isinstance(backend, tensorrt.TensorRTBackend) else {}
     with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
-        path = backend.convert(model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw,
-                               calibration=calibration, **options)
+        path = backend.convert(
+            model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw, calibration=calibration, **options
+        )
         with backend.open(path, threads=threads) as runner:
             yield runner
 
 
-def device_graph(model, *, runtime: str, input_chw: tuple[int, int, int],
-                 calibration: np.ndarray | None = None) -> bytes:
+def device_graph(
+    model, *, runtime: str, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+) -> bytes:
     """What a device server (``edgenas_kit.py serve``) is sent to time ``model`` on ``runtime``: the ONNX
     graph the runtime runs, or builds its own engine from (TensorRT); for the kit's engine runtimes (LiteRT,
     ExecuTorch, OpenVINO, ncnn) the converted model's files in one archive (``device_client.upload_body``)."""
@@ -140,5 +156,7 @@ def device_graph(model, *, runtime: str, input_chw: tuple[int, int, int],
         if isinstance(backend, tensorrt.TensorRTBackend):
             out = Path(tmp) / "model.onnx"
             return backend.source_onnx(model, out=out, input_chw=input_chw, calibration=calibration).read_bytes()
-        path = backend.convert(model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw, calibration=calibration)
+        path = backend.convert(
+            model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw, calibration=calibration
+        )
         return upload_body(path, runtime)

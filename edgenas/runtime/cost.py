@@ -69,8 +69,13 @@ class MeasuredHere:
 
     def identity(self) -> dict:
         t = self.target
-        return {"source": self.kind, "runtime": t.runtime, "threads": t.threads, "batch": t.batch,
-                "input_shape": list(t.input_chw)}
+        return {
+            "source": self.kind,
+            "runtime": t.runtime,
+            "threads": t.threads,
+            "batch": t.batch,
+            "input_shape": list(t.input_chw),
+        }
 
 
 class OnDevice:
@@ -94,12 +99,16 @@ class OnDevice:
         try:
             status = self.client.status(retry_s=0)
         except DeviceUnavailable as e:
-            raise UserInputError(f"budget.device {self.client.url} does not answer ({e.reason}): start "
-                                 "`python edgenas_kit.py serve --token-file FILE` on the device first") from None
+            raise UserInputError(
+                f"budget.device {self.client.url} does not answer ({e.reason}): start "
+                "`python edgenas_kit.py serve --token-file FILE` on the device first"
+            ) from None
         runtime = self.target.runtime
         if runtime not in status.get("runtimes", []):
-            raise UserInputError(f"budget.runtime {runtime}: the device at {self.client.url} cannot run it "
-                                 f"(it has {', '.join(status.get('runtimes', [])) or 'no runtime'})")
+            raise UserInputError(
+                f"budget.runtime {runtime}: the device at {self.client.url} cannot run it "
+                f"(it has {', '.join(status.get('runtimes', [])) or 'no runtime'})"
+            )
         self._status = status
 
     def latency_ms(self, arch: Arch) -> float:
@@ -111,8 +120,9 @@ class OnDevice:
 
     def measure(self, prepared: tuple[str, bytes]) -> float:
         name, graph = prepared
-        record = self.client.bench(graph, runtime=self.target.runtime, threads=self.threads, batch=self.target.batch,
-                                   name=f"{name}.onnx")
+        record = self.client.bench(
+            graph, runtime=self.target.runtime, threads=self.threads, batch=self.target.batch, name=f"{name}.onnx"
+        )
         if not self._measured_on:
             self._measured_on = {k: record.get(k) for k in ("device", "host", "runtime_version")}
         return float(record["p50_ms"])
@@ -123,8 +133,15 @@ class OnDevice:
             if self._status is None:
                 self._status = self.client.status()
             where = {"device": self._status["device"], "host": self._status["host"]}
-        return {"source": self.kind, "url": self.client.url, **where, "runtime": self.target.runtime,
-                "threads": self.threads, "batch": self.target.batch, "input_shape": list(self.target.input_chw)}
+        return {
+            "source": self.kind,
+            "url": self.client.url,
+            **where,
+            "runtime": self.target.runtime,
+            "threads": self.threads,
+            "batch": self.target.batch,
+            "input_shape": list(self.target.input_chw),
+        }
 
 
 @dataclass(frozen=True)

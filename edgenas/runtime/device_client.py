@@ -53,7 +53,9 @@ def read_token(token_file: str | Path | None = None, *, flag: str = "device_toke
     except (OSError, UnicodeDecodeError) as e:
         raise UserInputError(f"{flag} {token_file}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     if not token:
-        raise UserInputError(f"{flag} {token_file}: the file is empty; it must hold the token the server was started with")
+        raise UserInputError(
+            f"{flag} {token_file}: the file is empty; it must hold the token the server was started with"
+        )
     return token
 
 
@@ -104,39 +106,77 @@ class DeviceClient:
             raise DeviceRefused(f"{self.url} is not an edgenas device server (status schema {answer.get('schema')!r})")
         return answer
 
-    def bench(self, body: bytes, *, runtime: str, threads: int | None = None, batch: int = 1,
-              warmup: int = 10, runs: int | None = None, name: str = "model.onnx") -> dict:
+    def bench(
+        self,
+        body: bytes,
+        *,
+        runtime: str,
+        threads: int | None = None,
+        batch: int = 1,
+        warmup: int = 10,
+        runs: int | None = None,
+        name: str = "model.onnx",
+    ) -> dict:
         """The device's bench JSON for one model, ``body`` as ``upload_body`` makes it for ``runtime`` (an ONNX
         file; a tar of the files of a LiteRT, ExecuTorch, OpenVINO or ncnn model); ``runs=None`` sizes the
         runs to the model."""
-        query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name,
-                 "upload": upload_kind(runtime)}
+        query = {
+            "runtime": runtime,
+            "batch": batch,
+            "warmup": warmup,
+            "runs": runs or "auto",
+            "name": name,
+            "upload": upload_kind(runtime),
+        }
         if threads is not None:
             query["threads"] = threads
         self._check_size(len(body), name)
         return self._request("POST", path="/bench?" + urllib.parse.urlencode(query), body=body, timeout=self.timeout_s)
 
-    def paired(self, onnx_a: bytes, *, onnx_b: bytes, runtime: str, threads: int | None = None, batch: int = 1,
-               rounds: int = 15, warmup: int = 5, runs: int = 20, name: str = "pair") -> dict:
+    def paired(
+        self,
+        onnx_a: bytes,
+        *,
+        onnx_b: bytes,
+        runtime: str,
+        threads: int | None = None,
+        batch: int = 1,
+        rounds: int = 15,
+        warmup: int = 5,
+        runs: int = 20,
+        name: str = "pair",
+    ) -> dict:
         """A and B (each as ``upload_body`` makes it) timed in alternation on the device: ``{"bench_a", "bench_b", "ratios"}``."""
-        query = {"runtime": runtime, "batch": batch, "rounds": rounds, "warmup": warmup, "runs": runs, "name": name,
-                 "split": len(onnx_a), "upload": upload_kind(runtime)}
+        query = {
+            "runtime": runtime,
+            "batch": batch,
+            "rounds": rounds,
+            "warmup": warmup,
+            "runs": runs,
+            "name": name,
+            "split": len(onnx_a),
+            "upload": upload_kind(runtime),
+        }
         if threads is not None:
             query["threads"] = threads
         self._check_size(len(onnx_a) + len(onnx_b), name)
-        return self._request("POST", path="/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b,
-                             timeout=self.timeout_s)
+        return self._request(
+            "POST", path="/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b, timeout=self.timeout_s
+        )
 
     def _check_size(self, size: int, name: str) -> None:
         """Refuse here an upload the device would refuse (it closes the connection on an unread body)."""
         if self._max_upload is None:
             self._max_upload = int(self.status().get("max_upload_bytes", 0)) or None
         if self._max_upload and size > self._max_upload:
-            raise DeviceRefused(f"{name}: {size:,} bytes is over the upload limit of the device at {self.url} "
-                                f"({self._max_upload:,} bytes; its --max-upload-mb)")
+            raise DeviceRefused(
+                f"{name}: {size:,} bytes is over the upload limit of the device at {self.url} "
+                f"({self._max_upload:,} bytes; its --max-upload-mb)"
+            )
 
-    def _request(self, method: str, *, path: str, body: bytes | None = None, timeout: float,
-                 retry_s: float | None = None) -> dict:
+    def _request(
+        self, method: str, *, path: str, body: bytes | None = None, timeout: float, retry_s: float | None = None
+    ) -> dict:
         budget = self.retry_s if retry_s is None else retry_s
         deadline, delay, attempts = time.monotonic() + budget, FIRST_BACKOFF_S, 0
         while True:
@@ -146,16 +186,22 @@ class DeviceClient:
             except _Retry as e:
                 reason = e.reason
             if time.monotonic() + delay > deadline:
-                raise DeviceUnavailable(f"device {self.url} is not answering ({reason}) after {attempts} attempt"
-                                        f"{'s' if attempts > 1 else ''} in {budget:g} s: start `edgenas_kit.py serve` "
-                                        "there again (a search continues with --resume)", reason=reason)
+                raise DeviceUnavailable(
+                    f"device {self.url} is not answering ({reason}) after {attempts} attempt"
+                    f"{'s' if attempts > 1 else ''} in {budget:g} s: start `edgenas_kit.py serve` "
+                    "there again (a search continues with --resume)",
+                    reason=reason,
+                )
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
     def _once(self, method: str, *, path: str, body: bytes | None, timeout: float) -> dict:
-        request = urllib.request.Request(self.url + path, data=body, method=method,
-                                         headers={"Authorization": f"Bearer {self.token}",
-                                                  "Content-Type": "application/octet-stream"})
+        request = urllib.request.Request(
+            self.url + path,
+            data=body,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/octet-stream"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return _json(response.read(), self.url)
@@ -163,7 +209,9 @@ class DeviceClient:
             reason = _json(e.read(), self.url, quiet=True).get("error") or e.reason
             if e.code == 503:  # its queue is full: the device is there, just busy
                 raise _Retry(f"busy: {reason}") from None
-            raise DeviceRefused(f"device {self.url} refused {method} {path.split('?')[0]} ({e.code}): {reason}") from None
+            raise DeviceRefused(
+                f"device {self.url} refused {method} {path.split('?')[0]} ({e.code}): {reason}"
+            ) from None
         except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as e:
             raise _Retry(_reason(e)) from None  # refused, reset, timed out, or cut off mid-answer
 
@@ -193,9 +241,18 @@ def _json(data: bytes, url: str, *, quiet: bool = False) -> dict:
     return answer
 
 
-def time_on_device(url: str, *, model_path: str | Path, token: str, runtime: str = "onnxruntime-cpu",
-                   threads: int | None = None, batch: int = 1, warmup: int = 10, runs: int | None = None,
-                   retry_s: float = DEFAULT_RETRY_S) -> dict:
+def time_on_device(
+    url: str,
+    *,
+    model_path: str | Path,
+    token: str,
+    runtime: str = "onnxruntime-cpu",
+    threads: int | None = None,
+    batch: int = 1,
+    warmup: int = 10,
+    runs: int | None = None,
+    retry_s: float = DEFAULT_RETRY_S,
+) -> dict:
     """Time the model file ``model_path`` (ONNX; for LiteRT, ExecuTorch, OpenVINO and ncnn the exported
     file, sent with the files beside it) on the device server at ``url``; the device's bench JSON.
 

@@ -37,5 +37,11 @@ class Target:
 
     def keys(self) -> dict:
         """The target as a latency table's ``built_for`` and a cost source's ``identity`` name it."""
-        return {"runtime": self.runtime, "threads": self.threads, "batch": self.batch,
-                "input_shape": list(self.input_chw), "task": self.task, "outputs": self.outputs}
+        return {
+            "runtime": self.runtime,
+            "threads": self.threads,
+            "batch": self.batch,
+            "input_shape": list(self.input_chw),
+            "task": self.task,
+            "outputs": self.outputs,
+        }

@@ -62,6 +62,8 @@ def _body(cfg: RandomConfig, seed: int, st: _RandomState) -> Strategy:
         st.pending = _draw(cfg, seed, st) if st.spent < cfg.budget_candidates else None
     if st.best is None or st.best_acc is None:  # set together: both or neither
         why = f"{st.skipped} of {st.draws} drawn networks were over the budget" if st.skipped else "none trained"
-        raise SearchError(f"random search: no candidate fitted the budget and trained ({why}); raise the budget "
-                          "or narrow the space (max_depth, max_width)")
+        raise SearchError(
+            f"random search: no candidate fitted the budget and trained ({why}); raise the budget "
+            "or narrow the space (max_depth, max_width)"
+        )
     return SearchResult(st.best, None, st.best_acc)

@@ -15,19 +15,40 @@ from edgenas.search.strategies import Candidate, Outcome, drive
 
 # The reference scripts' argument names -> edgenas strategy parameters.
 EGNAS_ARGS = {
-    "min_depth": "min_depth", "max_depth": "max_depth", "min_width": "min_width", "max_width": "max_width",
-    "width_resolution": "width_step", "epochs": "epochs", "add_epochs": "add_epochs_depth",
-    "add_epochs_w": "add_epochs_width", "dp_add_tolerance": "depth_gain", "ch_drop_tolerance": "depth_keep",
-    "dp_break_tolerance": "depth_patience", "ch_break_tolerance": "width_patience",
-    "target_acc": "target_acc", "target_acc_tolerance": "target_tolerance",
+    "min_depth": "min_depth",
+    "max_depth": "max_depth",
+    "min_width": "min_width",
+    "max_width": "max_width",
+    "width_resolution": "width_step",
+    "epochs": "epochs",
+    "add_epochs": "add_epochs_depth",
+    "add_epochs_w": "add_epochs_width",
+    "dp_add_tolerance": "depth_gain",
+    "ch_drop_tolerance": "depth_keep",
+    "dp_break_tolerance": "depth_patience",
+    "ch_break_tolerance": "width_patience",
+    "target_acc": "target_acc",
+    "target_acc_tolerance": "target_tolerance",
 }
 TRG_ARGS = {
-    "min_depth": "min_depth", "max_depth": "max_depth", "min_width": "min_width", "max_width": "max_width",
-    "width_resolution": "width_step", "epochs": "epochs", "target_acc": "target_acc",
-    "target_acc_tolerance": "target_tolerance", "ch_drop_tolerance": "width_drop",
+    "min_depth": "min_depth",
+    "max_depth": "max_depth",
+    "min_width": "min_width",
+    "max_width": "max_width",
+    "width_resolution": "width_step",
+    "epochs": "epochs",
+    "target_acc": "target_acc",
+    "target_acc_tolerance": "target_tolerance",
+    "ch_drop_tolerance": "width_drop",
 }
 # Input channels and classes of the logged datasets (they enter the parameter matching).
-DATASET_SHAPES = {"CIFAR10": (3, 10), "CIFAR100": (3, 100), "FashionMNIST": (1, 10), "KMNIST": (1, 10), "EMNIST": (1, 47)}
+DATASET_SHAPES = {
+    "CIFAR10": (3, 10),
+    "CIFAR100": (3, 100),
+    "FashionMNIST": (1, 10),
+    "KMNIST": (1, 10),
+    "EMNIST": (1, 47),
+}
 
 
 def dataset_shape(args: dict) -> tuple[int, int]:
@@ -59,7 +80,9 @@ class Oracle:
 
     def __call__(self, cand: Candidate) -> Outcome:
         if self.index >= len(self.records):
-            raise LogMismatch(f"request {self.index + 1} ({cand.stage} {cand.arch}) is beyond the log's {len(self.records)} records")
+            raise LogMismatch(
+                f"request {self.index + 1} ({cand.stage} {cand.arch}) is beyond the log's {len(self.records)} records"
+            )
         rec = self.records[self.index]
         asked = {"stage": cand.stage, "epochs": cand.epochs, **cand.arch.to_dict()}
         diff = [f"{k}: asked {asked[k]}, logged {rec[k]}" for k in self.FIELDS if asked[k] != rec[k]]

@@ -71,7 +71,9 @@ class Arch:
         try:
             return cls(int(d["depth"]), int(d["width"]), tuple(d["ops"]), tuple(d["kernels"]))
         except KeyError as e:
-            raise ValueError(f"architecture is missing the key {e.args[0]!r} (needs depth, width, ops, kernels)") from None
+            raise ValueError(
+                f"architecture is missing the key {e.args[0]!r} (needs depth, width, ops, kernels)"
+            ) from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -128,13 +130,35 @@ def layer_costs(arch: Arch, in_channels: int, input_size: tuple[int, int] = (1, 
     """The stem and every layer, in order (the pooling and the head are not in it)."""
     h, w = input_size
     stem = 2 * arch.width
-    costs = [LayerCost("stem", "stem", 3, in_channels, stem, 1, (h, w), 9 * in_channels * stem + 2 * stem,
-                       h * w * 9 * in_channels * stem)]
+    costs = [
+        LayerCost(
+            "stem",
+            "stem",
+            3,
+            in_channels,
+            stem,
+            1,
+            (h, w),
+            9 * in_channels * stem + 2 * stem,
+            h * w * 9 * in_channels * stem,
+        )
+    ]
     for i, ((c_in, c_out, stride), op, k) in enumerate(zip(layer_plan(arch), arch.ops, arch.kernels), start=1):
         h, w = out_size(h, stride), out_size(w, stride)
         per_pixel = k * k * c_in + c_in * c_out if op == SEPARABLE else k * k * c_in * c_out
-        costs.append(LayerCost(f"L{i}", "sep" if op == SEPARABLE else "conv", k, c_in, c_out, stride, (h, w),
-                               per_pixel + 2 * c_out, h * w * per_pixel))  # + BN's scale and shift
+        costs.append(
+            LayerCost(
+                f"L{i}",
+                "sep" if op == SEPARABLE else "conv",
+                k,
+                c_in,
+                c_out,
+                stride,
+                (h, w),
+                per_pixel + 2 * c_out,
+                h * w * per_pixel,
+            )
+        )  # + BN's scale and shift
     return costs
 
 
@@ -194,5 +218,9 @@ def random_arch(config, rng: random.Random) -> Arch:
     """A uniformly drawn network of a search config's space: depth, width of the grid, each layer's op and kernel."""
     depth = rng.randint(config.min_depth, config.max_depth)
     kernels = space_kernels(config)
-    return Arch(depth, rng.choice(width_grid(config)), tuple(rng.choice(OPS) for _ in range(depth)),
-                tuple(rng.choice(kernels) for _ in range(depth)))
+    return Arch(
+        depth,
+        rng.choice(width_grid(config)),
+        tuple(rng.choice(OPS) for _ in range(depth)),
+        tuple(rng.choice(kernels) for _ in range(depth)),
+    )

@@ -62,7 +62,9 @@ def last_accuracy(answers: list[Outcome]) -> float:
     return next((out.acc for out in reversed(answers) if out.usable), 50.0)
 
 
-def likely_next(factory: Callable[[], Strategy], *, answers: list[Outcome], guess: float, k: int, at: Strategy | None = None) -> list[Candidate]:
+def likely_next(
+    factory: Callable[[], Strategy], *, answers: list[Outcome], guess: float, k: int, at: Strategy | None = None
+) -> list[Candidate]:
     """Up to ``k`` candidates the strategy may request after the pending one, likeliest first.
 
     Breadth first over hypothetical outcomes of the pending request, then of the guessed ones:
@@ -121,7 +123,11 @@ class _Speculator:
         if skipped is not None:
             return False
         record = {**record, "speculative": speculative}  # started before the strategy asked for it
-        self.running[cand.key()] = (cand, record, self.pool.submit(cand, self.seed_of(cand.key()), ev.tag(cand, speculative)))
+        self.running[cand.key()] = (
+            cand,
+            record,
+            self.pool.submit(cand, self.seed_of(cand.key()), ev.tag(cand, speculative)),
+        )
         return True
 
     def collect(self, done, pending: Candidate) -> None:
@@ -130,7 +136,9 @@ class _Speculator:
             c, record, _ = self.running.pop(key)
             res = self.pool.result(c, fut)
             if res is not None:
-                self.evaluator.finished(c, record=record, res=res, speculative=c != pending)  # the tag: is it asked for yet?
+                self.evaluator.finished(
+                    c, record=record, res=res, speculative=c != pending
+                )  # the tag: is it asked for yet?
 
     def keep_only(self, wanted: list[Candidate]) -> None:
         """Cancel what is no longer wanted; start the wanted ones while slots are free."""
@@ -172,7 +180,9 @@ def drive_speculative(factory: Callable[[], Strategy], *, evaluator, pool: Pool,
         if out is not None:
             evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
         elif spec.start(cand, speculative=False):
-            spec.keep_only([cand] + likely_next(factory, answers=answers, guess=last_accuracy(answers), k=slots - 1, at=strategy))
+            spec.keep_only(
+                [cand] + likely_next(factory, answers=answers, guess=last_accuracy(answers), k=slots - 1, at=strategy)
+            )
             out = spec.wait_for(cand)
         else:
             out = evaluator.known(cand)  # over a budget: screen() journaled it as skipped

@@ -61,7 +61,6 @@ class SearchResult:
     history: list = field(default_factory=list)
 
 
-
 Strategy = Generator[Candidate, Outcome, SearchResult]
 Stage = Generator[Candidate, Outcome, None]  # one stage of a strategy: it leaves its result in the state
 T = TypeVar("T")
@@ -85,13 +84,16 @@ def _better(out: Outcome, threshold: float | None, strict: bool = False) -> bool
 
 
 @functools.lru_cache(maxsize=65536)
-def matched_width(arch: Arch, *, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int, floor: int = 1) -> int | None:
+def matched_width(
+    arch: Arch, *, start_width: int, budget: int, slack: float, in_channels: int, num_classes: int, floor: int = 1
+) -> int | None:
     """The widest width <= ``start_width`` whose parameters (millions) are within budget + slack.
 
     Lowered one channel at a time, as the reference does, but never below ``floor``: None when
     even that is over. Cached: strategies are forked and re-driven often
     (resume, speculation), and this is the only costly step of a decision.
     """
+
     def over(w: int) -> bool:
         return count_params(arch.with_width(w), in_channels, num_classes) / 1e6 > budget / 1e6 + slack
 
@@ -285,8 +287,15 @@ def _matched(cfg: EgnasConfig, *, arch: Arch, start_width: int, budget: int, sha
     """``arch`` narrowed to the macro budget: as the published code, down to width 1 (it once reached
     0, its bug); with ``micro_width_floor`` not below ``min_width``. None when even that is over."""
     floor = cfg.min_width if cfg.micro_width_floor else 1
-    w = matched_width(arch, start_width=start_width, budget=budget, slack=cfg.micro_param_slack, in_channels=shape[0],
-                      num_classes=shape[1], floor=floor)
+    w = matched_width(
+        arch,
+        start_width=start_width,
+        budget=budget,
+        slack=cfg.micro_param_slack,
+        in_channels=shape[0],
+        num_classes=shape[1],
+        floor=floor,
+    )
     return None if w is None else arch.with_width(w)
 
 
@@ -307,7 +316,9 @@ def _next_kernel(cfg: EgnasConfig, st: _State, shape) -> Candidate | None:
     while st.step + 1 < current.depth * len(kernels):
         st.step += 1
         layer, k = divmod(st.step, len(kernels))
-        arch = _matched(cfg, arch=current.with_kernel(layer, kernels[k]), start_width=st.ops_width, budget=st.budget, shape=shape)
+        arch = _matched(
+            cfg, arch=current.with_kernel(layer, kernels[k]), start_width=st.ops_width, budget=st.budget, shape=shape
+        )
         if arch is not None:
             return Candidate("kernels", arch, cfg.micro_epochs)
     return None

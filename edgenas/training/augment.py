@@ -25,9 +25,7 @@ class BatchAugment:
     (zero padding is black either way) before the float conversion.
     """
 
-    def __init__(
-        self, data, *, crop_padding: int = 4, cutout: int = 16, device: torch.device | str = "cpu"
-    ):
+    def __init__(self, data, *, crop_padding: int = 4, cutout: int = 16, device: torch.device | str = "cpu"):
         if crop_padding < 0 or cutout < 0:
             raise ValueError(f"crop_padding and cutout must be >= 0, got {crop_padding}, {cutout}")
         self.crop_padding = int(crop_padding)
@@ -47,7 +45,9 @@ class BatchAugment:
             x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
         out = (x.float().div_(255.0) - self.mean).mul_(self.inv_std)
         if self.cutout:
-            out.masked_fill_(_cutout_mask(n, h=h, w=w, side=self.cutout, device=dev, generator=generator).unsqueeze(1), 0.0)
+            out.masked_fill_(
+                _cutout_mask(n, h=h, w=w, side=self.cutout, device=dev, generator=generator).unsqueeze(1), 0.0
+            )
         return out
 
 
@@ -74,7 +74,9 @@ def _cutout_mask(n: int, *, h: int, w: int, side: int, device, generator: torch.
 
 def augment(
     x: torch.Tensor,
-    *, data, crop_padding: int = 4,
+    *,
+    data,
+    crop_padding: int = 4,
     cutout: int = 16,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:

@@ -35,10 +35,12 @@ def _rng_states(device: torch.device) -> dict:
     if isinstance(state, dict):
         raise TypeError("numpy.random.get_state() returned a dict; edgenas saves the legacy tuple")
     kind, keys, pos, has_gauss, gauss = state
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
 
 
 def _set_rng_states(states: dict, device: torch.device) -> None:
@@ -54,8 +56,16 @@ def training_state(epoch: int, *, epochs: int, modules: list[nn.Module], loop, s
     """What a resumed ``fit`` needs to go on as if it had never stopped, after ``epoch`` of ``epochs``: a copy,
     which the training that goes on does not change. ``loop``: the trainer's ``_EagerLoop`` or a
     ``GraphedTrainer`` (``state_dict``/``load_state_dict``); ``step``: its ``_Step`` (generator, device)."""
-    return copy.deepcopy({"epoch": epoch, "epochs": epochs, "modules": [m.state_dict() for m in modules],
-                          "loop": loop.state_dict(), "generator": step.gen.get_state(), "rng": _rng_states(step.device)})
+    return copy.deepcopy(
+        {
+            "epoch": epoch,
+            "epochs": epochs,
+            "modules": [m.state_dict() for m in modules],
+            "loop": loop.state_dict(),
+            "generator": step.gen.get_state(),
+            "rng": _rng_states(step.device),
+        }
+    )
 
 
 def restore(state: dict, *, epochs: int, modules: list[nn.Module], loop, step) -> int:

@@ -13,8 +13,10 @@ GRAPH_WARMUP_STEPS = 3  # eager steps (real training steps) before the CUDA grap
 
 def graphs_available(device: torch.device) -> bool:
     """Whether ``fit`` can capture training steps as CUDA graphs on ``device`` (needs seeded-generator capture)."""
-    return device.type == "cuda" and hasattr(torch.cuda, "CUDAGraph") and hasattr(
-        torch.cuda.CUDAGraph, "register_generator_state"
+    return (
+        device.type == "cuda"
+        and hasattr(torch.cuda, "CUDAGraph")
+        and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
     )
 
 
@@ -96,8 +98,12 @@ class GraphedTrainer:
             first: BaseException = e
             while first.__context__ is not None:  # the first error, not capture_end's "capture invalidated"
                 first = first.__context__
-            warnings.warn(f"CUDA graph capture failed, training this candidate eagerly ({type(first).__name__}: "
-                          f"{' '.join(str(first).split())[:300]})", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"CUDA graph capture failed, training this candidate eagerly ({type(first).__name__}: "
+                f"{' '.join(str(first).split())[:300]})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             torch.cuda.synchronize()
             self.capture = False
             # the generator took part in the broken capture; go on with a fresh one, still seeded

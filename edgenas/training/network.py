@@ -39,7 +39,10 @@ class Network(nn.Module):
             nn.BatchNorm2d(2 * arch.width),
         )
         self.layers = nn.Sequential(
-            *(Layer(c_in, c_out=c_out, stride=s, op=op, kernel=k) for (c_in, c_out, s), op, k in zip(layer_plan(arch), arch.ops, arch.kernels))
+            *(
+                Layer(c_in, c_out=c_out, stride=s, op=op, kernel=k)
+                for (c_in, c_out, s), op, k in zip(layer_plan(arch), arch.ops, arch.kernels)
+            )
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(final_width(arch), num_classes)

@@ -87,8 +87,12 @@ def _autocast(device: torch.device):
 @contextmanager
 def _bn_momentum(modules: list[nn.Module], power: float):
     """BatchNorm momentum m -> 1 - (1 - m) ** power inside the block (restored after)."""
-    saved = [(m, m.momentum) for mod in modules for m in mod.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None]
+    saved = [
+        (m, m.momentum)
+        for mod in modules
+        for m in mod.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None
+    ]
     if power != 1.0:
         for m, momentum in saved:
             m.momentum = 1.0 - (1.0 - momentum) ** power
@@ -124,17 +128,24 @@ class _EagerLoop:
     def __init__(self, step: _Step, sched: Schedule):
         plan = step.plan
         self.step, self.sched = step, sched
-        self.optimizer = torch.optim.SGD(step.params, lr=sched.peak_lr, momentum=plan.momentum,
-                                         weight_decay=plan.weight_decay, foreach=True)
+        self.optimizer = torch.optim.SGD(
+            step.params, lr=sched.peak_lr, momentum=plan.momentum, weight_decay=plan.weight_decay, foreach=True
+        )
         self.per_epoch = sched.protocol == "reference"
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=sched.epochs, eta_min=0.0)
-                          if self.per_epoch else None)
+        self.scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=sched.epochs, eta_min=0.0)
+            if self.per_epoch
+            else None
+        )
         self.k = 0  # global step
         self.graph = None  # never a CUDA graph
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "k": self.k,
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "k": self.k,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -172,12 +183,14 @@ class _EagerLoop:
 
 def fit(
     model: nn.Module,
-    *, data: ImageData,
+    *,
+    data: ImageData,
     epochs: int,
     plan: TrainPlan,
     device: torch.device,
     seed: int,
-    on_epoch: EpochCallback | None = None, head: nn.Module | None = None,
+    on_epoch: EpochCallback | None = None,
+    head: nn.Module | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     threads: int | None = None,
     checkpoint: Checkpointing | None = None,
@@ -205,7 +218,17 @@ def fit(
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     augment = BatchAugment(data, crop_padding=plan.crop_padding, cutout=plan.cutout, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    step = _Step(model, head=head, loss_fn=loss_fn or F.cross_entropy, params=params, plan=plan, train=data.to(device).train, augment=augment, gen=gen, device=device)
+    step = _Step(
+        model,
+        head=head,
+        loss_fn=loss_fn or F.cross_entropy,
+        params=params,
+        plan=plan,
+        train=data.to(device).train,
+        augment=augment,
+        gen=gen,
+        device=device,
+    )
     graphed = device.type == "cuda" and plan.cuda_graphs and graphs_available(device)
     loop = GraphedTrainer(step, sched) if graphed else _EagerLoop(step, sched)
     start = 0
@@ -233,8 +256,16 @@ BN_BATCH = 256
 
 
 @torch.no_grad()
-def recompute_bn(model: nn.Module, *, split: Split, data: ImageData, device: torch.device, seed: int,
-                 images: int = BN_IMAGES, batch_size: int = BN_BATCH) -> bool:
+def recompute_bn(
+    model: nn.Module,
+    *,
+    split: Split,
+    data: ImageData,
+    device: torch.device,
+    seed: int,
+    images: int = BN_IMAGES,
+    batch_size: int = BN_BATCH,
+) -> bool:
     """Replace every BatchNorm's running mean and variance by their average over training batches.
 
     As ``torch.optim.swa_utils.update_bn``: statistics reset, momentum None (a plain average over
@@ -273,8 +304,14 @@ def recompute_bn(model: nn.Module, *, split: Split, data: ImageData, device: tor
     return True
 
 
-def _run_epochs(epoch_stats, *, epochs: int, on_epoch: EpochCallback | None, start: int = 0,
-                after_epoch: Callable[[int], bool] = lambda epoch: False) -> FitResult:
+def _run_epochs(
+    epoch_stats,
+    *,
+    epochs: int,
+    on_epoch: EpochCallback | None,
+    start: int = 0,
+    after_epoch: Callable[[int], bool] = lambda epoch: False,
+) -> FitResult:
     """Drive the epochs after ``start``, reading each one's loss and accuracy once; stop at a non-finite
     loss, or where ``after_epoch`` says so (status ``stopped``)."""
     t0 = time.perf_counter()
@@ -293,8 +330,14 @@ def _run_epochs(epoch_stats, *, epochs: int, on_epoch: EpochCallback | None, sta
             status = "stopped"
             break
     seconds = time.perf_counter() - t0
-    return FitResult(train_acc=train_acc, status=status, epochs=done, seconds=seconds,
-                     images_per_s=images / seconds if seconds > 0 else 0.0, loss=loss_mean)
+    return FitResult(
+        train_acc=train_acc,
+        status=status,
+        epochs=done,
+        seconds=seconds,
+        images_per_s=images / seconds if seconds > 0 else 0.0,
+        loss=loss_mean,
+    )
 
 
 @torch.inference_mode()
@@ -329,12 +372,14 @@ def candidate_threads(plan: TrainPlan, *, arch: Arch, data: ImageData, outputs: 
 
 def train_candidate(
     arch: Arch,
-    *, data: ImageData,
+    *,
+    data: ImageData,
     epochs: int,
     plan: TrainPlan,
     device: torch.device,
     seed: int,
-    on_epoch: EpochCallback | None = None, threads: int | None = None,
+    on_epoch: EpochCallback | None = None,
+    threads: int | None = None,
     checkpoint: Checkpointing | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Build ``arch`` with weights seeded from ``seed``, train it, and rank it on ``data.val``.
@@ -347,7 +392,16 @@ def train_candidate(
     torch.manual_seed(seed)
     model = build_model(arch, data.in_channels, data.num_classes)
     with torch_threads(threads):
-        fitted = fit(model, data=data, epochs=epochs, plan=plan, device=device, seed=seed, on_epoch=on_epoch, checkpoint=checkpoint)
+        fitted = fit(
+            model,
+            data=data,
+            epochs=epochs,
+            plan=plan,
+            device=device,
+            seed=seed,
+            on_epoch=on_epoch,
+            checkpoint=checkpoint,
+        )
         if fitted.status != "trained":
             val_acc = 0.0
         elif len(data.val) == 0:

@@ -47,8 +47,10 @@ def _scores(scores, same) -> tuple[np.ndarray, np.ndarray]:
     if s.shape != y.shape or len(s) == 0:
         raise ValueError(f"need one same/different label per score, got {len(s)} scores and {len(y)} labels")
     if not np.isfinite(s).all():
-        raise ValueError(f"{int((~np.isfinite(s)).sum())} of {len(s)} scores are NaN or infinite "
-                         f"(the network produced NaN or infinite embeddings)")
+        raise ValueError(
+            f"{int((~np.isfinite(s)).sum())} of {len(s)} scores are NaN or infinite "
+            f"(the network produced NaN or infinite embeddings)"
+        )
     return s, y
 
 
@@ -121,8 +123,10 @@ def verify(scores, *, same, folds=None, far: float = FAR) -> Verification:
 
     s, y = _scores(scores, same)
     if y.all() or not y.any():  # every threshold below (or above) all scores would score 100 %
-        raise ValueError(f"all {len(y)} pairs are {'same-person' if y.all() else 'different-people'} pairs; "
-                         f"verification needs pairs of both kinds")
+        raise ValueError(
+            f"all {len(y)} pairs are {'same-person' if y.all() else 'different-people'} pairs; "
+            f"verification needs pairs of both kinds"
+        )
     folds = fold_ids(y) if folds is None else np.asarray(folds)
     ids = np.unique(folds)
     if folds.shape != s.shape or len(ids) < 2:
@@ -136,11 +140,20 @@ def verify(scores, *, same, folds=None, far: float = FAR) -> Verification:
     t, best = best_threshold(s, y)
     both = bool(y.any() and not y.all())
     return Verification(
-        pairs=len(s), same=int(y.sum()), different=int((~y).sum()), folds=len(ids),
-        accuracy=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
-        fold_accuracies=tuple(accs), fold_thresholds=tuple(thresholds), threshold=t, best_accuracy=best,
+        pairs=len(s),
+        same=int(y.sum()),
+        different=int((~y).sum()),
+        folds=len(ids),
+        accuracy=float(np.mean(accs)),
+        accuracy_std=float(np.std(accs)),
+        fold_accuracies=tuple(accs),
+        fold_thresholds=tuple(thresholds),
+        threshold=t,
+        best_accuracy=best,
         roc_auc=100.0 * float(roc_auc_score(y, s)) if both else None,
-        far=far, tar_at_far=tar_at_far(s, y, far), far_floor=1.0 / int((~y).sum()) if (~y).any() else None,
+        far=far,
+        tar_at_far=tar_at_far(s, y, far),
+        far_floor=1.0 / int((~y).sum()) if (~y).any() else None,
     )
 
 
@@ -178,15 +191,19 @@ def make_pairs(labels, count: int, seed) -> Pairs:
     groups = [np.flatnonzero(labels == i) for i in ids]
     multi = [g for g in groups if len(g) >= 2]
     if not multi or len(groups) < 2:
-        raise DataError(f"verification pairs need 2+ identities, one with 2+ images; got {len(groups)} identities, {len(multi)} with 2+ images")
+        raise DataError(
+            f"verification pairs need 2+ identities, one with 2+ images; got {len(groups)} identities, {len(multi)} with 2+ images"
+        )
     rng = np.random.default_rng(seed)
     n_same = sum(len(g) * (len(g) - 1) // 2 for g in multi)
     sizes = np.array([len(g) for g in groups])
-    n_diff = int((sizes.sum() ** 2 - (sizes ** 2).sum()) // 2)
+    n_diff = int((sizes.sum() ** 2 - (sizes**2).sum()) // 2)
     half = min(count // 2, n_same, n_diff)
     if half < 2:  # k-fold needs 2+ folds, each with a pair of each kind
-        raise DataError(f"verification needs 2+ pairs of each kind; asked for {count} pairs (face.val_pairs), "
-                        f"the held-out images have {n_same} same-person pairs: use face.val_pairs >= 4 and more images")
+        raise DataError(
+            f"verification needs 2+ pairs of each kind; asked for {count} pairs (face.val_pairs), "
+            f"the held-out images have {n_same} same-person pairs: use face.val_pairs >= 4 and more images"
+        )
 
     def same_one():
         g = multi[rng.integers(len(multi))]
@@ -197,9 +214,28 @@ def make_pairs(labels, count: int, seed) -> Pairs:
         gi, gj = rng.choice(len(groups), 2, replace=False)
         return int(rng.choice(groups[gi])), int(rng.choice(groups[gj]))
 
-    same = _draw_unique(rng, want=half, total=n_same, enumerate_all=lambda: [(int(g[i]), int(g[j])) for g in multi for i in range(len(g)) for j in range(i + 1, len(g))], draw_one=same_one)
-    diff = _draw_unique(rng, want=half, total=n_diff, enumerate_all=lambda: [(int(min(p, q)), int(max(p, q))) for x, gx in enumerate(groups)
-                                                    for gy in groups[x + 1:] for p in gx for q in gy], draw_one=diff_one)
+    same = _draw_unique(
+        rng,
+        want=half,
+        total=n_same,
+        enumerate_all=lambda: [
+            (int(g[i]), int(g[j])) for g in multi for i in range(len(g)) for j in range(i + 1, len(g))
+        ],
+        draw_one=same_one,
+    )
+    diff = _draw_unique(
+        rng,
+        want=half,
+        total=n_diff,
+        enumerate_all=lambda: [
+            (int(min(p, q)), int(max(p, q)))
+            for x, gx in enumerate(groups)
+            for gy in groups[x + 1 :]
+            for p in gx
+            for q in gy
+        ],
+        draw_one=diff_one,
+    )
     ab = np.array(same + diff, dtype=np.int64)
     flags = np.array([True] * len(same) + [False] * len(diff))
     order = rng.permutation(len(flags))
@@ -246,24 +282,32 @@ def _pair_line(path, *, no: int, f: list[str], fold: int) -> PairLine:
         raise _pair_error(path, line=no, expected=_SHAPE, got=" ".join(f))
     name_b = f[0] if len(f) == 3 else f[2]
     if len(f) == 4 and name_b == f[0]:
-        raise _pair_error(path, line=no, expected="two different names on a 4-field (different-people) line", got=" ".join(f))
+        raise _pair_error(
+            path, line=no, expected="two different names on a 4-field (different-people) line", got=" ".join(f)
+        )
     if len(f) == 3 and numbers[0] == numbers[1]:
         raise _pair_error(path, line=no, expected="two different image numbers on a same-person line", got=" ".join(f))
     if _bad_name(f[0]) or _bad_name(name_b):
-        raise _pair_error(path, line=no, expected="person names that are folder names (no '/', '\\', '..' or control characters)",
-                          got=" ".join(f))
+        raise _pair_error(
+            path,
+            line=no,
+            expected="person names that are folder names (no '/', '\\', '..' or control characters)",
+            got=" ".join(f),
+        )
     return PairLine(f[0], int(numbers[0]), name_b, int(numbers[1]), fold, no)
 
 
 def _check_kinds(path, *, out: list[PairLine], sets: int, per: int) -> None:
     """Every fold holds ``per`` pairs of each kind, as the header promises (one kind cannot be scored)."""
     for fold in range(sets):
-        block = out[fold * 2 * per:(fold + 1) * 2 * per]
+        block = out[fold * 2 * per : (fold + 1) * 2 * per]
         same = sum(p.same for p in block)
         if same != per:
             where = f"fold {fold + 1} (lines {block[0].line}-{block[-1].line})" if sets > 1 else "the file"
-            raise UserInputError(f"pairs file {path}: {where} has {same} same-person and {len(block) - same} "
-                                 f"different-people pairs; the header promises {per} of each")
+            raise UserInputError(
+                f"pairs file {path}: {where} has {same} same-person and {len(block) - same} "
+                f"different-people pairs; the header promises {per} of each"
+            )
 
 
 def read_pairs_file(path: str | Path) -> list[PairLine]:
@@ -284,16 +328,28 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
         raise _pair_error(path, line=head_no, expected=_HEADER, got=" ".join(head))
     sets, per = (int(head[0]), int(head[1])) if len(head) == 2 else (1, int(head[0]))
     if sets == 1 and per < 2:
-        raise _pair_error(path, line=head_no, expected="2+ pairs of each kind in a one-set file (k-fold needs 2+ folds)", got=" ".join(head))
+        raise _pair_error(
+            path,
+            line=head_no,
+            expected="2+ pairs of each kind in a one-set file (k-fold needs 2+ folds)",
+            got=" ".join(head),
+        )
     body, want = lines[1:], sets * 2 * per
     out = []
     for index, (no, f) in enumerate(body):
         if index >= want:
-            raise _pair_error(path, line=no, expected=f"no more lines: the header promises {sets} x 2 x {per} = {want} pairs", got=" ".join(f))
+            raise _pair_error(
+                path,
+                line=no,
+                expected=f"no more lines: the header promises {sets} x 2 x {per} = {want} pairs",
+                got=" ".join(f),
+            )
         out.append(_pair_line(path, no=no, f=f, fold=index // (2 * per)))
     if len(out) < want:
-        raise UserInputError(f"pairs file {path}: the header (line {head_no}) promises {sets} x 2 x {per} = {want} pairs, "
-                             f"the file has {len(out)}")
+        raise UserInputError(
+            f"pairs file {path}: the header (line {head_no}) promises {sets} x 2 x {per} = {want} pairs, "
+            f"the file has {len(out)}"
+        )
     _check_kinds(path, out=out, sets=sets, per=per)
     if sets == 1:  # one set (pairsDevTest style): 10 balanced folds
         folds = fold_ids([p.same for p in out])
@@ -303,8 +359,9 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
 
 def _image_files(folder: Path) -> list[Path]:
     extensions = image_extensions()
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
+    )
 
 
 def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[Path], Pairs]:
@@ -321,23 +378,32 @@ def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[P
             except OSError:  # e.g. a name longer than the file system allows
                 is_dir = False
             if not is_dir:
-                raise DataError(f"pairs file {pairs_path}, line {line}: no folder {folder} for {name}; "
-                                f"--data-dir must hold one folder per person")
+                raise DataError(
+                    f"pairs file {pairs_path}, line {line}: no folder {folder} for {name}; "
+                    f"--data-dir must hold one folder per person"
+                )
             try:
                 files = _image_files(folder)
             except OSError as e:
-                raise DataError(f"pairs file {pairs_path}, line {line}: cannot list {folder} "
-                                f"({' '.join(str(e).split())})") from None
+                raise DataError(
+                    f"pairs file {pairs_path}, line {line}: cannot list {folder} ({' '.join(str(e).split())})"
+                ) from None
             listing[name] = files, {p.stem: p for p in reversed(files)}
         files, by_stem = listing[name]
         path = by_stem.get(f"{name}_{number:04d}") or (files[number - 1] if number <= len(files) else None)
         if path is None:
-            raise DataError(f"pairs file {pairs_path}, line {line}: {name} has no image {number} "
-                            f"(no {name}_{number:04d}.* and {len(files)} image(s) in {folder})")
+            raise DataError(
+                f"pairs file {pairs_path}, line {line}: {name} has no image {number} "
+                f"(no {name}_{number:04d}.* and {len(files)} image(s) in {folder})"
+            )
         return index.setdefault(path, len(index))
 
     a = [image(p.name_a, p.number_a, p.line) for p in lines]
     b = [image(p.name_b, p.number_b, p.line) for p in lines]
-    pairs = Pairs(np.array(a, dtype=np.int64), np.array(b, dtype=np.int64), np.array([p.same for p in lines]),
-                  np.array([p.fold for p in lines], dtype=np.int64))
+    pairs = Pairs(
+        np.array(a, dtype=np.int64),
+        np.array(b, dtype=np.int64),
+        np.array([p.same for p in lines]),
+        np.array([p.fold for p in lines], dtype=np.int64),
+    )
     return list(index), pairs

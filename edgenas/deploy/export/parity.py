@@ -57,7 +57,7 @@ def held_out(run: RunDir, *, model, data, samples: int) -> HeldOut:
     inputs = normalize(x[order], data.mean, data.std)
     model = model.cpu().eval()
     with torch.inference_mode():
-        outputs = torch.cat([model(inputs[i:i + 256]) for i in range(0, len(inputs), 256)])
+        outputs = torch.cat([model(inputs[i : i + 256]) for i in range(0, len(inputs), 256)])
     return HeldOut(inputs.numpy(), y[order].numpy(), outputs.float().numpy(), "+".join(source))
 
 
@@ -70,13 +70,20 @@ def _parity_figures(ref: HeldOut, *, actual: np.ndarray, task: str, tol: Toleran
     return report
 
 
-def check_file(path: Path, *, fmt: ExportFormat, ref: HeldOut, task: str, tol: Tolerance, runtime: str | None = None) -> dict:
+def check_file(
+    path: Path, *, fmt: ExportFormat, ref: HeldOut, task: str, tol: Tolerance, runtime: str | None = None
+) -> dict:
     """Run ``ref.inputs`` through an exported file on its runtime; the kit's parity figures."""
     with kit_errors(), backend_of(runtime or fmt.runtime).open(path) as runner:
         actual = kit.run_batched(runner, ref.inputs)
         report = _parity_figures(ref, actual=actual, task=task, tol=tol)
-        report.update(file=path.name, sha256=kit.file_sha256(path), runtime=runner.runtime,
-                      runtime_version=str(runner.runtime_version), device=runner.device)
+        report.update(
+            file=path.name,
+            sha256=kit.file_sha256(path),
+            runtime=runner.runtime,
+            runtime_version=str(runner.runtime_version),
+            device=runner.device,
+        )
     return report
 
 
@@ -107,22 +114,35 @@ class ExportReport:
             check = "parity"
             if "accuracy_gate" in p:  # an INT8 file is judged by accuracy on the test split, not by logits
                 g, check = p["accuracy_gate"], "accuracy gate"
-                figures.insert(0, f"test {g['metric']} {g['int8']:.2f}% vs PyTorch {g['pytorch']:.2f}% on {g['images']} "
-                                  f"images, {g['drop_pp']:.2f} pp lost, at most {g['max_drop_pp']:g} pp allowed")
+                figures.insert(
+                    0,
+                    f"test {g['metric']} {g['int8']:.2f}% vs PyTorch {g['pytorch']:.2f}% on {g['images']} "
+                    f"images, {g['drop_pp']:.2f} pp lost, at most {g['max_drop_pp']:g} pp allowed",
+                )
             verdict = "passed" if p["passed"] else "FAILED: " + "; ".join(p["failures"])
-            out.append(f"{name} ({p['precision']}): {self.out_dir / p['file']}: {check} {verdict} ({', '.join(figures)})")
+            out.append(
+                f"{name} ({p['precision']}): {self.out_dir / p['file']}: {check} {verdict} ({', '.join(figures)})"
+            )
         out += [f"removed {path}: it was built from the previous model.onnx" for path in self.removed]
         return out
 
 
 def parity_error(report: ExportReport) -> ParityError:
-    failed = [f"{name} {p['precision']}: " + "; ".join(p["failures"]) for name, p in report.parity.items() if not p["passed"]]
-    return ParityError(f"parity check failed for {' | '.join(failed)} "
-                       f"(figures in {report.out_dir / layout.PARITY})")
+    failed = [
+        f"{name} {p['precision']}: " + "; ".join(p["failures"]) for name, p in report.parity.items() if not p["passed"]
+    ]
+    return ParityError(f"parity check failed for {' | '.join(failed)} (figures in {report.out_dir / layout.PARITY})")
 
 
-def recheck_parity(run_dir: str | Path, *, formats=("onnx",), parity_samples: int = 256,
-                  int8_max_drop: float = DEFAULT_INT8_MAX_DROP, model=None, data=None) -> ExportReport:
+def recheck_parity(
+    run_dir: str | Path,
+    *,
+    formats=("onnx",),
+    parity_samples: int = 256,
+    int8_max_drop: float = DEFAULT_INT8_MAX_DROP,
+    model=None,
+    data=None,
+) -> ExportReport:
     """Re-check the files in RUN_DIR/export against the run's PyTorch weights; write parity.json.
 
     Raises ``ParityError`` (after writing parity.json) when any format misses its tolerance.
@@ -161,12 +181,15 @@ def _read_parity(out: Path) -> dict:
 
 
 def write_parity(run: RunDir, report: ExportReport) -> None:
-    write_json_atomic(report.out_dir / layout.PARITY, {
-        "edgenas_version": __version__,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "run_dir": str(run.path),
-        "weights_sha256": kit.file_sha256(run.path / RunDir.WEIGHTS),  # the model.pt these figures are of
-        "passed": report.passed,
-        "formats": report.parity,
-        "skipped": report.skipped,
-    })
+    write_json_atomic(
+        report.out_dir / layout.PARITY,
+        {
+            "edgenas_version": __version__,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "run_dir": str(run.path),
+            "weights_sha256": kit.file_sha256(run.path / RunDir.WEIGHTS),  # the model.pt these figures are of
+            "passed": report.passed,
+            "formats": report.parity,
+            "skipped": report.skipped,
+        },
+    )

@@ -11,8 +11,13 @@ from matplotlib.ticker import MaxNLocator
 from edgenas.deploy.report import pareto
 
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-AXIS_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency, ms (median)",
-               "peak memory": "peak memory, KB (activations)", "flash": "flash, KB (model file)"}
+AXIS_LABELS = {
+    "params": "parameters",
+    "macs": "MACs per image",
+    "latency": "latency, ms (median)",
+    "peak memory": "peak memory, KB (activations)",
+    "flash": "flash, KB (model file)",
+}
 BUDGET_KEYS = {"params": "max_params", "macs": "max_macs", "latency": "max_latency_ms"}
 
 
@@ -66,8 +71,15 @@ def trajectory(view) -> Chart | None:
     for status, marker, colour in (("skipped", "x", "#555555"), ("failed", "v", "#d62728")):
         ns = [n for n, r in zip(numbers, journal) if r["status"] == status]
         if ns:
-            ax.scatter(ns, [floor] * len(ns), marker=marker, color=colour, s=60, zorder=4,
-                       label=f"{status} ({len(ns)}, not ranked)")
+            ax.scatter(
+                ns,
+                [floor] * len(ns),
+                marker=marker,
+                color=colour,
+                s=60,
+                zorder=4,
+                label=f"{status} ({len(ns)}, not ranked)",
+            )
     best = [(n, b) for n, b in zip(numbers, best_so_far(journal)) if b is not None]
     if best:
         ax.step(*zip(*best), where="post", color="black", lw=1.2, label="best so far")
@@ -76,8 +88,13 @@ def trajectory(view) -> Chart | None:
     ax.legend(loc="lower right", fontsize=8)
     state = "" if view.finished else f" (in progress: {len(journal)} candidates so far)"
     ax.set_title(f"Search trajectory{state}")
-    bars = ax_epochs.bar(list(numbers), [r["epochs"] for r in journal],
-                         color=[colours[r["stage"]] for r in journal], edgecolor="black", linewidth=0.4)
+    bars = ax_epochs.bar(
+        list(numbers),
+        [r["epochs"] for r in journal],
+        color=[colours[r["stage"]] for r in journal],
+        edgecolor="black",
+        linewidth=0.4,
+    )
     for bar, r in zip(bars, journal):
         if r["status"] != "trained":
             bar.set_hatch("//")
@@ -107,17 +124,36 @@ def _draw_tradeoff(ax, *, view, axis: str, colours: dict) -> int:
             ax.scatter([p.cost for p in mine], [p.acc for p in mine], color=colour, s=30, label=stage, zorder=3)
     front = pareto.front(pts)
     if front:
-        ax.step([p.cost for p in front], [p.acc for p in front], where="post", color="black", lw=1.2,
-                label="Pareto front", zorder=2)
-        ax.scatter([p.cost for p in front], [p.acc for p in front], facecolors="none", edgecolors="black", s=90, zorder=4)
+        ax.step(
+            [p.cost for p in front],
+            [p.acc for p in front],
+            where="post",
+            color="black",
+            lw=1.2,
+            label="Pareto front",
+            zorder=2,
+        )
+        ax.scatter(
+            [p.cost for p in front], [p.acc for p in front], facecolors="none", edgecolors="black", s=90, zorder=4
+        )
     floor = min((p.acc for p in pts), default=0.0)
-    skipped = [(c, floor) for r in journal if r["status"] == "skipped" and (c := pareto.cost_of(r, axis, lat)) is not None]
+    skipped = [
+        (c, floor) for r in journal if r["status"] == "skipped" and (c := pareto.cost_of(r, axis, lat)) is not None
+    ]
     if skipped:
         ax.scatter(*zip(*skipped), marker="x", color="#555555", s=50, label="skipped (over budget)", zorder=4)
     winner = [p for p in pts if view.winner and str(pareto.arch_of(journal[p.number - 1])) == view.winner]
     if winner:
-        ax.scatter([p.cost for p in winner], [p.acc for p in winner], marker="*", color="gold", edgecolors="black",
-                   s=220, label="winner", zorder=5)
+        ax.scatter(
+            [p.cost for p in winner],
+            [p.acc for p in winner],
+            marker="*",
+            color="gold",
+            edgecolors="black",
+            s=220,
+            label="winner",
+            zorder=5,
+        )
     limit = (view.budget or {}).get(BUDGET_KEYS[axis]) or 0
     if limit:
         ax.axvline(limit, color="#d62728", ls="--", lw=1.2, label=f"budget {limit:,}")

@@ -77,19 +77,32 @@ def front_rows(journal: list[dict], axis: str = "params", latencies: dict[str, f
     rows = []
     for p in front(points(journal, axis, latencies)):
         r = journal[p.number - 1]
-        rows.append({"candidate": p.number, "arch": str(arch_of(r)), "stage": r["stage"], "epochs": r["epochs"],
-                     "acc": r["acc"], "params": r["params"], "macs": r["macs"],
-                     "latency_ms": latency_of(r, latencies)})
+        rows.append(
+            {
+                "candidate": p.number,
+                "arch": str(arch_of(r)),
+                "stage": r["stage"],
+                "epochs": r["epochs"],
+                "acc": r["acc"],
+                "params": r["params"],
+                "macs": r["macs"],
+                "latency_ms": latency_of(r, latencies),
+            }
+        )
     return rows
 
 
 def format_rows(rows: list[dict], axis: str) -> str:
     """A plain-text table of the front."""
-    head = f"{'#':>4}  {'arch':24} {'stage':8} {'epochs':>6} {'acc %':>7} {'params':>10} {'MACs':>12} {'latency ms':>10}"
+    head = (
+        f"{'#':>4}  {'arch':24} {'stage':8} {'epochs':>6} {'acc %':>7} {'params':>10} {'MACs':>12} {'latency ms':>10}"
+    )
     lines = [head]
     for r in rows:
         lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}"
-        lines.append(f"{r['candidate']:>4}  {r['arch']:24} {r['stage']:8} {r['epochs']:>6} {r['acc']:>7.2f} "
-                     f"{r['params']:>10,} {r['macs']:>12,} {lat:>10}")
+        lines.append(
+            f"{r['candidate']:>4}  {r['arch']:24} {r['stage']:8} {r['epochs']:>6} {r['acc']:>7.2f} "
+            f"{r['params']:>10,} {r['macs']:>12,} {lat:>10}"
+        )
     lines.append(f"{len(rows)} non-dominated trained candidate(s): accuracy against {axis}")
     return "\n".join(lines)

@@ -34,8 +34,13 @@ def render_charts(view: RunView) -> dict[str, tuple[figures.Chart, bytes]]:
     return out
 
 
-def write_report(run_dir: str | Path, *, out: str | Path | None = None, png_dir: str | Path | None = None,
-                 warn: Callable[[str], None] = lambda line: None) -> list[Path]:
+def write_report(
+    run_dir: str | Path,
+    *,
+    out: str | Path | None = None,
+    png_dir: str | Path | None = None,
+    warn: Callable[[str], None] = lambda line: None,
+) -> list[Path]:
     """Write the HTML report (default RUN_DIR/report.html) and, with ``png_dir``, one PNG per figure.
     ``warn`` hears one line per damaged file left out of it."""
     view = load_view(run_dir)
@@ -48,7 +53,9 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, png_dir:
         raise ParamError("png_dir", str(png_dir), "is a file; give a directory")
     charts = render_charts(view)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    text = page(view, {name: (chart, base64.b64encode(data).decode()) for name, (chart, data) in charts.items()}, created)
+    text = page(
+        view, {name: (chart, base64.b64encode(data).decode()) for name, (chart, data) in charts.items()}, created
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, lambda f: f.write(text.encode()))
     written = [out]

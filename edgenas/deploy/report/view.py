@@ -64,12 +64,17 @@ class RunView:
         """(axis, the winner's value, the budget; 0 = none) for params, MACs, latency and, where a memory
         budget is set, peak memory and flash in KB (TFLM's measurement once exported, else the estimate)."""
         w, b = self.winner_figures(), self.budget
-        use = [("params", w.get("params"), b.get("max_params", 0)), ("macs", w.get("macs"), b.get("max_macs", 0)),
-               ("latency", w.get("latency_ms"), b.get("max_latency_ms", 0.0))]
+        use = [
+            ("params", w.get("params"), b.get("max_params", 0)),
+            ("macs", w.get("macs"), b.get("max_macs", 0)),
+            ("latency", w.get("latency_ms"), b.get("max_latency_ms", 0.0)),
+        ]
         memory = (self.summary or {}).get("memory", {})
         figures = memory.get("measured") or memory.get("estimate") or {}
-        for axis, key, limit in (("peak memory", "peak_memory_bytes", "max_peak_memory_kb"),
-                                 ("flash", "flash_bytes", "max_flash_kb")):
+        for axis, key, limit in (
+            ("peak memory", "peak_memory_bytes", "max_peak_memory_kb"),
+            ("flash", "flash_bytes", "max_flash_kb"),
+        ):
             if b.get(limit):
                 value = figures.get(key)
                 use.append((axis, None if value is None else value / 1024, b[limit]))
@@ -118,11 +123,17 @@ def load_view(run_dir: str | Path) -> RunView:
     run = RunDir.open(run_dir)
     journal = run.journal()
     damaged: dict[str, str] = {}
-    view = RunView(run.path, run.meta.to_dict(), journal, {r["key"]: r["ms"] for r in read_jsonl(run.path / RunDir.LATENCY)},
-                   summary=_read_json(run.path / RunDir.SUMMARY, damaged, run.path),
-                   parity=_read_json(export_dir(run.path) / PARITY, damaged, run.path),
-                   verify=_read_json(run.path / "verify.json", damaged, run.path),
-                   benches=find_benches(run.path, damaged), damaged=damaged)
+    view = RunView(
+        run.path,
+        run.meta.to_dict(),
+        journal,
+        {r["key"]: r["ms"] for r in read_jsonl(run.path / RunDir.LATENCY)},
+        summary=_read_json(run.path / RunDir.SUMMARY, damaged, run.path),
+        parity=_read_json(export_dir(run.path) / PARITY, damaged, run.path),
+        verify=_read_json(run.path / "verify.json", damaged, run.path),
+        benches=find_benches(run.path, damaged),
+        damaged=damaged,
+    )
     runtimes = _read_json(export_dir(run.path) / BENCH_ALL, damaged, run.path)
     if runtimes is not None and runtimes.get("schema") != BENCH_ALL_SCHEMA:
         damaged[f"{EXPORT_DIR}/{BENCH_ALL}"] = f"not a {BENCH_ALL_SCHEMA} record"
@@ -147,16 +158,42 @@ def layer_rows(view: RunView) -> list[dict]:
     rows: list[dict[str, Any]] = []
     for c in layer_costs(arch, shape["in_channels"], tuple(shape["input_size"])):
         h, w = c.size
-        kind = f"conv3x3 {c.c_in}->{c.c_out}" if c.op == "stem" else f"{c.op}{c.kernel}x{c.kernel} {c.c_in}->{c.c_out} s{c.stride}"
-        rows.append({"name": c.name, "label": f"{c.name} {kind} {h}x{w}", "op": c.op, "kernel": c.kernel, "c_in": c.c_in,
-                     "c_out": c.c_out, "stride": c.stride, "resolution": f"{h}x{w}", "params": c.params, "macs": c.macs})
+        kind = (
+            f"conv3x3 {c.c_in}->{c.c_out}"
+            if c.op == "stem"
+            else f"{c.op}{c.kernel}x{c.kernel} {c.c_in}->{c.c_out} s{c.stride}"
+        )
+        rows.append(
+            {
+                "name": c.name,
+                "label": f"{c.name} {kind} {h}x{w}",
+                "op": c.op,
+                "kernel": c.kernel,
+                "c_in": c.c_in,
+                "c_out": c.c_out,
+                "stride": c.stride,
+                "resolution": f"{h}x{w}",
+                "params": c.params,
+                "macs": c.macs,
+            }
+        )
     total = view.winner_figures()
     if total.get("params") is not None:
         head = "embedding" if view.task == "face" else "pool+linear"
-        rows.append({"name": f"head: {head}", "label": f"head {head}", "op": "head", "kernel": None,
-                     "c_in": rows[-1]["c_out"], "c_out": None, "stride": None, "resolution": "1x1",
-                     "params": total["params"] - sum(r["params"] for r in rows),
-                     "macs": total["macs"] - sum(r["macs"] for r in rows)})
+        rows.append(
+            {
+                "name": f"head: {head}",
+                "label": f"head {head}",
+                "op": "head",
+                "kernel": None,
+                "c_in": rows[-1]["c_out"],
+                "c_out": None,
+                "stride": None,
+                "resolution": "1x1",
+                "params": total["params"] - sum(r["params"] for r in rows),
+                "macs": total["macs"] - sum(r["macs"] for r in rows),
+            }
+        )
     return rows
 
 
