@@ -349,12 +349,12 @@ def _check_paired(*, rounds: int, method: str, confidence: float) -> None:
         )
 
 
-def paired_compare(
+def paired_compare(  # noqa: PLR0917 (A and B, a pair)
     model_a: str | Path,
     model_b: str | Path,
     *,
     runtime: str | None = None,
-    rounds: int = DEFAULT_ROUNDS,  # noqa: PLR0917 (A and B, a pair)
+    rounds: int = DEFAULT_ROUNDS,
     batch: int = 1,
     threads: int | None = None,
     warmup: int = DEFAULT_ROUND_WARMUP,
@@ -396,12 +396,12 @@ def paired_compare(
     return PairedResult(ratios, ci, confidence, max_regression, bench_a, bench_b, method)
 
 
-def paired_compare_on_device(
+def paired_compare_on_device(  # noqa: PLR0917 (A and B, a pair)
     model_a: str | Path,
     model_b: str | Path,
     *,
     url: str,
-    token: str,  # noqa: PLR0917 (A and B, a pair)
+    token: str,
     runtime: str | None = None,
     rounds: int = DEFAULT_ROUNDS,
     batch: int = 1,
