@@ -21,23 +21,33 @@ from edgenas.training.data import (
 )
 
 # Real sizes (train, test) of each dataset, used for synthetic data of the same shape and size.
-SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "fashionmnist": (60000, 10000),
-         "kmnist": (60000, 10000), "emnist": (112800, 18800)}
+SIZES = {
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+    "fashionmnist": (60000, 10000),
+    "kmnist": (60000, 10000),
+    "emnist": (112800, 18800),
+}
+
 
 def trim(split: Split, n: int | None) -> Split:
     return split if not n or n >= len(split) else Split(split.x[:n], split.y[:n])
 
 
-def benchmark_data(name: str, data_dir: str | None, train_images: int | None, val_images: int | None, seed: int) -> ImageData:
+def benchmark_data(
+    name: str, *, data_dir: str | None, train_images: int | None, val_images: int | None, seed: int
+) -> ImageData:
     """Real data when ``data_dir`` is given (or the dataset needs none), else synthetic of its shape and size."""
     if data_dir or not get_spec(name).needs_dir:
-        data = load_dataset(name, data_dir, seed=seed)
+        data = load_dataset(name, data_dir=data_dir, seed=seed)
     else:
         n_train, n_test = SIZES.get(name, (50000, 10000))
         n_val = val_images or round(0.1 * (train_images / 0.9 if train_images else n_train))
         if train_images:  # generate only what is used
             n_train = min(n_train, train_images + n_val)
-        data = synthetic_dataset(name, n_train, min(n_test, 1000), seed=seed, val_fraction=n_val / n_train)
+        data = synthetic_dataset(
+            name, n_train=n_train, n_test=min(n_test, 1000), seed=seed, val_fraction=n_val / n_train
+        )
     return dataclasses.replace(data, train=trim(data.train, train_images), val=trim(data.val, val_images))
 
 
@@ -48,11 +58,19 @@ def data_label(data: ImageData, note: str = "") -> str:
 
 
 def benchmark_environment(device: torch.device) -> dict:
-    env = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-           "cpu_threads": torch.get_num_threads(), "host_cpus": os.cpu_count()}
+    env = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "host_cpus": os.cpu_count(),
+    }
     if device.type == "cuda":
-        env.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version())
+        env.update(
+            device_name=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     else:
         env.update(device_name=platform.processor() or platform.machine())
     return env

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.deploy.evaluate import evaluate_run
 from edgenas.deploy.export.exporter import export_run
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import AccuracyDropError
 from edgenas.run.rundir import RunDir
 
@@ -33,12 +33,14 @@ def interleaved_p50(files: dict[str, Path], *, threads: int, rounds: int, runs: 
         for _ in range(rounds):
             for name, runner in runners.items():
                 x = kit.bench_input(runner.input_chw, 1)
-                samples[name].append(kit.measure(lambda r=runner, x=x: r(x), warmup, runs))
+                samples[name].append(kit.measure(lambda r=runner, x=x: r(x), warmup=warmup, runs=runs))
     finally:
         for runner in runners.values():
             runner.close()
-    return {name: {"p50_ms": float(np.median(np.concatenate(s))), "round_p50_ms": [float(np.median(r)) for r in s]}
-            for name, s in samples.items()}
+    return {
+        name: {"p50_ms": float(np.median(np.concatenate(s))), "round_p50_ms": [float(np.median(r)) for r in s]}
+        for name, s in samples.items()
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -64,20 +66,36 @@ def main(argv: list[str]) -> int:
     load_after = os.getloadavg()[0]
     acc = {name: evaluate_run(run.path, model=path, threads=a.threads) for name, path in files.items()}
     key = "top1" if run.meta.task == "classify" else "accuracy"
-    result = {"run_dir": str(run.path), "arch": str(run.arch()), "input_chw": list(run.meta.data.input_chw),
-              "dataset": run.meta.dataset.name, "test_images": acc["fp32"]["images"], "threads": a.threads,
-              "cpu": kit.cpu_name(), "load_1min": [load_before, load_after], "latency": latency,
-              "accuracy": {"pytorch": acc["fp32"]["pytorch"][key], **{n: acc[n]["artifact"][key] for n in files}},
-              "metric": acc["fp32"]["metric"], "calibration": json.loads((out / "parity.json").read_text())
-              ["formats"].get("onnx-int8", {}).get("calibration")}
+    result = {
+        "run_dir": str(run.path),
+        "arch": str(run.arch()),
+        "input_chw": list(run.meta.data.input_chw),
+        "dataset": run.meta.dataset.name,
+        "test_images": acc["fp32"]["images"],
+        "threads": a.threads,
+        "cpu": kit.cpu_name(),
+        "load_1min": [load_before, load_after],
+        "latency": latency,
+        "accuracy": {"pytorch": acc["fp32"]["pytorch"][key], **{n: acc[n]["artifact"][key] for n in files}},
+        "metric": acc["fp32"]["metric"],
+        "calibration": json.loads((out / "parity.json").read_text())["formats"].get("onnx-int8", {}).get("calibration"),
+    }
     f, i = latency["fp32"]["p50_ms"], latency["int8"]["p50_ms"]
-    print(f"{result['arch']} {'x'.join(map(str, result['input_chw']))} on {result['cpu']}, {a.threads} thread(s), "
-          f"load {load_before:.1f} -> {load_after:.1f}")
+    print(
+        f"{result['arch']} {'x'.join(map(str, result['input_chw']))} on {result['cpu']}, {a.threads} thread(s), "
+        f"load {load_before:.1f} -> {load_after:.1f}"
+    )
     print(f"| fp32 p50 | int8 p50 | int8 speed-up | PyTorch {key} | fp32 ONNX {key} | int8 {key} |")
-    print(f"| {f:.4f} ms | {i:.4f} ms | {f / i:.2f}x | {result['accuracy']['pytorch']:.2f}% | "
-          f"{result['accuracy']['fp32']:.2f}% | {result['accuracy']['int8']:.2f}% |")
-    print("round p50s (ms): fp32 " + " ".join(f"{x:.4f}" for x in latency["fp32"]["round_p50_ms"])
-          + " | int8 " + " ".join(f"{x:.4f}" for x in latency["int8"]["round_p50_ms"]))
+    print(
+        f"| {f:.4f} ms | {i:.4f} ms | {f / i:.2f}x | {result['accuracy']['pytorch']:.2f}% | "
+        f"{result['accuracy']['fp32']:.2f}% | {result['accuracy']['int8']:.2f}% |"
+    )
+    print(
+        "round p50s (ms): fp32 "
+        + " ".join(f"{x:.4f}" for x in latency["fp32"]["round_p50_ms"])
+        + " | int8 "
+        + " ".join(f"{x:.4f}" for x in latency["int8"]["round_p50_ms"])
+    )
     if a.json_out:
         a.json_out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {a.json_out}")

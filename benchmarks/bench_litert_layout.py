@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.device_kit import edgenas_kit as kit
-
 from edgenas.runtime.conversion import quiet
 from edgenas.runtime.litert import BACKENDS, _no_progress
 from edgenas.search.space import Arch
@@ -49,21 +49,25 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     fp32 = next(b for b in BACKENDS if b.precision == "fp32")
-    print(f"machine: {kit.cpu_name()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
-          f"ai-edge-litert {fp32.version()}; {args.rounds} rounds x {args.runs} runs, 1 thread")
+    print(
+        f"machine: {kit.cpu_name()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+        f"ai-edge-litert {fp32.version()}; {args.rounds} rounds x {args.runs} runs, 1 thread"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name, (arch, chw) in NETWORKS.items():
             torch.manual_seed(0)
             model = build_model(arch, chw[0], 10).eval()
-            nhwc = fp32.convert(model, Path(tmp) / f"{chw[1]}.nhwc.tflite", input_chw=chw)
+            nhwc = fp32.convert(model, out=Path(tmp) / f"{chw[1]}.nhwc.tflite", input_chw=chw)
             nchw = nchw_copy(fp32, model, Path(tmp) / f"{chw[1]}.nchw.tflite", chw)
             x = kit.bench_input(chw, 1)
             with fp32.open(nhwc, threads=1) as a, fp32.open(nchw, threads=1) as b:
-                for what, call in (("kit runner (NCHW in)", lambda r: (lambda: r(x))), ("interpreter alone", invoke)):
+                for what, call in (("kit runner (NCHW in)", lambda r: lambda: r(x)), ("interpreter alone", invoke)):  # noqa: B023 (x of this iteration)
                     sa, sb, ratios = interleaved(call(a), call(b), rounds=args.rounds, runs=args.runs)
-                    print(f"{name}, {what}: fp32 NHWC p50 {np.median(sa) * 1e3:.1f} us, NCHW p50 "
-                          f"{np.median(sb) * 1e3:.1f} us, NHWC/NCHW median of round ratios {np.median(ratios):.3f} "
-                          f"(range {min(ratios):.3f}-{max(ratios):.3f})")
+                    print(
+                        f"{name}, {what}: fp32 NHWC p50 {np.median(sa) * 1e3:.1f} us, NCHW p50 "
+                        f"{np.median(sb) * 1e3:.1f} us, NHWC/NCHW median of round ratios {np.median(ratios):.3f} "
+                        f"(range {min(ratios):.3f}-{max(ratios):.3f})"
+                    )
 
 
 def invoke(runner):
@@ -77,11 +81,11 @@ def interleaved(fa, fb, *, rounds: int, runs: int):
     sa, sb, ratios = [], [], []
     for k in range(rounds):
         a = b = None
-        for which in ("ab" if k % 2 == 0 else "ba"):
+        for which in "ab" if k % 2 == 0 else "ba":
             if which == "a":
-                a = kit.measure(fa, 20, runs)
+                a = kit.measure(fa, warmup=20, runs=runs)
             else:
-                b = kit.measure(fb, 20, runs)
+                b = kit.measure(fb, warmup=20, runs=runs)
         sa, sb = sa + a, sb + b
         ratios.append(float(np.median(a) / np.median(b)))
     return sa, sb, ratios

@@ -75,13 +75,19 @@ def measure(requests: int, slots: int) -> dict:
     seq = drive(factory(), oracle)
     t1 = time.process_time()
     pool = InstantPool()
-    spec = drive_speculative(factory, MemoryEvaluator(), pool, slots, lambda key: 0)
+    spec = drive_speculative(factory, evaluator=MemoryEvaluator(), pool=pool, slots=slots, seed_of=lambda key: 0)
     t2 = time.process_time()
     same = [c for c, _ in seq.history] == [c for c, _ in spec.history] and seq.arch == spec.arch
-    return {"requests": seq.candidates, "slots": slots, "max_depth": depth, "same_requests": same,
-            "sequential_cpu_s": round(t1 - t0, 3), "speculative_cpu_s": round(t2 - t1, 3),
-            "scheduling_cpu_ms_per_request": round(1000 * (t2 - t1 - (t1 - t0)) / seq.candidates, 3),
-            "candidates_started": pool.trained}
+    return {
+        "requests": seq.candidates,
+        "slots": slots,
+        "max_depth": depth,
+        "same_requests": same,
+        "sequential_cpu_s": round(t1 - t0, 3),
+        "speculative_cpu_s": round(t2 - t1, 3),
+        "scheduling_cpu_ms_per_request": round(1000 * (t2 - t1 - (t1 - t0)) / seq.candidates, 3),
+        "candidates_started": pool.trained,
+    }
 
 
 def main(argv: list[str]) -> int:

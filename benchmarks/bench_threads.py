@@ -57,8 +57,21 @@ def load_average() -> float:
 def demo_seconds(threads: int, timeout: float) -> float | None:
     """Wall seconds of a whole demo search with ``threads``; None when it ran past ``timeout``."""
     with tempfile.TemporaryDirectory(prefix="bench-threads-") as tmp:
-        cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", "demo", "--device", "cpu",
-               "--threads", str(threads), "--out", str(Path(tmp) / "run"), "-q"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgenas.cli",
+            "discover",
+            "--profile",
+            "demo",
+            "--device",
+            "cpu",
+            "--threads",
+            str(threads),
+            "--out",
+            str(Path(tmp) / "run"),
+            "-q",
+        ]
         t0 = time.perf_counter()
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
@@ -70,12 +83,20 @@ def demo_seconds(threads: int, timeout: float) -> float | None:
 def step_seconds(arch: Arch, threads: int, epochs: int) -> float:
     """Median seconds of one training step of ``arch`` (the trainer's own loop, reference protocol, batch 64)
     on synthetic CIFAR-10-shaped images (32x32x3): per epoch of 4 steps, the first epoch left out (warm-up)."""
-    data = synthetic_dataset("cifar10", BATCH * STEPS_PER_EPOCH, 10, val_fraction=0.0)
+    data = synthetic_dataset("cifar10", n_train=BATCH * STEPS_PER_EPOCH, n_test=10, val_fraction=0.0)
     marks: list[float] = []
     torch.manual_seed(0)
     model = build_model(arch, 3, 10)
-    fit(model, data, epochs + 1, TrainPlan(batch_size=BATCH), torch.device("cpu"), 0,
-        on_epoch=lambda epoch, total, loss, acc, seconds: marks.append(seconds), threads=threads)
+    fit(
+        model,
+        data=data,
+        epochs=epochs + 1,
+        plan=TrainPlan(batch_size=BATCH),
+        device=torch.device("cpu"),
+        seed=0,
+        on_epoch=lambda epoch, total, loss, acc, seconds: marks.append(seconds),
+        threads=threads,
+    )
     return statistics.median(b - a for a, b in zip(marks, marks[1:])) / STEPS_PER_EPOCH
 
 
@@ -97,19 +118,24 @@ def main() -> None:
         label = f"{args.load} busy" if loaded else "no load of ours"
         with busy_processes(args.load if loaded else 0):
             for arch in archs:
-                macs = step_macs(count_macs(arch, 3, 10, (32, 32)), BATCH)
+                macs = step_macs(count_macs(arch, in_channels=3, num_classes=10, input_size=(32, 32)), BATCH)
                 for t in counts:
                     la = load_average()
                     s = step_seconds(arch, t, args.epochs)
-                    print(f"step  {str(arch):24} {macs / 1e9:6.2f} GMAC  {label:16} threads {t}: {s * 1000:8.1f} ms/step"
-                          f"  (load avg {la:.1f})", flush=True)
+                    print(
+                        f"step  {str(arch):24} {macs / 1e9:6.2f} GMAC  {label:16} threads {t}: {s * 1000:8.1f} ms/step"
+                        f"  (load avg {la:.1f})",
+                        flush=True,
+                    )
             if args.skip_demo:
                 continue
             for t in counts:
                 la = load_average()
                 s = demo_seconds(t, args.demo_timeout)
                 figure = f"{s:7.1f} s" if s is not None else f"> {args.demo_timeout:.0f} s (stopped)"
-                print(f"demo  discover --profile demo  {label:16} threads {t}: {figure}  (load avg {la:.1f})", flush=True)
+                print(
+                    f"demo  discover --profile demo  {label:16} threads {t}: {figure}  (load avg {la:.1f})", flush=True
+                )
 
 
 if __name__ == "__main__":

@@ -66,9 +66,11 @@ from edgenas.training.schedule import schedule_for
 from edgenas.training.trainer import accuracy, fit, select_device
 
 RUNS = ("reference_loop", "edgenas_reference", "edgenas_reference_eager", "edgenas_fast")
-FLOOR_MODEL = ("floor per image = max(3 x MACs x 2 / matmul rate, 3 x activations x bytes / copy bandwidth): "
-               "training ~ 3 forward passes of arithmetic at the dense matmul rate; every layer output "
-               "written forward, read backward and its gradient written (k = 3) at the copy bandwidth")
+FLOOR_MODEL = (
+    "floor per image = max(3 x MACs x 2 / matmul rate, 3 x activations x bytes / copy bandwidth): "
+    "training ~ 3 forward passes of arithmetic at the dense matmul rate; every layer output "
+    "written forward, read backward and its gradient written (k = 3) at the copy bandwidth"
+)
 
 
 # --- architecture and data ---------------------------------------------------------------------
@@ -87,7 +89,9 @@ def parse_arch(text: str) -> Arch:
             raise ValueError("ops are letters s (separable) and c (conv)")
         return Arch(depth, width, tuple(int(c == "c") for c in parts[2]), tuple(int(k) for k in parts[3]))
     except (ValueError, IndexError) as e:
-        raise SystemExit(f"--arch {text!r}: give d<depth>-w<width>, a full d-w-ops-kernels string, or an arch.json ({e})")
+        raise SystemExit(
+            f"--arch {text!r}: give d<depth>-w<width>, a full d-w-ops-kernels string, or an arch.json ({e})"
+        ) from None
 
 
 # --- the floor -----------------------------------------------------------------------------------
@@ -121,24 +125,36 @@ def measure_device(device: torch.device) -> dict:
     src = torch.ones(copy_elems, device=device)
     dst = torch.empty_like(src)
     cp = _timed(lambda: dst.copy_(src), device, 10 if device.type == "cuda" else 3)
-    return {"matmul_flop_per_s": 2 * n**3 / mm, "matmul_dtype": str(dtype).removeprefix("torch."), "matmul_n": n,
-            "copy_bytes_per_s": 2 * copy_elems * 4 / cp}
+    return {
+        "matmul_flop_per_s": 2 * n**3 / mm,
+        "matmul_dtype": str(dtype).removeprefix("torch."),
+        "matmul_n": n,
+        "copy_bytes_per_s": 2 * copy_elems * 4 / cp,
+    }
 
 
 def floor(arch: Arch, data: ImageData, device: torch.device, rates: dict) -> dict:
-    macs = count_macs(arch, data.in_channels, data.num_classes, data.input_size)
+    macs = count_macs(arch, in_channels=data.in_channels, num_classes=data.num_classes, input_size=data.input_size)
     acts = activation_count(arch, data.in_channels, data.input_size)
     bytes_per = 2 if device.type == "cuda" else 4
     compute = 3 * macs * 2 / rates["matmul_flop_per_s"]
     memory = 3 * acts * bytes_per / rates["copy_bytes_per_s"]
     n = len(data.train)
-    return {"macs_per_image": macs, "activations_per_image": acts, "bytes_per_activation": bytes_per,
-            "activation_bytes_per_image": acts * bytes_per,
-            "matmul_tflop_per_s": rates["matmul_flop_per_s"] / 1e12, "matmul_dtype": rates["matmul_dtype"],
-            "copy_gb_per_s": rates["copy_bytes_per_s"] / 1e9,
-            "compute_seconds_per_epoch": compute * n, "memory_seconds_per_epoch": memory * n,
-            "seconds_per_epoch": max(compute, memory) * n, "bound": "compute" if compute >= memory else "memory",
-            "epoch_images": n, "model": FLOOR_MODEL}
+    return {
+        "macs_per_image": macs,
+        "activations_per_image": acts,
+        "bytes_per_activation": bytes_per,
+        "activation_bytes_per_image": acts * bytes_per,
+        "matmul_tflop_per_s": rates["matmul_flop_per_s"] / 1e12,
+        "matmul_dtype": rates["matmul_dtype"],
+        "copy_gb_per_s": rates["copy_bytes_per_s"] / 1e9,
+        "compute_seconds_per_epoch": compute * n,
+        "memory_seconds_per_epoch": memory * n,
+        "seconds_per_epoch": max(compute, memory) * n,
+        "bound": "compute" if compute >= memory else "memory",
+        "epoch_images": n,
+        "model": FLOOR_MODEL,
+    }
 
 
 # --- (a) the reference loop, rebuilt ----------------------------------------------------------------
@@ -217,9 +233,14 @@ def run_reference_loop(arch: Arch, data: ImageData, epochs: int, device: torch.d
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=0.0)
     # fork, as the reference ran (Linux, Python 3.6-3.11): workers start without pickling the images
     context = "fork" if workers and sys.platform == "linux" else None
-    queue = torch.utils.data.DataLoader(PILImages(data.train, reference_transform(data, plan)), batch_size=plan.batch_size,
-                                        shuffle=True, pin_memory=device.type == "cuda", num_workers=workers,
-                                        multiprocessing_context=context)
+    queue = torch.utils.data.DataLoader(
+        PILImages(data.train, reference_transform(data, plan)),
+        batch_size=plan.batch_size,
+        shuffle=True,
+        pin_memory=device.type == "cuda",
+        num_workers=workers,
+        multiprocessing_context=context,
+    )
     model.train()
     epoch_seconds, images, loss_avg, acc_avg = [], 0, float("nan"), 0.0
     for _ in range(epochs):
@@ -250,27 +271,66 @@ def run_reference_loop(arch: Arch, data: ImageData, epochs: int, device: torch.d
 # --- (b, c) edgenas's trainer ----------------------------------------------------------------------
 
 
-def run_edgenas(name: str, plan: TrainPlan, arch: Arch, data: ImageData, epochs: int, device: torch.device, seed: int) -> dict:
+def run_edgenas(
+    name: str, plan: TrainPlan, arch: Arch, data: ImageData, epochs: int, device: torch.device, seed: int
+) -> dict:
     torch.manual_seed(seed)
     model = build_model(arch, data.in_channels, data.num_classes)
     stamps = []
-    fitted = fit(model, data, epochs, plan, device, seed, lambda e, n, loss, acc, s: stamps.append(s))
+    fitted = fit(
+        model,
+        data=data,
+        epochs=epochs,
+        plan=plan,
+        device=device,
+        seed=seed,
+        on_epoch=lambda e, n, loss, acc, s: stamps.append(s),
+    )
     epoch_seconds = [b - a for a, b in zip([0.0] + stamps, stamps)]
     sched = schedule_for(plan, len(data.train), epochs)
     images = fitted.epochs * sum(min(sched.batch_size, sched.n - s) for s in sched.starts)
-    val = accuracy(model, data.val, data, device) if len(data.val) and fitted.status == "trained" else float("nan")
-    return summarize(name, plan, sched.batch_size, epoch_seconds, images, val, fitted.train_acc, fitted.loss, fitted.graphed,
-                     peak_lr=sched.peak_lr, warmup_steps=sched.warmup_steps, status=fitted.status)
+    val = (
+        accuracy(model, split=data.val, data=data, device=device)
+        if len(data.val) and fitted.status == "trained"
+        else float("nan")
+    )
+    return summarize(
+        name,
+        plan,
+        sched.batch_size,
+        epoch_seconds,
+        images,
+        val,
+        fitted.train_acc,
+        fitted.loss,
+        fitted.graphed,
+        peak_lr=sched.peak_lr,
+        warmup_steps=sched.warmup_steps,
+        status=fitted.status,
+    )
 
 
 def summarize(name, plan, batch_size, epoch_seconds, images, val, train_acc, loss, graphed, **extra) -> dict:
     seconds = sum(epoch_seconds)
     per_epoch = images / len(epoch_seconds)
     steady = statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else epoch_seconds[0]
-    return {"name": name, "protocol": plan.protocol, "batch_size": batch_size, "epochs": len(epoch_seconds),
-            "images": images, "seconds": seconds, "epoch_seconds": epoch_seconds,
-            "images_per_s": images / seconds, "steady_epoch_seconds": steady, "steady_images_per_s": per_epoch / steady,
-            "val_acc": val, "train_acc": train_acc, "loss": loss, "graphed": graphed, **extra}
+    return {
+        "name": name,
+        "protocol": plan.protocol,
+        "batch_size": batch_size,
+        "epochs": len(epoch_seconds),
+        "images": images,
+        "seconds": seconds,
+        "epoch_seconds": epoch_seconds,
+        "images_per_s": images / seconds,
+        "steady_epoch_seconds": steady,
+        "steady_images_per_s": per_epoch / steady,
+        "val_acc": val,
+        "train_acc": train_acc,
+        "loss": loss,
+        "graphed": graphed,
+        **extra,
+    }
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -278,27 +338,39 @@ def summarize(name, plan, batch_size, epoch_seconds, images, val, train_acc, los
 
 def print_report(result: dict) -> None:
     f, runs = result["floor"], result["runs"]
-    print(f"\n== bench_train: {result['arch']} on {result['env']['device_name']} ({result['env']['device']}), "
-          f"torch {result['env']['torch']}")
+    print(
+        f"\n== bench_train: {result['arch']} on {result['env']['device_name']} ({result['env']['device']}), "
+        f"torch {result['env']['torch']}"
+    )
     print(f"data: {result['data']['label']}; {result['epochs']} epoch(s)")
-    print(f"floor: {f['macs_per_image'] / 1e6:.2f} M MACs and {f['activations_per_image'] / 1e6:.3f} M activations "
-          f"({f['activation_bytes_per_image'] / 1e6:.2f} MB at {f['bytes_per_activation']} B) per image; "
-          f"measured {f['matmul_tflop_per_s']:.1f} TFLOP/s {f['matmul_dtype']} matmul, {f['copy_gb_per_s']:.0f} GB/s copy")
-    print(f"       compute {f['compute_seconds_per_epoch']:.3f} s, memory {f['memory_seconds_per_epoch']:.3f} s "
-          f"-> floor {f['seconds_per_epoch']:.3f} s per epoch of {f['epoch_images']} images ({f['bound']}-bound)")
+    print(
+        f"floor: {f['macs_per_image'] / 1e6:.2f} M MACs and {f['activations_per_image'] / 1e6:.3f} M activations "
+        f"({f['activation_bytes_per_image'] / 1e6:.2f} MB at {f['bytes_per_activation']} B) per image; "
+        f"measured {f['matmul_tflop_per_s']:.1f} TFLOP/s {f['matmul_dtype']} matmul, {f['copy_gb_per_s']:.0f} GB/s copy"
+    )
+    print(
+        f"       compute {f['compute_seconds_per_epoch']:.3f} s, memory {f['memory_seconds_per_epoch']:.3f} s "
+        f"-> floor {f['seconds_per_epoch']:.3f} s per epoch of {f['epoch_images']} images ({f['bound']}-bound)"
+    )
     print(f"       model: {f['model']}")
     base = runs.get("reference_loop")
-    print(f"{'run':26} {'batch':>5} {'img/s':>10} {'steady img/s':>13} {'x ref loop':>10} {'epoch s':>8} "
-          f"{'x floor':>8} {'val acc':>8}  graphs")
+    print(
+        f"{'run':26} {'batch':>5} {'img/s':>10} {'steady img/s':>13} {'x ref loop':>10} {'epoch s':>8} "
+        f"{'x floor':>8} {'val acc':>8}  graphs"
+    )
     for r in runs.values():
         ratio = f"{r['steady_images_per_s'] / base['steady_images_per_s']:.2f}" if base else "-"
-        print(f"{r['name']:26} {r['batch_size']:>5} {r['images_per_s']:>10.0f} {r['steady_images_per_s']:>13.0f} "
-              f"{ratio:>10} {r['epoch_equivalent_seconds']:>8.3f} {r['x_floor']:>8.1f} {r['val_acc']:>7.2f}%  "
-              f"{'yes' if r['graphed'] else 'no'}")
+        print(
+            f"{r['name']:26} {r['batch_size']:>5} {r['images_per_s']:>10.0f} {r['steady_images_per_s']:>13.0f} "
+            f"{ratio:>10} {r['epoch_equivalent_seconds']:>8.3f} {r['x_floor']:>8.1f} {r['val_acc']:>7.2f}%  "
+            f"{'yes' if r['graphed'] else 'no'}"
+        )
     for key, value in result["ratios"].items():
         print(f"ratio {key}: {value:.2f}")
-    print("(steady = median epoch after the first; epoch s = steady seconds per epoch of the training split; "
-          "x floor = epoch s / floor)")
+    print(
+        "(steady = median epoch after the first; epoch s = steady seconds per epoch of the training split; "
+        "x floor = epoch s / floor)"
+    )
 
 
 def ratios_of(results: dict) -> dict:
@@ -312,7 +384,9 @@ def ratios_of(results: dict) -> dict:
                 ratios[f"{name}/reference_loop overall"] = r["images_per_s"] / base["images_per_s"]
     if "edgenas_reference" in results and "edgenas_reference_eager" in results:
         ratios["edgenas_reference/edgenas_reference_eager steady"] = (
-            results["edgenas_reference"]["steady_images_per_s"] / results["edgenas_reference_eager"]["steady_images_per_s"])
+            results["edgenas_reference"]["steady_images_per_s"]
+            / results["edgenas_reference_eager"]["steady_images_per_s"]
+        )
     return ratios
 
 
@@ -326,11 +400,19 @@ def write_json(path: str, result: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="d20-w64", help="d<depth>-w<width>, a str(Arch), or an arch.json (default d20-w64)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--arch", default="d20-w64", help="d<depth>-w<width>, a str(Arch), or an arch.json (default d20-w64)"
+    )
     p.add_argument("--dataset", default="cifar10", help="dataset name (default cifar10)")
     p.add_argument("--data-dir", default=None, help="real data here; without it: synthetic data of the dataset's shape")
-    p.add_argument("--data-note", default="", help="said with the data in the output, e.g. 'files written by benchmarks/synthetic_data.py'")
+    p.add_argument(
+        "--data-note",
+        default="",
+        help="said with the data in the output, e.g. 'files written by benchmarks/synthetic_data.py'",
+    )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--val-images", type=int, default=None, help="use only the first N validation images")
@@ -339,13 +421,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's own choice)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", dest="json_out", default=None,
-                   help="write every figure to this JSON file (rewritten after each run, with \"complete\": false until the last)")
+    p.add_argument(
+        "--json",
+        dest="json_out",
+        default=None,
+        help='write every figure to this JSON file (rewritten after each run, with "complete": false until the last)',
+    )
     args = p.parse_args(argv)
     args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = sorted(set(args.runs) - set(RUNS))
     if unknown or args.epochs < 1:
-        p.error(f"--runs: unknown {', '.join(unknown)}; choose from {', '.join(RUNS)}" if unknown else "--epochs must be >= 1")
+        p.error(
+            f"--runs: unknown {', '.join(unknown)}; choose from {', '.join(RUNS)}"
+            if unknown
+            else "--epochs must be >= 1"
+        )
     return args
 
 
@@ -358,21 +448,40 @@ def main(argv: list[str] | None = None) -> int:
     if device.type != "cuda" and "edgenas_reference_eager" in runs:
         runs.remove("edgenas_reference_eager")  # on the CPU it is edgenas_reference itself
     arch = parse_arch(args.arch)
-    data = benchmark_data(args.dataset, args.data_dir, args.train_images, args.val_images, args.seed)
+    data = benchmark_data(
+        args.dataset, data_dir=args.data_dir, train_images=args.train_images, val_images=args.val_images, seed=args.seed
+    )
     print(f"bench_train: {arch} on {device}; data: {data_label(data, args.data_note)}", flush=True)
     rates = measure_device(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     fl = floor(arch, data, device, rates)
     results = {}
-    result = {"tool": "bench_train", "arch": str(arch), "arch_dict": arch.to_dict(), "epochs": args.epochs,
-              "seed": args.seed, "env": benchmark_environment(device),
-              "data": {"dataset": data.name, "synthetic": data.synthetic, "label": data_label(data, args.data_note),
-                       "train_images": len(data.train), "val_images": len(data.val)},
-              "floor": fl, "runs": results, "ratios": {}, "complete": False,
-              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
-    plans = {"edgenas_reference": TrainPlan(), "edgenas_reference_eager": TrainPlan(cuda_graphs=False),
-             "edgenas_fast": TrainPlan(protocol="fast")}
+    result = {
+        "tool": "bench_train",
+        "arch": str(arch),
+        "arch_dict": arch.to_dict(),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "env": benchmark_environment(device),
+        "data": {
+            "dataset": data.name,
+            "synthetic": data.synthetic,
+            "label": data_label(data, args.data_note),
+            "train_images": len(data.train),
+            "val_images": len(data.val),
+        },
+        "floor": fl,
+        "runs": results,
+        "ratios": {},
+        "complete": False,
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+    }
+    plans = {
+        "edgenas_reference": TrainPlan(),
+        "edgenas_reference_eager": TrainPlan(cuda_graphs=False),
+        "edgenas_fast": TrainPlan(protocol="fast"),
+    }
     for name in runs:
         print(f"  training {name} ...", flush=True)
         if name == "reference_loop":

@@ -20,15 +20,21 @@ from edgenas.search.footprint import counts, graph
 from edgenas.search.space import CONV, SEPARABLE, Arch
 
 # The counts each figure is fitted on (flash: tensor names grow with the op kinds and the layer index)
-FITTED = {"persistent_bytes": ("tensors", "ops", "weighted_ops", "pads", "channels", "constant"),
-          "flash_bytes": ("weights", "channels", "depthwise", "convs", "pads", "layers", "constant")}
+FITTED = {
+    "persistent_bytes": ("tensors", "ops", "weighted_ops", "pads", "channels", "constant"),
+    "flash_bytes": ("weights", "channels", "depthwise", "convs", "pads", "layers", "constant"),
+}
 
 
 def parse_arch(text: str) -> Arch:
     """``d4-w24-scsc-5553`` (``str(Arch)``) back into an Arch."""
     depth, width, ops, kernels = text.split("-")
-    return Arch(int(depth[1:]), int(width[1:]), tuple(CONV if o == "c" else SEPARABLE for o in ops),
-                tuple(int(k) for k in kernels))
+    return Arch(
+        int(depth[1:]),
+        int(width[1:]),
+        tuple(CONV if o == "c" else SEPARABLE for o in ops),
+        tuple(int(k) for k in kernels),
+    )
 
 
 def load(paths: list[str]) -> list[tuple[object, dict]]:
@@ -60,8 +66,11 @@ def main() -> None:
         y = np.array([m[key] for _, m in fit], float)
         coef = np.linalg.lstsq(_matrix(fit, used), y, rcond=None)[0]
         err = 100 * (_matrix(fit, used) @ coef - y) / y
-        line = (f"{key}: " + ", ".join(f"{n}={c:.2f}" for n, c in zip(used, coef))
-                + f"\n  {len(y)} files fitted: error {err.min():+.2f} % to {err.max():+.2f} %")
+        line = (
+            f"{key}: "
+            + ", ".join(f"{n}={c:.2f}" for n, c in zip(used, coef))
+            + f"\n  {len(y)} files fitted: error {err.min():+.2f} % to {err.max():+.2f} %"
+        )
         if check:
             yc = np.array([m[key] for _, m in check], float)
             errc = 100 * (_matrix(check, used) @ coef - yc) / yc

@@ -52,8 +52,9 @@ def _drift(rounds: int, runs: int) -> np.ndarray:
     return np.log(1 + 0.3 * t) + np.log(1 + 0.05 * np.sin(2 * np.pi * t * rounds / 7))
 
 
-def simulate_ratios(machine: str, *, gates: int, rounds: int, ratio: float, runs: int = RUNS,
-                    seed: int = 0) -> np.ndarray:
+def simulate_ratios(
+    machine: str, *, gates: int, rounds: int, ratio: float, runs: int = RUNS, seed: int = 0
+) -> np.ndarray:
     """Per-round ratios median(B) / median(A) of ``gates`` simulated gates: shape (gates, rounds)."""
     if machine not in MACHINES:
         raise ValueError(f"unknown machine {machine!r}: choose one of {', '.join(MACHINES)}")
@@ -70,17 +71,24 @@ def simulate_ratios(machine: str, *, gates: int, rounds: int, ratio: float, runs
     return b / a
 
 
-def calibrate(method: str, *, machine: str, gates: int, rounds: int, threshold: float = THRESHOLD,
-              seed: int = 0) -> dict:
+def calibrate(
+    method: str, *, machine: str, gates: int, rounds: int, threshold: float = THRESHOLD, seed: int = 0
+) -> dict:
     """Coverage, false-failure rate at a true slowdown equal to the threshold, and power at twice it."""
     interval = METHODS[method]
     at = simulate_ratios(machine, gates=gates, rounds=rounds, ratio=1 + threshold, seed=seed)
     lo, hi = interval(at)
     far = simulate_ratios(machine, gates=gates, rounds=rounds, ratio=1 + 2 * threshold, seed=seed + 1)
     lo2, _ = interval(far)
-    return {"method": method, "machine": machine, "rounds": rounds, "gates": gates,
-            "coverage": float(np.mean((lo <= 1 + threshold) & (1 + threshold <= hi))),
-            "false_failure": float(np.mean(lo > 1 + threshold)), "power": float(np.mean(lo2 > 1 + threshold))}
+    return {
+        "method": method,
+        "machine": machine,
+        "rounds": rounds,
+        "gates": gates,
+        "coverage": float(np.mean((lo <= 1 + threshold) & (1 + threshold <= hi))),
+        "false_failure": float(np.mean(lo > 1 + threshold)),
+        "power": float(np.mean(lo2 > 1 + threshold)),
+    }
 
 
 def main(argv=None) -> int:
@@ -99,10 +107,15 @@ def main(argv=None) -> int:
             for method in args.methods:
                 r = calibrate(method, machine=machine, gates=args.gates, rounds=rounds, seed=args.seed)
                 rows.append(r)
-                print(f"{machine:10} {rounds:6d} {method:10} {r['coverage']:9.1%} {r['false_failure']:10.2%} "
-                      f"{r['power']:9.1%}", flush=True)
-    print(f"{args.gates} gates per row, threshold {THRESHOLD:.0%}, nominal: coverage 95 %, false failures 2.5 %; "
-          f"{time.perf_counter() - start:.0f} s")
+                print(
+                    f"{machine:10} {rounds:6d} {method:10} {r['coverage']:9.1%} {r['false_failure']:10.2%} "
+                    f"{r['power']:9.1%}",
+                    flush=True,
+                )
+    print(
+        f"{args.gates} gates per row, threshold {THRESHOLD:.0%}, nominal: coverage 95 %, false failures 2.5 %; "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=2)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edgenas.device_kit import edgenas_kit as kit
 from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
@@ -29,6 +28,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.run.loading import load_run_data
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.onnx import quantize_int8, timing_onnx
@@ -54,17 +54,25 @@ def quantise(src: Path, dst: Path, calibration: np.ndarray, recipe) -> Path:
         if prep:
             quant_pre_process(str(src), str(dst.with_suffix(".prep.onnx")), skip_symbolic_shape=True)
             src = dst.with_suffix(".prep.onnx")
-        quantize_static(str(src), str(dst), _reader(calibration), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=activations, weight_type=S8, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-                        **({} if ops is None else {"op_types_to_quantize": ops}))
+        quantize_static(
+            str(src),
+            str(dst),
+            _reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=activations,
+            weight_type=S8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+            **({} if ops is None else {"op_types_to_quantize": ops}),
+        )
     return dst
 
 
 def p50(path: Path, runs: int) -> float:
     with kit.open_runner(path, "onnxruntime-cpu", 1) as runner:
         x = kit.bench_input(runner.input_chw, 1)
-        return float(np.median(kit.measure(lambda: runner(x), 50, runs)))
+        return float(np.median(kit.measure(lambda: runner(x), warmup=50, runs=runs)))
 
 
 def accuracy(path: Path, x, y) -> str:
@@ -92,7 +100,12 @@ def main(argv: list[str]) -> int:
         data = load_run_data(run)
         fp32, calibration = run.path / "export" / "model.onnx", calibration_images(data, 512)
         x, y = normalize(data.test.x, data.mean, data.std).numpy(), data.test.y.numpy()
-    files = {"fp32": fp32, "TensorRT-style (s8 sym, conv, stem fp32)": quantize_int8(fp32, tmp / "trt.onnx", calibration)}
+    files = {
+        "fp32": fp32,
+        "TensorRT-style (s8 sym, conv, stem fp32)": quantize_int8(
+            fp32, out_path=tmp / "trt.onnx", calibration=calibration
+        ),
+    }
     files |= {name: quantise(fp32, tmp / f"r{i}.onnx", calibration, r) for i, (name, r) in enumerate(RECIPES.items())}
     times = {name: [] for name in files}
     for _ in range(a.rounds):  # interleaved: a busy spell on a shared machine hits every file alike

@@ -101,28 +101,50 @@ def images_trained(plan: TrainPlan, n: int, epochs: int) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--log", default=str(DEFAULT_LOG), help="a reference search log (default: FashionMNIST tiny)")
     p.add_argument("--stages", default="depth,width", help="stages of the log to take (default depth,width)")
-    p.add_argument("--max-candidates", type=int, default=0, help="at most N candidates, spread evenly (0: all; use >= 8)")
+    p.add_argument(
+        "--max-candidates", type=int, default=0, help="at most N candidates, spread evenly (0: all; use >= 8)"
+    )
     p.add_argument("--epochs-scale", type=float, default=1.0, help="train round(logged epochs x this), at least 1")
     p.add_argument("--width-scale", type=float, default=1.0, help="train widths x this (only to shrink runs for tests)")
     p.add_argument("--dataset", default=None, help="default: the log's dataset")
     p.add_argument("--data-dir", default=None, help="real data here; without it: synthetic data of the dataset's shape")
-    p.add_argument("--data-note", default="", help="said with the data in the output, e.g. 'files written by benchmarks/synthetic_data.py'")
+    p.add_argument(
+        "--data-note",
+        default="",
+        help="said with the data in the output, e.g. 'files written by benchmarks/synthetic_data.py'",
+    )
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--val-images", type=int, default=None, help="use only the first N validation images")
-    p.add_argument("--noise", type=float, default=0.0,
-                   help="add seeded Gaussian noise of this std (pixel range = 1) to every image once: a harder "
-                        "synthetic task, so candidates do not all reach 100%% (default 0)")
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="add seeded Gaussian noise of this std (pixel range = 1) to every image once: a harder "
+        "synthetic task, so candidates do not all reach 100%% (default 0)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when present")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of torch (default: edgenas's training policy, edgenas/training/threads.py)")
-    p.add_argument("--max-seconds", type=float, default=0.0, help="start no new candidate after this many seconds (0: no limit)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch (default: edgenas's training policy, edgenas/training/threads.py)",
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=0.0, help="start no new candidate after this many seconds (0: no limit)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", dest="json_out", default=None,
-                   help="write every figure to this JSON file (rewritten after each candidate from the second on, "
-                        "with \"complete\": false until the last)")
+    p.add_argument(
+        "--json",
+        dest="json_out",
+        default=None,
+        help="write every figure to this JSON file (rewritten after each candidate from the second on, "
+        'with "complete": false until the last)',
+    )
     args = p.parse_args(argv)
     if args.epochs_scale <= 0 or args.width_scale <= 0:
         p.error("--epochs-scale and --width-scale must be > 0")
@@ -140,17 +162,34 @@ def train_both(rec: dict, i: int, data, plans: dict, device, args) -> dict:
     width = max(1, round(rec["width"] * args.width_scale))
     arch = Arch(rec["depth"], width, tuple(rec["ops"]), tuple(rec["kernels"]))
     epochs = max(1, round(rec["epochs"] * args.epochs_scale))
-    row = {"log_index": i, "stage": rec["stage"], "arch": str(arch), "epochs": epochs,
-           "logged_epochs": rec["epochs"], "logged_val_acc": rec["val_acc"]}
+    row = {
+        "log_index": i,
+        "stage": rec["stage"],
+        "arch": str(arch),
+        "epochs": epochs,
+        "logged_epochs": rec["epochs"],
+        "logged_val_acc": rec["val_acc"],
+    }
     for name, plan in plans.items():
-        model, res = train_candidate(arch, data, epochs, plan, device, seed=args.seed + i, threads=args.threads)
-        row[name] = {"val_acc": res.val_acc, "val_loss": val_loss(model, data, device) if res.status == "trained" else float("nan"),
-                     "train_acc": res.train_acc, "status": res.status, "seconds": res.seconds,
-                     "images": images_trained(plan, len(data.train), res.epochs), "images_per_s": res.images_per_s}
+        model, res = train_candidate(
+            arch, data=data, epochs=epochs, plan=plan, device=device, seed=args.seed + i, threads=args.threads
+        )
+        row[name] = {
+            "val_acc": res.val_acc,
+            "val_loss": val_loss(model, data, device) if res.status == "trained" else float("nan"),
+            "train_acc": res.train_acc,
+            "status": res.status,
+            "seconds": res.seconds,
+            "images": images_trained(plan, len(data.train), res.epochs),
+            "images_per_s": res.images_per_s,
+        }
         del model
-    print(f"  #{i:<3} {row['stage']:6} {arch.depth:>3}x{arch.width:<3} e{epochs:<3} "
-          + "  ".join(f"{n} {row[n]['val_acc']:6.2f}% ({row[n]['seconds']:.1f}s)" for n in plans)
-          + f"  log {rec['val_acc']:.2f}%", flush=True)
+    print(
+        f"  #{i:<3} {row['stage']:6} {arch.depth:>3}x{arch.width:<3} e{epochs:<3} "
+        + "  ".join(f"{n} {row[n]['val_acc']:6.2f}% ({row[n]['seconds']:.1f}s)" for n in plans)
+        + f"  log {rec['val_acc']:.2f}%",
+        flush=True,
+    )
     return row
 
 
@@ -173,17 +212,36 @@ def main(argv: list[str] | None = None) -> int:
     if len(picked) < 8:
         print(f"warning: only {len(picked)} candidates; the issue asks for at least 8", file=sys.stderr)
     device = select_device(args.device)
-    data = benchmark_data(dataset, args.data_dir, args.train_images, args.val_images, args.seed)
+    data = benchmark_data(
+        dataset, data_dir=args.data_dir, train_images=args.train_images, val_images=args.val_images, seed=args.seed
+    )
     data = add_noise(data, args.noise, args.seed).to(device)
     plans = {"reference": TrainPlan(), "fast": TrainPlan(protocol="fast")}
     label = data_label(data, args.data_note) + (f", plus pixel noise std {args.noise:g}" if args.noise else "")
-    print(f"rank_check: {len(picked)} candidates of {Path(args.log).name} ({','.join(args.stage_list)}) on {device}; "
-          f"epochs x {args.epochs_scale}, widths x {args.width_scale}; data: {label}", flush=True)
-    about = {"tool": "rank_check", "log": str(args.log), "stages": args.stage_list, "epochs_scale": args.epochs_scale,
-             "width_scale": args.width_scale, "noise": args.noise, "seed": args.seed, "env": benchmark_environment(device),
-             "data": {"dataset": data.name, "synthetic": data.synthetic, "label": label,
-                      "train_images": len(data.train), "val_images": len(data.val)},
-             "candidates_selected": len(picked), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+    print(
+        f"rank_check: {len(picked)} candidates of {Path(args.log).name} ({','.join(args.stage_list)}) on {device}; "
+        f"epochs x {args.epochs_scale}, widths x {args.width_scale}; data: {label}",
+        flush=True,
+    )
+    about = {
+        "tool": "rank_check",
+        "log": str(args.log),
+        "stages": args.stage_list,
+        "epochs_scale": args.epochs_scale,
+        "width_scale": args.width_scale,
+        "noise": args.noise,
+        "seed": args.seed,
+        "env": benchmark_environment(device),
+        "data": {
+            "dataset": data.name,
+            "synthetic": data.synthetic,
+            "label": label,
+            "train_images": len(data.train),
+            "val_images": len(data.val),
+        },
+        "candidates_selected": len(picked),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+    }
     rows, started = [], time.perf_counter()
     for i, rec in picked:
         if args.max_seconds and rows and time.perf_counter() - started > args.max_seconds:
@@ -191,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             break
         rows.append(train_both(rec, i, data, plans, device, args))
         if args.json_out and len(rows) >= 2 and len(rows) < len(picked):
-            write_json(args.json_out, {**summarize(rows, plans), **about, "complete": False})  # kept if a caller stops us
+            write_json(
+                args.json_out, {**summarize(rows, plans), **about, "complete": False}
+            )  # kept if a caller stops us
     result = {**summarize(rows, plans), **about, "complete": True}
     print_report(result)
     if args.json_out:
@@ -205,21 +265,32 @@ def summarize(rows: list[dict], plans: dict) -> dict:
     neg_loss = {n: [-r[n]["val_loss"] for r in rows] for n in plans}
     logged = [r["logged_val_acc"] for r in rows]
     tau, pvalue, impl = kendall_tau(acc["reference"], acc["fast"])
-    taus = {"reference_vs_fast": tau, "reference_vs_fast_p": pvalue,
-            "reference_vs_fast_by_val_loss": kendall_tau(neg_loss["reference"], neg_loss["fast"])[0],
-            "reference_vs_log": kendall_tau(acc["reference"], logged)[0],
-            "fast_vs_log": kendall_tau(acc["fast"], logged)[0]}
+    taus = {
+        "reference_vs_fast": tau,
+        "reference_vs_fast_p": pvalue,
+        "reference_vs_fast_by_val_loss": kendall_tau(neg_loss["reference"], neg_loss["fast"])[0],
+        "reference_vs_log": kendall_tau(acc["reference"], logged)[0],
+        "fast_vs_log": kendall_tau(acc["fast"], logged)[0],
+    }
     protocols = {}
     for n in plans:
         wall = sum(r[n]["seconds"] for r in rows)
         images = sum(r[n]["images"] for r in rows)
         train_s = sum(r[n]["images"] / r[n]["images_per_s"] for r in rows if r[n]["images_per_s"] > 0)
-        protocols[n] = {"wall_seconds": wall, "images": images, "train_images_per_s": images / train_s if train_s else 0.0}
-    return {"candidates": rows, "kendall_tau": taus, "kendall_impl": impl,
-            "rankings": {n: [rows[k]["log_index"] for k in ranking(acc[n])] for n in plans},
-            "protocols": protocols,
-            "speedup_wall": protocols["reference"]["wall_seconds"] / protocols["fast"]["wall_seconds"],
-            "speedup_images_per_s": protocols["fast"]["train_images_per_s"] / protocols["reference"]["train_images_per_s"]}
+        protocols[n] = {
+            "wall_seconds": wall,
+            "images": images,
+            "train_images_per_s": images / train_s if train_s else 0.0,
+        }
+    return {
+        "candidates": rows,
+        "kendall_tau": taus,
+        "kendall_impl": impl,
+        "rankings": {n: [rows[k]["log_index"] for k in ranking(acc[n])] for n in plans},
+        "protocols": protocols,
+        "speedup_wall": protocols["reference"]["wall_seconds"] / protocols["fast"]["wall_seconds"],
+        "speedup_images_per_s": protocols["fast"]["train_images_per_s"] / protocols["reference"]["train_images_per_s"],
+    }
 
 
 def fmt(x) -> str:
@@ -228,23 +299,37 @@ def fmt(x) -> str:
 
 def print_report(result: dict) -> None:
     t, pr = result["kendall_tau"], result["protocols"]
-    print(f"\n== rank_check on {result['env']['device_name']} ({result['env']['device']}), torch {result['env']['torch']}")
+    print(
+        f"\n== rank_check on {result['env']['device_name']} ({result['env']['device']}), torch {result['env']['torch']}"
+    )
     print(f"data: {result['data']['label']}")
-    print(f"{'log#':>4} {'stage':6} {'arch':>9} {'ep':>3} {'ref acc':>8} {'fast acc':>8} {'ref loss':>8} {'fast loss':>9} {'log acc':>8}")
+    print(
+        f"{'log#':>4} {'stage':6} {'arch':>9} {'ep':>3} {'ref acc':>8} {'fast acc':>8} {'ref loss':>8} {'fast loss':>9} {'log acc':>8}"
+    )
     for r in result["candidates"]:
         ref, fast = r["reference"], r["fast"]
         d, w = r["arch"].split("-")[:2]
-        print(f"{r['log_index']:>4} {r['stage']:6} {d + '-' + w:>9} {r['epochs']:>3} {ref['val_acc']:>7.2f}% "
-              f"{fast['val_acc']:>7.2f}% {ref['val_loss']:>8.4f} {fast['val_loss']:>9.4f} {r['logged_val_acc']:>7.2f}%")
+        print(
+            f"{r['log_index']:>4} {r['stage']:6} {d + '-' + w:>9} {r['epochs']:>3} {ref['val_acc']:>7.2f}% "
+            f"{fast['val_acc']:>7.2f}% {ref['val_loss']:>8.4f} {fast['val_loss']:>9.4f} {r['logged_val_acc']:>7.2f}%"
+        )
     print(f"ranking (log#, best first) reference: {result['rankings']['reference']}")
     print(f"ranking (log#, best first) fast:      {result['rankings']['fast']}")
-    print(f"Kendall tau reference vs fast: {fmt(t['reference_vs_fast'])} (p {fmt(t['reference_vs_fast_p'])}; "
-          f"{result['kendall_impl']}); by val loss: {fmt(t['reference_vs_fast_by_val_loss'])}")
+    print(
+        f"Kendall tau reference vs fast: {fmt(t['reference_vs_fast'])} (p {fmt(t['reference_vs_fast_p'])}; "
+        f"{result['kendall_impl']}); by val loss: {fmt(t['reference_vs_fast_by_val_loss'])}"
+    )
     note = "" if not result["data"]["synthetic"] else " (SYNTHETIC data: not comparable with the log)"
-    print(f"Kendall tau vs the logged accuracies: reference {fmt(t['reference_vs_log'])}, fast {fmt(t['fast_vs_log'])}{note}")
+    print(
+        f"Kendall tau vs the logged accuracies: reference {fmt(t['reference_vs_log'])}, fast {fmt(t['fast_vs_log'])}{note}"
+    )
     for n, v in pr.items():
-        print(f"{n:9}: wall {v['wall_seconds']:.1f} s, {v['images']} images, {v['train_images_per_s']:.0f} img/s training")
-    print(f"fast vs reference: {result['speedup_wall']:.2f}x less wall time, {result['speedup_images_per_s']:.2f}x images/s")
+        print(
+            f"{n:9}: wall {v['wall_seconds']:.1f} s, {v['images']} images, {v['train_images_per_s']:.0f} img/s training"
+        )
+    print(
+        f"fast vs reference: {result['speedup_wall']:.2f}x less wall time, {result['speedup_images_per_s']:.2f}x images/s"
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--profile", default=str(PROFILE))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-epochs", type=int, default=15)
-    p.add_argument("--full-seeds", type=int, default=1,
-                   help="train each candidate fully with this many seeds; the reference is their mean test accuracy")
+    p.add_argument(
+        "--full-seeds",
+        type=int,
+        default=1,
+        help="train each candidate fully with this many seeds; the reference is their mean test accuracy",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -70,35 +74,76 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
 
     def proxy(cand):
-        _, res = train_candidate(cand.arch, data, cand.epochs, plan_on, CPU, candidate_seed(args.seed, cand.key()))
+        _, res = train_candidate(
+            cand.arch,
+            data=data,
+            epochs=cand.epochs,
+            plan=plan_on,
+            device=CPU,
+            seed=candidate_seed(args.seed, cand.key()),
+        )
         return Outcome(res.val_acc, res.train_acc, res.status)
 
-    result = drive(make_strategy("egnas", profile.search, data.in_channels, data.num_classes, seed=args.seed), proxy)
+    result = drive(
+        make_strategy(
+            "egnas", config=profile.search, in_channels=data.in_channels, num_classes=data.num_classes, seed=args.seed
+        ),
+        proxy,
+    )
     rows, seen = [], set()
     for cand, out in result.history:
         if str(cand.arch) in seen or out.status != "trained":
             continue
         seen.add(str(cand.arch))
         seed = candidate_seed(args.seed, cand.key())
-        _, off = train_candidate(cand.arch, data, cand.epochs, plan_off, CPU, seed)
+        _, off = train_candidate(cand.arch, data=data, epochs=cand.epochs, plan=plan_off, device=CPU, seed=seed)
         fulls = []
         for k in range(args.full_seeds):  # k = 0 is the single reference of earlier runs
             tag = f"full:{cand.arch}" if k == 0 else f"full{k}:{cand.arch}"
-            model, _ = train_candidate(cand.arch, data, args.full_epochs, plan_on, CPU, candidate_seed(args.seed, tag))
-            fulls.append(accuracy(model, data.test, data, CPU))
-        row = {"stage": cand.stage, "arch": str(cand.arch), "epochs": cand.epochs, "proxy_bn_fix": out.acc,
-               "proxy_no_fix": off.val_acc, "full_test": sum(fulls) / len(fulls), "full_tests": fulls}
+            model, _ = train_candidate(
+                cand.arch,
+                data=data,
+                epochs=args.full_epochs,
+                plan=plan_on,
+                device=CPU,
+                seed=candidate_seed(args.seed, tag),
+            )
+            fulls.append(accuracy(model, split=data.test, data=data, device=CPU))
+        row = {
+            "stage": cand.stage,
+            "arch": str(cand.arch),
+            "epochs": cand.epochs,
+            "proxy_bn_fix": out.acc,
+            "proxy_no_fix": off.val_acc,
+            "full_test": sum(fulls) / len(fulls),
+            "full_tests": fulls,
+        }
         if cand.stage in ("ops", "kernels"):
-            _, longer = train_candidate(cand.arch, data, 2 * cand.epochs, plan_on, CPU, seed)
-            _, other = train_candidate(cand.arch, data, cand.epochs, plan_on, CPU, seed + 1)
+            _, longer = train_candidate(
+                cand.arch, data=data, epochs=2 * cand.epochs, plan=plan_on, device=CPU, seed=seed
+            )
+            _, other = train_candidate(
+                cand.arch, data=data, epochs=cand.epochs, plan=plan_on, device=CPU, seed=seed + 1
+            )
             row.update(proxy_2x_epochs=longer.val_acc, proxy_2_seeds=(out.acc + other.val_acc) / 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    report = {"dataset": args.dataset, "size": list(data.input_size), "seed": args.seed, "full_epochs": args.full_epochs,
-              "full_seeds": args.full_seeds,
-              "winner": str(result.arch), "seconds": round(time.monotonic() - started, 1), "rows": rows, "tau": {}}
-    for group, stages in (("macro (depth, width)", ("depth", "width")), ("micro (ops, kernels)", ("ops", "kernels")),
-                          ("all", ("depth", "width", "ops", "kernels"))):
+    report = {
+        "dataset": args.dataset,
+        "size": list(data.input_size),
+        "seed": args.seed,
+        "full_epochs": args.full_epochs,
+        "full_seeds": args.full_seeds,
+        "winner": str(result.arch),
+        "seconds": round(time.monotonic() - started, 1),
+        "rows": rows,
+        "tau": {},
+    }
+    for group, stages in (
+        ("macro (depth, width)", ("depth", "width")),
+        ("micro (ops, kernels)", ("ops", "kernels")),
+        ("all", ("depth", "width", "ops", "kernels")),
+    ):
         g = [r for r in rows if r["stage"] in stages]
         full = [r["full_test"] for r in g]
         report["tau"][group] = {k: tau([r[k] for r in g], full) for k in ("proxy_no_fix", "proxy_bn_fix")}
@@ -106,12 +151,15 @@ def main(argv: list[str]) -> int:
             report["tau"][group].update({k: tau([r[k] for r in g], full) for k in ("proxy_2x_epochs", "proxy_2_seeds")})
         if args.full_seeds >= 2:  # the reference's own reliability: one half of its seeds against the other
             half = args.full_seeds // 2
-            report["tau"][group]["full_split_half"] = tau([sum(r["full_tests"][:half]) / half for r in g],
-                                                          [sum(r["full_tests"][half:]) / (args.full_seeds - half) for r in g])
+            report["tau"][group]["full_split_half"] = tau(
+                [sum(r["full_tests"][:half]) / half for r in g],
+                [sum(r["full_tests"][half:]) / (args.full_seeds - half) for r in g],
+            )
         spread = [r["proxy_bn_fix"] for r in g]
-        report["tau"][group]["proxy_bn_fix_range"] = (f"{min(spread):.1f}-{max(spread):.1f} %" if spread else "-")
-        report["tau"][group]["proxy_no_fix_range"] = (f"{min(r['proxy_no_fix'] for r in g):.1f}-"
-                                                     f"{max(r['proxy_no_fix'] for r in g):.1f} %" if g else "-")
+        report["tau"][group]["proxy_bn_fix_range"] = f"{min(spread):.1f}-{max(spread):.1f} %" if spread else "-"
+        report["tau"][group]["proxy_no_fix_range"] = (
+            f"{min(r['proxy_no_fix'] for r in g):.1f}-{max(r['proxy_no_fix'] for r in g):.1f} %" if g else "-"
+        )
         report["tau"][group]["full_range"] = f"{min(full):.1f}-{max(full):.1f} %" if full else "-"
     print(json.dumps(report["tau"], indent=2))
     if args.json:

@@ -39,9 +39,16 @@ def tiny_onnx(path: Path) -> bytes:
     model = build_model(Arch.plain(2, 4), 3, 10).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            torch.randn(1, 3, 8, 8),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     return path.read_bytes()
 
 
@@ -80,8 +87,12 @@ def request(port: int, method: str, path: str, body: bytes | None = None, timeou
     """One plain request: (status, Retry-After header or None, JSON answer); an exception if the connection fails."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers={"Authorization": f"Bearer {TOKEN}",
-                                                       "Content-Type": "application/octet-stream"})
+        conn.request(
+            method,
+            path,
+            body=body,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"},
+        )
         response = conn.getresponse()
         return response.status, response.getheader("Retry-After"), json.loads(response.read() or b"{}")
     finally:
@@ -131,8 +142,9 @@ def load_test(*, clients: int, max_queue: int | None, runs: int, busy_runs: int 
         try:
             blocker = None
             if busy_runs:
-                blocker = threading.Thread(target=request, args=(server.port, "POST",
-                                                                 f"/bench?runs={busy_runs}&warmup=0&name=busy.onnx", body))
+                blocker = threading.Thread(
+                    target=request, args=(server.port, "POST", f"/bench?runs={busy_runs}&warmup=0&name=busy.onnx", body)
+                )
                 blocker.start()
                 wait_busy(server.port)
             started = time.monotonic()
@@ -143,9 +155,15 @@ def load_test(*, clients: int, max_queue: int | None, runs: int, busy_runs: int 
             alive = server.proc.poll() is None
         finally:
             server.close()
-    return {"clients": clients, "max_queue": max_queue, "busy": bool(busy_runs), "ends": ends,
-            "answered": sum(n for end, n in ends.items() if not end.startswith("connection error")),
-            "server_alive": alive, "seconds": round(seconds, 2)}
+    return {
+        "clients": clients,
+        "max_queue": max_queue,
+        "busy": bool(busy_runs),
+        "ends": ends,
+        "answered": sum(n for end, n in ends.items() if not end.startswith("connection error")),
+        "server_alive": alive,
+        "seconds": round(seconds, 2),
+    }
 
 
 def main(argv=None) -> int:
@@ -159,13 +177,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     worst = 0
     for _ in range(args.repeat):
-        r = load_test(clients=args.clients, max_queue=args.max_queue, runs=args.runs,
-                      busy_runs=args.busy_runs if args.busy else 0)
+        r = load_test(
+            clients=args.clients, max_queue=args.max_queue, runs=args.runs, busy_runs=args.busy_runs if args.busy else 0
+        )
         worst = max(worst, r["clients"] - r["answered"])
         ends = ", ".join(f"{n} {end}" for end, n in sorted(r["ends"].items()))
-        print(f"{r['clients']} plain clients, queue {r['max_queue'] or 'default (32)'}"
-              f"{', server busy first' if r['busy'] else ''}: {r['answered']}/{r['clients']} answered ({ends}) "
-              f"in {r['seconds']:.2f} s; server {'still serving' if r['server_alive'] else 'DIED'}")
+        print(
+            f"{r['clients']} plain clients, queue {r['max_queue'] or 'default (32)'}"
+            f"{', server busy first' if r['busy'] else ''}: {r['answered']}/{r['clients']} answered ({ends}) "
+            f"in {r['seconds']:.2f} s; server {'still serving' if r['server_alive'] else 'DIED'}"
+        )
     return 1 if worst else 0
 
 

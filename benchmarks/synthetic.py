@@ -10,16 +10,14 @@ from edgenas.training.augment import random_crop
 from edgenas.training.data import ImageData, Split, get_spec, list_datasets
 
 
-def synthetic_dataset(
-    name: str, n_train: int, n_test: int, seed: int = 0, *, val_fraction: float = 0.1
-) -> ImageData:
+def synthetic_dataset(name: str, *, n_train: int, n_test: int, seed: int = 0, val_fraction: float = 0.1) -> ImageData:
     """Random images of a registered dataset's shape with learnable class structure (for benchmarks).
 
     Each class has a smooth random prototype; a sample is its prototype at a random contrast, plus
     Gaussian noise, shifted by up to two pixels. ``val_fraction`` of ``n_train`` is held out as ``val``.
     """
     spec = get_spec(name)
-    if spec.num_classes is None or spec.mean is None:
+    if spec.num_classes is None or spec.mean is None or spec.std is None:
         fixed = [n for n in list_datasets() if get_spec(n).num_classes is not None]
         raise DataError(f"{name} has no fixed shape; synthesise one of: {', '.join(fixed)}")
     c, k, (h, w) = spec.in_channels, spec.num_classes, spec.input_size

@@ -62,14 +62,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--imagefolder", type=int, nargs=2, metavar=("H", "W"), help="write an RGB imagefolder of this size")
     a = p.parse_args(argv)
-    data = synthetic_dataset(a.dataset, a.train, a.test, a.seed, val_fraction=0.0)
+    data = synthetic_dataset(a.dataset, n_train=a.train, n_test=a.test, seed=a.seed, val_fraction=0.0)
     x, y = data.train.x.numpy(), noisy(data.train.y, a.label_noise, data.num_classes, a.seed + 1)
     xt, yt = data.test.x.numpy(), noisy(data.test.y, a.label_noise, data.num_classes, a.seed + 2)
     if a.imagefolder:
         write_imagefolder(a.out / "train", x, y, tuple(a.imagefolder))
         write_imagefolder(a.out / "test", xt, yt, tuple(a.imagefolder))
-        print(f"wrote SYNTHETIC {a.dataset}-shaped data as a {a.imagefolder[0]}x{a.imagefolder[1]} RGB imagefolder "
-              f"({len(x)} train, {len(xt)} test, label noise {a.label_noise}) to {a.out}")
+        print(
+            f"wrote SYNTHETIC {a.dataset}-shaped data as a {a.imagefolder[0]}x{a.imagefolder[1]} RGB imagefolder "
+            f"({len(x)} train, {len(xt)} test, label noise {a.label_noise}) to {a.out}"
+        )
         return 0
     folder, train_stem, test_stem = IDX_FOLDERS[a.dataset]
     raw = a.out / folder / "raw"
@@ -78,7 +80,9 @@ def main(argv: list[str]) -> int:
     write_idx(raw / f"{train_stem}-labels-idx1-ubyte", y)
     write_idx(raw / f"{test_stem}-images-idx3-ubyte", xt[:, 0])
     write_idx(raw / f"{test_stem}-labels-idx1-ubyte", yt)
-    print(f"wrote SYNTHETIC {a.dataset}-shaped data ({len(x)} train, {len(xt)} test, label noise {a.label_noise}) to {a.out}")
+    print(
+        f"wrote SYNTHETIC {a.dataset}-shaped data ({len(x)} train, {len(xt)} test, label noise {a.label_noise}) to {a.out}"
+    )
     return 0
 
 

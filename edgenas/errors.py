@@ -82,7 +82,13 @@ class AccuracyDropError(ParityError):
 
 
 class DeviceUnavailable(EdgenasError):
-    """The device server (``[budget] device``, ``--device``) stopped answering, retries included."""
+    """The device server (``[budget] device``, ``--device``) stopped answering, retries included.
+
+    ``reason``: the last failure, in a few words (connection refused, timed out ...)."""
+
+    def __init__(self, message: str, *, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
 
 
 class DeviceRefused(UserInputError):

@@ -74,7 +74,7 @@ def companion_files(model: str | Path) -> list[Path]:
     """The files a model file needs beside it: an OpenVINO IR's ``.bin``, ncnn's ``.ncnn.bin``, the metadata."""
     model = Path(model)
     if model.name.endswith(".ncnn.param"):
-        weights = [model.with_name(model.name[:-len(".param")] + ".bin")]
+        weights = [model.with_name(model.name[: -len(".param")] + ".bin")]
     elif model.suffix == ".xml":
         weights = [model.with_suffix(".bin")]
     else:
@@ -114,19 +114,25 @@ def _input_chw(model: Path, meta: dict, found=None) -> tuple[int, int, int]:
     """The input's (C, H, W): the metadata's, checked against what the file says where it says it."""
     chw = meta.get("input_chw", found)
     if not (isinstance(chw, (list, tuple)) and len(chw) == 3 and all(isinstance(d, int) and d > 0 for d in chw)):
-        raise EngineError(f"{metadata_path(model)} must give input_chw, the input's [C, H, W]; "
-                          f"copy it with the model, or export the model again")
+        raise EngineError(
+            f"{metadata_path(model)} must give input_chw, the input's [C, H, W]; "
+            f"copy it with the model, or export the model again"
+        )
     if found is not None and tuple(found) != tuple(chw):
-        raise EngineError(f"{model} takes {list(found)} (C, H, W) but {metadata_path(model).name} says {list(chw)}: "
-                          f"they belong to different exports")
+        raise EngineError(
+            f"{model} takes {list(found)} (C, H, W) but {metadata_path(model).name} says {list(chw)}: "
+            f"they belong to different exports"
+        )
     return tuple(chw)
 
 
 def _layout(model: Path, meta: dict, default: str | None = None) -> str:
     layout = meta.get("layout", default)
     if layout not in LAYOUTS:
-        raise EngineError(f"{metadata_path(model)} must give the input layout ({' or '.join(LAYOUTS)}); "
-                          f"copy it with the model, or export the model again")
+        raise EngineError(
+            f"{metadata_path(model)} must give the input layout ({' or '.join(LAYOUTS)}); "
+            f"copy it with the model, or export the model again"
+        )
     return layout
 
 
@@ -170,8 +176,9 @@ class EngineRunner:
     is run image by image."""
 
     max_batch = None  # any batch: run one image at a time
+    input_chw: tuple[int, int, int]  # each engine's __init__ reads it from its file
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
         self.model_path, self.runtime, self.threads, self.device = Path(model), runtime, threads, device
         self.meta = read_metadata(model)
         self.weights_sha256 = self.meta.get("weights_sha256")
@@ -183,9 +190,10 @@ class EngineRunner:
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         inputs = np.ascontiguousarray(inputs, np.float32)
         if inputs.ndim != 4 or tuple(inputs.shape[1:]) != tuple(self.input_chw):
-            raise EngineError(f"{self.model_path} takes (N, {', '.join(map(str, self.input_chw))}) images, "
-                              f"got {inputs.shape}")
-        return np.concatenate([self.run_one(inputs[i:i + 1]) for i in range(len(inputs))])
+            raise EngineError(
+                f"{self.model_path} takes (N, {', '.join(map(str, self.input_chw))}) images, got {inputs.shape}"
+            )
+        return np.concatenate([self.run_one(inputs[i : i + 1]) for i in range(len(inputs))])
 
     def close(self) -> None:
         pass
@@ -201,8 +209,8 @@ class LiteRTRunner(EngineRunner):
     """A ``.tflite`` file on LiteRT's interpreter (XNNPACK on CPUs). INT8 files take and give int8:
     the image is quantised and the output dequantised with the file's own scales."""
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
-        super().__init__(model, runtime, threads=threads, device=device)
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
+        super().__init__(model, runtime=runtime, threads=threads, device=device)
         _import("litert")
         from ai_edge_litert.interpreter import Interpreter
 
@@ -218,7 +226,9 @@ class LiteRTRunner(EngineRunner):
         self.input, self.output = inputs[0], outputs[0]
         self.layout = _layout(model, self.meta)
         shape = [int(d) for d in self.input["shape"][1:]]
-        self.input_chw = _input_chw(model, self.meta, shape if self.layout == "NCHW" else [shape[2], shape[0], shape[1]])
+        self.input_chw = _input_chw(
+            model, self.meta, shape if self.layout == "NCHW" else [shape[2], shape[0], shape[1]]
+        )
 
     def _quantise(self, x: np.ndarray) -> np.ndarray:
         dtype = self.input["dtype"]
@@ -246,8 +256,8 @@ class ExecuTorchRunner(EngineRunner):
     """A ``.pte`` program on ExecuTorch's runtime (its XNNPACK delegate). ``threads`` sets the
     runtime's one thread pool, shared by every program in the process."""
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
-        super().__init__(model, runtime, threads=threads, device=device)
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
+        super().__init__(model, runtime=runtime, threads=threads, device=device)
         _import("executorch")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental API": its thread pool's only setter
@@ -263,7 +273,9 @@ class ExecuTorchRunner(EngineRunner):
             program = Runtime.get().load_program(Path(model))
             self.method = program.load_method("forward")
         except (ValueError, RuntimeError) as e:
-            raise EngineError(f"{model} is not a program ExecuTorch can load: {str(e).strip().splitlines()[0]}") from None
+            raise EngineError(
+                f"{model} is not a program ExecuTorch can load: {str(e).strip().splitlines()[0]}"
+            ) from None
         meta = self.method.metadata
         if meta.num_inputs() != 1 or len(meta.input_tensor_meta(0).sizes()) != 4:
             raise EngineError(f"{model} must take one image input")
@@ -278,18 +290,23 @@ class OpenVINORunner(EngineRunner):
     """An OpenVINO IR (``.xml`` and its ``.bin``) compiled for the CPU plugin in f32 (no bf16/f16
     execution of the float parts), latency mode; a batch runs in one call (the batch axis is dynamic)."""
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
-        super().__init__(model, runtime, threads=threads, device=device)
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
+        super().__init__(model, runtime=runtime, threads=threads, device=device)
         ov = _import("openvino")
         self.runtime_version = package_version("openvino")
         if not companion_files(model)[0].is_file():
             raise EngineError(f"{companion_files(model)[0]}: no such file (an OpenVINO model is the .xml and its .bin)")
         try:
             core = ov.Core()
-            compiled = core.compile_model(core.read_model(str(model)), "CPU", {
-                "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+            compiled = core.compile_model(
+                core.read_model(str(model)),
+                "CPU",
+                {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"},
+            )
         except RuntimeError as e:
-            raise EngineError(f"{model} is not a model OpenVINO can compile: {str(e).strip().splitlines()[0]}") from None
+            raise EngineError(
+                f"{model} is not a model OpenVINO can compile: {str(e).strip().splitlines()[0]}"
+            ) from None
         self.request, self.output = compiled.create_infer_request(), compiled.output(0)
         shape = compiled.input(0).get_partial_shape()
         if len(compiled.inputs) != 1 or shape.rank.get_length() != 4:
@@ -301,8 +318,9 @@ class OpenVINORunner(EngineRunner):
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         inputs = np.ascontiguousarray(inputs, np.float32)
         if inputs.ndim != 4 or tuple(inputs.shape[1:]) != tuple(self.input_chw):
-            raise EngineError(f"{self.model_path} takes (N, {', '.join(map(str, self.input_chw))}) images, "
-                              f"got {inputs.shape}")
+            raise EngineError(
+                f"{self.model_path} takes (N, {', '.join(map(str, self.input_chw))}) images, got {inputs.shape}"
+            )
         return np.array(self.request.infer({0: inputs})[self.output], np.float32)  # a copy: the request reuses it
 
 
@@ -310,8 +328,8 @@ class NcnnRunner(EngineRunner):
     """An ncnn model (``.ncnn.param`` and its ``.ncnn.bin``) with fp16 storage and arithmetic off
     (ncnn's default stores weights in fp16 where the CPU can)."""
 
-    def __init__(self, model: Path, runtime: str, *, threads: int, device: str):
-        super().__init__(model, runtime, threads=threads, device=device)
+    def __init__(self, model: Path, *, runtime: str, threads: int, device: str):
+        super().__init__(model, runtime=runtime, threads=threads, device=device)
         ncnn = _import("ncnn")
         self.ncnn, self.runtime_version = ncnn, package_version("ncnn")
         weights = companion_files(model)[0]
@@ -346,10 +364,10 @@ class NcnnRunner(EngineRunner):
 RUNNERS = {"litert": LiteRTRunner, "executorch": ExecuTorchRunner, "openvino": OpenVINORunner, "ncnn": NcnnRunner}
 
 
-def open_runner(model: str | Path, runtime: str, *, threads: int, device: str) -> EngineRunner:
+def open_runner(model: str | Path, *, runtime: str, threads: int, device: str) -> EngineRunner:
     """Load ``model`` on ``runtime`` (one of ``RUNTIMES``) with ``threads`` CPU threads."""
     engine, suffix, _ = RUNTIMES[runtime]
     model = Path(model)
     if not model.name.endswith(suffix):
         raise EngineError(f"{model}: runtime {runtime} runs {suffix} files")
-    return RUNNERS[engine](model, runtime, threads=threads, device=device)
+    return RUNNERS[engine](model, runtime=runtime, threads=threads, device=device)

@@ -15,14 +15,29 @@ from pathlib import Path
 
 COMMAND_TIMEOUT_S = 5.0
 # vcgencmd get_throttled bits: (bit, flag); bits 0-3 hold now, bits 16-19 have held since boot.
-RPI_FLAGS = ((0, "under-voltage"), (1, "arm-frequency-capped"), (2, "throttled"), (3, "soft-temperature-limit"),
-             (16, "under-voltage-occurred"), (17, "arm-frequency-capping-occurred"), (18, "throttling-occurred"),
-             (19, "soft-temperature-limit-occurred"))
+RPI_FLAGS = (
+    (0, "under-voltage"),
+    (1, "arm-frequency-capped"),
+    (2, "throttled"),
+    (3, "soft-temperature-limit"),
+    (16, "under-voltage-occurred"),
+    (17, "arm-frequency-capping-occurred"),
+    (18, "throttling-occurred"),
+    (19, "soft-temperature-limit-occurred"),
+)
 RPI_NOW_MASK = 0xF
 # nvidia-smi clocks throttle reasons that slow a busy GPU down (not idle, not application clocks).
 GPU_SLOWDOWN_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
-GPU_QUERY = ("name", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "temperature.gpu",
-             "clocks_throttle_reasons.active", "pstate")
+GPU_QUERY = (
+    "name",
+    "clocks.sm",
+    "clocks.max.sm",
+    "clocks.mem",
+    "clocks.max.mem",
+    "temperature.gpu",
+    "clocks_throttle_reasons.active",
+    "pstate",
+)
 
 
 def _read(root: Path, rel: str) -> str | None:
@@ -57,8 +72,10 @@ def cpu_count(root: Path) -> int | None:
     text = _read(root, "sys/devices/system/cpu/online")
     if text:
         try:
-            return sum(int(b) - int(a) + 1 for a, _, b in (part.partition("-") if "-" in part else (part, "", part)
-                                                              for part in text.split(",")))
+            return sum(
+                int(b) - int(a) + 1
+                for a, _, b in (part.partition("-") if "-" in part else (part, "", part) for part in text.split(","))
+            )
         except ValueError:
             pass
     return len(_cpu_dirs(root)) or None
@@ -74,10 +91,13 @@ def cpu_freq_mhz(root: Path) -> float | None:
     khz = [x for x in map(_number, _per_cpu(root, "cpufreq/scaling_cur_freq")) if x]
     if khz:
         return round(sum(khz) / len(khz) / 1000, 1)
-    mhz = [_number(line.split(":", 1)[1]) for line in (_read(root, "proc/cpuinfo") or "").splitlines()
-           if line.split(":")[0].strip() == "cpu MHz" and ":" in line]
-    mhz = [x for x in mhz if x]
-    return round(sum(mhz) / len(mhz), 1) if mhz else None
+    mhz = [
+        _number(line.split(":", 1)[1])
+        for line in (_read(root, "proc/cpuinfo") or "").splitlines()
+        if line.split(":")[0].strip() == "cpu MHz" and ":" in line
+    ]
+    read = [x for x in mhz if x]
+    return round(sum(read) / len(read), 1) if read else None
 
 
 def cpu_max_freq_mhz(root: Path) -> float | None:
@@ -88,8 +108,8 @@ def cpu_max_freq_mhz(root: Path) -> float | None:
 def load_avg(root: Path) -> list[float] | None:
     """The 1, 5 and 15 minute load averages (/proc/loadavg)."""
     parts = (_read(root, "proc/loadavg") or "").split()
-    values = [_number(p) for p in parts[:3]]
-    return values if len(values) == 3 and None not in values else None
+    values = [v for v in map(_number, parts[:3]) if v is not None]
+    return values if len(values) == 3 else None
 
 
 def temperatures_c(root: Path) -> dict[str, float] | None:
@@ -167,10 +187,19 @@ def nvidia_gpus(path: str | None) -> list[dict] | None:
             continue
         name, sm, max_sm, mem, max_mem, temp, reasons, pstate = cells
         mask = int(reasons, 16) if re.fullmatch(r"0x[0-9a-fA-F]+", reasons) else None
-        gpus.append({"name": name, "sm_clock_mhz": _number(sm), "max_sm_clock_mhz": _number(max_sm),
-                     "mem_clock_mhz": _number(mem), "max_mem_clock_mhz": _number(max_mem),
-                     "temperature_c": _number(temp), "throttle_reasons": reasons if mask is not None else None,
-                     "slowed_down": None if mask is None else bool(mask & GPU_SLOWDOWN_MASK), "pstate": pstate})
+        gpus.append(
+            {
+                "name": name,
+                "sm_clock_mhz": _number(sm),
+                "max_sm_clock_mhz": _number(max_sm),
+                "mem_clock_mhz": _number(mem),
+                "max_mem_clock_mhz": _number(max_mem),
+                "temperature_c": _number(temp),
+                "throttle_reasons": reasons if mask is not None else None,
+                "slowed_down": None if mask is None else bool(mask & GPU_SLOWDOWN_MASK),
+                "pstate": pstate,
+            }
+        )
     return gpus or None
 
 
@@ -179,10 +208,16 @@ def snapshot(root: str | Path = "/", path: str | None = None) -> dict:
     root = Path(root)
     jetson = is_jetson(root)
     return {
-        "cpus": cpu_count(root), "cpu_governor": cpu_governor(root), "cpu_freq_mhz": cpu_freq_mhz(root),
-        "cpu_max_freq_mhz": cpu_max_freq_mhz(root), "load_avg": load_avg(root), "temperatures_c": temperatures_c(root),
-        "cpu_throttle_count": cpu_throttle_count(root), "rpi_throttled": rpi_throttled(path),
-        "jetson_nvpmodel": jetson_nvpmodel(path) if jetson else None, "jetson_clocks": jetson_clocks(root),
+        "cpus": cpu_count(root),
+        "cpu_governor": cpu_governor(root),
+        "cpu_freq_mhz": cpu_freq_mhz(root),
+        "cpu_max_freq_mhz": cpu_max_freq_mhz(root),
+        "load_avg": load_avg(root),
+        "temperatures_c": temperatures_c(root),
+        "cpu_throttle_count": cpu_throttle_count(root),
+        "rpi_throttled": rpi_throttled(path),
+        "jetson_nvpmodel": jetson_nvpmodel(path) if jetson else None,
+        "jetson_clocks": jetson_clocks(root),
         "gpus": nvidia_gpus(path),
     }
 
@@ -205,32 +240,60 @@ def environment(before: dict, after: dict) -> dict:
     b, a = before["cpu_throttle_count"], after["cpu_throttle_count"]
     events = a - b if a is not None and b is not None else None
     return {
-        "cpus": after["cpus"], "cpu_governor": after["cpu_governor"], "cpu_freq_mhz": after["cpu_freq_mhz"],
-        "cpu_max_freq_mhz": after["cpu_max_freq_mhz"], "load_avg_before": before["load_avg"],
-        "load_avg_after": after["load_avg"], "temperatures_c": after["temperatures_c"],
-        "cpu_throttle_events": events, "rpi_throttled": None if after["rpi_throttled"] is None else hex(after["rpi_throttled"]),
-        "rpi_throttle_flags": rpi_flags(after["rpi_throttled"]), "jetson_nvpmodel": after["jetson_nvpmodel"],
-        "jetson_clocks": after["jetson_clocks"], "gpus": after["gpus"], "throttled": _throttled(before, after, events),
+        "cpus": after["cpus"],
+        "cpu_governor": after["cpu_governor"],
+        "cpu_freq_mhz": after["cpu_freq_mhz"],
+        "cpu_max_freq_mhz": after["cpu_max_freq_mhz"],
+        "load_avg_before": before["load_avg"],
+        "load_avg_after": after["load_avg"],
+        "temperatures_c": after["temperatures_c"],
+        "cpu_throttle_events": events,
+        "rpi_throttled": None if after["rpi_throttled"] is None else hex(after["rpi_throttled"]),
+        "rpi_throttle_flags": rpi_flags(after["rpi_throttled"]),
+        "jetson_nvpmodel": after["jetson_nvpmodel"],
+        "jetson_clocks": after["jetson_clocks"],
+        "gpus": after["gpus"],
+        "throttled": _throttled(before, after, events),
     }
 
 
 def describe(env: dict) -> str:
     """One line of the readings an environment block has, e.g. for ``edgenas bench``'s output."""
     clock = env.get("cpu_freq_mhz") and f"CPU {env['cpu_freq_mhz']:g} MHz" + (
-        f" (max {env['cpu_max_freq_mhz']:g})" if env.get("cpu_max_freq_mhz") else "")
-    loads = env.get("load_avg_before"), env.get("load_avg_after")
+        f" (max {env['cpu_max_freq_mhz']:g})" if env.get("cpu_max_freq_mhz") else ""
+    )
+    before, after = env.get("load_avg_before"), env.get("load_avg_after")
     temps = env.get("temperatures_c")
-    parts = [env.get("cpu_governor") and f"governor {env['cpu_governor']}", clock,
-             all(loads) and f"load {loads[0][0]:g} -> {loads[1][0]:g} on {env.get('cpus')} CPUs",
-             temps and f"max {max(temps.values()):g} °C",
-             env.get("jetson_nvpmodel") and f"nvpmodel {env['jetson_nvpmodel']}",
-             env.get("jetson_clocks") is not None and f"jetson_clocks {'on' if env['jetson_clocks'] else 'off'}",
-             *(f"{g['name']} {g['sm_clock_mhz']:g}/{g['max_sm_clock_mhz']:g} MHz" for g in env.get("gpus") or []
-               if g.get("sm_clock_mhz") is not None and g.get("max_sm_clock_mhz") is not None),
-             env.get("throttled") is not None and ("THROTTLED" if env["throttled"] else "not throttled")]
+    parts = [
+        env.get("cpu_governor") and f"governor {env['cpu_governor']}",
+        clock,
+        before and after and f"load {before[0]:g} -> {after[0]:g} on {env.get('cpus')} CPUs",
+        temps and f"max {max(temps.values()):g} °C",
+        env.get("jetson_nvpmodel") and f"nvpmodel {env['jetson_nvpmodel']}",
+        env.get("jetson_clocks") is not None and f"jetson_clocks {'on' if env['jetson_clocks'] else 'off'}",
+        *(
+            f"{g['name']} {g['sm_clock_mhz']:g}/{g['max_sm_clock_mhz']:g} MHz"
+            for g in env.get("gpus") or []
+            if g.get("sm_clock_mhz") is not None and g.get("max_sm_clock_mhz") is not None
+        ),
+        env.get("throttled") is not None and ("THROTTLED" if env["throttled"] else "not throttled"),
+    ]
     return ", ".join(p for p in parts if p) or "not readable here"
 
 
-FIELDS = ("cpus", "cpu_governor", "cpu_freq_mhz", "cpu_max_freq_mhz", "load_avg_before", "load_avg_after",
-          "temperatures_c", "cpu_throttle_events", "rpi_throttled", "rpi_throttle_flags", "jetson_nvpmodel",
-          "jetson_clocks", "gpus", "throttled")
+FIELDS = (
+    "cpus",
+    "cpu_governor",
+    "cpu_freq_mhz",
+    "cpu_max_freq_mhz",
+    "load_avg_before",
+    "load_avg_after",
+    "temperatures_c",
+    "cpu_throttle_events",
+    "rpi_throttled",
+    "rpi_throttle_flags",
+    "jetson_nvpmodel",
+    "jetson_clocks",
+    "gpus",
+    "throttled",
+)

@@ -44,6 +44,8 @@ def _load_sibling(name: str):
     if not path.is_file():
         return None
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # never for a .py file that exists
+        return None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -73,11 +75,27 @@ TASKS = ("classify", "face")
 
 # Fields of the bench JSON and the types each must have (extra fields are allowed).
 _NUM = (int, float)
-BENCH_FIELDS = {
-    "schema": str, "model": str, "model_sha256": str, "runtime": str, "runtime_version": str,
-    "device": str, "host": str, "threads": (int, type(None)), "batch": int, "input_shape": list,
-    "warmup": int, "runs": int, "p50_ms": _NUM, "p90_ms": _NUM, "p99_ms": _NUM, "mean_ms": _NUM,
-    "std_ms": _NUM, "throughput": _NUM, "samples_ms": list, "created": str,
+BENCH_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema": str,
+    "model": str,
+    "model_sha256": str,
+    "runtime": str,
+    "runtime_version": str,
+    "device": str,
+    "host": str,
+    "threads": (int, type(None)),
+    "batch": int,
+    "input_shape": list,
+    "warmup": int,
+    "runs": int,
+    "p50_ms": _NUM,
+    "p90_ms": _NUM,
+    "p99_ms": _NUM,
+    "mean_ms": _NUM,
+    "std_ms": _NUM,
+    "throughput": _NUM,
+    "samples_ms": list,
+    "created": str,
 }
 
 
@@ -191,7 +209,7 @@ def open_runner(model: str | Path, runtime: str | None = None, threads: int | No
         raise KitError(f"threads must be >= 1, got {threads}")
     if engines and runtime in engines.RUNTIMES:
         try:
-            return engines.open_runner(model, runtime, threads=threads or available_cpus(), device=cpu_name())
+            return engines.open_runner(model, runtime=runtime, threads=threads or available_cpus(), device=cpu_name())
         except engines.EngineMissing as e:
             raise KitMissingDependency(f"{runtime}: {e}") from None
         except engines.EngineError as e:
@@ -224,7 +242,8 @@ class OnnxRuntimeRunner(Runner):
         else:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise KitMissingDependency(
-                    "onnxruntime-cuda needs onnxruntime-gpu and a CUDA GPU: pip install onnxruntime-gpu")
+                    "onnxruntime-cuda needs onnxruntime-gpu and a CUDA GPU: pip install onnxruntime-gpu"
+                )
             self.threads, providers, self.device = None, ["CUDAExecutionProvider"], gpu_name()
         try:
             self.session = ort.InferenceSession(str(model), opts, providers=providers)
@@ -254,9 +273,13 @@ class CudaRuntime:
         self.lib = _load_cudart()
         vp, sz = ctypes.c_void_p, ctypes.c_size_t
         for name, args in {
-            "cudaGetDeviceCount": [ctypes.POINTER(ctypes.c_int)], "cudaMalloc": [ctypes.POINTER(vp), sz],
-            "cudaFree": [vp], "cudaMemcpyAsync": [vp, vp, sz, ctypes.c_int, vp],
-            "cudaStreamCreate": [ctypes.POINTER(vp)], "cudaStreamSynchronize": [vp], "cudaStreamDestroy": [vp],
+            "cudaGetDeviceCount": [ctypes.POINTER(ctypes.c_int)],
+            "cudaMalloc": [ctypes.POINTER(vp), sz],
+            "cudaFree": [vp],
+            "cudaMemcpyAsync": [vp, vp, sz, ctypes.c_int, vp],
+            "cudaStreamCreate": [ctypes.POINTER(vp)],
+            "cudaStreamSynchronize": [vp],
+            "cudaStreamDestroy": [vp],
         }.items():
             getattr(self.lib, name).argtypes, getattr(self.lib, name).restype = args, ctypes.c_int
         self.lib.cudaGetErrorString.argtypes, self.lib.cudaGetErrorString.restype = [ctypes.c_int], ctypes.c_char_p
@@ -272,6 +295,8 @@ class CudaRuntime:
     def malloc(self, nbytes: int) -> int:
         ptr = ctypes.c_void_p()
         self.call("cudaMalloc", ctypes.byref(ptr), max(nbytes, 1))
+        if ptr.value is None:
+            raise KitError(f"CUDA cudaMalloc of {nbytes:,} bytes returned no memory")
         return ptr.value
 
     def stream(self) -> ctypes.c_void_p:
@@ -281,7 +306,13 @@ class CudaRuntime:
 
 
 def _load_cudart():
-    names = [ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
+    names = [
+        ctypes.util.find_library("cudart"),
+        "libcudart.so",
+        "libcudart.so.13",
+        "libcudart.so.12",
+        "libcudart.so.11.0",
+    ]
     for entry in sys.path:  # pip wheels (nvidia-cuda-runtime-cu12, nvidia-cuda-runtime cu13)
         names += sorted(glob.glob(os.path.join(entry, "nvidia", "*", "lib", "libcudart.so*")))
     for name in filter(None, names):
@@ -290,7 +321,8 @@ def _load_cudart():
         except OSError:
             continue
     raise KitMissingDependency(
-        "libcudart.so (the CUDA runtime) was not found: install CUDA or pip install nvidia-cuda-runtime-cu12")
+        "libcudart.so (the CUDA runtime) was not found: install CUDA or pip install nvidia-cuda-runtime-cu12"
+    )
 
 
 def gpu_name() -> str:
@@ -316,7 +348,9 @@ class TensorRTRunner(Runner):
         try:
             import tensorrt as trt
         except ImportError:
-            raise KitMissingDependency(f"{runtime} needs TensorRT, which is not installed: pip install tensorrt") from None
+            raise KitMissingDependency(
+                f"{runtime} needs TensorRT, which is not installed: pip install tensorrt"
+            ) from None
         self.trt, self.cuda = trt, CudaRuntime()
         self._logger = trt.Logger(trt.Logger.ERROR)
         self._runtime = trt.Runtime(self._logger)
@@ -352,7 +386,9 @@ class TensorRTRunner(Runner):
         trt, name = self.trt, self.inputs[0]
         x = np.ascontiguousarray(inputs, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
         self.context.set_input_shape(name, x.shape)
-        self.cuda.call("cudaMemcpyAsync", self._buffer(name, x.nbytes), x.ctypes.data, x.nbytes, self.cuda.H2D, self.stream)
+        self.cuda.call(
+            "cudaMemcpyAsync", self._buffer(name, x.nbytes), x.ctypes.data, x.nbytes, self.cuda.H2D, self.stream
+        )
         results = {}
         for out in self.outputs:
             dtype = trt.nptype(self.engine.get_tensor_dtype(out))
@@ -361,7 +397,9 @@ class TensorRTRunner(Runner):
         if not self.context.execute_async_v3(self.stream.value):
             raise KitError(f"TensorRT could not run {self.model_path} on input shape {x.shape}")
         for out, host in results.items():
-            self.cuda.call("cudaMemcpyAsync", host.ctypes.data, self.buffers[out][0], host.nbytes, self.cuda.D2H, self.stream)
+            self.cuda.call(
+                "cudaMemcpyAsync", host.ctypes.data, self.buffers[out][0], host.nbytes, self.cuda.D2H, self.stream
+            )
         self.cuda.call("cudaStreamSynchronize", self.stream)
         return results[self.outputs[0]].astype(np.float32, copy=False)
 
@@ -371,17 +409,17 @@ class TensorRTRunner(Runner):
         self.buffers = {}
         if self.stream:
             self.cuda.call("cudaStreamDestroy", self.stream)
-            self.stream = None
+            self.stream = ctypes.c_void_p()  # null: destroyed
 
 
 def run_batched(runner: Runner, inputs: np.ndarray) -> np.ndarray:
     """All of ``inputs`` through ``runner``, in chunks when the model takes a fixed batch."""
     step = runner.max_batch or len(inputs)
-    return np.concatenate([runner(inputs[i:i + step]) for i in range(0, len(inputs), step)])
+    return np.concatenate([runner(inputs[i : i + step]) for i in range(0, len(inputs), step)])
 
 
 # -- timing and statistics -------------------------------------------------------------------------
-def measure(fn, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, synchronize=None) -> list[float]:
+def measure(fn, *, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, synchronize=None) -> list[float]:
     """Milliseconds of each of ``runs`` calls of ``fn()`` after ``warmup`` untimed ones.
     ``synchronize()`` (e.g. torch.cuda.synchronize) is called inside each timed interval."""
     if warmup < 0 or runs < 1:
@@ -413,7 +451,10 @@ def latency_stats(samples_ms, batch: int = 1) -> dict:
     p50, p90, p99 = np.percentile(s, [50, 90, 99])
     mean = float(s.mean())
     return {
-        "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": mean,
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": mean,
         "std_ms": float(s.std(ddof=1)) if s.size > 1 else 0.0,
         "throughput": batch * 1000.0 / mean if mean > 0 else math.inf,
     }
@@ -423,7 +464,9 @@ def bench_input(input_chw, batch: int, seed: int = 0) -> np.ndarray:
     if batch < 1:
         raise KitError(f"batch must be >= 1, got {batch}")
     if any(d is None for d in input_chw):
-        raise KitError(f"the model's input shape {tuple(input_chw)} has dynamic dimensions; export it with a fixed C, H, W")
+        raise KitError(
+            f"the model's input shape {tuple(input_chw)} has dynamic dimensions; export it with a fixed C, H, W"
+        )
     return np.random.default_rng(seed).standard_normal((batch, *input_chw), dtype=np.float32)
 
 
@@ -437,23 +480,41 @@ def probe() -> dict:
 def measure_with_conditions(fn, warmup: int, runs: int) -> tuple[list[float], dict]:
     """``measure(fn, warmup, runs)`` and the bench JSON's ``environment`` block around it."""
     before = probe()
-    samples = measure(fn, warmup, runs)
+    samples = measure(fn, warmup=warmup, runs=runs)
     return samples, conditions.environment(before, probe())
 
 
-def bench_result(runner: Runner, batch: int, warmup: int, samples_ms, tool: str = f"edgenas-kit {KIT_VERSION}",
-                 model_path: str | Path | None = None, *, environment: dict | None = None) -> dict:
+def bench_result(
+    runner: Runner,
+    *,
+    batch: int,
+    warmup: int,
+    samples_ms,
+    tool: str = f"edgenas-kit {KIT_VERSION}",
+    model_path: str | Path | None = None,
+    environment: dict | None = None,
+) -> dict:
     """The bench JSON record for samples measured on ``runner`` under ``environment``
     (``measure_with_conditions``; ``None``: every reading unknown)."""
     model_path = Path(model_path or runner.model_path)
     samples = [float(x) for x in samples_ms]
     return {
-        "schema": SCHEMA, "model": str(model_path), "model_sha256": file_sha256(model_path),
-        "runtime": runner.runtime, "runtime_version": str(runner.runtime_version), "device": runner.device,
-        "host": platform.node(), "threads": runner.threads, "batch": batch,
-        "input_shape": [batch, *[int(d) for d in runner.input_chw]], "warmup": warmup, "runs": len(samples),
-        **latency_stats(samples, batch), "samples_ms": samples,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool": tool,
+        "schema": SCHEMA,
+        "model": str(model_path),
+        "model_sha256": file_sha256(model_path),
+        "runtime": runner.runtime,
+        "runtime_version": str(runner.runtime_version),
+        "device": runner.device,
+        "host": platform.node(),
+        "threads": runner.threads,
+        "batch": batch,
+        "input_shape": [batch, *[int(d) for d in runner.input_chw]],
+        "warmup": warmup,
+        "runs": len(samples),
+        **latency_stats(samples, batch),
+        "samples_ms": samples,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tool": tool,
         "environment": environment if environment is not None else unknown_environment(),
     }
 
@@ -462,19 +523,41 @@ def unknown_environment() -> dict:
     return dict.fromkeys(conditions.FIELDS if conditions else ())
 
 
-def bench_runner(runner: Runner, batch: int = 1, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
-                 tool: str = f"edgenas-kit {KIT_VERSION}", model_path: str | Path | None = None) -> dict:
+def bench_runner(
+    runner: Runner,
+    *,
+    batch: int = 1,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+    tool: str = f"edgenas-kit {KIT_VERSION}",
+    model_path: str | Path | None = None,
+) -> dict:
     """Time ``runner`` on a random input batch and return the bench JSON record."""
     x = bench_input(runner.input_chw, batch)
     samples, environment = measure_with_conditions(lambda: runner(x), warmup, runs)
-    return bench_result(runner, batch, warmup, samples, tool, model_path, environment=environment)
+    return bench_result(
+        runner,
+        batch=batch,
+        warmup=warmup,
+        samples_ms=samples,
+        tool=tool,
+        model_path=model_path,
+        environment=environment,
+    )
 
 
-def bench_model(model: str | Path, runtime: str | None = None, batch: int = 1, threads: int | None = None,
-                warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
+def bench_model(
+    model: str | Path,
+    *,
+    runtime: str | None = None,
+    batch: int = 1,
+    threads: int | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+) -> dict:
     """Benchmark an ``.onnx`` or ``.engine`` file; returns the bench JSON record."""
     with open_runner(model, runtime, threads) as runner:
-        return bench_runner(runner, batch, warmup, runs)
+        return bench_runner(runner, batch=batch, warmup=warmup, runs=runs)
 
 
 # -- the bench JSON --------------------------------------------------------------------------------
@@ -484,8 +567,10 @@ def validate_bench(record, source: str = "bench JSON") -> dict:
         raise BenchSchemaError(f"{source}: not a bench JSON object")
     schema = record.get("schema")
     if schema not in READ_SCHEMAS:
-        raise BenchSchemaError(f"{source}: schema is {schema!r}, expected one of {', '.join(map(repr, READ_SCHEMAS))} "
-                               "(written by `edgenas bench` or edgenas_kit.py bench)")
+        raise BenchSchemaError(
+            f"{source}: schema is {schema!r}, expected one of {', '.join(map(repr, READ_SCHEMAS))} "
+            "(written by `edgenas bench` or edgenas_kit.py bench)"
+        )
     if schema != READ_SCHEMAS[0] and not isinstance(record.get("environment"), dict):
         raise BenchSchemaError(f"{source}: field 'environment' must be an object ({schema}; readings may be null)")
     for field, types in BENCH_FIELDS.items():
@@ -521,7 +606,8 @@ def _check_figures(record: dict, source: str) -> None:
     for field, value in stats.items():
         if not math.isclose(record[field], value, rel_tol=STATS_RTOL, abs_tol=1e-12):
             raise BenchSchemaError(
-                f"{source}: field {field!r} is {record[field]!r} but samples_ms give {value!r}: the file contradicts itself")
+                f"{source}: field {field!r} is {record[field]!r} but samples_ms give {value!r}: the file contradicts itself"
+            )
 
 
 def read_bench(path: str | Path) -> dict:
@@ -569,8 +655,10 @@ def check_writable(path: str | Path, label: str, *, directory: bool = False) -> 
     directory in which a probe file cannot be created."""
     path = Path(path)
     if path.exists() and path.is_dir() != directory:
-        raise KitError(f"{label} {path} is a {'file' if directory else 'directory'}, expected a "
-                       f"{'directory' if directory else 'file'}")
+        raise KitError(
+            f"{label} {path} is a {'file' if directory else 'directory'}, expected a "
+            f"{'directory' if directory else 'file'}"
+        )
     existing = path if directory and path.is_dir() else path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -599,14 +687,25 @@ class Samples:
     weights_sha256: str | None = None  # the PyTorch weights that made ``outputs`` (None: not recorded)
 
 
-def save_samples(path: str | Path, inputs: np.ndarray, outputs: np.ndarray, task: str = "classify", *,
-                 weights_sha256: str | None = None) -> None:
+def save_samples(
+    path: str | Path,
+    *,
+    inputs: np.ndarray,
+    outputs: np.ndarray,
+    task: str = "classify",
+    weights_sha256: str | None = None,
+) -> None:
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    arrays = {"inputs": np.asarray(inputs, np.float32), "outputs": np.asarray(outputs, np.float32), "task": np.array(task)}
+    arrays = {
+        "inputs": np.asarray(inputs, np.float32),
+        "outputs": np.asarray(outputs, np.float32),
+        "task": np.array(task),
+    }
     if weights_sha256:
         arrays["weights_sha256"] = np.array(weights_sha256)
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    # numpy's stub lets ** reach savez's allow_pickle flag; these names never are that
+    write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def _numbers(path: Path, *, name: str, a: np.ndarray, ndim: int, shape: str) -> np.ndarray:
@@ -641,10 +740,15 @@ def load_samples(path: str | Path) -> Samples:
     return Samples(inputs, outputs, task, weights)
 
 
-def parity_report(expected: np.ndarray, actual: np.ndarray, task: str = "classify",
-                  max_abs_diff: float = DEFAULT_TOLERANCES["max_abs_diff"],
-                  min_agreement: float = DEFAULT_TOLERANCES["min_agreement"],
-                  min_cosine: float = DEFAULT_TOLERANCES["min_cosine"]) -> dict:
+def parity_report(
+    expected: np.ndarray,
+    *,
+    actual: np.ndarray,
+    task: str = "classify",
+    max_abs_diff: float = DEFAULT_TOLERANCES["max_abs_diff"],
+    min_agreement: float = DEFAULT_TOLERANCES["min_agreement"],
+    min_cosine: float = DEFAULT_TOLERANCES["min_cosine"],
+) -> dict:
     """Compare a runtime's outputs with the reference: logits by max/mean |diff| and top-1
     agreement (classify), embeddings by cosine similarity (face). ``passed`` and ``failures``."""
     for name, value in (("max_abs_diff", max_abs_diff), ("min_agreement", min_agreement), ("min_cosine", min_cosine)):
@@ -669,7 +773,9 @@ def parity_report(expected: np.ndarray, actual: np.ndarray, task: str = "classif
     fails = report["failures"]
     if task == "classify":
         agreement = float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1)))
-        report.update(top1_agreement=agreement, tolerances={"max_abs_diff": max_abs_diff, "min_agreement": min_agreement})
+        report.update(
+            top1_agreement=agreement, tolerances={"max_abs_diff": max_abs_diff, "min_agreement": min_agreement}
+        )
         if report["max_abs_diff"] > max_abs_diff:
             fails.append(f"max |diff| {report['max_abs_diff']:.3g} > {max_abs_diff:g}")
         if agreement < min_agreement:
@@ -691,8 +797,10 @@ def _check_input_shape(samples: Samples, runner: Runner, source: Path) -> None:
     got = tuple(samples.inputs.shape[1:])
     if len(want) != 3 or any(w is not None and w != g for w, g in zip(want, got)):
         shown = "x".join("?" if w is None else str(w) for w in want)
-        raise KitError(f"{source}: inputs are {'x'.join(map(str, got))} (C x H x W), the model {runner.model_path} "
-                       f"takes {shown}: these samples belong to another model")
+        raise KitError(
+            f"{source}: inputs are {'x'.join(map(str, got))} (C x H x W), the model {runner.model_path} "
+            f"takes {shown}: these samples belong to another model"
+        )
 
 
 def provenance_failures(export_dir: Path, runner: Runner, samples: Samples) -> list[str]:
@@ -713,15 +821,25 @@ def provenance_failures(export_dir: Path, runner: Runner, samples: Samples) -> l
     if len(set(known.values())) <= 1:
         return []
     listed = ", ".join(f"{name} {h[:12]}" for name, h in known.items())
-    return [f"stale export: its files come from different weights (SHA-256 {listed}); "
-            f"run `edgenas export` on the run directory again"]
+    return [
+        f"stale export: its files come from different weights (SHA-256 {listed}); "
+        f"run `edgenas export` on the run directory again"
+    ]
 
 
 # The file ``check`` runs when no --model is given, per runtime (others: model.onnx).
-DEFAULT_MODELS = {"onnxruntime-cpu-int8": "model.int8.onnx", "tensorrt-fp16": "model.engine", "tensorrt-int8": "model.engine",
-                  "litert-cpu": "model.tflite", "litert-int8": "model.int8.tflite", "executorch-cpu": "model.pte",
-                  "executorch-int8": "model.int8.pte", "openvino-cpu": "model.xml", "openvino-int8": "model.int8.xml",
-                  "ncnn-cpu": "model.ncnn.param"}
+DEFAULT_MODELS = {
+    "onnxruntime-cpu-int8": "model.int8.onnx",
+    "tensorrt-fp16": "model.engine",
+    "tensorrt-int8": "model.engine",
+    "litert-cpu": "model.tflite",
+    "litert-int8": "model.int8.tflite",
+    "executorch-cpu": "model.pte",
+    "executorch-int8": "model.int8.pte",
+    "openvino-cpu": "model.xml",
+    "openvino-int8": "model.int8.xml",
+    "ncnn-cpu": "model.ncnn.param",
+}
 # The export folder's own files: the kit's copy of edgenas/deploy/export/layout.py (tests/test_layers.py compares them).
 LAYOUT = {"onnx": "model.onnx", "samples": "samples.npz", "parity": "parity.json"}
 
@@ -735,13 +853,21 @@ def recorded_tolerances(export_dir: str | Path, model: str | Path) -> dict:
         formats = json.loads((Path(export_dir) / LAYOUT["parity"]).read_text()).get("formats", {})
         entries = [e for e in formats.values() if isinstance(e, dict) and e.get("file") == Path(model).name]
         recorded = entries[0].get("kit_tolerances") if entries else None
-        return {k: float(v) for k, v in recorded.items() if k in DEFAULT_TOLERANCES} if isinstance(recorded, dict) else {}
+        return (
+            {k: float(v) for k, v in recorded.items() if k in DEFAULT_TOLERANCES} if isinstance(recorded, dict) else {}
+        )
     except (OSError, ValueError, AttributeError, TypeError):
         return {}  # no or a damaged parity.json: the defaults (or the flags) apply
 
 
-def check_export(export_dir: str | Path, model: str | Path | None = None, runtime: str | None = None,
-                 threads: int | None = None, **tolerances) -> dict:
+def check_export(
+    export_dir: str | Path,
+    *,
+    model: str | Path | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    **tolerances,
+) -> dict:
     """Run ``samples.npz``'s inputs through the exported model and compare with its outputs; a
     model, samples or parity.json made from other weights than the rest fails too (``provenance_failures``).
 
@@ -756,11 +882,20 @@ def check_export(export_dir: str | Path, model: str | Path | None = None, runtim
     samples = load_samples(export_dir / LAYOUT["samples"])
     with open_runner(model, runtime, threads) as runner:
         _check_input_shape(samples, runner, export_dir / LAYOUT["samples"])
-        report = parity_report(samples.outputs, run_batched(runner, samples.inputs), samples.task,
-                               **{**DEFAULT_TOLERANCES, **recorded, **given})
-        report.update(model=str(model), runtime=runner.runtime, runtime_version=str(runner.runtime_version),
-                      device=runner.device, threads=runner.threads,
-                      tolerances_from="parity.json" if set(recorded) - set(given) else "defaults")
+        report = parity_report(
+            samples.outputs,
+            actual=run_batched(runner, samples.inputs),
+            task=samples.task,
+            **{**DEFAULT_TOLERANCES, **recorded, **given},
+        )
+        report.update(
+            model=str(model),
+            runtime=runner.runtime,
+            runtime_version=str(runner.runtime_version),
+            device=runner.device,
+            threads=runner.threads,
+            tolerances_from="parity.json" if set(recorded) - set(given) else "defaults",
+        )
         stale = provenance_failures(export_dir, runner, samples)
     if stale:
         report.update(passed=False, failures=[*stale, *report["failures"]])
@@ -768,8 +903,10 @@ def check_export(export_dir: str | Path, model: str | Path | None = None, runtim
 
 
 def format_check(report: dict) -> str:
-    head = (f"check {report['model']} on {report['runtime']} {report['runtime_version']} ({report['device']}): "
-            f"{report['samples']} samples, task {report['task']}")
+    head = (
+        f"check {report['model']} on {report['runtime']} {report['runtime_version']} ({report['device']}): "
+        f"{report['samples']} samples, task {report['task']}"
+    )
     lines = [head]
     if "max_abs_diff" in report:
         figures = f"  max |diff| {report['max_abs_diff']:.3g}  mean |diff| {report['mean_abs_diff']:.3g}"
@@ -785,13 +922,15 @@ def format_check(report: dict) -> str:
 
 
 def format_bench(r: dict) -> str:
-    threads = (f", {r['threads']} thread" + ("s" if r['threads'] != 1 else "")) if r.get("threads") else ""
-    return (f"{r['model']}  {r['runtime']} {r['runtime_version']} on {r['device']}{threads}, "
-            f"input {'x'.join(map(str, r['input_shape']))}\n"
-            f"  p50 {r['p50_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-            f"mean {r['mean_ms']:.3f} ± {r['std_ms']:.3f} ms  throughput {r['throughput']:.1f} images/s  "
-            f"({r['runs']} runs after {r['warmup']} warm-up)"
-            + (f"\n  conditions: {conditions.describe(r['environment'])}" if conditions and r.get("environment") else ""))
+    threads = (f", {r['threads']} thread" + ("s" if r["threads"] != 1 else "")) if r.get("threads") else ""
+    return (
+        f"{r['model']}  {r['runtime']} {r['runtime_version']} on {r['device']}{threads}, "
+        f"input {'x'.join(map(str, r['input_shape']))}\n"
+        f"  p50 {r['p50_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+        f"mean {r['mean_ms']:.3f} ± {r['std_ms']:.3f} ms  throughput {r['throughput']:.1f} images/s  "
+        f"({r['runs']} runs after {r['warmup']} warm-up)"
+        + (f"\n  conditions: {conditions.describe(r['environment'])}" if conditions and r.get("environment") else "")
+    )
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -834,8 +973,9 @@ def _agreement(text: str) -> float:
     """A share of the samples: 0 to 100 % (above it no model could pass: a usage error, not a FAIL)."""
     value = _fraction(text)
     if value > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is above 100%: an agreement is a share of the samples "
-                                         "(write e.g. 99.9% or 0.999)")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is above 100%: an agreement is a share of the samples (write e.g. 99.9% or 0.999)"
+        )
     return value
 
 
@@ -852,12 +992,19 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("check", help="compare the model's outputs on samples.npz with PyTorch's; exit 1 on mismatch")
     c.add_argument("export_dir")
-    c.add_argument("--model", help="model file (default EXPORT_DIR/model.onnx; model.int8.onnx for onnxruntime-cpu-int8, "
-                   "model.engine for TensorRT)")
+    c.add_argument(
+        "--model",
+        help="model file (default EXPORT_DIR/model.onnx; model.int8.onnx for onnxruntime-cpu-int8, "
+        "model.engine for TensorRT)",
+    )
     c.add_argument("--runtime", help=f"one of {', '.join(RUNTIMES)} (default from the model suffix)")
     c.add_argument("--threads", type=int, help="CPU threads (default: all available)")
     c.add_argument("--max-abs-diff", type=_tolerance, help="default: parity.json's for the file, else 1e-3")
-    c.add_argument("--min-agreement", type=_agreement, help="e.g. 99.9%% or 0.999 (default: parity.json's for the file, else 99.9%%)")
+    c.add_argument(
+        "--min-agreement",
+        type=_agreement,
+        help="e.g. 99.9%% or 0.999 (default: parity.json's for the file, else 99.9%%)",
+    )
     c.add_argument("--min-cosine", type=_cosine, help="default: parity.json's for the file, else 0.999")
     b = sub.add_parser("bench", help="time the model and write the bench JSON")
     b.add_argument("model")
@@ -869,7 +1016,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", dest="json_out", help="write the bench JSON here")
     serve = _load_sibling("edgenas_serve")
     if serve is not None:
-        s = sub.add_parser("serve", help="time models sent over HTTP by edgenas (a search's latency budget, bench, compare)")
+        s = sub.add_parser(
+            "serve", help="time models sent over HTTP by edgenas (a search's latency budget, bench, compare)"
+        )
         serve.add_arguments(s, sys.modules[__name__])
     return p
 
@@ -878,15 +1027,24 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
-            report = check_export(args.export_dir, args.model, args.runtime, args.threads, max_abs_diff=args.max_abs_diff,
-                                  min_agreement=args.min_agreement, min_cosine=args.min_cosine)
+            report = check_export(
+                args.export_dir,
+                model=args.model,
+                runtime=args.runtime,
+                threads=args.threads,
+                max_abs_diff=args.max_abs_diff,
+                min_agreement=args.min_agreement,
+                min_cosine=args.min_cosine,
+            )
             print(format_check(report))
             return 0 if report["passed"] else 1
         if args.command == "serve":
             return _load_sibling("edgenas_serve").serve(args, sys.modules[__name__])
         if args.json_out:
             check_writable(args.json_out, "--json")
-        result = bench_model(args.model, args.runtime, args.batch, args.threads, args.warmup, args.runs)
+        result = bench_model(
+            args.model, runtime=args.runtime, batch=args.batch, threads=args.threads, warmup=args.warmup, runs=args.runs
+        )
         print(format_bench(result))
         if args.json_out:
             write_bench(args.json_out, result)

@@ -86,7 +86,7 @@ class Settings:
     upload: str = "file"  # "file": the body is the model file; "tar": an uncompressed tar of its files
 
 
-def _int(query: dict, key: str, default, low: int, high: int):
+def _int(query: dict, *, key: str, default, low: int, high: int):
     text = query.get(key, [None])[-1]
     if text is None or text == "":
         return default
@@ -114,26 +114,38 @@ def parse_settings(query_string: str, *, kit, runtime: str, threads: int | None)
         raise Refused(400, f"unknown runtime {runtime!r}: choose one of {', '.join(kit.RUNTIMES)}")
     upload = query.get("upload", ["file"])[-1]
     if upload not in UPLOADS:
-        raise Refused(400, f"upload={upload!r}: give file (the model file as the body) or tar (its files, uncompressed)")
+        raise Refused(
+            400, f"upload={upload!r}: give file (the model file as the body) or tar (its files, uncompressed)"
+        )
     archived = kit.engines is not None and runtime in kit.engines.RUNTIMES
     if upload == "tar" and not archived:
         raise Refused(400, f"upload=tar: {runtime} takes the model file itself as the body (upload=file)")
     if upload == "file" and kit.RUNTIMES[runtime][0] in TWO_FILE_ENGINES:
         names, _ = kit.engines.upload_names(runtime)
-        raise Refused(400, f"{runtime} runs a model of two files: send upload=tar, an uncompressed tar of "
-                      f"{' and '.join(names)}")
+        raise Refused(
+            400, f"{runtime} runs a model of two files: send upload=tar, an uncompressed tar of {' and '.join(names)}"
+        )
     layout = query.get("layout", ["NCHW"])[-1]
     if layout not in ("NCHW", "NHWC"):
         raise Refused(400, f"layout={layout!r}: give NCHW or NHWC")
     runs_text = query.get("runs", ["auto"])[-1]
-    runs = None if runs_text in ("auto", "") else _int(query, "runs", None, 1, MAX_RUNS)
+    runs = None if runs_text in ("auto", "") else _int(query, key="runs", default=None, low=1, high=MAX_RUNS)
     name = query.get("name", ["model.onnx"])[-1][:200] or "model.onnx"
-    return Settings(runtime, _int(query, "threads", threads, 1, 1024), _int(query, "batch", 1, 1, 4096),
-                    _int(query, "warmup", 10, 0, MAX_RUNS), runs, name, _int(query, "rounds", 15, 2, 1000),
-                    _int(query, "split", 0, 0, 1 << 40), layout, upload)
+    return Settings(
+        runtime,
+        _int(query, key="threads", default=threads, low=1, high=1024),
+        _int(query, key="batch", default=1, low=1, high=4096),
+        _int(query, key="warmup", default=10, low=0, high=MAX_RUNS),
+        runs,
+        name,
+        _int(query, key="rounds", default=15, low=2, high=1000),
+        _int(query, key="split", default=0, low=0, high=1 << 40),
+        layout,
+        upload,
+    )
 
 
-def read_upload(kit, body: bytes, s: Settings, *, max_bytes: int) -> dict[str, bytes]:
+def read_upload(kit, *, body: bytes, s: Settings, max_bytes: int) -> dict[str, bytes]:
     """The files of one model in an upload, by the names an export gives them: the body itself
     (``upload=file``) or the files of an uncompressed tar (``upload=tar``), checked strictly; ``Refused``
     (400) names what is wrong."""
@@ -151,20 +163,30 @@ def read_upload(kit, body: bytes, s: Settings, *, max_bytes: int) -> dict[str, b
                 if member.name not in (*names, metadata):  # also every path: "../x", "/x", "dir/x"
                     raise Refused(400, f"the archive holds {member.name[:80]!r}: {s.runtime} takes {allowed}")
                 if not member.isreg() or member.issparse():
-                    raise Refused(400, f"the archive's {member.name} is not a regular file (a link, a folder, a "
-                                  "sparse file): send the files themselves")
+                    raise Refused(
+                        400,
+                        f"the archive's {member.name} is not a regular file (a link, a folder, a "
+                        "sparse file): send the files themselves",
+                    )
                 if member.name in files:
                     raise Refused(400, f"the archive holds {member.name} twice")
                 if member.size > max_bytes - sum(map(len, files.values())):
-                    raise Refused(413, f"the archive's files are over the server's limit of {max_bytes:,} bytes "
-                                  "(--max-upload-mb)")
-                data = tar.extractfile(member).read()  # read, never extracted: the names written are ours
+                    raise Refused(
+                        413, f"the archive's files are over the server's limit of {max_bytes:,} bytes (--max-upload-mb)"
+                    )
+                source = tar.extractfile(member)  # a regular file (checked above): never None
+                data = source.read() if source is not None else b""  # read, never extracted: the names written are ours
                 if len(data) != member.size:
-                    raise Refused(400, f"the archive's {member.name} is cut off: {len(data):,} of {member.size:,} bytes")
+                    raise Refused(
+                        400, f"the archive's {member.name} is cut off: {len(data):,} of {member.size:,} bytes"
+                    )
                 files[member.name] = data
     except (tarfile.TarError, EOFError) as e:
-        raise Refused(400, f"upload=tar: the body is not an uncompressed tar archive ({kit._first_line(e)}): send "
-                      f"{allowed} as one (Python's tarfile, or `tar -cf`)") from None
+        raise Refused(
+            400,
+            f"upload=tar: the body is not an uncompressed tar archive ({kit._first_line(e)}): send "
+            f"{allowed} as one (Python's tarfile, or `tar -cf`)",
+        ) from None
     missing = [name for name in names if name not in files]
     if missing:
         raise Refused(400, f"the archive lacks {' and '.join(missing)}: {s.runtime} takes {allowed}")
@@ -204,12 +226,17 @@ class Measurer:
             try:
                 self.jobs.put_nowait(job)
             except queue.Full:
-                raise Refused(503, f"{self.max_queue} requests are already waiting: try again later",
-                              retry_after=self.retry_after()) from None
+                raise Refused(
+                    503,
+                    f"{self.max_queue} requests are already waiting: try again later",
+                    retry_after=self.retry_after(),
+                ) from None
             self.waiting += 1
         job.done.wait()
         if job.error is not None:
             raise job.error
+        if job.result is None:  # the worker stopped mid-job on something that is not an Exception
+            raise Refused(500, "timing was interrupted: try again")
         return job.result
 
     def _work(self) -> None:
@@ -256,7 +283,9 @@ class Measurer:
         try:
             model = onnx_path
             if kit.RUNTIMES[s.runtime][0] == "tensorrt":
-                model = build_engine(kit, onnx_path, tmp / f"{onnx_path.stem}.engine", batch=s.batch)
+                model = build_engine(
+                    kit, onnx_path=onnx_path, engine_path=tmp / f"{onnx_path.stem}.engine", batch=s.batch
+                )
             return kit.open_runner(model, s.runtime, s.threads)
         except kit.KitError as e:  # name the upload, not the temporary file
             raise type(e)(str(e).replace(str(onnx_path), s.name)) from None
@@ -270,9 +299,9 @@ class Measurer:
         self.log(f"timing {s.name} ({len(fns)} model{'s' if len(fns) > 1 else ''}) on {s.runtime}: start {started:.6f}")
         before = kit.probe()
         if len(fns) == 1:
-            samples, ratios = [kit.measure(fns[0], warmup, runs)], None
+            samples, ratios = [kit.measure(fns[0], warmup=warmup, runs=runs)], None
         else:
-            samples, ratios = alternate(kit, fns, rounds=s.rounds, warmup=warmup, runs=runs)
+            samples, ratios = alternate(kit, fns=fns, rounds=s.rounds, warmup=warmup, runs=runs)
         environment = kit.conditions.environment(before, kit.probe())
         finished = time.monotonic()
         self.log(f"timing {s.name}: end {finished:.6f} ({finished - started:.3f} s)")
@@ -281,47 +310,60 @@ class Measurer:
         timed = {"queued_s": round(started - job.queued, 6), "timed_from": started, "timed_to": finished}
         records = []
         for runner, path, sample in zip(runners, paths, samples):
-            record = kit.bench_result(runner, s.batch, warmup, sample, tool=f"edgenas-serve {kit.KIT_VERSION}",
-                                      model_path=path, environment=environment)
+            record = kit.bench_result(
+                runner,
+                batch=s.batch,
+                warmup=warmup,
+                samples_ms=sample,
+                tool=f"edgenas-serve {kit.KIT_VERSION}",
+                model_path=path,
+                environment=environment,
+            )
             record.update(model=s.name if len(paths) == 1 else f"{s.name}:{path.parent.name}", server=timed)
             records.append(record)
         if ratios is None:
             return records[0]
-        return {"bench_a": records[0] | {"rounds": s.rounds}, "bench_b": records[1] | {"rounds": s.rounds},
-                "ratios": ratios, "server": timed}
+        return {
+            "bench_a": records[0] | {"rounds": s.rounds},
+            "bench_b": records[1] | {"rounds": s.rounds},
+            "ratios": ratios,
+            "server": timed,
+        }
 
 
 def auto_runs(kit, fn) -> tuple[int, int]:
     """(warmup, runs) sized to the model: at least AUTO_MIN_RUNS runs and AUTO_MIN_S of timing."""
-    per_run = max(float(np.median(kit.measure(fn, 1, AUTO_PROBE_RUNS))), 1e-3)
+    per_run = max(float(np.median(kit.measure(fn, warmup=1, runs=AUTO_PROBE_RUNS))), 1e-3)
     warmup = min(AUTO_WARMUP, math.ceil(AUTO_WARMUP_S * 1e3 / per_run))
     runs = max(AUTO_MIN_RUNS, math.ceil(AUTO_MIN_S * 1e3 / per_run))
     return warmup, min(runs, AUTO_MAX_RUNS, max(AUTO_MIN_RUNS, math.floor(AUTO_MAX_S * 1e3 / per_run)))
 
 
-def alternate(kit, fns: list, *, rounds: int, warmup: int, runs: int) -> tuple[list, list]:
+def alternate(kit, *, fns: list, rounds: int, warmup: int, runs: int) -> tuple[list, list]:
     """A and B timed in alternation, the order swapped every round (as ``edgenas compare models``):
     the samples of each, and per round median(B) / median(A)."""
     run_a, run_b = fns
     samples_a, samples_b, ratios = [], [], []
     for k in range(rounds):
         if k % 2 == 0:
-            a, b = kit.measure(run_a, warmup, runs), kit.measure(run_b, warmup, runs)
+            a, b = kit.measure(run_a, warmup=warmup, runs=runs), kit.measure(run_b, warmup=warmup, runs=runs)
         else:
-            b, a = kit.measure(run_b, warmup, runs), kit.measure(run_a, warmup, runs)
+            b, a = kit.measure(run_b, warmup=warmup, runs=runs), kit.measure(run_a, warmup=warmup, runs=runs)
         ratios.append(float(np.median(b) / np.median(a)))
         samples_a += a
         samples_b += b
     return [samples_a, samples_b], ratios
 
 
-def build_engine(kit, onnx_path: Path, engine_path: Path, *, batch: int) -> Path:
+def build_engine(kit, *, onnx_path: Path, engine_path: Path, batch: int) -> Path:
     """A strongly typed TensorRT engine for ``batch`` built here, on the device, from the ONNX file
     (its precision is the graph's: edgenas sends an FP16 graph for tensorrt-fp16, Q/DQ for INT8)."""
     try:
         import tensorrt as trt
     except ImportError:
-        raise kit.KitMissingDependency("TensorRT is not installed on the device (JetPack ships it; or pip install tensorrt)") from None
+        raise kit.KitMissingDependency(
+            "TensorRT is not installed on the device (JetPack ships it; or pip install tensorrt)"
+        ) from None
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -355,8 +397,18 @@ class DeviceServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG  # the listen() backlog
 
-    def __init__(self, address, *, kit, token: str, runtime: str, threads: int | None, max_upload: int, log,
-                 max_queue: int = MAX_QUEUE):
+    def __init__(
+        self,
+        address,
+        *,
+        kit,
+        token: str,
+        runtime: str,
+        threads: int | None,
+        max_upload: int,
+        log,
+        max_queue: int = MAX_QUEUE,
+    ):
         self.kit, self.token, self.runtime, self.threads = kit, token.encode(), runtime, threads
         self.max_upload, self.log = max_upload, log
         self.measurer = Measurer(kit, log, max_queue)
@@ -366,10 +418,17 @@ class DeviceServer(http.server.ThreadingHTTPServer):
         kit = self.kit
         gpu = kit.RUNTIMES[self.runtime][2]
         return {
-            "schema": SCHEMA, "device": kit.gpu_name() if gpu else kit.cpu_name(), "host": platform.node(),
-            "runtime": self.runtime, "threads": self.threads or kit.available_cpus(), "runtimes": available_runtimes(kit),
-            "versions": versions(kit) | {"edgenas_kit": kit.KIT_VERSION}, "queue": self.measurer.waiting, "measured": self.measurer.measured,
-            "max_upload_bytes": self.max_upload, "max_queue": self.measurer.max_queue,
+            "schema": SCHEMA,
+            "device": kit.gpu_name() if gpu else kit.cpu_name(),
+            "host": platform.node(),
+            "runtime": self.runtime,
+            "threads": self.threads or kit.available_cpus(),
+            "runtimes": available_runtimes(kit),
+            "versions": versions(kit) | {"edgenas_kit": kit.KIT_VERSION},
+            "queue": self.measurer.waiting,
+            "measured": self.measurer.measured,
+            "max_upload_bytes": self.max_upload,
+            "max_queue": self.measurer.max_queue,
         }
 
 
@@ -392,8 +451,11 @@ def available_runtimes(kit) -> list[str]:
         pass
     engines = getattr(kit, "engines", None)
     if engines:  # found, not imported (importing openvino starts its telemetry)
-        found += [name for name, (engine, _, _) in engines.RUNTIMES.items()
-                  if importlib.util.find_spec(engines.PACKAGES[engine][0])]
+        found += [
+            name
+            for name, (engine, _, _) in engines.RUNTIMES.items()
+            if importlib.util.find_spec(engines.PACKAGES[engine][0])
+        ]
     return found
 
 
@@ -406,11 +468,12 @@ def versions(kit) -> dict:
         except ImportError:
             found[name] = None
     engines = getattr(kit, "engines", None)
-    for engine in engines.PACKAGES if engines else ():
-        try:
-            found[engines.PACKAGES[engine][1].split()[-1]] = engines.package_version(engine)
-        except engines.EngineMissing:
-            found[engines.PACKAGES[engine][1].split()[-1]] = None
+    if engines:
+        for engine in engines.PACKAGES:
+            try:
+                found[engines.PACKAGES[engine][1].split()[-1]] = engines.package_version(engine)
+            except engines.EngineMissing:
+                found[engines.PACKAGES[engine][1].split()[-1]] = None
     return found
 
 
@@ -485,7 +548,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         given = self.headers.get("Authorization", "")
         if not given.startswith("Bearer "):
             raise Refused(401, "missing token: send the header Authorization: Bearer TOKEN (the server's --token-file)")
-        if not hmac.compare_digest(given[len("Bearer "):].strip().encode(), self.server.token):
+        if not hmac.compare_digest(given[len("Bearer ") :].strip().encode(), self.server.token):
             raise Refused(401, "wrong token: send the content of the server's --token-file")
 
     def _get(self) -> dict:
@@ -497,16 +560,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path not in ("/bench", "/paired"):
             raise Refused(404, f"unknown path {url.path[:80]!r}: GET /status, POST /bench or POST /paired")
-        kit, settings = self.server.kit, parse_settings(url.query, kit=self.server.kit, runtime=self.server.runtime,
-                                                        threads=self.server.threads)
+        kit, settings = (
+            self.server.kit,
+            parse_settings(url.query, kit=self.server.kit, runtime=self.server.runtime, threads=self.server.threads),
+        )
         body = self._body()
         if url.path == "/bench":
             parts = [body]
         elif not 0 < settings.split < len(body):
-            raise Refused(400, f"split={settings.split} must fall inside the body ({len(body)} bytes): A's size in bytes")
+            raise Refused(
+                400, f"split={settings.split} must fall inside the body ({len(body)} bytes): A's size in bytes"
+            )
         else:
-            parts = [body[:settings.split], body[settings.split:]]
-        models = [read_upload(kit, part, settings, max_bytes=self.server.max_upload) for part in parts]
+            parts = [body[: settings.split], body[settings.split :]]
+        models = [read_upload(kit, body=part, s=settings, max_bytes=self.server.max_upload) for part in parts]
         return self.server.measurer.submit(models, settings)
 
     def _body(self) -> bytes:
@@ -518,8 +585,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             raise Refused(400, f"Content-Length {length[:40]!r} is not a number") from None
         if size > self.server.max_upload:
-            raise Refused(413, f"upload of {size:,} bytes is over the server's limit of {self.server.max_upload:,} "
-                               "bytes (--max-upload-mb)")
+            raise Refused(
+                413,
+                f"upload of {size:,} bytes is over the server's limit of {self.server.max_upload:,} "
+                "bytes (--max-upload-mb)",
+            )
         if size <= 0:
             raise Refused(400, "the upload is empty: send the model file as the request body")
         try:
@@ -543,8 +613,10 @@ def read_token(kit, path: str) -> str:
     except (OSError, UnicodeDecodeError) as e:
         raise kit.KitError(f"--token-file {path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     if len(token) < 8:
-        raise kit.KitError(f"--token-file {path}: the token must be at least 8 characters "
-                           "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())' > FILE)")
+        raise kit.KitError(
+            f"--token-file {path}: the token must be at least 8 characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())' > FILE)"
+        )
     return token
 
 
@@ -558,14 +630,20 @@ def is_loopback(host: str) -> bool:
 
 
 def add_arguments(p: argparse.ArgumentParser, kit) -> None:
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)"
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks a free port")
     p.add_argument("--token-file", required=True, help="file holding the shared token every request must carry")
     p.add_argument("--runtime", default="onnxruntime-cpu", help=f"default runtime: one of {', '.join(kit.RUNTIMES)}")
     p.add_argument("--threads", type=int, help="default CPU threads (default: all available)")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest model accepted, MiB")
-    p.add_argument("--max-queue", type=int, default=MAX_QUEUE,
-                   help=f"requests that may wait to be timed (default {MAX_QUEUE}); more get 503 with Retry-After")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=MAX_QUEUE,
+        help=f"requests that may wait to be timed (default {MAX_QUEUE}); more get 503 with Retry-After",
+    )
 
 
 def serve(args, kit) -> int:
@@ -583,14 +661,25 @@ def serve(args, kit) -> int:
         print(f"edgenas-serve {time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
     try:
-        server = DeviceServer((args.host, args.port), kit=kit, token=token, runtime=args.runtime, threads=args.threads,
-                              max_upload=int(args.max_upload_mb * (1 << 20)), log=log, max_queue=args.max_queue)
+        server = DeviceServer(
+            (args.host, args.port),
+            kit=kit,
+            token=token,
+            runtime=args.runtime,
+            threads=args.threads,
+            max_upload=int(args.max_upload_mb * (1 << 20)),
+            log=log,
+            max_queue=args.max_queue,
+        )
     except OSError as e:
         raise kit.KitError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host  # a TCP server's: always str
     if not is_loopback(args.host):
-        log(f"warning: --host {args.host} makes this server reachable from the network; anyone with the token "
-            "can run models on this device")
+        log(
+            f"warning: --host {args.host} makes this server reachable from the network; anyone with the token "
+            "can run models on this device"
+        )
     print(f"edgenas-serve: listening on http://{host}:{port} ({args.runtime}, {server.status()['device']})", flush=True)
     try:
         server.serve_forever()

@@ -62,20 +62,48 @@ def one_thread():
         yield
 
 
-def _budgeted_profile_text(budget: dict, *, depths=(3, 4), widths=(8, 24), width_step: int = 8,
-                          input_size=None, description: str = "a budgeted test search") -> str:
+def _budgeted_profile_text(
+    budget: dict,
+    *,
+    depths=(3, 4),
+    widths=(8, 24),
+    width_step: int = 8,
+    input_size=None,
+    description: str = "a budgeted test search",
+) -> str:
     """A seconds-long search on digits under ``budget`` (the ``[budget]`` table: ``{"max_latency_ms": 2.0, ...}``):
     one epoch per candidate, no patience, one micro kernel; the space ``depths`` x ``widths`` (min, max) in steps
     of ``width_step``; ``input_size``: the images resized to (H, W)."""
+
     def value(v):
         return f'"{v}"' if isinstance(v, str) else str(list(v)) if isinstance(v, (tuple, list)) else repr(v)
 
-    lines = [f'description = "{description}"', "[search]", f"min_depth = {depths[0]}", f"max_depth = {depths[1]}",
-             f"min_width = {widths[0]}", f"max_width = {widths[1]}", f"width_step = {width_step}", "epochs = 1",
-             "add_epochs_depth = 0", "add_epochs_width = 0", "depth_patience = 0", "width_patience = 0",
-             "micro_epochs = 1", "micro_kernels = [5]", "[train]", "batch_size = 128", "lr = 0.05", "crop_padding = 1",
-             "cutout = 0", "[budget]", *(f"{k} = {value(v)}" for k, v in budget.items()), "[data]", 'dataset = "digits"',
-             *([f"input_size = {value(input_size)}"] if input_size else [])]
+    lines = [
+        f'description = "{description}"',
+        "[search]",
+        f"min_depth = {depths[0]}",
+        f"max_depth = {depths[1]}",
+        f"min_width = {widths[0]}",
+        f"max_width = {widths[1]}",
+        f"width_step = {width_step}",
+        "epochs = 1",
+        "add_epochs_depth = 0",
+        "add_epochs_width = 0",
+        "depth_patience = 0",
+        "width_patience = 0",
+        "micro_epochs = 1",
+        "micro_kernels = [5]",
+        "[train]",
+        "batch_size = 128",
+        "lr = 0.05",
+        "crop_padding = 1",
+        "cutout = 0",
+        "[budget]",
+        *(f"{k} = {value(v)}" for k, v in budget.items()),
+        "[data]",
+        'dataset = "digits"',
+        *([f"input_size = {value(input_size)}"] if input_size else []),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -83,6 +111,7 @@ def _budgeted_profile_text(budget: dict, *, depths=(3, 4), widths=(8, 24), width
 def budgeted_profile():
     """Writes ``_budgeted_profile_text(budget, **space)`` to ``path`` and returns ``path``: the budgeted search
     profile of the budget tests (latency, INT8 latency, edge runtimes, microcontroller memory)."""
+
     def write(path: Path, budget: dict, **space) -> Path:
         path = Path(path)
         path.write_text(_budgeted_profile_text(budget, **space))
@@ -98,8 +127,17 @@ def subset_train(data, n: int):
     return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
 
 
-def make_meta(profile="tiny", *, data=None, task: str | None = None, dataset: str = "digits", seed: int = 0,
-              in_channels: int = 1, num_classes: int = 10, input_size=(8, 8)):
+def make_meta(
+    profile="tiny",
+    *,
+    data=None,
+    task: str | None = None,
+    dataset: str = "digits",
+    seed: int = 0,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    input_size=(8, 8),
+):
     """A ``RunMeta`` as discover writes it: of ``data`` (an ImageData), or of a dataset of the given shape."""
     from types import SimpleNamespace
 
@@ -110,11 +148,17 @@ def make_meta(profile="tiny", *, data=None, task: str | None = None, dataset: st
     if task:
         profile = dataclasses.replace(profile, task=task)
     if data is None:
-        data = SimpleNamespace(in_channels=in_channels, num_classes=num_classes, input_size=tuple(input_size),
-                               mean=(0.5,) * in_channels, std=(0.25,) * in_channels,
-                               class_names=tuple(f"c{i}" for i in range(num_classes)))
-    return run_meta(profile, task=profile.task, dataset=dataset, data_dir=None, data=data, extra={}, seed=seed,
-                    device="cpu")
+        data = SimpleNamespace(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            input_size=tuple(input_size),
+            mean=(0.5,) * in_channels,
+            std=(0.25,) * in_channels,
+            class_names=tuple(f"c{i}" for i in range(num_classes)),
+        )
+    return run_meta(
+        profile, task=profile.task, dataset=dataset, data_dir=None, data=data, extra={}, seed=seed, device="cpu"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -127,10 +171,23 @@ def budget_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("budget")
     profile = folder / "ci-budget.toml"
-    profile.write_text(CI_PROFILE.read_text().replace('description = "', 'description = "Under a budget: ')
-                       + "\n[budget]\nmax_params = 3100\n")
+    profile.write_text(
+        CI_PROFILE.read_text().replace('description = "', 'description = "Under a budget: ')
+        + "\n[budget]\nmax_params = 3100\n"
+    )
     out = folder / "run"
-    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(profile), "--out", str(out), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "discover",
+        "--profile",
+        str(profile),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     return out, r.stderr

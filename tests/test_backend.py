@@ -34,16 +34,25 @@ def test_every_runtime_has_a_backend_with_the_tables_facts():
     assert list(BACKENDS) == list(RUNTIMES)
     for name, backend in BACKENDS.items():
         row = RUNTIMES[name]
-        assert (backend.name, backend.engine, backend.suffix, backend.needs_gpu, backend.install, backend.precision) == \
-            (row.name, row.engine, row.suffix, row.needs_gpu, row.install, row.precision)
+        assert (
+            backend.name,
+            backend.engine,
+            backend.suffix,
+            backend.needs_gpu,
+            backend.install,
+            backend.precision,
+        ) == (row.name, row.engine, row.suffix, row.needs_gpu, row.install, row.precision)
         assert backend.precision in ("fp32", "fp16", "int8")
         for member in ("available", "version", "convert", "open"):
             assert callable(getattr(backend, member)), (name, member)
 
 
 def test_an_unknown_runtime_names_the_allowed_ones():
-    with pytest.raises(ParamError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu, "
-                                         r"tflm-int8$"):
+    with pytest.raises(
+        ParamError,
+        match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu, "
+        r"tflm-int8$",
+    ):
         backend_of("tflite")
 
 
@@ -79,7 +88,7 @@ def test_each_backend_converts_runs_and_agrees_with_pytorch(name, tmp_path):
     x = np.random.default_rng(0).standard_normal((16, *CHW), dtype=np.float32)
     with torch.inference_mode():
         want = model(torch.from_numpy(x)).numpy()
-    path = backend.convert(model, tmp_path / f"model{backend.suffix}", input_chw=CHW, calibration=x)
+    path = backend.convert(model, out=tmp_path / f"model{backend.suffix}", input_chw=CHW, calibration=x)
     assert path.is_file()
     with backend.open(path, threads=1) as runner:
         got = runner(x)

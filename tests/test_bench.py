@@ -12,12 +12,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_meta
-from edgenas.device_kit import edgenas_env as env
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.deploy import bench
+from edgenas.device_kit import edgenas_env as env
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, UserInputError
 from edgenas.search.space import Arch
 from edgenas.training.network import build_model
@@ -26,9 +26,16 @@ from edgenas.training.network import build_model
 def export_onnx(model, path: Path, size: int = 32) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, torch.randn(1, 3, size, size), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            torch.randn(1, 3, size, size),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,13 @@ def test_bench_onnx_file(run_dir):
     onnx = run_dir / "export" / "model.onnx"
     r = bench.bench(onnx, batch=2, threads=1, warmup=2, runs=12)
     kit.validate_bench(r)
-    assert (r["runtime"], r["threads"], r["batch"], r["input_shape"], r["runs"]) == ("onnxruntime-cpu", 1, 2, [2, 3, 32, 32], 12)
+    assert (r["runtime"], r["threads"], r["batch"], r["input_shape"], r["runs"]) == (
+        "onnxruntime-cpu",
+        1,
+        2,
+        [2, 3, 32, 32],
+        12,
+    )
     assert r["model_sha256"] == kit.file_sha256(onnx) and r["tool"] == bench.TOOL
     assert r["p50_ms"] > 0 and "p50" in bench.format_bench(r)
     e = r["environment"]  # the conditions, measured around the timed runs by the kit's probe
@@ -71,7 +84,12 @@ def test_bench_run_directory_on_onnxruntime_and_torch(run_dir):
     before = torch.get_num_threads()
     t = bench.bench(run_dir, runtime="torch-cpu", batch=3, threads=1, warmup=1, runs=5)
     kit.validate_bench(t)
-    assert (t["runtime"], t["runtime_version"], t["threads"], t["input_shape"]) == ("torch-cpu", torch.__version__, 1, [3, 3, 32, 32])
+    assert (t["runtime"], t["runtime_version"], t["threads"], t["input_shape"]) == (
+        "torch-cpu",
+        torch.__version__,
+        1,
+        [3, 3, 32, 32],
+    )
     assert t["model_sha256"] == kit.file_sha256(run_dir / "model.pt")
     assert torch.get_num_threads() == before  # the thread setting is restored
 
@@ -91,7 +109,9 @@ def test_bench_writes_json_atomically(run_dir, tmp_path):
 
 def test_user_errors_are_one_line(run_dir, tmp_path):
     onnx = run_dir / "export" / "model.onnx"
-    with pytest.raises(UserInputError, match="runtime='ort': unknown runtime; choose one of onnxruntime-cpu, .*torch-cuda"):
+    with pytest.raises(
+        UserInputError, match="runtime='ort': unknown runtime; choose one of onnxruntime-cpu, .*torch-cuda"
+    ):
         bench.bench(onnx, runtime="ort")
     (tmp_path / "weights.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(UserInputError, match="weights.onnx is not an ONNX model"):
@@ -123,17 +143,35 @@ def test_gpu_runtime_without_a_gpu(run_dir):
 
 def test_cli_bench(run_dir, tmp_path):
     out = tmp_path / "bench.json"
-    r = CliRunner().invoke(main, ["bench", str(run_dir / "export" / "model.onnx"), "--threads", "1", "--warmup", "1",
-                                  "--runs", "5", "--batch", "2", "--json", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(run_dir / "export" / "model.onnx"),
+            "--threads",
+            "1",
+            "--warmup",
+            "1",
+            "--runs",
+            "5",
+            "--batch",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "p50" in r.output and f"wrote {out}" in r.output
     assert bench.read_bench(out)["batch"] == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--runtime", "tflite"], "--runtime tflite: unknown runtime"),
-    (["--runs", "0"], "runs >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--runtime", "tflite"], "--runtime tflite: unknown runtime"),
+        (["--runs", "0"], "runs >= 1"),
+    ],
+)
 def test_cli_bench_bad_input_exits_2(run_dir, args, message):
     r = CliRunner().invoke(main, ["bench", str(run_dir / "export" / "model.onnx"), *args])
     assert r.exit_code == 2 and message in r.output

@@ -36,12 +36,12 @@ def stripes(tmp_path_factory):
             else:
                 img[:, offset::4] = 230
             Image.fromarray(img).convert("RGB").save(root / cls / f"{i}.png")
-    return load_dataset("imagefolder", root, val_fraction=0.2, seed=0)
+    return load_dataset("imagefolder", data_dir=root, val_fraction=0.2, seed=0)
 
 
 def _accuracies(data, plan, seed):
-    model, res = train_candidate(ARCH, data, EPOCHS, plan, CPU, seed)
-    return res.val_acc, accuracy(model, data.test, data, CPU)
+    model, res = train_candidate(ARCH, data=data, epochs=EPOCHS, plan=plan, device=CPU, seed=seed)
+    return res.val_acc, accuracy(model, split=data.test, data=data, device=CPU)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -65,11 +65,17 @@ def test_without_recompute_the_same_training_sits_at_chance(stripes):
 def test_recompute_bn_averages_training_batches(stripes):
     torch.manual_seed(0)
     model = build_model(Arch.plain(3, 4), stripes.in_channels, stripes.num_classes)
-    assert recompute_bn(model, stripes.train, stripes, CPU, seed=0, batch_size=len(stripes.train))
-    x = (stripes.train.x.float() / 255 - torch.tensor(stripes.mean).view(1, -1, 1, 1)) / torch.tensor(stripes.std).view(1, -1, 1, 1)
+    assert recompute_bn(model, split=stripes.train, data=stripes, device=CPU, seed=0, batch_size=len(stripes.train))
+    x = (stripes.train.x.float() / 255 - torch.tensor(stripes.mean).view(1, -1, 1, 1)) / torch.tensor(stripes.std).view(
+        1, -1, 1, 1
+    )
     stem_out = model.stem[0](x)  # the stem's BatchNorm sees the stem conv's output
     assert torch.allclose(model.stem[1].running_mean, stem_out.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(model.stem[1].running_var, stem_out.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
     assert model.stem[1].momentum == 0.1 and model.training  # restored
-    one = dataclasses.replace(stripes, train=dataclasses.replace(stripes.train, x=stripes.train.x[:1], y=stripes.train.y[:1]))
-    assert not recompute_bn(model, one.train, one, CPU, seed=0)  # one image: BatchNorm cannot average it
+    one = dataclasses.replace(
+        stripes, train=dataclasses.replace(stripes.train, x=stripes.train.x[:1], y=stripes.train.y[:1])
+    )
+    assert not recompute_bn(
+        model, split=one.train, data=one, device=CPU, seed=0
+    )  # one image: BatchNorm cannot average it

@@ -1,6 +1,5 @@
 """Budgets in the search: candidates over a latency budget are never trained, and the winner meets it."""
 
-
 import pytest
 
 from edgenas.config.profile import Budget, load_profile
@@ -18,13 +17,19 @@ LATENCY_SPACE = {"depths": (2, 3), "widths": (16, 64), "width_step": 16, "input_
 @pytest.mark.slow
 def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path, budgeted_profile):
     def latency(width):
-        return measure_latency(Arch.plain(2, width), Target(task="classify", input_chw=(1, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))
+        return measure_latency(
+            Arch.plain(2, width),
+            Target(task="classify", input_chw=(1, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1),
+        )
 
     widest, wider, narrowest = latency(64), latency(32), latency(16)
     assert widest > 2 * narrowest, (widest, narrowest)  # 14x the MACs: the measurement sees compute
     budget = (max(wider, narrowest) * narrowest) ** 0.5  # the narrowest fits; 48 and 64 clearly do not
-    path = budgeted_profile(tmp_path / "latency.toml", {"runtime": "onnxruntime-cpu", "threads": 1,
-                                                        "max_latency_ms": round(budget, 4)}, **LATENCY_SPACE)
+    path = budgeted_profile(
+        tmp_path / "latency.toml",
+        {"runtime": "onnxruntime-cpu", "threads": 1, "max_latency_ms": round(budget, 4)},
+        **LATENCY_SPACE,
+    )
     summary = discover(str(path), out=tmp_path / "run", device="cpu", log=lambda m: None)
 
     journal = RunDir(tmp_path / "run").journal()
@@ -53,13 +58,13 @@ def test_latency_budget_skips_slow_candidates_and_the_winner_meets_it(tmp_path, 
 
 def test_params_and_macs_budgets_are_checked_without_measuring():
     arch = Arch.plain(3, 16)
-    size = (count_params(arch, 1, 10), count_macs(arch, 1, 10, (8, 8)))
+    size = (count_params(arch, 1, 10), count_macs(arch, in_channels=1, num_classes=10, input_size=(8, 8)))
     never = lambda arch: pytest.fail("latency measured although a free budget already failed")  # noqa: E731
-    check = check_budget(arch, size, Budget(max_params=100, max_latency_ms=1.0), never)
+    check = check_budget(arch, size=size, budget=Budget(max_params=100, max_latency_ms=1.0), latency_of=never)
     assert "params" in check.reason and check.latency_ms is None and check.params == size[0]
-    check = check_budget(arch, size, Budget(max_macs=100, max_latency_ms=1.0), never)
+    check = check_budget(arch, size=size, budget=Budget(max_macs=100, max_latency_ms=1.0), latency_of=never)
     assert "MACs" in check.reason and check.macs == size[1]
-    assert check_budget(arch, size, Budget(), never).reason == ""
+    assert check_budget(arch, size=size, budget=Budget(), latency_of=never).reason == ""
 
 
 def test_builtin_target_profiles():
@@ -73,15 +78,19 @@ def test_workers_with_a_cpu_latency_budget_on_the_cpu_are_refused(tmp_path, budg
 
     from edgenas.cli import main
 
-    path = budgeted_profile(tmp_path / "latency.toml", {"runtime": "onnxruntime-cpu", "threads": 1, "max_latency_ms": 1.0},
-                            **LATENCY_SPACE)
-    r = CliRunner().invoke(main, ["discover", "--profile", str(path), "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "2"])
+    path = budgeted_profile(
+        tmp_path / "latency.toml", {"runtime": "onnxruntime-cpu", "threads": 1, "max_latency_ms": 1.0}, **LATENCY_SPACE
+    )
+    r = CliRunner().invoke(
+        main, ["discover", "--profile", str(path), "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "2"]
+    )
     assert r.exit_code == 2 and "--workers 2: a CPU latency budget" in r.output and not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
-def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing(tmp_path, monkeypatch,
-                                                                                  budgeted_profile):
+def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing(
+    tmp_path, monkeypatch, budgeted_profile
+):
     import numpy as np
     import onnx
     from conftest import torch_threads
@@ -98,8 +107,13 @@ def test_an_int8_budget_times_candidates_quantised_and_a_resume_measures_nothing
         return path
 
     monkeypatch.setattr(latency_mod, "quantize_ort_int8", spy)
-    path = budgeted_profile(tmp_path / "int8.toml", {"runtime": "onnxruntime-cpu-int8", "threads": 1,
-                                                     "max_latency_ms": 1000.0}, depths=(2, 3), widths=(4, 12), width_step=4)
+    path = budgeted_profile(
+        tmp_path / "int8.toml",
+        {"runtime": "onnxruntime-cpu-int8", "threads": 1, "max_latency_ms": 1000.0},
+        depths=(2, 3),
+        widths=(4, 12),
+        width_step=4,
+    )
     with torch_threads(1):
         discover(str(path), out=tmp_path / "run", device="cpu", log=lambda m: None)
     run = RunDir(tmp_path / "run")

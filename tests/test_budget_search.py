@@ -12,18 +12,32 @@ from edgenas.run.evaluator import check_budget
 from edgenas.search.space import Arch, count_macs, count_params
 from edgenas.search.strategies import Outcome, drive, egnas, trg
 
-CFG = EgnasConfig(min_depth=3, max_depth=8, min_width=4, max_width=16, width_step=4, epochs=1, depth_patience=1,
-                  width_patience=1, micro_kernels=(5,))
+CFG = EgnasConfig(
+    min_depth=3,
+    max_depth=8,
+    min_width=4,
+    max_width=16,
+    width_step=4,
+    epochs=1,
+    depth_patience=1,
+    width_patience=1,
+    micro_kernels=(5,),
+)
 SHAPE = (1, 10)  # 1 input channel, 10 classes
 SIZE = (28, 28)
 
 
 def _screened(budget: Budget, acc):
     """Answers as the evaluator does: ``check_budget`` on the real params and MACs, else ``acc(arch)``."""
+
     def answer(cand):
-        size = (count_params(cand.arch, *SHAPE), count_macs(cand.arch, *SHAPE, SIZE))
-        reason = check_budget(cand.arch, size, budget, lambda a: 0.0).reason
+        size = (
+            count_params(cand.arch, *SHAPE),
+            count_macs(cand.arch, in_channels=SHAPE[0], num_classes=SHAPE[1], input_size=SIZE),
+        )
+        reason = check_budget(cand.arch, size=size, budget=budget, latency_of=lambda a: 0.0).reason
         return Outcome(0.0, 0.0, "skipped", reason) if reason else Outcome(acc(cand.arch), 50.0)
+
     return answer
 
 
@@ -32,7 +46,15 @@ def deeper_is_better(arch):  # each layer pays 1 %, width a little
 
 
 def _fits(budget: Budget, arch: Arch) -> bool:
-    return not check_budget(arch, (count_params(arch, *SHAPE), count_macs(arch, *SHAPE, SIZE)), budget, lambda a: 0.0).reason
+    return not check_budget(
+        arch,
+        size=(
+            count_params(arch, *SHAPE),
+            count_macs(arch, in_channels=SHAPE[0], num_classes=SHAPE[1], input_size=SIZE),
+        ),
+        budget=budget,
+        latency_of=lambda a: 0.0,
+    ).reason
 
 
 @pytest.mark.parametrize("budget", [Budget(max_params=3000), Budget(max_macs=300_000)], ids=["params", "macs"])
@@ -45,8 +67,11 @@ def test_a_budget_binding_at_min_depth_and_max_width_still_explores_deeper_netwo
     assert all(_fits(budget, a) for a in trained)
     for a in trained:  # each at the widest width of the grid that fits at its depth (deeper never wider)
         wider = a.width + CFG.width_step
-        assert wider > CFG.max_width or not _fits(budget, Arch.plain(a.depth, wider)) or \
-            any(b.depth < a.depth and b.width == a.width for b in trained)
+        assert (
+            wider > CFG.max_width
+            or not _fits(budget, Arch.plain(a.depth, wider))
+            or any(b.depth < a.depth and b.width == a.width for b in trained)
+        )
     assert [a.width for a in trained] == sorted((a.width for a in trained), reverse=True)
     assert result.arch.depth > CFG.min_depth and _fits(budget, result.arch.with_width(result.arch.width))
 
@@ -97,14 +122,17 @@ def test_trg_narrows_over_budget_depth_candidates_too():
 def test_over_budget_setting_is_validated():
     assert parse_profile("[search]\n", "p", "p.toml").search.over_budget == "narrow"
     assert parse_profile('[search]\nover_budget = "stop"\n', "p", "p.toml").search.over_budget == "stop"
-    with pytest.raises(ProfileError, match=r"p.toml: search.over_budget = 'shrink' is not allowed; choose one of narrow, stop"):
+    with pytest.raises(
+        ProfileError, match=r"p.toml: search.over_budget = 'shrink' is not allowed; choose one of narrow, stop"
+    ):
         parse_profile('[search]\nover_budget = "shrink"\n', "p", "p.toml")
 
 
 # -- the micro stages' parameter matching ---------------------------------------------------------
 
-MICRO = EgnasConfig(min_depth=4, max_depth=4, min_width=8, max_width=8, width_step=4, micro_param_slack=0.0,
-                    micro_kernels=(5,))
+MICRO = EgnasConfig(
+    min_depth=4, max_depth=4, min_width=8, max_width=8, width_step=4, micro_param_slack=0.0, micro_kernels=(5,)
+)
 
 
 def _every_change_pays(c):
@@ -137,20 +165,27 @@ def test_micro_width_floor_keeps_the_old_floor():
 
 # -- what the rule did: summary, console, report, profiles ----------------------------------------
 
+
 def test_budget_rule_note_says_what_each_rule_did():
     from edgenas.search.budget_rule import budget_rule_note
 
-    journal = [{"stage": "depth", "depth": 3, "width": 16, "status": "skipped", "reason": "params 5,018 > max_params 3,000"},
-               {"stage": "depth", "depth": 3, "width": 12, "status": "trained"},
-               {"stage": "depth", "depth": 4, "width": 12, "status": "skipped", "reason": "params"},
-               {"stage": "depth", "depth": 4, "width": 8, "status": "trained"},
-               {"stage": "width", "depth": 4, "width": 4, "status": "trained"}]
+    journal = [
+        {"stage": "depth", "depth": 3, "width": 16, "status": "skipped", "reason": "params 5,018 > max_params 3,000"},
+        {"stage": "depth", "depth": 3, "width": 12, "status": "trained"},
+        {"stage": "depth", "depth": 4, "width": 12, "status": "skipped", "reason": "params"},
+        {"stage": "depth", "depth": 4, "width": 8, "status": "trained"},
+        {"stage": "width", "depth": 4, "width": 4, "status": "trained"},
+    ]
     note = budget_rule_note(CFG, journal, has_budget=True)
     assert note["depth_over_budget"] == 2 and note["depth_trained"] == [(3, 12), (4, 8)]
-    assert note["text"] == ("over_budget = narrow: 2 depth candidate(s) over the budget were tried narrower; the depth "
-                            "stage trained depths 3-4 at widths 12-8 (the widest of the grid that fit)")
+    assert note["text"] == (
+        "over_budget = narrow: 2 depth candidate(s) over the budget were tried narrower; the depth "
+        "stage trained depths 3-4 at widths 12-8 (the widest of the grid that fit)"
+    )
     stop = budget_rule_note(dataclasses.replace(CFG, over_budget="stop"), journal[:1], has_budget=True)
-    assert stop["text"].startswith("over_budget = stop: the depth stage ended at depth 3, where a candidate of width 16")
+    assert stop["text"].startswith(
+        "over_budget = stop: the depth stage ended at depth 3, where a candidate of width 16"
+    )
     assert budget_rule_note(CFG, journal[1:2], has_budget=False)["text"] == "no budget: the published search"
 
 
@@ -166,7 +201,7 @@ def test_a_budgeted_run_says_what_the_rule_did_and_where_test_figures_come_from(
     assert rule["rule"] == "narrow" and rule["text"].startswith("over_budget = narrow") and rule["text"] in stderr
     assert summary["test_from"] == f"discovered epochs ({summary['winner_epochs']})"
     assert summary["final_epochs"] == 2 and f"(after discovered epochs ({summary['winner_epochs']}); " in stderr
-    html = write_report(out, tmp_path / "r.html")[0].read_text()
+    html = write_report(out, out=tmp_path / "r.html")[0].read_text()
     assert "budget rule" in html and "test figures after" in html
 
 

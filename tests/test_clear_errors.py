@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_meta, torch_threads
-from edgenas.device_kit import edgenas_kit as kit
 from PIL import Image
 from test_export import copy_run, make_run
 
@@ -23,6 +22,7 @@ import edgenas
 from edgenas.cli import main
 from edgenas.config.profile import load_profile
 from edgenas.deploy.export.exporter import export_run
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import DataError, ParamError, ProfileError, RunDirError
 from edgenas.run.rundir import RunDir
 from edgenas.training.data import load_dataset
@@ -47,7 +47,9 @@ def test_a_directory_given_as_profile_is_called_a_directory(tmp_path):
     folder.mkdir()
     with pytest.raises(ProfileError) as e:
         load_profile(str(folder))
-    assert f"profile {folder} is a directory, not a profile file" in str(e.value) and "does not exist" not in str(e.value)
+    assert f"profile {folder} is a directory, not a profile file" in str(e.value) and "does not exist" not in str(
+        e.value
+    )
     r = _cli("discover", "--profile", folder, "--out", tmp_path / "run")
     assert r.exit_code == 2 and "is a directory" in _error_line(r)
 
@@ -84,7 +86,9 @@ def test_an_input_size_beyond_memory_is_refused_on_digits(tmp_path, ci_profile):
     r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
-    assert "digits: 1797 images resized to 1x3000x3000 needs about 30.4 GiB of memory, 20.0 GiB is available" in lines[0]
+    assert (
+        "digits: 1797 images resized to 1x3000x3000 needs about 30.4 GiB of memory, 20.0 GiB is available" in lines[0]
+    )
     assert "data.input_size" in lines[0] and not (tmp_path / "run").exists()
 
 
@@ -100,8 +104,9 @@ def test_a_run_without_run_json_is_not_sent_back_and_forth(tmp_path, ci_profile)
     """On main, --resume said "start one without --resume" and the plain command "continue it with --resume"."""
     out = tmp_path / "run"
     out.mkdir()
-    (out / "journal.jsonl").write_text(json.dumps({"key": "d2-w4-ss-33", "status": "trained", "acc": 50.0,
-                                                   "train_acc": 50.0, "seconds": 1.0}) + "\n")
+    (out / "journal.jsonl").write_text(
+        json.dumps({"key": "d2-w4-ss-33", "status": "trained", "acc": 50.0, "train_acc": 50.0, "seconds": 1.0}) + "\n"
+    )
     lines = []
     for extra in ([], ["--resume"]):
         r = _cli("discover", "--profile", ci_profile, "--out", out, "--device", "cpu", *extra)
@@ -120,7 +125,7 @@ def test_an_image_folder_with_train_but_no_test_says_so(tmp_path, only):
         for i in range(6):
             Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / only / cls / f"{i}.png")
     with pytest.raises(DataError) as e:
-        load_dataset("imagefolder", tmp_path)
+        load_dataset("imagefolder", data_dir=tmp_path)
     other = "test" if only == "train" else "train"
     assert f"{tmp_path} has {only}/ but no {other}/" in str(e.value) and "class folder(s)" not in str(e.value)
 
@@ -158,10 +163,24 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path):
 def _bench_record(ms: float, k: int = 0, **change) -> dict:
 
     samples = [ms * f for f in (0.99, 1.0, 1.0, 1.01, 0.98, 1.0, 1.02, 1.0, 0.99, 1.0)]
-    r = {"schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
-         "runtime_version": "1.20", "device": "cpu", "host": "ci", "threads": 1, "batch": 1,
-         "input_shape": [1, 3, 32, 32], "warmup": 1, "runs": 10, **kit.latency_stats(samples), "samples_ms": samples,
-         "created": f"2026-01-01T00:00:{k:02d}Z", "environment": kit.unknown_environment()}
+    r = {
+        "schema": kit.SCHEMA,
+        "model": "m.onnx",
+        "model_sha256": "a" * 64,
+        "runtime": "onnxruntime-cpu",
+        "runtime_version": "1.20",
+        "device": "cpu",
+        "host": "ci",
+        "threads": 1,
+        "batch": 1,
+        "input_shape": [1, 3, 32, 32],
+        "warmup": 1,
+        "runs": 10,
+        **kit.latency_stats(samples),
+        "samples_ms": samples,
+        "created": f"2026-01-01T00:00:{k:02d}Z",
+        "environment": kit.unknown_environment(),
+    }
     return r | change
 
 
@@ -197,9 +216,14 @@ def exported_run(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("flag,value,needle", [("--min-agreement", "150%", "'150%' is above 100%"),
-                                               ("--min-agreement", "1.5", "'1.5' is above 100%"),
-                                               ("--min-cosine", "1.2", "'1.2' is above 1")])
+@pytest.mark.parametrize(
+    "flag,value,needle",
+    [
+        ("--min-agreement", "150%", "'150%' is above 100%"),
+        ("--min-agreement", "1.5", "'1.5' is above 100%"),
+        ("--min-cosine", "1.2", "'1.2' is above 1"),
+    ],
+)
 def test_a_tolerance_no_model_can_pass_is_a_usage_error(exported_run, capsys, flag, value, needle):
     """On main --min-agreement 150% ran the check and reported a FAIL (exit 1)."""
     with pytest.raises(SystemExit) as e:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
 from edgenas.deploy.gate import compare as cmp
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import UserInputError
 from edgenas.search.space import Arch
 from edgenas.training.network import build_model
@@ -23,10 +23,24 @@ def record(ms: float = 1.0, n: int = 20, samples: list | None = None, **env) -> 
     """A bench JSON whose samples all take ``ms`` (so p50 = p90 = p99 = mean = ms), or ``samples``."""
     samples = samples or [ms] * n
     n = len(samples)
-    r = {"schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
-         "runtime_version": "1.20", "device": "AMD EPYC", "host": "ci", "threads": 1, "batch": 1,
-         "input_shape": [1, 3, 32, 32], "warmup": 5, "runs": n, **kit.latency_stats(samples, env.get("batch", 1)),
-         "samples_ms": samples, "created": "2026-01-01T00:00:00Z", "environment": kit.unknown_environment()}
+    r = {
+        "schema": kit.SCHEMA,
+        "model": "m.onnx",
+        "model_sha256": "a" * 64,
+        "runtime": "onnxruntime-cpu",
+        "runtime_version": "1.20",
+        "device": "AMD EPYC",
+        "host": "ci",
+        "threads": 1,
+        "batch": 1,
+        "input_shape": [1, 3, 32, 32],
+        "warmup": 5,
+        "runs": n,
+        **kit.latency_stats(samples, env.get("batch", 1)),
+        "samples_ms": samples,
+        "created": "2026-01-01T00:00:00Z",
+        "environment": kit.unknown_environment(),
+    }
     return r | env
 
 
@@ -37,28 +51,38 @@ def write(path: Path, r: dict) -> str:
 
 # -- verdicts on bench JSONs ---------------------------------------------------------------------
 def test_three_percent_passes_a_five_percent_threshold():
-    c = cmp.compare(record(1.0), record(1.03), max_regression=0.05)
+    c = cmp.compare(record(1.0), current=record(1.03), max_regression=0.05)
     assert not c.regressed and c.exit_code == 0
     assert c.gate.change == pytest.approx(0.03) and c.gate.verdict == "OK"
     assert c.verdict.startswith("PASS: p50 changed by +3.0%")
 
 
 def test_ten_percent_fails_with_exit_1():
-    c = cmp.compare(record(1.0), record(1.10), max_regression=0.05)
+    c = cmp.compare(record(1.0), current=record(1.10), max_regression=0.05)
     assert c.regressed and c.exit_code == 1 and c.gate.verdict == "REGRESSION"
     assert "FAIL: p50 regressed by +10.0%" in c.verdict
 
 
-BOUNDARY_PAIRS = [(10, 10.5), (1, 1.05), (2, 2.1), (20, 21), (4, 4.2), (100, 105), (0.5, 0.525), (3, 3.15), (7, 7.35),
-                  (0.2, 0.21), (0.8, 0.84)]  # exactly +5 % as written; c/b - 1 rounds to either side of 0.05
+BOUNDARY_PAIRS = [
+    (10, 10.5),
+    (1, 1.05),
+    (2, 2.1),
+    (20, 21),
+    (4, 4.2),
+    (100, 105),
+    (0.5, 0.525),
+    (3, 3.15),
+    (7, 7.35),
+    (0.2, 0.21),
+    (0.8, 0.84),
+]  # exactly +5 % as written; c/b - 1 rounds to either side of 0.05
 
 
 @pytest.mark.parametrize("base, cur", BOUNDARY_PAIRS)
 def test_a_change_equal_to_the_threshold_passes(base, cur):
-    c = cmp.compare(record(base), record(cur), max_regression=cmp.parse_max_regression("5%"))
+    c = cmp.compare(record(base), current=record(cur), max_regression=cmp.parse_max_regression("5%"))
     assert not c.regressed and c.exit_code == 0 and c.gate.verdict == "OK"
     assert c.verdict == "PASS: p50 changed by +5.0%, within the 5.0% threshold"
-
 
 
 def test_paired_lower_bound_equal_to_the_threshold_passes():
@@ -67,14 +91,14 @@ def test_paired_lower_bound_equal_to_the_threshold_passes():
 
 
 def test_just_over_and_just_under_never_print_alike():
-    under = cmp.compare(record(1.0), record(1.049999), max_regression=0.05)
-    over = cmp.compare(record(1.0), record(1.050001), max_regression=0.05)
+    under = cmp.compare(record(1.0), current=record(1.049999), max_regression=0.05)
+    over = cmp.compare(record(1.0), current=record(1.050001), max_regression=0.05)
     assert under.exit_code == 0 and "+4.9999%" in under.verdict
     assert over.exit_code == 1 and "+5.0001%" in over.verdict
-    assert "+4.99%" in cmp.compare(record(1.0), record(1.0499)).verdict  # as few digits as tell them apart
-    assert "+5.01%" in cmp.compare(record(1.0), record(1.0501)).verdict
-    assert cmp.compare(record(1.0), record(0.9499)).gate.verdict == "FASTER"
-    assert cmp.compare(record(1.0), record(0.95)).gate.verdict == "OK"
+    assert "+4.99%" in cmp.compare(record(1.0), current=record(1.0499)).verdict  # as few digits as tell them apart
+    assert "+5.01%" in cmp.compare(record(1.0), current=record(1.0501)).verdict
+    assert cmp.compare(record(1.0), current=record(0.9499)).gate.verdict == "FASTER"
+    assert cmp.compare(record(1.0), current=record(0.95)).gate.verdict == "OK"
     pass_ = cmp.PairedResult([1.0], (1.0499999, 1.2), 0.95, 0.05, record(), record())
     fail = cmp.PairedResult([1.0], (1.0500001, 1.2), 0.95, 0.05, record(), record())
     assert pass_.exit_code == 0 and "[1.0499999," in pass_.verdict
@@ -82,23 +106,31 @@ def test_just_over_and_just_under_never_print_alike():
 
 
 def test_faster_passes_and_the_metric_option_picks_the_gate():
-    assert cmp.compare(record(1.0), record(0.5)).exit_code == 0
+    assert cmp.compare(record(1.0), current=record(0.5)).exit_code == 0
     base = record(1.0)
     tail = record(samples=[1.0] * 95 + [1.5] * 5)  # same median, a slower tail
-    assert cmp.compare(base, tail, metric="p50").exit_code == 0
-    c = cmp.compare(base, tail, metric="p99")
+    assert cmp.compare(base, current=tail, metric="p50").exit_code == 0
+    c = cmp.compare(base, current=tail, metric="p99")
     assert c.exit_code == 1 and c.gate.metric == "p99"
     with pytest.raises(UserInputError, match="unknown metric 'p75'"):
-        cmp.compare(base, tail, metric="p75")
+        cmp.compare(base, current=tail, metric="p75")
 
 
-@pytest.mark.parametrize("field, value", [("runtime", "onnxruntime-cuda"), ("device", "Jetson Orin"), ("threads", 4),
-                                          ("batch", 8), ("input_shape", [1, 3, 64, 64])])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("runtime", "onnxruntime-cuda"),
+        ("device", "Jetson Orin"),
+        ("threads", 4),
+        ("batch", 8),
+        ("input_shape", [1, 3, 64, 64]),
+    ],
+)
 def test_environment_mismatch_names_the_field(field, value):
     with pytest.raises(UserInputError, match=f"different environments: {field} .* vs .*--allow-env-mismatch") as e:
-        cmp.compare(record(1.0), record(1.0, **{field: value}), names=("base.json", "cur.json"))
+        cmp.compare(record(1.0), current=record(1.0, **{field: value}), names=("base.json", "cur.json"))
     assert "base.json" in str(e.value) and e.value.exit_code == 2
-    c = cmp.compare(record(1.0), record(1.0, **{field: value}), allow_env_mismatch=True)
+    c = cmp.compare(record(1.0), current=record(1.0, **{field: value}), allow_env_mismatch=True)
     assert c.exit_code == 0 and f"environment mismatch allowed: {field}" in c.verdict
 
 
@@ -112,7 +144,7 @@ def test_parse_max_regression():
 
 
 def test_tables_plain_and_markdown():
-    c = cmp.compare(record(1.0), record(1.2), names=("base.json", "cur.json"))
+    c = cmp.compare(record(1.0), current=record(1.2), names=("base.json", "cur.json"))
     plain = c.table()
     assert "p50 (gate)" in plain and "+20.0%" in plain and "REGRESSION" in plain and plain.endswith(c.verdict)
     md = c.table(markdown=True)
@@ -134,13 +166,16 @@ def test_schema_errors_are_unusable_input(tmp_path):
         cmp.compare_files(good, tmp_path / "torn.json")
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"p50_ms": float("nan")}, "field 'p50_ms' is nan, not a positive finite number"),
-    ({"p50_ms": 0.0}, "field 'p50_ms' is 0.0, not a positive finite number"),
-    ({"p50_ms": -1.0}, "field 'p50_ms' is -1.0, not a positive finite number"),
-    ({"p50_ms": 0.5}, "field 'p50_ms' is 0.5 but samples_ms give 1.0: the file contradicts itself"),
-    ({"samples_ms": [1.0] * 19 + [float("nan")]}, "samples_ms must be finite"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"p50_ms": float("nan")}, "field 'p50_ms' is nan, not a positive finite number"),
+        ({"p50_ms": 0.0}, "field 'p50_ms' is 0.0, not a positive finite number"),
+        ({"p50_ms": -1.0}, "field 'p50_ms' is -1.0, not a positive finite number"),
+        ({"p50_ms": 0.5}, "field 'p50_ms' is 0.5 but samples_ms give 1.0: the file contradicts itself"),
+        ({"samples_ms": [1.0] * 19 + [float("nan")]}, "samples_ms must be finite"),
+    ],
+)
 def test_garbage_is_unusable_input_and_never_becomes_the_baseline(tmp_path, changes, message):
     base = write(tmp_path / "base.json", record(1.0))
     before = Path(base).read_text()
@@ -174,9 +209,16 @@ def export_onnx(path: Path, width: int) -> str:
     model = build_model(Arch.plain(3, width), 3, 10).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, torch.randn(1, 3, 32, 32), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            torch.randn(1, 3, 32, 32),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     return str(path)
 
 
@@ -228,7 +270,9 @@ def test_cli_exit_codes(tmp_path):
     r = files(base, write(tmp_path / "t4.json", record(1.0, threads=4)))
     assert r.exit_code == 2 and "threads 1 vs 4" in r.output
     r = files(base, tmp_path / "t4.json", "--allow-env-mismatch", "--markdown")
-    assert r.exit_code == 0 and "environment mismatch allowed: threads 1 vs 4" in r.output and "| p50 (gate) |" in r.output
+    assert (
+        r.exit_code == 0 and "environment mismatch allowed: threads 1 vs 4" in r.output and "| p50 (gate) |" in r.output
+    )
     assert files(base, tmp_path / "absent.json").exit_code == 2
     assert files(base).exit_code == 2
     r = files(base, slow, "--max-regression", "5")
@@ -245,8 +289,23 @@ def test_cli_update_baseline(tmp_path):
 
 def test_cli_paired_mode(models, tmp_path):
     a, b = models
-    r = invoke("models", a, b, "--runtime", "onnxruntime-cpu", "--threads", "1", "--rounds", "10", "--runs", "15",
-               "--warmup", "3", "--write-baselines", tmp_path / "next")
+    r = invoke(
+        "models",
+        a,
+        b,
+        "--runtime",
+        "onnxruntime-cpu",
+        "--threads",
+        "1",
+        "--rounds",
+        "10",
+        "--runs",
+        "15",
+        "--warmup",
+        "3",
+        "--write-baselines",
+        tmp_path / "next",
+    )
     assert r.exit_code == 1 and "FAIL: B is slower than A" in r.output
     assert kit.read_bench(tmp_path / "next" / "b.json")["model"].endswith("w32.onnx")
     r = invoke("models", a, a, "--threads", "1", "--rounds", "10", "--runs", "15", "--json-b", tmp_path / "b.json")
@@ -259,8 +318,10 @@ def test_cli_unwritable_output_is_refused_before_measuring(tmp_path, flag):
     (tmp_path / "file").write_text("a file, not a directory")
     (tmp_path / "dir").mkdir()
     # the models do not exist: the error about the output shows that it is checked first
-    for target, message in [(tmp_path / "file" / "out.json", "is not a directory"),
-                            (tmp_path / ("file" if flag == "--write-baselines" else "dir"), "is a ")]:
+    for target, message in [
+        (tmp_path / "file" / "out.json", "is not a directory"),
+        (tmp_path / ("file" if flag == "--write-baselines" else "dir"), "is a "),
+    ]:
         r = invoke("models", tmp_path / "a.onnx", tmp_path / "b.onnx", flag, target)
         assert r.exit_code == 2 and r.output.startswith("edgenas: error: ") and flag in r.output, r.output
         assert message in r.output and r.output.count("\n") == 1
@@ -291,14 +352,17 @@ def test_former_form_runs_as_its_subcommand_with_a_one_line_notice(tmp_path):
     assert r.exit_code == 2 and "--json-a" in r.stderr and "run `edgenas compare models A B`" in r.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["a.json"], "give BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B"),
-    (["--models", "a", "b", "x.json"], "--models A B takes no BASELINE/CURRENT files"),
-    (["--history", "h", "a.json", "b.json"], "--history DIR takes one CURRENT.json"),
-    (["a.json", "b.json", "--png", "t.png"], "--png draws a history's trend"),
-    (["a.json", "b.json", "--device", "http://localhost:1"], "--device URL goes with --models A B"),
-    (["a.json", "b.json", "--max-regression", "5"], "is ambiguous"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["a.json"], "give BASELINE.json CURRENT.json, --history DIR CURRENT.json, or --models A B"),
+        (["--models", "a", "b", "x.json"], "--models A B takes no BASELINE/CURRENT files"),
+        (["--history", "h", "a.json", "b.json"], "--history DIR takes one CURRENT.json"),
+        (["a.json", "b.json", "--png", "t.png"], "--png draws a history's trend"),
+        (["a.json", "b.json", "--device", "http://localhost:1"], "--device URL goes with --models A B"),
+        (["a.json", "b.json", "--max-regression", "5"], "is ambiguous"),
+    ],
+)
 def test_former_form_keeps_its_usage_errors(args, message):
     r = invoke(*args)
     assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 2, r.output

@@ -46,7 +46,9 @@ def write_cifar10(root, per_batch: int = 20, n_test: int = 30):
     xs, ys = [], []
     for b in range(1, 6):
         x, y = _images(per_batch, 3, 32, 32, b), _labels(per_batch, 10, b)
-        _pickle(d / f"data_batch_{b}", {"batch_label": f"batch {b}", "data": x.reshape(per_batch, -1), "labels": y.tolist()})
+        _pickle(
+            d / f"data_batch_{b}", {"batch_label": f"batch {b}", "data": x.reshape(per_batch, -1), "labels": y.tolist()}
+        )
         xs.append(x)
         ys.append(y)
     xt, yt = _images(n_test, 3, 32, 32, 9), _labels(n_test, 10, 9)
@@ -62,15 +64,24 @@ def write_cifar100(root, n_train: int = 200, n_test: int = 100):
     x, y = _images(n_train, 3, 32, 32, 1), _labels(n_train, 100, 1)
     xt, yt = _images(n_test, 3, 32, 32, 2), _labels(n_test, 100, 2)
     for name, xi, yi in (("train", x, y), ("test", xt, yt)):
-        _pickle(d / name, {"data": xi.reshape(len(yi), -1), "fine_labels": yi.tolist(), "coarse_labels": (yi // 5).tolist()})
-    _pickle(d / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]})
+        _pickle(
+            d / name, {"data": xi.reshape(len(yi), -1), "fine_labels": yi.tolist(), "coarse_labels": (yi // 5).tolist()}
+        )
+    _pickle(
+        d / "meta",
+        {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]},
+    )
     return x, y, xt, yt
 
 
 def _write_idx(path, array: np.ndarray) -> None:
     magic = 0x0800 | array.ndim  # unsigned byte, ndim dimensions, big endian sizes
     with open(path, "wb") as f:
-        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", s) for s in array.shape) + array.astype(np.uint8).tobytes())
+        f.write(
+            struct.pack(">I", magic)
+            + b"".join(struct.pack(">I", s) for s in array.shape)
+            + array.astype(np.uint8).tobytes()
+        )
 
 
 def write_mnist_like(root, folder: str, k: int, prefix: tuple[str, str] | None = None, n_train=60, n_test=20):
@@ -123,7 +134,7 @@ def _assert_round_trip(d: ImageData, x: np.ndarray, y: np.ndarray, xt: np.ndarra
 
 def test_cifar10_real_format(tmp_path, cifar_md5_bypassed):
     x, y, xt, yt = write_cifar10(tmp_path)
-    d = load_dataset("cifar10", tmp_path, val_fraction=0.2, seed=1)
+    d = load_dataset("cifar10", data_dir=tmp_path, val_fraction=0.2, seed=1)
     assert (d.num_classes, d.in_channels, d.input_size, d.flip) == (10, 3, (32, 32), True)
     assert d.class_names[0] == "airplane" and len(d.mean) == len(d.std) == 3
     _assert_round_trip(d, x, y, xt, yt, 0.2)
@@ -131,7 +142,7 @@ def test_cifar10_real_format(tmp_path, cifar_md5_bypassed):
 
 def test_cifar100_real_format(tmp_path, cifar_md5_bypassed):
     x, y, xt, yt = write_cifar100(tmp_path)
-    d = load_dataset("cifar100", tmp_path)
+    d = load_dataset("cifar100", data_dir=tmp_path)
     assert (d.num_classes, d.in_channels, d.flip) == (100, 3, True)
     assert d.class_names[7] == "fine7"
     _assert_round_trip(d, x, y, xt, yt, 0.1)
@@ -147,7 +158,7 @@ def test_cifar100_real_format(tmp_path, cifar_md5_bypassed):
 )
 def test_mnist_family_real_format(tmp_path, name, folder, k, prefix, flip):
     x, y, xt, yt = write_mnist_like(tmp_path, folder, k, prefix, n_train=100 if k > 10 else 60)
-    d = load_dataset(name, tmp_path, val_fraction=0.1)
+    d = load_dataset(name, data_dir=tmp_path, val_fraction=0.1)
     assert (d.num_classes, d.in_channels, d.input_size, d.flip) == (k, 1, (28, 28), flip)
     assert len(d.class_names) == k
     _assert_round_trip(d, x, y, xt, yt, 0.1)
@@ -155,7 +166,7 @@ def test_mnist_family_real_format(tmp_path, name, folder, k, prefix, flip):
 
 def test_input_size_resizes_a_fixed_dataset(tmp_path):
     write_mnist_like(tmp_path, "KMNIST", 10)
-    d = load_dataset("kmnist", tmp_path, input_size=(16, 20))
+    d = load_dataset("kmnist", data_dir=tmp_path, input_size=(16, 20))
     assert d.input_size == (16, 20) and d.train.x.shape[1:] == (1, 16, 20) and d.test.x.shape[1:] == (1, 16, 20)
     assert d.train.x.dtype == torch.uint8
 
@@ -187,19 +198,19 @@ def test_val_split_seeded_disjoint_and_sized():
 
 def test_imagefolder_resizes_and_splits(tmp_path):
     write_imagefolder(tmp_path / "pets")
-    d = load_dataset("imagefolder", tmp_path / "pets", input_size=(12, 16))
+    d = load_dataset("imagefolder", data_dir=tmp_path / "pets", input_size=(12, 16))
     assert d.class_names == ("cat", "dog", "eel") and d.num_classes == 3
     assert d.train.x.shape[1:] == (3, 12, 16) and len(d.test) == 6 and len(d.train) + len(d.val) == 24
     assert torch.bincount(d.test.y).tolist() == [2, 2, 2]
     assert all(0.0 < s < 1.0 for s in d.std) and len(d.mean) == 3
-    gray = load_dataset("imagefolder", tmp_path / "pets", channels=1)
+    gray = load_dataset("imagefolder", data_dir=tmp_path / "pets", channels=1)
     assert gray.in_channels == 1 and gray.input_size == (32, 32) and gray.train.x.shape[1] == 1
 
 
 def test_imagefolder_train_test_dirs(tmp_path):
     write_imagefolder(tmp_path / "train", per_class=5)
     write_imagefolder(tmp_path / "test", classes=("dog", "eel"), per_class=2)  # a subset of the classes
-    d = load_dataset("imagefolder", tmp_path, val_fraction=0.0)
+    d = load_dataset("imagefolder", data_dir=tmp_path, val_fraction=0.0)
     assert len(d.train) == 15 and len(d.test) == 4
     assert sorted(d.test.y.tolist()) == [1, 1, 2, 2]  # test labels follow the train class indices
 
@@ -222,39 +233,49 @@ def test_unknown_dataset_lists_names():
 
 
 def test_missing_dir_and_not_a_dir(tmp_path):
-    _raises(lambda: load_dataset("cifar10", tmp_path / "nope"), "nope", "does not exist")
+    _raises(lambda: load_dataset("cifar10", data_dir=tmp_path / "nope"), "nope", "does not exist")
     (tmp_path / "file").write_text("x")
-    _raises(lambda: load_dataset("kmnist", tmp_path / "file"), "not a directory")
+    _raises(lambda: load_dataset("kmnist", data_dir=tmp_path / "file"), "not a directory")
     _raises(lambda: load_dataset("kmnist"), "--data-dir")
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "fashionmnist", "kmnist", "emnist"])
 def test_missing_files_suggest_download(tmp_path, name, cifar_md5_bypassed):
-    _raises(lambda: load_dataset(name, tmp_path), name, str(tmp_path), "--download")
+    _raises(lambda: load_dataset(name, data_dir=tmp_path), name, str(tmp_path), "--download")
 
 
 def test_malformed_files(tmp_path):
     write_mnist_like(tmp_path, "KMNIST", 10)
     images = tmp_path / "KMNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])  # truncated
-    _raises(lambda: load_dataset("kmnist", tmp_path), "kmnist", "malformed")
+    _raises(lambda: load_dataset("kmnist", data_dir=tmp_path), "kmnist", "malformed")
 
 
 def test_bad_imagefolder(tmp_path):
-    _raises(lambda: load_dataset("imagefolder", tmp_path), "imagefolder", str(tmp_path), "one folder per class")
+    _raises(
+        lambda: load_dataset("imagefolder", data_dir=tmp_path), "imagefolder", str(tmp_path), "one folder per class"
+    )
     write_imagefolder(tmp_path / "one", classes=("only",))
-    _raises(lambda: load_dataset("imagefolder", tmp_path / "one"), "at least 2")
+    _raises(lambda: load_dataset("imagefolder", data_dir=tmp_path / "one"), "at least 2")
 
 
 def test_splits_too_small_to_rank_are_one_line(tmp_path):
     write_imagefolder(tmp_path / "one", classes=("a", "b", "c"), per_class=1)  # val was empty: NaN ranks
-    _raises(lambda: load_dataset("imagefolder", tmp_path / "one"), "too small to rank",
-            "validation split (val_fraction 0.1) is empty", "at least 6 training images", "add images")
+    _raises(
+        lambda: load_dataset("imagefolder", data_dir=tmp_path / "one"),
+        "too small to rank",
+        "validation split (val_fraction 0.1) is empty",
+        "at least 6 training images",
+        "add images",
+    )
     write_imagefolder(tmp_path / "split" / "train", classes=("a", "b"), per_class=1)
     write_imagefolder(tmp_path / "split" / "test", classes=("a", "b"), per_class=1)
-    _raises(lambda: load_dataset("imagefolder", tmp_path / "split", val_fraction=0.5), "too small to rank",
-            "1 class(es) have no training image")
-    d = load_dataset("imagefolder", tmp_path / "split", val_fraction=0.0)  # no validation asked for: fine
+    _raises(
+        lambda: load_dataset("imagefolder", data_dir=tmp_path / "split", val_fraction=0.5),
+        "too small to rank",
+        "1 class(es) have no training image",
+    )
+    d = load_dataset("imagefolder", data_dir=tmp_path / "split", val_fraction=0.0)  # no validation asked for: fine
     assert len(d.train) == 2 and len(d.val) == 0
 
 
@@ -279,15 +300,15 @@ def test_registry_rejects_duplicates():
 @pytest.mark.parametrize("name", [n for n in list_datasets() if n != "imagefolder"])
 def test_synthetic_has_the_registered_shape(name):
     spec = edata.get_spec(name)
-    d = synthetic_dataset(name, 200, 50, seed=0)
+    d = synthetic_dataset(name, n_train=200, n_test=50, seed=0)
     assert d.synthetic and d.num_classes == spec.num_classes and d.in_channels == spec.in_channels
     assert d.train.x.shape[1:] == (spec.in_channels, *spec.input_size) and d.train.x.dtype == torch.uint8
     assert len(d.train) + len(d.val) == 200 and len(d.test) == 50
-    assert torch.equal(d.train.x, synthetic_dataset(name, 200, 50, seed=0).train.x)
+    assert torch.equal(d.train.x, synthetic_dataset(name, n_train=200, n_test=50, seed=0).train.x)
 
 
 def test_synthetic_classes_are_separable():
-    d = synthetic_dataset("fashionmnist", 500, 200, seed=0)
+    d = synthetic_dataset("fashionmnist", n_train=500, n_test=200, seed=0)
     # nearest class mean on raw pixels already beats chance by far: the classes carry structure
     x, xt = d.train.x.flatten(1).float(), d.test.x.flatten(1).float()
     means = torch.stack([x[d.train.y == k].mean(0) for k in range(10)])
@@ -313,20 +334,25 @@ def test_normalize_matches_formula():
     out = normalize(d.train.x, d.mean, d.std)
     assert out.dtype == torch.float32
     assert torch.allclose(out, (d.train.x.float() / 255 - 0.5) / 0.25, atol=1e-6)
-    plain = augment(d.train.x, d, crop_padding=0, cutout=0, generator=_gen())
+    plain = augment(d.train.x, data=d, crop_padding=0, cutout=0, generator=_gen())
     assert torch.allclose(plain, out, atol=1e-5)  # with crop, flip and cutout off, only normalisation
 
 
 def test_crop_shifts_content_with_zero_padding():
     d = _toy(False)
-    out = augment(d.train.x, d, crop_padding=4, cutout=0, generator=_gen())
+    out = augment(d.train.x, data=d, crop_padding=4, cutout=0, generator=_gen())
     assert out.shape == d.train.x.shape and out.dtype == torch.float32
     ref = normalize(d.train.x, d.mean, d.std)
     zero = (0.0 - 0.5) / 0.25  # a padded (black) pixel after normalisation
     shifted = 0
     for i in range(len(out)):  # each output is some window of the padded image
         padded = torch.nn.functional.pad(ref[i], (4, 4, 4, 4), value=zero)
-        windows = [(dy, dx) for dy in range(9) for dx in range(9) if torch.allclose(padded[:, dy : dy + 32, dx : dx + 32], out[i])]
+        windows = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
+            if torch.allclose(padded[:, dy : dy + 32, dx : dx + 32], out[i])
+        ]
         assert len(windows) == 1
         shifted += windows[0] != (4, 4)
     assert shifted >= 12  # nearly all of them moved
@@ -335,7 +361,7 @@ def test_crop_shifts_content_with_zero_padding():
 def test_flip_only_where_declared():
     for flip in (False, True):
         d = _toy(flip)
-        out = augment(d.train.x, d, crop_padding=0, cutout=0, generator=_gen())
+        out = augment(d.train.x, data=d, crop_padding=0, cutout=0, generator=_gen())
         ref = normalize(d.train.x, d.mean, d.std)
         flipped = [not torch.allclose(out[i], ref[i]) for i in range(16)]
         for i in range(16):
@@ -345,7 +371,7 @@ def test_flip_only_where_declared():
 
 def test_cutout_zeroes_a_clipped_square():
     d = _toy(False)
-    out = augment(d.train.x, d, crop_padding=0, cutout=16, generator=_gen())
+    out = augment(d.train.x, data=d, crop_padding=0, cutout=16, generator=_gen())
     ref = normalize(d.train.x, d.mean, d.std)
     assert (ref != 0).all()
     for i in range(16):
@@ -360,15 +386,15 @@ def test_cutout_zeroes_a_clipped_square():
 def test_cutout_skipped_on_small_images():
     d = _toy(False, size=(8, 8), channels=1)
     assert BatchAugment(d, crop_padding=0, cutout=16).cutout == 0
-    out = augment(d.train.x, d, crop_padding=0, cutout=8, generator=_gen())  # min(H, W) must exceed it
+    out = augment(d.train.x, data=d, crop_padding=0, cutout=8, generator=_gen())  # min(H, W) must exceed it
     assert torch.allclose(out, normalize(d.train.x, d.mean, d.std), atol=1e-5)
 
 
 def test_augmentation_is_seeded():
     d = _toy(True)
-    a = augment(d.train.x, d, generator=_gen(5))
-    b = augment(d.train.x, d, generator=_gen(5))
-    c = augment(d.train.x, d, generator=_gen(6))
+    a = augment(d.train.x, data=d, generator=_gen(5))
+    b = augment(d.train.x, data=d, generator=_gen(5))
+    c = augment(d.train.x, data=d, generator=_gen(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 

@@ -19,7 +19,19 @@ from edgenas.search.space import Arch, count_params
 
 
 def _discover(profile, out, *extra, timeout=600):
-    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(profile), "--out", str(out), "--device", "cpu", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "discover",
+        "--profile",
+        str(profile),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -40,11 +52,25 @@ def test_run_directory_contents(finished_run):
     arch = Arch.from_dict(json.loads((out / "arch.json").read_text()))
     assert summary["arch"] == arch.to_dict()
     assert summary["params"] == count_params(arch, 1, 10)
-    for key in ("macs", "val_acc", "test_acc", "discovered_epochs", "candidates_trained", "search_seconds", "device", "versions"):
+    for key in (
+        "macs",
+        "val_acc",
+        "test_acc",
+        "discovered_epochs",
+        "candidates_trained",
+        "search_seconds",
+        "device",
+        "versions",
+    ):
         assert key in summary, key
     assert summary["test_acc"] > 30  # 10 classes: chance is 10 %
     journal = RunDir(out).journal()
-    assert len(journal) == summary["candidates"] and {r["stage"] for r in journal} == {"depth", "width", "ops", "kernels"}
+    assert len(journal) == summary["candidates"] and {r["stage"] for r in journal} == {
+        "depth",
+        "width",
+        "ops",
+        "kernels",
+    }
     # progress on stderr names stage, candidate number, architecture, epoch, accuracy and elapsed time
     assert "[depth #1] d2-w12-ss-33 e2: epoch 1/2" in r.stderr and "elapsed" in r.stderr and "val acc" in r.stderr
     state = torch.load(out / "model.pt", weights_only=True)
@@ -55,7 +81,18 @@ def test_run_directory_contents(finished_run):
 def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, ci_profile, tmp_path):
     full, _ = finished_run
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(out), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "discover",
+        "--profile",
+        str(ci_profile),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     killed_in = None
@@ -71,13 +108,19 @@ def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, 
     assert done_before == 3 and not (out / "arch.json").exists()
 
     refused = _discover(ci_profile, out)
-    assert refused.returncode == 2 and "already holds a search; continue it with --resume, or choose another --out" in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "already holds a search; continue it with --resume, or choose another --out" in refused.stderr
+    )
 
     resumed = _discover(ci_profile, out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("from the journal") == done_before
     assert json.loads((out / "arch.json").read_text()) == json.loads((full / "arch.json").read_text())
-    keys = lambda d: [(r["key"], r["acc"]) for r in RunDir(d).journal()]
+
+    def keys(d):
+        return [(r["key"], r["acc"]) for r in RunDir(d).journal()]
+
     assert keys(out) == keys(full)
 
 
@@ -108,7 +151,9 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, ci_profile, args, needle):
 def test_cli_cuda_without_gpu(tmp_path, ci_profile):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    r = CliRunner().invoke(main, ["discover", "--profile", str(ci_profile), "--out", str(tmp_path / "o"), "--device", "cuda"])
+    r = CliRunner().invoke(
+        main, ["discover", "--profile", str(ci_profile), "--out", str(tmp_path / "o"), "--device", "cuda"]
+    )
     assert r.exit_code == 2 and "no CUDA device" in r.output
 
 
@@ -123,15 +168,39 @@ def test_train_command_retrains_a_run(finished_run):
 
 def test_train_command_on_a_bare_arch_json(tmp_path, ci_profile):
     (tmp_path / "arch.json").write_text(Arch.plain(2, 4).to_json())
-    r = CliRunner().invoke(main, ["train", str(tmp_path / "arch.json"), "--profile", str(ci_profile), "--epochs", "1",
-                                  "--out", str(tmp_path / "run"), "--device", "cpu"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(tmp_path / "arch.json"),
+            "--profile",
+            str(ci_profile),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert RunDir(tmp_path / "run").arch() == Arch.plain(2, 4) and (tmp_path / "run" / "model.pt").is_file()
 
 
 @pytest.mark.gpu
 def test_discover_on_cuda(tmp_path, ci_profile):
-    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(tmp_path / "g"), "--device", "cuda"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "discover",
+        "--profile",
+        str(ci_profile),
+        "--out",
+        str(tmp_path / "g"),
+        "--device",
+        "cuda",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "g" / "summary.json").read_text())["device"].startswith("cuda")

@@ -21,14 +21,25 @@ import yaml  # noqa: E402  (mkdocs depends on PyYAML)
 
 ROOT = Path(__file__).resolve().parents[1]
 # A proxy that refuses every connection: a plugin or extension that downloads at build time fails the build.
-NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
-              "NO_PROXY": "", "NO_MKDOCS_2_WARNING": "1"}
+NO_NETWORK = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "ALL_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+    "NO_MKDOCS_2_WARNING": "1",
+}
 
 
 def build(config: Path, site: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, **NO_NETWORK}
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
-                           "--site-dir", str(site)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config), "--site-dir", str(site)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +103,7 @@ def test_the_cli_reference_names_every_command_and_option(site):
     for i, m in enumerate(headings):
         end = headings[i + 1].start() if i + 1 < len(headings) else len(page)
         title = re.sub(r"<[^>]+>", "", html.unescape(m.group(3))).replace("¶", "").strip()
-        sections[title] = html.unescape(re.sub(r"<[^>]+>", "", page[m.end():end]))
+        sections[title] = html.unescape(re.sub(r"<[^>]+>", "", page[m.end() : end]))
     checked = 0
     for name, command in commands(main):
         assert name in sections, f"{name} has no section in the CLI reference (sections: {sorted(sections)})"

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import torch_threads
-from edgenas.device_kit import edgenas_engines as engines
-from edgenas.device_kit import edgenas_kit as kit
 
 import edgenas.deploy.export.edge_export as edge_export_mod
 from edgenas.cli import main
@@ -24,11 +22,17 @@ from edgenas.deploy.export import layout
 from edgenas.deploy.export.edge_export import is_edge_format
 from edgenas.deploy.export.exporter import export_run
 from edgenas.deploy.export.formats import FORMATS
+from edgenas.device_kit import edgenas_engines as engines
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.run.rundir import RunDir
 
 ARCH = {"depth": 3, "width": 12, "ops": [0, 1, 1], "kernels": [3, 3, 3]}
-NEEDS = {"litert": ("ai_edge_litert", "litert_torch"), "executorch": ("executorch",), "openvino": ("openvino", "nncf"),
-         "ncnn": ("ncnn", "pnnx")}
+NEEDS = {
+    "litert": ("ai_edge_litert", "litert_torch"),
+    "executorch": ("executorch",),
+    "openvino": ("openvino", "nncf"),
+    "ncnn": ("ncnn", "pnnx"),
+}
 EDGE = [name for name in FORMATS if is_edge_format(name)]
 INSTALLED = [n for n in EDGE if all(importlib.util.find_spec(p) for p in NEEDS[RUNTIMES[FORMATS[n].runtime].engine])]
 
@@ -108,13 +112,25 @@ def test_the_kit_checks_each_file_in_the_export_folder(demo_run, name):
 def test_evaluate_cli_and_bench_cli_take_an_edge_file(demo_run, tmp_path):
     installed("litert-int8")
     run, _ = demo_run
-    r = CliRunner().invoke(main, ["evaluate", str(run), "--model", str(run / "export" / "model.int8.tflite"),
-                                  "--threads", "1", "--max-drop", "1%"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(run),
+            "--model",
+            str(run / "export" / "model.int8.tflite"),
+            "--threads",
+            "1",
+            "--max-drop",
+            "1%",
+        ],
+    )
     assert r.exit_code == 0 and "litert-int8" in r.output and "gate passed" in r.output, r.output
     assert (run / "export" / "model.int8.tflite.evaluate.json").is_file()
     out = tmp_path / "b.json"
-    r = CliRunner().invoke(main, ["bench", str(run), "--runtime", "litert-int8", "--threads", "1", "--runs", "20",
-                                  "--json", str(out)])
+    r = CliRunner().invoke(
+        main, ["bench", str(run), "--runtime", "litert-int8", "--threads", "1", "--runs", "20", "--json", str(out)]
+    )
     assert r.exit_code == 0, r.output
     record = kit.read_bench(out)
     assert record["runtime"] == "litert-int8" and record["model"].endswith("export/model.int8.tflite")
@@ -138,8 +154,13 @@ def test_a_broken_calibration_trips_the_gate_and_leaves_the_files(demo_run, name
     assert "more than --int8-max-drop 1 pp" in line
     parity = json.loads((run / "export" / layout.PARITY).read_text())
     assert not parity["passed"] and parity["formats"]["onnx"]["passed"]
-    for file in (FORMATS[name].file, layout.evaluate_json(run / "export" / FORMATS[name].file).name, "model.onnx",
-                 layout.SAMPLES, layout.KIT):
+    for file in (
+        FORMATS[name].file,
+        layout.evaluate_json(run / "export" / FORMATS[name].file).name,
+        "model.onnx",
+        layout.SAMPLES,
+        layout.KIT,
+    ):
         assert (run / "export" / file).is_file(), file
 
 
@@ -173,8 +194,28 @@ def test_bench_runtime_all_times_every_installed_runtime_in_one_table_and_the_re
     run, _ = demo_run
     # in a process of its own: with every runtime loaded into it, a SIGTERM later delivered to the same
     # process (tests/test_train_resume.py stops a training so) crashed it with a segmentation fault
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "bench", str(run), "--runtime", "all", "--threads", "1",
-                        "--runs", "12", "--rounds", "3", "--warmup", "2"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgenas.cli",
+            "bench",
+            str(run),
+            "--runtime",
+            "all",
+            "--threads",
+            "1",
+            "--runs",
+            "12",
+            "--rounds",
+            "3",
+            "--warmup",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = r.stdout + r.stderr
     assert r.returncode == 0, output
     record = json.loads((run / "export" / layout.BENCH_ALL).read_text())
@@ -184,7 +225,11 @@ def test_bench_runtime_all_times_every_installed_runtime_in_one_table_and_the_re
     assert record["threads"] == 1 and record["rounds"] == 3
     for row in record["rows"]:
         assert row["samples"] == 3 * 4 and 0 < row["p50_ms"] <= row["p90_ms"]  # 12 runs over 3 rounds: 4 a round
-        assert row["size_bytes"] >= (run / "export" / row["file"]).stat().st_size if row["runtime"] != "torch-cpu" else True
+        assert (
+            row["size_bytes"] >= (run / "export" / row["file"]).stat().st_size
+            if row["runtime"] != "torch-cpu"
+            else True
+        )
         assert row["runtime"] in output
     assert [row["p50_ms"] for row in record["rows"]] == sorted(row["p50_ms"] for row in record["rows"])
     evaluated = [row for row in record["rows"] if row["accuracy"] is not None]  # the INT8 files: their gate wrote them
@@ -207,15 +252,21 @@ def test_bench_device_sends_the_edge_files_to_a_kit_server(demo_run, tmp_path):
     device.mkdir()
     _copy_kit(device)
     (device / "token").write_text("edge-token-0123456789\n")
-    server = subprocess.Popen([sys.executable, "-I", "edgenas_kit.py", "serve", "--port", "0", "--token-file", "token",
-                               "--threads", "1"], cwd=device, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-I", "edgenas_kit.py", "serve", "--port", "0", "--token-file", "token", "--threads", "1"],
+        cwd=device,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()
         assert "listening on http://127.0.0.1:" in line, line + server.stderr.read()
         url = "http://127.0.0.1:" + line.split("127.0.0.1:")[1].split()[0]
         out = tmp_path / "device.json"
         r = CliRunner(env={"EDGENAS_DEVICE_TOKEN": "edge-token-0123456789"}).invoke(
-            main, ["bench", str(run), "--runtime", "litert-int8", "--device", url, "--runs", "10", "--json", str(out)])
+            main, ["bench", str(run), "--runtime", "litert-int8", "--device", url, "--runs", "10", "--json", str(out)]
+        )
         assert r.exit_code == 0, r.output
         record = kit.read_bench(out)
         assert record["runtime"] == "litert-int8" and record["model"].endswith("export/model.int8.tflite")
@@ -225,7 +276,8 @@ def test_bench_device_sends_the_edge_files_to_a_kit_server(demo_run, tmp_path):
                 continue
             fmt = FORMATS[name]
             r = CliRunner(env={"EDGENAS_DEVICE_TOKEN": "edge-token-0123456789"}).invoke(
-                main, ["bench", str(run), "--runtime", fmt.runtime, "--device", url, "--runs", "10", "--json", str(out)])
+                main, ["bench", str(run), "--runtime", fmt.runtime, "--device", url, "--runs", "10", "--json", str(out)]
+            )
             assert r.exit_code == 0, r.output
             record = kit.read_bench(out)
             assert record["runtime"] == fmt.runtime and record["model"].endswith(f"export/{fmt.file}")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from edgenas.device_kit import edgenas_env as env
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
 from edgenas.deploy.gate.environment import condition_warnings, differences
+from edgenas.device_kit import edgenas_env as env
+from edgenas.device_kit import edgenas_kit as kit
 
 
 def put(root: Path, rel: str, text: str) -> None:
@@ -44,14 +44,20 @@ def jetson(tmp_path) -> tuple[Path, str]:
     put(root, "proc/loadavg", "0.52 0.40 0.31 2/345 6789\n")
     put(root, "proc/device-tree/model", "NVIDIA Jetson Orin Nano Developer Kit\x00")
     put(root, "etc/nv_tegra_release", "# R36 (release)\n")
-    for zone, (kind, milli) in enumerate([("cpu-thermal", "48500"), ("gpu-thermal", "45250"), ("cpu-thermal", "49000")]):
+    for zone, (kind, milli) in enumerate(
+        [("cpu-thermal", "48500"), ("gpu-thermal", "45250"), ("cpu-thermal", "49000")]
+    ):
         put(root, f"sys/class/thermal/thermal_zone{zone}/type", kind)
         put(root, f"sys/class/thermal/thermal_zone{zone}/temp", milli)
     put(root, "sys/class/thermal/thermal_zone3/temp", "not a number")
     command(bin_dir, "vcgencmd", "throttled=0x50005")
     command(bin_dir, "nvpmodel", "NV Power Mode: 15W\n1")
-    command(bin_dir, "nvidia-smi", "NVIDIA H100 80GB HBM3, 1980, 1980, 2619, 2619, 41, 0x0000000000000000, P0\n"
-                                   "NVIDIA H100 80GB HBM3, 1410, 1980, 2619, 2619, 87, 0x0000000000000040, P0")
+    command(
+        bin_dir,
+        "nvidia-smi",
+        "NVIDIA H100 80GB HBM3, 1980, 1980, 2619, 2619, 41, 0x0000000000000000, P0\n"
+        "NVIDIA H100 80GB HBM3, 1410, 1980, 2619, 2619, 87, 0x0000000000000040, P0",
+    )
     return root, str(bin_dir)
 
 
@@ -82,9 +88,11 @@ def test_environment_block_from_before_and_after(jetson):
     assert e["rpi_throttled"] == "0x50005"
     assert e["rpi_throttle_flags"] == ["under-voltage", "throttled", "under-voltage-occurred", "throttling-occurred"]
     json.dumps(e)  # it goes into the bench JSON as it is
-    assert env.describe(e) == ("governor performance,schedutil, CPU 1150 MHz (max 1510.4), load 0.52 -> 3.1 on 4 CPUs, "
-                               "max 49 °C, nvpmodel 15W, jetson_clocks on, NVIDIA H100 80GB HBM3 1980/1980 MHz, "
-                               "NVIDIA H100 80GB HBM3 1410/1980 MHz, THROTTLED")
+    assert env.describe(e) == (
+        "governor performance,schedutil, CPU 1150 MHz (max 1510.4), load 0.52 -> 3.1 on 4 CPUs, "
+        "max 49 °C, nvpmodel 15W, jetson_clocks on, NVIDIA H100 80GB HBM3 1980/1980 MHz, "
+        "NVIDIA H100 80GB HBM3 1410/1980 MHz, THROTTLED"
+    )
 
 
 def test_jetson_clocks_off_and_not_a_jetson(jetson):
@@ -109,7 +117,7 @@ def test_a_failing_command_reads_as_null(tmp_path):
     bin_dir = tmp_path / "bin"
     put(bin_dir, "nvidia-smi", "#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
     (bin_dir / "nvidia-smi").chmod(stat.S_IRWXU)
-    command(bin_dir, "vcgencmd", "error=1 error_msg=\"Command not registered\"")
+    command(bin_dir, "vcgencmd", 'error=1 error_msg="Command not registered"')
     s = env.snapshot(tmp_path, str(bin_dir))
     assert s["gpus"] is None and s["rpi_throttled"] is None
 
@@ -117,8 +125,19 @@ def test_a_failing_command_reads_as_null(tmp_path):
 def test_this_machine(tmp_path):
     """The real /: what Linux always exposes is read, and agrees with Python's own view."""
     s = env.snapshot()
-    assert set(s) == {"cpus", "cpu_governor", "cpu_freq_mhz", "cpu_max_freq_mhz", "load_avg", "temperatures_c",
-                      "cpu_throttle_count", "rpi_throttled", "jetson_nvpmodel", "jetson_clocks", "gpus"}
+    assert set(s) == {
+        "cpus",
+        "cpu_governor",
+        "cpu_freq_mhz",
+        "cpu_max_freq_mhz",
+        "load_avg",
+        "temperatures_c",
+        "cpu_throttle_count",
+        "rpi_throttled",
+        "jetson_nvpmodel",
+        "jetson_clocks",
+        "gpus",
+    }
     assert s["cpus"] == os.cpu_count()
     assert s["load_avg"] is not None and len(s["load_avg"]) == 3
     assert abs(s["load_avg"][2] - os.getloadavg()[2]) < 0.5  # the 15-min average moves slowly between reads
@@ -131,8 +150,11 @@ def test_this_machine(tmp_path):
 
 # -- compare's warnings ----------------------------------------------------------------------------
 def block(**readings) -> dict:
-    return dict.fromkeys(env.FIELDS) | {"cpus": 4, "load_avg_before": [0.1, 0.1, 0.1],
-                                        "load_avg_after": [1.0, 0.3, 0.1]} | readings
+    return (
+        dict.fromkeys(env.FIELDS)
+        | {"cpus": 4, "load_avg_before": [0.1, 0.1, 0.1], "load_avg_after": [1.0, 0.3, 0.1]}
+        | readings
+    )
 
 
 def result(**readings) -> dict:
@@ -142,9 +164,15 @@ def result(**readings) -> dict:
 def test_differences_between_conditions():
     assert differences(block(), block()) == []
     assert differences(block(cpu_governor="performance"), block(cpu_governor=None)) == []  # unknown is no evidence
-    found = differences(block(cpu_governor="performance", cpu_freq_mhz=1500.0, jetson_clocks=True),
-                        block(cpu_governor="powersave", cpu_freq_mhz=750.0, jetson_clocks=False))
-    assert found == ["CPU governor 'performance' vs 'powersave'", "jetson_clocks True vs False", "CPU clock 1500 vs 750 MHz"]
+    found = differences(
+        block(cpu_governor="performance", cpu_freq_mhz=1500.0, jetson_clocks=True),
+        block(cpu_governor="powersave", cpu_freq_mhz=750.0, jetson_clocks=False),
+    )
+    assert found == [
+        "CPU governor 'performance' vs 'powersave'",
+        "jetson_clocks True vs False",
+        "CPU clock 1500 vs 750 MHz",
+    ]
     assert differences(block(cpu_freq_mhz=1500.0), block(cpu_freq_mhz=1400.0)) == []  # within 20 %
 
 
@@ -154,9 +182,12 @@ def test_loaded_throttled_and_version_1_warnings():
     assert condition_warnings(result(), loaded, ("b.json", "c.json")) == ["c.json ran with load average 3.6 on 4 CPUs"]
     pi = result(throttled=True, rpi_throttled="0x50005", rpi_throttle_flags=["under-voltage", "throttled"])
     assert condition_warnings(pi, result(), ("b.json", "c.json")) == [
-        "b.json ran with throttled: Raspberry Pi 0x50005 (under-voltage, throttled)"]
+        "b.json ran with throttled: Raspberry Pi 0x50005 (under-voltage, throttled)"
+    ]
     old = {"schema": "edgenas.bench/1", "threads": 1}
-    assert condition_warnings(old, result(), ("b.json", "c.json")) == ["b.json records no bench conditions (edgenas.bench/1)"]
+    assert condition_warnings(old, result(), ("b.json", "c.json")) == [
+        "b.json records no bench conditions (edgenas.bench/1)"
+    ]
 
 
 def test_paired_verdict_warns_about_a_loaded_machine(tmp_path):
@@ -170,10 +201,23 @@ def test_paired_verdict_warns_about_a_loaded_machine(tmp_path):
 
 def bench_json(path: Path, environment: dict | None, schema: str = kit.SCHEMA) -> str:
     samples = [1.0] * 10
-    r = {"schema": schema, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
-         "runtime_version": "1.20", "device": "cpu", "host": "h", "threads": 1, "batch": 1,
-         "input_shape": [1, 3, 32, 32], "warmup": 1, "runs": 10, **kit.latency_stats(samples), "samples_ms": samples,
-         "created": "2026-01-01T00:00:00Z"}
+    r = {
+        "schema": schema,
+        "model": "m.onnx",
+        "model_sha256": "a" * 64,
+        "runtime": "onnxruntime-cpu",
+        "runtime_version": "1.20",
+        "device": "cpu",
+        "host": "h",
+        "threads": 1,
+        "batch": 1,
+        "input_shape": [1, 3, 32, 32],
+        "warmup": 1,
+        "runs": 10,
+        **kit.latency_stats(samples),
+        "samples_ms": samples,
+        "created": "2026-01-01T00:00:00Z",
+    }
     if environment is not None:
         r["environment"] = environment
     path.write_text(json.dumps(r))

@@ -10,13 +10,13 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from conftest import torch_threads
-from edgenas.device_kit import edgenas_kit as kit
 
 import edgenas.deploy.export.int8_gate as onnx_int8_mod
 from edgenas.cli import main
 from edgenas.deploy.evaluate import classify_figures, evaluate_run
 from edgenas.deploy.export.exporter import export_run
 from edgenas.deploy.verify import verify_run
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.run.loading import load_run_data
 from edgenas.run.rundir import RunDir
 from edgenas.runtime.onnx_quantize import (
@@ -37,8 +37,9 @@ def demo_run(tmp_path_factory):
     arch = root / "arch.json"
     arch.write_text(json.dumps(ARCH))
     with torch_threads(1):
-        summary = train_final(str(arch), epochs=8, device="cpu", seed=0, profile="demo", out=root / "run",
-                              log=lambda m: None)
+        summary = train_final(
+            str(arch), epochs=8, device="cpu", seed=0, profile="demo", out=root / "run", log=lambda m: None
+        )
         export_run(root / "run", formats=("onnx", "onnx-int8"), calibration_images=256)
     return root / "run", summary
 
@@ -76,7 +77,9 @@ def test_fp32_onnx_accuracy_equals_pytorchs(demo_run, fp32_eval):
 def test_classify_figures_hand_case():
     logits = np.array([[3, 2, 1, 0, -1, -2], [0, 3, 2, 1, -1, -2], [0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0]], float)
     f = classify_figures(logits, np.array([0, 2, 0, 5]), 6)
-    assert f["top1"] == 25.0 and f["top5"] == 50.0  # row 1: label 2 is 2nd; row 2: label 0 is 6th; row 3: label 5 is 6th
+    assert (
+        f["top1"] == 25.0 and f["top5"] == 50.0
+    )  # row 1: label 2 is 2nd; row 2: label 0 is 6th; row 3: label 5 is 6th
     assert f["confusion"][2][1] == 1 and f["per_class"][0] == 50.0 and f["per_class"][3] is None
 
 
@@ -89,8 +92,13 @@ def test_onnx_int8_export_passes_its_gate_and_reports_accuracy(demo_run, fp32_ev
     assert parity["passed"] and entry["passed"] and entry["precision"] == "int8"
     assert gate["pytorch"] == pytest.approx(fp32_eval["pytorch"]["top1"]) and gate["images"] == 359
     assert -1.0 <= gate["drop_pp"] <= 1.0 and gate["max_drop_pp"] == 1.0  # INT8 may also be a test image better
-    assert entry["calibration"] == {"method": "minmax", "images": 256, "format": "QDQ", "activations": "QUInt8 per tensor",
-                                    "weights": "QInt8 per channel"}
+    assert entry["calibration"] == {
+        "method": "minmax",
+        "images": 256,
+        "format": "QDQ",
+        "activations": "QUInt8 per tensor",
+        "weights": "QInt8 per channel",
+    }
     figures = json.loads((out / "model.int8.evaluate.json").read_text())
     assert figures["artifact"]["top1"] == pytest.approx(gate["int8"]) and figures["runtime"] == "onnxruntime-cpu-int8"
     graph = onnx.load(str(out / "model.int8.onnx")).graph
@@ -112,7 +120,7 @@ def test_the_kit_checks_the_int8_model_by_agreement_not_logits(demo_run):
     strict = kit.check_export(out, runtime="onnxruntime-cpu-int8", threads=1, max_abs_diff=1e-3)
     assert not strict["passed"] and strict["tolerances_from"] == "parity.json"  # agreement still from parity.json
     assert kit.check_export(out, threads=1)["tolerances_from"] == "defaults"  # the fp32 file keeps the defaults
-    bench = kit.bench_model(out / "model.int8.onnx", "onnxruntime-cpu-int8", threads=1, warmup=2, runs=5)
+    bench = kit.bench_model(out / "model.int8.onnx", runtime="onnxruntime-cpu-int8", threads=1, warmup=2, runs=5)
     assert bench["runtime"] == "onnxruntime-cpu-int8" and bench["threads"] == 1
     from edgenas.deploy.bench import bench as edgenas_bench
 
@@ -124,8 +132,9 @@ def test_the_kit_checks_the_int8_model_by_agreement_not_logits(demo_run):
 def test_every_calibration_method_keeps_accuracy(demo_run, fp32_eval, method, tmp_path):
     run = demo_run[0]
     calibration = calibration_images(load_run_data(RunDir.open(run)), 128)
-    path = quantize_ort_int8(run / "export" / "model.onnx", out_path=tmp_path / "m.int8.onnx", calibration=calibration,
-                             method=method)
+    path = quantize_ort_int8(
+        run / "export" / "model.onnx", out_path=tmp_path / "m.int8.onnx", calibration=calibration, method=method
+    )
     with torch_threads(1):
         r = evaluate_run(run, model=path, threads=1)
     assert r["drop_pp"] <= 1.0, (method, r["drop_pp"])  # ~96 % digits: every method keeps within the default gate
@@ -152,28 +161,57 @@ def test_a_broken_calibration_trips_the_gate_and_leaves_the_files(demo_run, tmp_
 def test_evaluate_command_gate_and_json(demo_run, tmp_path):
     run = demo_run[0]
     target = tmp_path / "int8.json"
-    r = CliRunner().invoke(main, ["evaluate", str(run), "--model", str(run / "export" / "model.int8.onnx"),
-                                  "--threads", "1", "--max-drop", "1%", "--json", str(target)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(run),
+            "--model",
+            str(run / "export" / "model.int8.onnx"),
+            "--threads",
+            "1",
+            "--max-drop",
+            "1%",
+            "--json",
+            str(target),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "top-1 accuracy" in r.output and "gate passed" in r.output and "PyTorch" in r.output
     result = json.loads(target.read_text())
     assert result["threads"] == 1 and len(result["artifact"]["confusion"]) == 10
     assert result["runtime"] == "onnxruntime-cpu-int8"  # the formats table's runtime of model.int8.onnx
     # a gate no INT8 file can pass (it loses something or nothing; -1 pp is refused as a value)
-    r = CliRunner().invoke(main, ["evaluate", str(run), "--model", str(run / "export" / "model.int8.onnx"),
-                                  "--threads", "1", "--max-drop", "0", "--json", str(target)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(run),
+            "--model",
+            str(run / "export" / "model.int8.onnx"),
+            "--threads",
+            "1",
+            "--max-drop",
+            "0",
+            "--json",
+            str(target),
+        ],
+    )
     lost = json.loads(target.read_text())["drop_pp"]
     assert r.exit_code == (1 if lost > 0 else 0), r.output
     if lost > 0:
         assert "more than --max-drop 0 pp" in r.output
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["--model", "nope.onnx"], "--model nope.onnx: no such file"),
-    (["--runtime", "tflite"], "--runtime tflite: choose one of"),
-    (["--flip"], "--flip: applies to face runs"),
-    (["--max-drop", "150%"], "--max-drop"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--model", "nope.onnx"], "--model nope.onnx: no such file"),
+        (["--runtime", "tflite"], "--runtime tflite: choose one of"),
+        (["--flip"], "--flip: applies to face runs"),
+        (["--max-drop", "150%"], "--max-drop"),
+    ],
+)
 def test_evaluate_errors_are_one_line_exit_2(demo_run, args, flag):
     r = CliRunner().invoke(main, ["evaluate", str(demo_run[0]), *args])
     assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output, r.output
@@ -196,8 +234,15 @@ def face_run(tmp_path_factory):
     faces = write_faces(root / "people")
     (root / "face.toml").write_text(FACE_PROFILE)
     with torch_threads(1):
-        edgenas.discover(str(root / "face.toml"), dataset="imagefolder", data_dir=str(faces), out=root / "run",
-                         device="cpu", seed=0, log=lambda m: None)
+        edgenas.discover(
+            str(root / "face.toml"),
+            dataset="imagefolder",
+            data_dir=str(faces),
+            out=root / "run",
+            device="cpu",
+            seed=0,
+            log=lambda m: None,
+        )
         # 60 test images make 200 pairs: one pair is 0.5 pp, so the gate allows a few (2 pp)
         report = export_run(root / "run", formats=("onnx", "onnx-int8"), calibration_images=128, int8_max_drop=0.02)
     return root / "run", report

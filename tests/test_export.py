@@ -13,7 +13,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_meta, torch_threads
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.profile import load_profile
 from edgenas.deploy.export.exporter import (
@@ -24,6 +23,7 @@ from edgenas.deploy.export.exporter import (
 )
 from edgenas.deploy.export.formats import FORMATS, TOLERANCES, parse_formats, tolerance
 from edgenas.deploy.export.parity import HeldOut, check_file, held_out, recheck_parity
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, ParityError, UserInputError
 from edgenas.run.loading import load_run_data, load_run_model
 from edgenas.run.rundir import RunDir
@@ -50,7 +50,7 @@ def make_run(path, seed: int = 0) -> RunDir:
     with torch_threads(1):
         for step in range(30):  # a few steps: distinct logits, non-trivial BatchNorm statistics
             i = step * 64 % (len(x) - 64)
-            loss = torch.nn.functional.cross_entropy(model(x[i:i + 64]), data.train.y[i:i + 64])
+            loss = torch.nn.functional.cross_entropy(model(x[i : i + 64]), data.train.y[i : i + 64])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -76,8 +76,15 @@ def exported(tmp_path_factory):
 def test_export_writes_a_ready_to_copy_folder(exported):
     run, report = exported
     out = run.path / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["edgenas_engines.py", "edgenas_env.py", "edgenas_kit.py",
-                                                     "edgenas_serve.py", "model.onnx", "parity.json", "samples.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "edgenas_engines.py",
+        "edgenas_env.py",
+        "edgenas_kit.py",
+        "edgenas_serve.py",
+        "model.onnx",
+        "parity.json",
+        "samples.npz",
+    ]
     assert report.passed and report.files == {"onnx": out / "model.onnx"} and report.skipped == {}
     # the kit, its bench-conditions probe, its server, its LiteRT/ExecuTorch/OpenVINO/ncnn runners
     for name in ("edgenas_kit", "edgenas_env", "edgenas_serve", "edgenas_engines"):
@@ -168,12 +175,25 @@ def test_altered_onnx_initializer_is_caught(exported, tmp_path):
 
 
 def test_formats_and_options_are_validated(tmp_path):
-    assert set(FORMATS) == {"onnx", "tensorrt", "onnx-int8", "litert", "litert-int8", "executorch", "executorch-int8",
-                            "openvino", "openvino-int8", "ncnn", "tflm"}
+    assert set(FORMATS) == {
+        "onnx",
+        "tensorrt",
+        "onnx-int8",
+        "litert",
+        "litert-int8",
+        "executorch",
+        "executorch-int8",
+        "openvino",
+        "openvino-int8",
+        "ncnn",
+        "tflm",
+    }
     assert FORMATS["onnx"].file == "model.onnx" and FORMATS["tensorrt"].file == "model.engine"
     assert FORMATS["onnx-int8"].file == "model.int8.onnx" and FORMATS["onnx-int8"].runtime == "onnxruntime-cpu-int8"
     assert parse_formats("tensorrt, onnx") == ("onnx", "tensorrt")
-    with pytest.raises(UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8, litert, "):
+    with pytest.raises(
+        UserInputError, match="unknown export format tflite; choose from onnx, tensorrt, onnx-int8, litert, "
+    ):
         parse_formats("onnx,tflite")
     with pytest.raises(UserInputError, match="fp16=True: applies to the tensorrt format only"):
         export_run(tmp_path, formats=("onnx",), fp16=True)
@@ -184,8 +204,14 @@ def test_reduced_precision_graphs_for_tensorrt_keep_parity(exported, tmp_path, p
     """The FP16 graph and the Q/DQ INT8 graph TensorRT builds engines from, checked on ONNX Runtime (CPU)."""
     run, _ = exported
     model, data = load_run_model(run), load_run_data(run)
-    source = precision_onnx(model, run.path / "export" / "model.onnx", precision, (1, 8, 8), tmp_path,
-                            _calibration_images(data, 256) if precision == "int8" else None)
+    source = precision_onnx(
+        model,
+        onnx_path=run.path / "export" / "model.onnx",
+        precision=precision,
+        input_chw=(1, 8, 8),
+        workdir=tmp_path,
+        calibration=_calibration_images(data, 256) if precision == "int8" else None,
+    )
     graph = onnx.load(str(source)).graph
     ops = [n.op_type for n in graph.node]
     if precision == "fp16":
@@ -195,8 +221,10 @@ def test_reduced_precision_graphs_for_tensorrt_keep_parity(exported, tmp_path, p
         assert ops.count("QuantizeLinear") >= 4 and ops.count("Conv") == 6
         stem = next(n for n in graph.node if n.op_type == "Conv" and "input" in n.input)
         assert stem.input[1] in {i.name for i in graph.initializer}  # the stem keeps float weights
-    ref = held_out(run, model, data, 256)
-    report = check_file(source, FORMATS["onnx"], ref, "classify", tolerance(precision, int8_max_drop=0.05))
+    ref = held_out(run, model=model, data=data, samples=256)
+    report = check_file(
+        source, fmt=FORMATS["onnx"], ref=ref, task="classify", tol=tolerance(precision, int8_max_drop=0.05)
+    )
     assert report["passed"], report["failures"]
     assert report["top1_agreement"] >= 0.95 and report["max_abs_diff"] > 1e-4  # really reduced precision
 
@@ -215,15 +243,22 @@ def test_tensorrt_engine_parity(exported, tmp_path, precision):
     run, _ = exported
     copy = copy_run(run, tmp_path / "r")
     # The fixture's network is barely trained (small logit margins): INT8 may flip a few more.
-    report = export_run(copy.path, formats=("onnx", "tensorrt"), fp16=precision == "fp16", int8=precision == "int8",
-                        calibration_images=256, int8_max_drop=0.1)
+    report = export_run(
+        copy.path,
+        formats=("onnx", "tensorrt"),
+        fp16=precision == "fp16",
+        int8=precision == "int8",
+        calibration_images=256,
+        int8_max_drop=0.1,
+    )
     trt_parity = report.parity["tensorrt"]
     assert report.files["tensorrt"].name == "model.engine" and trt_parity["precision"] == precision
     assert trt_parity["passed"] and trt_parity["samples"] >= 256 and "top1_agreement" in trt_parity
     parity = json.loads((copy.path / "export" / "parity.json").read_text())
     assert set(parity["formats"]) == {"onnx", "tensorrt"} and parity["passed"]
-    assert kit.check_export(copy.path / "export", runtime=f"tensorrt-{precision}", max_abs_diff=np.inf,
-                            min_agreement=0.75)["passed"]
+    assert kit.check_export(
+        copy.path / "export", runtime=f"tensorrt-{precision}", max_abs_diff=np.inf, min_agreement=0.75
+    )["passed"]
     assert recheck_parity(copy.path, formats=("tensorrt",), int8_max_drop=0.1).passed
 
 
@@ -258,7 +293,9 @@ def test_cli_without_tensorrt_says_how_to_install_it(exported, tmp_path):
     result = CliRunner().invoke(cli(), ["export", str(run.path), "--format", "onnx,tensorrt", "--fp16"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "TensorRT" in line]
-    assert len(lines) == 1 and "pip install tensorrt" in lines[0] and "ONNX export" in lines[0] and "complete" in lines[0]
+    assert (
+        len(lines) == 1 and "pip install tensorrt" in lines[0] and "ONNX export" in lines[0] and "complete" in lines[0]
+    )
     assert "Traceback" not in result.output
     only = CliRunner().invoke(cli(), ["export", str(run.path), "--format", "tensorrt"])
     assert only.exit_code == 2 and "pip install tensorrt" in only.output and "Traceback" not in only.output
@@ -270,9 +307,9 @@ def test_cli_parity_failure_exits_1(exported, tmp_path, monkeypatch):
     run = copy_run(exported[0], tmp_path / "r")
     real = export_mod.export_onnx
 
-    def broken_export(model, path, input_shape, metadata):  # an exporter that loses a weight
-        model = type(model)(model.arch, model.in_channels, model.num_classes)
-        return real(model, path, input_shape, metadata)
+    def broken_export(model, *, path, input_shape, metadata):  # an exporter that loses a weight
+        model = type(model)(model.arch, in_channels=model.in_channels, num_classes=model.num_classes)
+        return real(model, path=path, input_shape=input_shape, metadata=metadata)
 
     monkeypatch.setattr(export_mod, "export_onnx", broken_export)
     result = CliRunner().invoke(cli(), ["export", str(run.path)])
@@ -299,11 +336,11 @@ def test_face_embedding_export_keeps_cosine_parity(tmp_path):
 
     md = onnx_metadata(run)
     assert md["task"] == "face" and md["embedding_dim"] == 16 and md["output"] == "L2-normalised embedding"
-    path = export_onnx(model, tmp_path / "face.onnx", (3, 16, 16), md)
+    path = export_onnx(model, path=tmp_path / "face.onnx", input_shape=(3, 16, 16), metadata=md)
     x = torch.randn(64, 3, 16, 16)
     with torch.no_grad():
         ref = HeldOut(x.numpy(), np.zeros(64, np.int64), model(x).numpy(), "test")
-    report = check_file(path, FORMATS["onnx"], ref, "face", TOLERANCES["fp32"])
+    report = check_file(path, fmt=FORMATS["onnx"], ref=ref, task="face", tol=TOLERANCES["fp32"])
     assert report["passed"] and report["min_cosine"] >= 0.999 and "top1_agreement" not in report
     broken = HeldOut(ref.inputs, ref.labels, np.roll(ref.outputs, 1, axis=1), "test")  # embedding dims shuffled
-    assert not check_file(path, FORMATS["onnx"], broken, "face", TOLERANCES["fp32"])["passed"]
+    assert not check_file(path, fmt=FORMATS["onnx"], ref=broken, task="face", tol=TOLERANCES["fp32"])["passed"]

@@ -33,9 +33,20 @@ from edgenas.training.network import EmbeddingNet
 from edgenas.training.tasks import FaceTask
 
 EMBEDDING_DIM = 32
-def face_profile_text(*, depths=(2, 3), widths=(4, 12), epochs=5, micro_epochs=2, size=32,
-                      embedding_dim=EMBEDDING_DIM, val_identities=0.2, val_pairs=200,
-                      description="A seconds-long face search for the tests") -> str:
+
+
+def face_profile_text(
+    *,
+    depths=(2, 3),
+    widths=(4, 12),
+    epochs=5,
+    micro_epochs=2,
+    size=32,
+    embedding_dim=EMBEDDING_DIM,
+    val_identities=0.2,
+    val_pairs=200,
+    description="A seconds-long face search for the tests",
+) -> str:
     """A small face profile (EGNAS on an identity ImageFolder of ``size``-pixel RGB crops)."""
     return f"""
 description = "{description}"
@@ -122,8 +133,15 @@ def face_run(faces, face_profile, tmp_path_factory):
     """A finished face search through the real pipeline (one thread: these nets are too small for two)."""
     out = tmp_path_factory.mktemp("runs") / "face"
     with torch_threads(1):
-        summary = edgenas.discover(str(face_profile), dataset="imagefolder", data_dir=str(faces), out=out, device="cpu", seed=0,
-                                   log=lambda m: None)
+        summary = edgenas.discover(
+            str(face_profile),
+            dataset="imagefolder",
+            data_dir=str(faces),
+            out=out,
+            device="cpu",
+            seed=0,
+            log=lambda m: None,
+        )
     return out, summary
 
 
@@ -135,12 +153,14 @@ def test_embedding_net_gives_unit_embeddings_and_its_counted_size(arch, cin, dim
     assert out.shape == (5, dim)
     assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-5)
     assert count_embedding_params(arch, cin, dim) == sum(p.numel() for p in model.parameters())
-    assert count_embedding_macs(arch, cin, dim, (16, 16)) == count_macs(arch, cin, dim, (16, 16))
+    assert count_embedding_macs(arch, in_channels=cin, embedding_dim=dim, input_size=(16, 16)) == count_macs(
+        arch, in_channels=cin, num_classes=dim, input_size=(16, 16)
+    )
     assert not any("classifier" in k for k in model.state_dict())  # no margin head, no classifier in it
 
 
 def test_arcface_logits_follow_the_additive_angular_margin():
-    head = ArcFace(2, 3, scale=10.0, margin=0.5)
+    head = ArcFace(2, num_classes=3, scale=10.0, margin=0.5)
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
     theta = 0.7
@@ -155,7 +175,7 @@ def test_arcface_logits_follow_the_additive_angular_margin():
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_arcface_gradients_stay_finite_at_cos_plus_minus_one(sign):
-    head = ArcFace(8, 4)  # the defaults: s = 64, m = 0.5
+    head = ArcFace(8, num_classes=4)  # the defaults: s = 64, m = 0.5
     emb = (sign * head.weight.detach()[[0, 1]]).clone().requires_grad_(True)  # cos = +-1 exactly
     loss = torch.nn.functional.cross_entropy(head(emb, torch.tensor([0, 1])), torch.tensor([0, 1]))
     loss.backward()
@@ -168,7 +188,7 @@ def test_face_model_size_is_the_embedding_net_not_a_classifier():
     shape = make_meta(in_channels=3, num_classes=5000, input_size=(112, 112)).data
     params, macs = FaceTask().model_size(arch, shape, profile)
     assert params == sum(p.numel() for p in EmbeddingNet(arch, 3, 128).parameters())
-    assert macs == count_macs(arch, 3, 128, (112, 112))
+    assert macs == count_macs(arch, in_channels=3, num_classes=128, input_size=(112, 112))
     assert profile.task == "face" and profile.data.input_size == (112, 112) and profile.face.embedding_dim == 128
     assert macs < profile.budget.max_macs and params < profile.budget.max_params  # the first depth candidate fits
 
@@ -187,7 +207,7 @@ def test_tar_at_far_and_auc_hand_case():
     scores, labels = same + diff, [1] * 4 + [0] * 4
     assert verification.tar_at_far(scores, labels, 1e-3) == pytest.approx(50.0)  # no false accept: only .9, .8
     assert verification.tar_at_far(scores, labels, 0.25) == pytest.approx(100.0)  # .75 accepted, then all same ones
-    v = verification.verify(scores, labels, folds=[0, 1] * 4)
+    v = verification.verify(scores, same=labels, folds=[0, 1] * 4)
     assert v.roc_auc == pytest.approx(100 * 14 / 16)  # of 16 (same, different) pairs, .7 and .4 lose to .75
     assert v.tar_at_far == pytest.approx(50.0) and v.far_floor == 0.25 and (v.same, v.different) == (4, 4)
 
@@ -196,7 +216,7 @@ def test_kfold_accuracy_hand_case():
     # fold 0: same .9 .7, different .2 .6; fold 1: same .8 .4, different .5 .1
     scores = [0.9, 0.7, 0.2, 0.6, 0.8, 0.4, 0.5, 0.1]
     labels = [1, 1, 0, 0, 1, 1, 0, 0]
-    v = verification.verify(scores, labels, folds=[0, 0, 0, 0, 1, 1, 1, 1])
+    v = verification.verify(scores, same=labels, folds=[0, 0, 0, 0, 1, 1, 1, 1])
     # fold 0 held out: fold 1's best cut is .25 (3 of 4; .65 ties, lower wins) -> .6 is a false accept
     # fold 1 held out: fold 0's best cut is .65 (4 of 4) -> .4 is a false reject
     assert v.fold_thresholds == (pytest.approx(0.25), pytest.approx(0.65))
@@ -238,17 +258,21 @@ def test_metrics_match_a_brute_force_implementation(seed):
     folds = verification.fold_ids(y)
     t, acc = verification.best_threshold(s, y)
     assert (t, acc) == pytest.approx(_brute_best(list(s), list(y)))
-    v = verification.verify(s, y, folds, far=0.05)
+    v = verification.verify(s, same=y, folds=folds, far=0.05)
     accs, auc, tar = _brute_verify(list(s), list(y), list(folds))
     assert v.fold_accuracies == pytest.approx(accs) and v.accuracy == pytest.approx(np.mean(accs))
-    assert v.accuracy_std == pytest.approx(np.std(accs)) and v.roc_auc == pytest.approx(auc) and v.tar_at_far == pytest.approx(tar)
+    assert (
+        v.accuracy_std == pytest.approx(np.std(accs))
+        and v.roc_auc == pytest.approx(auc)
+        and v.tar_at_far == pytest.approx(tar)
+    )
 
 
 def test_verify_rejects_unusable_scores():
     with pytest.raises(ValueError, match="finite"):
-        verification.verify([0.1, float("nan")], [1, 0], folds=[0, 1])
+        verification.verify([0.1, float("nan")], same=[1, 0], folds=[0, 1])
     with pytest.raises(ValueError, match="2 folds"):
-        verification.verify([0.1, 0.2], [1, 0], folds=[0, 0])
+        verification.verify([0.1, 0.2], same=[1, 0], folds=[0, 0])
 
 
 # -- pairs ------------------------------------------------------------------------------------------
@@ -275,12 +299,16 @@ def test_split_identities_is_disjoint_seeded_and_keeps_pairs_possible():
     train, val, test = face_data.split_identities(counts, 0.2, [0, 0])
     assert sorted(np.concatenate([train, val, test])) == list(range(30))
     assert len(val) == len(test) == 4 + 2 and (counts[val] >= 2).sum() == 4 and (counts[test] >= 2).sum() == 4
-    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), face_data.split_identities(counts, 0.2, [0, 0])))
+    assert all(
+        np.array_equal(a, b) for a, b in zip((train, val, test), face_data.split_identities(counts, 0.2, [0, 0]))
+    )
     with pytest.raises(DataError, match="more identities"):
         face_data.split_identities(np.array([3, 3, 3, 3, 1]), 0.2, 0)
 
 
-GOOD_PAIRS = "2\t2\nAnn\t1\t2\nBob\t1\t3\nAnn\t1\tBob\t2\nCid\t2\tAnn\t2\nCid\t1\t2\nBob\t2\t3\nCid\t1\tBob\t1\nAnn\t2\tCid\t2\n"
+GOOD_PAIRS = (
+    "2\t2\nAnn\t1\t2\nBob\t1\t3\nAnn\t1\tBob\t2\nCid\t2\tAnn\t2\nCid\t1\t2\nBob\t2\t3\nCid\t1\tBob\t1\nAnn\t2\tCid\t2\n"
+)
 
 
 def test_read_pairs_file_reads_lfw_format(tmp_path):
@@ -289,21 +317,30 @@ def test_read_pairs_file_reads_lfw_format(tmp_path):
     lines = verification.read_pairs_file(path)
     assert [p.fold for p in lines] == [0, 0, 0, 0, 1, 1, 1, 1]
     assert [p.same for p in lines] == [True, True, False, False] * 2
-    assert (lines[2].name_a, lines[2].number_a, lines[2].name_b, lines[2].number_b, lines[2].line) == ("Ann", 1, "Bob", 2, 4)
+    assert (lines[2].name_a, lines[2].number_a, lines[2].name_b, lines[2].number_b, lines[2].line) == (
+        "Ann",
+        1,
+        "Bob",
+        2,
+        4,
+    )
     path.write_text("3\n" + "A 1 2\n" * 3 + "A 1 B 1\n" * 3)  # one set (pairsDevTest style): balanced folds
     assert [p.fold for p in verification.read_pairs_file(path)] == [0, 1, 2, 0, 1, 2]
 
 
-@pytest.mark.parametrize("text,line,expected", [
-    ("Ann 1 2\n", 1, "a header"),
-    ("10 x\nAnn 1 2\n", 1, "a header"),
-    ("1 2\nAnn 1\nA 1 B 2\n", 2, "'NAME I J'"),
-    ("1 2\nAnn 1 2\nAnn one Bob 2\n", 3, "'NAME I J'"),
-    ("1 2\nAnn 0 2\nA 1 B 2\n", 2, "from 1"),
-    ("1 2\nAnn 1 2\nAnn 1 Ann 2\n", 3, "two different names"),
-    ("2 1\nAnn 1 2\nA 1 B 2\nB 1 2\nA 2 B 2\nA 1 C 2\n", 6, "no more lines"),
-    ("1\nAnn 1 2\nA 1 B 2\n", 1, "2\\+ pairs of each kind"),
-])
+@pytest.mark.parametrize(
+    "text,line,expected",
+    [
+        ("Ann 1 2\n", 1, "a header"),
+        ("10 x\nAnn 1 2\n", 1, "a header"),
+        ("1 2\nAnn 1\nA 1 B 2\n", 2, "'NAME I J'"),
+        ("1 2\nAnn 1 2\nAnn one Bob 2\n", 3, "'NAME I J'"),
+        ("1 2\nAnn 0 2\nA 1 B 2\n", 2, "from 1"),
+        ("1 2\nAnn 1 2\nAnn 1 Ann 2\n", 3, "two different names"),
+        ("2 1\nAnn 1 2\nA 1 B 2\nB 1 2\nA 2 B 2\nA 1 C 2\n", 6, "no more lines"),
+        ("1\nAnn 1 2\nA 1 B 2\n", 1, "2\\+ pairs of each kind"),
+    ],
+)
 def test_read_pairs_file_names_the_bad_line(tmp_path, text, line, expected):
     path = tmp_path / "pairs.txt"
     path.write_text(text)
@@ -311,11 +348,20 @@ def test_read_pairs_file_names_the_bad_line(tmp_path, text, line, expected):
         verification.read_pairs_file(path)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("2 2\n" + "A 1 2\n" * 4 + "A 1 B 1\n" * 4, "fold 1 \\(lines 2-5\\) has 4 same-person and 0 different-people pairs"),
-    ("2 2\nA 1 2\nA 1 B 1\nA 2 3\nA 1 C 1\n" + "A 1 B 1\n" * 4, "fold 2 \\(lines 6-9\\) has 0 same-person"),
-    ("3\n" + "A 1 2\n" * 6, "the file has 6 same-person and 0 different-people pairs; the header promises 3 of each"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (
+            "2 2\n" + "A 1 2\n" * 4 + "A 1 B 1\n" * 4,
+            "fold 1 \\(lines 2-5\\) has 4 same-person and 0 different-people pairs",
+        ),
+        ("2 2\nA 1 2\nA 1 B 1\nA 2 3\nA 1 C 1\n" + "A 1 B 1\n" * 4, "fold 2 \\(lines 6-9\\) has 0 same-person"),
+        (
+            "3\n" + "A 1 2\n" * 6,
+            "the file has 6 same-person and 0 different-people pairs; the header promises 3 of each",
+        ),
+    ],
+)
 def test_read_pairs_file_refuses_folds_of_one_kind(tmp_path, text, expected):
     """A set of one kind scored 100 % (every pair on one side of a threshold below all scores)."""
     path = tmp_path / "pairs.txt"
@@ -324,10 +370,17 @@ def test_read_pairs_file_refuses_folds_of_one_kind(tmp_path, text, expected):
         verification.read_pairs_file(path)
 
 
-@pytest.mark.parametrize("line,expected", [
-    ("A 3 3", "two different image numbers"), ("../etc 1 2", "folder names"), ("A/B 1 2", "folder names"),
-    ("A\x00 1 2", "folder names"), ("A 1 \u00b2", "'NAME I J'"), ("A 1 " + "9" * 5000, "'NAME I J'"),
-])
+@pytest.mark.parametrize(
+    "line,expected",
+    [
+        ("A 3 3", "two different image numbers"),
+        ("../etc 1 2", "folder names"),
+        ("A/B 1 2", "folder names"),
+        ("A\x00 1 2", "folder names"),
+        ("A 1 \u00b2", "'NAME I J'"),
+        ("A 1 " + "9" * 5000, "'NAME I J'"),
+    ],
+)
 def test_read_pairs_file_refuses_names_and_numbers_that_are_no_image(tmp_path, line, expected):
     path = tmp_path / "pairs.txt"
     path.write_text(f"1 2\n{line}\nA 1 2\nA 1 B 2\nA 2 B 1\n")
@@ -335,12 +388,16 @@ def test_read_pairs_file_refuses_names_and_numbers_that_are_no_image(tmp_path, l
         verification.read_pairs_file(path)
 
 
-_TOKENS = hs.one_of(hs.sampled_from(["A", "B", "C", "..", "A/B", "x" * 300, "0", "1", "2", "3", "10", "-1", "x", "\u0663", "\x00"]),
-                    hs.text(min_size=1, max_size=4))
+_TOKENS = hs.one_of(
+    hs.sampled_from(["A", "B", "C", "..", "A/B", "x" * 300, "0", "1", "2", "3", "10", "-1", "x", "\u0663", "\x00"]),
+    hs.text(min_size=1, max_size=4),
+)
 _LINES = hs.lists(hs.lists(_TOKENS, min_size=0, max_size=5).map(" ".join), min_size=0, max_size=12)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(header=hs.sampled_from(["", "1 2", "2 1", "3", "2", "1 1", "0 2", "x"]), body=_LINES)
 @example(header="1 2", body=["A 1 2", "B 1 3", "A 1 B 2", "C 3 A 1"])  # read, and correct
 @example(header="2 1", body=["A 1 2", "A 1 B 2", "C 2 3", "B 3 C 1"])
@@ -364,14 +421,16 @@ def test_hostile_pairs_files_give_a_line_or_a_correct_result(tmp_path, header, b
         return
     assert 0 < pairs.same.sum() < len(pairs) and pairs.same.sum() * 2 == len(pairs)
     for p, a, b in zip(lines, pairs.a, pairs.b):
-        assert files[a].parent.name == p.name_a and files[b].parent.name == p.name_b and p.same == (p.name_a == p.name_b)
+        assert (
+            files[a].parent.name == p.name_a and files[b].parent.name == p.name_b and p.same == (p.name_a == p.name_b)
+        )
         assert files[a].stem.endswith(f"_{p.number_a:04d}") and files[b].stem.endswith(f"_{p.number_b:04d}")
 
 
 def test_verify_refuses_scores_of_one_kind():
     for same in ([1, 1, 1, 1], [0, 0, 0, 0]):
         with pytest.raises(ValueError, match="verification needs pairs of both kinds"):
-            verification.verify([0.1, 0.2, 0.3, 0.4], same, folds=[0, 1, 0, 1])
+            verification.verify([0.1, 0.2, 0.3, 0.4], same=same, folds=[0, 1, 0, 1])
 
 
 def test_read_pairs_file_counts_against_the_header(tmp_path):
@@ -400,26 +459,37 @@ def test_resolve_pairs_finds_images_by_lfw_name_or_position(tmp_path):
 
 # -- identity data ------------------------------------------------------------------------------------
 def test_load_faces_splits_by_identity(faces):
-    data = face_data.load_faces("imagefolder", faces, input_size=(16, 20), channels=1, val_identities=0.2, val_pairs=50, seed=1)
+    data = face_data.load_faces(
+        "imagefolder", data_dir=faces, input_size=(16, 20), channels=1, val_identities=0.2, val_pairs=50, seed=1
+    )
     train, val, test = data.identities
-    assert len(train) == 18 and len(val) == len(test) == 6 and not (set(train) & set(val) | set(train) & set(test) | set(val) & set(test))
+    assert (
+        len(train) == 18
+        and len(val) == len(test) == 6
+        and not (set(train) & set(val) | set(train) & set(test) | set(val) & set(test))
+    )
     assert data.train.x.shape == (18 * 10, 1, 16, 20) and data.num_classes == 18 and data.class_names == train
     assert len(data.val) == len(data.test) == 60 and data.flip
     assert len(data.val_pairs) == len(data.test_pairs) == 50 and data.val_pairs.same.sum() == 25
     moved = data.to("cpu")
     assert isinstance(moved, face_data.FaceData) and moved.test_pairs is data.test_pairs
-    again = face_data.load_faces("imagefolder", faces, input_size=(16, 20), channels=1, val_identities=0.2, val_pairs=50, seed=1)
+    again = face_data.load_faces(
+        "imagefolder", data_dir=faces, input_size=(16, 20), channels=1, val_identities=0.2, val_pairs=50, seed=1
+    )
     assert again.identities == data.identities and np.array_equal(again.val_pairs.a, data.val_pairs.a)
 
 
-@pytest.mark.parametrize("name,data_dir,match", [
-    ("digits", "x", "imagefolder .* or lfw, not 'digits'"),
-    ("imagefolder", None, "needs a data directory"),
-    ("imagefolder", "/nonexistent/faces", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "name,data_dir,match",
+    [
+        ("digits", "x", "imagefolder .* or lfw, not 'digits'"),
+        ("imagefolder", None, "needs a data directory"),
+        ("imagefolder", "/nonexistent/faces", "does not exist"),
+    ],
+)
 def test_face_data_errors_are_one_line(name, data_dir, match):
     with pytest.raises(DataError, match=match):
-        face_data.load_faces(name, data_dir)
+        face_data.load_faces(name, data_dir=data_dir)
 
 
 def test_lfw_people_from_the_torchvision_layout(tmp_path, monkeypatch):
@@ -430,18 +500,22 @@ def test_lfw_people_from_the_torchvision_layout(tmp_path, monkeypatch):
     for name, n in people.items():
         (base / "lfw_funneled" / name).mkdir(parents=True)
         for j in range(1, n + 1):
-            Image.new("RGB", (25, 25), (30 * j, 20 * len(name), 7 * j)).save(base / "lfw_funneled" / name / f"{name}_{j:04d}.jpg")
+            Image.new("RGB", (25, 25), (30 * j, 20 * len(name), 7 * j)).save(
+                base / "lfw_funneled" / name / f"{name}_{j:04d}.jpg"
+            )
     rows = [f"{name}\t{n}" for name, n in people.items()]
     (base / "people.txt").write_text("2\n4\n" + "\n".join(rows[:4]) + "\n4\n" + "\n".join(rows[4:]) + "\n")
     (base / "lfw-names.txt").write_text("".join(f"{name} {n}\n" for name, n in people.items()))
     with pytest.raises(DataError, match="not found"):  # the real files' checksums do not match these
-        face_data.load_faces("lfw", tmp_path)
+        face_data.load_faces("lfw", data_dir=tmp_path)
     monkeypatch.setattr(lfw._LFW, "_check_integrity", lambda self: True)  # no real LFW archive in the tests
-    data = face_data.load_faces("lfw", tmp_path, input_size=(12, 12), val_identities=0.2, val_pairs=10)
-    assert sum(map(len, data.identities)) == 8 and len(data.train) + len(data.val) + len(data.test) == sum(people.values())
+    data = face_data.load_faces("lfw", data_dir=tmp_path, input_size=(12, 12), val_identities=0.2, val_pairs=10)
+    assert sum(map(len, data.identities)) == 8 and len(data.train) + len(data.val) + len(data.test) == sum(
+        people.values()
+    )
     assert Path(data.image_root) == base / "lfw_funneled" == face_data.image_root("lfw", tmp_path)
     with pytest.raises(DataError, match="no longer download"):
-        face_data.load_faces("lfw", tmp_path, download=True)
+        face_data.load_faces("lfw", data_dir=tmp_path, download=True)
 
 
 # -- the search, verify and export ----------------------------------------------------------------
@@ -492,7 +566,9 @@ def test_verify_command_with_an_lfw_pairs_file(face_run, faces, tmp_path):
     pairs.write_text("\n".join(lines) + "\n")
     target = tmp_path / "out" / "figures.json"
     target.parent.mkdir()
-    r = CliRunner().invoke(main, ["verify", str(out), "--data-dir", str(faces), "--pairs", str(pairs), "--json", str(target)])
+    r = CliRunner().invoke(
+        main, ["verify", str(out), "--data-dir", str(faces), "--pairs", str(pairs), "--json", str(target)]
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(target.read_text())
     assert result["pairs"] == 60 and result["same"] == 30 and result["folds"] == 10 and result["accuracy"] > 75
@@ -536,7 +612,9 @@ def test_verify_command_refuses_nan_embeddings_exit_2(face_run, tmp_path):
     r = CliRunner().invoke(main, ["verify", str(broken), "--device", "cpu"])
     assert r.exit_code == 2, r.output
     errors = [line for line in r.output.splitlines() if line.startswith("edgenas: error:")]
-    assert len(errors) == 1 and "held-out test identities" in errors[0] and "200 of 200 scores are NaN" in errors[0], r.output
+    assert len(errors) == 1 and "held-out test identities" in errors[0] and "200 of 200 scores are NaN" in errors[0], (
+        r.output
+    )
     assert not (broken / "verify.json").exists()
 
 
@@ -554,5 +632,7 @@ def test_export_of_a_face_run_is_the_embedding_net_with_cosine_parity(face_run):
     assert md["task"] == "face" and md["embedding_dim"] == EMBEDDING_DIM and "L2-normalised" in md["output"]
     assert len(md["mean"]) == len(md["std"]) == 3 and "normalization" in md
     session = ort.InferenceSession(str(out / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
-    y = session.run(None, {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((3, 3, 32, 32), dtype=np.float32)})[0]
+    y = session.run(
+        None, {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((3, 3, 32, 32), dtype=np.float32)}
+    )[0]
     assert y.shape == (3, EMBEDDING_DIM) and np.allclose(np.linalg.norm(y, axis=1), 1, atol=1e-5)

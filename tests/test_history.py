@@ -7,20 +7,34 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.cli import main
 from edgenas.deploy.gate.history import History, judge, sparkline
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import UserInputError
 
 
 def result(ms: float, k: int = 0, **env) -> dict:
     """A bench JSON of 10 runs around ``ms`` (median exactly ``ms``); ``k`` makes it distinct."""
     samples = [ms * f for f in (0.99, 1.0, 1.0, 1.01, 0.98, 1.0, 1.02, 1.0, 0.99, 1.0)]
-    r = {"schema": kit.SCHEMA, "model": "m.onnx", "model_sha256": "a" * 64, "runtime": "onnxruntime-cpu",
-         "runtime_version": "1.20", "device": "cpu", "host": "ci", "threads": 1, "batch": 1,
-         "input_shape": [1, 3, 32, 32], "warmup": 1, "runs": 10, **kit.latency_stats(samples), "samples_ms": samples,
-         "created": f"2026-01-01T00:{k // 60:02d}:{k % 60:02d}Z", "environment": kit.unknown_environment()}
+    r = {
+        "schema": kit.SCHEMA,
+        "model": "m.onnx",
+        "model_sha256": "a" * 64,
+        "runtime": "onnxruntime-cpu",
+        "runtime_version": "1.20",
+        "device": "cpu",
+        "host": "ci",
+        "threads": 1,
+        "batch": 1,
+        "input_shape": [1, 3, 32, 32],
+        "warmup": 1,
+        "runs": 10,
+        **kit.latency_stats(samples),
+        "samples_ms": samples,
+        "created": f"2026-01-01T00:{k // 60:02d}:{k % 60:02d}Z",
+        "environment": kit.unknown_environment(),
+    }
     return r | env
 
 
@@ -40,11 +54,14 @@ def test_append_numbers_files_and_never_overwrites(tmp_path):
     (tmp_path / "h" / "000003-garbage.json").write_text(json.dumps(garbage))
     h = History.load(tmp_path / "h")
     assert len(h.entries) == 2 and len(h.refused) == 2
-    assert "000003-garbage.json: field 'p50_ms' is -1.0" in h.refused[0] and "000005-torn.json is not a readable" in h.refused[1]
+    assert (
+        "000003-garbage.json: field 'p50_ms' is -1.0" in h.refused[0]
+        and "000005-torn.json is not a readable" in h.refused[1]
+    )
     path = h.append(result(1.2, 9))
     assert path.name == "000006-20260101T000009Z.json"  # after the refused files too
     assert (tmp_path / "h" / "000005-torn.json").read_text() == '{"schema": '  # left alone
-    assert sorted(p.name for p in (tmp_path / "h").iterdir() if p.name.startswith("."))  == []  # no temp file
+    assert sorted(p.name for p in (tmp_path / "h").iterdir() if p.name.startswith(".")) == []  # no temp file
     with pytest.raises(UserInputError, match="the current result: field 'p50_ms'"):
         h.append(garbage)
     assert len(list((tmp_path / "h").iterdir())) == 5

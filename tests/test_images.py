@@ -50,7 +50,7 @@ def test_16_bit_classes_differing_in_high_bits_stay_different(tmp_path):
         for i in range(6):
             a = (level + rng.integers(-500, 500, (8, 8))).astype(np.uint16)
             Image.fromarray(a).save(tmp_path / name / f"{i}.png")
-    d = load_dataset("imagefolder", tmp_path, input_size=(8, 8), channels=1, val_fraction=0.2)
+    d = load_dataset("imagefolder", data_dir=tmp_path, input_size=(8, 8), channels=1, val_fraction=0.2)
     x = torch.cat([d.train.x, d.val.x, d.test.x]).float().mean((1, 2, 3))
     y = torch.cat([d.train.y, d.val.y, d.test.y])
     bright, dark = d.class_names.index("bright"), d.class_names.index("dark")
@@ -114,7 +114,15 @@ def test_gif_and_animated_gif_give_the_first_frame(tmp_path):
 
 def test_every_format_pil_opens_is_listed(tmp_path):
     exts = eimages.image_extensions()
-    assert {".png", ".jpg", ".gif", ".tif", ".bmp", ".webp", ".ppm"} <= exts and ".pdf" not in exts  # PIL writes PDF only
+    assert {
+        ".png",
+        ".jpg",
+        ".gif",
+        ".tif",
+        ".bmp",
+        ".webp",
+        ".ppm",
+    } <= exts and ".pdf" not in exts  # PIL writes PDF only
     for cls, fmt in (("a", "gif"), ("a", "tiff"), ("b", "bmp"), ("b", "PNG")):
         (tmp_path / cls).mkdir(exist_ok=True)
         Image.new("RGB", (4, 4)).save(tmp_path / cls / f"x.{fmt}")
@@ -143,9 +151,14 @@ def test_broken_and_foreign_files_are_one_line(tmp_path):
 
 def test_memory_is_checked_before_decoding(tmp_path, monkeypatch):
     Image.new("L", (4, 4)).save(tmp_path / "a.png")
-    monkeypatch.setattr(ememory, "available_memory", lambda: 10 ** 6)
-    _raises(lambda: read_images([tmp_path / "a.png"] * 1000, (64, 64), 3), "1000 images of 3x64x64",
-            "needs about", "is available", "smaller data.input_size")
+    monkeypatch.setattr(ememory, "available_memory", lambda: 10**6)
+    _raises(
+        lambda: read_images([tmp_path / "a.png"] * 1000, (64, 64), 3),
+        "1000 images of 3x64x64",
+        "needs about",
+        "is available",
+        "smaller data.input_size",
+    )
     monkeypatch.undo()
     assert ememory.available_memory() is None or ememory.available_memory() > 0
 

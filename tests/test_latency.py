@@ -10,9 +10,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency, UserInputError
 from edgenas.runtime.latency import measure_latency, median_ms, random_network
 from edgenas.runtime.onnx import export_onnx, timing_onnx
@@ -36,15 +36,23 @@ def test_face_networks_are_measured():
 
 
 def test_a_much_larger_network_is_slower():
-    tiny = measure_latency(TINY, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))
-    big = measure_latency(BIG, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1))
+    tiny = measure_latency(
+        TINY, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1)
+    )
+    big = measure_latency(
+        BIG, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", threads=1)
+    )
     assert big > 5 * tiny, (tiny, big)
 
 
 def test_batch_costs_time():
     mid = Arch.plain(6, 16)
-    one = measure_latency(mid, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=1))
-    sixteen = measure_latency(mid, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=16))
+    one = measure_latency(
+        mid, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=1)
+    )
+    sixteen = measure_latency(
+        mid, Target(task="classify", input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu", batch=16)
+    )
     assert sixteen > 4 * one, (one, sixteen)
 
 
@@ -63,7 +71,9 @@ def test_a_deep_random_network_computes_on_normal_floats(task):
     """Timed random networks must not run into subnormal floats (up to 100x slower on x86), which a
     trained network never computes on: at initialisation a depth-90 network's activations are subnormal
     from about layer 50 and zero from layer 70; normalised, every layer's are of order one."""
-    net = random_network(Arch.plain(90, 16), Target(task=task, input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu"))
+    net = random_network(
+        Arch.plain(90, 16), Target(task=task, input_chw=(3, 32, 32), outputs=10, runtime="onnxruntime-cpu")
+    )
     h = net.stem(torch.from_numpy(kit.bench_input((3, 32, 32), 1)))
     with torch.no_grad():
         for i, layer in enumerate(net.layers):
@@ -88,7 +98,7 @@ def test_timing_graph_matches_the_exported_graph(tmp_path):
         return Counter(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type in compute)
 
     timing = timing_onnx(model, tmp_path / "t.onnx", (3, 16, 16))
-    exported = export_onnx(model, tmp_path / "e.onnx", (3, 16, 16), {})
+    exported = export_onnx(model, path=tmp_path / "e.onnx", input_shape=(3, 16, 16), metadata={})
     assert ops(timing) == ops(exported) and ops(timing)["Conv"] == 1 + 4 + 2  # stem, 4 layers, 2 pointwise
 
 
@@ -99,7 +109,9 @@ def test_tensorrt_timing_graphs_run(tmp_path):
     model = build_model(TINY, 3, 10).eval()
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16), dtype=np.float32)
     fp16 = timing_onnx(half_precision(model), tmp_path / "fp16.onnx", (3, 16, 16))
-    int8 = quantize_int8(timing_onnx(model, tmp_path / "fp32.onnx", (3, 16, 16)), tmp_path / "int8.onnx", x)
+    int8 = quantize_int8(
+        timing_onnx(model, tmp_path / "fp32.onnx", (3, 16, 16)), out_path=tmp_path / "int8.onnx", calibration=x
+    )
     for path in (fp16, int8):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         assert session.run(None, {"input": x})[0].shape == (4, 10)
@@ -107,22 +119,30 @@ def test_tensorrt_timing_graphs_run(tmp_path):
 
 
 def test_unknown_runtime_is_one_line():
-    with pytest.raises(UserInputError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu$") as e:
+    with pytest.raises(
+        UserInputError, match=r"runtime='tflite': choose one of onnxruntime-cpu, .*torch-cuda, litert-cpu, .*ncnn-cpu$"
+    ) as e:
         measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="tflite"))
     assert "\n" not in str(e.value)
 
 
 def test_bad_arguments_are_one_line():
     with pytest.raises(UserInputError, match="threads=0: give an integer >= 1"):
-        measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", threads=0))
+        measure_latency(
+            TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", threads=0)
+        )
     with pytest.raises(UserInputError, match="batch=0: give an integer >= 1"):
-        measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", batch=0))
+        measure_latency(
+            TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime="onnxruntime-cpu", batch=0)
+        )
 
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the message without TensorRT")
 @pytest.mark.parametrize("runtime", ["tensorrt-fp16", "tensorrt-int8"])
 def test_missing_tensorrt_is_one_line(runtime):
-    with pytest.raises(MissingDependency, match=rf"runtime {runtime} needs TensorRT, which is not installed: pip install tensorrt") as e:
+    with pytest.raises(
+        MissingDependency, match=rf"runtime {runtime} needs TensorRT, which is not installed: pip install tensorrt"
+    ) as e:
         measure_latency(TINY, Target(task="classify", input_chw=(1, 8, 8), outputs=10, runtime=runtime))
     assert "\n" not in str(e.value)
 
@@ -139,9 +159,23 @@ def test_missing_gpu_runtimes_are_one_line():
 
 
 def test_every_runtime_is_known():
-    assert set(RUNTIMES) == {"onnxruntime-cpu", "onnxruntime-cpu-int8", "onnxruntime-cuda", "tensorrt-fp16", "tensorrt-int8",
-                             "torch-cpu", "torch-cuda", "litert-cpu", "litert-int8", "executorch-cpu", "executorch-int8",
-                             "openvino-cpu", "openvino-int8", "ncnn-cpu", "tflm-int8"}
+    assert set(RUNTIMES) == {
+        "onnxruntime-cpu",
+        "onnxruntime-cpu-int8",
+        "onnxruntime-cuda",
+        "tensorrt-fp16",
+        "tensorrt-int8",
+        "torch-cpu",
+        "torch-cuda",
+        "litert-cpu",
+        "litert-int8",
+        "executorch-cpu",
+        "executorch-int8",
+        "openvino-cpu",
+        "openvino-int8",
+        "ncnn-cpu",
+        "tflm-int8",
+    }
 
 
 @pytest.mark.tensorrt

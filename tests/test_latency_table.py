@@ -80,7 +80,11 @@ def test_random_arch_stays_in_the_space_and_is_seeded():
 def test_parts_follow_the_chain():
     arch = Arch(4, 8, (0, 1, 0, 1), (3, 5, 7, 3))
     assert [p.key for p in arch_parts(arch, (3, 16, 16), 10)] == [
-        "stem:3>16@16x16", "sep3/s1:16>8@16x16", "conv5/s2:8>16@16x16", "sep7/s2:16>32@8x8", "conv3/s1:32>32@4x4",
+        "stem:3>16@16x16",
+        "sep3/s1:16>8@16x16",
+        "conv5/s2:8>16@16x16",
+        "sep7/s2:16>32@8x8",
+        "conv3/s1:32>32@4x4",
         "head:32>10@4x4",
     ]
 
@@ -92,7 +96,9 @@ def test_the_space_parts_cover_every_random_network(name, chw):
     rng = random.Random(1)
     used = {p.key for _ in range(300) for p in arch_parts(random_arch(config, rng), chw, 10)}
     assert used <= keys
-    narrowed = Arch(config.min_depth + 2, config.min_width + 1, (1,) * (config.min_depth + 2), (3,) * (config.min_depth + 2))
+    narrowed = Arch(
+        config.min_depth + 2, config.min_width + 1, (1,) * (config.min_depth + 2), (3,) * (config.min_depth + 2)
+    )
     assert {p.key for p in arch_parts(narrowed, chw, 10)} <= keys  # micro stages leave the width grid
     below = narrowed.with_width(max(1, config.min_width - 5))
     assert {p.key for p in arch_parts(below, chw, 10)} <= keys  # ... and go below min_width (the published rule)
@@ -106,7 +112,9 @@ def test_regression_features_count_the_networks_macs():
         f = dict(zip(FEATURES, arch_features(arch, (3, 32, 32), 10)))
         convs = sum(v for k, v in f.items() if k.endswith("_mmacs")) * 1e6
         head = 4 * arch.width * 10
-        assert convs + head == pytest.approx(count_macs(arch, 3, 10, (32, 32)), rel=1e-9)
+        assert convs + head == pytest.approx(
+            count_macs(arch, in_channels=3, num_classes=10, input_size=(32, 32)), rel=1e-9
+        )
         assert f["sep_layers"] + f["conv_layers"] == arch.depth
 
 
@@ -141,8 +149,11 @@ class CostModelTimer:
                 macs = layer.in_features * layer.out_features
             cost.append(self.NODE_MS + self.MAC_MS * macs)
 
-        hooks = [m.register_forward_hook(count) for m in module.modules()
-                 if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        hooks = [
+            m.register_forward_hook(count)
+            for m in module.modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+        ]
         try:
             with torch.no_grad():
                 y = module(torch.zeros(1, *input_chw))
@@ -152,8 +163,16 @@ class CostModelTimer:
         return self.CALL_MS + self.COPY_MS * y.numel() + sum(cost)
 
     def built_for(self):
-        return {"runtime": "onnxruntime-cpu", "runtime_version": "cost-model", "device": "cost-model", "threads": 1,
-                "batch": 1, "input_shape": [3, 16, 16], "task": "classify", "outputs": 10}
+        return {
+            "runtime": "onnxruntime-cpu",
+            "runtime_version": "cost-model",
+            "device": "cost-model",
+            "threads": 1,
+            "batch": 1,
+            "input_shape": [3, 16, 16],
+            "task": "classify",
+            "outputs": 10,
+        }
 
 
 def test_parts_timed_in_a_chain_add_up_to_the_network():
@@ -166,13 +185,17 @@ def test_parts_timed_in_a_chain_add_up_to_the_network():
     report = check_table(table, config=config, target=target, timer=timer, samples=50, rounds=1)
     assert report["p95_abs_error_pct"] < 1e-6 and report["within_10pct"] == 1.0, report["p95_abs_error_pct"]
     assert table.scale == pytest.approx(1.0) and table.overhead_ms == pytest.approx(timer.CALL_MS + timer.COPY_MS)
-    alone = {p.key: timer.time_ms(part_module(p, task="classify"), (p.c_in, p.h, p.w), part=True) - timer.CALL_MS
-             for p in space_parts(config, target.input_chw, target.outputs)}
+    alone = {
+        p.key: timer.time_ms(part_module(p, task="classify"), (p.c_in, p.h, p.w), part=True) - timer.CALL_MS
+        for p in space_parts(config, target.input_chw, target.outputs)
+    }
     wide = Arch.plain(7, 12)
     summed = sum(alone[p.key] for p in arch_parts(wide, target.input_chw, target.outputs)) + timer.CALL_MS
-    assert summed > 1.1 * timer.time_ms(random_network(wide, Target(task="classify", input_chw=(3, 16, 16), outputs=10,
-                                                                    runtime="onnxruntime-cpu")),
-                                        target.input_chw, part=False)
+    assert summed > 1.1 * timer.time_ms(
+        random_network(wide, Target(task="classify", input_chw=(3, 16, 16), outputs=10, runtime="onnxruntime-cpu")),
+        target.input_chw,
+        part=False,
+    )
     assert report["anchors"] == 8 and report["drift_pct"] == pytest.approx(0.0, abs=1e-9)
 
 
@@ -198,8 +221,15 @@ def test_the_check_tells_the_machines_drift_from_the_tables_error():
 
 def _regression_table(built_for: dict, *, per_layer_ms: float, fixed_ms: float = 0.0) -> dict:
     coef = [fixed_ms if f == "one" else per_layer_ms if f.endswith("_layers") else 0.0 for f in FEATURES]
-    return {"schema": SCHEMA, "model": "regression", "built_for": built_for, "space": {}, "entries": {},
-            "coef": coef, "build_seconds": 0.0}
+    return {
+        "schema": SCHEMA,
+        "model": "regression",
+        "built_for": built_for,
+        "space": {},
+        "entries": {},
+        "coef": coef,
+        "build_seconds": 0.0,
+    }
 
 
 def test_table_files_round_trip_and_bad_ones_are_one_line(tmp_path):
@@ -209,8 +239,12 @@ def test_table_files_round_trip_and_bad_ones_are_one_line(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(table.to_dict()))
     assert read_table(path) == table
-    cases = {"missing.json": None, "bad.json": "{", "other.json": json.dumps({"schema": "edgenas.bench/2"}),
-             "short.json": json.dumps({**table.to_dict(), "coef": [1.0]})}
+    cases = {
+        "missing.json": None,
+        "bad.json": "{",
+        "other.json": json.dumps({"schema": "edgenas.bench/2"}),
+        "short.json": json.dumps({**table.to_dict(), "coef": [1.0]}),
+    }
     for name, text in cases.items():
         if text is not None:
             (tmp_path / name).write_text(text)
@@ -226,15 +260,19 @@ def _profile_with_table(tmp_path, ci_profile, table: dict, budget: str) -> str:
     return str(tmp_path / "p.toml")
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"threads": 2}, "built for threads 2, not 1"),
-    ({"input_shape": [3, 32, 32]}, "built for input_shape [3, 32, 32], not [1, 8, 8]"),
-    ({"runtime_version": "0.0.1"}, "built for runtime_version '0.0.1'"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"threads": 2}, "built for threads 2, not 1"),
+        ({"input_shape": [3, 32, 32]}, "built for input_shape [3, 32, 32], not [1, 8, 8]"),
+        ({"runtime_version": "0.0.1"}, "built for runtime_version '0.0.1'"),
+    ],
+)
 def test_a_table_built_for_another_target_is_refused_before_run_json(tmp_path, ci_profile, change, needle):
     built_for = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu")) | change
-    profile = _profile_with_table(tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0),
-                                  "max_latency_ms = 2.5")
+    profile = _profile_with_table(
+        tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0), "max_latency_ms = 2.5"
+    )
     r = _cli("discover", "--profile", profile, "--out", tmp_path / "run", "--device", "cpu")
     assert r.exit_code == 2, r.output
     line = r.output.strip().splitlines()[-1]
@@ -245,8 +283,9 @@ def test_a_table_built_for_another_target_is_refused_before_run_json(tmp_path, c
 def test_a_search_predicts_from_the_table_and_measures_the_winner(tmp_path, ci_profile, one_thread):
     """1 ms per layer in the table: every depth-3 candidate is over the 2.5 ms budget, never measured."""
     built_for = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu"))
-    profile = _profile_with_table(tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0),
-                                  "max_latency_ms = 2.5")
+    profile = _profile_with_table(
+        tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0), "max_latency_ms = 2.5"
+    )
     r = _cli("discover", "--profile", profile, "--out", tmp_path / "run", "--device", "cpu")
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -258,7 +297,9 @@ def test_a_search_predicts_from_the_table_and_measures_the_winner(tmp_path, ci_p
     assert summary["latency_source"]["source"] == "table" and summary["latency_source"]["threads"] == 1
     assert summary["latency_measured_on"]["source"] == "measured" and summary["latency_seconds"] >= 0
     latencies = [json.loads(line) for line in (tmp_path / "run" / "latency.jsonl").read_text().splitlines()]
-    assert latencies and all(r["source"]["source"] == "table" for r in latencies)  # predictions, kept as measurements are
+    assert latencies and all(
+        r["source"]["source"] == "table" for r in latencies
+    )  # predictions, kept as measurements are
 
 
 def test_a_table_timed_on_a_device_is_taken_without_it_on_the_profiles_settings(tmp_path, ci_profile, one_thread):
@@ -266,14 +307,21 @@ def test_a_table_timed_on_a_device_is_taken_without_it_on_the_profiles_settings(
     checked without the device, the rest must be the profile's; the winner is measured here."""
     here = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu"))
     built_for = here | {"device": "Cortex-A72 (on the Pi)", "runtime_version": "1.16.3", "device_url": "http://pi:8765"}
-    profile = _profile_with_table(tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0),
-                                  "max_latency_ms = 2.5")
+    profile = _profile_with_table(
+        tmp_path, ci_profile, _regression_table(built_for, per_layer_ms=1.0), "max_latency_ms = 2.5"
+    )
     summary = edgenas.discover(profile, dataset="digits", out=tmp_path / "run", device="cpu", log=lambda line: None)
     assert summary["latency_source"]["device"] == "Cortex-A72 (on the Pi)" and summary["latency_predicted_ms"] == 2.0
-    assert summary["latency_measured_on"] == {"source": "measured", "runtime": "onnxruntime-cpu", "threads": 1,
-                                              "batch": 1, "input_shape": [1, 8, 8]}
-    bad = _profile_with_table(tmp_path, ci_profile, _regression_table(built_for | {"batch": 8}, per_layer_ms=1.0),
-                              "max_latency_ms = 2.5")
+    assert summary["latency_measured_on"] == {
+        "source": "measured",
+        "runtime": "onnxruntime-cpu",
+        "threads": 1,
+        "batch": 1,
+        "input_shape": [1, 8, 8],
+    }
+    bad = _profile_with_table(
+        tmp_path, ci_profile, _regression_table(built_for | {"batch": 8}, per_layer_ms=1.0), "max_latency_ms = 2.5"
+    )
     with pytest.raises(ProfileError, match="was built for batch 8, not 1"):
         edgenas.discover(bad, dataset="digits", out=tmp_path / "run2", device="cpu", log=lambda line: None)
 
@@ -299,8 +347,22 @@ def test_build_and_check_a_table_here(tmp_path, space, model, samples):
         profile = tmp_path / "tiny-part.toml"
         profile.write_text(TINY_SPACE)
     table = tmp_path / "table.json"
-    r = _cli("latency-table", "--profile", profile, "--runtime", "onnxruntime-cpu", "--threads", 1, "--quick",
-             "--model", model, "--samples", samples, "--out", table)
+    r = _cli(
+        "latency-table",
+        "--profile",
+        profile,
+        "--runtime",
+        "onnxruntime-cpu",
+        "--threads",
+        1,
+        "--quick",
+        "--model",
+        model,
+        "--samples",
+        samples,
+        "--out",
+        table,
+    )
     assert r.exit_code == 0, r.output
     built = json.loads(table.read_text())
     assert built["schema"] == SCHEMA and built["model"] == model and built["built_for"]["threads"] == 1
@@ -335,7 +397,9 @@ def test_a_regression_table_floors_what_it_extrapolates_below_zero():
     assert raw < 0
     fitted = LatencyTable(built_for, "regression", {}, {}, coef=tuple(coef), extra={"fit": {"empty_graph_ms": 0.007}})
     assert fitted.predict_ms(narrow) == 0.007
-    fastest = LatencyTable(built_for, "regression", {}, {}, coef=tuple(coef), extra={"fit": {"measured_ms": [0.02, 0.011]}})
+    fastest = LatencyTable(
+        built_for, "regression", {}, {}, coef=tuple(coef), extra={"fit": {"measured_ms": [0.02, 0.011]}}
+    )
     assert fastest.predict_ms(narrow) == 0.011  # no empty graph timed (regression tables): the fastest fitted network
     unknown = LatencyTable(built_for, "regression", {}, {}, coef=tuple(coef))  # neither recorded: refused
     with pytest.raises(UserInputError, match="a latency must be a finite number >= 0"):

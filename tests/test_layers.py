@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import grimp
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_kit as kit
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
@@ -18,8 +18,13 @@ LINT = "import sys; from importlinter.cli import lint_imports_command; sys.exit(
 
 def _lint(cwd: Path) -> subprocess.CompletedProcess:
     """import-linter's ``lint-imports`` (by its module, so a venv without the script works too)."""
-    return subprocess.run([sys.executable, "-c", LINT, "--config", str(cwd / "setup.cfg")], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", LINT, "--config", str(cwd / "setup.cfg")],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_import_contracts_are_kept():
@@ -42,8 +47,12 @@ def test_an_upward_import_breaks_the_contracts(tmp_path):
 def test_no_module_imports_itself_back():
     """No import cycle, also through function-level imports and inside one layer."""
     graph = grimp.build_graph("edgenas")
-    cycles = [(m, n) for m in sorted(graph.modules) for n in sorted(graph.find_modules_directly_imported_by(m))
-              if n != m and graph.chain_exists(importer=n, imported=m)]
+    cycles = [
+        (m, n)
+        for m in sorted(graph.modules)
+        for n in sorted(graph.find_modules_directly_imported_by(m))
+        if n != m and graph.chain_exists(importer=n, imported=m)
+    ]
     assert cycles == []
 
 
@@ -90,6 +99,9 @@ def test_the_python_api_takes_keywords_after_the_first_argument():
     from edgenas.run.final import train_final
 
     for fn, first in ((discover, ["profile"]), (train_final, ["target"]), (paired_compare, ["model_a", "model_b"])):
-        positional = [p.name for p in inspect.signature(fn).parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        positional = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         assert positional == first, (fn.__name__, positional)

@@ -13,7 +13,7 @@ from edgenas.search.space import Arch, activation_count, count_params
 from edgenas.training import memory
 from edgenas.training.data import load_dataset
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def _profile(tmp_path, **sections) -> str:
@@ -23,7 +23,7 @@ def _profile(tmp_path, **sections) -> str:
         key = line.split("=")[0].strip()
         lines = text.splitlines()
         at = lines.index(f"[{section}]")
-        rest = [i for i, l in enumerate(lines) if i > at and l.startswith(f"{key} ")]
+        rest = [i for i, text_line in enumerate(lines) if i > at and text_line.startswith(f"{key} ")]
         if rest:
             lines[rest[0]] = line
         else:
@@ -56,8 +56,10 @@ def test_a_dataset_resized_beyond_memory_is_refused_before_allocating(monkeypatc
 def test_discover_refuses_a_first_candidate_beyond_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda: 2 * GIB)
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["discover", "--profile", _profile(tmp_path, search="max_width = 4096"),
-                                  "--out", str(out), "--device", "cpu"])
+    r = CliRunner().invoke(
+        main,
+        ["discover", "--profile", _profile(tmp_path, search="max_width = 4096"), "--out", str(out), "--device", "cpu"],
+    )
     assert r.exit_code == 2, r.output
     errors = [line for line in r.output.splitlines() if line.startswith("edgenas: error:")]
     assert len(errors) == 1 and "the first candidate d2-w4096" in errors[0], r.output

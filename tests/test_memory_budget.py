@@ -19,6 +19,7 @@ from edgenas.search.space import Arch
 
 TFLM = MEMORY_TARGETS["tflm-int8"]
 
+
 def test_same_padding_needs_a_pad_op_only_where_pytorch_differs():
     assert same_padding(32, 3, 2) == (0, 1) and needs_pad((32, 32), 3, 2)  # PyTorch pads (1, 1)
     assert same_padding(7, 3, 2) == (1, 1) and not needs_pad((7, 7), 3, 2)
@@ -58,17 +59,26 @@ def test_memory_budgets_are_checked_before_latency():
     def never(a):
         raise AssertionError("latency measured for a network over the memory budget")
 
-    over = check_budget(arch, (1, 1), Budget(max_peak_memory_kb=1, max_latency_ms=1.0), never, memory)
+    over = check_budget(
+        arch, size=(1, 1), budget=Budget(max_peak_memory_kb=1, max_latency_ms=1.0), latency_of=never, memory=memory
+    )
     assert "peak memory" in over.reason and "max_peak_memory_kb 1" in over.reason
-    flash = check_budget(arch, (1, 1), Budget(max_flash_kb=1, max_latency_ms=1.0), never, memory)
+    flash = check_budget(
+        arch, size=(1, 1), budget=Budget(max_flash_kb=1, max_latency_ms=1.0), latency_of=never, memory=memory
+    )
     assert "max_flash_kb" in flash.reason
-    assert check_budget(arch, (1, 1), Budget(max_peak_memory_kb=1024), never, memory).reason == ""
+    assert (
+        check_budget(arch, size=(1, 1), budget=Budget(max_peak_memory_kb=1024), latency_of=never, memory=memory).reason
+        == ""
+    )
 
 
 @pytest.mark.slow
 def test_search_trains_only_candidates_under_the_memory_budget(tmp_path, one_thread, budgeted_profile):
-    peaks = {w: footprint(Arch.plain(3, w), in_channels=1, input_size=(8, 8), outputs=10, target=TFLM).activations
-             for w in (8, 16, 24)}
+    peaks = {
+        w: footprint(Arch.plain(3, w), in_channels=1, input_size=(8, 8), outputs=10, target=TFLM).activations
+        for w in (8, 16, 24)
+    }
     assert peaks[8] < peaks[16] < peaks[24]
     budget = peaks[16] // KB  # width 16 fits (its peak is a whole number of KB), 24 does not
     assert peaks[16] <= budget * KB < peaks[24]

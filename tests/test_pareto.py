@@ -27,14 +27,25 @@ def journals(draw):
     for i in range(draw(st.integers(0, 30))):
         depth = draw(st.integers(1, 3))
         status = draw(st.sampled_from(STATUSES))
-        records.append({
-            "key": f"depth:d{depth}-w{i + 1}:e2", "stage": draw(st.sampled_from(["depth", "width", "ops"])),
-            "depth": depth, "width": i + 1, "ops": [0] * depth, "kernels": [3] * depth, "epochs": 2,
-            "params": draw(st.integers(100, 110)), "macs": draw(st.integers(1000, 1003)),
-            "latency_ms": draw(st.one_of(st.none(), st.sampled_from([0.5, 1.0, 1.5]))),
-            "status": status, "reason": "over budget" if status == "skipped" else "",
-            "acc": 0.0 if status == "skipped" else float(draw(st.integers(0, 5))), "train_acc": 0.0, "seconds": 1.0,
-        })
+        records.append(
+            {
+                "key": f"depth:d{depth}-w{i + 1}:e2",
+                "stage": draw(st.sampled_from(["depth", "width", "ops"])),
+                "depth": depth,
+                "width": i + 1,
+                "ops": [0] * depth,
+                "kernels": [3] * depth,
+                "epochs": 2,
+                "params": draw(st.integers(100, 110)),
+                "macs": draw(st.integers(1000, 1003)),
+                "latency_ms": draw(st.one_of(st.none(), st.sampled_from([0.5, 1.0, 1.5]))),
+                "status": status,
+                "reason": "over budget" if status == "skipped" else "",
+                "acc": 0.0 if status == "skipped" else float(draw(st.integers(0, 5))),
+                "train_acc": 0.0,
+                "seconds": 1.0,
+            }
+        )
     return records
 
 
@@ -94,8 +105,9 @@ def test_pareto_latency_without_measurements_names_the_flag(budget_run, tmp_path
     copy.mkdir()
     for name in ("run.json", "journal.jsonl"):
         shutil.copy(out / name, copy / name)
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "pareto", str(copy), "--x", "latency"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgenas.cli", "pareto", str(copy), "--x", "latency"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and r.stderr.startswith("edgenas: error:") and "--x latency" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -108,16 +120,38 @@ def test_train_candidate_trains_that_architecture_into_a_run_that_says_where_it_
     number = front[0]["candidate"]
     before = {name: (out / name).read_bytes() for name in ("run.json", "journal.jsonl", "summary.json", "model.pt")}
     target = tmp_path / "candidate"
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "train", str(out), "--candidate", str(number),
-                        "--out", str(target), "--epochs", "2", "--device", "cpu", "--quiet"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgenas.cli",
+            "train",
+            str(out),
+            "--candidate",
+            str(number),
+            "--out",
+            str(target),
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # --quiet
     record = journal[number - 1]
     run = RunDir.open(target)
     assert run.arch().to_dict() == {k: record[k] for k in ("depth", "width", "ops", "kernels")}
     meta, summary = run.meta.to_dict(), run.read(RunDir.SUMMARY)
-    assert meta["from_run"] == str(out.resolve()) and meta["candidate"] == number and meta["candidate_key"] == record["key"]
+    assert (
+        meta["from_run"] == str(out.resolve())
+        and meta["candidate"] == number
+        and meta["candidate_key"] == record["key"]
+    )
     assert summary["from_run"] == str(out.resolve()) and summary["candidate"] == number
     assert summary["params"] == record["params"] and summary["final_training"]["epochs"] == 2
     assert summary["test_from"] == summary["final_training"]["test_from"] == "final_epochs (2)"  # the CI profile's
@@ -132,8 +166,25 @@ def test_train_candidate_trains_that_architecture_into_a_run_that_says_where_it_
 def test_train_candidate_refuses_a_skipped_or_missing_candidate(budget_run, tmp_path, pick, message):
     out, _ = budget_run
     journal = RunDir(out).journal()
-    number = next(n for n, r in enumerate(journal, start=1) if r["status"] == "skipped") if pick == "skipped" else len(journal) + 1
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "train", str(out), "--candidate", str(number),
-                        "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    number = (
+        next(n for n, r in enumerate(journal, start=1) if r["status"] == "skipped")
+        if pick == "skipped"
+        else len(journal) + 1
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgenas.cli",
+            "train",
+            str(out),
+            "--candidate",
+            str(number),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and r.stderr.startswith(f"edgenas: error: --candidate {number}:") and message in r.stderr
     assert not (tmp_path / "x").exists()

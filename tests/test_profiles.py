@@ -41,7 +41,10 @@ def test_load_by_path(ci_profile):
     [
         ("[search]\nmax_widht = 3\n", "unknown key search.max_widht"),
         ("[search]\nmax_width = 'wide'\n", "search.max_width: must be an integer"),
-        ("[search]\nmin_width = 32\nmax_width = 16\n", "search.max_width = 16 is not allowed; it must be >= search.min_width (32)"),
+        (
+            "[search]\nmin_width = 32\nmax_width = 16\n",
+            "search.max_width = 16 is not allowed; it must be >= search.min_width (32)",
+        ),
         ("[search]\nmicro_kernels = [4]\n", "search.micro_kernels"),
         ("strategy = 'greedy'\n", "strategy = 'greedy' is not allowed; choose one of egnas, trg, random"),
         ("[train]\nprotocol = 'turbo'\n", "train.protocol"),
@@ -109,22 +112,34 @@ def _cases():
     from edgenas.config.plan import TrainPlan
     from edgenas.config.profile import Budget, DataConfig, FaceConfig
 
-    for section, cls, strategy in (("search", EgnasConfig, "egnas"), ("search", TrgConfig, "trg"), ("train", TrainPlan, "egnas"),
-                                   ("budget", Budget, "egnas"), ("data", DataConfig, "egnas"), ("face", FaceConfig, "egnas")):
+    for section, cls, strategy in (
+        ("search", EgnasConfig, "egnas"),
+        ("search", TrgConfig, "trg"),
+        ("train", TrainPlan, "egnas"),
+        ("budget", Budget, "egnas"),
+        ("data", DataConfig, "egnas"),
+        ("face", FaceConfig, "egnas"),
+    ):
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             rules = f.metadata.get("rules")
             if not rules:
                 continue
             tp = hints[f.name]
-            tp = next((a for a in typing.get_args(tp) if a is not type(None)), tp) if typing.get_origin(tp) is typing.Union else tp
+            tp = (
+                next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+                if typing.get_origin(tp) is typing.Union
+                else tp
+            )
             for value in _bad_values(rules, tp):
                 yield strategy, section, f.name, value
 
 
 def _toml(value) -> str:
     if isinstance(value, float):
-        return "nan" if value != value else ("inf" if value > 0 else "-inf") if abs(value) == float("inf") else repr(value)
+        return (
+            "nan" if value != value else ("inf" if value > 0 else "-inf") if abs(value) == float("inf") else repr(value)
+        )
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, list):
@@ -136,7 +151,9 @@ CASES = list(_cases())
 
 
 @pytest.mark.parametrize("strategy,section,key,value", CASES, ids=[f"{c[0]}-{c[1]}.{c[2]}={c[3]!r}" for c in CASES])
-def test_every_out_of_range_setting_is_one_line_exit_2_before_anything_is_written(tmp_path, strategy, section, key, value):
+def test_every_out_of_range_setting_is_one_line_exit_2_before_anything_is_written(
+    tmp_path, strategy, section, key, value
+):
     path = tmp_path / "bad.toml"
     path.write_text(f'strategy = "{strategy}"\n[{section}]\n{key} = {_toml(value)}\n')
     out = tmp_path / "run"
@@ -159,7 +176,10 @@ def test_arcface_margin_of_1_58_is_refused_in_the_profile(tmp_path):
     path = tmp_path / "face.toml"
     path.write_text('task = "face"\n[face]\nmargin = 1.58\n')
     r = CliRunner().invoke(main, ["discover", "--profile", str(path), "--out", str(tmp_path / "run")])
-    assert r.exit_code == 2 and "face.margin = 1.58 is not allowed; it must be a finite number >= 0 and < 1.5708" in r.output
+    assert (
+        r.exit_code == 2
+        and "face.margin = 1.58 is not allowed; it must be a finite number >= 0 and < 1.5708" in r.output
+    )
     assert not (tmp_path / "run").exists()
 
 

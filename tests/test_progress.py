@@ -25,7 +25,9 @@ from edgenas.run.progress import (
 )
 from edgenas.run.rundir import RunDir
 
-BEFORE = Path(__file__).parent / "data" / "progress" / "ci-budget-pipe-before.txt"  # stderr of the code before the display
+BEFORE = (
+    Path(__file__).parent / "data" / "progress" / "ci-budget-pipe-before.txt"
+)  # stderr of the code before the display
 ARCH = r"d\d+-w\d+-[sc]+-[357]+"
 TAG = rf"\[(?P<stage>\w+) #(?P<n>\d+)\] (?P<arch>{ARCH}) e(?P<e>\d+)"
 # Every kind of line `edgenas discover` writes to a pipe, as the code before this display wrote it.
@@ -37,7 +39,7 @@ LINES = {
     "search done": rf"search done: {ARCH} after \d+ candidates; training it for \d+ epochs",
     "final": rf"\[final\] {ARCH}: epoch \d+/\d+ loss \d+\.\d{{3}} train \d+\.\d%",
     "done": rf"done: {ARCH}, [\d,]+ params, [\d,]+ MACs, test_acc \d+\.\d\d%"
-            r"( \(after discovered epochs \(\d+\); `edgenas train` trains final_epochs \(\d+\)\))?; run directory \S+",
+    r"( \(after discovered epochs \(\d+\); `edgenas train` trains final_epochs \(\d+\)\))?; run directory \S+",
 }
 # Lines added since (issue 22): what the budget rule did, before the "done" line.
 NEW_LINES = {"budget rule": r"over_budget = \w+: .+|no budget: the published search"}
@@ -80,8 +82,14 @@ def _under_a_pty(args, cwd=None, timeout=600) -> tuple[int, str]:
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"}
-    proc = subprocess.Popen([sys.executable, "-m", "edgenas.cli", *map(str, args)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=slave, env=env, cwd=cwd)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgenas.cli", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=env,
+        cwd=cwd,
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -121,8 +129,13 @@ def test_on_a_terminal_a_bar_shows_stage_candidate_epoch_eta_best_and_skipped(bu
 def test_live_progress_tally_and_reporter_choice():
     tally = SearchTally()
     assert tally.text() == ""
-    for record in ({"status": "trained", "acc": 40.0}, {"status": "skipped"}, {"status": "trained", "acc": 75.5},
-                   {"status": "failed"}, {"status": "trained", "acc": 60.0}):
+    for record in (
+        {"status": "trained", "acc": 40.0},
+        {"status": "skipped"},
+        {"status": "trained", "acc": 75.5},
+        {"status": "failed"},
+        {"status": "trained", "acc": 60.0},
+    ):
         tally.add(record)
     assert tally.text() == "best 75.50% · skipped 1 · failed 1"
 
@@ -137,7 +150,7 @@ def test_live_progress_tally_and_reporter_choice():
     screen = Terminal()
     with reporter(stream=screen) as progress:
         assert isinstance(progress, LiveProgress)
-        progress.candidate("width", 3, "d2-w8-ss-33", 4)
+        progress.candidate("width", number=3, label="d2-w8-ss-33", epochs=4)
         progress.epoch(2, 4, "[width #3] d2-w8-ss-33: epoch 2/4")
         progress("[width #3] a message")
     assert "[width #3] d2-w8-ss-33" in screen.getvalue() and "[width #3] a message" in screen.getvalue()
@@ -150,7 +163,7 @@ def test_one_progress_object_plain_lines_or_the_live_bar():
     lines = as_progress(seen.append)
     assert isinstance(lines, Progress) and not isinstance(seen.append, Progress)
     assert as_progress(lines) is lines and as_progress(STDERR) is STDERR
-    lines.candidate("depth", 1, "d2-w8-ss-33", 2)
+    lines.candidate("depth", number=1, label="d2-w8-ss-33", epochs=2)
     lines("a message")
     lines.epoch(1, 2, "[depth #1] d2-w8-ss-33 e2: epoch 1/2")
     lines.record({"status": "trained", "acc": 50.0})

@@ -69,13 +69,32 @@ def check_self_contained(html: str, page: Page):
 def exported_run(budget_run):
     """The budgeted CI run, exported (parity.json) and benchmarked (bench.json), then reported with PNGs."""
     out, _ = budget_run
-    for args in (["export", out], ["bench", out / "export" / "model.onnx", "--threads", "1", "--warmup", "5",
-                                   "--runs", "60", "--json", out / "bench.json"]):
-        r = subprocess.run([sys.executable, "-m", "edgenas.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+    for args in (
+        ["export", out],
+        [
+            "bench",
+            out / "export" / "model.onnx",
+            "--threads",
+            "1",
+            "--warmup",
+            "5",
+            "--runs",
+            "60",
+            "--json",
+            out / "bench.json",
+        ],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "edgenas.cli", *map(str, args)], capture_output=True, text=True, timeout=600
+        )
         assert r.returncode == 0, r.stderr
     png = out.parent / "png"
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", str(out), "--png", str(png)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgenas.cli", "report", str(out), "--png", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == f"wrote {out / 'report.html'}"
     return out, png
@@ -92,12 +111,26 @@ def test_report_of_a_real_run_holds_every_figure_with_data_and_nothing_external(
         assert page.figures[name]["points"] > 0, name
         check_png(page.figures[name]["png"])
     assert page.figures["trajectory"]["points"] == len(journal)
-    assert page.figures["network"]["points"] == json.loads((out / "arch.json").read_text())["depth"] + 2  # stem, layers, head
+    assert (
+        page.figures["network"]["points"] == json.loads((out / "arch.json").read_text())["depth"] + 2
+    )  # stem, layers, head
     assert page.figures["bench"]["points"] == 60
     check_self_contained(html, page)
     text = " ".join(page.text)
-    for phrase in ("Search trajectory", "Pareto front against params", "The discovered network", "Time per stage",
-                   "max_params", "skipped", "Provenance", "ci-budget", "digits", "torch version", "onnx", "fp32"):
+    for phrase in (
+        "Search trajectory",
+        "Pareto front against params",
+        "The discovered network",
+        "Time per stage",
+        "max_params",
+        "skipped",
+        "Provenance",
+        "ci-budget",
+        "digits",
+        "torch version",
+        "onnx",
+        "fp32",
+    ):
         assert phrase in text, phrase
     skipped = [r for r in journal if r["status"] == "skipped"]
     assert skipped and skipped[0]["reason"] in text
@@ -153,7 +186,7 @@ def test_report_marks_a_failed_candidate(budget_run, tmp_path):
     records = RunDir(run).journal()
     records[-1].update(status="failed", acc=0.0)  # as pipeline.py journals a non-finite loss
     (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    write_report(run, tmp_path / "r.html")
+    write_report(run, out=tmp_path / "r.html")
     page = Page((tmp_path / "r.html").read_text())
     rows = re.findall(r"<tr><td class=\"l\">4</td>.*?</tr>", (tmp_path / "r.html").read_text())
     assert rows and ">failed<" in rows[0]
@@ -172,7 +205,7 @@ def test_latency_is_drawn_where_candidates_were_measured(budget_run, tmp_path):
         r["latency_ms"] = 0.5 + 0.1 * i
     (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert tradeoff_axes(load_view(run)) == ["params", "macs", "latency"]
-    write_report(run, tmp_path / "r.html")
+    write_report(run, out=tmp_path / "r.html")
     page = Page((tmp_path / "r.html").read_text())
     assert "Pareto front against latency" in " ".join(page.text) and page.figures["tradeoffs"]["points"] >= 6
 
@@ -183,9 +216,13 @@ def test_report_errors_name_the_file_or_flag(budget_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("edgenas: error:") and "not an edgenas run directory" in r.stderr
     r = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path)], standalone_mode=False)
-    assert r.return_value == 2 and r.output.startswith("edgenas: error: Invalid value for '--out'") and "is a directory" in r.output
+    assert (
+        r.return_value == 2
+        and r.output.startswith("edgenas: error: Invalid value for '--out'")
+        and "is a directory" in r.output
+    )
     with pytest.raises(edgenas.errors.UserInputError, match="out=.*: is a directory"):
-        write_report(out, tmp_path)
+        write_report(out, out=tmp_path)
 
 
 # -- a face run ------------------------------------------------------------------------------------
@@ -197,12 +234,23 @@ def face_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-face")
     faces = write_faces(root / "people", identities=16, per_identity=6, size=16)
     profile = root / "face.toml"
-    profile.write_text(face_profile_text(depths=(2, 2), widths=(4, 8), epochs=2, micro_epochs=1, size=16, embedding_dim=16,
-                                         val_identities=0.25, val_pairs=100))
+    profile.write_text(
+        face_profile_text(
+            depths=(2, 2),
+            widths=(4, 8),
+            epochs=2,
+            micro_epochs=1,
+            size=16,
+            embedding_dim=16,
+            val_identities=0.25,
+            val_pairs=100,
+        )
+    )
     out = root / "run"
     with torch_threads(1):
-        edgenas.discover(str(profile), dataset="imagefolder", data_dir=str(faces), out=out, device="cpu", seed=0,
-                         log=lambda m: None)
+        edgenas.discover(
+            str(profile), dataset="imagefolder", data_dir=str(faces), out=out, device="cpu", seed=0, log=lambda m: None
+        )
         write_json_atomic(out / "verify.json", verify_run(out, device="cpu"))
     return out
 
@@ -212,7 +260,7 @@ def test_report_of_a_face_run_draws_the_roc_curve(face_run, tmp_path):
     verify = json.loads((face_run / "verify.json").read_text())
     assert len(verify["roc"]["fpr"]) == len(verify["roc"]["tpr"]) >= 2
     assert verify["roc"]["fpr"][0] == 0.0 and verify["roc"]["tpr"][-1] == 1.0
-    write_report(face_run, tmp_path / "face.html", png_dir=tmp_path / "png")
+    write_report(face_run, out=tmp_path / "face.html", png_dir=tmp_path / "png")
     html = (tmp_path / "face.html").read_text()
     page = Page(html)
     for name in ("trajectory", "tradeoffs", "network", "stages", "roc"):
@@ -248,14 +296,34 @@ def test_the_report_renders_in_headless_chromium(exported_run, tmp_path):
     out, _ = exported_run
     shot = tmp_path / "page.png"
     with tempfile.TemporaryDirectory() as profile:
-        r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                            f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-                            f"--screenshot={shot}", "--window-size=1200,2000", (out / "report.html").resolve().as_uri()],
-                           capture_output=True, text=True, timeout=180)
+        r = subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                "--enable-logging=stderr",
+                "--v=0",
+                f"--screenshot={shot}",
+                "--window-size=1200,2000",
+                (out / "report.html").resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
-    console = [line for line in r.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line
-               or "ERR_" in line and "net::" in line]
+    console = [
+        line
+        for line in r.stderr.splitlines()
+        if "CONSOLE" in line or "Uncaught" in line or "ERR_" in line and "net::" in line
+    ]
     assert not console, console
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[:2] == (2000, 1200)

@@ -53,9 +53,15 @@ def test_short_writes_are_continued(tmp_path, monkeypatch):
     assert len(calls) > 10 and read_jsonl(tmp_path / "j.jsonl") == [rec("a"), rec("b")]
 
 
-@pytest.mark.parametrize("fault,why", [(errno.ENOSPC, "no space left on the device"),
-                                       (errno.EFBIG, "file too large"), (errno.EDQUOT, "disk quota exceeded"),
-                                       (0, "no space left on the device")])  # 0: os.write wrote nothing
+@pytest.mark.parametrize(
+    "fault,why",
+    [
+        (errno.ENOSPC, "no space left on the device"),
+        (errno.EFBIG, "file too large"),
+        (errno.EDQUOT, "disk quota exceeded"),
+        (0, "no space left on the device"),
+    ],
+)  # 0: os.write wrote nothing
 def test_a_failed_append_leaves_no_torn_record_and_resume_goes_on(tmp_path, monkeypatch, fault, why):
     run = RunDir.start(tmp_path / "r", META, resume=False)
     run.record(rec("a"))
@@ -133,7 +139,9 @@ def test_a_run_directory_that_cannot_be_created_is_one_line_exit_2(tmp_path, mon
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
 
     monkeypatch.setattr(Path, "mkdir", denied)
-    r = CliRunner().invoke(main, ["discover", "--profile", str(ci_profile), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    r = CliRunner().invoke(
+        main, ["discover", "--profile", str(ci_profile), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    )
     assert r.exit_code == 2
     assert "cannot write" in one_line_error(r.output) and "permission denied" in r.output
     assert not (tmp_path / "o").exists()
@@ -141,7 +149,9 @@ def test_a_run_directory_that_cannot_be_created_is_one_line_exit_2(tmp_path, mon
 
 def test_a_full_disk_before_the_search_starts_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, ci_profile):
     monkeypatch.setattr(os, "fdopen", lambda fd, mode: _NoSpace(fd))  # no file can be written
-    r = CliRunner().invoke(main, ["discover", "--profile", str(ci_profile), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    r = CliRunner().invoke(
+        main, ["discover", "--profile", str(ci_profile), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    )
     assert r.exit_code == 2
     assert "o/.lock.holder: no space left on the device" in one_line_error(r.output)  # the first file written
     assert not (tmp_path / "o").exists()
@@ -170,7 +180,9 @@ def test_a_write_failure_the_library_did_not_foresee_is_one_line_exit_1(monkeypa
     assert r.exit_code == 1 and "cannot write /somewhere/out.json: No space left on device" in one_line_error(r.output)
 
 
-@pytest.mark.parametrize("stop,code,words", [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")])
+@pytest.mark.parametrize(
+    "stop,code,words", [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")]
+)
 def test_ctrl_c_exits_130_and_sigterm_143_in_every_command(monkeypatch, stop, code, words):
     import click
 
@@ -189,9 +201,21 @@ def test_ctrl_c_exits_130_and_sigterm_143_in_every_command(monkeypatch, stop, co
 # -- hostile journals ---------------------------------------------------------------------------
 VALID = st.sampled_from(["a", "b", "c", "d"]).map(lambda k: json.dumps(rec(k)).encode())
 HOSTILE = st.one_of(
-    st.sampled_from([b"{}", b"[1,2]", b"null", b"0", b'"key"', b'{"key": 1}', b'{"key": "a", "status": "trained"}',
-                     json.dumps({**rec("a"), "acc": "x"}).encode(), json.dumps({**rec("a"), "seconds": True}).encode(),
-                     b"[" * 5000, b"{" * 100000]),
+    st.sampled_from(
+        [
+            b"{}",
+            b"[1,2]",
+            b"null",
+            b"0",
+            b'"key"',
+            b'{"key": 1}',
+            b'{"key": "a", "status": "trained"}',
+            json.dumps({**rec("a"), "acc": "x"}).encode(),
+            json.dumps({**rec("a"), "seconds": True}).encode(),
+            b"[" * 5000,
+            b"{" * 100000,
+        ]
+    ),
     st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")),
 )
 
@@ -229,13 +253,19 @@ def test_the_cli_names_the_damaged_line(tmp_path, ci_profile):
     out = tmp_path / "r"
     runner = CliRunner()
     RunDir.start(out, _ci_meta(ci_profile), resume=False)
-    (out / RunDir.JOURNAL).write_bytes(json.dumps(rec("a")).encode() + b"\n[1,2]\n" + json.dumps(rec("b")).encode() + b"\n")
-    r = runner.invoke(main, ["discover", "--profile", str(ci_profile), "--out", str(out), "--device", "cpu", "--resume"])
+    (out / RunDir.JOURNAL).write_bytes(
+        json.dumps(rec("a")).encode() + b"\n[1,2]\n" + json.dumps(rec("b")).encode() + b"\n"
+    )
+    r = runner.invoke(
+        main, ["discover", "--profile", str(ci_profile), "--out", str(out), "--device", "cpu", "--resume"]
+    )
     assert r.exit_code == 2
     assert "journal.jsonl, line 2, is damaged: list instead of a record" in one_line_error(r.output)
 
 
-@pytest.mark.parametrize("fault,why", [(errno.EROFS, "the file system is read-only"), (errno.EACCES, "permission denied")])
+@pytest.mark.parametrize(
+    "fault,why", [(errno.EROFS, "the file system is read-only"), (errno.EACCES, "permission denied")]
+)
 def test_a_run_directory_that_cannot_be_locked_is_one_line_exit_2(tmp_path, monkeypatch, fault, why):
     from edgenas.run.lock import RunLock
 
@@ -257,26 +287,37 @@ def _ci_meta(ci_profile):
     from edgenas.training.tasks import task_for
 
     profile = load_profile(str(ci_profile))
-    data = task_for("classify").load_data("digits", None, profile, 0, False)
+    data = task_for("classify").load_data("digits", data_dir=None, profile=profile, seed=0, download=False)
     return make_meta(profile, data=data)
 
 
 # -- processes: kills at random points, a file-size limit, SIGTERM, two processes on one run ------
 def _command(ci_profile, out, *extra) -> list[str]:
-    return [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(out),
-            "--device", "cpu", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "discover",
+        "--profile",
+        str(ci_profile),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def _run_until(cmd, stop, *, sig=signal.SIGKILL, limit_fsize=None, timeout=600, on_line=None):
     """Run ``cmd``; send ``sig`` after the stderr line for which ``stop(number, line)`` is true.
     ``on_line(line, pid)`` sees every line first. Returns (exit code, stderr lines). A watchdog
     kills it after ``timeout`` seconds."""
+
     def preexec():
         if limit_fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_fsize, limit_fsize))
 
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            preexec_fn=preexec)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, preexec_fn=preexec)
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
     lines = []
@@ -314,8 +355,9 @@ def test_sigkill_at_random_points_then_resume_ends_at_the_same_arch(finished_run
     out, rng = tmp_path / "killed", random.Random(14)
     for attempt in range(3):
         point = rng.randrange(1, total)
-        code, lines = _run_until(_command(ci_profile, out, *(["--resume"] if attempt else [])),
-                                 lambda n, line, point=point: n == point)
+        code, lines = _run_until(
+            _command(ci_profile, out, *(["--resume"] if attempt else [])), lambda n, line, point=point: n == point
+        )
         if code == 0:
             break
         assert code == -signal.SIGKILL, "".join(lines)
@@ -338,20 +380,26 @@ def test_file_size_limit_lock_and_sigterm_then_resume(finished_run, ci_profile, 
     assert code == 1, "".join(lines)
     assert lines[-1].startswith("edgenas: error: cannot write") and "journal.jsonl: file too large" in lines[-1]
     assert len(_journal_intact(out)) == 2
+
     # 3. resumed; a second process on the same run directory is refused, naming the holder; 4. SIGTERM
     def second_process(line, pid):
         if line.startswith("edgenas "):  # the run directory is locked from here on
             os.kill(pid, signal.SIGSTOP)  # held still, so it cannot finish (and unlock) before the second asks
             try:
-                second = subprocess.run(_command(ci_profile, out, "--resume"), capture_output=True, text=True,
-                                        timeout=600)
+                second = subprocess.run(
+                    _command(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600
+                )
             finally:
                 os.kill(pid, signal.SIGCONT)
             assert second.returncode == 2, second.stderr
             assert "is in use by `edgenas discover` (pid" in one_line_error(second.stderr)
 
-    code, lines = _run_until(_command(ci_profile, out, "--resume"), lambda n, line: "epoch 1/" in line,
-                             sig=signal.SIGTERM, on_line=second_process)
+    code, lines = _run_until(
+        _command(ci_profile, out, "--resume"),
+        lambda n, line: "epoch 1/" in line,
+        sig=signal.SIGTERM,
+        on_line=second_process,
+    )
     assert code == 143 and lines[-1].startswith("edgenas: terminated;"), "".join(lines)
     finished = 2 + sum(": trained, " in line for line in lines)  # a candidate is logged, then journaled
     journaled = len(_journal_intact(out))

@@ -27,9 +27,17 @@ def test_torn_last_line_is_not_trusted_and_is_trimmed_on_resume(tmp_path):
     assert [r["key"] for r in run.journal()] == ["a", "b", "d"]
 
 
-@pytest.mark.parametrize("bad,why", [(b"not json", "not JSON"), (b"{}", "no valid 'key'"), (b"[1,2]", "list instead of a record"),
-                                     (b"null", "NoneType instead of a record"), (b'{"key": "x", "acc": "high"}', "no valid 'status'"),
-                                     (b"\xff\xfe\x00garbage", "not JSON")])
+@pytest.mark.parametrize(
+    "bad,why",
+    [
+        (b"not json", "not JSON"),
+        (b"{}", "no valid 'key'"),
+        (b"[1,2]", "list instead of a record"),
+        (b"null", "NoneType instead of a record"),
+        (b'{"key": "x", "acc": "high"}', "no valid 'status'"),
+        (b"\xff\xfe\x00garbage", "not JSON"),
+    ],
+)
 def test_a_damaged_line_in_the_middle_is_an_error_with_its_line_number(tmp_path, bad, why):
     run = RunDir.start(tmp_path / "r", META, resume=False)
     run.record(rec("a"))
@@ -51,7 +59,9 @@ def test_blank_lines_are_ignored(tmp_path):
 
 def test_taken_directory_is_refused(tmp_path):
     RunDir.start(tmp_path / "r", META, resume=False)
-    with pytest.raises(UserInputError, match="out=.*: already holds a search; continue it with resume, or choose another out"):
+    with pytest.raises(
+        UserInputError, match="out=.*: already holds a search; continue it with resume, or choose another out"
+    ):
         RunDir.start(tmp_path / "r", META, resume=False)
 
 
@@ -78,7 +88,7 @@ def test_open_requires_a_run(tmp_path):
 def digits():
     from edgenas.training.data import load_dataset
 
-    return load_dataset("digits", None, val_fraction=0.15, seed=0)
+    return load_dataset("digits", data_dir=None, val_fraction=0.15, seed=0)
 
 
 def test_run_json_records_the_data_and_resume_refuses_other_data(tmp_path, digits):
@@ -99,7 +109,9 @@ def test_run_json_records_the_data_and_resume_refuses_other_data(tmp_path, digit
     with pytest.raises(RunDirError, match="dataset's images changed"):
         RunDir.start(tmp_path / "r", make_meta(data=changed), resume=True)
     extra = dataclasses.replace(digits, num_classes=11, class_names=digits.class_names + ("new",))
-    with pytest.raises(RunDirError, match=r"classes, image shape or pixel statistics changed \(num_classes 10, now 11\)"):
+    with pytest.raises(
+        RunDirError, match=r"classes, image shape or pixel statistics changed \(num_classes 10, now 11\)"
+    ):
         RunDir.start(tmp_path / "r", make_meta(data=extra), resume=True)
 
 
@@ -153,10 +165,12 @@ def test_resume_default_is_the_unfinished_run_written_last(tmp_path):
         RunDir.start(path, META, resume=False)
         os.utime(path / RunDir.META, (1000 + i, 1000 + i))
     (paths[2] / RunDir.SUMMARY).write_text("{}")  # the newest is finished
-    assert default_out(profile, "digits", True, root=tmp_path / "runs") == paths[1]
+    assert default_out(profile, dataset="digits", resume=True, root=tmp_path / "runs") == paths[1]
     RunDir(paths[0]).record(rec("a"))  # the oldest run was written to last
-    assert default_out(profile, "digits", True, root=tmp_path / "runs") == paths[0]
-    assert default_out(profile, "digits", False, root=tmp_path / "runs") == base.with_name("tiny-digits-4")
+    assert default_out(profile, dataset="digits", resume=True, root=tmp_path / "runs") == paths[0]
+    assert default_out(profile, dataset="digits", resume=False, root=tmp_path / "runs") == base.with_name(
+        "tiny-digits-4"
+    )
 
 
 def _image_class(root, name: str, n: int = 10, seed: int = 0) -> None:
@@ -181,15 +195,42 @@ def test_resume_refuses_an_image_folder_that_changed(tmp_path, ci_profile):
     for i, name in enumerate("abc"):
         _image_class(images, name, seed=i)
     profile = load_profile(str(ci_profile))
-    data = task_for("classify").load_data("imagefolder", str(images), profile, 0, False)
-    RunDir.start(out, run_meta(profile, task="classify", dataset="imagefolder", data_dir=str(images), data=data,
-                               extra={}, seed=0, device="cpu"), resume=False)
-    resume = ["discover", "--profile", str(ci_profile), "--dataset", "imagefolder", "--data-dir", str(images),
-              "--out", str(out), "--device", "cpu", "--resume"]
+    data = task_for("classify").load_data("imagefolder", data_dir=str(images), profile=profile, seed=0, download=False)
+    RunDir.start(
+        out,
+        run_meta(
+            profile,
+            task="classify",
+            dataset="imagefolder",
+            data_dir=str(images),
+            data=data,
+            extra={},
+            seed=0,
+            device="cpu",
+        ),
+        resume=False,
+    )
+    resume = [
+        "discover",
+        "--profile",
+        str(ci_profile),
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(images),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--resume",
+    ]
     _image_class(images, "d", seed=3)  # a class folder was added
     r = CliRunner().invoke(main, resume)
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
-    assert "searched on other data: the dataset's classes, image shape or pixel statistics changed (num_classes 3, now 4)" in r.output
+    assert (
+        "searched on other data: the dataset's classes, image shape or pixel statistics changed (num_classes 3, now 4)"
+        in r.output
+    )
     for f in (images / "d").iterdir():
         f.unlink()
     (images / "d").rmdir()

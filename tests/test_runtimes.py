@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import slow_engines_marked, torch_threads
-from edgenas.device_kit import edgenas_engines as engines
-from edgenas.device_kit import edgenas_kit as kit
 
 from edgenas.config.runtimes import RUNTIMES
+from edgenas.device_kit import edgenas_engines as engines
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import MissingDependency
 from edgenas.runtime import executorch, litert, ncnn, openvino
 from edgenas.search.space import Arch
@@ -30,8 +30,12 @@ from edgenas.training.data import load_dataset
 from edgenas.training.network import build_model, build_network
 
 ENGINE_MODULES = {"litert": litert, "executorch": executorch, "openvino": openvino, "ncnn": ncnn}
-PACKAGES = {"litert": ("ai_edge_litert", "litert_torch"), "executorch": ("executorch",),
-            "openvino": ("openvino", "nncf"), "ncnn": ("ncnn", "pnnx")}
+PACKAGES = {
+    "litert": ("ai_edge_litert", "litert_torch"),
+    "executorch": ("executorch",),
+    "openvino": ("openvino", "nncf"),
+    "ncnn": ("ncnn", "pnnx"),
+}
 EDGE = [name for name, r in RUNTIMES.items() if r.engine in ENGINE_MODULES]
 ARCH = Arch(4, 8, (0, 1, 0, 1), (3, 5, 3, 7))  # both ops, three kernel sizes, a stride-2 stage
 FP32_MAX_ABS_DIFF = 1e-4  # logits of O(10): float32 summation order gives ~1e-7 (measured 1e-8..2e-7)
@@ -61,7 +65,7 @@ def trained():
     with torch_threads(1):
         for step in range(120):
             i = step * 64 % (len(x) - 64)
-            loss = torch.nn.functional.cross_entropy(model(x[i:i + 64]), data.train.y[i:i + 64])
+            loss = torch.nn.functional.cross_entropy(model(x[i : i + 64]), data.train.y[i : i + 64])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -78,8 +82,9 @@ def converted(trained, tmp_path_factory):
         if runtime not in files:
             b = backend(runtime)
             with torch_threads(1):
-                files[runtime] = b.convert(trained[0], folder / f"{runtime}{b.suffix}", input_chw=(1, 8, 8),
-                                           calibration=trained[1])
+                files[runtime] = b.convert(
+                    trained[0], out=folder / f"{runtime}{b.suffix}", input_chw=(1, 8, 8), calibration=trained[1]
+                )
         return files[runtime]
 
     return get
@@ -131,7 +136,7 @@ def test_a_face_embedding_net_keeps_its_cosine(runtime, tmp_path):
             net(torch.randn(32, 3, 16, 16))  # BatchNorm statistics
         net.eval()
         images = torch.randn(32, 3, 16, 16).numpy()
-        path = b.convert(net, tmp_path / f"face{b.suffix}", input_chw=(3, 16, 16), calibration=images)
+        path = b.convert(net, out=tmp_path / f"face{b.suffix}", input_chw=(3, 16, 16), calibration=images)
     with b.open(path, threads=1) as runner:
         out = runner(images)
     ref = reference(net, images)
@@ -147,7 +152,7 @@ def test_a_missing_package_names_the_extra(runtime, monkeypatch):
     with pytest.raises(MissingDependency, match=rf"pip install edgenas\[{b.engine}\]$"):
         b.available()
     with pytest.raises(MissingDependency, match=rf"pip install edgenas\[{b.engine}\]$"):
-        b.convert(torch.nn.Identity(), Path("unused") / f"m{b.suffix}", input_chw=(1, 8, 8))
+        b.convert(torch.nn.Identity(), out=Path("unused") / f"m{b.suffix}", input_chw=(1, 8, 8))
 
 
 @pytest.mark.parametrize("runtime", slow_engines_marked(EDGE))
@@ -160,7 +165,9 @@ def test_the_kit_without_the_runtime_package_says_how_to_install_it(runtime, con
 
 @pytest.mark.slow
 def test_litert_metadata_is_required_and_checked(converted, tmp_path):
-    path = converted("litert-cpu") if importlib.util.find_spec("ai_edge_litert") else pytest.skip("needs ai-edge-litert")
+    path = (
+        converted("litert-cpu") if importlib.util.find_spec("ai_edge_litert") else pytest.skip("needs ai-edge-litert")
+    )
     copy = tmp_path / "copy.tflite"
     copy.write_bytes(path.read_bytes())
     with pytest.raises(kit.KitError, match="copy.tflite.json must give the input layout"):
@@ -180,11 +187,13 @@ def test_openvino_conversion_writes_nothing_in_the_home_folder(tmp_path):
         pytest.skip("needs openvino and nncf: pip install edgenas[openvino]")
     home = tmp_path / "home"
     home.mkdir()
-    script = (f"import sys, torch; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
-              "from edgenas.runtime.openvino import BACKENDS\n"
-              "net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()\n"
-              f"for b in BACKENDS: b.open(b.convert(net, __import__('pathlib').Path({str(tmp_path)!r}) / f'{{b.name}}.xml',"
-              " input_chw=(1, 8, 8)), threads=1)(__import__('numpy').zeros((1, 1, 8, 8), 'float32'))\n")
+    script = (
+        f"import sys, torch; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+        "from edgenas.runtime.openvino import BACKENDS\n"
+        "net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()\n"
+        f"for b in BACKENDS: b.open(b.convert(net, out=__import__('pathlib').Path({str(tmp_path)!r}) / f'{{b.name}}.xml',"
+        " input_chw=(1, 8, 8)), threads=1)(__import__('numpy').zeros((1, 1, 8, 8), 'float32'))\n"
+    )
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -197,8 +206,14 @@ def litert_device_env(root: Path) -> Path:
 
     venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
     python = root / "bin" / "python"
-    site = Path(subprocess.run([python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     for name in ("numpy", "ai_edge_litert"):
         src = Path(importlib.util.find_spec(name).submodule_search_locations[0])
         for path in [src, *src.parent.glob(f"{name}.libs"), *src.parent.glob(f"{name}-*.dist-info")]:
@@ -223,15 +238,30 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
     tflite = converted("litert-int8")
     for path in (tflite, engines.metadata_path(tflite)):
         shutil.copy(path, device / path.name.replace("litert-int8", "model.int8"))
-    kit.save_samples(device / "samples.npz", test[:32], reference(model, test[:32]), "classify")
-    run = lambda *args: subprocess.run([str(python), "-I", *map(str, args)], capture_output=True, text=True,  # noqa: E731
-                                       cwd=device, timeout=300)
+    kit.save_samples(device / "samples.npz", inputs=test[:32], outputs=reference(model, test[:32]), task="classify")
+
+    def run(*args):
+        return subprocess.run(
+            [str(python), "-I", *map(str, args)], capture_output=True, text=True, cwd=device, timeout=300
+        )
+
     probe = "import importlib.util as u; print([n for n in ('numpy', 'ai_edge_litert', 'torch', 'edgenas', 'onnxruntime') if u.find_spec(n)])"
     assert run("-c", probe).stdout.strip() == "['numpy', 'ai_edge_litert']"
 
     # check: INT8 logits differ from PyTorch's by design; top-1 agreement is what is held
-    check = run("edgenas_kit.py", "check", ".", "--runtime", "litert-int8", "--threads", "1",
-                "--max-abs-diff", "inf", "--min-agreement", "90%")
+    check = run(
+        "edgenas_kit.py",
+        "check",
+        ".",
+        "--runtime",
+        "litert-int8",
+        "--threads",
+        "1",
+        "--max-abs-diff",
+        "inf",
+        "--min-agreement",
+        "90%",
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "litert-int8" in check.stdout and "PASS" in check.stdout
     bench = run("edgenas_kit.py", "bench", "model.int8.tflite", "--threads", "1", "--runs", "20", "--json", "b.json")
@@ -240,8 +270,13 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
     assert record["runtime"] == "litert-int8" and record["input_shape"] == [1, 1, 8, 8] and record["threads"] == 1
 
     (device / "token").write_text("litert-token-0123456789\n")
-    server = subprocess.Popen([str(python), "-I", "edgenas_kit.py", "serve", "--port", "0", "--token-file", "token",
-                               "--threads", "1"], cwd=device, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [str(python), "-I", "edgenas_kit.py", "serve", "--port", "0", "--token-file", "token", "--threads", "1"],
+        cwd=device,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()
         assert "listening on http://127.0.0.1:" in line, line + server.stderr.read()
@@ -251,8 +286,12 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
         conn.request("GET", "/status", headers=auth)
         status = json.loads(conn.getresponse().read())
         assert {"litert-cpu", "litert-int8"} <= set(status["runtimes"]) and status["versions"]["ai-edge-litert"]
-        conn.request("POST", "/bench?runtime=litert-int8&layout=NHWC&runs=10&name=model.int8.tflite",
-                     body=tflite.read_bytes(), headers=auth)
+        conn.request(
+            "POST",
+            "/bench?runtime=litert-int8&layout=NHWC&runs=10&name=model.int8.tflite",
+            body=tflite.read_bytes(),
+            headers=auth,
+        )
         response = conn.getresponse()
         answer = json.loads(response.read())
         assert response.status == 200, answer
@@ -278,16 +317,34 @@ def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, sp
     """Each candidate (one epoch each) is converted for the runtime and timed there (1 thread); the winner fits
     the budget. On the ci space, and on profiles/demo.toml's (slow)."""
     backend(runtime)
-    profile = budgeted_profile(tmp_path / "budget.toml", {"max_latency_ms": 5.0, "runtime": runtime, "threads": 1},
-                               **space)
+    profile = budgeted_profile(
+        tmp_path / "budget.toml", {"max_latency_ms": 5.0, "runtime": runtime, "threads": 1}, **space
+    )
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(profile), "--out", str(out),
-                        "--device", "cpu"], capture_output=True, text=True, timeout=900,
-                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgenas.cli",
+            "discover",
+            "--profile",
+            str(profile),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
-    assert records and all(rec["source"]["runtime"] == runtime and rec["source"]["source"] == "measured"
-                           and rec["source"]["threads"] == 1 for rec in records)
+    assert records and all(
+        rec["source"]["runtime"] == runtime and rec["source"]["source"] == "measured" and rec["source"]["threads"] == 1
+        for rec in records
+    )
     winner = json.loads((out / "arch.json").read_text())
     from edgenas.search.space import Arch as _Arch
 
@@ -301,5 +358,5 @@ def test_a_relative_output_path_converts(runtime, trained, tmp_path, monkeypatch
     b = backend(runtime)
     monkeypatch.chdir(tmp_path)
     with torch_threads(1):
-        path = b.convert(trained[0], Path("rel") / f"m{b.suffix}", input_chw=(1, 8, 8), calibration=trained[1][:16])
+        path = b.convert(trained[0], out=Path("rel") / f"m{b.suffix}", input_chw=(1, 8, 8), calibration=trained[1][:16])
     assert path == Path("rel") / f"m{b.suffix}" and path.is_file() and engines.metadata_path(path).is_file()

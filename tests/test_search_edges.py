@@ -81,8 +81,11 @@ def _outcome_of(run):
 def both_paths(factory, answer, slots=4):
     """(sequential, speculative) outcomes of one search; ``answer`` must depend on the candidate only."""
     sequential = _outcome_of(lambda: drive(factory(), answer))
-    speculative = _outcome_of(lambda: drive_speculative(factory, AnswerEvaluator(answer), AnswerPool(answer), slots,
-                                                        lambda key: 0))
+    speculative = _outcome_of(
+        lambda: drive_speculative(
+            factory, evaluator=AnswerEvaluator(answer), pool=AnswerPool(answer), slots=slots, seed_of=lambda key: 0
+        )
+    )
     return sequential, speculative
 
 
@@ -95,10 +98,12 @@ def _stage_answers(depth, width=lambda c: Outcome(85.0, 84.0), micro=lambda c: O
         if c.stage == "depth":
             return depth(c.arch.depth)
         return width(c) if c.stage == "width" else micro(c)
+
     return answer
 
 
 # -- 1. discovered epochs when no width candidate is accepted -------------------------------------
+
 
 def test_discovered_epochs_are_the_counter_the_depth_stage_left_when_no_width_is_accepted():
     answer = _stage_answers(lambda d: Outcome(90.0 if d == 10 else 80.0, 85.0))
@@ -110,8 +115,10 @@ def test_discovered_epochs_are_the_counter_the_depth_stage_left_when_no_width_is
 
 
 def test_discovered_epochs_are_the_accepted_widths_when_one_is():
-    answer = _stage_answers(lambda d: Outcome(90.0 if d == 10 else 80.0, 85.0),
-                            width=lambda c: Outcome(90.0 if c.arch.width == 62 else 85.0, 84.0))
+    answer = _stage_answers(
+        lambda d: Outcome(90.0 if d == 10 else 80.0, 85.0),
+        width=lambda c: Outcome(90.0 if c.arch.width == 62 else 85.0, 84.0),
+    )
     seq, spec = both_paths(lambda: egnas(_tiny(), 3, 10), answer)
     assert seq == spec and seq[3] == 15  # 13 after the depth stage, + 2 for width 62
 
@@ -129,9 +136,12 @@ def test_there_is_a_synthetic_log():
 
 # -- 2. a failed candidate is a poor result, not a budget verdict ---------------------------------
 
+
 def test_failed_depth_candidate_counts_against_patience():
     def depth(d):
-        return {10: Outcome(90.0, 85.0), 11: Outcome(0.0, 0.0, "failed"), 12: Outcome(92.0, 86.0)}.get(d, Outcome(80.0, 80.0))
+        return {10: Outcome(90.0, 85.0), 11: Outcome(0.0, 0.0, "failed"), 12: Outcome(92.0, 86.0)}.get(
+            d, Outcome(80.0, 80.0)
+        )
 
     seq, spec = both_paths(lambda: egnas(_tiny(), 3, 10), _stage_answers(depth))
     assert seq == spec and seq[0] == "ok"
@@ -177,9 +187,16 @@ def test_failed_width_candidates_count_against_patience_even_before_any_best():
         return Outcome(0.0, 0.0, "failed") if c.stage == "width" else Outcome(60.0, 50.0)
 
     seq, spec = both_paths(lambda: egnas(_stop(), 3, 10), answer)
-    assert seq == spec == ("error", "SearchError",
-                           "no candidate fitted the budget and trained, down to the minimum width; "
-                           "raise the budget or lower min_width")
+    assert (
+        seq
+        == spec
+        == (
+            "error",
+            "SearchError",
+            "no candidate fitted the budget and trained, down to the minimum width; "
+            "raise the budget or lower min_width",
+        )
+    )
 
 
 def test_trg_failed_candidate_stops_like_a_drop():
@@ -196,14 +213,17 @@ def test_trg_failed_candidate_stops_like_a_drop():
 
 # -- 3. widths that cannot exist -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("widths", [(1, 2, 4), (16, 66, 4), (8, 24, 3)])
 def test_profile_refuses_a_width_step_that_does_not_end_at_min_width(widths):
     lo, hi, step = widths
     text = f"[search]\nmin_width = {lo}\nmax_width = {hi}\nwidth_step = {step}\n"
     with pytest.raises(ProfileError) as e:
         parse_profile(text, "bad", "bad.toml")
-    assert str(e.value) == (f"bad.toml: search.width_step = {step} is not allowed; it must divide search.max_width - "
-                            f"search.min_width ({hi - lo}), so the width stage ends at search.min_width")
+    assert str(e.value) == (
+        f"bad.toml: search.width_step = {step} is not allowed; it must divide search.max_width - "
+        f"search.min_width ({hi - lo}), so the width stage ends at search.min_width"
+    )
     assert e.value.exit_code == 2
 
 
@@ -216,20 +236,33 @@ def test_cli_refuses_an_impossible_width_in_one_line_with_exit_2(tmp_path):
     bad.write_text("[search]\nmin_width = 1\nmax_width = 2\nwidth_step = 4\n")
     r = CliRunner().invoke(main, ["discover", "--profile", str(bad), "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and not (tmp_path / "run").exists()
-    assert r.output.strip().splitlines() == [f"edgenas: error: {bad}: search.width_step = 4 is not allowed; it must "
-                                             "divide search.max_width - search.min_width (1), so the width stage ends "
-                                             "at search.min_width"]
+    assert r.output.strip().splitlines() == [
+        f"edgenas: error: {bad}: search.width_step = 4 is not allowed; it must "
+        "divide search.max_width - search.min_width (1), so the width stage ends "
+        "at search.min_width"
+    ]
 
 
 def test_profile_accepts_a_width_step_that_ends_at_min_width():
-    assert parse_profile("[search]\nmin_width = 8\nmax_width = 20\nwidth_step = 4\n", "ok", "ok.toml").search.width_step == 4
+    assert (
+        parse_profile("[search]\nmin_width = 8\nmax_width = 20\nwidth_step = 4\n", "ok", "ok.toml").search.width_step
+        == 4
+    )
 
 
 def test_matched_narrowing_with_the_floor_never_goes_below_min_width():
     """``micro_width_floor = true`` (edgenas before issue 22); the default follows the published code
     below min_width (tests/test_budget_search.py)."""
-    cfg = EgnasConfig(min_depth=4, max_depth=4, min_width=8, max_width=12, width_step=4, micro_param_slack=0.0,
-                      micro_kernels=(5, 7), micro_width_floor=True)
+    cfg = EgnasConfig(
+        min_depth=4,
+        max_depth=4,
+        min_width=8,
+        max_width=12,
+        width_step=4,
+        micro_param_slack=0.0,
+        micro_kernels=(5, 7),
+        micro_width_floor=True,
+    )
 
     def answer(c):  # every change pays, so the search would narrow as far as it may
         return Outcome(50.0 + sum(c.arch.ops) + sum(c.arch.kernels) / 10 + c.arch.width / 100, 50.0)
@@ -247,6 +280,7 @@ def test_matched_narrowing_with_the_floor_never_goes_below_min_width():
 
 # -- 4. speculation never fails where the sequential search finishes ------------------------------
 
+
 def test_speculation_skips_a_hypothetical_impossible_width():
     cfg = EgnasConfig(min_depth=3, max_depth=3, min_width=1, max_width=6, width_step=4, width_patience=0)
     answer = _stage_answers(lambda d: Outcome(80.0, 70.0), width=lambda c: Outcome(70.0, 60.0))
@@ -257,17 +291,19 @@ def test_speculation_skips_a_hypothetical_impossible_width():
     next(strategy)
     pending = strategy.send(Outcome(80.0, 70.0))
     assert pending.arch.width == 2
-    assert all(c.arch.width >= 1 for c in likely_next(None, [], 80.0, 7, at=strategy))
+    assert all(c.arch.width >= 1 for c in likely_next(None, answers=[], guess=80.0, k=7, at=strategy))
 
 
 def test_both_paths_fail_alike_where_the_search_itself_fails():
     cfg = EgnasConfig(min_depth=3, max_depth=3, min_width=1, max_width=6, width_step=4, width_patience=0)
-    seq, spec = both_paths(lambda: egnas(cfg, 1, 10), _stage_answers(lambda d: Outcome(80.0, 70.0),
-                                                                      width=lambda c: Outcome(81.0, 60.0)))
+    seq, spec = both_paths(
+        lambda: egnas(cfg, 1, 10), _stage_answers(lambda d: Outcome(80.0, 70.0), width=lambda c: Outcome(81.0, 60.0))
+    )
     assert seq == spec and seq[:2] == ("error", "ValueError")
 
 
 # -- 5. speculation's scheduling is incremental ---------------------------------------------------
+
 
 def _long_search(depth: int):
     cfg = EgnasConfig(max_depth=depth)
@@ -287,7 +323,9 @@ def _decisions_per_request(monkeypatch, depth: int) -> float:
     real_send = StrategyRun.send
     monkeypatch.setattr(StrategyRun, "send", lambda self, value: sends.append(1) or real_send(self, value))
     factory, answer = _long_search(depth)
-    result = drive_speculative(factory, AnswerEvaluator(answer), AnswerPool(answer), 8, lambda key: 0)
+    result = drive_speculative(
+        factory, evaluator=AnswerEvaluator(answer), pool=AnswerPool(answer), slots=8, seed_of=lambda key: 0
+    )
     monkeypatch.undo()
     assert [c for c, _ in result.history] == [c for c, _ in drive(factory(), answer).history]
     return len(sends) / result.candidates
@@ -308,8 +346,8 @@ def test_fork_looks_ahead_exactly_as_re_driving(seed, accs):
     next(strategy)
     for acc in accs:
         guess = answers[-1].acc if answers else 50.0
-        forked = likely_next(factory, answers, guess, 5, at=strategy)
-        assert forked == likely_next(factory, answers, guess, 5)
+        forked = likely_next(factory, answers=answers, guess=guess, k=5, at=strategy)
+        assert forked == likely_next(factory, answers=answers, guess=guess, k=5)
         out = Outcome(acc, rng.choice([50.0, 100.0]), rng.choice(["trained"] * 8 + ["failed", "skipped"]))
         answers.append(out)
         try:
@@ -328,16 +366,25 @@ def searches(draw):
     """A profile's [search] table (egnas or trg, may be illegal for widths) and an oracle seed."""
     strategy = draw(hs.sampled_from(["egnas", "trg"]))
     lo, step = draw(hs.integers(1, 8)), draw(hs.integers(1, 4))
-    table = {"min_depth": draw(hs.integers(1, 8)), "min_width": lo, "width_step": step,
-             "max_width": lo + step * draw(hs.integers(0, 8)) + draw(hs.sampled_from([0, 0, 0, 1, 2])),
-             "epochs": draw(hs.integers(1, 3)), "target_acc": draw(hs.sampled_from([90.0, 100.0, 100.0])),
-             "target_tolerance": draw(hs.sampled_from([0.0, 0.1])), "depth_gain": draw(hs.sampled_from([0.0, 0.1, 0.25])),
-             "depth_keep": draw(hs.sampled_from([0.0, 0.05, 0.15])),
-             "micro_kernels": draw(hs.lists(hs.sampled_from([3, 5, 7]), max_size=2, unique=True))}
+    table = {
+        "min_depth": draw(hs.integers(1, 8)),
+        "min_width": lo,
+        "width_step": step,
+        "max_width": lo + step * draw(hs.integers(0, 8)) + draw(hs.sampled_from([0, 0, 0, 1, 2])),
+        "epochs": draw(hs.integers(1, 3)),
+        "target_acc": draw(hs.sampled_from([90.0, 100.0, 100.0])),
+        "target_tolerance": draw(hs.sampled_from([0.0, 0.1])),
+        "depth_gain": draw(hs.sampled_from([0.0, 0.1, 0.25])),
+        "depth_keep": draw(hs.sampled_from([0.0, 0.05, 0.15])),
+        "micro_kernels": draw(hs.lists(hs.sampled_from([3, 5, 7]), max_size=2, unique=True)),
+    }
     table["max_depth"] = table["min_depth"] + draw(hs.integers(0, 8))
     if strategy == "egnas":
-        table.update(depth_patience=draw(hs.integers(0, 2)), width_patience=draw(hs.integers(0, 2)),
-                     micro_param_slack=draw(hs.sampled_from([0.0, 0.0001, 0.01, 0.01])))
+        table.update(
+            depth_patience=draw(hs.integers(0, 2)),
+            width_patience=draw(hs.integers(0, 2)),
+            micro_param_slack=draw(hs.sampled_from([0.0, 0.0001, 0.01, 0.01])),
+        )
     else:
         table.update(width_drop=draw(hs.sampled_from([0.0, 0.5])), micro_gain=draw(hs.sampled_from([0.0, 0.1])))
     return strategy, table, draw(hs.integers(0, 10**6))
@@ -345,6 +392,7 @@ def searches(draw):
 
 def random_oracle(seed: int):
     """Answers depend on the candidate only: plateaus, exact ties and answers exactly at thresholds."""
+
     def answer(c):
         rng = random.Random(f"{seed}:{c.key()}")
         roll = rng.random()
@@ -354,6 +402,7 @@ def random_oracle(seed: int):
             return Outcome(0.0, 0.0, "skipped", "over budget")
         acc = 80.0 + rng.choice(LEVELS) * rng.choice([1, 1, 2, 3])
         return Outcome(acc, rng.choice([90.0, 99.0, 100.0]))
+
     return answer
 
 
@@ -367,7 +416,7 @@ def test_speculation_consumes_exactly_the_sequential_requests(search, slots):
     except ProfileError:
         cfg, legal = CONFIGS[strategy](**{**table, "micro_kernels": tuple(table["micro_kernels"])}), False
     answer = random_oracle(seed)
-    factory = lambda: make_strategy(strategy, cfg, 1, 10)  # noqa: E731
+    factory = lambda: make_strategy(strategy, config=cfg, in_channels=1, num_classes=10)  # noqa: E731
     sequential, speculative = both_paths(factory, answer, slots)
     assert speculative == sequential
     if legal:  # a legal profile never leads to an impossible candidate

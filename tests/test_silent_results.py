@@ -41,8 +41,16 @@ def _error_line(r) -> str:
 def _table(**change) -> dict:
     built_for = local_built_for(Target("classify", (1, 8, 8), 10, "onnxruntime-cpu"))
     coef = [1.0 if f.endswith("_layers") else 0.0 for f in FEATURES]
-    return {"schema": SCHEMA, "model": "regression", "built_for": built_for, "space": {}, "entries": {},
-            "coef": coef, "build_seconds": 0.0, **change}
+    return {
+        "schema": SCHEMA,
+        "model": "regression",
+        "built_for": built_for,
+        "space": {},
+        "entries": {},
+        "coef": coef,
+        "build_seconds": 0.0,
+        **change,
+    }
 
 
 def _lookup(**change) -> dict:
@@ -84,8 +92,9 @@ def test_a_search_refuses_a_nan_table_before_anything_is_written(tmp_path, ci_pr
     """On main every prediction was NaN, the budget never bound and the search exited 0 with a winner."""
     (tmp_path / "table.json").write_text(json.dumps(_table(coef=[NAN] * len(FEATURES))))
     profile = tmp_path / "p.toml"
-    profile.write_text(ci_profile.read_text() + f'\n[budget]\nmax_latency_ms = 2.5\n'
-                                                 f'latency_table = "{tmp_path / "table.json"}"\n')
+    profile.write_text(
+        ci_profile.read_text() + f'\n[budget]\nmax_latency_ms = 2.5\nlatency_table = "{tmp_path / "table.json"}"\n'
+    )
     r = _cli("discover", "--profile", profile, "--out", tmp_path / "run", "--device", "cpu")
     assert r.exit_code == 2, r.output
     line = _error_line(r)
@@ -121,9 +130,10 @@ def folder_run(tmp_path_factory):
     _write_digit_folder(images)
     profile = load_profile("demo")
     profile = dataclasses.replace(profile, data=dataclasses.replace(profile.data, input_size=(8, 8), channels=1))
-    data = task_for("classify").load_data("imagefolder", str(images), profile, 0, False)
-    meta = run_meta(profile, task="classify", dataset="imagefolder", data_dir=images, data=data, extra={}, seed=0,
-                    device="cpu")
+    data = task_for("classify").load_data("imagefolder", data_dir=str(images), profile=profile, seed=0, download=False)
+    meta = run_meta(
+        profile, task="classify", dataset="imagefolder", data_dir=images, data=data, extra={}, seed=0, device="cpu"
+    )
     run = RunDir.start(root / "run", meta, resume=False)
     arch = Arch(2, 4, (0, 0), (3, 3))
     run.write(RunDir.ARCH, arch.to_dict())
@@ -174,8 +184,10 @@ def test_evaluate_says_when_the_export_is_older_than_the_weights(folder_run, tmp
 
 
 # -- a journal record with a NaN figure ------------------------------------------------------------
-@pytest.mark.parametrize("field,file", [("acc", "journal.jsonl"), ("train_acc", "journal.jsonl"),
-                                        ("seconds", "journal.jsonl"), ("ms", "latency.jsonl")])
+@pytest.mark.parametrize(
+    "field,file",
+    [("acc", "journal.jsonl"), ("train_acc", "journal.jsonl"), ("seconds", "journal.jsonl"), ("ms", "latency.jsonl")],
+)
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_resume_refuses_a_record_with_a_non_finite_figure(tmp_path, field, file, value):
     """On main a "trained" record with a NaN accuracy was replayed without a word and changed the winner."""
@@ -183,8 +195,10 @@ def test_resume_refuses_a_record_with_a_non_finite_figure(tmp_path, field, file,
     run = RunDir.start(tmp_path / "r", meta, resume=False)
     good = {"key": "d2-w4-ss-33", "status": "trained", "acc": 50.0, "train_acc": 60.0, "seconds": 1.0, "ms": 0.5}
     fields = ("key", "ms") if file == "latency.jsonl" else ("key", "status", "acc", "train_acc", "seconds")
-    lines = [json.dumps({k: good[k] for k in fields}), json.dumps({k: good[k] for k in fields}).replace(
-        json.dumps(good[field]), value, 1)]
+    lines = [
+        json.dumps({k: good[k] for k in fields}),
+        json.dumps({k: good[k] for k in fields}).replace(json.dumps(good[field]), value, 1),
+    ]
     (run.path / file).write_text("\n".join(lines) + "\n")
     with pytest.raises(RunDirError) as e:
         RunDir.start(run.path, meta, resume=True)

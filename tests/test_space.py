@@ -58,7 +58,9 @@ def _hooked_macs(model, x):
 @pytest.mark.parametrize("size", [(8, 8), (28, 28), (32, 32), (17, 23)])
 def test_count_macs_equals_hooked_forward(arch, size):
     model = build_model(arch, 3, 10)
-    assert count_macs(arch, 3, 10, size) == _hooked_macs(model, torch.zeros(1, 3, *size))
+    assert count_macs(arch, in_channels=3, num_classes=10, input_size=size) == _hooked_macs(
+        model, torch.zeros(1, 3, *size)
+    )
 
 
 def test_forward_and_features_shapes():

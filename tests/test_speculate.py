@@ -34,7 +34,7 @@ def test_request_after_is_pure():
 
 
 def test_likely_next_in_the_depth_stage_is_one_layer_deeper():
-    nxt = likely_next(factory, [], guess=80.0, k=3)
+    nxt = likely_next(factory, answers=[], guess=80.0, k=3)
     assert nxt[0].arch == Arch.plain(4, 16) and nxt[0].epochs == CFG.epochs + 1
     assert len(nxt) == 3 and len(set(nxt)) == 3
 
@@ -45,15 +45,27 @@ def test_likely_next_covers_both_outcomes_of_an_op_choice():
     while cand.stage != "ops" or cand.arch.ops == (0,) * cand.arch.depth:
         answers.append(Outcome(50.0 - len(answers), 40.0))
         cand = request_after(factory, answers)
-    nxt = likely_next(factory, answers, guess=answers[-1].acc, k=2)
+    nxt = likely_next(factory, answers=answers, guess=answers[-1].acc, k=2)
     assert {c.arch.ops[:2] for c in nxt} == {(1, 1), (0, 1)}
 
 
 @pytest.mark.slow
 def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile):
     out = tmp_path / "spec"
-    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(out),
-           "--device", "cpu", "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "discover",
+        "--profile",
+        str(ci_profile),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     journal = RunDir(out).journal()
@@ -70,8 +82,22 @@ def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile
 @pytest.mark.ray
 def test_discover_on_ray_reaches_the_same_decisions_as_worker_processes(tmp_path, ci_profile):
     out = tmp_path / "ray"
-    cmd = [sys.executable, "-m", "edgenas.cli", "discover", "--profile", str(ci_profile), "--out", str(out),
-           "--device", "cpu", "--workers", "2", "--ray", "local"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "discover",
+        "--profile",
+        str(ci_profile),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+        "--ray",
+        "local",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "as Ray tasks (local)" in r.stderr

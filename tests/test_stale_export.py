@@ -11,12 +11,12 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 from conftest import torch_threads
-from edgenas.device_kit import edgenas_kit as kit
 from test_export import ARCH, make_run
 
 from edgenas.cli import main
 from edgenas.deploy.bench import stale_export
 from edgenas.deploy.export.exporter import export_run
+from edgenas.device_kit import edgenas_kit as kit
 from edgenas.training.network import build_model
 
 

@@ -33,9 +33,11 @@ from edgenas.search.footprint import footprint
 from edgenas.search.space import Arch
 
 HAS_TFLM = all(importlib.util.find_spec(m) is not None for m in ("tflite_micro", "litert_torch", "ai_edge_litert"))
-needs_tflm = pytest.mark.skipif(not HAS_TFLM, reason="needs tflite-micro, litert-torch and ai-edge-litert "
-                                "(pip install 'edgenas[tflm]')")
+needs_tflm = pytest.mark.skipif(
+    not HAS_TFLM, reason="needs tflite-micro, litert-torch and ai-edge-litert (pip install 'edgenas[tflm]')"
+)
 TFLM = MEMORY_TARGETS["tflm-int8"]
+
 
 def test_mcu_profile_range_fits_its_sram_and_flash_binds():
     p = load_profile("mcu")
@@ -73,8 +75,9 @@ def test_estimate_equals_tflm_on_random_networks():
     from edgenas.runtime.memory_check import check_memory
 
     config = load_profile("demo").search
-    report = check_memory(config, input_chw=(1, 8, 8), outputs=10, convert=backend_of("tflm-int8").convert, samples=2,
-                          seed=3)
+    report = check_memory(
+        config, input_chw=(1, 8, 8), outputs=10, convert=backend_of("tflm-int8").convert, samples=2, seed=3
+    )
     assert report["activations_exact"] == 1.0 and report["activations_below"] == 0
     assert report["persistent_max_abs_error_pct"] <= 10.0
     for n in report["networks"]:
@@ -89,8 +92,10 @@ def tflm_run(tmp_path_factory, budgeted_profile):
     import torch
 
     tmp = tmp_path_factory.mktemp("tflm")
-    peaks = {w: footprint(Arch.plain(3, w), in_channels=1, input_size=(8, 8), outputs=10, target=TFLM).activations
-             for w in (16, 24)}
+    peaks = {
+        w: footprint(Arch.plain(3, w), in_channels=1, input_size=(8, 8), outputs=10, target=TFLM).activations
+        for w in (16, 24)
+    }
     budget = peaks[16] // KB
     assert peaks[16] <= budget * KB < peaks[24]
     budgeted_profile(tmp / "p.toml", {"max_peak_memory_kb": budget}, depths=(3, 3))

@@ -53,26 +53,38 @@ def test_policy_is_one_thread_below_a_big_step_and_every_core_from_it():
 
 def test_the_policy_reads_the_step_of_the_plans_batch():
     tiny_first = Arch.plain(10, 64)  # the tiny space's first candidate at 32x32x3: ~9.4 G MACs a step at batch 64
-    macs = count_macs(tiny_first, 3, 10, (32, 32))
-    assert plan_threads(TrainPlan(), macs, 50_000, cores=8) == 1
-    assert plan_threads(TrainPlan(batch_size=256), macs, 50_000, cores=8) == 8  # 37.7 G MACs a step
-    assert plan_threads(TrainPlan(batch_size=256), macs, 64, cores=8) == 1  # a batch never exceeds the set
-    assert plan_threads(TrainPlan(threads=3), macs, 50_000, cores=8) == 3
+    macs = count_macs(tiny_first, in_channels=3, num_classes=10, input_size=(32, 32))
+    assert plan_threads(TrainPlan(), forward_macs=macs, train_images=50_000, cores=8) == 1
+    assert (
+        plan_threads(TrainPlan(batch_size=256), forward_macs=macs, train_images=50_000, cores=8) == 8
+    )  # 37.7 G MACs a step
+    assert (
+        plan_threads(TrainPlan(batch_size=256), forward_macs=macs, train_images=64, cores=8) == 1
+    )  # a batch never exceeds the set
+    assert plan_threads(TrainPlan(threads=3), forward_macs=macs, train_images=50_000, cores=8) == 3
 
 
 def test_profile_setting_is_checked(tmp_path):
     with pytest.raises(ProfileError, match=r"train.threads"):
         TrainPlan(threads=-1)
     path = tmp_path / "p.toml"
-    path.write_text('[train]\nthreads = 2\n')
+    path.write_text("[train]\nthreads = 2\n")
     assert load_profile(str(path)).train.threads == 2
 
 
 def test_fit_trains_with_its_threads_and_restores_them(digits):
     seen = []
     with torch_threads(2):
-        fit(build_model(SMALL, 1, 10), subset_train(digits, 256), 2, PLAN, CPU, 0, threads=1,
-            on_epoch=lambda *a: seen.append(torch.get_num_threads()))
+        fit(
+            build_model(SMALL, 1, 10),
+            data=subset_train(digits, 256),
+            epochs=2,
+            plan=PLAN,
+            device=CPU,
+            seed=0,
+            threads=1,
+            on_epoch=lambda *a: seen.append(torch.get_num_threads()),
+        )
         assert seen == [1, 1] and torch.get_num_threads() == 2
 
 
@@ -80,22 +92,35 @@ def test_fit_trains_with_its_threads_and_restores_them(digits):
 def test_train_candidate_applies_the_policy_or_the_plans_count(digits, plan_threads_, inside):
     seen = []
     with torch_threads(2 if inside == 1 else 1):
-        train_candidate(SMALL, subset_train(digits, 256), 1, dataclasses.replace(PLAN, threads=plan_threads_), CPU,
-                        seed=0, on_epoch=lambda *a: seen.append(torch.get_num_threads()))
+        train_candidate(
+            SMALL,
+            data=subset_train(digits, 256),
+            epochs=1,
+            plan=dataclasses.replace(PLAN, threads=plan_threads_),
+            device=CPU,
+            seed=0,
+            on_epoch=lambda *a: seen.append(torch.get_num_threads()),
+        )
     assert seen == [inside]
 
 
 def test_run_threads_explicit_profile_policy_and_the_runs_own(digits, tmp_path):
     demo, task = load_profile("demo"), task_for("classify")
-    assert run_threads(demo, task, digits, None, where=tmp_path) == 1  # demo nets are tiny: the policy's one thread
-    assert run_threads(demo, task, digits, 3, where=tmp_path) == 3
+    assert (
+        run_threads(demo, task=task, data=digits, threads=None, where=tmp_path) == 1
+    )  # demo nets are tiny: the policy's one thread
+    assert run_threads(demo, task=task, data=digits, threads=3, where=tmp_path) == 3
     with_two = dataclasses.replace(demo, train=dataclasses.replace(demo.train, threads=2))
-    assert run_threads(with_two, task, digits, None, where=tmp_path) == 2
-    assert run_threads(with_two, task, digits, 0, where=tmp_path) == 1  # 0: the policy, over the profile
-    assert run_threads(demo, task, digits, None, stored=2, where=tmp_path) == 2  # a resume keeps the run's own
-    assert run_threads(demo, task, digits, 2, stored=2, where=tmp_path) == 2
+    assert run_threads(with_two, task=task, data=digits, threads=None, where=tmp_path) == 2
+    assert (
+        run_threads(with_two, task=task, data=digits, threads=0, where=tmp_path) == 1
+    )  # 0: the policy, over the profile
+    assert (
+        run_threads(demo, task=task, data=digits, threads=None, stored=2, where=tmp_path) == 2
+    )  # a resume keeps the run's own
+    assert run_threads(demo, task=task, data=digits, threads=2, stored=2, where=tmp_path) == 2
     with pytest.raises(ParamError, match=r"searched with 2 CPU thread\(s\).*resume without \{?threads"):
-        run_threads(demo, task, digits, 1, stored=2, where=tmp_path)
+        run_threads(demo, task=task, data=digits, threads=1, stored=2, where=tmp_path)
 
 
 def test_run_json_records_the_threads_and_reads_them_back():
@@ -110,8 +135,10 @@ def test_resume_with_another_thread_count_is_refused(tmp_path):
     out = tmp_path / "run"
     RunDir.start(out, dataclasses.replace(make_meta(load_profile(str(CI_PROFILE))), threads=2), resume=False)
     before = (out / RunDir.META).read_bytes()
-    r = CliRunner().invoke(main, ["discover", "--profile", str(CI_PROFILE), "--out", str(out),
-                                  "--device", "cpu", "--resume", "--threads", "1"])
+    r = CliRunner().invoke(
+        main,
+        ["discover", "--profile", str(CI_PROFILE), "--out", str(out), "--device", "cpu", "--resume", "--threads", "1"],
+    )
     assert r.exit_code == 2, r.output
     assert "--threads 1:" in r.output and "searched with 2 CPU thread(s)" in r.output and "Traceback" not in r.output
     assert (out / RunDir.META).read_bytes() == before and not (out / RunDir.JOURNAL).exists()

@@ -39,27 +39,36 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_trainplan_defaults_are_the_reference_protocol():
     p = TrainPlan()
-    assert (p.protocol, p.batch_size, p.lr, p.momentum, p.weight_decay, p.grad_clip) == ("reference", 64, 0.025, 0.9, 3e-4, 5.0)
+    assert (p.protocol, p.batch_size, p.lr, p.momentum, p.weight_decay, p.grad_clip) == (
+        "reference",
+        64,
+        0.025,
+        0.9,
+        3e-4,
+        5.0,
+    )
     assert (p.crop_padding, p.cutout, p.final_epochs) == (4, 16, 600)
 
 
 def test_learns_digits_well_above_chance(digits):
     lines = []
-    model, result = train_candidate(SMALL, digits, 4, PLAN, CPU, seed=0, on_epoch=lambda *a: lines.append(a))
+    model, result = train_candidate(
+        SMALL, data=digits, epochs=4, plan=PLAN, device=CPU, seed=0, on_epoch=lambda *a: lines.append(a)
+    )
     assert isinstance(result, TrainResult) and result.status == "trained" and result.epochs == 4
     assert result.val_acc > 70.0 and result.train_acc > 50.0  # chance is 10 %
     assert [line[:2] for line in lines] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert lines[-1][2] < lines[0][2]  # the loss fell
     assert result.images_per_s > 0 and result.seconds > 0
-    assert accuracy(model, digits.test, digits, CPU) > 70.0
+    assert accuracy(model, split=digits.test, data=digits, device=CPU) > 70.0
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_same_seed_same_weights_and_accuracy(digits, threads):
     data = subset_train(digits, 320)
-    m1, r1 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11, threads=threads)
-    m2, r2 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=11, threads=threads)
-    _, r3 = train_candidate(SMALL, data, 2, PLAN, CPU, seed=12, threads=threads)
+    m1, r1 = train_candidate(SMALL, data=data, epochs=2, plan=PLAN, device=CPU, seed=11, threads=threads)
+    m2, r2 = train_candidate(SMALL, data=data, epochs=2, plan=PLAN, device=CPU, seed=11, threads=threads)
+    _, r3 = train_candidate(SMALL, data=data, epochs=2, plan=PLAN, device=CPU, seed=12, threads=threads)
     assert r1.val_acc == r2.val_acc and r1.train_acc == r2.train_acc and r1.loss == r2.loss
     for (name, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), name
@@ -70,7 +79,7 @@ def test_non_finite_loss_fails_the_training(digits):
     model = build_model(SMALL, 1, 10)
     with torch.no_grad():
         model.classifier.bias[0] = float("inf")  # a profile cannot ask for a diverging lr any more
-    result = fit(model, subset_train(digits, 320), 5, PLAN, CPU, seed=0)
+    result = fit(model, data=subset_train(digits, 320), epochs=5, plan=PLAN, device=CPU, seed=0)
     assert result.status == "failed" and result.epochs == 1 and not math.isfinite(result.loss)  # stopped at once
 
 
@@ -103,7 +112,9 @@ def test_fit_trains_a_separate_head(digits):
         calls.append(logits.shape)
         return nn.functional.cross_entropy(logits, y)
 
-    result = fit(model, subset_train(digits, 640), 2, PLAN, CPU, seed=0, head=head, loss_fn=loss_fn)
+    result = fit(
+        model, data=subset_train(digits, 640), epochs=2, plan=PLAN, device=CPU, seed=0, head=head, loss_fn=loss_fn
+    )
     assert result.status == "trained" and result.train_acc > 20.0
     assert not torch.equal(before, head.weight) and calls and calls[0][1] == 10
 
@@ -123,14 +134,13 @@ def test_select_device():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_trains_on_cuda_with_bf16_and_channels_last():
     cuda = torch.device("cuda")
-    data = synthetic_dataset("fashionmnist", 4000, 1000, seed=0).to(cuda)
+    data = synthetic_dataset("fashionmnist", n_train=4000, n_test=1000, seed=0).to(cuda)
     assert data.train.x.is_cuda
-    model, result = train_candidate(Arch.plain(6, 32), data, 6, TrainPlan(), cuda, seed=0)
+    model, result = train_candidate(Arch.plain(6, 32), data=data, epochs=6, plan=TrainPlan(), device=cuda, seed=0)
     assert result.status == "trained" and result.val_acc > 30.0, result  # chance is 10 %
     assert next(model.parameters()).is_cuda
     assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     x = normalize(data.val.x[:8], data.mean, data.std).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert model(x).dtype == torch.bfloat16
-    assert accuracy(model, data.test, data, cuda) > 30.0
-
+    assert accuracy(model, split=data.test, data=data, device=cuda) > 30.0

@@ -74,8 +74,10 @@ def test_reference_schedule_is_torch_cosine_annealing_per_epoch():
         sched.step()
 
 
-@pytest.mark.parametrize("change", [{"warmup_fraction": 1.0}, {"warmup_fraction": -0.1}, {"fast_batch_size": 0},
-                                    {"warmup_fraction": float("nan")}])
+@pytest.mark.parametrize(
+    "change",
+    [{"warmup_fraction": 1.0}, {"warmup_fraction": -0.1}, {"fast_batch_size": 0}, {"warmup_fraction": float("nan")}],
+)
 def test_fast_plan_rejects_bad_values(change):
     with pytest.raises(ProfileError, match="is not allowed"):
         dataclasses.replace(FAST, **change)
@@ -83,12 +85,14 @@ def test_fast_plan_rejects_bad_values(change):
 
 def test_fast_protocol_learns_digits_well_above_chance(digits):
     lines = []
-    model, result = train_candidate(SMALL, digits, 10, FAST, CPU, seed=0, on_epoch=lambda *a: lines.append(a))
+    model, result = train_candidate(
+        SMALL, data=digits, epochs=10, plan=FAST, device=CPU, seed=0, on_epoch=lambda *a: lines.append(a)
+    )
     assert result.status == "trained" and result.epochs == 10 and len(lines) == 10
     assert result.val_acc > 70.0 and result.train_acc > 50.0, result  # chance is 10 %
     assert lines[-1][2] < lines[0][2]
-    assert accuracy(model, digits.test, digits, CPU) > 70.0
-    _, again = train_candidate(SMALL, digits, 10, FAST, CPU, seed=0)
+    assert accuracy(model, split=digits.test, data=digits, device=CPU) > 70.0
+    _, again = train_candidate(SMALL, data=digits, epochs=10, plan=FAST, device=CPU, seed=0)
     assert (again.val_acc, again.loss) == (result.val_acc, result.loss)  # bit-repeatable on the CPU
 
 
@@ -98,9 +102,15 @@ def test_fast_scales_batchnorm_momentum_while_training_only(digits):
     bn = model.stem[1]
     seen = []
     bn.register_forward_pre_hook(lambda m, args: seen.append(m.momentum))
-    fit(model, subset_train(digits, 512), 1, dataclasses.replace(FAST, fast_batch_size=256, recompute_bn=False), CPU,
-        seed=0)  # the recompute after training runs with momentum None
-    assert seen and all(m == pytest.approx(1 - 0.9 ** 4) for m in seen)  # batch 256 = 4 reference batches
+    fit(
+        model,
+        data=subset_train(digits, 512),
+        epochs=1,
+        plan=dataclasses.replace(FAST, fast_batch_size=256, recompute_bn=False),
+        device=CPU,
+        seed=0,
+    )  # the recompute after training runs with momentum None
+    assert seen and all(m == pytest.approx(1 - 0.9**4) for m in seen)  # batch 256 = 4 reference batches
     assert bn.momentum == 0.1
 
 
@@ -114,8 +124,17 @@ def _train_float64(digits, plan: TrainPlan, graph_code: bool, graph_plan: TrainP
     sched = schedule_for(plan, len(train), 3)
     augment = BatchAugment(digits, crop_padding=1)
     used = graph_plan or plan
-    step = _Step(model, None, F.cross_entropy, params, used, train, lambda x, g: augment(x, g).double(),
-                 torch.Generator().manual_seed(5), CPU)
+    step = _Step(
+        model,
+        head=None,
+        loss_fn=F.cross_entropy,
+        params=params,
+        plan=used,
+        train=train,
+        augment=lambda x, g: augment(x, g).double(),
+        gen=torch.Generator().manual_seed(5),
+        device=CPU,
+    )
     epochs = GraphedTrainer(step, sched, capture=False).epochs() if graph_code else _EagerLoop(step, sched).epochs()
     stats = [(float(loss) / seen, int(correct), seen) for loss, correct, seen in epochs]
     return stats, [p.detach().clone() for p in params]
@@ -157,16 +176,15 @@ def test_graph_step_comparison_catches_a_wrong_update(digits, protocol, change):
 
 
 def test_cpu_fit_is_not_graphed(digits):
-    result = fit(build_model(SMALL, 1, 10), subset_train(digits, 256), 1, FAST, CPU, seed=0)
+    result = fit(build_model(SMALL, 1, 10), data=subset_train(digits, 256), epochs=1, plan=FAST, device=CPU, seed=0)
     assert result.graphed is False and result.images_per_s > 0
 
 
 # --- CUDA (run on a GPU machine: pytest -m gpu) ---------------------------------------------------------
 
 
-
 def _cuda_data(n_train: int):
-    return synthetic_dataset("fashionmnist", n_train, 1000, seed=0).to("cuda")
+    return synthetic_dataset("fashionmnist", n_train=n_train, n_test=1000, seed=0).to("cuda")
 
 
 @pytest.mark.parametrize("protocol", ["reference", "fast"])
@@ -182,8 +200,15 @@ def test_cuda_graph_path_follows_the_eager_path(protocol):
         torch.manual_seed(0)
         model = build_model(Arch.plain(6, 32), 1, 10)
         losses = []
-        r = fit(model, data, 4, dataclasses.replace(plan, cuda_graphs=graphs), cuda, seed=3,
-                on_epoch=lambda e, n, loss, acc, s: losses.append(loss))
+        r = fit(
+            model,
+            data=data,
+            epochs=4,
+            plan=dataclasses.replace(plan, cuda_graphs=graphs),
+            device=cuda,
+            seed=3,
+            on_epoch=lambda e, n, loss, acc, s, losses=losses: losses.append(loss),
+        )
         curves.append(losses)
         results.append(r)
     assert results[0].graphed and not results[1].graphed
@@ -200,11 +225,15 @@ def test_cuda_graph_path_follows_the_eager_path(protocol):
 def test_fast_protocol_on_cuda():
     cuda = torch.device("cuda")
     data = _cuda_data(8000)
-    model, result = train_candidate(Arch.plain(6, 32), data, 5, TrainPlan(protocol="fast"), cuda, seed=0)
+    model, result = train_candidate(
+        Arch.plain(6, 32), data=data, epochs=5, plan=TrainPlan(protocol="fast"), device=cuda, seed=0
+    )
     assert result.status == "trained" and result.val_acc > 30.0, result  # chance is 10 %
     assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert model.stem[1].momentum == 0.1  # restored after training
-    fitted = fit(build_model(Arch.plain(6, 32), 1, 10), data, 1, TrainPlan(protocol="fast"), cuda, seed=0)
+    fitted = fit(
+        build_model(Arch.plain(6, 32), 1, 10), data=data, epochs=1, plan=TrainPlan(protocol="fast"), device=cuda, seed=0
+    )
     assert fitted.graphed and fitted.images_per_s > 0
 
 
@@ -223,8 +252,8 @@ def test_failed_graph_capture_trains_on_eagerly():
     model = build_model(Arch.plain(4, 16), 1, 10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = fit(model, data, 2, TrainPlan(), cuda, seed=0, loss_fn=syncing_loss)
+        result = fit(model, data=data, epochs=2, plan=TrainPlan(), device=cuda, seed=0, loss_fn=syncing_loss)
     assert any("CUDA graph capture failed" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert result.status == "trained" and not result.graphed and math.isfinite(result.loss)
     assert torch.cuda.current_stream() == torch.cuda.default_stream()  # the capture stream was left
-    assert accuracy(model, data.val, data, cuda) > 15.0
+    assert accuracy(model, split=data.val, data=data, device=cuda) > 15.0

@@ -67,16 +67,24 @@ def test_fit_from_a_checkpoint_ends_as_an_uninterrupted_fit(protocol):
         return build_model(ARCH, 1, 10)
 
     whole = model()
-    fit(whole, data, 3, plan, CPU, seed=7)
+    fit(whole, data=data, epochs=3, plan=plan, device=CPU, seed=7)
     saved = []
     first = model()
-    fit(first, data, 3, plan, CPU, seed=7, checkpoint=Checkpointing(save=saved.append, every=1))
+    fit(first, data=data, epochs=3, plan=plan, device=CPU, seed=7, checkpoint=Checkpointing(save=saved.append, every=1))
     assert [s["epoch"] for s in saved] == [1, 2]  # every epoch but the last
     for name, value in whole.state_dict().items():
         assert torch.equal(value, first.state_dict()[name]), name  # checkpointing changes nothing
     torch.manual_seed(12345)  # the global generators moved on: the checkpoint must bring them back
     again = model()
-    result = fit(again, data, 3, plan, CPU, seed=7, checkpoint=Checkpointing(save=saved.append, state=saved[0]))
+    result = fit(
+        again,
+        data=data,
+        epochs=3,
+        plan=plan,
+        device=CPU,
+        seed=7,
+        checkpoint=Checkpointing(save=saved.append, state=saved[0]),
+    )
     assert result.status == "trained" and result.epochs == 3
     for name, value in whole.state_dict().items():
         assert torch.equal(value, again.state_dict()[name]), name
@@ -85,9 +93,16 @@ def test_fit_from_a_checkpoint_ends_as_an_uninterrupted_fit(protocol):
 def test_fit_asked_to_stop_writes_a_checkpoint_and_says_stopped():
     data = subset_train(load_dataset("digits", seed=0), 128)
     saved, epochs_seen = [], []
-    result = fit(build_model(ARCH, 1, 10), data, 5, TrainPlan(crop_padding=1, cutout=0), CPU, seed=0,
-                 on_epoch=lambda e, *a: epochs_seen.append(e),
-                 checkpoint=Checkpointing(save=saved.append, stop=lambda: len(epochs_seen) >= 2))
+    result = fit(
+        build_model(ARCH, 1, 10),
+        data=data,
+        epochs=5,
+        plan=TrainPlan(crop_padding=1, cutout=0),
+        device=CPU,
+        seed=0,
+        on_epoch=lambda e, *a: epochs_seen.append(e),
+        checkpoint=Checkpointing(save=saved.append, stop=lambda: len(epochs_seen) >= 2),
+    )
     assert result.status == "stopped" and result.epochs == 2 and [s["epoch"] for s in saved] == [2]
     state = saved[0]
     assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"} and "generator" in state and "loop" in state
@@ -107,7 +122,9 @@ def test_stopped_in_process_then_resumed_is_bit_identical(arch_file, uninterrupt
     assert stopped.value.exit_code == code and str(stopped.value).startswith(f"{name}: ")
     assert f"after epoch 2 of {EPOCHS}" in str(stopped.value) and f"edgenas train {out} --resume" in str(stopped.value)
     assert (out / RunDir.CHECKPOINT).is_file() and not (out / RunDir.WEIGHTS).exists()
-    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (
+        signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
 
     lines = []
     summary = train_final(out, resume=True, log=lines.append)
@@ -123,8 +140,23 @@ def test_killed_at_a_random_epoch_then_resumed_is_bit_identical(arch_file, unint
     # the line of epoch k is logged before epoch k's checkpoint is written: kill on epoch k + 1's line,
     # when epoch k's checkpoint is surely on disk (and k + 1's may be)
     out, kill_after = tmp_path / "run", random.randint(1, EPOCHS - 2)
-    cmd = [sys.executable, "-m", "edgenas.cli", "train", str(arch_file), "--profile", str(CI_PROFILE), "--out",
-           str(out), "--epochs", str(EPOCHS), "--checkpoint-every", "1", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "train",
+        str(arch_file),
+        "--profile",
+        str(CI_PROFILE),
+        "--out",
+        str(out),
+        "--epochs",
+        str(EPOCHS),
+        "--checkpoint-every",
+        "1",
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         for line in proc.stderr:
@@ -136,7 +168,9 @@ def test_killed_at_a_random_epoch_then_resumed_is_bit_identical(arch_file, unint
         proc.wait(timeout=60)
     assert not (out / RunDir.WEIGHTS).exists(), f"killed after epoch {kill_after}"
     held = RunDir(out).checkpoint()
-    assert held is not None and kill_after <= held["state"]["epoch"] <= kill_after + 1, f"killed after epoch {kill_after}"
+    assert held is not None and kill_after <= held["state"]["epoch"] <= kill_after + 1, (
+        f"killed after epoch {kill_after}"
+    )
     r = CliRunner().invoke(main, ["train", str(out), "--resume", "-q"])
     assert r.exit_code == 0, r.output
     assert_same_weights(out / RunDir.WEIGHTS, uninterrupted / RunDir.WEIGHTS)
@@ -145,8 +179,21 @@ def test_killed_at_a_random_epoch_then_resumed_is_bit_identical(arch_file, unint
 @pytest.mark.slow
 def test_sigterm_stops_the_cli_with_a_line_saying_how_to_resume(arch_file, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "edgenas.cli", "train", str(arch_file), "--profile", str(CI_PROFILE), "--out",
-           str(out), "--epochs", "50", "--checkpoint-every", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "train",
+        str(arch_file),
+        "--profile",
+        str(CI_PROFILE),
+        "--out",
+        str(out),
+        "--epochs",
+        "50",
+        "--checkpoint-every",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     seen = []
     for line in proc.stderr:
@@ -158,7 +205,8 @@ def test_sigterm_stops_the_cli_with_a_line_saying_how_to_resume(arch_file, tmp_p
     assert proc.wait(timeout=120) == 143, "".join(seen) + rest
     last = rest.strip().splitlines()[-1]
     assert last.startswith("edgenas: error: SIGTERM: training stopped after epoch ") and last.endswith(
-        f"continue it with `edgenas train {out} --resume`"), rest
+        f"continue it with `edgenas train {out} --resume`"
+    ), rest
     assert "Traceback" not in rest and RunDir(out).checkpoint() is not None
 
 
@@ -172,14 +220,27 @@ def test_resume_refusals_name_what_to_do(arch_file, tmp_path):
     r = runner.invoke(main, ["train", str(arch_file), "--resume"])
     assert r.exit_code == 2 and "is not a run directory" in r.output
 
-    RunDir(out).save_checkpoint({"arch": str(ARCH), "epochs": 3, "seed": 0, "threads": 1, "device": "cpu",
-                                 "profile": RunDir(out).meta.profile.to_dict(), "state": {"epoch": 1}})
+    RunDir(out).save_checkpoint(
+        {
+            "arch": str(ARCH),
+            "epochs": 3,
+            "seed": 0,
+            "threads": 1,
+            "device": "cpu",
+            "profile": RunDir(out).meta.profile.to_dict(),
+            "state": {"epoch": 1},
+        }
+    )
     r = runner.invoke(main, ["train", str(out)])
     assert r.exit_code == 2 and "holds an unfinished training (1 of 3 epochs" in r.output and "--resume" in r.output
     for flag, value, given in (("--epochs", "5", "3"), ("--threads", "2", "1"), ("--seed", "4", "0")):
         r = runner.invoke(main, ["train", str(out), "--resume", flag, value])
         assert r.exit_code == 2, r.output
-        assert f"{flag} {value}:" in r.output and f"was started with {given}" in r.output and f"leave {flag} out" in r.output
+        assert (
+            f"{flag} {value}:" in r.output
+            and f"was started with {given}" in r.output
+            and f"leave {flag} out" in r.output
+        )
     (out / RunDir.CHECKPOINT).write_bytes(b"not a checkpoint")
     r = runner.invoke(main, ["train", str(out), "--resume"])
     assert r.exit_code == 2 and "cannot be read" in r.output and "delete it" in r.output
@@ -202,7 +263,9 @@ def test_training_again_keeps_the_earlier_weights_and_their_figures(arch_file, u
     train_final(run, epochs=1, log=quiet)
     assert (run / "model.1.pt").read_bytes() == before and (run / "model.2.pt").is_file()
     assert [e["weights"] for e in json.loads((run / RunDir.SUMMARY).read_text())["earlier_models"]] == [
-        "model.1.pt", "model.2.pt"]
+        "model.1.pt",
+        "model.2.pt",
+    ]
 
 
 def test_the_cuda_graph_loop_resumes_from_its_state_on_the_cpu():
@@ -223,16 +286,28 @@ def test_the_cuda_graph_loop_resumes_from_its_state_on_the_cpu():
     def trainer():
         torch.manual_seed(0)
         model = build_model(ARCH, 1, 10).to(memory_format=torch.channels_last)
-        step = _Step(model, None, F.cross_entropy, list(model.parameters()), plan, data.train,
-                     BatchAugment(digits, crop_padding=1), torch.Generator().manual_seed(5), CPU)
+        step = _Step(
+            model,
+            head=None,
+            loss_fn=F.cross_entropy,
+            params=list(model.parameters()),
+            plan=plan,
+            train=data.train,
+            augment=BatchAugment(digits, crop_padding=1),
+            gen=torch.Generator().manual_seed(5),
+            device=CPU,
+        )
         return model, step, GraphedTrainer(step, sched, capture=False)
 
     whole, _, loop = trainer()
     list(loop.epochs())
     first, step, loop = trainer()
     next(iter(loop.epochs()))
-    saved = {"model": {k: v.clone() for k, v in first.state_dict().items()}, "loop": loop.state_dict(),
-             "gen": step.gen.get_state()}
+    saved = {
+        "model": {k: v.clone() for k, v in first.state_dict().items()},
+        "loop": loop.state_dict(),
+        "gen": step.gen.get_state(),
+    }
     again, step, loop = trainer()
     again.load_state_dict(saved["model"])
     loop.load_state_dict(saved["loop"])

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"  # the measurement tools it runs
@@ -74,14 +74,39 @@ class Scale:
     quick: bool
 
 
-FULL = Scale(bench_epochs=2, bench_archs={"bench_cifar10": ("cifar10", "d20-w64"), "bench_fashionmnist": ("fashionmnist", "d18-w46")},
-             bench_extra=(), rank_args=("--max-candidates", "8", "--epochs-scale", "0.25", "--noise", "0.5"),
-             synth_images=(60000, 10000), label_noise=0.08, workers=(1, 4), quick=False)
-QUICK = Scale(bench_epochs=1, bench_archs={"bench_cifar10": ("cifar10", "d4-w8"), "bench_fashionmnist": ("fashionmnist", "d4-w8")},
-              bench_extra=("--train-images", "256", "--val-images", "64", "--threads", "1"),
-              rank_args=("--max-candidates", "8", "--epochs-scale", "0.05", "--width-scale", "0.125", "--train-images", "192",
-                         "--val-images", "64", "--threads", "1"),
-              synth_images=(300, 100), label_noise=0.08, workers=(1, 2), quick=True)
+FULL = Scale(
+    bench_epochs=2,
+    bench_archs={"bench_cifar10": ("cifar10", "d20-w64"), "bench_fashionmnist": ("fashionmnist", "d18-w46")},
+    bench_extra=(),
+    rank_args=("--max-candidates", "8", "--epochs-scale", "0.25", "--noise", "0.5"),
+    synth_images=(60000, 10000),
+    label_noise=0.08,
+    workers=(1, 4),
+    quick=False,
+)
+QUICK = Scale(
+    bench_epochs=1,
+    bench_archs={"bench_cifar10": ("cifar10", "d4-w8"), "bench_fashionmnist": ("fashionmnist", "d4-w8")},
+    bench_extra=("--train-images", "256", "--val-images", "64", "--threads", "1"),
+    rank_args=(
+        "--max-candidates",
+        "8",
+        "--epochs-scale",
+        "0.05",
+        "--width-scale",
+        "0.125",
+        "--train-images",
+        "192",
+        "--val-images",
+        "64",
+        "--threads",
+        "1",
+    ),
+    synth_images=(300, 100),
+    label_noise=0.08,
+    workers=(1, 2),
+    quick=True,
+)
 
 
 @dataclass
@@ -123,14 +148,23 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> int:
     return code
 
 
-def run_boxed(argv: list[str], *, box_s: float, log: Path, env: Optional[dict] = None, grace_s: float = STOP_GRACE_S) -> dict:
+def run_boxed(
+    argv: list[str], *, box_s: float, log: Path, env: dict | None = None, grace_s: float = STOP_GRACE_S
+) -> dict:
     """Run ``argv`` in its own process group with stdout and stderr to ``log``; stop it after ``box_s`` seconds."""
     started = time.monotonic()
     with open(log, "w") as out:
         # SIGINT back to its default in the step: a caller started in the background (nohup, `&`)
         # ignores it, and a step that inherits that would never see the stop asked of it
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         timed_out = False
         try:
             code = proc.wait(timeout=box_s)
@@ -140,8 +174,14 @@ def run_boxed(argv: list[str], *, box_s: float, log: Path, env: Optional[dict] =
         except KeyboardInterrupt:
             stop_group(proc, grace_s)
             raise
-    return {"command": shlex.join(argv), "exit_code": code, "wall_s": round(time.monotonic() - started, 3),
-            "time_box_s": round(box_s, 1), "timed_out": timed_out, "log": log.name}
+    return {
+        "command": shlex.join(argv),
+        "exit_code": code,
+        "wall_s": round(time.monotonic() - started, 3),
+        "time_box_s": round(box_s, 1),
+        "timed_out": timed_out,
+        "log": log.name,
+    }
 
 
 def child_env(ctx: Context) -> dict:
@@ -155,17 +195,31 @@ def run_step(step: Step, ctx: Context, box_s: float) -> dict:
     """The step's record: command, exit code, wall seconds, status (ok, failed, timed_out, skipped) and figures."""
     argv = step.command(ctx, box_s)
     if isinstance(argv, str):
-        record = {"command": None, "exit_code": None, "wall_s": 0.0, "time_box_s": 0.0, "timed_out": False,
-                  "status": "skipped", "reason": argv, "figures": {}}
+        record = {
+            "command": None,
+            "exit_code": None,
+            "wall_s": 0.0,
+            "time_box_s": 0.0,
+            "timed_out": False,
+            "status": "skipped",
+            "reason": argv,
+            "figures": {},
+        }
         print(f"[{step.name}] skipped: {argv}", flush=True)
     else:
         print(f"[{step.name}] {shlex.join(argv)}  (time box {box_s:.0f} s)", flush=True)
         record = run_boxed(argv, box_s=box_s, log=ctx.out / f"{step.name}.log", env=child_env(ctx))
         record["status"] = "timed_out" if record["timed_out"] else "ok" if record["exit_code"] == 0 else "failed"
         record["figures"] = step.figures(ctx, record)
-        print(f"[{step.name}] {record['status']}, exit code {record['exit_code']}, {record['wall_s']:.1f} s", flush=True)
+        print(
+            f"[{step.name}] {record['status']}, exit code {record['exit_code']}, {record['wall_s']:.1f} s", flush=True
+        )
     if step.name not in TOOL_STEPS or not record["figures"]:
-        note = {"skipped": record["reason"]} if record["status"] == "skipped" else {"missing": f"no figures: see {step.name}.log"}
+        note = (
+            {"skipped": record["reason"]}
+            if record["status"] == "skipped"
+            else {"missing": f"no figures: see {step.name}.log"}
+        )
         write_json(ctx.out / f"{step.name}.json", record["figures"] or note)
     return record
 
@@ -189,8 +243,19 @@ def read_json(path: Path) -> dict:
 def pytest_command(ctx: Context, box_s: float):
     if ctx.device != "cuda":
         return "needs CUDA: the gpu-marked tests run with --device cuda"
-    return [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "gpu", "-p", "no:cacheprovider",
-            f"--junitxml={ctx.out / 'pytest_gpu.xml'}", "tests"]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-m",
+        "gpu",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={ctx.out / 'pytest_gpu.xml'}",
+        "tests",
+    ]
 
 
 def pytest_figures(ctx: Context, record: dict) -> dict:
@@ -213,8 +278,22 @@ def pytest_figures(ctx: Context, record: dict) -> dict:
 def bench_command(name: str):
     def command(ctx: Context, box_s: float):
         dataset, arch = ctx.scale.bench_archs[name]
-        return [sys.executable, str(BENCHMARKS / "bench_train.py"), "--arch", arch, "--dataset", dataset, "--epochs",
-                str(ctx.scale.bench_epochs), "--device", ctx.device, *ctx.scale.bench_extra, "--json", str(ctx.out / f"{name}.json")]
+        return [
+            sys.executable,
+            str(BENCHMARKS / "bench_train.py"),
+            "--arch",
+            arch,
+            "--dataset",
+            dataset,
+            "--epochs",
+            str(ctx.scale.bench_epochs),
+            "--device",
+            ctx.device,
+            *ctx.scale.bench_extra,
+            "--json",
+            str(ctx.out / f"{name}.json"),
+        ]
+
     return command
 
 
@@ -224,23 +303,49 @@ def tool_figures(name: str):
 
 def rank_command(ctx: Context, box_s: float):
     # no new candidate after 60 % of the box: a candidate under both protocols must still fit
-    return [sys.executable, str(BENCHMARKS / "rank_check.py"), *ctx.scale.rank_args, "--max-seconds", f"{0.6 * box_s:.0f}",
-            "--device", ctx.device, "--json", str(ctx.out / "rank_check.json")]
+    return [
+        sys.executable,
+        str(BENCHMARKS / "rank_check.py"),
+        *ctx.scale.rank_args,
+        "--max-seconds",
+        f"{0.6 * box_s:.0f}",
+        "--device",
+        ctx.device,
+        "--json",
+        str(ctx.out / "rank_check.json"),
+    ]
 
 
 def synth_command(ctx: Context, box_s: float):
     train, test = ctx.scale.synth_images
-    return [sys.executable, str(BENCHMARKS / "synthetic_data.py"), "fashionmnist", str(ctx.work / "fashionmnist"),
-            "--train", str(train), "--test", str(test), "--label-noise", str(ctx.scale.label_noise)]
+    return [
+        sys.executable,
+        str(BENCHMARKS / "synthetic_data.py"),
+        "fashionmnist",
+        str(ctx.work / "fashionmnist"),
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--label-noise",
+        str(ctx.scale.label_noise),
+    ]
 
 
 def synth_figures(ctx: Context, record: dict) -> dict:
     train, test = ctx.scale.synth_images
-    return {"dataset": "fashionmnist", "synthetic": True, "train_images": train, "test_images": test,
-            "label_noise": ctx.scale.label_noise, "dir": str(ctx.work / "fashionmnist"), "written": record["status"] == "ok"}
+    return {
+        "dataset": "fashionmnist",
+        "synthetic": True,
+        "train_images": train,
+        "test_images": test,
+        "label_noise": ctx.scale.label_noise,
+        "dir": str(ctx.work / "fashionmnist"),
+        "written": record["status"] == "ok",
+    }
 
 
-def edgenas_cli() -> Optional[str]:
+def edgenas_cli() -> str | None:
     """The ``edgenas`` console script of this interpreter's environment, else the one on PATH."""
     beside = Path(sys.executable).parent / "edgenas"
     return str(beside) if beside.exists() else shutil.which("edgenas")
@@ -253,9 +358,23 @@ def search_command(slot: int):
             return "the edgenas command is not installed: pip install --no-deps -e ."
         if not read_json(ctx.out / "synthetic_data.json").get("written"):
             return "no synthetic data: the synthetic_data step did not write it"
-        return [cli, "discover", "--profile", ctx.search_profile, "--dataset", "fashionmnist", "--data-dir",
-                str(ctx.work / "fashionmnist"), "--device", ctx.device, "--workers", str(ctx.scale.workers[slot]),
-                "--out", str(ctx.out / "runs" / f"search_w{ctx.scale.workers[slot]}")]
+        return [
+            cli,
+            "discover",
+            "--profile",
+            ctx.search_profile,
+            "--dataset",
+            "fashionmnist",
+            "--data-dir",
+            str(ctx.work / "fashionmnist"),
+            "--device",
+            ctx.device,
+            "--workers",
+            str(ctx.scale.workers[slot]),
+            "--out",
+            str(ctx.out / "runs" / f"search_w{ctx.scale.workers[slot]}"),
+        ]
+
     return command
 
 
@@ -272,7 +391,7 @@ def read_journal(path: Path) -> list[dict]:
     return records
 
 
-def requests_answered(log: Path) -> Optional[int]:
+def requests_answered(log: Path) -> int | None:
     """How many of the strategy's requests the search answered: the highest N of discover's
     ``[stage #N] ARCH eE: <answer>`` log lines (progress lines, ``: epoch ...``, do not count)."""
     text = log.read_text(errors="replace") if log.exists() else ""
@@ -287,20 +406,40 @@ def search_figures_of(run_dir: Path, log: Path, record: dict) -> dict:
     requests = requests_answered(log)
     summary = read_json(run_dir / "summary.json")
     hours = record["wall_s"] / 3600
-    figures = {"run_dir": str(run_dir), "finished": bool(summary), "wall_s": record["wall_s"],
-               "stopped_at_time_box": record["timed_out"], "time_box_s": record["time_box_s"],
-               "journal_records": len(journal), "candidates_trained": len(trained),
-               "candidates_trained_speculatively": sum(bool(r.get("speculative")) for r in trained),
-               "candidates_skipped": len(journal) - len(trained), "requests_answered": requests,
-               "candidate_train_seconds": sum(r.get("seconds", 0.0) for r in trained),
-               "candidates_trained_per_hour": len(trained) / hours if hours else None,
-               "requests_answered_per_hour": requests / hours if hours and requests is not None else None,
-               "rate_note": "counts (journal.jsonl; requests from the log's [stage #N] lines) / wall time of the whole "
-                            "discover process; speculative candidates are trained but not (yet) asked for"}
+    figures = {
+        "run_dir": str(run_dir),
+        "finished": bool(summary),
+        "wall_s": record["wall_s"],
+        "stopped_at_time_box": record["timed_out"],
+        "time_box_s": record["time_box_s"],
+        "journal_records": len(journal),
+        "candidates_trained": len(trained),
+        "candidates_trained_speculatively": sum(bool(r.get("speculative")) for r in trained),
+        "candidates_skipped": len(journal) - len(trained),
+        "requests_answered": requests,
+        "candidate_train_seconds": sum(r.get("seconds", 0.0) for r in trained),
+        "candidates_trained_per_hour": len(trained) / hours if hours else None,
+        "requests_answered_per_hour": requests / hours if hours and requests is not None else None,
+        "rate_note": "counts (journal.jsonl; requests from the log's [stage #N] lines) / wall time of the whole "
+        "discover process; speculative candidates are trained but not (yet) asked for",
+    }
     if summary:
-        figures["summary"] = {k: summary.get(k) for k in ("arch_str", "params", "macs", "candidates", "candidates_trained",
-                                                          "search_seconds", "final_train_seconds", "val_acc", "test_acc",
-                                                          "profile", "device")}
+        figures["summary"] = {
+            k: summary.get(k)
+            for k in (
+                "arch_str",
+                "params",
+                "macs",
+                "candidates",
+                "candidates_trained",
+                "search_seconds",
+                "final_train_seconds",
+                "val_acc",
+                "test_acc",
+                "profile",
+                "device",
+            )
+        }
     return figures
 
 
@@ -309,6 +448,7 @@ def search_figures(slot: int):
         workers = ctx.scale.workers[slot]
         run_dir, log = ctx.out / "runs" / f"search_w{workers}", ctx.out / f"search_w{workers}.log"
         return {"profile": Path(ctx.search_profile).stem, "workers": workers, **search_figures_of(run_dir, log, record)}
+
     return figures
 
 
@@ -334,7 +474,7 @@ def two_se(a: float, b: float, n: int) -> float:
     return 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n) if n else math.inf
 
 
-def target(what: str, measured: str = "not measured", met: Optional[bool] = None, step: str = "") -> dict:
+def target(what: str, measured: str = "not measured", met: bool | None = None, step: str = "") -> dict:
     return {"target": what, "measured": measured, "met": met, "step": step}
 
 
@@ -385,8 +525,10 @@ def search_target(name: str, fig: dict) -> dict:
     if fig.get("candidates_trained_per_hour") is None:
         return target(label, step=name)
     requests = fig["requests_answered_per_hour"]
-    rate = (f"{fig['candidates_trained']} trained ({fig['candidates_trained_per_hour']:.0f}/h), "
-            f"{fig['requests_answered']} requests answered ({'?' if requests is None else f'{requests:.0f}'}/h)")
+    rate = (
+        f"{fig['candidates_trained']} trained ({fig['candidates_trained_per_hour']:.0f}/h), "
+        f"{fig['requests_answered']} requests answered ({'?' if requests is None else f'{requests:.0f}'}/h)"
+    )
     if fig["finished"]:
         return target(label, f"finished in {fig['wall_s']:.0f} s; {rate}", fig["wall_s"] <= SEARCH_LIMIT_S, name)
     return target(label, f"not finished, stopped at {fig['wall_s']:.0f} s; {rate}", None, name)
@@ -409,12 +551,16 @@ def targets(results: dict, quick: bool) -> list[dict]:
 
 def print_tables(summary: dict) -> None:
     env = summary["environment"]
-    print(f"\n== gpu_check on {env.get('device_name')} (--device {summary['device']}), torch {env.get('torch')} "
-          f"(CUDA build {env.get('cuda')}){QUICK_NOTE if summary['quick'] else ''}")
+    print(
+        f"\n== gpu_check on {env.get('device_name')} (--device {summary['device']}), torch {env.get('torch')} "
+        f"(CUDA build {env.get('cuda')}){QUICK_NOTE if summary['quick'] else ''}"
+    )
     print(f"{'step':20} {'status':10} {'exit':>4} {'wall s':>7} {'box s':>6}  reason")
     for name, r in summary["steps"].items():
         code = "-" if r["exit_code"] is None else str(r["exit_code"])
-        print(f"{name:20} {r['status']:10} {code:>4} {r['wall_s']:>7.1f} {r['time_box_s']:>6.0f}  {r.get('reason', '')}")
+        print(
+            f"{name:20} {r['status']:10} {code:>4} {r['wall_s']:>7.1f} {r['time_box_s']:>6.0f}  {r.get('reason', '')}"
+        )
     print(f"\n{'target':60} {'verdict':13} measured")
     for row in summary["targets"]:
         print(f"{row['target']:60} {row['verdict']:13} {row['measured']}")
@@ -433,17 +579,38 @@ def probe_environment() -> dict:
         return {"error": f"the environment probe failed: {e}"}
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                epilog="On a GPU machine: pip install --no-deps -e . && python tools/gpu_check.py --out gpu-figures")
-    p.add_argument("--out", type=Path, default=Path("gpu-figures"), help="folder for the figures (new or empty; default gpu-figures)")
-    p.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when present; cpu implies --quick")
-    p.add_argument("--budget-s", type=float, default=None,
-                   help=f"seconds for all steps, shared out by step; time a step leaves unused goes to the next "
-                        f"(default {DEFAULT_BUDGET_S}, {QUICK_BUDGET_S} with --quick)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (a smoke test; figures are not at the targets' scale)")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="On a GPU machine: pip install --no-deps -e . && python tools/gpu_check.py --out gpu-figures",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("gpu-figures"),
+        help="folder for the figures (new or empty; default gpu-figures)",
+    )
+    p.add_argument(
+        "--device", choices=["cuda", "cpu"], default=None, help="default: cuda when present; cpu implies --quick"
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help=f"seconds for all steps, shared out by step; time a step leaves unused goes to the next "
+        f"(default {DEFAULT_BUDGET_S}, {QUICK_BUDGET_S} with --quick)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes everywhere (a smoke test; figures are not at the targets' scale)",
+    )
     p.add_argument("--steps", default=None, help="comma-separated subset of the steps (default: all)")
-    p.add_argument("--search-profile", default="tiny", help="profile of the searches (default tiny; e.g. tiny-fast); ignored with --quick")
+    p.add_argument(
+        "--search-profile",
+        default="tiny",
+        help="profile of the searches (default tiny; e.g. tiny-fast); ignored with --quick",
+    )
     args = p.parse_args(argv)
     if args.budget_s is not None and args.budget_s <= 0:
         p.error("--budget-s must be > 0")
@@ -452,7 +619,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     names = list(dict.fromkeys(s.name for scale in (FULL, QUICK) for s in steps(scale)))
     args.step_list = names if not args.steps else [s.strip() for s in args.steps.split(",") if s.strip()]
     if set(args.step_list) - set(names):
-        p.error(f"--steps: unknown {', '.join(sorted(set(args.step_list) - set(names)))}; choose from {', '.join(names)}")
+        p.error(
+            f"--steps: unknown {', '.join(sorted(set(args.step_list) - set(names)))}; choose from {', '.join(names)}"
+        )
     return args
 
 
@@ -474,7 +643,7 @@ def run_all(ctx: Context, chosen: list[Step], budget_s: float) -> dict:
     return results
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = probe_environment()
     device = args.device or ("cuda" if env.get("cuda_available") else "cpu")
@@ -486,8 +655,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     budget = args.budget_s or (QUICK_BUDGET_S if scale.quick else DEFAULT_BUDGET_S)
     chosen = choose(scale, args.step_list)
     if args.steps and set(args.step_list) - {s.name for s in chosen}:
-        print(f"gpu_check: not steps of this run ({'quick' if scale.quick else 'full'} sizes): "
-              f"{', '.join(sorted(set(args.step_list) - {s.name for s in chosen}))}", file=sys.stderr)
+        print(
+            f"gpu_check: not steps of this run ({'quick' if scale.quick else 'full'} sizes): "
+            f"{', '.join(sorted(set(args.step_list) - {s.name for s in chosen}))}",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as work:
         ctx = Context(args.out, Path(work), device, scale, args.search_profile)
         if scale.quick:
@@ -495,12 +667,22 @@ def main(argv: Optional[list[str]] = None) -> int:
             Path(ctx.search_profile).write_text(QUICK_PROFILE)
         print(f"gpu_check: {len(chosen)} steps on {device}, budget {budget:.0f} s, figures to {args.out}", flush=True)
         results = run_all(ctx, chosen, budget)
-    summary = {"tool": "gpu_check", "device": device, "quick": scale.quick, "budget_s": budget, "out": str(args.out),
-               "environment": env, "steps": results, "targets": targets(results, scale.quick)}
+    summary = {
+        "tool": "gpu_check",
+        "device": device,
+        "quick": scale.quick,
+        "budget_s": budget,
+        "out": str(args.out),
+        "environment": env,
+        "steps": results,
+        "targets": targets(results, scale.quick),
+    }
     write_json(args.out / "summary.json", summary)
     print_tables(summary)
     # a search stopped at its time box is expected (its figures are a rate); any other stop or failure is not
-    bad = [n for n, r in results.items() if r["status"] == "failed" or (r["timed_out"] and not n.startswith("search_w"))]
+    bad = [
+        n for n, r in results.items() if r["status"] == "failed" or (r["timed_out"] and not n.startswith("search_w"))
+    ]
     return 1 if bad else 0
 
 

@@ -18,8 +18,15 @@ from edgenas.errors import EdgenasError, ParamError
 from edgenas.version import __version__
 
 # Library parameter -> the flag that sets it, where the two names differ.
-FLAGS = {"profile": "--profile", "formats": "--format", "target": "TARGET", "ray": "--ray", "json_out": "--json",
-         "png_dir": "--png", "model": "--model"}
+FLAGS = {
+    "profile": "--profile",
+    "formats": "--format",
+    "target": "TARGET",
+    "ray": "--ray",
+    "json_out": "--json",
+    "png_dir": "--png",
+    "model": "--model",
+}
 # Write failures of the machine, not of edgenas: one line (exit 1) wherever they surface.
 # click >= 8.2 raises this for a group given no command (earlier versions print the help and exit 0).
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -60,7 +67,7 @@ class EdgenasGroup(click.Group):
     Ctrl-C exits 130 and SIGTERM 143; a search stopped either way keeps its journal (``--resume``).
     """
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: PLR0917 (click's signature)
         try:
             with _sigterm_as_exception():
                 rv = super().main(args, prog_name or "edgenas", complete_var, standalone_mode=False, **extra)
@@ -77,8 +84,11 @@ class EdgenasGroup(click.Group):
         except OSError as e:
             if e.errno not in WRITE_ERRNOS:
                 raise
-            click.echo(f"edgenas: error: cannot write {e.filename or 'a file'}: {e.strerror}; fix that "
-                       "(free space, permissions) and run the command again", err=True)
+            click.echo(
+                f"edgenas: error: cannot write {e.filename or 'a file'}: {e.strerror}; fix that "
+                "(free space, permissions) and run the command again",
+                err=True,
+            )
             code = 1
         except (click.Abort, KeyboardInterrupt):
             click.echo("edgenas: interrupted; a search continues with the same command and --resume", err=True)
@@ -97,21 +107,44 @@ def main():
     """Discover small, accurate networks for edge devices; export, benchmark and guard them."""
 
 
-device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-                             help="Training device. Default: cuda when present, else cpu.")
-seed_option = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
-                           help="Seed of splits, inits and shuffles.")
+device_option = click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="Training device. Default: cuda when present, else cpu.",
+)
+seed_option = click.option(
+    "--seed",
+    type=click.IntRange(0, 2**31 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of splits, inits and shuffles.",
+)
 data_options = [
-    click.option("--dataset", default=None, help="cifar10, cifar100, fashionmnist, kmnist, emnist, imagefolder, digits. Default: the profile's (digits)."),
-    click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lies (or is downloaded to)."),
+    click.option(
+        "--dataset",
+        default=None,
+        help="cifar10, cifar100, fashionmnist, kmnist, emnist, imagefolder, digits. Default: the profile's (digits).",
+    ),
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Where the dataset lies (or is downloaded to).",
+    ),
     click.option("--download", is_flag=True, help="Download a torchvision dataset into --data-dir if absent."),
 ]
 
 
 training_threads_option = click.option(
-    "--threads", "train_threads", type=click.IntRange(min=0, max=1024), default=None, metavar="N",
+    "--threads",
+    "train_threads",
+    type=click.IntRange(min=0, max=1024),
+    default=None,
+    metavar="N",
     help="CPU threads while training. Default: the profile's train.threads, else 1 (every core for a big "
-         "training step); 0: that policy. A resume keeps the run's own.")
+    "training step); 0: that policy. A resume keeps the run's own.",
+)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output (errors still go to stderr).")
 
 
@@ -122,14 +155,29 @@ def with_data_options(f):
 
 
 # Options of the commands that time models (bench, compare, latency-table, latency-check).
-runtime_option = click.option("--runtime", default=None, help=f"{', '.join(RUNTIMES)}. Default: onnxruntime-cpu "
-                              "(tensorrt-fp16 for .engine; the runtime a .tflite/.pte/.xml/.ncnn.param file's metadata names).")
+runtime_option = click.option(
+    "--runtime",
+    default=None,
+    help=f"{', '.join(RUNTIMES)}. Default: onnxruntime-cpu "
+    "(tensorrt-fp16 for .engine; the runtime a .tflite/.pte/.xml/.ncnn.param file's metadata names).",
+)
 batch_option = click.option("--batch", type=int, default=1, show_default=True, help="Images per inference.")
-threads_option = click.option("--threads", type=int, default=None, help="CPU threads of CPU runtimes. Default: all available.")
-device_url_option = click.option("--device", "device_url", default=None, metavar="URL",
-                                 help="Time on the device server at http://HOST:PORT (`edgenas_kit.py serve`) instead of here.")
-device_token_option = click.option("--device-token-file", type=click.Path(dir_okay=False), default=None,
-                                   help="File holding the device's token. Default: $EDGENAS_DEVICE_TOKEN.")
+threads_option = click.option(
+    "--threads", type=int, default=None, help="CPU threads of CPU runtimes. Default: all available."
+)
+device_url_option = click.option(
+    "--device",
+    "device_url",
+    default=None,
+    metavar="URL",
+    help="Time on the device server at http://HOST:PORT (`edgenas_kit.py serve`) instead of here.",
+)
+device_token_option = click.option(
+    "--device-token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File holding the device's token. Default: $EDGENAS_DEVICE_TOKEN.",
+)
 
 
 def device_token(device_url, token_file) -> str:

@@ -23,7 +23,10 @@ class MemoryTarget:
     install: str
 
 
-MEMORY_TARGETS = {t.name: t for t in (
-    # TensorFlow Lite Micro on a full-integer INT8 .tflite (litert-int8: PT2E, NHWC int8 input): the greedy planner's arena
-    MemoryTarget("tflm-int8", "tflite-micro", "int8", 1, 1, False, True, "pip install edgenas[tflm]"),
-)}
+MEMORY_TARGETS = {
+    t.name: t
+    for t in (
+        # TensorFlow Lite Micro on a full-integer INT8 .tflite (litert-int8: PT2E, NHWC int8 input): the greedy planner's arena
+        MemoryTarget("tflm-int8", "tflite-micro", "int8", 1, 1, False, True, "pip install edgenas[tflm]"),
+    )
+}

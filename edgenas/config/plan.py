@@ -34,8 +34,12 @@ class TrainPlan:
     fast_batch_size: int = setting(512, ge=1, le=65_536)  # fast protocol: images per step (capped at the set)
     warmup_fraction: float = setting(0.05, ge=0, lt=1)  # fast protocol: share of all steps with a linear warm-up
     cuda_graphs: bool = True  # on CUDA: replay each training step as a captured CUDA graph (same math)
-    threads: int = setting(0, ge=0, le=1024)  # CPU intra-op threads while training; 0: edgenas's policy (training/threads.py)
-    checkpoint_every: int = setting(10, ge=0, le=100_000)  # `edgenas train`: a checkpoint every N epochs; 0: only when stopped
+    threads: int = setting(
+        0, ge=0, le=1024
+    )  # CPU intra-op threads while training; 0: edgenas's policy (training/threads.py)
+    checkpoint_every: int = setting(
+        10, ge=0, le=100_000
+    )  # `edgenas train`: a checkpoint every N epochs; 0: only when stopped
     # After training, BatchNorm running statistics are recomputed on training images (as
     # torch.optim.swa_utils.update_bn does): after a few optimizer steps the running averages still
     # hold their initial values, and a short proxy's accuracy would be measured with them.

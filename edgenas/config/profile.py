@@ -15,7 +15,6 @@ import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,14 +77,17 @@ class Budget:
             if problem:
                 raise ProfileError(f"budget.device = {self.device!r} is not allowed; {problem}")
             if self.runtime not in KIT_RUNTIMES:
-                raise ProfileError(f"budget.runtime = {self.runtime!r} cannot run on a device server (the device kit "
-                                   f"runs exported models); choose one of {', '.join(KIT_RUNTIMES)}")
+                raise ProfileError(
+                    f"budget.runtime = {self.runtime!r} cannot run on a device server (the device kit "
+                    f"runs exported models); choose one of {', '.join(KIT_RUNTIMES)}"
+                )
         elif self.device_token_file:
-            raise ProfileError("budget.device_token_file is set but budget.device is not: name the device's "
-                               "http://HOST:PORT too")
+            raise ProfileError(
+                "budget.device_token_file is set but budget.device is not: name the device's http://HOST:PORT too"
+            )
 
 
-def device_url_problem(url: str) -> Optional[str]:
+def device_url_problem(url: str) -> str | None:
     """What is wrong with a device server's address (None when it is ``http://HOST:PORT``)."""
     parts = urllib.parse.urlsplit(url)
     try:
@@ -101,8 +103,8 @@ def device_url_problem(url: str) -> Optional[str]:
 class DataConfig:
     dataset: str = "digits"  # used when --dataset is not given
     val_fraction: float = setting(0.1, gt=0, le=0.5)  # share of the training set held out to rank candidates
-    input_size: Optional[tuple[int, int]] = setting(None, item_ge=4, item_le=MAX_INPUT_SIDE, nullable=True)  # (H, W)
-    channels: Optional[int] = setting(None, choices=(1, 3), nullable=True)  # 1 (grayscale) or 3 (RGB), imagefolder
+    input_size: tuple[int, int] | None = setting(None, item_ge=4, item_le=MAX_INPUT_SIDE, nullable=True)  # (H, W)
+    channels: int | None = setting(None, choices=(1, 3), nullable=True)  # 1 (grayscale) or 3 (RGB), imagefolder
 
     def __post_init__(self) -> None:
         check_fields(self, "data")
@@ -129,7 +131,7 @@ class Profile:
     description: str = ""
     task: str = "classify"
     strategy: str = "egnas"
-    search: Union[EgnasConfig, TrgConfig, RandomConfig] = field(default_factory=EgnasConfig)
+    search: EgnasConfig | TrgConfig | RandomConfig = field(default_factory=EgnasConfig)
     train: TrainPlan = field(default_factory=TrainPlan)
     budget: Budget = field(default_factory=Budget)
     data: DataConfig = field(default_factory=DataConfig)
@@ -157,14 +159,18 @@ def _check_ranges(p: Profile, file: str) -> None:
     pairs = (("max_depth", "min_depth"), ("max_width", "min_width"))
     for high, low in pairs:
         if getattr(s, high) < getattr(s, low):
-            raise ProfileError(f"{file}: search.{high} = {getattr(s, high)} is not allowed; "
-                               f"it must be >= search.{low} ({getattr(s, low)})")
+            raise ProfileError(
+                f"{file}: search.{high} = {getattr(s, high)} is not allowed; "
+                f"it must be >= search.{low} ({getattr(s, low)})"
+            )
     # The width stage steps down from max_width while above min_width (the reference's rule): only
     # a whole number of steps ends exactly at min_width, never below it (nor below one channel).
     span = s.max_width - s.min_width
     if span % s.width_step:
-        raise ProfileError(f"{file}: search.width_step = {s.width_step} is not allowed; it must divide "
-                           f"search.max_width - search.min_width ({span}), so the width stage ends at search.min_width")
+        raise ProfileError(
+            f"{file}: search.width_step = {s.width_step} is not allowed; it must divide "
+            f"search.max_width - search.min_width ({span}), so the width stage ends at search.min_width"
+        )
 
 
 def _validate(p: Profile, file: str) -> None:
@@ -172,8 +178,10 @@ def _validate(p: Profile, file: str) -> None:
         raise ProfileError(f"{file}: task = {p.task!r} is not allowed; choose one of {', '.join(TASKS)}")
     memory = [k for k in ("max_peak_memory_kb", "max_flash_kb") if getattr(p.budget, k)]
     if memory and p.task != "classify":
-        raise ProfileError(f"{file}: budget.{memory[0]} is for task = \"classify\" (the memory model knows the "
-                           f"classifier's graph), not {p.task!r}; remove it")
+        raise ProfileError(
+            f'{file}: budget.{memory[0]} is for task = "classify" (the memory model knows the '
+            f"classifier's graph), not {p.task!r}; remove it"
+        )
     _check_ranges(p, file)
 
 
@@ -191,8 +199,9 @@ def stored_profile(stored: dict) -> Profile:
     if not isinstance(stored, dict) or "name" not in stored:
         raise ProfileError("run.json: the stored profile is missing or malformed")
     raw = {k: stored[k] for k in TOP_KEYS if k in stored}
-    raw.update({s: {k: v for k, v in stored[s].items() if v is not None} for s in SECTIONS
-                if isinstance(stored.get(s), dict)})
+    raw.update(
+        {s: {k: v for k, v in stored[s].items() if v is not None} for s in SECTIONS if isinstance(stored.get(s), dict)}
+    )
     return profile_from_dict(raw, stored["name"], stored.get("source", "run.json"))
 
 
@@ -206,8 +215,10 @@ def profile_from_dict(raw: dict, name: str, source: str) -> Profile:
     strategy = top.get("strategy", "egnas")
     if strategy not in STRATEGIES:
         raise ProfileError(f"{source}: strategy = {strategy!r} is not allowed; choose one of {', '.join(STRATEGIES)}")
-    sections = {section: build(cls or CONFIGS[strategy], raw.get(section, {}), source, section)
-                for section, cls in SECTIONS.items()}
+    sections = {
+        section: build(cls or CONFIGS[strategy], table=raw.get(section, {}), file=source, section=section)
+        for section, cls in SECTIONS.items()
+    }
     profile = Profile(name=name, source=source, **top, **sections)
     _validate(profile, source)
     return profile
@@ -232,11 +243,15 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if isinstance(name_or_path, Path) or _is_path(text):
         path = Path(text)
         if path.is_dir():
-            raise ProfileError(f"profile {path} is a directory, not a profile file; give a built-in name "
-                               f"({', '.join(builtin_names())}) or a .toml file")
+            raise ProfileError(
+                f"profile {path} is a directory, not a profile file; give a built-in name "
+                f"({', '.join(builtin_names())}) or a .toml file"
+            )
         if not path.is_file():
-            raise ProfileError(f"profile file {path} does not exist; give a built-in name "
-                               f"({', '.join(builtin_names())}) or a .toml path")
+            raise ProfileError(
+                f"profile file {path} does not exist; give a built-in name "
+                f"({', '.join(builtin_names())}) or a .toml path"
+            )
         try:
             content = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
         except UnicodeDecodeError as e:
@@ -245,8 +260,9 @@ def load_profile(name_or_path: str | Path) -> Profile:
             raise ProfileError(f"profile file {path} cannot be read ({e.strerror})") from None
         return parse_profile(content, path.stem, str(path))
     if text not in builtin_names():
-        raise ProfileError(f"unknown profile {text!r}; built-in profiles: {', '.join(builtin_names())}, "
-                           "or give a .toml path")
+        raise ProfileError(
+            f"unknown profile {text!r}; built-in profiles: {', '.join(builtin_names())}, or give a .toml path"
+        )
     res = resources.files("edgenas.builtin_profiles") / f"{text}.toml"
     return parse_profile(res.read_text(encoding="utf-8"), text, f"profiles/{text}.toml")
 

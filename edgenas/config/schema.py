@@ -12,17 +12,41 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import field
 
 from edgenas.errors import ProfileError
 
 
-def setting(default, *, ge=None, gt=None, le=None, lt=None, choices=None, items=None, item_ge=None, item_le=None,
-            nullable: bool = False):
+def setting(
+    default,
+    *,
+    ge=None,
+    gt=None,
+    le=None,
+    lt=None,
+    choices=None,
+    items=None,
+    item_ge=None,
+    item_le=None,
+    nullable: bool = False,
+):
     """A dataclass field with the bounds the code needs (see the module docstring)."""
-    rules = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("choices", choices), ("items", items),
-                               ("item_ge", item_ge), ("item_le", item_le)) if v is not None}
+    rules = {
+        k: v
+        for k, v in (
+            ("ge", ge),
+            ("gt", gt),
+            ("le", le),
+            ("lt", lt),
+            ("choices", choices),
+            ("items", items),
+            ("item_ge", item_ge),
+            ("item_le", item_le),
+        )
+        if v is not None
+    }
     rules["nullable"] = nullable
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"rules": rules})
@@ -36,7 +60,7 @@ def _type_name(tp) -> str:
 def coerce(value, tp, where: str):
     """Check ``value`` against the annotation ``tp``; return it in the dataclass's type."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union and type(None) in args:
+    if origin in (typing.Union, types.UnionType) and type(None) in args:  # Optional[X] or X | None
         return coerce(value, next(a for a in args if a is not type(None)), where)
     if origin is tuple:
         if not isinstance(value, list):
@@ -62,8 +86,12 @@ def _range_text(rules: dict) -> str:
 def _in_range(value, rules: dict) -> bool:
     if isinstance(value, float) and not math.isfinite(value):
         return False
-    return not (("ge" in rules and value < rules["ge"]) or ("gt" in rules and value <= rules["gt"])
-                or ("le" in rules and value > rules["le"]) or ("lt" in rules and value >= rules["lt"]))
+    return not (
+        ("ge" in rules and value < rules["ge"])
+        or ("gt" in rules and value <= rules["gt"])
+        or ("le" in rules and value > rules["le"])
+        or ("lt" in rules and value >= rules["lt"])
+    )
 
 
 def _rule_error(value, rules: dict) -> str | None:
@@ -98,7 +126,7 @@ def check_fields(obj, section: str) -> None:
             raise ProfileError(f"{section}.{f.name} = {shown!r} is not allowed; {problem}")
 
 
-def build(cls, table, file: str, section: str):
+def build(cls, *, table, file: str, section: str):
     """``cls`` from a TOML table: unknown keys and wrong types refused, then every bound checked."""
     if not isinstance(table, dict):
         raise ProfileError(f"{file}: [{section}] must be a table")

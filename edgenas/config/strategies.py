@@ -87,14 +87,18 @@ class RandomConfig:
     micro_kernels: tuple[int, ...] = setting((5,), items=KERNELS)  # kernels a layer may take besides 3
     epochs: int = setting(10, ge=1, le=100_000)  # of every candidate
     candidates: int = setting(20, ge=1, le=1_000_000)  # trained (or failed) candidates; over-budget ones are redrawn
-    candidate_epochs: int = setting(0, ge=0, le=10**9)  # > 0: the cost in epochs instead, candidate_epochs // epochs candidates
+    candidate_epochs: int = setting(
+        0, ge=0, le=10**9
+    )  # > 0: the cost in epochs instead, candidate_epochs // epochs candidates
     max_draws: int = setting(100_000, ge=1, le=10**9)  # draws (over-budget and repeated ones included) before giving up
 
     def __post_init__(self) -> None:
         check_fields(self, "search")
         if 0 < self.candidate_epochs < self.epochs:
-            raise ProfileError(f"search.candidate_epochs = {self.candidate_epochs} is not allowed; it must be 0 (use "
-                               f"search.candidates) or >= search.epochs ({self.epochs}), one candidate's training")
+            raise ProfileError(
+                f"search.candidate_epochs = {self.candidate_epochs} is not allowed; it must be 0 (use "
+                f"search.candidates) or >= search.epochs ({self.epochs}), one candidate's training"
+            )
 
     @property
     def budget_candidates(self) -> int:

@@ -45,7 +45,9 @@ def resolve(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
     if path.is_dir():
         target = layout.export_dir(path) / file_for_runtime(runtime)  # onnxruntime-cpu-int8: model.int8.onnx
         if not target.is_file():
-            hint = f"run `edgenas export {path}` first" + ("" if rt.engine == "tensorrt" else ", or use --runtime torch-cpu")
+            hint = f"run `edgenas export {path}` first" + (
+                "" if rt.engine == "tensorrt" else ", or use --runtime torch-cpu"
+            )
             raise UserInputError(f"{path} has no {layout.EXPORT_DIR}/{target.name}: {hint}")
         return target, runtime
     return path, runtime
@@ -84,8 +86,10 @@ def stale_export(model: str | Path, runtime: str | None = None) -> str | None:
     stale = [name for name, h in _recorded_weights(target).items() if h != current]
     if not stale:
         return None
-    return (f"{target} is stale: {' and '.join(stale)} record other weights than {weights} (retrained since the "
-            f"export?); these figures are of the old network: run `edgenas export {run_dir}` again")
+    return (
+        f"{target} is stale: {' and '.join(stale)} record other weights than {weights} (retrained since the "
+        f"export?); these figures are of the old network: run `edgenas export {run_dir}` again"
+    )
 
 
 def open_runner(model: str | Path, runtime: str | None = None, threads: int | None = None) -> kit.Runner:
@@ -97,15 +101,27 @@ def open_runner(model: str | Path, runtime: str | None = None, threads: int | No
     device = "cuda" if runtime == "torch-cuda" else "cpu"
     if device == "cuda":
         TorchRunner.check_cuda(runtime)
-    return TorchRunner(load_run_model(run, device), runtime=runtime, input_chw=run.meta.data.input_chw,
-                       model_path=run.path / RunDir.WEIGHTS, threads=threads)
+    return TorchRunner(
+        load_run_model(run, device),
+        runtime=runtime,
+        input_chw=run.meta.data.input_chw,
+        model_path=run.path / RunDir.WEIGHTS,
+        threads=threads,
+    )
 
 
-def bench(model: str | Path, *, runtime: str | None = None, batch: int = 1, threads: int | None = None,
-          warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
+def bench(
+    model: str | Path,
+    *,
+    runtime: str | None = None,
+    batch: int = 1,
+    threads: int | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+) -> dict:
     """Time ``model`` on ``runtime`` (default: from the model) and return the bench JSON record."""
     with open_runner(model, runtime, threads) as runner, kit_errors():
-        return kit.bench_runner(runner, batch, warmup, runs, tool=TOOL)
+        return kit.bench_runner(runner, batch=batch, warmup=warmup, runs=runs, tool=TOOL)
 
 
 def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, str]:
@@ -114,8 +130,11 @@ def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, s
     the exported file for LiteRT, ExecuTorch, OpenVINO and ncnn (sent with the files beside it)."""
     path, runtime = Path(model), runtime or "onnxruntime-cpu"
     if runtime not in KIT_RUNTIMES:
-        raise ParamError("runtime", runtime, f"a device server runs what the device kit runs; choose one of "
-                         f"{', '.join(KIT_RUNTIMES)}")
+        raise ParamError(
+            "runtime",
+            runtime,
+            f"a device server runs what the device kit runs; choose one of {', '.join(KIT_RUNTIMES)}",
+        )
     onnx = RUNTIMES[runtime].engine in ("onnxruntime", "tensorrt")
     if path.is_dir():
         name = layout.ONNX if onnx else file_for_runtime(runtime)
@@ -125,23 +144,35 @@ def device_model(model: str | Path, runtime: str | None = None) -> tuple[Path, s
     elif not path.is_file():
         raise UserInputError(f"{path}: no such model file or run directory")
     elif onnx and path.suffix != ".onnx":
-        raise UserInputError(f"{path}: --device sends an ONNX model (the device builds its own TensorRT engine); "
-                             "give a .onnx file or a run directory")
+        raise UserInputError(
+            f"{path}: --device sends an ONNX model (the device builds its own TensorRT engine); "
+            "give a .onnx file or a run directory"
+        )
     elif not onnx and not path.name.endswith(RUNTIMES[runtime].suffix):
         raise UserInputError(f"{path}: {runtime} runs {RUNTIMES[runtime].suffix} files; give one or a run directory")
     return path, runtime
 
 
-def bench_on_device(model: str | Path, url: str, *, token: str, runtime: str | None = None, batch: int = 1,
-                    threads: int | None = None, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> dict:
+def bench_on_device(
+    model: str | Path,
+    *,
+    url: str,
+    token: str,
+    runtime: str | None = None,
+    batch: int = 1,
+    threads: int | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+) -> dict:
     """``bench`` on the device server at ``url`` (``edgenas_kit.py serve``): its bench JSON record."""
     path, runtime = device_model(model, runtime)
-    result = time_on_device(url, path, token=token, runtime=runtime, threads=threads, batch=batch, warmup=warmup,
-                            runs=runs)
+    result = time_on_device(
+        url, model_path=path, token=token, runtime=runtime, threads=threads, batch=batch, warmup=warmup, runs=runs
+    )
     return read_device_bench(result, url) | {"model": str(model if Path(model).is_file() else path)}
 
 
-def read_device_bench(record: dict, url: str) -> dict:
+def read_device_bench(record: object, url: str) -> dict:
     """A device's answer, validated as a bench JSON (a server of another version is named)."""
     with kit_errors():
         return kit.validate_bench(record, f"the answer of {url}")

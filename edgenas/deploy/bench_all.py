@@ -76,19 +76,32 @@ def candidates(run: RunDir) -> tuple[dict[str, Path], dict[str, str]]:
     return found, skipped
 
 
-def _open(run: RunDir, runtime: str, path: Path, threads: int, model):
+def _open(run: RunDir, *, runtime: str, path: Path, threads: int, model):
     if RUNTIMES[runtime].engine == "torch":
         return TorchRunner(model, runtime=runtime, input_chw=run.meta.data.input_chw, model_path=path, threads=threads)
     return backend_of(runtime).open(path, threads=threads)
 
 
-def bench_all(run_dir: str | Path, *, threads: int = 1, batch: int = 1, rounds: int = DEFAULT_ROUNDS,
-              warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, runtimes: list[str] | None = None) -> dict:
+def bench_all(
+    run_dir: str | Path,
+    *,
+    threads: int = 1,
+    batch: int = 1,
+    rounds: int = DEFAULT_ROUNDS,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+    runtimes: list[str] | None = None,
+) -> dict:
     """Time every installed runtime on the run's export in ``rounds`` interleaved rounds (``warmup``
     untimed and ``runs`` timed calls per runtime and round) with ``threads`` CPU threads; the record
     ``write``/``format_table`` take. ``runtimes``: only these (default: every one available)."""
-    for name, value, low in (("threads", threads, 1), ("batch", batch, 1), ("rounds", rounds, 1), ("warmup", warmup, 0),
-                             ("runs", runs, 1)):
+    for name, value, low in (
+        ("threads", threads, 1),
+        ("batch", batch, 1),
+        ("rounds", rounds, 1),
+        ("warmup", warmup, 0),
+        ("runs", runs, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ParamError(name, value, f"give an integer >= {low}")
     run = RunDir.open(run_dir)
@@ -99,36 +112,63 @@ def bench_all(run_dir: str | Path, *, threads: int = 1, batch: int = 1, rounds: 
         raise UserInputError(f"{run.path}: nothing to time ({'; '.join(f'{n}: {why}' for n, why in skipped.items())})")
     model = load_run_model(run, "cpu")
     x = kit.bench_input(run.meta.data.input_chw, batch)
-    runners, samples = {}, {name: [] for name in found}
+    runners: dict[str, kit.Runner] = {}
+    samples: dict[str, list[float]] = {name: [] for name in found}
     with kit_errors():
         try:
             for name, path in found.items():
-                runners[name] = _open(run, name, path, threads, model)
+                runners[name] = _open(run, runtime=name, path=path, threads=threads, model=model)
             before = kit.probe()
             order = list(runners)
             for k in range(rounds):
-                for name in order[k % len(order):] + order[:k % len(order)]:
+                for name in order[k % len(order) :] + order[: k % len(order)]:
                     runner = runners[name]
-                    samples[name] += kit.measure(lambda runner=runner: runner(x), warmup, runs)
+                    samples[name] += kit.measure(lambda runner=runner: runner(x), warmup=warmup, runs=runs)
             environment = kit.conditions.environment(before, kit.probe())
-            rows = [_row(name, found[name], runners[name], samples[name], batch) for name in runners]
+            rows = [
+                _row(name, path=found[name], runner=runners[name], samples=samples[name], batch=batch)
+                for name in runners
+            ]
         finally:
             for runner in reversed(list(runners.values())):
                 runner.close()
     rows.sort(key=lambda r: r["p50_ms"])
-    return {"schema": SCHEMA, "run_dir": str(run.path), "host": platform.node(), "device": kit.cpu_name(),
-            "threads": threads, "batch": batch, "input_shape": [batch, *run.meta.data.input_chw], "rounds": rounds,
-            "warmup": warmup, "runs": runs, "rows": rows, "skipped": skipped, "environment": environment,
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool": f"edgenas {__version__}"}
+    return {
+        "schema": SCHEMA,
+        "run_dir": str(run.path),
+        "host": platform.node(),
+        "device": kit.cpu_name(),
+        "threads": threads,
+        "batch": batch,
+        "input_shape": [batch, *run.meta.data.input_chw],
+        "rounds": rounds,
+        "warmup": warmup,
+        "runs": runs,
+        "rows": rows,
+        "skipped": skipped,
+        "environment": environment,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tool": f"edgenas {__version__}",
+    }
 
 
-def _row(name: str, path: Path, runner, samples: list[float], batch: int) -> dict:
+def _row(name: str, *, path: Path, runner, samples: list[float], batch: int) -> dict:
     stats = kit.latency_stats(samples, batch)
     accuracy, metric = accuracy_of(path)
-    return {"runtime": name, "engine": RUNTIMES[name].engine, "precision": RUNTIMES[name].precision,
-            "runtime_version": str(runner.runtime_version), "file": path.name, "size_bytes": size_on_disk(path),
-            "p50_ms": stats["p50_ms"], "p90_ms": stats["p90_ms"], "mean_ms": stats["mean_ms"],
-            "accuracy": accuracy, "metric": metric, "samples": len(samples)}
+    return {
+        "runtime": name,
+        "engine": RUNTIMES[name].engine,
+        "precision": RUNTIMES[name].precision,
+        "runtime_version": str(runner.runtime_version),
+        "file": path.name,
+        "size_bytes": size_on_disk(path),
+        "p50_ms": stats["p50_ms"],
+        "p90_ms": stats["p90_ms"],
+        "mean_ms": stats["mean_ms"],
+        "accuracy": accuracy,
+        "metric": metric,
+        "samples": len(samples),
+    }
 
 
 def default_json(run_dir: str | Path) -> Path:
@@ -155,12 +195,24 @@ def format_table(record: dict, *, markdown: bool = False) -> str:
     for r in record["rows"]:
         size = f"{r['size_bytes'] / 1024:.1f} KiB"
         accuracy = f"{r['accuracy']:.2f} %" if r.get("accuracy") is not None else "-"
-        body.append((r["runtime"], r["precision"], r["runtime_version"], r["file"], size, f"{r['p50_ms']:.4f}",
-                     f"{r['p90_ms']:.4f}", accuracy))
+        body.append(
+            (
+                r["runtime"],
+                r["precision"],
+                r["runtime_version"],
+                r["file"],
+                size,
+                f"{r['p50_ms']:.4f}",
+                f"{r['p90_ms']:.4f}",
+                accuracy,
+            )
+        )
     threads = record["threads"]
-    title = (f"{record['run_dir']} on {record['device']}, {threads} thread{'s' if threads != 1 else ''}, "
-             f"input {'x'.join(map(str, record['input_shape']))}: {record['rounds']} interleaved rounds of "
-             f"{record['warmup']} warm-up + {record['runs']} timed runs per runtime")
+    title = (
+        f"{record['run_dir']} on {record['device']}, {threads} thread{'s' if threads != 1 else ''}, "
+        f"input {'x'.join(map(str, record['input_shape']))}: {record['rounds']} interleaved rounds of "
+        f"{record['warmup']} warm-up + {record['runs']} timed runs per runtime"
+    )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

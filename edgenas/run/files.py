@@ -12,8 +12,8 @@ import errno
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from edgenas.device_kit.edgenas_kit import write_atomic
 from edgenas.errors import EdgenasError, RunDirError, RunWriteError
@@ -39,11 +39,13 @@ def _one_line(e: BaseException) -> str:
 def write_failure(path: Path, e: OSError, *, in_progress: bool) -> EdgenasError:
     """The one-line error for a failed write of ``path``: ``RunWriteError`` (exit 1) when work was in
     progress, else ``RunDirError`` (exit 2: nothing was started)."""
-    why = WHY.get(e.errno) or " ".join((e.strerror or str(e)).split())
+    why = (e.errno is not None and WHY.get(e.errno)) or " ".join((e.strerror or str(e)).split())
     if not in_progress:
         return RunDirError(f"cannot write {path}: {why}")
-    return RunWriteError(f"cannot write {path}: {why}; the run stopped and nothing torn was left: fix that "
-                         "(free space, permissions), then run the same command again (a search: with --resume)")
+    return RunWriteError(
+        f"cannot write {path}: {why}; the run stopped and nothing torn was left: fix that "
+        "(free space, permissions), then run the same command again (a search: with --resume)"
+    )
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -104,7 +106,7 @@ def _parse_record(line: bytes, fields: Fields, where: str) -> dict:
     return record
 
 
-def read_jsonl(path: Path, fields: Optional[Fields] = None) -> list[dict]:
+def read_jsonl(path: Path, fields: Fields | None = None) -> list[dict]:
     """The records of a JSON-lines file, each a dict with ``fields`` (name → type).
 
     A last line without its newline (a write cut short by a kill) is not trusted. Any other line
@@ -116,8 +118,11 @@ def read_jsonl(path: Path, fields: Optional[Fields] = None) -> list[dict]:
         lines = path.read_bytes().split(b"\n")
     except OSError as e:
         raise RunDirError(f"{path} cannot be read ({_one_line(e)})") from None
-    return [_parse_record(line, fields or {}, f"{path}, line {number},")
-            for number, line in enumerate(lines[:-1], start=1) if line.strip()]
+    return [
+        _parse_record(line, fields or {}, f"{path}, line {number},")
+        for number, line in enumerate(lines[:-1], start=1)
+        if line.strip()
+    ]
 
 
 def trim_torn_tail(path: Path) -> int:

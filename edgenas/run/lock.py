@@ -11,7 +11,6 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 from filelock import FileLock, Timeout
 
@@ -36,10 +35,10 @@ class RunLock:
 
     def __init__(self, directory: str | Path, command: str):
         self.directory, self.command = Path(directory), command
-        self._lock: Optional[FileLock] = None
+        self._lock: FileLock | None = None
         self._created = False  # the directory was made for this lock (removed again if nothing was put in it)
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self.directory.exists() and not self.directory.is_dir():
             raise RunDirError(f"{self.directory} is a file, not a directory")
         try:
@@ -51,13 +50,19 @@ class RunLock:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise RunDirError(f"{self.directory} is in use by {_holder(self.directory)}; wait until it ends "
-                              "(or stop it), then try again") from None
+            raise RunDirError(
+                f"{self.directory} is in use by {_holder(self.directory)}; wait until it ends "
+                "(or stop it), then try again"
+            ) from None
         except OSError as e:
             raise write_failure(self.directory / LOCK_FILE, e, in_progress=False) from None
         self._lock = lock
-        holder = {"command": self.command, "pid": os.getpid(), "host": socket.gethostname(),
-                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        holder = {
+            "command": self.command,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         try:
             write_json_atomic(self.directory / HOLDER_FILE, holder, in_progress=False)
         except BaseException:
@@ -82,7 +87,7 @@ class RunLock:
             except OSError:
                 pass
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

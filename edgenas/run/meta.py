@@ -8,7 +8,6 @@ import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 from edgenas.config.profile import Profile, stored_profile
 from edgenas.errors import ProfileError, RunDirError
@@ -22,17 +21,23 @@ class DatasetRecord:
     """Which data a run used and how it was split (``--dataset``, ``--data-dir``, the split seed)."""
 
     name: str
-    data_dir: Optional[str]  # absolute; None for built-in data
+    data_dir: str | None  # absolute; None for built-in data
     val_fraction: float
     split_seed: int
-    input_size: Optional[list[int]]  # the profile's data.input_size
-    channels: Optional[int]  # the profile's data.channels
-    sizes: Optional[dict] = None  # images per split: {"train": n, "val": n, "test": n} (None in older run.json)
-    fingerprint: Optional[str] = None  # "sha256:…" of every image and label (see data_fingerprint; None in older run.json)
+    input_size: list[int] | None  # the profile's data.input_size
+    channels: int | None  # the profile's data.channels
+    sizes: dict | None = None  # images per split: {"train": n, "val": n, "test": n} (None in older run.json)
+    fingerprint: str | None = None  # "sha256:…" of every image and label (see data_fingerprint; None in older run.json)
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
-             "split_seed": self.split_seed, "input_size": self.input_size, "channels": self.channels}
+        d = {
+            "name": self.name,
+            "data_dir": self.data_dir,
+            "val_fraction": self.val_fraction,
+            "split_seed": self.split_seed,
+            "input_size": self.input_size,
+            "channels": self.channels,
+        }
         return d | {k: v for k, v in (("sizes", self.sizes), ("fingerprint", self.fingerprint)) if v is not None}
 
 
@@ -46,15 +51,21 @@ class DataShape:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...]
-    face: Optional[dict] = None  # face runs: identities, images and pairs per split, image root
+    face: dict | None = None  # face runs: identities, images and pairs per split, image root
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
         return (self.in_channels, *self.input_size)
 
     def to_dict(self) -> dict:
-        d = {"in_channels": self.in_channels, "num_classes": self.num_classes, "input_size": list(self.input_size),
-             "mean": list(self.mean), "std": list(self.std), "class_names": list(self.class_names)}
+        d = {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": list(self.class_names),
+        }
         return d | ({"face": self.face} if self.face is not None else {})
 
 
@@ -68,8 +79,8 @@ class RunMeta:
     profile: Profile
     dataset: DatasetRecord
     data: DataShape
-    origin: Optional[dict] = None  # a run made by `train --candidate`: from_run, candidate, candidate_key
-    threads: Optional[int] = None  # CPU threads its candidates train with (None in older run.json); --resume keeps them
+    origin: dict | None = None  # a run made by `train --candidate`: from_run, candidate, candidate_key
+    threads: int | None = None  # CPU threads its candidates train with (None in older run.json); --resume keeps them
 
     @property
     def outputs(self) -> int:
@@ -83,9 +94,11 @@ class RunMeta:
         d["profile"].pop("source", None)
         sizes, fingerprint = d["dataset"].pop("sizes", None), d["dataset"].pop("fingerprint", None)
         return {key: d[key] for key in ("profile", "dataset", "seed", "task", "data")} | {
-            "sizes": sizes, "fingerprint": fingerprint}
+            "sizes": sizes,
+            "fingerprint": fingerprint,
+        }
 
-    def same_run(self, other: "RunMeta") -> Optional[str]:
+    def same_run(self, other: RunMeta) -> str | None:
         """The first part of ``identity`` that differs from ``other``'s (None when they agree).
 
         Sizes and fingerprint are compared only when both runs recorded them (older run.json did not)."""
@@ -97,27 +110,48 @@ class RunMeta:
     def to_dict(self) -> dict:
         ds = self.dataset
         return {
-            "edgenas_version": self.edgenas_version, "created": self.created, "task": self.task, "seed": self.seed,
-            "device": self.device, "profile": self.profile.to_dict(),
+            "edgenas_version": self.edgenas_version,
+            "created": self.created,
+            "task": self.task,
+            "seed": self.seed,
+            "device": self.device,
+            "profile": self.profile.to_dict(),
             "dataset": ds.to_dict(),
-            "data": self.data.to_dict(), **(self.origin or {}),
+            "data": self.data.to_dict(),
+            **(self.origin or {}),
         } | ({"threads": self.threads} if self.threads is not None else {})
 
     @classmethod
-    def from_dict(cls, d, source: str = "run.json") -> "RunMeta":
+    def from_dict(cls, d, source: str = "run.json") -> RunMeta:
         """Read run.json's content; anything missing or of the wrong kind is a one-line ``RunDirError``."""
         try:
             ds, data = d["dataset"], d["data"]
             return cls(
-                edgenas_version=str(d["edgenas_version"]), created=str(d["created"]), task=str(d["task"]),
-                seed=int(d["seed"]), device=str(d["device"]), profile=stored_profile(d["profile"]),
-                dataset=DatasetRecord(str(ds["name"]), ds["data_dir"], float(ds["val_fraction"]), int(ds["split_seed"]),
-                                      ds.get("input_size"), ds.get("channels"), _sizes(ds.get("sizes")),
-                                      _fingerprint(ds.get("fingerprint"))),
-                data=DataShape(int(data["in_channels"]), int(data["num_classes"]),
-                               tuple(int(v) for v in data["input_size"]), tuple(float(v) for v in data["mean"]),
-                               tuple(float(v) for v in data["std"]), tuple(str(c) for c in data["class_names"]),
-                               data.get("face")),
+                edgenas_version=str(d["edgenas_version"]),
+                created=str(d["created"]),
+                task=str(d["task"]),
+                seed=int(d["seed"]),
+                device=str(d["device"]),
+                profile=stored_profile(d["profile"]),
+                dataset=DatasetRecord(
+                    str(ds["name"]),
+                    ds["data_dir"],
+                    float(ds["val_fraction"]),
+                    int(ds["split_seed"]),
+                    ds.get("input_size"),
+                    ds.get("channels"),
+                    _sizes(ds.get("sizes")),
+                    _fingerprint(ds.get("fingerprint")),
+                ),
+                data=DataShape(
+                    int(data["in_channels"]),
+                    int(data["num_classes"]),
+                    _hw(data["input_size"]),
+                    tuple(float(v) for v in data["mean"]),
+                    tuple(float(v) for v in data["std"]),
+                    tuple(str(c) for c in data["class_names"]),
+                    data.get("face"),
+                ),
                 origin={k: d[k] for k in ORIGIN if k in d} or None,
                 threads=_threads(d.get("threads")),
             )
@@ -126,17 +160,23 @@ class RunMeta:
             raise RunDirError(f"{source} is damaged ({what}); it cannot be read as an edgenas run") from None
 
 
-def _threads(value) -> Optional[int]:
+def _hw(value) -> tuple[int, int]:
+    """An (H, W) pair; any other length is a ``ValueError``."""
+    h, w = (int(v) for v in value)
+    return h, w
+
+
+def _threads(value) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"threads {str(value)[:40]!r} is not a count of CPU threads (an integer >= 1)")
     return value
 
 
-def _sizes(value) -> Optional[dict]:
+def _sizes(value) -> dict | None:
     return None if value is None else {str(k): int(v) for k, v in value.items()}
 
 
-def _fingerprint(value) -> Optional[str]:
+def _fingerprint(value) -> str | None:
     if value is not None and not (isinstance(value, str) and value.startswith("sha256:")):
         raise ValueError(f"dataset.fingerprint {str(value)[:40]!r} is not a 'sha256:…' string")
     return value
@@ -154,7 +194,7 @@ def data_fingerprint(data) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _data_identity(data) -> tuple[Optional[dict], Optional[str]]:
+def _data_identity(data) -> tuple[dict | None, str | None]:
     """(split sizes, fingerprint) of a loaded dataset; (None, None) for a bare shape (as in tests)."""
     if not all(hasattr(data, s) for s in ("train", "val", "test")):
         return None, None
@@ -163,22 +203,51 @@ def _data_identity(data) -> tuple[Optional[dict], Optional[str]]:
 
 def data_shape(data, extra: dict) -> DataShape:
     """The ``DataShape`` of a loaded dataset (``extra``: the task's facts, e.g. the face split)."""
-    return DataShape(data.in_channels, data.num_classes, tuple(data.input_size), tuple(data.mean), tuple(data.std),
-                     tuple(data.class_names), extra.get("face"))
+    return DataShape(
+        data.in_channels,
+        data.num_classes,
+        tuple(data.input_size),
+        tuple(data.mean),
+        tuple(data.std),
+        tuple(data.class_names),
+        extra.get("face"),
+    )
 
 
-def run_meta(profile: Profile, *, task: str, dataset: str, data_dir, data, extra: dict, seed: int, device,
-             threads: Optional[int] = None) -> RunMeta:
+def run_meta(
+    profile: Profile,
+    *,
+    task: str,
+    dataset: str,
+    data_dir,
+    data,
+    extra: dict,
+    seed: int,
+    device,
+    threads: int | None = None,
+) -> RunMeta:
     """What run.json records for a new run of ``profile`` on ``data`` (``threads``: its CPU threads)."""
     d = profile.data
     sizes, fingerprint = _data_identity(data)
     return RunMeta(
-        edgenas_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        task=task, seed=seed, device=str(device), profile=profile,
-        dataset=DatasetRecord(dataset, str(Path(data_dir).expanduser().resolve()) if data_dir else None,
-                              d.val_fraction, seed, list(d.input_size) if d.input_size else None, d.channels,
-                              sizes, fingerprint),
-        data=data_shape(data, extra), threads=threads,
+        edgenas_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        task=task,
+        seed=seed,
+        device=str(device),
+        profile=profile,
+        dataset=DatasetRecord(
+            dataset,
+            str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+            d.val_fraction,
+            seed,
+            list(d.input_size) if d.input_size else None,
+            d.channels,
+            sizes,
+            fingerprint,
+        ),
+        data=data_shape(data, extra),
+        threads=threads,
     )
 
 

@@ -7,8 +7,14 @@ Off a terminal (a pipe, a CI log) nothing changes: one line per epoch goes to st
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # for the annotations only: this module stays free of torch and loads rich lazily
+    from rich.progress import TaskID
+
+    from edgenas.training.trainer import EpochCallback
 
 
 @runtime_checkable
@@ -18,7 +24,7 @@ class Progress(Protocol):
     def __call__(self, message: str) -> None:
         """One line of text (a plain ``Callable[[str], None]`` is a ``Log``)."""
 
-    def candidate(self, stage: str, number: int, label: str, epochs: int) -> None:
+    def candidate(self, stage: str, *, number: int, label: str, epochs: int) -> None:
         """A candidate (``number`` 0: the final training) starts ``epochs`` epochs."""
 
     def epoch(self, epoch: int, epochs: int, line: str) -> None:
@@ -28,7 +34,7 @@ class Progress(Protocol):
         """A candidate's journal record (trained, failed or skipped), also one read back on --resume."""
 
 
-Log = Union[Progress, Callable[[str], None]]  # what discover and train_final accept: a Progress or a line sink
+Log = Progress | Callable[[str], None]  # what discover and train_final accept: a Progress or a line sink
 
 
 def _to_stderr(message: str) -> None:
@@ -44,7 +50,7 @@ class Lines:
     def __call__(self, message: str) -> None:
         self.write(message)
 
-    def candidate(self, stage: str, number: int, label: str, epochs: int) -> None:
+    def candidate(self, stage: str, *, number: int, label: str, epochs: int) -> None:
         pass  # the epoch and result lines name the candidate
 
     def epoch(self, epoch: int, epochs: int, line: str) -> None:
@@ -67,7 +73,7 @@ class SearchTally:
     """Best ranking accuracy so far and the skipped/failed counts, from journal records."""
 
     def __init__(self) -> None:
-        self.best: Optional[float] = None
+        self.best: float | None = None
         self.best_label = ""
         self.skipped = 0
         self.failed = 0
@@ -106,12 +112,21 @@ class LiveProgress:
 
         self.console = Console(file=stream, force_terminal=True, highlight=False)
         self.tally = SearchTally()
-        self.bar = Bar(TextColumn("{task.description}", markup=False), BarColumn(bar_width=30), TextColumn("epoch"),
-                       MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[tally]}"),
-                       console=self.console, transient=False, refresh_per_second=4)
-        self.task = None
+        self.bar = Bar(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=30),
+            TextColumn("epoch"),
+            MofNCompleteColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[tally]}"),
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,
+        )
+        self.task: TaskID | None = None
 
-    def __enter__(self) -> "LiveProgress":
+    def __enter__(self) -> LiveProgress:
         self.bar.start()
         return self
 
@@ -121,7 +136,7 @@ class LiveProgress:
     def __call__(self, message: str) -> None:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
-    def candidate(self, stage: str, number: int, label: str, epochs: int) -> None:
+    def candidate(self, stage: str, *, number: int, label: str, epochs: int) -> None:
         where = f"[{stage} #{number}]" if number else f"[{stage}]"
         if self.task is not None:
             self.bar.remove_task(self.task)
@@ -153,8 +168,8 @@ def reporter(quiet: bool = False, stream=None) -> Iterator[Progress]:
         yield STDERR
 
 
-def epoch_lines(progress: Progress, prefix: str, *, stage: str, arch, epochs: int) -> Callable[..., None]:
+def epoch_lines(progress: Progress, *, prefix: str, stage: str, arch, epochs: int) -> EpochCallback:
     """The per-epoch callback of a training outside the search (``[final]``, ``[train]``): a line per
     epoch, or the live bar's candidate."""
-    progress.candidate(stage, 0, str(arch), epochs)
+    progress.candidate(stage, number=0, label=str(arch), epochs=epochs)
     return lambda e, n, loss, acc, s: progress.epoch(e, n, f"{prefix}epoch {e}/{n} loss {loss:.3f} train {acc:.1f}%")

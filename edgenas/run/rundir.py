@@ -20,11 +20,11 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 from edgenas.errors import ParamError, RunDirError
 from edgenas.run.files import (
     NUMBER,
+    Fields,
     append_jsonl,
     read_jsonl,
     trim_torn_tail,
@@ -38,8 +38,8 @@ from edgenas.search.space import Arch
 __all__ = ["RunDir", "append_jsonl", "read_jsonl", "write_json_atomic"]
 
 # What the search reads back from each record (the rest is for people and summaries).
-JOURNAL_FIELDS = {"key": str, "status": str, "acc": NUMBER, "train_acc": NUMBER, "seconds": NUMBER}
-LATENCY_FIELDS = {"key": str, "ms": NUMBER}
+JOURNAL_FIELDS: Fields = {"key": str, "status": str, "acc": NUMBER, "train_acc": NUMBER, "seconds": NUMBER}
+LATENCY_FIELDS: Fields = {"key": str, "ms": NUMBER}
 DATA_CHANGES = {"data": "classes, image shape or pixel statistics", "sizes": "split sizes", "fingerprint": "images"}
 
 
@@ -67,13 +67,17 @@ class RunDir:
 
     # -- creation and resume ------------------------------------------------------------------
     @classmethod
-    def start(cls, path: str | Path, meta: RunMeta, *, resume: bool) -> "RunDir":
+    def start(cls, path: str | Path, meta: RunMeta, *, resume: bool) -> RunDir:
         """Open ``path`` for a new search, or for continuing one with ``resume`` (hold its ``lock`` first)."""
         run = cls(path)
         if resume:
             cls.refuse_headless(run.path)
             if not (run.path / cls.META).exists():
-                raise ParamError("resume", True, f"{run.path} holds no search to resume (no {cls.META}); start one without {{resume}}")
+                raise ParamError(
+                    "resume",
+                    True,
+                    f"{run.path} holds no search to resume (no {cls.META}); start one without {{resume}}",
+                )
             run.check_same_run(meta)
             run.journal(), run.latencies()  # damage anywhere is an error now, before anything is trained
             trim_torn_tail(run.path / cls.JOURNAL)
@@ -95,10 +99,14 @@ class RunDir:
             return
         before, now = stored.identity()[differs], meta.identity()[differs]
         if differs in DATA_CHANGES:
-            raise RunDirError(f"{self.path} was searched on other data: the dataset's {DATA_CHANGES[differs]} changed "
-                              f"({_changed(before, now)}); resume on the same data, or start a new run elsewhere")
-        raise RunDirError(f"{self.path} was started with a different {differs} ({_changed(before, now)}); "
-                          "resume with the same settings or start a new run elsewhere")
+            raise RunDirError(
+                f"{self.path} was searched on other data: the dataset's {DATA_CHANGES[differs]} changed "
+                f"({_changed(before, now)}); resume on the same data, or start a new run elsewhere"
+            )
+        raise RunDirError(
+            f"{self.path} was started with a different {differs} ({_changed(before, now)}); "
+            "resume with the same settings or start a new run elsewhere"
+        )
 
     @classmethod
     def refuse_taken(cls, path: Path, hint: str = "continue it with {resume}, or choose another {out}") -> None:
@@ -113,17 +121,21 @@ class RunDir:
     def refuse_headless(path: Path) -> None:
         """A journal without run.json can be neither resumed (what made it is unknown) nor overwritten."""
         if (path / RunDir.JOURNAL).exists() and not (path / RunDir.META).exists():
-            raise RunDirError(f"{path} holds a search's {RunDir.JOURNAL} but no {RunDir.META} (deleted?): it can "
-                              f"neither be resumed nor started again there; put its {RunDir.META} back to resume it, "
-                              "or start the search in another directory (or delete this one)")
+            raise RunDirError(
+                f"{path} holds a search's {RunDir.JOURNAL} but no {RunDir.META} (deleted?): it can "
+                f"neither be resumed nor started again there; put its {RunDir.META} back to resume it, "
+                "or start the search in another directory (or delete this one)"
+            )
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path) -> RunDir:
         """An existing run directory (for train, export, bench, verify)."""
         run = cls(path)
         if not (run.path / cls.META).is_file():
-            raise RunDirError(f"{run.path} is not an edgenas run directory (no {cls.META}); "
-                              "give the run directory of a finished `edgenas discover`")
+            raise RunDirError(
+                f"{run.path} is not an edgenas run directory (no {cls.META}); "
+                "give the run directory of a finished `edgenas discover`"
+            )
         return run
 
     def lock(self, command: str) -> RunLock:
@@ -154,7 +166,7 @@ class RunDir:
     def latencies(self) -> dict[str, float]:
         return {r["key"]: r["ms"] for r in read_jsonl(self.path / self.LATENCY, LATENCY_FIELDS)}
 
-    def record_latency(self, key: str, ms: float, source: Optional[dict] = None) -> None:
+    def record_latency(self, key: str, ms: float, source: dict | None = None) -> None:
         """``source``: what the figure is valid for (``CostSource.identity()``: runtime, device ...)."""
         append_jsonl(self.path / self.LATENCY, {"key": key, "ms": ms} | ({"source": source} if source else {}))
 
@@ -185,7 +197,7 @@ class RunDir:
         torch.save(checkpoint, buf)
         write_file_atomic(self.path / self.CHECKPOINT, lambda f: f.write(buf.getbuffer()), in_progress=True)
 
-    def checkpoint(self) -> Optional[dict]:
+    def checkpoint(self) -> dict | None:
         """The unfinished training's checkpoint (loaded with weights_only=True), or None."""
         import pickle
 
@@ -197,8 +209,9 @@ class RunDir:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as e:
-            raise RunDirError(f"{path} cannot be read ({' '.join(str(e).split())[:120]}); delete it to train from "
-                              "the start") from None
+            raise RunDirError(
+                f"{path} cannot be read ({' '.join(str(e).split())[:120]}); delete it to train from the start"
+            ) from None
         if not isinstance(checkpoint, dict) or "state" not in checkpoint:
             raise RunDirError(f"{path} is not an edgenas training checkpoint; delete it to train from the start")
         return checkpoint
@@ -206,7 +219,7 @@ class RunDir:
     def drop_checkpoint(self) -> None:
         (self.path / self.CHECKPOINT).unlink(missing_ok=True)
 
-    def keep_weights(self) -> Optional[str]:
+    def keep_weights(self) -> str | None:
         """Keep the current model.pt as the next free model.N.pt (a hard link, else a copy), before new
         weights replace it; that name, or None when there is no model.pt."""
         current = self.path / self.WEIGHTS

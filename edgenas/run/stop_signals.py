@@ -5,28 +5,27 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Optional
 
-SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as a shell reports it
+SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as a shell reports it
 
 
 class StopRequest:
     """Which signal asked the training to stop (None: none did)."""
 
     def __init__(self):
-        self.signum: Optional[int] = None
+        self.signum: int | None = None
 
     def __call__(self) -> bool:
         return self.signum is not None
 
     @property
     def name(self) -> str:
-        return SIGNAL_NAMES.get(self.signum, "a signal")
+        return "a signal" if self.signum is None else SIGNAL_NAMES.get(self.signum, "a signal")
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES.get(self.signum, 1)
+        return 1 if self.signum is None else EXIT_CODES.get(self.signum, 1)
 
 
 @contextmanager

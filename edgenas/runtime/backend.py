@@ -3,15 +3,16 @@
 Each engine's module (``runtime/onnxruntime.py``, ``tensorrt.py``, ``torch.py``, ...) defines its
 backends from the plain-data table ``config.runtimes.RUNTIMES`` and never imports this module;
 this module gathers them in ``BACKENDS``. Adding a runtime: a row in ``RUNTIMES``, its engine's
-module, and a line in ``_ENGINE_MODULES`` below.
+module, and a line in ``_ENGINE_BACKENDS`` below.
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -32,12 +33,19 @@ from edgenas.runtime.device_client import upload_body
 
 
 class Backend(Protocol):
-    name: str  # the runtime name users write: "onnxruntime-cpu", "tensorrt-int8", ...
-    engine: str  # the package family: "onnxruntime", "tensorrt", "torch", ...
-    precision: str  # "fp32" | "fp16" | "int8"
-    suffix: str  # the artifact's file suffix
-    needs_gpu: bool
-    install: str  # the one pip command that makes it available
+    # read-only facts (properties: the backends are frozen dataclasses, a settable attribute would not match)
+    @property
+    def name(self) -> str: ...  # the runtime name users write: "onnxruntime-cpu", "tensorrt-int8", ...
+    @property
+    def engine(self) -> str: ...  # the package family: "onnxruntime", "tensorrt", "torch", ...
+    @property
+    def precision(self) -> str: ...  # "fp32" | "fp16" | "int8"
+    @property
+    def suffix(self) -> str: ...  # the artifact's file suffix
+    @property
+    def needs_gpu(self) -> bool: ...
+    @property
+    def install(self) -> str: ...  # the one pip command that makes it available
 
     def available(self) -> None:
         """Raise ``MissingDependency`` (one line naming ``install``) when this machine cannot run it."""
@@ -45,25 +53,36 @@ class Backend(Protocol):
     def version(self) -> str:
         """The engine package's version."""
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int],
-                calibration: Optional[np.ndarray] = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         """An eval-mode CPU ``nn.Module`` as the artifact at ``out`` (INT8: quantised with ``calibration``,
         NCHW float32 images; None: random ones); returns the main file."""
 
-    def open(self, path: Path, *, threads: Optional[int] = None) -> kit.Runner:
+    def open(self, path: Path, *, threads: int | None = None) -> kit.Runner:
         """A device-kit Runner: ``__call__(NCHW float32 array) -> array``, ``close()``, and its
         ``runtime``, ``runtime_version``, ``device``, ``threads``."""
 
 
-_ENGINE_MODULES = (onnxruntime, tensorrt, torch_engine, litert, executorch, openvino, ncnn, tflm)
+# each engine module's backends, named one by one and typed by the protocol: mypy checks every implementation
+_ENGINE_BACKENDS: tuple[Sequence[Backend], ...] = (
+    onnxruntime.BACKENDS,
+    tensorrt.BACKENDS,
+    torch_engine.BACKENDS,
+    litert.BACKENDS,
+    executorch.BACKENDS,
+    openvino.BACKENDS,
+    ncnn.BACKENDS,
+    tflm.BACKENDS,
+)
 
 
 def _gather() -> dict[str, Backend]:
     found: dict[str, Backend] = {}
-    for module in _ENGINE_MODULES:
-        for backend in module.BACKENDS:
+    for backends in _ENGINE_BACKENDS:
+        for backend in backends:
             if backend.name in found:
-                raise RuntimeError(f"runtime {backend.name} is defined twice ({module.__name__})")
+                raise RuntimeError(f"runtime {backend.name} is defined twice ({type(backend).__module__})")
             found[backend.name] = backend
     missing = set(RUNTIMES) - set(found)
     if missing:  # every runtime a profile may name has a plug-in
@@ -98,8 +117,15 @@ def is_available(runtime: str) -> bool:
 
 
 @contextlib.contextmanager
-def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threads: int = 1, batch: int = 1,
-                  calibration: Optional[np.ndarray] = None) -> Iterator[kit.Runner]:
+def module_runner(
+    model,
+    *,
+    runtime: str,
+    input_chw: tuple[int, int, int],
+    threads: int = 1,
+    batch: int = 1,
+    calibration: np.ndarray | None = None,
+) -> Iterator[kit.Runner]:
     """``model`` converted for ``runtime`` in a temporary folder and opened there (closed after the block).
 
     PyTorch runs the module itself (no artifact); a TensorRT engine is tuned for ``batch``."""
@@ -110,14 +136,16 @@ def module_runner(model, *, runtime: str, input_chw: tuple[int, int, int], threa
         return
     options = {"batch": batch} if isinstance(backend, tensorrt.TensorRTBackend) else {}
     with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
-        path = backend.convert(model, Path(tmp) / f"model{backend.suffix}", input_chw=input_chw,
-                               calibration=calibration, **options)
+        path = backend.convert(
+            model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw, calibration=calibration, **options
+        )
         with backend.open(path, threads=threads) as runner:
             yield runner
 
 
-def device_graph(model, *, runtime: str, input_chw: tuple[int, int, int],
-                 calibration: Optional[np.ndarray] = None) -> bytes:
+def device_graph(
+    model, *, runtime: str, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+) -> bytes:
     """What a device server (``edgenas_kit.py serve``) is sent to time ``model`` on ``runtime``: the ONNX
     graph the runtime runs, or builds its own engine from (TensorRT); for the kit's engine runtimes (LiteRT,
     ExecuTorch, OpenVINO, ncnn) the converted model's files in one archive (``device_client.upload_body``)."""
@@ -127,6 +155,8 @@ def device_graph(model, *, runtime: str, input_chw: tuple[int, int, int],
     with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
         if isinstance(backend, tensorrt.TensorRTBackend):
             out = Path(tmp) / "model.onnx"
-            return backend.source_onnx(model, out, input_chw=input_chw, calibration=calibration).read_bytes()
-        path = backend.convert(model, Path(tmp) / f"model{backend.suffix}", input_chw=input_chw, calibration=calibration)
+            return backend.source_onnx(model, out=out, input_chw=input_chw, calibration=calibration).read_bytes()
+        path = backend.convert(
+            model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw, calibration=calibration
+        )
         return upload_body(path, runtime)

@@ -14,8 +14,8 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -59,8 +59,11 @@ def quiet() -> Iterator[None]:
     hush = logging.Filter("edgenas-hush")  # matches no record name: drops every record
     root.addFilter(hush)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -87,9 +90,11 @@ def publish(files: list[tuple[Path, Path]]) -> None:
         os.replace(staged, final)
 
 
-def write_artifact_metadata(path: Path, *, runtime: str, input_chw: tuple[int, int, int], layout: str = "NCHW",
-                            **extra) -> Path:
+def write_artifact_metadata(
+    path: Path, *, runtime: str, input_chw: tuple[int, int, int], layout: str = "NCHW", **extra
+) -> Path:
     """Write the metadata file the device kit reads beside ``path`` (runtime, input layout and shape,
     ``extra``) and return its path; staged beside a staged artifact, it is published with it."""
-    return engines.write_metadata(path, {"runtime": runtime, "layout": layout,
-                                         "input_chw": [int(d) for d in input_chw], **extra})
+    return engines.write_metadata(
+        path, {"runtime": runtime, "layout": layout, "input_chw": [int(d) for d in input_chw], **extra}
+    )

@@ -8,7 +8,7 @@ its ``kind`` (the same words as ``Budget.latency_from``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,10 +35,11 @@ class CostSource(Protocol):
     def latency_ms(self, arch: Arch) -> float:
         """Median latency (ms) of one batch through ``arch``'s deployed network (``measure(prepare(arch))``)."""
 
-    def prepare(self, arch: Arch) -> object:
-        """What ``measure`` needs for ``arch``, built on the caller's thread (torch stays there)."""
+    def prepare(self, arch: Arch) -> Any:
+        """What ``measure`` needs for ``arch``, built on the caller's thread (torch stays there); each source
+        has its own kind of prepared network (hence ``Any``: only the source that made it measures it)."""
 
-    def measure(self, prepared: object) -> float:
+    def measure(self, prepared: Any) -> float:
         """The median latency (ms) of a ``prepare``d network; may run on another thread where ``ahead``."""
 
     def identity(self) -> dict:
@@ -50,7 +51,7 @@ class MeasuredHere:
     """Measured on this machine, on ``target.runtime``'s plug-in, with a randomly initialised network."""
 
     target: Target
-    calibration: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # INT8: images to quantise with
+    calibration: np.ndarray | None = field(default=None, compare=False, repr=False)  # INT8: images to quantise with
     kind = MEASURED
     ahead = False
 
@@ -68,8 +69,13 @@ class MeasuredHere:
 
     def identity(self) -> dict:
         t = self.target
-        return {"source": self.kind, "runtime": t.runtime, "threads": t.threads, "batch": t.batch,
-                "input_shape": list(t.input_chw)}
+        return {
+            "source": self.kind,
+            "runtime": t.runtime,
+            "threads": t.threads,
+            "batch": t.batch,
+            "input_shape": list(t.input_chw),
+        }
 
 
 class OnDevice:
@@ -82,23 +88,27 @@ class OnDevice:
 
     def __init__(self, client: DeviceClient, target: Target):
         self.client, self.target = client, target
-        self._status: Optional[dict] = None
+        self._status: dict | None = None
         self._measured_on: dict = {}  # device, host, runtime_version of the device's first answer
 
     @property
-    def threads(self) -> Optional[int]:
+    def threads(self) -> int | None:
         return None if RUNTIMES[self.target.runtime].needs_gpu else self.target.threads
 
     def check(self) -> None:
         try:
             status = self.client.status(retry_s=0)
         except DeviceUnavailable as e:
-            raise UserInputError(f"budget.device {self.client.url} does not answer ({e.reason}): start "
-                                 "`python edgenas_kit.py serve --token-file FILE` on the device first") from None
+            raise UserInputError(
+                f"budget.device {self.client.url} does not answer ({e.reason}): start "
+                "`python edgenas_kit.py serve --token-file FILE` on the device first"
+            ) from None
         runtime = self.target.runtime
         if runtime not in status.get("runtimes", []):
-            raise UserInputError(f"budget.runtime {runtime}: the device at {self.client.url} cannot run it "
-                                 f"(it has {', '.join(status.get('runtimes', [])) or 'no runtime'})")
+            raise UserInputError(
+                f"budget.runtime {runtime}: the device at {self.client.url} cannot run it "
+                f"(it has {', '.join(status.get('runtimes', [])) or 'no runtime'})"
+            )
         self._status = status
 
     def latency_ms(self, arch: Arch) -> float:
@@ -106,22 +116,32 @@ class OnDevice:
 
     def prepare(self, arch: Arch) -> tuple[str, bytes]:
         """The network's name and graph (the ONNX exporter is not thread-safe: on the caller's thread)."""
-        return str(arch), timing_graph(random_network(arch, self.target), self.target)
+        return str(arch), timing_graph(random_network(arch, self.target), target=self.target)
 
     def measure(self, prepared: tuple[str, bytes]) -> float:
         name, graph = prepared
-        record = self.client.bench(graph, runtime=self.target.runtime, threads=self.threads, batch=self.target.batch,
-                                   name=f"{name}.onnx")
+        record = self.client.bench(
+            graph, runtime=self.target.runtime, threads=self.threads, batch=self.target.batch, name=f"{name}.onnx"
+        )
         if not self._measured_on:
             self._measured_on = {k: record.get(k) for k in ("device", "host", "runtime_version")}
         return float(record["p50_ms"])
 
     def identity(self) -> dict:
-        if not self._measured_on and self._status is None:
-            self._status = self.client.status()
-        where = self._measured_on or {"device": self._status["device"], "host": self._status["host"]}
-        return {"source": self.kind, "url": self.client.url, **where, "runtime": self.target.runtime,
-                "threads": self.threads, "batch": self.target.batch, "input_shape": list(self.target.input_chw)}
+        where = self._measured_on
+        if not where:
+            if self._status is None:
+                self._status = self.client.status()
+            where = {"device": self._status["device"], "host": self._status["host"]}
+        return {
+            "source": self.kind,
+            "url": self.client.url,
+            **where,
+            "runtime": self.target.runtime,
+            "threads": self.threads,
+            "batch": self.target.batch,
+            "input_shape": list(self.target.input_chw),
+        }
 
 
 @dataclass(frozen=True)

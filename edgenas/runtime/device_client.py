@@ -19,7 +19,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Optional
 
 from edgenas.config.profile import device_url_problem
 from edgenas.device_kit import edgenas_engines as engines
@@ -42,7 +41,7 @@ def check_url(url: str, name: str = "device") -> str:
     return f"http://{urllib.parse.urlsplit(str(url)).netloc}"
 
 
-def read_token(token_file: Optional[str | Path] = None, *, flag: str = "device_token_file") -> str:
+def read_token(token_file: str | Path | None = None, *, flag: str = "device_token_file") -> str:
     """The device's token: ``$EDGENAS_DEVICE_TOKEN`` if set, else the content of ``token_file``."""
     token = os.environ.get(TOKEN_ENV, "").strip()
     if token:
@@ -54,7 +53,9 @@ def read_token(token_file: Optional[str | Path] = None, *, flag: str = "device_t
     except (OSError, UnicodeDecodeError) as e:
         raise UserInputError(f"{flag} {token_file}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     if not token:
-        raise UserInputError(f"{flag} {token_file}: the file is empty; it must hold the token the server was started with")
+        raise UserInputError(
+            f"{flag} {token_file}: the file is empty; it must hold the token the server was started with"
+        )
     return token
 
 
@@ -97,68 +98,110 @@ class DeviceClient:
 
     def __init__(self, url: str, *, token: str, retry_s: float = DEFAULT_RETRY_S, timeout_s: float = BENCH_TIMEOUT_S):
         self.url, self.token, self.retry_s, self.timeout_s = check_url(url), token, retry_s, timeout_s
-        self._max_upload: Optional[int] = None  # the device's --max-upload-mb, in bytes, once asked
+        self._max_upload: int | None = None  # the device's --max-upload-mb, in bytes, once asked
 
-    def status(self, *, retry_s: Optional[float] = None) -> dict:
-        answer = self._request("GET", "/status", timeout=STATUS_TIMEOUT_S, retry_s=retry_s)
+    def status(self, *, retry_s: float | None = None) -> dict:
+        answer = self._request("GET", path="/status", timeout=STATUS_TIMEOUT_S, retry_s=retry_s)
         if answer.get("schema") != STATUS_SCHEMA:
             raise DeviceRefused(f"{self.url} is not an edgenas device server (status schema {answer.get('schema')!r})")
         return answer
 
-    def bench(self, body: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
-              warmup: int = 10, runs: Optional[int] = None, name: str = "model.onnx") -> dict:
+    def bench(
+        self,
+        body: bytes,
+        *,
+        runtime: str,
+        threads: int | None = None,
+        batch: int = 1,
+        warmup: int = 10,
+        runs: int | None = None,
+        name: str = "model.onnx",
+    ) -> dict:
         """The device's bench JSON for one model, ``body`` as ``upload_body`` makes it for ``runtime`` (an ONNX
         file; a tar of the files of a LiteRT, ExecuTorch, OpenVINO or ncnn model); ``runs=None`` sizes the
         runs to the model."""
-        query = {"runtime": runtime, "batch": batch, "warmup": warmup, "runs": runs or "auto", "name": name,
-                 "upload": upload_kind(runtime)}
+        query = {
+            "runtime": runtime,
+            "batch": batch,
+            "warmup": warmup,
+            "runs": runs or "auto",
+            "name": name,
+            "upload": upload_kind(runtime),
+        }
         if threads is not None:
             query["threads"] = threads
         self._check_size(len(body), name)
-        return self._request("POST", "/bench?" + urllib.parse.urlencode(query), body=body, timeout=self.timeout_s)
+        return self._request("POST", path="/bench?" + urllib.parse.urlencode(query), body=body, timeout=self.timeout_s)
 
-    def paired(self, onnx_a: bytes, onnx_b: bytes, *, runtime: str, threads: Optional[int] = None, batch: int = 1,
-               rounds: int = 15, warmup: int = 5, runs: int = 20, name: str = "pair") -> dict:
+    def paired(
+        self,
+        onnx_a: bytes,
+        *,
+        onnx_b: bytes,
+        runtime: str,
+        threads: int | None = None,
+        batch: int = 1,
+        rounds: int = 15,
+        warmup: int = 5,
+        runs: int = 20,
+        name: str = "pair",
+    ) -> dict:
         """A and B (each as ``upload_body`` makes it) timed in alternation on the device: ``{"bench_a", "bench_b", "ratios"}``."""
-        query = {"runtime": runtime, "batch": batch, "rounds": rounds, "warmup": warmup, "runs": runs, "name": name,
-                 "split": len(onnx_a), "upload": upload_kind(runtime)}
+        query = {
+            "runtime": runtime,
+            "batch": batch,
+            "rounds": rounds,
+            "warmup": warmup,
+            "runs": runs,
+            "name": name,
+            "split": len(onnx_a),
+            "upload": upload_kind(runtime),
+        }
         if threads is not None:
             query["threads"] = threads
         self._check_size(len(onnx_a) + len(onnx_b), name)
-        return self._request("POST", "/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b,
-                             timeout=self.timeout_s)
+        return self._request(
+            "POST", path="/paired?" + urllib.parse.urlencode(query), body=onnx_a + onnx_b, timeout=self.timeout_s
+        )
 
     def _check_size(self, size: int, name: str) -> None:
         """Refuse here an upload the device would refuse (it closes the connection on an unread body)."""
         if self._max_upload is None:
             self._max_upload = int(self.status().get("max_upload_bytes", 0)) or None
         if self._max_upload and size > self._max_upload:
-            raise DeviceRefused(f"{name}: {size:,} bytes is over the upload limit of the device at {self.url} "
-                                f"({self._max_upload:,} bytes; its --max-upload-mb)")
+            raise DeviceRefused(
+                f"{name}: {size:,} bytes is over the upload limit of the device at {self.url} "
+                f"({self._max_upload:,} bytes; its --max-upload-mb)"
+            )
 
-    def _request(self, method: str, path: str, *, body: Optional[bytes] = None, timeout: float,
-                 retry_s: Optional[float] = None) -> dict:
+    def _request(
+        self, method: str, *, path: str, body: bytes | None = None, timeout: float, retry_s: float | None = None
+    ) -> dict:
         budget = self.retry_s if retry_s is None else retry_s
         deadline, delay, attempts = time.monotonic() + budget, FIRST_BACKOFF_S, 0
         while True:
             attempts += 1
             try:
-                return self._once(method, path, body=body, timeout=timeout)
+                return self._once(method, path=path, body=body, timeout=timeout)
             except _Retry as e:
                 reason = e.reason
             if time.monotonic() + delay > deadline:
-                error = DeviceUnavailable(f"device {self.url} is not answering ({reason}) after {attempts} attempt"
-                                          f"{'s' if attempts > 1 else ''} in {budget:g} s: start `edgenas_kit.py serve` "
-                                          "there again (a search continues with --resume)")
-                error.reason = reason
-                raise error
+                raise DeviceUnavailable(
+                    f"device {self.url} is not answering ({reason}) after {attempts} attempt"
+                    f"{'s' if attempts > 1 else ''} in {budget:g} s: start `edgenas_kit.py serve` "
+                    "there again (a search continues with --resume)",
+                    reason=reason,
+                )
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
-    def _once(self, method: str, path: str, *, body: Optional[bytes], timeout: float) -> dict:
-        request = urllib.request.Request(self.url + path, data=body, method=method,
-                                         headers={"Authorization": f"Bearer {self.token}",
-                                                  "Content-Type": "application/octet-stream"})
+    def _once(self, method: str, *, path: str, body: bytes | None, timeout: float) -> dict:
+        request = urllib.request.Request(
+            self.url + path,
+            data=body,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/octet-stream"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return _json(response.read(), self.url)
@@ -166,7 +209,9 @@ class DeviceClient:
             reason = _json(e.read(), self.url, quiet=True).get("error") or e.reason
             if e.code == 503:  # its queue is full: the device is there, just busy
                 raise _Retry(f"busy: {reason}") from None
-            raise DeviceRefused(f"device {self.url} refused {method} {path.split('?')[0]} ({e.code}): {reason}") from None
+            raise DeviceRefused(
+                f"device {self.url} refused {method} {path.split('?')[0]} ({e.code}): {reason}"
+            ) from None
         except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as e:
             raise _Retry(_reason(e)) from None  # refused, reset, timed out, or cut off mid-answer
 
@@ -196,9 +241,18 @@ def _json(data: bytes, url: str, *, quiet: bool = False) -> dict:
     return answer
 
 
-def time_on_device(url: str, model_path: str | Path, *, token: str, runtime: str = "onnxruntime-cpu",
-                   threads: Optional[int] = None, batch: int = 1, warmup: int = 10, runs: Optional[int] = None,
-                   retry_s: float = DEFAULT_RETRY_S) -> dict:
+def time_on_device(
+    url: str,
+    *,
+    model_path: str | Path,
+    token: str,
+    runtime: str = "onnxruntime-cpu",
+    threads: int | None = None,
+    batch: int = 1,
+    warmup: int = 10,
+    runs: int | None = None,
+    retry_s: float = DEFAULT_RETRY_S,
+) -> dict:
     """Time the model file ``model_path`` (ONNX; for LiteRT, ExecuTorch, OpenVINO and ncnn the exported
     file, sent with the files beside it) on the device server at ``url``; the device's bench JSON.
 

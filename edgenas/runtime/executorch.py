@@ -37,7 +37,9 @@ class ExecuTorchBackend(Runtime):
         with kit_errors():
             return engines.package_version("executorch")
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         """``model`` as a ``.pte`` program at ``out`` (INT8: quantised with ``calibration``, NCHW float32
         images; None: random ones, for timing) and its metadata file."""
         import torch
@@ -59,10 +61,15 @@ class ExecuTorchBackend(Runtime):
                 )
 
                 quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-                module = quantize_pt2e(module, quantizer, sample=sample,
-                                       calibration=calibration_or_random(calibration, input_chw))
-            program = to_edge_transform_and_lower(torch.export.export(module, (sample,)),
-                                                  partitioner=[XnnpackPartitioner()]).to_executorch()
+                module = quantize_pt2e(
+                    module,
+                    quantizer=quantizer,
+                    sample=sample,
+                    calibration=calibration_or_random(calibration, input_chw),
+                )
+            program = to_edge_transform_and_lower(
+                torch.export.export(module, (sample,)), partitioner=[XnnpackPartitioner()]
+            ).to_executorch()
             staged = tmp / out.name
             staged.write_bytes(program.buffer)
             meta = write_artifact_metadata(staged, runtime=self.name, input_chw=input_chw)

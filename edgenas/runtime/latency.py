@@ -29,11 +29,11 @@ MAX_SECONDS = 5.0  # a slow network stops at MIN_RUNS or after this long, whiche
 
 def median_ms(fn, synchronize=None, *, min_seconds: float = MIN_SECONDS) -> float:
     """Median milliseconds of ``fn()``: warm-up, a short probe, then runs lasting ``min_seconds`` (at least MIN_RUNS)."""
-    per_run = max(float(np.median(kit.measure(fn, 1, PROBE_RUNS, synchronize))), 1e-3)
+    per_run = max(float(np.median(kit.measure(fn, warmup=1, runs=PROBE_RUNS, synchronize=synchronize))), 1e-3)
     warmup = min(WARMUP, math.ceil(WARMUP_SECONDS * 1e3 / per_run))
     runs = max(MIN_RUNS, math.ceil(min_seconds * 1e3 / per_run))
     runs = min(runs, MAX_RUNS, max(MIN_RUNS, math.floor(MAX_SECONDS * 1e3 / per_run)))
-    return float(np.median(kit.measure(fn, warmup, runs, synchronize)))
+    return float(np.median(kit.measure(fn, warmup=warmup, runs=runs, synchronize=synchronize)))
 
 
 BN_IMAGES = 4  # random images whose statistics a random network's BatchNorm layers take (normalize_activations)
@@ -42,8 +42,12 @@ BN_IMAGES = 4  # random images whose statistics a random network's BatchNorm lay
 def random_network(arch: Arch, target: Target):
     """The deployed network of ``arch`` for ``target`` with random weights whose activations keep a trained
     network's scale, built without touching the caller's RNG state."""
-    return seeded(lambda: normalize_activations(build_network(arch, task=target.task, in_channels=target.input_chw[0],
-                                                              outputs=target.outputs), target.input_chw))
+    return seeded(
+        lambda: normalize_activations(
+            build_network(arch, task=target.task, in_channels=target.input_chw[0], outputs=target.outputs),
+            target.input_chw,
+        )
+    )
 
 
 def normalize_activations(model, input_chw: tuple[int, int, int]):
@@ -84,23 +88,39 @@ def measure_latency(arch: Arch, target: Target, *, calibration: np.ndarray | Non
     one this machine lacks a ``MissingDependency``.
     """
     check_available(target.runtime)
-    return measure_module(random_network(arch, target), target, calibration=calibration)
+    return measure_module(random_network(arch, target), target=target, calibration=calibration)
 
 
-def measure_module(model, target: Target, *, input_chw: tuple[int, int, int] | None = None,
-                   calibration: np.ndarray | None = None, timer=median_ms) -> float:
+def measure_module(
+    model,
+    *,
+    target: Target,
+    input_chw: tuple[int, int, int] | None = None,
+    calibration: np.ndarray | None = None,
+    timer=median_ms,
+) -> float:
     """Median ms of one batch through any eval-mode module, timed as a network is on ``target``'s runtime,
     threads and batch. ``input_chw``: the module's input (default the target's: a latency table's parts
     take others); ``timer(fn, synchronize)`` times a call (default ``median_ms``)."""
     input_chw = input_chw or target.input_chw
     x = kit.bench_input(input_chw, target.batch)
-    with module_runner(model, runtime=target.runtime, input_chw=input_chw, threads=target.threads,
-                       batch=target.batch, calibration=calibration) as runner, kit_errors():
+    with (
+        module_runner(
+            model,
+            runtime=target.runtime,
+            input_chw=input_chw,
+            threads=target.threads,
+            batch=target.batch,
+            calibration=calibration,
+        ) as runner,
+        kit_errors(),
+    ):
         return timer(lambda: runner(x))
 
 
-def timing_graph(model, target: Target, *, input_chw: tuple[int, int, int] | None = None,
-                 calibration: np.ndarray | None = None) -> bytes:
+def timing_graph(
+    model, *, target: Target, input_chw: tuple[int, int, int] | None = None, calibration: np.ndarray | None = None
+) -> bytes:
     """What a device server is sent to time ``model`` as ``measure_module`` times it here on ``target``'s runtime:
     an ONNX graph, or the converted model's files in one archive (``backend.device_graph``)."""
     return device_graph(model, runtime=target.runtime, input_chw=input_chw or target.input_chw, calibration=calibration)

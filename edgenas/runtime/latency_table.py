@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from edgenas.errors import UserInputError
 from edgenas.search.space import (
@@ -31,8 +31,20 @@ SCHEMA = "edgenas.latency-table/2"  # /2: parts timed in a chain (/1 timed them 
 MODELS = ("lookup", "regression")
 # What a table must have been built for to predict a run's candidates (its ``built_for`` keys).
 MATCHED = ("runtime", "runtime_version", "device", "threads", "batch", "input_shape", "task", "outputs")
-FEATURES = ("one", "stem_mmacs", "dw3_mmacs", "dw5_mmacs", "dw7_mmacs", "pw_mmacs", "conv3_mmacs", "conv5_mmacs",
-            "conv7_mmacs", "activations_m", "sep_layers", "conv_layers")
+FEATURES = (
+    "one",
+    "stem_mmacs",
+    "dw3_mmacs",
+    "dw5_mmacs",
+    "dw7_mmacs",
+    "pw_mmacs",
+    "conv3_mmacs",
+    "conv5_mmacs",
+    "conv7_mmacs",
+    "activations_m",
+    "sep_layers",
+    "conv_layers",
+)
 
 
 class Part(NamedTuple):
@@ -72,7 +84,8 @@ def space_parts(config, input_chw: tuple[int, int, int], outputs: int) -> list[P
     ``max_width``, not only the width stage's grid: the micro stages narrow a network one channel at a
     time to keep its parameters within budget.
     """
-    shapes, ends = set(), set()
+    shapes: set[Part] = set()
+    ends: set[Part] = set()
     for width in range(narrowest_width(config), config.max_width + 1):
         for depth in range(config.min_depth, config.max_depth + 1):
             parts = arch_parts(Arch.plain(depth, width), input_chw, outputs)
@@ -92,11 +105,11 @@ def arch_features(arch: Arch, input_chw: tuple[int, int, int], outputs: int) -> 
             f["stem_mmacs"] += p.h * p.w * 9 * p.c_in * p.c_out / 1e6
         elif p.kind == "layer" and p.op == SEPARABLE:
             f["sep_layers"] += 1
-            f[f"dw{p.kernel}_mmacs"] += ho * wo * p.kernel ** 2 * p.c_in / 1e6
+            f[f"dw{p.kernel}_mmacs"] += ho * wo * p.kernel**2 * p.c_in / 1e6
             f["pw_mmacs"] += ho * wo * p.c_in * p.c_out / 1e6
         elif p.kind == "layer":
             f["conv_layers"] += 1
-            f[f"conv{p.kernel}_mmacs"] += ho * wo * p.kernel ** 2 * p.c_in * p.c_out / 1e6
+            f[f"conv{p.kernel}_mmacs"] += ho * wo * p.kernel**2 * p.c_in * p.c_out / 1e6
         if p.kind != "head":
             f["activations_m"] += ho * wo * p.c_out / 1e6
     return [f[name] for name in FEATURES]
@@ -114,11 +127,12 @@ class LatencyTable:
     overhead_ms: float = 0.0  # the call and the copies in and out, which a network pays once
     coef: tuple = ()  # regression: ms per unit of each of FEATURES
     build_seconds: float = 0.0
-    extra: Optional[dict] = None  # calibration and build records (versions, created, counts)
+    extra: dict | None = None  # calibration and build records (versions, created, counts)
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
-        return tuple(int(v) for v in self.built_for["input_shape"])
+        c, h, w = (int(v) for v in self.built_for["input_shape"])
+        return c, h, w
 
     def predict_ms(self, arch: Arch) -> float:
         """Predicted median latency (ms) of ``arch``; a part the table lacks is a ``UserInputError``."""
@@ -131,15 +145,19 @@ class LatencyTable:
             for part in arch_parts(arch, self.input_chw, outputs):
                 part_ms = self.entries.get(part.key)
                 if part_ms is None:
-                    raise UserInputError(f"the latency table has no entry for {part.key} (of {arch}): it was built "
-                                         "for another search space; rebuild it with `edgenas latency-table` for this "
-                                         "profile")
+                    raise UserInputError(
+                        f"the latency table has no entry for {part.key} (of {arch}): it was built "
+                        "for another search space; rebuild it with `edgenas latency-table` for this "
+                        "profile"
+                    )
                 total += part_ms
             ms = self.scale * total + self.overhead_ms
         # A NaN would pass every budget (NaN > budget is false): never hand one to the search.
         if not math.isfinite(ms) or ms < 0:
-            raise UserInputError(f"the latency table predicts {ms} ms for {arch}: a latency must be a finite number "
-                                 ">= 0; rebuild the table with `edgenas latency-table`")
+            raise UserInputError(
+                f"the latency table predicts {ms} ms for {arch}: a latency must be a finite number "
+                ">= 0; rebuild the table with `edgenas latency-table`"
+            )
         return ms
 
     def _regression_floor_ms(self) -> float:
@@ -154,7 +172,7 @@ class LatencyTable:
             return float(empty)
         return min(finite) if finite else -math.inf
 
-    def mismatch(self, expected: dict) -> Optional[str]:
+    def mismatch(self, expected: dict) -> str | None:
         """The first of ``expected``'s settings this table was built for otherwise, said in words (None: all agree)."""
         for key in MATCHED:
             if key in expected and _plain(expected[key]) != _plain(self.built_for.get(key)):
@@ -169,10 +187,19 @@ class LatencyTable:
         return [p.key for p in wanted if p.key not in self.entries]
 
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "model": self.model, "built_for": self.built_for, "space": self.space,
-                "build_seconds": self.build_seconds, "scale": self.scale, "overhead_ms": self.overhead_ms,
-                "features": list(FEATURES) if self.model == "regression" else [], "coef": list(self.coef),
-                **(self.extra or {}), "entries": self.entries}
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "built_for": self.built_for,
+            "space": self.space,
+            "build_seconds": self.build_seconds,
+            "scale": self.scale,
+            "overhead_ms": self.overhead_ms,
+            "features": list(FEATURES) if self.model == "regression" else [],
+            "coef": list(self.coef),
+            **(self.extra or {}),
+            "entries": self.entries,
+        }
 
 
 def _plain(value):
@@ -195,17 +222,35 @@ def table_from_dict(d, source: str) -> LatencyTable:
             raise ValueError(f"a regression table needs {len(FEATURES)} coefficients, it has {len(coef)}")
         scale = _number(d.get("scale", 1.0), "scale", least=0.0)
         overhead = _number(d.get("overhead_ms", 0.0), "overhead_ms")
-        known = {"schema", "model", "built_for", "space", "build_seconds", "scale", "overhead_ms",
-                 "features", "coef", "entries"}
-        return LatencyTable(built_for, model, dict(d.get("space", {})), entries, scale, overhead, coef,
-                            float(d.get("build_seconds", 0.0)),
-                            {k: v for k, v in d.items() if k not in known})
+        known = {
+            "schema",
+            "model",
+            "built_for",
+            "space",
+            "build_seconds",
+            "scale",
+            "overhead_ms",
+            "features",
+            "coef",
+            "entries",
+        }
+        return LatencyTable(
+            built_for,
+            model,
+            dict(d.get("space", {})),
+            entries,
+            scale,
+            overhead,
+            coef,
+            float(d.get("build_seconds", 0.0)),
+            {k: v for k, v in d.items() if k not in known},
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         what = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
         raise UserInputError(f"{source}: not a usable latency table ({what})") from None
 
 
-def _number(value, what: str, *, least: Optional[float] = None) -> float:
+def _number(value, what: str, *, least: float | None = None) -> float:
     """``value`` as a finite float (at least ``least``); else a ``ValueError`` naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} is {value!r}, not a number")
@@ -224,5 +269,7 @@ def read_table(path: str | Path) -> LatencyTable:
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such latency table; build one with `edgenas latency-table`") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserInputError(f"{path}: cannot be read as a latency table JSON ({' '.join(str(e).split())[:200]})") from None
+        raise UserInputError(
+            f"{path}: cannot be read as a latency table JSON ({' '.join(str(e).split())[:200]})"
+        ) from None
     return table_from_dict(data, str(path))

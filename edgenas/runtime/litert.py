@@ -41,7 +41,9 @@ class LiteRTBackend(Runtime):
         with kit_errors():
             return engines.package_version("litert")
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         """``model`` as a ``.tflite`` at ``out`` taking NHWC images (int8 for litert-int8, quantised with
         ``calibration``: NCHW float32 images; None: random ones, for timing) and its metadata file."""
         import torch
@@ -63,8 +65,14 @@ class LiteRTBackend(Runtime):
                 from litert_torch.quantize.quant_config import QuantConfig
 
                 quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-                nhwc = quantize_pt2e(nhwc, quantizer, sample=sample, to_input=lambda x: x.permute(0, 2, 3, 1),
-                                     calibration=calibration_or_random(calibration, input_chw), fold_quantize=False)
+                nhwc = quantize_pt2e(
+                    nhwc,
+                    quantizer=quantizer,
+                    sample=sample,
+                    to_input=lambda x: x.permute(0, 2, 3, 1),
+                    calibration=calibration_or_random(calibration, input_chw),
+                    fold_quantize=False,
+                )
                 options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
             staged = tmp / out.name
             litert_torch.convert(nhwc, (sample,), **options).export(str(staged))

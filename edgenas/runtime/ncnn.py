@@ -44,7 +44,9 @@ class NcnnBackend(Runtime):
         with kit_errors():
             return engines.package_version("ncnn")
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         """``model`` as ``out`` (``.ncnn.param``) and its ``.ncnn.bin``, and the metadata file.
         ``calibration`` is not used (fp32)."""
         self.available()
@@ -60,9 +62,22 @@ class NcnnBackend(Runtime):
                 torch.jit.trace(eval_copy(model), torch.zeros(1, *input_chw)).save(str(tmp / "model.pt"))
             staged = tmp / out.name
             shape = ",".join(str(d) for d in (1, *input_chw))
-            r = subprocess.run([pnnx.EXEC_PATH, str(tmp / "model.pt"), f"inputshape=[{shape}]f32", "device=cpu",
-                                "optlevel=2", "fp16=0", f"ncnnparam={staged}", f"ncnnbin={weights_path(staged)}"],
-                               cwd=tmp, capture_output=True, text=True, timeout=PNNX_TIMEOUT_S)
+            r = subprocess.run(
+                [
+                    pnnx.EXEC_PATH,
+                    str(tmp / "model.pt"),
+                    f"inputshape=[{shape}]f32",
+                    "device=cpu",
+                    "optlevel=2",
+                    "fp16=0",
+                    f"ncnnparam={staged}",
+                    f"ncnnbin={weights_path(staged)}",
+                ],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=PNNX_TIMEOUT_S,
+            )
             if r.returncode != 0 or not staged.is_file() or not weights_path(staged).is_file():
                 last = (r.stderr.strip() or r.stdout.strip() or "no output").splitlines()[-1]
                 raise EdgenasError(f"pnnx could not convert the network to ncnn (exit {r.returncode}): {last}")

@@ -23,7 +23,7 @@ ONNX_OPSET = 18  # the lowest opset torch's dynamo exporter implements (it canno
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
-def export_onnx(model, path: str | Path, input_shape: tuple[int, int, int], metadata: dict) -> Path:
+def export_onnx(model, *, path: str | Path, input_shape: tuple[int, int, int], metadata: dict) -> Path:
     """Write ``model`` as ONNX (opset ``ONNX_OPSET``, dynamic batch axis, checked) with ``metadata``.
 
     ``input_shape`` is one input's (C, H, W). Metadata values that are not strings are stored as
@@ -38,9 +38,18 @@ def export_onnx(model, path: str | Path, input_shape: tuple[int, int, int], meta
     with torch.no_grad():
         model(x)  # dry run: a model that cannot take this input fails here, with PyTorch's message
     program = torch.onnx.export(
-        model, (x,), dynamo=True, opset_version=ONNX_OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False,
+        model,
+        (x,),
+        dynamo=True,
+        opset_version=ONNX_OPSET,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        verbose=False,
     )
+    if program is None:  # only without dynamo=True
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)
@@ -62,12 +71,19 @@ def timing_onnx(model, path: Path, input_chw: tuple[int, int, int]) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its deprecation warning: the fallback below takes over
-            torch.onnx.export(model, (torch.zeros(1, *input_chw),), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (torch.zeros(1, *input_chw),),
+                str(path),
+                dynamo=False,
+                opset_version=ONNX_OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
         return path
     except Exception:  # noqa: BLE001 -- a torch without the TorchScript exporter, or a model it cannot trace
-        return export_onnx(model, path, input_chw, {"purpose": "latency"})
+        return export_onnx(model, path=path, input_shape=input_chw, metadata={"purpose": "latency"})
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -99,7 +115,7 @@ def half_precision(model):
     return HalfPrecision(copy.deepcopy(model).cpu().eval().half())
 
 
-def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray, batch: int = 32) -> Path:
+def quantize_int8(onnx_path: Path, *, out_path: Path, calibration: np.ndarray, batch: int = 32) -> Path:
     """A Q/DQ (explicitly quantised) INT8 copy of an ONNX file, calibrated on ``calibration`` images.
 
     ONNX Runtime's static quantiser with entropy calibration: symmetric INT8, weights per output
@@ -121,7 +137,11 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray, batc
 
         def get_next(self):
             start = next(self.starts, None)
-            return None if start is None else {INPUT_NAME: np.ascontiguousarray(calibration[start:start + batch], np.float32)}
+            return (
+                None
+                if start is None
+                else {INPUT_NAME: np.ascontiguousarray(calibration[start : start + batch], np.float32)}
+            )
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     stem = [n.name for n in graph.node if n.op_type == "Conv" and INPUT_NAME in n.input][:1]
@@ -131,8 +151,15 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray, batc
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
             quantize_static(
-                str(onnx_path), str(out_path), Batches(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-                nodes_to_exclude=stem, per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                str(onnx_path),
+                str(out_path),
+                Batches(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv"],
+                nodes_to_exclude=stem,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.Entropy,
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
             )

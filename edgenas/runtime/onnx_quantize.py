@@ -65,13 +65,19 @@ def _reader(calibration: np.ndarray):
             start = next(self.starts, None)
             if start is None:
                 return None
-            return {INPUT_NAME: np.ascontiguousarray(calibration[start:start + CALIBRATION_BATCH], np.float32)}
+            return {INPUT_NAME: np.ascontiguousarray(calibration[start : start + CALIBRATION_BATCH], np.float32)}
 
     return Batches()
 
 
-def quantize_ort_int8(onnx_path: str | Path, *, out_path: str | Path, calibration: np.ndarray,
-                      method: str = DEFAULT_CALIBRATION_METHOD, metadata: dict | None = None) -> Path:
+def quantize_ort_int8(
+    onnx_path: str | Path,
+    *,
+    out_path: str | Path,
+    calibration: np.ndarray,
+    method: str = DEFAULT_CALIBRATION_METHOD,
+    metadata: dict | None = None,
+) -> Path:
     """Write a QDQ INT8 copy of ``onnx_path`` to ``out_path`` for ONNX Runtime's CPU provider, calibrated on ``calibration``.
 
     ``calibration``: float32 NCHW, normalised as the model's input. ``method``: minmax, entropy or
@@ -92,15 +98,24 @@ def quantize_ort_int8(onnx_path: str | Path, *, out_path: str | Path, calibratio
         raise ParamError("calibration", calibration.shape, "give at least one NCHW calibration image")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}[method]
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
     with tempfile.TemporaryDirectory(prefix="edgenas-int8-") as tmp, _quiet():
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         staged = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(prepared), str(staged), _reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
+            str(prepared),
+            str(staged),
+            _reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calibrate,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
         proto = onnx.load(str(staged))

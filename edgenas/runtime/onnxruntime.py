@@ -39,7 +39,9 @@ class OnnxRuntimeBackend(Runtime):
 
         return str(onnxruntime.__version__)
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         out = Path(out)
         if self.precision != "int8":
             return timing_onnx(model, out, input_chw)

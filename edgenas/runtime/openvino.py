@@ -37,7 +37,9 @@ class OpenVINOBackend(Runtime):
         with kit_errors():
             return engines.package_version("openvino")
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         """``model`` as an IR at ``out`` (``.xml``, its ``.bin`` beside it; INT8: quantised by NNCF on
         ``calibration``, NCHW float32 images; None: random ones, for timing) and its metadata file."""
         import torch
@@ -54,13 +56,22 @@ class OpenVINOBackend(Runtime):
                 images = calibration_or_random(calibration, input_chw)
                 # fast_bias_correction=False: NNCF's full bias correction; the fast one cost a briefly trained
                 # digits network 3.3 pp of top-1 (agreement with PyTorch 90.5 % against 95.5 %)
-                ir = nncf.quantize(ir, nncf.Dataset([images[i:i + 1] for i in range(len(images))]),
-                                   subset_size=len(images), fast_bias_correction=False)
+                ir = nncf.quantize(
+                    ir,
+                    nncf.Dataset([images[i : i + 1] for i in range(len(images))]),
+                    subset_size=len(images),
+                    fast_bias_correction=False,
+                )
             staged = tmp / out.name
             ov.save_model(ir, str(staged), compress_to_fp16=False)
             meta = write_artifact_metadata(staged, runtime=self.name, input_chw=input_chw)
-            publish([(staged.with_suffix(".bin"), out.with_suffix(".bin")), (meta, engines.metadata_path(out)),
-                     (staged, out)])
+            publish(
+                [
+                    (staged.with_suffix(".bin"), out.with_suffix(".bin")),
+                    (meta, engines.metadata_path(out)),
+                    (staged, out),
+                ]
+            )
         return out
 
     def open(self, path: Path, *, threads: int | None = None) -> kit.Runner:

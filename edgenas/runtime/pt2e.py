@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def quantize_pt2e(model, quantizer, *, sample, calibration: np.ndarray, to_input=None, fold_quantize: bool = True):
+def quantize_pt2e(model, *, quantizer, sample, calibration: np.ndarray, to_input=None, fold_quantize: bool = True):
     """``model`` (eval, CPU) quantised by ``quantizer`` after observing ``calibration`` (NCHW float32).
 
     ``sample``: the (1, ...) tensor the graph is exported with; ``to_input`` maps an NCHW image
@@ -24,6 +24,6 @@ def quantize_pt2e(model, quantizer, *, sample, calibration: np.ndarray, to_input
     images = torch.from_numpy(np.ascontiguousarray(calibration, np.float32))
     with torch.no_grad():
         for i in range(len(images)):
-            x = images[i:i + 1]
+            x = images[i : i + 1]
             prepared(to_input(x) if to_input else x)
     return convert_pt2e(prepared, fold_quantize=fold_quantize)

@@ -38,8 +38,9 @@ class TorchRunner(kit.Runner):
         if not torch.cuda.is_available():
             raise ParamError("runtime", runtime, "needs a CUDA GPU and torch sees none; use torch-cpu")
 
-    def __init__(self, model, *, runtime: str, input_chw: tuple[int, int, int], model_path: Path,
-                 threads: int | None = None):
+    def __init__(
+        self, model, *, runtime: str, input_chw: tuple[int, int, int], model_path: Path, threads: int | None = None
+    ):
         import torch
 
         self.torch, self.runtime, self.runtime_version = torch, runtime, torch.__version__
@@ -52,7 +53,9 @@ class TorchRunner(kit.Runner):
                 raise ParamError("threads", threads, "give an integer >= 1")
             self.dev, self.threads, self.device = "cpu", threads or kit.available_cpus(), kit.cpu_name()
         else:
-            raise ParamError("runtime", runtime, f"not a PyTorch runtime ({', '.join(n for n in RUNTIMES if n.startswith('torch'))})")
+            raise ParamError(
+                "runtime", runtime, f"not a PyTorch runtime ({', '.join(n for n in RUNTIMES if n.startswith('torch'))})"
+            )
         self.model = model.to(self.dev).eval()
         self.input_chw, self.model_path = tuple(input_chw), model_path
         if self.threads:  # restored by close(); nested runners close in reverse order

@@ -31,11 +31,17 @@ class Target:
                 raise ParamError(name, value, "give an integer >= 1")
 
     @classmethod
-    def of_run(cls, meta, budget) -> "Target":
+    def of_run(cls, meta, budget) -> Target:
         """A run's target: its task, input shape and outputs (``RunMeta``), its budget's runtime, threads, batch."""
         return cls(meta.task, meta.data.input_chw, int(meta.outputs), budget.runtime, budget.threads, budget.batch)
 
     def keys(self) -> dict:
         """The target as a latency table's ``built_for`` and a cost source's ``identity`` name it."""
-        return {"runtime": self.runtime, "threads": self.threads, "batch": self.batch,
-                "input_shape": list(self.input_chw), "task": self.task, "outputs": self.outputs}
+        return {
+            "runtime": self.runtime,
+            "threads": self.threads,
+            "batch": self.batch,
+            "input_shape": list(self.input_chw),
+            "task": self.task,
+            "outputs": self.outputs,
+        }

@@ -23,13 +23,21 @@ def import_tensorrt(what: str = "the tensorrt format"):
     except ImportError:
         raise MissingDependency(f"{what} needs TensorRT, which is not installed: {TRT_INSTALL}") from None
     if int(tensorrt.__version__.split(".")[0]) < 10:
-        raise MissingDependency(f"{what} needs TensorRT 10 or newer (strongly typed engines), found {tensorrt.__version__}: "
-                                "pip install -U tensorrt")
+        raise MissingDependency(
+            f"{what} needs TensorRT 10 or newer (strongly typed engines), found {tensorrt.__version__}: "
+            "pip install -U tensorrt"
+        )
     return tensorrt
 
 
-def build_engine(onnx_path: Path, engine_path: Path, input_chw: tuple[int, int, int], opt_batch: int = 1,
-                 max_batch: int = MAX_ENGINE_BATCH) -> Path:
+def build_engine(
+    onnx_path: Path,
+    *,
+    engine_path: Path,
+    input_chw: tuple[int, int, int],
+    opt_batch: int = 1,
+    max_batch: int = MAX_ENGINE_BATCH,
+) -> Path:
     """Build a strongly typed TensorRT engine from an ONNX file with TensorRT's Python API.
 
     The precision is the ONNX file's (float32, an FP16 graph from ``half_precision``, or Q/DQ from
@@ -75,8 +83,9 @@ class TensorRTBackend(Runtime):
     def version(self) -> str:
         return str(import_tensorrt(f"runtime {self.name}").__version__)
 
-    def source_onnx(self, model, out: Path, *, input_chw: tuple[int, int, int],
-                    calibration: np.ndarray | None = None) -> Path:
+    def source_onnx(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         """The ONNX graph the engine is built from (what a device server builds its own engine from).
 
         INT8 for timing: the Q/DQ ranges of a randomly initialised network are meaningless, but the
@@ -88,17 +97,26 @@ class TensorRTBackend(Runtime):
         if calibration is None:
             calibration = np.random.default_rng(0).standard_normal((8, *input_chw), dtype=np.float32)
         try:
-            return quantize_int8(fp32, out, calibration)
+            return quantize_int8(fp32, out_path=out, calibration=calibration)
         finally:
             fp32.unlink(missing_ok=True)
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None,
-                batch: int = 1) -> Path:
+    def convert(
+        self,
+        model,
+        *,
+        out: Path,
+        input_chw: tuple[int, int, int],
+        calibration: np.ndarray | None = None,
+        batch: int = 1,
+    ) -> Path:
         """The engine at ``out`` for batches 1..max(``batch``, MAX_ENGINE_BATCH), tuned for ``batch``."""
         self.available()
         out = Path(out)
-        source = self.source_onnx(model, out.with_suffix(".onnx"), input_chw=input_chw, calibration=calibration)
-        return build_engine(source, out, input_chw, opt_batch=batch, max_batch=max(batch, MAX_ENGINE_BATCH))
+        source = self.source_onnx(model, out=out.with_suffix(".onnx"), input_chw=input_chw, calibration=calibration)
+        return build_engine(
+            source, engine_path=out, input_chw=input_chw, opt_batch=batch, max_batch=max(batch, MAX_ENGINE_BATCH)
+        )
 
     def open(self, path: Path, *, threads: int | None = None) -> kit.Runner:
         with kit_errors():

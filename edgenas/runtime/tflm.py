@@ -57,11 +57,27 @@ def _try_arena(path: str | Path, arena: int) -> str | None:
     """TFLM's allocation report where ``path`` runs with an ``arena``-byte arena, None where it does not
     (too small, or TFLM crashed on the failed allocation)."""
     try:
-        done = subprocess.run([sys.executable, "-m", "edgenas.runtime.tflm_probe", str(path), str(arena)],
-                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "edgenas.runtime.tflm_probe", str(path), str(arena)],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise EdgenasError(f"TFLM did not finish {path} with a {arena:,}-byte arena in {PROBE_TIMEOUT_S} s") from None
     return done.stderr if done.returncode == 0 else None
+
+
+def _allocated(report: str, *, part: str, path: str | Path) -> int:
+    """The bytes of ``part`` (head, tail) in TFLM's allocation report."""
+    found = re.search(rf"allocation {part} (\d+) bytes", report)
+    if found is None:
+        raise EdgenasError(
+            f"{path}: TFLM's allocation report names no {part} size (tflite-micro {tflm_version()}); "
+            "report this with the file"
+        )
+    return int(found.group(1))
 
 
 def measure_arena(path: str | Path) -> ArenaMeasurement:
@@ -75,7 +91,7 @@ def measure_arena(path: str | Path) -> ArenaMeasurement:
             raise UserInputError(f"{path}: TFLM could not run it even with a {LARGEST_ARENA:,}-byte arena")
         arena = min(LARGEST_ARENA, 4 * arena)
         report = _try_arena(path, arena)
-    head, tail = (int(re.search(rf"allocation {part} (\d+) bytes", report).group(1)) for part in ("head", "tail"))
+    head, tail = (_allocated(report, part=part, path=path) for part in ("head", "tail"))
     high = head + tail  # runs: the planner's and the persistent sections, laid out without slack
     gap = ALIGNMENT_SLACK
     while high - gap > 0 and _try_arena(path, high - gap) is not None:
@@ -116,8 +132,10 @@ class TflmRunner(kit.Runner):
         self.input, self.output = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
         n, h, w, c = (int(d) for d in self.input["shape"])
         if n != 1 or self.input["dtype"] != np.int8:
-            raise UserInputError(f"{path}: TFLM runs full-integer files with one int8 NHWC image input here, "
-                                 f"this takes {self.input['dtype'].__name__} {list(self.input['shape'])}")
+            raise UserInputError(
+                f"{path}: TFLM runs full-integer files with one int8 NHWC image input here, "
+                f"this takes {self.input['dtype'].__name__} {list(self.input['shape'])}"
+            )
         self.input_chw, self.max_batch = (c, h, w), None
 
     @staticmethod
@@ -128,8 +146,9 @@ class TflmRunner(kit.Runner):
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         x = np.asarray(inputs, np.float32)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_chw:
-            raise UserInputError(f"{self.model_path} takes (N, {', '.join(map(str, self.input_chw))}) images, "
-                                 f"got {tuple(x.shape)}")
+            raise UserInputError(
+                f"{self.model_path} takes (N, {', '.join(map(str, self.input_chw))}) images, got {tuple(x.shape)}"
+            )
         scale, zero = self._scale(self.input)
         out_scale, out_zero = self._scale(self.output)
         q = np.clip(np.round(x.transpose(0, 2, 3, 1) / scale) + zero, -128, 127).astype(np.int8)
@@ -151,17 +170,22 @@ class TflmBackend(Runtime):
     def version(self) -> str:
         return tflm_version()
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         """``model`` as the full-integer ``.tflite`` TFLM runs: litert-int8's file (PT2E, NHWC int8 input and
         output, weights per channel), quantised with ``calibration`` (NCHW float32; None: random images)."""
         self.available()
         via = next(b for b in LITERT_BACKENDS if b.name == self.converts_via)
-        return via.convert(model, out, input_chw=input_chw, calibration=calibration)
+        return via.convert(model, out=out, input_chw=input_chw, calibration=calibration)
 
     def open(self, path: Path, *, threads: int | None = None) -> kit.Runner:
         if threads is not None and threads != self.fixed_threads:
-            raise ParamError("threads", threads, f"{self.name} runs on {self.fixed_threads} thread (a microcontroller's "
-                             "one core); leave it out")
+            raise ParamError(
+                "threads",
+                threads,
+                f"{self.name} runs on {self.fixed_threads} thread (a microcontroller's one core); leave it out",
+            )
         return TflmRunner(path)
 
 

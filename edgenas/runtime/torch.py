@@ -24,15 +24,18 @@ class TorchBackend(Runtime):
         import torch
 
         if self.needs_gpu and not torch.cuda.is_available():
-            raise MissingDependency(f"runtime {self.name} needs a CUDA GPU and a CUDA build of torch; torch sees "
-                                    f"no GPU ({self.install})")
+            raise MissingDependency(
+                f"runtime {self.name} needs a CUDA GPU and a CUDA build of torch; torch sees no GPU ({self.install})"
+            )
 
     def version(self) -> str:
         import torch
 
         return str(torch.__version__)
 
-    def convert(self, model, out: Path, *, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None) -> Path:
+    def convert(
+        self, model, *, out: Path, input_chw: tuple[int, int, int], calibration: np.ndarray | None = None
+    ) -> Path:
         import torch
 
         model = model.cpu().eval()
@@ -54,7 +57,9 @@ class TorchBackend(Runtime):
         chw = _input_shape(program)[1:]
         return self.wrap(_Program(program.module()), input_chw=chw, model_path=path, threads=threads)
 
-    def wrap(self, model, *, input_chw: tuple[int, int, int], model_path: Path, threads: int | None = None) -> kit.Runner:
+    def wrap(
+        self, model, *, input_chw: tuple[int, int, int], model_path: Path, threads: int | None = None
+    ) -> kit.Runner:
         """A runner for an ``nn.Module`` as it is (restores torch's threads on close)."""
         self.available()
         return TorchRunner(model, runtime=self.name, input_chw=input_chw, model_path=Path(model_path), threads=threads)

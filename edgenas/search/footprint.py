@@ -58,8 +58,13 @@ class Footprint:
         return _align(self.activations + self.persistent)
 
     def to_dict(self) -> dict:
-        return {"peak_memory_bytes": self.activations, "persistent_bytes": self.persistent, "arena_bytes": self.arena,
-                "flash_bytes": self.flash, "memory_target": self.target}
+        return {
+            "peak_memory_bytes": self.activations,
+            "persistent_bytes": self.persistent,
+            "arena_bytes": self.arena,
+            "flash_bytes": self.flash,
+            "memory_target": self.target,
+        }
 
 
 def _align(n: int) -> int:
@@ -153,8 +158,10 @@ class Counts:
 
 def fitted(**coefficients: float):
     """Bytes = sum of coefficient x count, the counts named as ``Counts``' fields."""
+
     def predict(c: Counts) -> int:
         return round(sum(v * getattr(c, k) for k, v in coefficients.items()))
+
     return predict
 
 
@@ -163,24 +170,36 @@ def fitted(**coefficients: float):
 # the networks of `--seed 2` (docs/benchmarks.md). Persistent: TFLM's 24-byte TfLiteEvalTensor per tensor,
 # 8 bytes of per-channel multiplier and shift, op structs and data per op. Flash: the weights (1 byte each),
 # per-channel bias, scale and zero point, and per op its tensors' tables and names (module paths).
-PERSISTENT = {"tflm-int8": fitted(tensors=24.18, ops=222.1, weighted_ops=-50.55, pads=181.77, channels=8.0,
-                                  constant=90.88)}
-FLASH = {"tflm-int8": fitted(weights=1.0, channels=27.8, depthwise=672.0, convs=1055.8, pads=530.3, layers=790.6,
-                             constant=265.2)}
+PERSISTENT = {
+    "tflm-int8": fitted(tensors=24.18, ops=222.1, weighted_ops=-50.55, pads=181.77, channels=8.0, constant=90.88)
+}
+FLASH = {
+    "tflm-int8": fitted(
+        weights=1.0, channels=27.8, depthwise=672.0, convs=1055.8, pads=530.3, layers=790.6, constant=265.2
+    )
+}
 
 
 def counts(arch: Arch, ops: list[Op]) -> Counts:
     weighted = [o for o in ops if o.weights]
     pads = [o for o in ops if o.kind == "pad"]
     constants = 2 * len(weighted) + sum(o.kind in ("transpose", "mean") for o in ops) + len({o.pad for o in pads})
-    return Counts(tensors=1 + len(ops) + constants, ops=len(ops), weighted_ops=len(weighted),
-                  depthwise=sum(o.kind == "depthwise" for o in ops), convs=sum(o.kind == "conv" for o in ops),
-                  pads=len(pads), layers=arch.depth, channels=sum(o.channels for o in weighted),
-                  weights=sum(o.weights for o in weighted))
+    return Counts(
+        tensors=1 + len(ops) + constants,
+        ops=len(ops),
+        weighted_ops=len(weighted),
+        depthwise=sum(o.kind == "depthwise" for o in ops),
+        convs=sum(o.kind == "conv" for o in ops),
+        pads=len(pads),
+        layers=arch.depth,
+        channels=sum(o.channels for o in weighted),
+        weights=sum(o.weights for o in weighted),
+    )
 
 
-def footprint(arch: Arch, *, in_channels: int, input_size: tuple[int, int], outputs: int,
-              target: MemoryTarget) -> Footprint:
+def footprint(
+    arch: Arch, *, in_channels: int, input_size: tuple[int, int], outputs: int, target: MemoryTarget
+) -> Footprint:
     """The classifier's activation arena (exact), persistent part and file size (fitted) on ``target``."""
     ops = graph(arch, in_channels=in_channels, input_size=input_size, outputs=outputs, target=target)
     planned = buffers(ops, input_elements=in_channels * input_size[0] * input_size[1], target=target)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 from edgenas.config.strategies import RandomConfig
 from edgenas.errors import SearchError
@@ -25,13 +24,13 @@ STAGE = "random"
 class _RandomState:
     """All the search knows between two requests (immutable fields only: ``fork`` copies it shallowly)."""
 
-    pending: Optional[Candidate]
+    pending: Candidate | None
     draws: int = 0  # networks drawn so far (over-budget and repeated ones included)
     spent: int = 0  # candidates trained or failed: the cost
     skipped: int = 0  # over a budget, never trained
     seen: frozenset = frozenset()  # the networks drawn (as strings)
-    best: Optional[Arch] = None
-    best_acc: Optional[float] = None
+    best: Arch | None = None
+    best_acc: float | None = None
 
 
 def random_search(cfg: RandomConfig, *, seed: int) -> StrategyRun:
@@ -40,7 +39,7 @@ def random_search(cfg: RandomConfig, *, seed: int) -> StrategyRun:
     return StrategyRun(functools.partial(_body, cfg, seed), st)
 
 
-def _draw(cfg: RandomConfig, seed: int, st: _RandomState) -> Optional[Candidate]:
+def _draw(cfg: RandomConfig, seed: int, st: _RandomState) -> Candidate | None:
     """The next network not drawn before; None after ``max_draws`` draws."""
     while st.draws < cfg.max_draws:
         arch = random_arch(cfg, random.Random(f"{seed}:{st.draws}"))
@@ -61,8 +60,10 @@ def _body(cfg: RandomConfig, seed: int, st: _RandomState) -> Strategy:
         if out.usable and (st.best_acc is None or out.acc > st.best_acc):  # ties: the first drawn
             st.best, st.best_acc = st.pending.arch, out.acc
         st.pending = _draw(cfg, seed, st) if st.spent < cfg.budget_candidates else None
-    if st.best is None:
+    if st.best is None or st.best_acc is None:  # set together: both or neither
         why = f"{st.skipped} of {st.draws} drawn networks were over the budget" if st.skipped else "none trained"
-        raise SearchError(f"random search: no candidate fitted the budget and trained ({why}); raise the budget "
-                          "or narrow the space (max_depth, max_width)")
+        raise SearchError(
+            f"random search: no candidate fitted the budget and trained ({why}); raise the budget "
+            "or narrow the space (max_depth, max_width)"
+        )
     return SearchResult(st.best, None, st.best_acc)

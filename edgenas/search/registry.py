@@ -15,7 +15,7 @@ if tuple(BUILDERS) != STRATEGIES:  # profiles validate strategy names against co
     raise ImportError(f"search.registry builds {tuple(BUILDERS)} but profiles allow {STRATEGIES}")
 
 
-def make_strategy(name: str, config, in_channels: int, num_classes: int, *, seed: int = 0) -> StrategyRun:
+def make_strategy(name: str, *, config, in_channels: int, num_classes: int, seed: int = 0) -> StrategyRun:
     """The strategy ``name`` with its ``[search]`` config; ``seed`` draws the random strategy's networks."""
     if name not in BUILDERS:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")

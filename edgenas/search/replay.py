@@ -15,19 +15,40 @@ from edgenas.search.strategies import Candidate, Outcome, drive
 
 # The reference scripts' argument names -> edgenas strategy parameters.
 EGNAS_ARGS = {
-    "min_depth": "min_depth", "max_depth": "max_depth", "min_width": "min_width", "max_width": "max_width",
-    "width_resolution": "width_step", "epochs": "epochs", "add_epochs": "add_epochs_depth",
-    "add_epochs_w": "add_epochs_width", "dp_add_tolerance": "depth_gain", "ch_drop_tolerance": "depth_keep",
-    "dp_break_tolerance": "depth_patience", "ch_break_tolerance": "width_patience",
-    "target_acc": "target_acc", "target_acc_tolerance": "target_tolerance",
+    "min_depth": "min_depth",
+    "max_depth": "max_depth",
+    "min_width": "min_width",
+    "max_width": "max_width",
+    "width_resolution": "width_step",
+    "epochs": "epochs",
+    "add_epochs": "add_epochs_depth",
+    "add_epochs_w": "add_epochs_width",
+    "dp_add_tolerance": "depth_gain",
+    "ch_drop_tolerance": "depth_keep",
+    "dp_break_tolerance": "depth_patience",
+    "ch_break_tolerance": "width_patience",
+    "target_acc": "target_acc",
+    "target_acc_tolerance": "target_tolerance",
 }
 TRG_ARGS = {
-    "min_depth": "min_depth", "max_depth": "max_depth", "min_width": "min_width", "max_width": "max_width",
-    "width_resolution": "width_step", "epochs": "epochs", "target_acc": "target_acc",
-    "target_acc_tolerance": "target_tolerance", "ch_drop_tolerance": "width_drop",
+    "min_depth": "min_depth",
+    "max_depth": "max_depth",
+    "min_width": "min_width",
+    "max_width": "max_width",
+    "width_resolution": "width_step",
+    "epochs": "epochs",
+    "target_acc": "target_acc",
+    "target_acc_tolerance": "target_tolerance",
+    "ch_drop_tolerance": "width_drop",
 }
 # Input channels and classes of the logged datasets (they enter the parameter matching).
-DATASET_SHAPES = {"CIFAR10": (3, 10), "CIFAR100": (3, 100), "FashionMNIST": (1, 10), "KMNIST": (1, 10), "EMNIST": (1, 47)}
+DATASET_SHAPES = {
+    "CIFAR10": (3, 10),
+    "CIFAR100": (3, 100),
+    "FashionMNIST": (1, 10),
+    "KMNIST": (1, 10),
+    "EMNIST": (1, 47),
+}
 
 
 def dataset_shape(args: dict) -> tuple[int, int]:
@@ -35,7 +56,7 @@ def dataset_shape(args: dict) -> tuple[int, int]:
     return DATASET_SHAPES[args.get("dataset", "CIFAR10")]
 
 
-def log_strategy(path: Path) -> str:
+def log_strategy(path: str | Path) -> str:
     return "trg" if Path(path).name.startswith("trg-") else "egnas"
 
 
@@ -59,7 +80,9 @@ class Oracle:
 
     def __call__(self, cand: Candidate) -> Outcome:
         if self.index >= len(self.records):
-            raise LogMismatch(f"request {self.index + 1} ({cand.stage} {cand.arch}) is beyond the log's {len(self.records)} records")
+            raise LogMismatch(
+                f"request {self.index + 1} ({cand.stage} {cand.arch}) is beyond the log's {len(self.records)} records"
+            )
         rec = self.records[self.index]
         asked = {"stage": cand.stage, "epochs": cand.epochs, **cand.arch.to_dict()}
         diff = [f"{k}: asked {asked[k]}, logged {rec[k]}" for k in self.FIELDS if asked[k] != rec[k]]
@@ -89,10 +112,10 @@ def _load(path: str | Path):
     strategy = log_strategy(path)
     config = config_from_args(strategy, log["args"])
     in_ch, n_cls = dataset_shape(log["args"])
-    return log, lambda: make_strategy(strategy, config, in_ch, n_cls)
+    return log, lambda: make_strategy(strategy, config=config, in_channels=in_ch, num_classes=n_cls)
 
 
-def _report(path, log: dict, result, oracle: Oracle) -> ReplayReport:
+def _report(path, *, log: dict, result, oracle: Oracle) -> ReplayReport:
     """Compare the search's result with the log's ``final`` (its requests already matched)."""
     final, want = log["final"], Arch.from_dict(log["final"])
     details = [f"final architecture {result.arch}, logged {want}"] if result.arch != want else []
@@ -108,7 +131,7 @@ def replay_log(path: str | Path) -> ReplayReport:
         result = drive(factory(), oracle)
     except LogMismatch as e:
         return ReplayReport(str(path), oracle.index, len(log["candidates"]), False, str(e))
-    return _report(path, log, result, oracle)
+    return _report(path, log=log, result=result, oracle=oracle)
 
 
 class OraclePool:
@@ -161,7 +184,7 @@ class MemoryEvaluator:
     def screen(self, cand: Candidate):
         return {}, None
 
-    def finished(self, cand: Candidate, record: dict, res: dict, speculative: bool = False) -> Outcome:
+    def finished(self, cand: Candidate, *, record: dict, res: dict, speculative: bool = False) -> Outcome:
         self.done[cand.key()] = Outcome(res["val_acc"], res["train_acc"], res["status"])
         return self.done[cand.key()]
 
@@ -171,7 +194,7 @@ def replay_log_speculative(path: str | Path, slots: int = 4) -> ReplayReport:
     log, factory = _load(path)
     pool = OraclePool(log["candidates"], slots)
     try:
-        result = drive_speculative(factory, MemoryEvaluator(), pool, slots, lambda k: 0)
+        result = drive_speculative(factory, evaluator=MemoryEvaluator(), pool=pool, slots=slots, seed_of=lambda k: 0)
     finally:
         pool.close()
     oracle = Oracle(log["candidates"])
@@ -180,6 +203,6 @@ def replay_log_speculative(path: str | Path, slots: int = 4) -> ReplayReport:
             oracle(cand)
     except LogMismatch as e:
         return ReplayReport(str(path), oracle.index, len(log["candidates"]), False, str(e))
-    report = _report(path, log, result, oracle)
+    report = _report(path, log=log, result=result, oracle=oracle)
     report.details.append(f"{len(set(pool.trained))} candidates trained for {len(result.history)} requests")
     return report

@@ -46,19 +46,19 @@ class Arch:
             raise ValueError(f"Arch.kernels must each be one of {KERNELS}, got {list(self.kernels)}")
 
     @classmethod
-    def plain(cls, depth: int, width: int) -> "Arch":
+    def plain(cls, depth: int, width: int) -> Arch:
         """All layers separable 3x3: the macro stages' candidates."""
         return cls(depth, width, (SEPARABLE,) * depth, (3,) * depth)
 
-    def with_width(self, width: int) -> "Arch":
+    def with_width(self, width: int) -> Arch:
         return Arch(self.depth, width, self.ops, self.kernels)
 
-    def with_op(self, layer: int, op: int) -> "Arch":
+    def with_op(self, layer: int, op: int) -> Arch:
         ops = list(self.ops)
         ops[layer] = op
         return Arch(self.depth, self.width, tuple(ops), self.kernels)
 
-    def with_kernel(self, layer: int, kernel: int) -> "Arch":
+    def with_kernel(self, layer: int, kernel: int) -> Arch:
         kernels = list(self.kernels)
         kernels[layer] = kernel
         return Arch(self.depth, self.width, self.ops, tuple(kernels))
@@ -67,17 +67,19 @@ class Arch:
         return {"depth": self.depth, "width": self.width, "ops": list(self.ops), "kernels": list(self.kernels)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Arch":
+    def from_dict(cls, d: dict) -> Arch:
         try:
             return cls(int(d["depth"]), int(d["width"]), tuple(d["ops"]), tuple(d["kernels"]))
         except KeyError as e:
-            raise ValueError(f"architecture is missing the key {e.args[0]!r} (needs depth, width, ops, kernels)") from None
+            raise ValueError(
+                f"architecture is missing the key {e.args[0]!r} (needs depth, width, ops, kernels)"
+            ) from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> "Arch":
+    def from_json(cls, text: str) -> Arch:
         return cls.from_dict(json.loads(text))
 
     def __str__(self) -> str:
@@ -128,13 +130,35 @@ def layer_costs(arch: Arch, in_channels: int, input_size: tuple[int, int] = (1, 
     """The stem and every layer, in order (the pooling and the head are not in it)."""
     h, w = input_size
     stem = 2 * arch.width
-    costs = [LayerCost("stem", "stem", 3, in_channels, stem, 1, (h, w), 9 * in_channels * stem + 2 * stem,
-                       h * w * 9 * in_channels * stem)]
+    costs = [
+        LayerCost(
+            "stem",
+            "stem",
+            3,
+            in_channels,
+            stem,
+            1,
+            (h, w),
+            9 * in_channels * stem + 2 * stem,
+            h * w * 9 * in_channels * stem,
+        )
+    ]
     for i, ((c_in, c_out, stride), op, k) in enumerate(zip(layer_plan(arch), arch.ops, arch.kernels), start=1):
         h, w = out_size(h, stride), out_size(w, stride)
         per_pixel = k * k * c_in + c_in * c_out if op == SEPARABLE else k * k * c_in * c_out
-        costs.append(LayerCost(f"L{i}", "sep" if op == SEPARABLE else "conv", k, c_in, c_out, stride, (h, w),
-                               per_pixel + 2 * c_out, h * w * per_pixel))  # + BN's scale and shift
+        costs.append(
+            LayerCost(
+                f"L{i}",
+                "sep" if op == SEPARABLE else "conv",
+                k,
+                c_in,
+                c_out,
+                stride,
+                (h, w),
+                per_pixel + 2 * c_out,
+                h * w * per_pixel,
+            )
+        )  # + BN's scale and shift
     return costs
 
 
@@ -143,7 +167,7 @@ def count_params(arch: Arch, in_channels: int, num_classes: int) -> int:
     return sum(c.params for c in layer_costs(arch, in_channels)) + final_width(arch) * num_classes + num_classes
 
 
-def count_macs(arch: Arch, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> int:
+def count_macs(arch: Arch, *, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> int:
     """Multiply-accumulates of one forward pass of one image (convolutions and the head)."""
     return sum(c.macs for c in layer_costs(arch, in_channels, input_size)) + final_width(arch) * num_classes
 
@@ -152,7 +176,7 @@ def activation_count(arch: Arch, in_channels: int, input_size: tuple[int, int]) 
     """Elements of every layer output (stem, each layer, pooled) for one image: a memory-traffic figure."""
     h, w = input_size
     total = in_channels * h * w + 2 * arch.width * h * w
-    for c_in, c_out, stride in layer_plan(arch):
+    for _c_in, c_out, stride in layer_plan(arch):
         h, w = out_size(h, stride), out_size(w, stride)
         total += c_out * h * w
     return total + final_width(arch)
@@ -169,9 +193,9 @@ def count_embedding_params(arch: Arch, in_channels: int, embedding_dim: int) -> 
     return count_params(arch, in_channels, embedding_dim) + 2 * embedding_dim  # + BatchNorm1d affine
 
 
-def count_embedding_macs(arch: Arch, in_channels: int, embedding_dim: int, input_size: tuple[int, int]) -> int:
+def count_embedding_macs(arch: Arch, *, in_channels: int, embedding_dim: int, input_size: tuple[int, int]) -> int:
     """MACs of one image through ``EmbeddingNet``: convolutions and the embedding layer (BN folds away)."""
-    return count_macs(arch, in_channels, embedding_dim, input_size)
+    return count_macs(arch, in_channels=in_channels, num_classes=embedding_dim, input_size=input_size)
 
 
 def narrowest_width(config) -> int:
@@ -194,5 +218,9 @@ def random_arch(config, rng: random.Random) -> Arch:
     """A uniformly drawn network of a search config's space: depth, width of the grid, each layer's op and kernel."""
     depth = rng.randint(config.min_depth, config.max_depth)
     kernels = space_kernels(config)
-    return Arch(depth, rng.choice(width_grid(config)), tuple(rng.choice(OPS) for _ in range(depth)),
-                tuple(rng.choice(kernels) for _ in range(depth)))
+    return Arch(
+        depth,
+        rng.choice(width_grid(config)),
+        tuple(rng.choice(OPS) for _ in range(depth)),
+        tuple(rng.choice(kernels) for _ in range(depth)),
+    )

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from collections import Counter
-from typing import Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy, drive
 
@@ -20,7 +21,7 @@ from edgenas.search.strategies import Candidate, Outcome, SearchResult, Strategy
 GUESS_OFFSETS = (-5.0, -1.0, -0.3, -0.1, -0.04, 0.0, 0.04, 0.1, 0.3, 1.0, 5.0)
 
 
-def request_after(factory: Callable[[], Strategy], answers: list[Outcome]) -> Optional[Candidate]:
+def request_after(factory: Callable[[], Strategy], answers: list[Outcome]) -> Candidate | None:
     """The request a fresh strategy makes after ``answers``; None once it has finished."""
     strategy = factory()
     try:
@@ -32,7 +33,7 @@ def request_after(factory: Callable[[], Strategy], answers: list[Outcome]) -> Op
         return None
 
 
-def _branch(factory: Callable[[], Strategy], at, history: Optional[list], out: Outcome):
+def _branch(factory: Callable[[], Strategy], *, at, history: list | None, out: Outcome):
     """(strategy, request) after the hypothetical ``out``; None where the search ends there.
 
     ``at`` waits after ``history``: forked if it can be (one decision), else a fresh strategy is driven
@@ -43,6 +44,8 @@ def _branch(factory: Callable[[], Strategy], at, history: Optional[list], out: O
         if hasattr(at, "fork"):
             strategy = at.fork()
             return strategy, strategy.send(out)
+        if history is None:  # only a strategy that can fork comes without its history
+            return None
         strategy = factory()
         cand = next(strategy)
         for answer in [*history, out]:
@@ -59,8 +62,9 @@ def last_accuracy(answers: list[Outcome]) -> float:
     return next((out.acc for out in reversed(answers) if out.usable), 50.0)
 
 
-def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: float, k: int, *,
-                at: Optional[Strategy] = None) -> list[Candidate]:
+def likely_next(
+    factory: Callable[[], Strategy], *, answers: list[Outcome], guess: float, k: int, at: Strategy | None = None
+) -> list[Candidate]:
     """Up to ``k`` candidates the strategy may request after the pending one, likeliest first.
 
     Breadth first over hypothetical outcomes of the pending request, then of the guessed ones:
@@ -75,13 +79,13 @@ def likely_next(factory: Callable[[], Strategy], answers: list[Outcome], guess: 
         next_frontier = []
         for strategy, history in frontier:
             reached: Counter = Counter()
-            path = {}
+            path: dict[Candidate, tuple[Strategy | None, list[Outcome] | None]] = {}
             for offset in GUESS_OFFSETS:
                 out = Outcome(min(max(guess + offset, 0.0), 100.0), min(guess, 99.0))
-                branch = _branch(factory, strategy, history, out)
+                branch = _branch(factory, at=strategy, history=history, out=out)
                 if branch is not None:
                     reached[branch[1]] += 1
-                    path.setdefault(branch[1], (branch[0], None if forkable else history + [out]))
+                    path.setdefault(branch[1], (branch[0], None if history is None else history + [out]))
             for cand, _ in reached.most_common():
                 if cand not in found:
                     found.append(cand)
@@ -96,14 +100,14 @@ class Pool(Protocol):
     def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future: ...
     def cancel(self, cand: Candidate, future: cf.Future) -> None: ...
     def uncancel(self, cand: Candidate) -> None: ...
-    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]: ...
+    def result(self, cand: Candidate, future: cf.Future) -> dict | None: ...
     def close(self) -> None: ...
 
 
 class _Speculator:
     """The running candidates of a speculative search: start, cancel and collect them."""
 
-    def __init__(self, evaluator, pool: Pool, slots: int, seed_of):
+    def __init__(self, evaluator, *, pool: Pool, slots: int, seed_of):
         self.evaluator, self.pool, self.slots, self.seed_of = evaluator, pool, slots, seed_of
         self.running: dict[str, tuple[Candidate, dict, cf.Future]] = {}
 
@@ -119,7 +123,11 @@ class _Speculator:
         if skipped is not None:
             return False
         record = {**record, "speculative": speculative}  # started before the strategy asked for it
-        self.running[cand.key()] = (cand, record, self.pool.submit(cand, self.seed_of(cand.key()), ev.tag(cand, speculative)))
+        self.running[cand.key()] = (
+            cand,
+            record,
+            self.pool.submit(cand, self.seed_of(cand.key()), ev.tag(cand, speculative)),
+        )
         return True
 
     def collect(self, done, pending: Candidate) -> None:
@@ -128,7 +136,9 @@ class _Speculator:
             c, record, _ = self.running.pop(key)
             res = self.pool.result(c, fut)
             if res is not None:
-                self.evaluator.finished(c, record, res, speculative=c != pending)  # the tag: is it asked for yet?
+                self.evaluator.finished(
+                    c, record=record, res=res, speculative=c != pending
+                )  # the tag: is it asked for yet?
 
     def keep_only(self, wanted: list[Candidate]) -> None:
         """Cancel what is no longer wanted; start the wanted ones while slots are free."""
@@ -154,7 +164,7 @@ class _Speculator:
             self.pool.cancel(c, fut)
 
 
-def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, slots: int, seed_of) -> SearchResult:
+def drive_speculative(factory: Callable[[], Strategy], *, evaluator, pool: Pool, slots: int, seed_of) -> SearchResult:
     """Like ``strategies.drive``, with up to ``slots`` candidates training at once in ``pool``.
 
     ``evaluator`` answers from the journal (``known``), screens budgets (``screen``), tags and
@@ -162,7 +172,7 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
     """
     strategy = factory()
     answers: list[Outcome] = []
-    spec = _Speculator(evaluator, pool, slots, seed_of)
+    spec = _Speculator(evaluator, pool=pool, slots=slots, seed_of=seed_of)
 
     def answer(cand: Candidate) -> Outcome:
         evaluator.count += 1
@@ -170,7 +180,9 @@ def drive_speculative(factory: Callable[[], Strategy], evaluator, pool: Pool, sl
         if out is not None:
             evaluator.log(f"{evaluator.tag(cand)}: {out.status}, acc {out.acc:.2f}% (journal or speculation)")
         elif spec.start(cand, speculative=False):
-            spec.keep_only([cand] + likely_next(factory, answers, last_accuracy(answers), slots - 1, at=strategy))
+            spec.keep_only(
+                [cand] + likely_next(factory, answers=answers, guess=last_accuracy(answers), k=slots - 1, at=strategy)
+            )
             out = spec.wait_for(cand)
         else:
             out = evaluator.known(cand)  # over a budget: screen() journaled it as skipped

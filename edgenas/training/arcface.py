@@ -20,7 +20,7 @@ class ArcFace(nn.Module):
 
     EPS = 1e-6
 
-    def __init__(self, embedding_dim: int, num_classes: int, scale: float = 64.0, margin: float = 0.5):
+    def __init__(self, embedding_dim: int, *, num_classes: int, scale: float = 64.0, margin: float = 0.5):
         super().__init__()
         if embedding_dim < 1 or num_classes < 2:
             raise ValueError(f"ArcFace needs embedding_dim >= 1 and >= 2 classes, got {embedding_dim}, {num_classes}")

@@ -25,9 +25,7 @@ class BatchAugment:
     (zero padding is black either way) before the float conversion.
     """
 
-    def __init__(
-        self, data, *, crop_padding: int = 4, cutout: int = 16, device: torch.device | str = "cpu"
-    ):
+    def __init__(self, data, *, crop_padding: int = 4, cutout: int = 16, device: torch.device | str = "cpu"):
         if crop_padding < 0 or cutout < 0:
             raise ValueError(f"crop_padding and cutout must be >= 0, got {crop_padding}, {cutout}")
         self.crop_padding = int(crop_padding)
@@ -47,7 +45,9 @@ class BatchAugment:
             x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
         out = (x.float().div_(255.0) - self.mean).mul_(self.inv_std)
         if self.cutout:
-            out.masked_fill_(_cutout_mask(n, h, w, self.cutout, dev, generator).unsqueeze(1), 0.0)
+            out.masked_fill_(
+                _cutout_mask(n, h=h, w=w, side=self.cutout, device=dev, generator=generator).unsqueeze(1), 0.0
+            )
         return out
 
 
@@ -62,7 +62,7 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None) ->
     return out.gather(3, cols.expand(n, c, h, w))
 
 
-def _cutout_mask(n: int, h: int, w: int, side: int, device, generator: torch.Generator | None) -> torch.Tensor:
+def _cutout_mask(n: int, *, h: int, w: int, side: int, device, generator: torch.Generator | None) -> torch.Tensor:
     """(N, H, W) bool: a side x side square per sample, centre uniform over the image, clipped."""
     cy = torch.randint(0, h, (n, 1), device=device, generator=generator)
     cx = torch.randint(0, w, (n, 1), device=device, generator=generator)
@@ -74,8 +74,8 @@ def _cutout_mask(n: int, h: int, w: int, side: int, device, generator: torch.Gen
 
 def augment(
     x: torch.Tensor,
-    data,
     *,
+    data,
     crop_padding: int = 4,
     cutout: int = 16,
     generator: torch.Generator | None = None,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -26,16 +26,21 @@ class Checkpointing:
     save: Callable[[dict], None]
     every: int = 0
     stop: Callable[[], bool] = lambda: False
-    state: Optional[dict] = None
+    state: dict | None = None
 
 
 def _rng_states(device: torch.device) -> dict:
     """Every random state a training could touch: torch's (and CUDA's), numpy's, Python's."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "python": random.getstate()}
+    state = np.random.get_state()  # legacy=True (the default): the tuple, never the dict
+    if isinstance(state, dict):
+        raise TypeError("numpy.random.get_state() returned a dict; edgenas saves the legacy tuple")
+    kind, keys, pos, has_gauss, gauss = state
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
 
 
 def _set_rng_states(states: dict, device: torch.device) -> None:
@@ -47,15 +52,23 @@ def _set_rng_states(states: dict, device: torch.device) -> None:
     random.setstate(states["python"])
 
 
-def training_state(epoch: int, epochs: int, modules: list[nn.Module], loop, step) -> dict:
+def training_state(epoch: int, *, epochs: int, modules: list[nn.Module], loop, step) -> dict:
     """What a resumed ``fit`` needs to go on as if it had never stopped, after ``epoch`` of ``epochs``: a copy,
     which the training that goes on does not change. ``loop``: the trainer's ``_EagerLoop`` or a
     ``GraphedTrainer`` (``state_dict``/``load_state_dict``); ``step``: its ``_Step`` (generator, device)."""
-    return copy.deepcopy({"epoch": epoch, "epochs": epochs, "modules": [m.state_dict() for m in modules],
-                          "loop": loop.state_dict(), "generator": step.gen.get_state(), "rng": _rng_states(step.device)})
+    return copy.deepcopy(
+        {
+            "epoch": epoch,
+            "epochs": epochs,
+            "modules": [m.state_dict() for m in modules],
+            "loop": loop.state_dict(),
+            "generator": step.gen.get_state(),
+            "rng": _rng_states(step.device),
+        }
+    )
 
 
-def restore(state: dict, epochs: int, modules: list[nn.Module], loop, step) -> int:
+def restore(state: dict, *, epochs: int, modules: list[nn.Module], loop, step) -> int:
     """Load a ``training_state`` into the training; the epoch it was taken after."""
     if state["epochs"] != epochs or len(state["modules"]) != len(modules):
         raise ValueError(f"the checkpoint is of a {state['epochs']}-epoch training, not of this {epochs}-epoch one")

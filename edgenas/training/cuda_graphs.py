@@ -13,8 +13,10 @@ GRAPH_WARMUP_STEPS = 3  # eager steps (real training steps) before the CUDA grap
 
 def graphs_available(device: torch.device) -> bool:
     """Whether ``fit`` can capture training steps as CUDA graphs on ``device`` (needs seeded-generator capture)."""
-    return device.type == "cuda" and hasattr(torch.cuda, "CUDAGraph") and hasattr(
-        torch.cuda.CUDAGraph, "register_generator_state"
+    return (
+        device.type == "cuda"
+        and hasattr(torch.cuda, "CUDAGraph")
+        and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
     )
 
 
@@ -42,7 +44,7 @@ class GraphedTrainer:
         self.batches = self.order[: self.full * sched.batch_size].view(self.full, sched.batch_size)
         self.loss_sum = torch.zeros((), device=dev)
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)
-        self.graph = None
+        self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
 
     def _train_on(self, idx: torch.Tensor) -> None:
@@ -93,10 +95,15 @@ class GraphedTrainer:
                     graph.capture_end()
             torch.cuda.current_stream().wait_stream(side)
         except Exception as e:  # noqa: BLE001 - any capture failure: train on, eagerly
-            while e.__context__ is not None:  # the first error, not capture_end's "capture invalidated"
-                e = e.__context__
-            warnings.warn(f"CUDA graph capture failed, training this candidate eagerly ({type(e).__name__}: "
-                          f"{' '.join(str(e).split())[:300]})", RuntimeWarning, stacklevel=3)
+            first: BaseException = e
+            while first.__context__ is not None:  # the first error, not capture_end's "capture invalidated"
+                first = first.__context__
+            warnings.warn(
+                f"CUDA graph capture failed, training this candidate eagerly ({type(first).__name__}: "
+                f"{' '.join(str(first).split())[:300]})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             torch.cuda.synchronize()
             self.capture = False
             # the generator took part in the broken capture; go on with a fresh one, still seeded

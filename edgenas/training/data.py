@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ TEST_SPLIT_SEED = 0  # the 20 % test split of digits / imagefolder is fixed, wha
 TEST_FRACTION = 0.2
 IMAGEFOLDER_SIZE = (32, 32)  # default input size (H, W) of an imagefolder dataset
 _RESIZE_CHUNK = 4096  # images resized per interpolate call at most (bounds the float32 working memory)
-_RESIZE_WORK_BYTES = 2 ** 28  # float32 working memory of one interpolate call (fewer images per call when large)
+_RESIZE_WORK_BYTES = 2**28  # float32 working memory of one interpolate call (fewer images per call when large)
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,11 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
+
+
+_Data = TypeVar("_Data", bound="ImageData")  # ImageData or a subclass (FaceData): ``to`` keeps the kind
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class ImageData:
     flip: bool  # horizontal-flip augmentation
     synthetic: bool = False
 
-    def to(self, device: torch.device | str) -> "ImageData":
+    def to(self: _Data, device: torch.device | str) -> _Data:
         """A copy with every tensor on ``device`` (a no-op copy when they are there already)."""
         return dataclasses.replace(
             self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
@@ -142,7 +146,9 @@ def _torchvision(class_name: str, layout: str, **kwargs) -> Loader:
                     f"(expected {data_dir}/{layout}); add --download to fetch them"
                 ) from None
             except OSError as e:  # network or disk trouble while downloading or reading
-                raise DataError(f"{spec.name}: cannot read or download the files in {data_dir} ({_one_line(e)})") from None
+                raise DataError(
+                    f"{spec.name}: cannot read or download the files in {data_dir} ({_one_line(e)})"
+                ) from None
             except (AssertionError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as e:
                 raise DataError(
                     f"{spec.name}: the files in {data_dir} are malformed ({_one_line(e)}); "
@@ -151,7 +157,8 @@ def _torchvision(class_name: str, layout: str, **kwargs) -> Loader:
             x = torch.as_tensor(np.asarray(ds.data))
             x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)  # CIFAR is NHWC, the MNIST family NHW
             splits += [x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
-        return (*splits, tuple(str(c) for c in ds.classes))
+        x_train, y_train, x_test, y_test = splits
+        return x_train, y_train, x_test, y_test, tuple(str(c) for c in ds.classes)
 
     return load
 
@@ -180,12 +187,16 @@ def _read_image_folder(root: Path, opts: _LoadOptions):
 
 
 def _load_imagefolder(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptions) -> RawData:
+    if data_dir is None:  # the spec needs a folder: load_dataset has refused None already
+        raise DataError(f"dataset {spec.name} needs a data directory: pass --data-dir DIR")
     train_dir, test_dir = data_dir / "train", data_dir / "test"
     if train_dir.is_dir() != test_dir.is_dir():  # read as class folders, "train" would be a class of its own
         there, missing = (train_dir, test_dir) if train_dir.is_dir() else (test_dir, train_dir)
-        raise DataError(f"imagefolder: {data_dir} has {there.name}/ but no {missing.name}/; give both {train_dir.name}/ "
-                        f"and {test_dir.name}/ (each with one folder per class), or the class folders directly in "
-                        f"{data_dir} (a 20 % test split is then held out)")
+        raise DataError(
+            f"imagefolder: {data_dir} has {there.name}/ but no {missing.name}/; give both {train_dir.name}/ "
+            f"and {test_dir.name}/ (each with one folder per class), or the class folders directly in "
+            f"{data_dir} (a 20 % test split is then held out)"
+        )
     if train_dir.is_dir() and test_dir.is_dir():
         x_train, y_train, names = _read_image_folder(train_dir, opts)
         x_test, y_test, test_names = _read_image_folder(test_dir, opts)
@@ -208,22 +219,98 @@ def _load_imagefolder(spec: DatasetSpec, data_dir: Path | None, opts: _LoadOptio
 
 
 _MNIST_SIZE = (28, 28)
-register(DatasetSpec("cifar10", 3, 10, (32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
-                     _torchvision("CIFAR10", "cifar-10-batches-py/"), description="CIFAR-10 (torchvision)"))
-register(DatasetSpec("cifar100", 3, 100, (32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
-                     _torchvision("CIFAR100", "cifar-100-python/"), description="CIFAR-100 (torchvision)"))
-register(DatasetSpec("fashionmnist", 1, 10, _MNIST_SIZE, (0.2860,), (0.3530,), True,
-                     _torchvision("FashionMNIST", "FashionMNIST/raw/*-idx?-ubyte"),
-                     description="Fashion-MNIST (torchvision)"))
-register(DatasetSpec("kmnist", 1, 10, _MNIST_SIZE, (0.1918,), (0.3483,), False,
-                     _torchvision("KMNIST", "KMNIST/raw/*-idx?-ubyte"), description="Kuzushiji-MNIST (torchvision)"))
-register(DatasetSpec("emnist", 1, 47, _MNIST_SIZE, (0.1751,), (0.3332,), False,
-                     _torchvision("EMNIST", "EMNIST/raw/emnist-balanced-*-idx?-ubyte", split="balanced"),
-                     description="EMNIST balanced split, 47 classes (torchvision; images transposed, as stored)"))
-register(DatasetSpec("imagefolder", 3, None, IMAGEFOLDER_SIZE, None, None, False,
-                     _load_imagefolder, description="a directory with one folder of images per class"))
-register(DatasetSpec("digits", 1, 10, (8, 8), (0.3053,), (0.3759,), False,
-                     _load_digits, needs_dir=False, description="scikit-learn's bundled 8x8 digits (no download)"))
+register(
+    DatasetSpec(
+        "cifar10",
+        3,
+        10,
+        (32, 32),
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        True,
+        _torchvision("CIFAR10", "cifar-10-batches-py/"),
+        description="CIFAR-10 (torchvision)",
+    )
+)
+register(
+    DatasetSpec(
+        "cifar100",
+        3,
+        100,
+        (32, 32),
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        True,
+        _torchvision("CIFAR100", "cifar-100-python/"),
+        description="CIFAR-100 (torchvision)",
+    )
+)
+register(
+    DatasetSpec(
+        "fashionmnist",
+        1,
+        10,
+        _MNIST_SIZE,
+        (0.2860,),
+        (0.3530,),
+        True,
+        _torchvision("FashionMNIST", "FashionMNIST/raw/*-idx?-ubyte"),
+        description="Fashion-MNIST (torchvision)",
+    )
+)
+register(
+    DatasetSpec(
+        "kmnist",
+        1,
+        10,
+        _MNIST_SIZE,
+        (0.1918,),
+        (0.3483,),
+        False,
+        _torchvision("KMNIST", "KMNIST/raw/*-idx?-ubyte"),
+        description="Kuzushiji-MNIST (torchvision)",
+    )
+)
+register(
+    DatasetSpec(
+        "emnist",
+        1,
+        47,
+        _MNIST_SIZE,
+        (0.1751,),
+        (0.3332,),
+        False,
+        _torchvision("EMNIST", "EMNIST/raw/emnist-balanced-*-idx?-ubyte", split="balanced"),
+        description="EMNIST balanced split, 47 classes (torchvision; images transposed, as stored)",
+    )
+)
+register(
+    DatasetSpec(
+        "imagefolder",
+        3,
+        None,
+        IMAGEFOLDER_SIZE,
+        None,
+        None,
+        False,
+        _load_imagefolder,
+        description="a directory with one folder of images per class",
+    )
+)
+register(
+    DatasetSpec(
+        "digits",
+        1,
+        10,
+        (8, 8),
+        (0.3053,),
+        (0.3759,),
+        False,
+        _load_digits,
+        needs_dir=False,
+        description="scikit-learn's bundled 8x8 digits (no download)",
+    )
+)
 
 
 # --- splitting, resizing, loading ---------------------------------------------------------------
@@ -264,7 +351,8 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     out = torch.empty((x.shape[0], x.shape[1], *size), dtype=torch.uint8, device=x.device)
-    step = _resize_chunk(tuple(x.shape[1:]), size)
+    c, h, w = x.shape[1:]
+    step = _resize_chunk((c, h, w), size)
     for i in range(0, x.shape[0], step):
         chunk = x[i : i + step].float()
         chunk = F.interpolate(chunk, size=size, mode="bilinear", antialias=True, align_corners=False)
@@ -302,7 +390,7 @@ def channel_stats(x: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...],
     summed in float64 chunk by chunk so large datasets need little extra memory."""
     total, squares = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
     for i in range(0, len(x), chunk):
-        v = x[i:i + chunk].transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
+        v = x[i : i + chunk].transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
         total += v.sum(1)
         squares += (v * v).sum(1)
     n = max(1, x[:, 0].numel())
@@ -311,22 +399,27 @@ def channel_stats(x: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...],
     return tuple(float(m) for m in mean), tuple(float(s) if s > 1e-6 else 1.0 for s in std)
 
 
-def _check_rankable(source: str, *, y_train: torch.Tensor, n_val: int, n_test: int, class_names,
-                    val_fraction: float) -> None:
+def _check_rankable(
+    source: str, *, y_train: torch.Tensor, n_val: int, n_test: int, class_names, val_fraction: float
+) -> None:
     """Refuse splits that cannot rank candidates: an empty validation (when asked for) or test split,
     or a class without training images (accuracies would be NaN, or of a class never seen)."""
     problems = []
     if val_fraction > 0 and n_val == 0:
-        need = next(m for m in range(1, 10 ** 6) if round(val_fraction * m) >= 1)
-        problems.append(f"the validation split (val_fraction {val_fraction}) is empty: it needs at least {need} "
-                        f"training images, there are {len(y_train) + n_val}")
+        need = next(m for m in range(1, 10**6) if round(val_fraction * m) >= 1)
+        problems.append(
+            f"the validation split (val_fraction {val_fraction}) is empty: it needs at least {need} "
+            f"training images, there are {len(y_train) + n_val}"
+        )
     if n_test == 0:
         problems.append("the test split is empty")
     counts = torch.bincount(y_train, minlength=len(class_names))
     missing = [class_names[i] for i in range(len(class_names)) if counts[i] == 0]
     if missing:
-        problems.append(f"{len(missing)} class(es) have no training image ({', '.join(missing[:5])}"
-                        f"{', ...' if len(missing) > 5 else ''})")
+        problems.append(
+            f"{len(missing)} class(es) have no training image ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''})"
+        )
     if problems:
         raise DataError(f"{source} is too small to rank candidates: {'; '.join(problems)}; add images")
 
@@ -348,8 +441,8 @@ def _data_path(spec: DatasetSpec, data_dir, *, download: bool) -> Path | None:
 
 def load_dataset(
     name: str,
-    data_dir: str | Path | None = None,
     *,
+    data_dir: str | Path | None = None,
     download: bool = False,
     val_fraction: float = 0.1,
     seed: int = 0,
@@ -365,7 +458,9 @@ def load_dataset(
     """
     spec = get_spec(name)
     if not 0.0 <= val_fraction <= 0.5:
-        raise DataError(f"val_fraction {val_fraction} is outside [0, 0.5]; use e.g. 0.1 to hold out 10 % for validation")
+        raise DataError(
+            f"val_fraction {val_fraction} is outside [0, 0.5]; use e.g. 0.1 to hold out 10 % for validation"
+        )
     size = _check_size(input_size) if input_size is not None else spec.input_size
     if channels is not None and channels not in (1, 3):
         raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
@@ -375,16 +470,25 @@ def load_dataset(
     opts = _LoadOptions(download=download, input_size=size, channels=channels or spec.in_channels)
     x_train, y_train, x_test, y_test, class_names = spec.loader(spec, path, opts)
     if tuple(x_train.shape[-2:]) != size:  # resized copies are allocated below: check before
-        n, c = len(x_train) + len(x_test), int(x_train.shape[1])
-        check_memory(resize_bytes(n, tuple(x_train.shape[1:]), size),
-                     what=f"{name}: {n} images resized to {c}x{size[0]}x{size[1]}", hint="use a smaller data.input_size")
+        n, (c, h, w) = len(x_train) + len(x_test), x_train.shape[1:]
+        check_memory(
+            resize_bytes(n, (c, h, w), size),
+            what=f"{name}: {n} images resized to {c}x{size[0]}x{size[1]}",
+            hint="use a smaller data.input_size",
+        )
     x_train, x_test = resize(x_train, size), resize(x_test, size)
     val = stratified_holdout(y_train, val_fraction, seed)
     train = _complement(val, len(y_train))
-    _check_rankable(f"{name}: {path}" if path else name, y_train=y_train[train], n_val=len(val), n_test=len(y_test),
-                    class_names=class_names, val_fraction=val_fraction)
+    _check_rankable(
+        f"{name}: {path}" if path else name,
+        y_train=y_train[train],
+        n_val=len(val),
+        n_test=len(y_test),
+        class_names=class_names,
+        val_fraction=val_fraction,
+    )
     train_split = Split(x_train[train].contiguous(), y_train[train].contiguous())
-    if spec.mean is None:
+    if spec.mean is None or spec.std is None:  # both or neither
         mean, std = channel_stats(train_split.x)
     else:
         mean, std = spec.mean, spec.std

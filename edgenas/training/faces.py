@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -19,13 +19,13 @@ INPUT_SIZE = (112, 112)  # (H, W) when the profile sets no data.input_size: the 
 LFW_IMAGE_SETS = {"funneled": "lfw_funneled", "deepfunneled": "lfw-deepfunneled", "original": "lfw"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FaceData(ImageData):
     """Identities split three ways: ``train`` (labels 0..K-1, the margin head's classes), ``val``
     and ``test`` (held-out identities; labels local to the split) with their verification pairs."""
 
-    val_pairs: Optional[Pairs] = None
-    test_pairs: Optional[Pairs] = None
+    val_pairs: Pairs  # keyword-only: required after ImageData's defaulted fields
+    test_pairs: Pairs
     identities: tuple[tuple[str, ...], ...] = ((), (), ())  # train, val, test names
     image_root: str = ""  # the folder with one sub-folder per identity (where pairs files point)
 
@@ -46,7 +46,7 @@ def _list_lfw(data_dir: Path, download: bool) -> tuple[list[str], list[int], lis
     expected = f"{data_dir}/lfw-py/ with lfw-funneled.tgz, lfw_funneled/, people.txt, lfw-names.txt (torchvision's LFWPeople layout)"
     if download:
         raise DataError(f"lfw: torchvision can no longer download LFW; place the files yourself: {expected}")
-    for image_set, folder in LFW_IMAGE_SETS.items():
+    for image_set in LFW_IMAGE_SETS:
         try:
             ds = LFWPeople(str(data_dir), split="10fold", image_set=image_set)
         except RuntimeError:  # "Dataset not found or corrupted"
@@ -59,12 +59,19 @@ def _list_lfw(data_dir: Path, download: bool) -> tuple[list[str], list[int], lis
 def list_identities(name: str, data_dir, download: bool = False) -> tuple[list[str], np.ndarray, tuple[str, ...], Path]:
     """(image paths, identity per image, identity names, image root) of an identity dataset."""
     if name not in DATASETS:
-        raise DataError(f"the face task reads identity images: --dataset imagefolder (one folder per person) or lfw, not {name!r}")
+        raise DataError(
+            f"the face task reads identity images: --dataset imagefolder (one folder per person) or lfw, not {name!r}"
+        )
     if data_dir is None:
-        raise DataError(f"dataset {name} needs a data directory: pass --data-dir DIR (one folder of face crops per person)")
+        raise DataError(
+            f"dataset {name} needs a data directory: pass --data-dir DIR (one folder of face crops per person)"
+        )
     path = Path(data_dir).expanduser().resolve()
     if not path.is_dir():
-        raise DataError(f"data directory {path} {'is not a directory' if path.exists() else 'does not exist'}; pass --data-dir with an existing directory")
+        raise DataError(
+            f"data directory {path} {'is not a directory' if path.exists() else 'does not exist'}; pass --data-dir with an existing directory"
+        )
+    names: Sequence[str]  # identity names, by label
     if name == "lfw":
         paths, targets, names, root = _list_lfw(path, download)
     else:
@@ -84,21 +91,33 @@ def split_identities(counts, fraction: float, seed) -> tuple[np.ndarray, np.ndar
     multi, single = np.flatnonzero(counts >= 2), np.flatnonzero(counts == 1)
     k_multi, k_single = max(2, int(round(fraction * len(multi)))), int(round(fraction * len(single)))
     if 2 * k_multi + 2 > len(multi) + len(single) - 2 * k_single or 2 * k_multi > len(multi):
-        raise DataError(f"the face task needs more identities: {len(multi)} have 2+ images, {len(single)} one; "
-                        f"{k_multi} with 2+ images go to each of validation and test (face.val_identities = {fraction}) "
-                        f"and at least 2 must be left to train; add identities or lower face.val_identities")
+        raise DataError(
+            f"the face task needs more identities: {len(multi)} have 2+ images, {len(single)} one; "
+            f"{k_multi} with 2+ images go to each of validation and test (face.val_identities = {fraction}) "
+            f"and at least 2 must be left to train; add identities or lower face.val_identities"
+        )
     multi, single = rng.permutation(multi), rng.permutation(single)
     val = np.concatenate([multi[:k_multi], single[:k_single]])
-    test = np.concatenate([multi[k_multi:2 * k_multi], single[k_single:2 * k_single]])
-    train = np.concatenate([multi[2 * k_multi:], single[2 * k_single:]])
+    test = np.concatenate([multi[k_multi : 2 * k_multi], single[k_single : 2 * k_single]])
+    train = np.concatenate([multi[2 * k_multi :], single[2 * k_single :]])
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def load_faces(name: str, data_dir, *, input_size=None, channels=None, val_identities: float = 0.2,
-               val_pairs: int = 600, seed: int = 0, download: bool = False) -> FaceData:
+def load_faces(
+    name: str,
+    *,
+    data_dir,
+    input_size=None,
+    channels=None,
+    val_identities: float = 0.2,
+    val_pairs: int = 600,
+    seed: int = 0,
+    download: bool = False,
+) -> FaceData:
     """Load an identity dataset whole and split it by identity (seeded): training identities, and two
     held-out groups (each ``val_identities`` of them) with ``val_pairs`` balanced pairs each."""
-    size = tuple(int(v) for v in (input_size or INPUT_SIZE))
+    h, w = (int(v) for v in (input_size or INPUT_SIZE))
+    size = (h, w)
     channels = channels or 3
     paths, labels, names, root = list_identities(name, data_dir, download)
     groups = split_identities(np.bincount(labels, minlength=len(names)), val_identities, [seed, 0])
@@ -111,10 +130,19 @@ def load_faces(name: str, data_dir, *, input_size=None, channels=None, val_ident
         splits.append(Split(x[torch.from_numpy(take)].contiguous(), torch.from_numpy(local[labels[take]])))
     mean, std = channel_stats(splits[0].x)
     return FaceData(
-        name=name, train=splits[0], val=splits[1], test=splits[2], num_classes=len(groups[0]), in_channels=channels,
-        input_size=size, mean=mean, std=std,
-        class_names=tuple(names[i] for i in groups[0]), flip=True,
+        name=name,
+        train=splits[0],
+        val=splits[1],
+        test=splits[2],
+        num_classes=len(groups[0]),
+        in_channels=channels,
+        input_size=size,
+        mean=mean,
+        std=std,
+        class_names=tuple(names[i] for i in groups[0]),
+        flip=True,
         val_pairs=make_pairs(splits[1].y.numpy(), val_pairs, [seed, 1]),
         test_pairs=make_pairs(splits[2].y.numpy(), val_pairs, [seed, 2]),
-        identities=tuple(tuple(names[i] for i in g) for g in groups), image_root=str(root),
+        identities=tuple(tuple(names[i] for i in g) for g in groups),
+        image_root=str(root),
     )

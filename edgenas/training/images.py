@@ -42,8 +42,10 @@ def _widen_to_8_bits(img, path):
     else:
         top, allowed = _UINT16_MAX, "integer images must hold values in 0..65535 (8 or 16 bits)"
     if a.size and (a.min() < 0 or a.max() > top):
-        raise DataError(f"the image {path} ({img.mode}, values {a.min():g}..{a.max():g}) is out of range: "
-                        f"{allowed}; convert it to 8 or 16 bits")
+        raise DataError(
+            f"the image {path} ({img.mode}, values {a.min():g}..{a.max():g}) is out of range: "
+            f"{allowed}; convert it to 8 or 16 bits"
+        )
     return Image.fromarray(np.round(a * (255.0 / top)).astype(np.uint8), mode="L")
 
 
@@ -77,8 +79,10 @@ def _decode(path, mode: str, size: tuple[int, int]):
             with Image.open(path) as img:
                 img = _as_mode(img, mode, path).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"the image {path} has more than {limit:,} pixels, PIL's limit against decompression "
-                        f"bombs; shrink it (edgenas resizes to {h}x{w} anyway) or remove it") from None
+        raise DataError(
+            f"the image {path} has more than {limit:,} pixels, PIL's limit against decompression "
+            f"bombs; shrink it (edgenas resizes to {h}x{w} anyway) or remove it"
+        ) from None
     except DataError:
         raise
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, struct.error ... for broken files
@@ -92,8 +96,11 @@ def decode_images(paths, input_size: tuple[int, int], channels: int) -> np.ndarr
     The memory the array needs is checked first."""
     mode, (h, w) = ("L" if channels == 1 else "RGB"), input_size
     nbytes = len(paths) * h * w * channels
-    check_memory(nbytes, what=f"{len(paths)} images of {channels}x{h}x{w} (uint8)",
-                 hint="use fewer images or a smaller data.input_size")
+    check_memory(
+        nbytes,
+        what=f"{len(paths)} images of {channels}x{h}x{w} (uint8)",
+        hint="use fewer images or a smaller data.input_size",
+    )
     images = np.empty((len(paths), h, w, channels), dtype=np.uint8)
     for i, path in enumerate(paths):  # decoding files is per image by nature; done once
         images[i] = _decode(path, mode, (h, w))
@@ -137,20 +144,26 @@ def list_image_folder(root: Path, *, allow_empty: bool = False) -> tuple[list[Pa
     for label, name in enumerate(classes):
         images = _class_images(root / name, extensions)
         if not images and not allow_empty:
-            raise DataError(f"imagefolder: {root / name} holds no images; each class folder needs images "
-                            f"({', '.join(sorted(extensions)[:8])}, ... any format PIL opens)")
+            raise DataError(
+                f"imagefolder: {root / name} holds no images; each class folder needs images "
+                f"({', '.join(sorted(extensions)[:8])}, ... any format PIL opens)"
+            )
         for path in images:
             real = os.path.realpath(path)
             if real in owner:
                 first_label, first = owner[real]
                 if first_label != label:
-                    raise DataError(f"{path} and {first} are the same file ({real}, through a symbolic link) in "
-                                    f"the class folders {name} and {classes[first_label]}; an image can have one class")
+                    raise DataError(
+                        f"{path} and {first} are the same file ({real}, through a symbolic link) in "
+                        f"the class folders {name} and {classes[first_label]}; an image can have one class"
+                    )
                 continue
             owner[real] = (label, path)
             paths.append(path)
             targets.append(label)
     if not paths:
-        raise DataError(f"imagefolder: {root} holds no images in class folders; expected {root}/CLASS_NAME/IMAGE.png "
-                        f"with one folder per class")
+        raise DataError(
+            f"imagefolder: {root} holds no images in class folders; expected {root}/CLASS_NAME/IMAGE.png "
+            f"with one folder per class"
+        )
     return paths, targets, tuple(classes)

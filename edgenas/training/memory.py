@@ -28,11 +28,12 @@ def available_memory() -> int | None:
 
 
 def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2 ** 30:.1f} GiB"
+    return f"{nbytes / 2**30:.1f} GiB"
 
 
-def check_memory(nbytes: int, *, what: str, hint: str, available: int | None = None,
-                 error: type[UserInputError] = DataError) -> None:
+def check_memory(
+    nbytes: int, *, what: str, hint: str, available: int | None = None, error: type[UserInputError] = DataError
+) -> None:
     """Refuse (a one-line ``error``, exit 2) when ``nbytes`` exceed ``available`` (default: the host's now)."""
     available = available_memory() if available is None else available
     if available is not None and nbytes > available:
@@ -43,7 +44,8 @@ def training_bytes(arch: Arch, *, in_channels: int, outputs: int, input_size: tu
     """An estimate (from below, for plain convolutions) of the memory training ``arch`` takes: its
     parameters' state plus one batch's saved activations."""
     params = count_params(arch, in_channels, outputs)
-    activations = activation_count(arch, in_channels, tuple(input_size))
+    h, w = input_size
+    activations = activation_count(arch, in_channels, (h, w))
     return FLOAT_BYTES * (STATE_COPIES * params + SAVED_PER_LAYER * batch * activations)
 
 
@@ -57,11 +59,24 @@ def device_memory(device) -> int | None:
     return available_memory()
 
 
-def check_training_memory(arch: Arch, *, in_channels: int, outputs: int, input_size: tuple[int, int], batch: int,
-                          device, what: str = "the network") -> None:
+def check_training_memory(
+    arch: Arch,
+    *,
+    in_channels: int,
+    outputs: int,
+    input_size: tuple[int, int],
+    batch: int,
+    device,
+    what: str = "the network",
+) -> None:
     """Refuse (``ProfileError``, exit 2) to train ``arch`` where its estimate exceeds the device's free memory."""
     nbytes = training_bytes(arch, in_channels=in_channels, outputs=outputs, input_size=input_size, batch=batch)
     params = count_params(arch, in_channels, outputs)
-    check_memory(nbytes, what=f"{what} {arch} ({params:,} parameters, batch {batch} of {in_channels}x{input_size[0]}x"
-                 f"{input_size[1]}) to train", hint="lower search.max_width, data.input_size or the batch size",
-                 available=device_memory(device), error=ProfileError)
+    check_memory(
+        nbytes,
+        what=f"{what} {arch} ({params:,} parameters, batch {batch} of {in_channels}x{input_size[0]}x"
+        f"{input_size[1]}) to train",
+        hint="lower search.max_width, data.input_size or the batch size",
+        available=device_memory(device),
+        error=ProfileError,
+    )

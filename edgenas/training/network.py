@@ -12,7 +12,7 @@ from edgenas.search.space import SEPARABLE, Arch, final_width, layer_plan
 class Layer(nn.Sequential):
     """ReLU -> (depthwise kxk -> pointwise 1x1 | kxk conv) -> BatchNorm."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, op: int, kernel: int):
+    def __init__(self, c_in: int, *, c_out: int, stride: int, op: int, kernel: int):
         pad = kernel // 2
         if op == SEPARABLE:
             convs = [
@@ -39,7 +39,10 @@ class Network(nn.Module):
             nn.BatchNorm2d(2 * arch.width),
         )
         self.layers = nn.Sequential(
-            *(Layer(c_in, c_out, s, op, k) for (c_in, c_out, s), op, k in zip(layer_plan(arch), arch.ops, arch.kernels))
+            *(
+                Layer(c_in, c_out=c_out, stride=s, op=op, kernel=k)
+                for (c_in, c_out, s), op, k in zip(layer_plan(arch), arch.ops, arch.kernels)
+            )
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(final_width(arch), num_classes)

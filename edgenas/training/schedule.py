@@ -58,7 +58,9 @@ def schedule_for(plan: TrainPlan, n: int, epochs: int) -> Schedule:
         raise ValueError(f"the training split must hold at least one image, got {n}")
     if plan.protocol == "reference":
         bs = plan.batch_size
-        starts = tuple(s for s in range(0, n, bs) if min(bs, n - s) > 1 or n == 1)  # a lone last sample breaks BatchNorm
+        starts = tuple(
+            s for s in range(0, n, bs) if min(bs, n - s) > 1 or n == 1
+        )  # a lone last sample breaks BatchNorm
         return Schedule("reference", bs, starts, epochs, plan.lr, 0, n)
     if plan.protocol == "fast":
         bs = min(plan.fast_batch_size, n)

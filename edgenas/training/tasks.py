@@ -42,7 +42,7 @@ class Task(Protocol):
     name: str
     metric: str  # what ranks candidates, for the log
 
-    def load_data(self, name: str, data_dir, profile: Profile, seed: int, download: bool) -> ImageData: ...
+    def load_data(self, name: str, *, data_dir, profile: Profile, seed: int, download: bool) -> ImageData: ...
 
     def extra_meta(self, data) -> dict:
         """Task-specific facts of the data for run.json's ``data`` section."""
@@ -55,9 +55,19 @@ class Task(Protocol):
         """(params, MACs per image) of the network the run deploys: what budgets and summary.json count.
         ``shape``: a ``run.meta.DataShape`` (anything with in_channels, num_classes, input_size)."""
 
-    def train(self, arch: Arch, data, epochs: int, profile: Profile, device, seed: int,
-              on_epoch: EpochCallback | None = None, *, threads: int | None = None,
-              checkpoint: Checkpointing | None = None) -> tuple[torch.nn.Module, TrainResult]:
+    def train(
+        self,
+        arch: Arch,
+        *,
+        data,
+        epochs: int,
+        profile: Profile,
+        device,
+        seed: int,
+        on_epoch: EpochCallback | None = None,
+        threads: int | None = None,
+        checkpoint: Checkpointing | None = None,
+    ) -> tuple[torch.nn.Module, TrainResult]:
         """``threads``: CPU threads (default: the profile's, or the policy's for this network);
         ``checkpoint``: see ``checkpoint.Checkpointing``."""
 
@@ -68,10 +78,17 @@ class ClassifyTask:
     name = "classify"
     metric = "val acc"
 
-    def load_data(self, name, data_dir, profile, seed, download):
+    def load_data(self, name, *, data_dir, profile, seed, download):
         d = profile.data
-        return load_dataset(name, data_dir, download=download, val_fraction=d.val_fraction, seed=seed,
-                            input_size=d.input_size, channels=d.channels)
+        return load_dataset(
+            name,
+            data_dir=data_dir,
+            download=download,
+            val_fraction=d.val_fraction,
+            seed=seed,
+            input_size=d.input_size,
+            channels=d.channels,
+        )
 
     def extra_meta(self, data) -> dict:
         return {}
@@ -81,14 +98,25 @@ class ClassifyTask:
 
     def model_size(self, arch, shape, profile) -> tuple[int, int]:
         c, k = shape.in_channels, shape.num_classes
-        return count_params(arch, c, k), count_macs(arch, c, k, tuple(shape.input_size))
+        return count_params(arch, c, k), count_macs(
+            arch, in_channels=c, num_classes=k, input_size=tuple(shape.input_size)
+        )
 
-    def train(self, arch, data, epochs, profile, device, seed, on_epoch=None, *, threads=None, checkpoint=None):
-        return train_candidate(arch, data, epochs, profile.train, device, seed, on_epoch=on_epoch, threads=threads,
-                               checkpoint=checkpoint)
+    def train(self, arch, *, data, epochs, profile, device, seed, on_epoch=None, threads=None, checkpoint=None):
+        return train_candidate(
+            arch,
+            data=data,
+            epochs=epochs,
+            plan=profile.train,
+            device=device,
+            seed=seed,
+            on_epoch=on_epoch,
+            threads=threads,
+            checkpoint=checkpoint,
+        )
 
     def test_metrics(self, model, data, device) -> dict:
-        return {"test_acc": accuracy(model, data.test, data, device)}
+        return {"test_acc": accuracy(model, split=data.test, data=data, device=device)}
 
 
 class FaceTask:
@@ -97,55 +125,95 @@ class FaceTask:
     name = "face"
     metric = "verify acc"
 
-    def load_data(self, name, data_dir, profile, seed, download) -> FaceData:
+    def load_data(self, name, *, data_dir, profile, seed, download) -> FaceData:
         f, d = profile.face, profile.data
-        return load_faces(name, data_dir, input_size=d.input_size, channels=d.channels, val_identities=f.val_identities,
-                          val_pairs=f.val_pairs, seed=seed, download=download)
+        return load_faces(
+            name,
+            data_dir=data_dir,
+            input_size=d.input_size,
+            channels=d.channels,
+            val_identities=f.val_identities,
+            val_pairs=f.val_pairs,
+            seed=seed,
+            download=download,
+        )
 
     def extra_meta(self, data: FaceData) -> dict:
-        pairs = {k: {"same": int(p.same.sum()), "different": int((~p.same).sum())}
-                 for k, p in (("val", data.val_pairs), ("test", data.test_pairs))}
-        return {"face": {"identities": dict(zip(("train", "val", "test"), map(len, data.identities))),
-                         "images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-                         "pairs": pairs, "image_root": data.image_root}}
+        pairs = {
+            k: {"same": int(p.same.sum()), "different": int((~p.same).sum())}
+            for k, p in (("val", data.val_pairs), ("test", data.test_pairs))
+        }
+        return {
+            "face": {
+                "identities": dict(zip(("train", "val", "test"), map(len, data.identities))),
+                "images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+                "pairs": pairs,
+                "image_root": data.image_root,
+            }
+        }
 
     def outputs(self, data, profile) -> int:
         return profile.face.embedding_dim
 
     def model_size(self, arch: Arch, shape, profile) -> tuple[int, int]:
         c, d = shape.in_channels, profile.face.embedding_dim
-        return count_embedding_params(arch, c, d), count_embedding_macs(arch, c, d, tuple(shape.input_size))
+        return count_embedding_params(arch, c, d), count_embedding_macs(
+            arch, in_channels=c, embedding_dim=d, input_size=tuple(shape.input_size)
+        )
 
-    def train(self, arch, data: FaceData, epochs, profile, device, seed, on_epoch=None, *, threads=None,
-              checkpoint=None):
+    def train(
+        self, arch, *, data: FaceData, epochs, profile, device, seed, on_epoch=None, threads=None, checkpoint=None
+    ):
         t0 = time.perf_counter()
         data, f = data.to(device), profile.face
         if threads is None:
-            threads = candidate_threads(profile.train, arch, data, outputs=f.embedding_dim)
+            threads = candidate_threads(profile.train, arch=arch, data=data, outputs=f.embedding_dim)
         torch.manual_seed(seed)
         model = EmbeddingNet(arch, data.in_channels, f.embedding_dim)
-        head = ArcFace(f.embedding_dim, data.num_classes, f.scale, f.margin)
-        fitted = fit(model, data, epochs, profile.train, device, seed, on_epoch, head=head, threads=threads,
-                     checkpoint=checkpoint)
+        head = ArcFace(f.embedding_dim, num_classes=data.num_classes, scale=f.scale, margin=f.margin)
+        fitted = fit(
+            model,
+            data=data,
+            epochs=epochs,
+            plan=profile.train,
+            device=device,
+            seed=seed,
+            on_epoch=on_epoch,
+            head=head,
+            threads=threads,
+            checkpoint=checkpoint,
+        )
         status, acc = fitted.status, 0.0
         if status == "trained":
             with torch_threads(threads):
-                scores = pair_scores(model, data.val.x, data.val_pairs, data.mean, data.std, device)
+                scores = pair_scores(
+                    model, x=data.val.x, pairs=data.val_pairs, mean=data.mean, std=data.std, device=device
+                )
             if np.isfinite(scores).all():
-                acc = verify(scores, data.val_pairs.same, data.val_pairs.folds).accuracy
+                acc = verify(scores, same=data.val_pairs.same, folds=data.val_pairs.folds).accuracy
             else:
                 status = "failed"  # a finite loss can still leave non-finite embeddings
-        return model, TrainResult(val_acc=acc, train_acc=fitted.train_acc, status=status, epochs=fitted.epochs,
-                                  seconds=time.perf_counter() - t0, images_per_s=fitted.images_per_s, loss=fitted.loss)
+        return model, TrainResult(
+            val_acc=acc,
+            train_acc=fitted.train_acc,
+            status=status,
+            epochs=fitted.epochs,
+            seconds=time.perf_counter() - t0,
+            images_per_s=fitted.images_per_s,
+            loss=fitted.loss,
+        )
 
     def test_metrics(self, model, data: FaceData, device) -> dict:
-        v = verify_pairs(model, data.test.x, data.test_pairs, data.mean, data.std, device)
+        v = verify_pairs(model, x=data.test.x, pairs=data.test_pairs, mean=data.mean, std=data.std, device=device)
         out = {"test_verify_acc": v.accuracy, "test_verify_std": v.accuracy_std, "test_roc_auc": v.roc_auc}
         out["test_tar_at_far_1e-3"] = v.tar_at_far
         return {k: val for k, val in out.items() if val is not None}  # all in percent
 
 
-TASK_CLASSES = {"classify": ClassifyTask, "face": FaceTask}
+TASK_CLASSES: dict[str, type[Task]] = {
+    "classify": ClassifyTask,
+    "face": FaceTask,
+}  # typed: mypy checks each against Task
 if tuple(TASK_CLASSES) != TASKS:  # the profile validates task names against config.profile.TASKS
     raise ImportError(f"training.tasks implements {tuple(TASK_CLASSES)} but profiles allow {TASKS}")
 

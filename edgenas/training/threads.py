@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Optional
 
 from edgenas.config.plan import TrainPlan
 
@@ -36,7 +35,7 @@ def step_macs(forward_macs: int, batch: int) -> int:
     return BACKWARD_FACTOR * forward_macs * batch
 
 
-def policy_threads(macs_per_step: int, cores: Optional[int] = None) -> int:
+def policy_threads(macs_per_step: int, cores: int | None = None) -> int:
     """The policy: every core for a step of at least ``SHARED_STEP_MACS``, else one thread."""
     cores = available_cores() if cores is None else cores
     return cores if macs_per_step >= SHARED_STEP_MACS else 1
@@ -49,12 +48,12 @@ def check_threads(value, what: str = "threads") -> int:
     return value
 
 
-def training_threads(requested: int, macs_per_step: int, cores: Optional[int] = None) -> int:
+def training_threads(requested: int, macs_per_step: int, cores: int | None = None) -> int:
     """``requested`` threads, or the policy's count for a step of ``macs_per_step`` where it is 0."""
     return check_threads(requested) or policy_threads(macs_per_step, cores)
 
 
-def plan_threads(plan: TrainPlan, forward_macs: int, train_images: int, cores: Optional[int] = None) -> int:
+def plan_threads(plan: TrainPlan, *, forward_macs: int, train_images: int, cores: int | None = None) -> int:
     """The threads of a training under ``plan`` (``plan.threads``, or the policy where it is 0) of a network
     whose forward pass costs ``forward_macs`` per image, on ``train_images`` images."""
     batch = plan.fast_batch_size if plan.protocol == "fast" else plan.batch_size
@@ -62,7 +61,7 @@ def plan_threads(plan: TrainPlan, forward_macs: int, train_images: int, cores: O
 
 
 @contextmanager
-def torch_threads(threads: Optional[int]):
+def torch_threads(threads: int | None):
     """PyTorch's intra-op threads set to ``threads`` inside the block (None: left as they are), restored after."""
     import torch
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,7 @@ class TrainResult:
 
 
 class EpochCallback(Protocol):
-    def __call__(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None: ...
+    def __call__(self, epoch: int, epochs: int, loss: float, train_acc: float, seconds: float) -> None: ...  # noqa: PLR0917 (an EpochCallback: called positionally)
 
 
 def select_device(name: str | None) -> torch.device:
@@ -86,23 +87,26 @@ def _autocast(device: torch.device):
 @contextmanager
 def _bn_momentum(modules: list[nn.Module], power: float):
     """BatchNorm momentum m -> 1 - (1 - m) ** power inside the block (restored after)."""
-    norms = [m for mod in modules for m in mod.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None]
-    saved = [m.momentum for m in norms]
+    saved = [
+        (m, m.momentum)
+        for mod in modules
+        for m in mod.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None
+    ]
     if power != 1.0:
-        for m in norms:
-            m.momentum = 1.0 - (1.0 - m.momentum) ** power
+        for m, momentum in saved:
+            m.momentum = 1.0 - (1.0 - momentum) ** power
     try:
         yield
     finally:
-        for m, momentum in zip(norms, saved):
+        for m, momentum in saved:
             m.momentum = momentum
 
 
 class _Step:
     """Everything a training step touches, so one step can run eagerly or be captured and replayed."""
 
-    def __init__(self, model, head, loss_fn, params, plan: TrainPlan, train: Split, augment, gen, device):
+    def __init__(self, model, *, head, loss_fn, params, plan: TrainPlan, train: Split, augment, gen, device):
         self.model, self.head, self.loss_fn, self.params = model, head, loss_fn, params
         self.plan, self.train, self.augment, self.gen, self.device = plan, train, augment, gen, device
         self.memory_format = torch.channels_last  # faster on CUDA and, for these nets, on the CPU too (mkldnn)
@@ -124,17 +128,24 @@ class _EagerLoop:
     def __init__(self, step: _Step, sched: Schedule):
         plan = step.plan
         self.step, self.sched = step, sched
-        self.optimizer = torch.optim.SGD(step.params, lr=sched.peak_lr, momentum=plan.momentum,
-                                         weight_decay=plan.weight_decay, foreach=True)
+        self.optimizer = torch.optim.SGD(
+            step.params, lr=sched.peak_lr, momentum=plan.momentum, weight_decay=plan.weight_decay, foreach=True
+        )
         self.per_epoch = sched.protocol == "reference"
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=sched.epochs, eta_min=0.0)
-                          if self.per_epoch else None)
+        self.scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=sched.epochs, eta_min=0.0)
+            if self.per_epoch
+            else None
+        )
         self.k = 0  # global step
         self.graph = None  # never a CUDA graph
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "k": self.k,
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "k": self.k,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -172,13 +183,13 @@ class _EagerLoop:
 
 def fit(
     model: nn.Module,
+    *,
     data: ImageData,
     epochs: int,
     plan: TrainPlan,
     device: torch.device,
     seed: int,
     on_epoch: EpochCallback | None = None,
-    *,
     head: nn.Module | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     threads: int | None = None,
@@ -202,16 +213,27 @@ def fit(
         torch.backends.cudnn.benchmark = True
     modules = [model] + ([head] if head is not None else [])
     for m in modules:
-        m.to(device=device, memory_format=torch.channels_last).train()
+        # Module.to takes both at once; torch's overloads list them apart
+        m.to(device=device, memory_format=torch.channels_last).train()  # type: ignore[call-overload]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     augment = BatchAugment(data, crop_padding=plan.crop_padding, cutout=plan.cutout, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    step = _Step(model, head, loss_fn or F.cross_entropy, params, plan, data.to(device).train, augment, gen, device)
+    step = _Step(
+        model,
+        head=head,
+        loss_fn=loss_fn or F.cross_entropy,
+        params=params,
+        plan=plan,
+        train=data.to(device).train,
+        augment=augment,
+        gen=gen,
+        device=device,
+    )
     graphed = device.type == "cuda" and plan.cuda_graphs and graphs_available(device)
     loop = GraphedTrainer(step, sched) if graphed else _EagerLoop(step, sched)
     start = 0
     if checkpoint is not None and checkpoint.state is not None:
-        start = restore(checkpoint.state, epochs, modules, loop, step)
+        start = restore(checkpoint.state, epochs=epochs, modules=modules, loop=loop, step=step)
 
     def after_epoch(epoch: int) -> bool:
         """Checkpoint where due; True to stop here."""
@@ -219,13 +241,13 @@ def fit(
             return False
         stop = checkpoint.stop()
         if stop or (checkpoint.every and epoch % checkpoint.every == 0 and epoch < epochs):
-            checkpoint.save(training_state(epoch, epochs, modules, loop, step))
+            checkpoint.save(training_state(epoch, epochs=epochs, modules=modules, loop=loop, step=step))
         return stop and epoch < epochs
 
     with torch_threads(threads), _bn_momentum(modules, sched.bn_momentum_power):
-        result = _run_epochs(loop.epochs(start), epochs, on_epoch, start=start, after_epoch=after_epoch)
+        result = _run_epochs(loop.epochs(start), epochs=epochs, on_epoch=on_epoch, start=start, after_epoch=after_epoch)
         if plan.recompute_bn and result.status == "trained":
-            recompute_bn(model, data.train, data, device, seed=seed)
+            recompute_bn(model, split=data.train, data=data, device=device, seed=seed)
     return dataclasses.replace(result, graphed=graphed and loop.graph is not None)
 
 
@@ -234,8 +256,16 @@ BN_BATCH = 256
 
 
 @torch.no_grad()
-def recompute_bn(model: nn.Module, split: Split, data: ImageData, device: torch.device, *, seed: int,
-                 images: int = BN_IMAGES, batch_size: int = BN_BATCH) -> bool:
+def recompute_bn(
+    model: nn.Module,
+    *,
+    split: Split,
+    data: ImageData,
+    device: torch.device,
+    seed: int,
+    images: int = BN_IMAGES,
+    batch_size: int = BN_BATCH,
+) -> bool:
     """Replace every BatchNorm's running mean and variance by their average over training batches.
 
     As ``torch.optim.swa_utils.update_bn``: statistics reset, momentum None (a plain average over
@@ -274,8 +304,14 @@ def recompute_bn(model: nn.Module, split: Split, data: ImageData, device: torch.
     return True
 
 
-def _run_epochs(epoch_stats, epochs: int, on_epoch: EpochCallback | None, *, start: int = 0,
-                after_epoch: Callable[[int], bool] = lambda epoch: False) -> FitResult:
+def _run_epochs(
+    epoch_stats,
+    *,
+    epochs: int,
+    on_epoch: EpochCallback | None,
+    start: int = 0,
+    after_epoch: Callable[[int], bool] = lambda epoch: False,
+) -> FitResult:
     """Drive the epochs after ``start``, reading each one's loss and accuracy once; stop at a non-finite
     loss, or where ``after_epoch`` says so (status ``stopped``)."""
     t0 = time.perf_counter()
@@ -294,12 +330,18 @@ def _run_epochs(epoch_stats, epochs: int, on_epoch: EpochCallback | None, *, sta
             status = "stopped"
             break
     seconds = time.perf_counter() - t0
-    return FitResult(train_acc=train_acc, status=status, epochs=done, seconds=seconds,
-                     images_per_s=images / seconds if seconds > 0 else 0.0, loss=loss_mean)
+    return FitResult(
+        train_acc=train_acc,
+        status=status,
+        epochs=done,
+        seconds=seconds,
+        images_per_s=images / seconds if seconds > 0 else 0.0,
+        loss=loss_mean,
+    )
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, split: Split, data: ImageData, device: torch.device, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, *, split: Split, data: ImageData, device: torch.device, batch_size: int = 1024) -> float:
     """Top-1 accuracy (percent) of ``model`` on ``split``, normalised with ``data``'s statistics."""
     if len(split) == 0:
         raise ValueError(f"{data.name}: cannot measure accuracy on an empty split")
@@ -321,21 +363,22 @@ def accuracy(model: nn.Module, split: Split, data: ImageData, device: torch.devi
     return 100.0 * correct.item() / len(split)
 
 
-def candidate_threads(plan: TrainPlan, arch: Arch, data: ImageData, outputs: int | None = None) -> int:
+def candidate_threads(plan: TrainPlan, *, arch: Arch, data: ImageData, outputs: int | None = None) -> int:
     """The CPU threads that train ``arch`` on ``data`` under ``plan`` (``plan.threads``, or the policy's)."""
-    macs = count_macs(arch, data.in_channels, outputs or data.num_classes, tuple(data.input_size))
-    return plan_threads(plan, macs, len(data.train))
+    h, w = data.input_size
+    macs = count_macs(arch, in_channels=data.in_channels, num_classes=outputs or data.num_classes, input_size=(h, w))
+    return plan_threads(plan, forward_macs=macs, train_images=len(data.train))
 
 
 def train_candidate(
     arch: Arch,
+    *,
     data: ImageData,
     epochs: int,
     plan: TrainPlan,
     device: torch.device,
     seed: int,
     on_epoch: EpochCallback | None = None,
-    *,
     threads: int | None = None,
     checkpoint: Checkpointing | None = None,
 ) -> tuple[nn.Module, TrainResult]:
@@ -345,17 +388,26 @@ def train_candidate(
     (a ``stopped`` training has no accuracy measured)."""
     t0 = time.perf_counter()
     data = data.to(device)
-    threads = candidate_threads(plan, arch, data) if threads is None else threads
+    threads = candidate_threads(plan, arch=arch, data=data) if threads is None else threads
     torch.manual_seed(seed)
     model = build_model(arch, data.in_channels, data.num_classes)
     with torch_threads(threads):
-        fitted = fit(model, data, epochs, plan, device, seed, on_epoch, checkpoint=checkpoint)
+        fitted = fit(
+            model,
+            data=data,
+            epochs=epochs,
+            plan=plan,
+            device=device,
+            seed=seed,
+            on_epoch=on_epoch,
+            checkpoint=checkpoint,
+        )
         if fitted.status != "trained":
             val_acc = 0.0
         elif len(data.val) == 0:
             val_acc = float("nan")
         else:
-            val_acc = accuracy(model, data.val, data, device)
+            val_acc = accuracy(model, split=data.val, data=data, device=device)
     result = TrainResult(
         val_acc=val_acc,
         train_acc=fitted.train_acc,

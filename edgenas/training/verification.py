@@ -8,7 +8,6 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -34,10 +33,10 @@ class Verification:
     fold_thresholds: tuple[float, ...]
     threshold: float  # the best threshold over all pairs: same person iff score > threshold
     best_accuracy: float  # accuracy at ``threshold`` on all pairs (optimistic: chosen on them)
-    roc_auc: Optional[float]  # None when the pairs hold one kind only
+    roc_auc: float | None  # None when the pairs hold one kind only
     far: float  # the FAR of ``tar_at_far``
-    tar_at_far: Optional[float]  # share of same pairs accepted at a threshold with FAR <= far
-    far_floor: Optional[float]  # 1 / different pairs: FARs below it read as 0 false accepts
+    tar_at_far: float | None  # share of same pairs accepted at a threshold with FAR <= far
+    far_floor: float | None  # 1 / different pairs: FARs below it read as 0 false accepts
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -48,8 +47,10 @@ def _scores(scores, same) -> tuple[np.ndarray, np.ndarray]:
     if s.shape != y.shape or len(s) == 0:
         raise ValueError(f"need one same/different label per score, got {len(s)} scores and {len(y)} labels")
     if not np.isfinite(s).all():
-        raise ValueError(f"{int((~np.isfinite(s)).sum())} of {len(s)} scores are NaN or infinite "
-                         f"(the network produced NaN or infinite embeddings)")
+        raise ValueError(
+            f"{int((~np.isfinite(s)).sum())} of {len(s)} scores are NaN or infinite "
+            f"(the network produced NaN or infinite embeddings)"
+        )
     return s, y
 
 
@@ -77,7 +78,7 @@ def accuracy_at(scores, same, threshold: float) -> float:
     return 100.0 * float(np.mean((s > threshold) == y))
 
 
-def tar_at_far(scores, same, far: float = FAR) -> Optional[float]:
+def tar_at_far(scores, same, far: float = FAR) -> float | None:
     """True accept rate (%) at the lowest threshold whose false accept rate is <= ``far``."""
     from sklearn.metrics import roc_curve
 
@@ -88,7 +89,7 @@ def tar_at_far(scores, same, far: float = FAR) -> Optional[float]:
     return 100.0 * float(tpr[fpr <= far].max())
 
 
-def roc_points(scores, same, max_points: int = 200) -> Optional[dict]:
+def roc_points(scores, same, max_points: int = 200) -> dict | None:
     """The ROC curve as false/true accept rates (0..1), at most ``max_points`` of its corners, for
     ``edgenas report``; None when the pairs hold one kind only."""
     from sklearn.metrics import roc_curve
@@ -113,7 +114,7 @@ def fold_ids(same, folds: int = FOLDS) -> np.ndarray:
     return out
 
 
-def verify(scores, same, folds=None, far: float = FAR) -> Verification:
+def verify(scores, *, same, folds=None, far: float = FAR) -> Verification:
     """The standard protocol: k-fold accuracy (threshold from k-1 folds), best threshold, AUC, TAR@FAR.
 
     ``folds`` gives each pair's fold (default: ``fold_ids``, 10 balanced folds); it needs 2+ folds.
@@ -122,8 +123,10 @@ def verify(scores, same, folds=None, far: float = FAR) -> Verification:
 
     s, y = _scores(scores, same)
     if y.all() or not y.any():  # every threshold below (or above) all scores would score 100 %
-        raise ValueError(f"all {len(y)} pairs are {'same-person' if y.all() else 'different-people'} pairs; "
-                         f"verification needs pairs of both kinds")
+        raise ValueError(
+            f"all {len(y)} pairs are {'same-person' if y.all() else 'different-people'} pairs; "
+            f"verification needs pairs of both kinds"
+        )
     folds = fold_ids(y) if folds is None else np.asarray(folds)
     ids = np.unique(folds)
     if folds.shape != s.shape or len(ids) < 2:
@@ -137,11 +140,20 @@ def verify(scores, same, folds=None, far: float = FAR) -> Verification:
     t, best = best_threshold(s, y)
     both = bool(y.any() and not y.all())
     return Verification(
-        pairs=len(s), same=int(y.sum()), different=int((~y).sum()), folds=len(ids),
-        accuracy=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
-        fold_accuracies=tuple(accs), fold_thresholds=tuple(thresholds), threshold=t, best_accuracy=best,
+        pairs=len(s),
+        same=int(y.sum()),
+        different=int((~y).sum()),
+        folds=len(ids),
+        accuracy=float(np.mean(accs)),
+        accuracy_std=float(np.std(accs)),
+        fold_accuracies=tuple(accs),
+        fold_thresholds=tuple(thresholds),
+        threshold=t,
+        best_accuracy=best,
         roc_auc=100.0 * float(roc_auc_score(y, s)) if both else None,
-        far=far, tar_at_far=tar_at_far(s, y, far), far_floor=1.0 / int((~y).sum()) if (~y).any() else None,
+        far=far,
+        tar_at_far=tar_at_far(s, y, far),
+        far_floor=1.0 / int((~y).sum()) if (~y).any() else None,
     )
 
 
@@ -159,7 +171,7 @@ class Pairs:
         return len(self.same)
 
 
-def _draw_unique(rng, want: int, total: int, enumerate_all, draw_one) -> list[tuple[int, int]]:
+def _draw_unique(rng, *, want: int, total: int, enumerate_all, draw_one) -> list[tuple[int, int]]:
     """``min(want, total)`` distinct pairs: drawn from all of them when few, else by rejection."""
     if total <= max(4 * want, 20000):
         every = enumerate_all()
@@ -179,15 +191,19 @@ def make_pairs(labels, count: int, seed) -> Pairs:
     groups = [np.flatnonzero(labels == i) for i in ids]
     multi = [g for g in groups if len(g) >= 2]
     if not multi or len(groups) < 2:
-        raise DataError(f"verification pairs need 2+ identities, one with 2+ images; got {len(groups)} identities, {len(multi)} with 2+ images")
+        raise DataError(
+            f"verification pairs need 2+ identities, one with 2+ images; got {len(groups)} identities, {len(multi)} with 2+ images"
+        )
     rng = np.random.default_rng(seed)
     n_same = sum(len(g) * (len(g) - 1) // 2 for g in multi)
     sizes = np.array([len(g) for g in groups])
-    n_diff = int((sizes.sum() ** 2 - (sizes ** 2).sum()) // 2)
+    n_diff = int((sizes.sum() ** 2 - (sizes**2).sum()) // 2)
     half = min(count // 2, n_same, n_diff)
     if half < 2:  # k-fold needs 2+ folds, each with a pair of each kind
-        raise DataError(f"verification needs 2+ pairs of each kind; asked for {count} pairs (face.val_pairs), "
-                        f"the held-out images have {n_same} same-person pairs: use face.val_pairs >= 4 and more images")
+        raise DataError(
+            f"verification needs 2+ pairs of each kind; asked for {count} pairs (face.val_pairs), "
+            f"the held-out images have {n_same} same-person pairs: use face.val_pairs >= 4 and more images"
+        )
 
     def same_one():
         g = multi[rng.integers(len(multi))]
@@ -198,9 +214,28 @@ def make_pairs(labels, count: int, seed) -> Pairs:
         gi, gj = rng.choice(len(groups), 2, replace=False)
         return int(rng.choice(groups[gi])), int(rng.choice(groups[gj]))
 
-    same = _draw_unique(rng, half, n_same, lambda: [(int(g[i]), int(g[j])) for g in multi for i in range(len(g)) for j in range(i + 1, len(g))], same_one)
-    diff = _draw_unique(rng, half, n_diff, lambda: [(int(min(p, q)), int(max(p, q))) for x, gx in enumerate(groups)
-                                                    for gy in groups[x + 1:] for p in gx for q in gy], diff_one)
+    same = _draw_unique(
+        rng,
+        want=half,
+        total=n_same,
+        enumerate_all=lambda: [
+            (int(g[i]), int(g[j])) for g in multi for i in range(len(g)) for j in range(i + 1, len(g))
+        ],
+        draw_one=same_one,
+    )
+    diff = _draw_unique(
+        rng,
+        want=half,
+        total=n_diff,
+        enumerate_all=lambda: [
+            (int(min(p, q)), int(max(p, q)))
+            for x, gx in enumerate(groups)
+            for gy in groups[x + 1 :]
+            for p in gx
+            for q in gy
+        ],
+        draw_one=diff_one,
+    )
     ab = np.array(same + diff, dtype=np.int64)
     flags = np.array([True] * len(same) + [False] * len(diff))
     order = rng.permutation(len(flags))
@@ -223,7 +258,7 @@ class PairLine:
         return self.name_a == self.name_b
 
 
-def _pair_error(path, line: int, expected: str, got: str) -> UserInputError:
+def _pair_error(path, *, line: int, expected: str, got: str) -> UserInputError:
     return UserInputError(f"pairs file {path}, line {line}: expected {expected}, got {got.strip()!r}")
 
 
@@ -244,27 +279,35 @@ def _bad_name(name: str) -> bool:
 def _pair_line(path, *, no: int, f: list[str], fold: int) -> PairLine:
     numbers = f[1:3] if len(f) == 3 else f[1:4:2]
     if len(f) not in (3, 4) or not all(_is_number(n) for n in numbers):
-        raise _pair_error(path, no, _SHAPE, " ".join(f))
+        raise _pair_error(path, line=no, expected=_SHAPE, got=" ".join(f))
     name_b = f[0] if len(f) == 3 else f[2]
     if len(f) == 4 and name_b == f[0]:
-        raise _pair_error(path, no, "two different names on a 4-field (different-people) line", " ".join(f))
+        raise _pair_error(
+            path, line=no, expected="two different names on a 4-field (different-people) line", got=" ".join(f)
+        )
     if len(f) == 3 and numbers[0] == numbers[1]:
-        raise _pair_error(path, no, "two different image numbers on a same-person line", " ".join(f))
+        raise _pair_error(path, line=no, expected="two different image numbers on a same-person line", got=" ".join(f))
     if _bad_name(f[0]) or _bad_name(name_b):
-        raise _pair_error(path, no, "person names that are folder names (no '/', '\\', '..' or control characters)",
-                          " ".join(f))
+        raise _pair_error(
+            path,
+            line=no,
+            expected="person names that are folder names (no '/', '\\', '..' or control characters)",
+            got=" ".join(f),
+        )
     return PairLine(f[0], int(numbers[0]), name_b, int(numbers[1]), fold, no)
 
 
 def _check_kinds(path, *, out: list[PairLine], sets: int, per: int) -> None:
     """Every fold holds ``per`` pairs of each kind, as the header promises (one kind cannot be scored)."""
     for fold in range(sets):
-        block = out[fold * 2 * per:(fold + 1) * 2 * per]
+        block = out[fold * 2 * per : (fold + 1) * 2 * per]
         same = sum(p.same for p in block)
         if same != per:
             where = f"fold {fold + 1} (lines {block[0].line}-{block[-1].line})" if sets > 1 else "the file"
-            raise UserInputError(f"pairs file {path}: {where} has {same} same-person and {len(block) - same} "
-                                 f"different-people pairs; the header promises {per} of each")
+            raise UserInputError(
+                f"pairs file {path}: {where} has {same} same-person and {len(block) - same} "
+                f"different-people pairs; the header promises {per} of each"
+            )
 
 
 def read_pairs_file(path: str | Path) -> list[PairLine]:
@@ -282,19 +325,31 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
         raise UserInputError(f"pairs file {path} is empty; expected {_HEADER} and pair lines")
     head_no, head = lines[0]
     if not 1 <= len(head) <= 2 or not all(_is_number(f) for f in head):
-        raise _pair_error(path, head_no, _HEADER, " ".join(head))
+        raise _pair_error(path, line=head_no, expected=_HEADER, got=" ".join(head))
     sets, per = (int(head[0]), int(head[1])) if len(head) == 2 else (1, int(head[0]))
     if sets == 1 and per < 2:
-        raise _pair_error(path, head_no, "2+ pairs of each kind in a one-set file (k-fold needs 2+ folds)", " ".join(head))
+        raise _pair_error(
+            path,
+            line=head_no,
+            expected="2+ pairs of each kind in a one-set file (k-fold needs 2+ folds)",
+            got=" ".join(head),
+        )
     body, want = lines[1:], sets * 2 * per
     out = []
     for index, (no, f) in enumerate(body):
         if index >= want:
-            raise _pair_error(path, no, f"no more lines: the header promises {sets} x 2 x {per} = {want} pairs", " ".join(f))
+            raise _pair_error(
+                path,
+                line=no,
+                expected=f"no more lines: the header promises {sets} x 2 x {per} = {want} pairs",
+                got=" ".join(f),
+            )
         out.append(_pair_line(path, no=no, f=f, fold=index // (2 * per)))
     if len(out) < want:
-        raise UserInputError(f"pairs file {path}: the header (line {head_no}) promises {sets} x 2 x {per} = {want} pairs, "
-                             f"the file has {len(out)}")
+        raise UserInputError(
+            f"pairs file {path}: the header (line {head_no}) promises {sets} x 2 x {per} = {want} pairs, "
+            f"the file has {len(out)}"
+        )
     _check_kinds(path, out=out, sets=sets, per=per)
     if sets == 1:  # one set (pairsDevTest style): 10 balanced folds
         folds = fold_ids([p.same for p in out])
@@ -304,8 +359,9 @@ def read_pairs_file(path: str | Path) -> list[PairLine]:
 
 def _image_files(folder: Path) -> list[Path]:
     extensions = image_extensions()
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
+    )
 
 
 def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[Path], Pairs]:
@@ -322,23 +378,32 @@ def resolve_pairs(lines: list[PairLine], root: Path, pairs_path) -> tuple[list[P
             except OSError:  # e.g. a name longer than the file system allows
                 is_dir = False
             if not is_dir:
-                raise DataError(f"pairs file {pairs_path}, line {line}: no folder {folder} for {name}; "
-                                f"--data-dir must hold one folder per person")
+                raise DataError(
+                    f"pairs file {pairs_path}, line {line}: no folder {folder} for {name}; "
+                    f"--data-dir must hold one folder per person"
+                )
             try:
                 files = _image_files(folder)
             except OSError as e:
-                raise DataError(f"pairs file {pairs_path}, line {line}: cannot list {folder} "
-                                f"({' '.join(str(e).split())})") from None
+                raise DataError(
+                    f"pairs file {pairs_path}, line {line}: cannot list {folder} ({' '.join(str(e).split())})"
+                ) from None
             listing[name] = files, {p.stem: p for p in reversed(files)}
         files, by_stem = listing[name]
         path = by_stem.get(f"{name}_{number:04d}") or (files[number - 1] if number <= len(files) else None)
         if path is None:
-            raise DataError(f"pairs file {pairs_path}, line {line}: {name} has no image {number} "
-                            f"(no {name}_{number:04d}.* and {len(files)} image(s) in {folder})")
+            raise DataError(
+                f"pairs file {pairs_path}, line {line}: {name} has no image {number} "
+                f"(no {name}_{number:04d}.* and {len(files)} image(s) in {folder})"
+            )
         return index.setdefault(path, len(index))
 
     a = [image(p.name_a, p.number_a, p.line) for p in lines]
     b = [image(p.name_b, p.number_b, p.line) for p in lines]
-    pairs = Pairs(np.array(a, dtype=np.int64), np.array(b, dtype=np.int64), np.array([p.same for p in lines]),
-                  np.array([p.fold for p in lines], dtype=np.int64))
+    pairs = Pairs(
+        np.array(a, dtype=np.int64),
+        np.array(b, dtype=np.int64),
+        np.array([p.same for p in lines]),
+        np.array([p.fold for p in lines], dtype=np.int64),
+    )
     return list(index), pairs

@@ -28,28 +28,54 @@ def is_edge_format(name: str) -> bool:
     return RUNTIMES[FORMATS[name].runtime].engine in EDGE_ENGINES  # tflm: its own export (tflm_export.py)
 
 
-def export_edge(run: RunDir, name: str, *, model, data, report: ExportReport, ref: HeldOut, samples: HeldOut,
-                metadata: dict, calibration_images_count: int, int8_max_drop: float) -> Path:
+def export_edge(
+    run: RunDir,
+    *,
+    name: str,
+    model,
+    data,
+    report: ExportReport,
+    ref: HeldOut,
+    samples: HeldOut,
+    metadata: dict,
+    calibration_images_count: int,
+    int8_max_drop: float,
+) -> Path:
     """Write format ``name``'s file (and its companions) into the export folder and record its parity
     (INT8: its accuracy gate) in ``report``."""
     fmt = FORMATS[name]
     backend = backend_of(fmt.runtime)
     int8 = backend.precision == "int8"
     calibration = calibration_images(data, calibration_images_count) if int8 else None
-    path = backend.convert(model, report.out_dir / fmt.file, input_chw=tuple(run.meta.data.input_chw),
-                           calibration=calibration)
+    path = backend.convert(
+        model, out=report.out_dir / fmt.file, input_chw=run.meta.data.input_chw, calibration=calibration
+    )
     with kit_errors():
         recorded = engines.read_metadata(path)
     recipe = _recipe(fmt.runtime, calibration) if int8 else None
-    engines.write_metadata(path, {**metadata, **recorded, "precision": backend.precision,
-                                  **({"calibration": recipe} if recipe else {})})
+    engines.write_metadata(
+        path, {**metadata, **recorded, "precision": backend.precision, **({"calibration": recipe} if recipe else {})}
+    )
     report.files[name] = path
-    if not int8:
-        report.parity[name] = {"precision": "fp32", **check_file(path, fmt, ref, run.meta.task, TOLERANCES["fp32"])}
+    if recipe is None:  # fp32: parity at fp32 tolerances, no gate
+        report.parity[name] = {
+            "precision": "fp32",
+            **check_file(path, fmt=fmt, ref=ref, task=run.meta.task, tol=TOLERANCES["fp32"]),
+        }
         return path
-    parity = check_file(path, fmt, ref, run.meta.task, FIGURES_ONLY)
-    gate_int8(run, fmt=fmt, path=path, model=model, data=data, report=report, parity=parity, samples=samples,
-              recipe=recipe, int8_max_drop=int8_max_drop)
+    parity = check_file(path, fmt=fmt, ref=ref, task=run.meta.task, tol=FIGURES_ONLY)
+    gate_int8(
+        run,
+        fmt=fmt,
+        path=path,
+        model=model,
+        data=data,
+        report=report,
+        parity=parity,
+        samples=samples,
+        recipe=recipe,
+        int8_max_drop=int8_max_drop,
+    )
     return path
 
 
@@ -57,7 +83,7 @@ RECIPES = {  # how each runtime's INT8 file is quantised (recorded in parity.jso
     "litert": "PT2E, litert-torch PT2EQuantizer: symmetric INT8, weights per channel, int8 input and output",
     "executorch": "PT2E, XNNPACKQuantizer: symmetric INT8, weights per channel (XNNPACK delegate)",
     "openvino": "NNCF post-training quantisation (performance preset: symmetric INT8, weights per channel; "
-                "full bias correction)",
+    "full bias correction)",
 }
 
 

@@ -71,15 +71,27 @@ def onnx_metadata(run: RunDir) -> dict:
     return md
 
 
-def precision_onnx(model, onnx_path: Path, precision: str, input_chw: tuple[int, int, int], workdir: Path,
-                   calibration: np.ndarray | None = None) -> Path:
+def precision_onnx(
+    model,
+    *,
+    onnx_path: Path,
+    precision: str,
+    input_chw: tuple[int, int, int],
+    workdir: Path,
+    calibration: np.ndarray | None = None,
+) -> Path:
     """The ONNX file an engine of ``precision`` is built from (``onnx_path`` itself for fp32)."""
     if precision == "fp16":
-        return export_onnx(half_precision(model), workdir / "model.fp16.onnx", input_chw, {"precision": "fp16"})
+        return export_onnx(
+            half_precision(model),
+            path=workdir / "model.fp16.onnx",
+            input_shape=input_chw,
+            metadata={"precision": "fp16"},
+        )
     if precision == "int8":
         if calibration is None or len(calibration) == 0:
             raise UserInputError("an INT8 engine needs calibration images")
-        return quantize_int8(onnx_path, workdir / "model.int8.onnx", calibration)
+        return quantize_int8(onnx_path, out_path=workdir / "model.int8.onnx", calibration=calibration)
     return onnx_path
 
 
@@ -105,35 +117,75 @@ def _engine_missing(asked: tuple[str, ...]) -> dict:
 
 
 def _check_export_args(*, calibration_images: int, parity_samples: int, kit_samples: int, int8_max_drop: float) -> None:
-    for name, value in (("calibration_images", calibration_images), ("parity_samples", parity_samples),
-                        ("kit_samples", kit_samples)):
+    for name, value in (
+        ("calibration_images", calibration_images),
+        ("parity_samples", parity_samples),
+        ("kit_samples", kit_samples),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ParamError(name, value, "give an integer >= 1")
     if not 0 <= int8_max_drop < 1:
         raise ParamError("int8_max_drop", int8_max_drop, "give a fraction in [0, 1), e.g. 0.01 for 1 %")
 
 
-def _export_engine(run: RunDir, model, data, report: ExportReport, ref: HeldOut, *, onnx_path: Path, precision: str,
-                   calibration_images: int, int8_max_drop: float) -> None:
+def _export_engine(
+    run: RunDir,
+    *,
+    model,
+    data,
+    report: ExportReport,
+    ref: HeldOut,
+    onnx_path: Path,
+    precision: str,
+    calibration_images: int,
+    int8_max_drop: float,
+) -> None:
     """Build ``model.engine`` from the ONNX file (at ``precision``) and check it against PyTorch."""
     meta = run.meta
     input_chw = meta.data.input_chw
     calibration = _calibration_images(data, calibration_images) if precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="edgenas-engine-") as tmp:
-        source = precision_onnx(model, onnx_path, precision, input_chw, Path(tmp), calibration)
-        engine = build_engine(source, report.out_dir / FORMATS["tensorrt"].file, input_chw,
-                              opt_batch=meta.profile.budget.batch)
+        source = precision_onnx(
+            model,
+            onnx_path=onnx_path,
+            precision=precision,
+            input_chw=input_chw,
+            workdir=Path(tmp),
+            calibration=calibration,
+        )
+        engine = build_engine(
+            source,
+            engine_path=report.out_dir / FORMATS["tensorrt"].file,
+            input_chw=input_chw,
+            opt_batch=meta.profile.budget.batch,
+        )
     runtime = "tensorrt-int8" if precision == "int8" else "tensorrt-fp16"
-    p = check_file(engine, FORMATS["tensorrt"], ref, meta.task, tolerance(precision, int8_max_drop), runtime)
+    p = check_file(
+        engine,
+        fmt=FORMATS["tensorrt"],
+        ref=ref,
+        task=meta.task,
+        tol=tolerance(precision, int8_max_drop),
+        runtime=runtime,
+    )
     report.files["tensorrt"] = engine
     report.parity["tensorrt"] = {"precision": precision, **p}
     write_parity(run, report)
 
 
-def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, int8: bool = False,
-               calibration_images: int = 512, parity_samples: int = 256, kit_samples: int = 16,
-               int8_max_drop: float = DEFAULT_INT8_MAX_DROP, calibration_method: str | None = None,
-               max_images: int | None = None) -> ExportReport:
+def export_run(
+    run_dir: str | Path,
+    *,
+    formats=("onnx",),
+    fp16: bool = False,
+    int8: bool = False,
+    calibration_images: int = 512,
+    parity_samples: int = 256,
+    kit_samples: int = 16,
+    int8_max_drop: float = DEFAULT_INT8_MAX_DROP,
+    calibration_method: str | None = None,
+    max_images: int | None = None,
+) -> ExportReport:
     """Export a finished run into RUN_DIR/export/ and check every file against PyTorch.
 
     Writes ``model.onnx``, ``samples.npz`` (``kit_samples`` held-out inputs with PyTorch's
@@ -153,60 +205,131 @@ def export_run(run_dir: str | Path, *, formats=("onnx",), fp16: bool = False, in
     check_options(asked, fp16=fp16, int8=int8, calibration_method=calibration_method, max_images=max_images)
     if calibration_method is not None:
         check_calibration_method(calibration_method)
-    _check_export_args(calibration_images=calibration_images, parity_samples=parity_samples, kit_samples=kit_samples,
-                       int8_max_drop=int8_max_drop)
+    _check_export_args(
+        calibration_images=calibration_images,
+        parity_samples=parity_samples,
+        kit_samples=kit_samples,
+        int8_max_drop=int8_max_drop,
+    )
     skipped = _engine_missing(asked)
     for name in asked:  # an edge runtime's package missing: one line naming its extra, before anything is written
         if is_edge_format(name):
             check_available(FORMATS[name].runtime)
     run = RunDir.open(run_dir)
     with run.lock("export"):
-        return _export_locked(run, asked=asked, skipped=skipped, fp16=fp16, int8=int8,
-                              calibration_images=calibration_images, calibration_method=calibration_method,
-                              parity_samples=parity_samples, kit_samples=kit_samples, int8_max_drop=int8_max_drop,
-                              max_images=max_images)
+        return _export_locked(
+            run,
+            asked=asked,
+            skipped=skipped,
+            fp16=fp16,
+            int8=int8,
+            calibration_images=calibration_images,
+            calibration_method=calibration_method,
+            parity_samples=parity_samples,
+            kit_samples=kit_samples,
+            int8_max_drop=int8_max_drop,
+            max_images=max_images,
+        )
 
 
-def _export_locked(run: RunDir, *, asked: tuple[str, ...], skipped: dict, fp16: bool, int8: bool,
-                   calibration_images: int, calibration_method: str | None, parity_samples: int, kit_samples: int,
-                   int8_max_drop: float, max_images: int | None = None) -> ExportReport:
+def _export_locked(
+    run: RunDir,
+    *,
+    asked: tuple[str, ...],
+    skipped: dict,
+    fp16: bool,
+    int8: bool,
+    calibration_images: int,
+    calibration_method: str | None,
+    parity_samples: int,
+    kit_samples: int,
+    int8_max_drop: float,
+    max_images: int | None = None,
+) -> ExportReport:
     """``export_run`` with the run directory locked (see there)."""
     out = layout.export_dir(run.path)
     if out.is_symlink() and not out.exists():
-        raise RunDirError(f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; create that folder, "
-                          "or remove the link so the export folder can be written there")
+        raise RunDirError(
+            f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; create that folder, "
+            "or remove the link so the export folder can be written there"
+        )
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file; move it away so the export folder can be written there")
     model, data, task = load_run_model(run, "cpu"), load_run_data(run), run.meta.task
     out.mkdir(exist_ok=True)
     metadata = onnx_metadata(run)
-    onnx_path = export_onnx(model, out / FORMATS["onnx"].file, run.meta.data.input_chw, metadata)
-    ref = held_out(run, model, data, max(parity_samples, kit_samples))
-    kit.save_samples(out / layout.SAMPLES, ref.inputs[:kit_samples], ref.outputs[:kit_samples], task,
-                     weights_sha256=metadata["weights_sha256"])
+    onnx_path = export_onnx(
+        model, path=out / FORMATS["onnx"].file, input_shape=run.meta.data.input_chw, metadata=metadata
+    )
+    ref = held_out(run, model=model, data=data, samples=max(parity_samples, kit_samples))
+    kit.save_samples(
+        out / layout.SAMPLES,
+        inputs=ref.inputs[:kit_samples],
+        outputs=ref.outputs[:kit_samples],
+        task=task,
+        weights_sha256=metadata["weights_sha256"],
+    )
     _copy_kit(out)
     samples = HeldOut(ref.inputs[:kit_samples], ref.labels[:kit_samples], ref.outputs[:kit_samples], ref.source)
     ref = HeldOut(ref.inputs[:parity_samples], ref.labels[:parity_samples], ref.outputs[:parity_samples], ref.source)
     report = ExportReport(out, skipped=skipped, removed=_remove_stale(out, asked, skipped))
     report.files["onnx"] = onnx_path
-    report.parity["onnx"] = {"precision": "fp32", **check_file(onnx_path, FORMATS["onnx"], ref, task, TOLERANCES["fp32"])}
+    report.parity["onnx"] = {
+        "precision": "fp32",
+        **check_file(onnx_path, fmt=FORMATS["onnx"], ref=ref, task=task, tol=TOLERANCES["fp32"]),
+    }
     write_parity(run, report)  # written now too, so a failing engine build leaves the ONNX figures
     if "tensorrt" in asked and "tensorrt" not in skipped:
-        _export_engine(run, model, data, report, ref, onnx_path=onnx_path,
-                       precision="int8" if int8 else "fp16" if fp16 else "fp32",
-                       calibration_images=calibration_images, int8_max_drop=int8_max_drop)
+        _export_engine(
+            run,
+            model=model,
+            data=data,
+            report=report,
+            ref=ref,
+            onnx_path=onnx_path,
+            precision="int8" if int8 else "fp16" if fp16 else "fp32",
+            calibration_images=calibration_images,
+            int8_max_drop=int8_max_drop,
+        )
     if "onnx-int8" in asked:
-        export_onnx_int8(run, model=model, data=data, report=report, onnx_path=onnx_path, ref=ref, samples=samples,
-                         calibration_images_count=calibration_images, calibration_method=calibration_method,
-                         int8_max_drop=int8_max_drop)
+        export_onnx_int8(
+            run,
+            model=model,
+            data=data,
+            report=report,
+            onnx_path=onnx_path,
+            ref=ref,
+            samples=samples,
+            calibration_images_count=calibration_images,
+            calibration_method=calibration_method,
+            int8_max_drop=int8_max_drop,
+        )
         write_parity(run, report)
     for name in (n for n in asked if is_edge_format(n)):
-        export_edge(run, name, model=model, data=data, report=report, ref=ref, samples=samples, metadata=metadata,
-                    calibration_images_count=calibration_images, int8_max_drop=int8_max_drop)
+        export_edge(
+            run,
+            name=name,
+            model=model,
+            data=data,
+            report=report,
+            ref=ref,
+            samples=samples,
+            metadata=metadata,
+            calibration_images_count=calibration_images,
+            int8_max_drop=int8_max_drop,
+        )
         write_parity(run, report)
     if "tflm" in asked:
-        export_tflm(run, model=model, data=data, report=report, ref=ref, calibration_images_count=calibration_images,
-                    int8_max_drop=int8_max_drop, max_images=max_images)
+        export_tflm(
+            run,
+            model=model,
+            data=data,
+            report=report,
+            ref=ref,
+            calibration_images_count=calibration_images,
+            int8_max_drop=int8_max_drop,
+            max_images=max_images,
+        )
         write_parity(run, report)
     if not report.passed:
         raise parity_error(report)

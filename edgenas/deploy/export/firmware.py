@@ -45,7 +45,7 @@ def aligned_arena(measured: int) -> int:
 def c_array(data: bytes) -> str:
     lines = []
     for i in range(0, len(data), BYTES_PER_LINE):
-        lines.append("    " + ", ".join(f"0x{b:02x}" for b in data[i:i + BYTES_PER_LINE]) + ",")
+        lines.append("    " + ", ".join(f"0x{b:02x}" for b in data[i : i + BYTES_PER_LINE]) + ",")
     return "\n".join(lines)
 
 
@@ -151,8 +151,11 @@ changes an input value only when x / scale is exactly halfway.
 def write_bundle(out: Path, model_bytes: bytes, facts: BundleFacts) -> dict[str, Path]:
     """Write the bundle's files into ``out`` (atomically each); return them by name."""
     out.mkdir(parents=True, exist_ok=True)
-    texts = {HEADER: header_text(facts, len(model_bytes)), SOURCE: source_text(model_bytes),
-             README: readme_text(facts, len(model_bytes))}
+    texts = {
+        HEADER: header_text(facts, len(model_bytes)),
+        SOURCE: source_text(model_bytes),
+        README: readme_text(facts, len(model_bytes)),
+    }
     files = {}
     for name, text in texts.items():
         data = text.encode()

@@ -18,24 +18,33 @@ class ExportFormat:
     options: tuple[str, ...]  # export options that apply to it
 
 
-FORMATS = {f.name: f for f in (
-    ExportFormat("onnx", layout.ONNX, "onnxruntime-cpu", ()),
-    ExportFormat("tensorrt", layout.ENGINE, "tensorrt-fp16", ("fp16", "int8", "calibration_images", "int8_max_drop")),
-    # INT8 (QDQ) for ONNX Runtime on CPUs; gated by accuracy on the whole test split, not by logits
-    ExportFormat("onnx-int8", layout.ONNX_INT8, "onnxruntime-cpu-int8",
-                 ("calibration_images", "int8_max_drop", "calibration_method")),
-    # the edge runtimes, converted from the PyTorch network by their plug-ins (runtime/litert.py, ...); INT8
-    # files are gated like onnx-int8
-    ExportFormat("litert", layout.TFLITE, "litert-cpu", ()),
-    ExportFormat("litert-int8", layout.TFLITE_INT8, "litert-int8", ("calibration_images", "int8_max_drop")),
-    ExportFormat("executorch", layout.PTE, "executorch-cpu", ()),
-    ExportFormat("executorch-int8", layout.PTE_INT8, "executorch-int8", ("calibration_images", "int8_max_drop")),
-    ExportFormat("openvino", layout.OPENVINO, "openvino-cpu", ()),
-    ExportFormat("openvino-int8", layout.OPENVINO_INT8, "openvino-int8", ("calibration_images", "int8_max_drop")),
-    ExportFormat("ncnn", layout.NCNN, "ncnn-cpu", ()),
-    # Full-integer INT8 .tflite (litert-int8's converter) and a firmware bundle, run by TFLM's interpreter here
-    ExportFormat("tflm", layout.TFLM, "tflm-int8", ("calibration_images", "int8_max_drop", "max_images")),
-)}
+FORMATS = {
+    f.name: f
+    for f in (
+        ExportFormat("onnx", layout.ONNX, "onnxruntime-cpu", ()),
+        ExportFormat(
+            "tensorrt", layout.ENGINE, "tensorrt-fp16", ("fp16", "int8", "calibration_images", "int8_max_drop")
+        ),
+        # INT8 (QDQ) for ONNX Runtime on CPUs; gated by accuracy on the whole test split, not by logits
+        ExportFormat(
+            "onnx-int8",
+            layout.ONNX_INT8,
+            "onnxruntime-cpu-int8",
+            ("calibration_images", "int8_max_drop", "calibration_method"),
+        ),
+        # the edge runtimes, converted from the PyTorch network by their plug-ins (runtime/litert.py, ...); INT8
+        # files are gated like onnx-int8
+        ExportFormat("litert", layout.TFLITE, "litert-cpu", ()),
+        ExportFormat("litert-int8", layout.TFLITE_INT8, "litert-int8", ("calibration_images", "int8_max_drop")),
+        ExportFormat("executorch", layout.PTE, "executorch-cpu", ()),
+        ExportFormat("executorch-int8", layout.PTE_INT8, "executorch-int8", ("calibration_images", "int8_max_drop")),
+        ExportFormat("openvino", layout.OPENVINO, "openvino-cpu", ()),
+        ExportFormat("openvino-int8", layout.OPENVINO_INT8, "openvino-int8", ("calibration_images", "int8_max_drop")),
+        ExportFormat("ncnn", layout.NCNN, "ncnn-cpu", ()),
+        # Full-integer INT8 .tflite (litert-int8's converter) and a firmware bundle, run by TFLM's interpreter here
+        ExportFormat("tflm", layout.TFLM, "tflm-int8", ("calibration_images", "int8_max_drop", "max_images")),
+    )
+}
 
 
 def file_for_runtime(runtime: str) -> str:
@@ -85,8 +94,11 @@ def parse_formats(formats) -> tuple[str, ...]:
     names = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
-        raise ParamError("formats", formats, f"unknown export format {', '.join(unknown) or '(none)'}; "
-                         f"choose from {', '.join(FORMATS)}")
+        raise ParamError(
+            "formats",
+            formats,
+            f"unknown export format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}",
+        )
     return tuple(n for n in FORMATS if n in names)
 
 
@@ -95,5 +107,6 @@ def check_options(formats: tuple[str, ...], **options) -> None:
     for option, value in options.items():
         if value and not any(option in FORMATS[f].options for f in formats):
             owners = [f for f in FORMATS if option in FORMATS[f].options]
-            raise ParamError(option, value, f"applies to the {'/'.join(owners)} format only; "
-                             f"ask for formats onnx,{owners[0]}")
+            raise ParamError(
+                option, value, f"applies to the {'/'.join(owners)} format only; ask for formats onnx,{owners[0]}"
+            )

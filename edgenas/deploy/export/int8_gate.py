@@ -28,13 +28,16 @@ from edgenas.runtime.runners import kit_errors
 FIGURES_ONLY = Tolerance(math.inf, 0.0, -1.0)  # parity figures of an INT8 file are reported, not checked
 
 
-def kit_tolerances(path: Path, *, samples: HeldOut, task: str, int8_max_drop: float,
-                   runtime: str = FORMATS["onnx-int8"].runtime) -> dict:
+def kit_tolerances(
+    path: Path, *, samples: HeldOut, task: str, int8_max_drop: float, runtime: str = FORMATS["onnx-int8"].runtime
+) -> dict:
     """What the device kit's check of ``path`` on samples.npz allows: no logit bound; top-1 agreement
     (faces: cosine) no lower than 1 - ``int8_max_drop`` (faces: the int8 cosine bound) or than this
     machine's INT8 kernels of ``runtime`` reach on the same samples, whichever is lower."""
     with kit_errors(), backend_of(runtime).open(path) as runner:
-        here = kit.parity_report(samples.outputs, kit.run_batched(runner, samples.inputs), task, **FIGURES_ONLY.as_kwargs())
+        here = kit.parity_report(
+            samples.outputs, actual=kit.run_batched(runner, samples.inputs), task=task, **FIGURES_ONLY.as_kwargs()
+        )
     tol = {"max_abs_diff": math.inf}
     if task == "face":
         tol["min_cosine"] = min(TOLERANCES["int8"].min_cosine, here.get("min_cosine", -1.0))
@@ -43,33 +46,77 @@ def kit_tolerances(path: Path, *, samples: HeldOut, task: str, int8_max_drop: fl
     return tol
 
 
-def export_onnx_int8(run: RunDir, *, model, data, report: ExportReport, onnx_path: Path, ref: HeldOut,
-                     samples: HeldOut, calibration_images_count: int, calibration_method: str | None,
-                     int8_max_drop: float) -> None:
+def export_onnx_int8(
+    run: RunDir,
+    *,
+    model,
+    data,
+    report: ExportReport,
+    onnx_path: Path,
+    ref: HeldOut,
+    samples: HeldOut,
+    calibration_images_count: int,
+    calibration_method: str | None,
+    int8_max_drop: float,
+) -> None:
     """Quantise ``onnx_path`` into model.int8.onnx, evaluate it on the whole test split against PyTorch,
     record parity and the gate in ``report``; the figures go to ``model.int8.evaluate.json``."""
     fmt, task = FORMATS["onnx-int8"], run.meta.task
     method = calibration_method or DEFAULT_CALIBRATION_METHOD
     calibration = calibration_images(data, calibration_images_count)
-    recipe = {"method": method, "images": int(len(calibration)), "format": "QDQ", "activations": "QUInt8 per tensor",
-              "weights": "QInt8 per channel"}
-    path = quantize_ort_int8(onnx_path, out_path=report.out_dir / fmt.file, calibration=calibration, method=method,
-                             metadata={"precision": "int8", "calibration": json.dumps(recipe)})
-    parity = check_file(path, fmt, ref, task, FIGURES_ONLY)
-    gate_int8(run, fmt=fmt, path=path, model=model, data=data, report=report, parity=parity, samples=samples,
-              recipe=recipe, int8_max_drop=int8_max_drop)
+    recipe = {
+        "method": method,
+        "images": int(len(calibration)),
+        "format": "QDQ",
+        "activations": "QUInt8 per tensor",
+        "weights": "QInt8 per channel",
+    }
+    path = quantize_ort_int8(
+        onnx_path,
+        out_path=report.out_dir / fmt.file,
+        calibration=calibration,
+        method=method,
+        metadata={"precision": "int8", "calibration": json.dumps(recipe)},
+    )
+    parity = check_file(path, fmt=fmt, ref=ref, task=task, tol=FIGURES_ONLY)
+    gate_int8(
+        run,
+        fmt=fmt,
+        path=path,
+        model=model,
+        data=data,
+        report=report,
+        parity=parity,
+        samples=samples,
+        recipe=recipe,
+        int8_max_drop=int8_max_drop,
+    )
 
 
-def gate_int8(run: RunDir, *, fmt: ExportFormat, path: Path, model, data, report: ExportReport, parity: dict,
-              samples: HeldOut | None, recipe: dict, int8_max_drop: float, max_images: int | None = None,
-              **extra) -> None:
+def gate_int8(
+    run: RunDir,
+    *,
+    fmt: ExportFormat,
+    path: Path,
+    model,
+    data,
+    report: ExportReport,
+    parity: dict,
+    samples: HeldOut | None,
+    recipe: dict,
+    int8_max_drop: float,
+    max_images: int | None = None,
+    **extra,
+) -> None:
     """The INT8 file ``path`` of ``fmt`` evaluated on the whole test split against PyTorch (``max_images``: its
     first N images only, for a slow interpreter such as TFLM's; figures in ``<file>.evaluate.json``) and gated on
     what it loses (``int8_max_drop``); its parity figures, calibration ``recipe``, gate and ``extra`` entries (the
     tflm bundle's ``memory``) recorded in ``report``, with the tolerances of the kit's check of ``samples`` where
     the kit runs the file. A file over the gate stays for inspection."""
     task = run.meta.task
-    result = evaluate_run(run.path, model=path, runtime=fmt.runtime, torch_model=model, data=data, max_images=max_images)
+    result = evaluate_run(
+        run.path, model=path, runtime=fmt.runtime, torch_model=model, data=data, max_images=max_images
+    )
     figures = result_path(run, path)
     write_json_atomic(figures, result)
     failures = []
@@ -78,13 +125,28 @@ def gate_int8(run: RunDir, *, fmt: ExportFormat, path: Path, model, data, report
     except AccuracyDropError as e:
         failures.append(str(e))
     key = "top1" if task == "classify" else "accuracy"
-    gate = {"metric": result["metric"], "pytorch": result["pytorch"][key], "int8": result["artifact"][key],
-            "drop_pp": result["drop_pp"], "max_drop_pp": 100.0 * int8_max_drop, "images": result["images"],
-            "test_images": result["test_images"], "figures": figures.relative_to(report.out_dir).as_posix()}
-    entry = {"precision": "int8", **parity, "passed": not failures, "failures": failures, "calibration": recipe,
-             "accuracy_gate": gate, **extra}
-    if RUNTIMES[fmt.runtime].in_kit:
-        entry["kit_tolerances"] = kit_tolerances(path, samples=samples, task=task, int8_max_drop=int8_max_drop,
-                                                 runtime=fmt.runtime)
+    gate = {
+        "metric": result["metric"],
+        "pytorch": result["pytorch"][key],
+        "int8": result["artifact"][key],
+        "drop_pp": result["drop_pp"],
+        "max_drop_pp": 100.0 * int8_max_drop,
+        "images": result["images"],
+        "test_images": result["test_images"],
+        "figures": figures.relative_to(report.out_dir).as_posix(),
+    }
+    entry = {
+        "precision": "int8",
+        **parity,
+        "passed": not failures,
+        "failures": failures,
+        "calibration": recipe,
+        "accuracy_gate": gate,
+        **extra,
+    }
+    if RUNTIMES[fmt.runtime].in_kit and samples is not None:  # the kit checks a file it runs, on held-out images
+        entry["kit_tolerances"] = kit_tolerances(
+            path, samples=samples, task=task, int8_max_drop=int8_max_drop, runtime=fmt.runtime
+        )
     report.files[fmt.name] = path
     report.parity[fmt.name] = entry

@@ -18,7 +18,9 @@ TFLITE, TFLITE_INT8 = "model.tflite", "model.int8.tflite"  # LiteRT (NHWC input;
 PTE, PTE_INT8 = "model.pte", "model.int8.pte"  # ExecuTorch programs (XNNPACK)
 OPENVINO, OPENVINO_INT8 = "model.xml", "model.int8.xml"  # OpenVINO IRs, each with its .bin beside it
 NCNN = "model.ncnn.param"  # ncnn, with model.ncnn.bin beside it
-TFLM = "tflm/model.tflite"  # TFLM: full-integer INT8 .tflite with its firmware bundle in tflm/ (deploy/export/firmware.py)
+TFLM = (
+    "tflm/model.tflite"  # TFLM: full-integer INT8 .tflite with its firmware bundle in tflm/ (deploy/export/firmware.py)
+)
 # Each LiteRT/ExecuTorch/OpenVINO/ncnn file has its metadata beside it: <file>.json (edgenas_engines.metadata_path)
 BENCH_ALL = "bench-all.json"  # `edgenas bench RUN_DIR --runtime all`: every runtime's timing in one table
 SAMPLES = "samples.npz"  # held-out inputs and PyTorch's outputs on them, for `edgenas_kit.py check`
@@ -26,7 +28,9 @@ PARITY = "parity.json"  # each format's figures against PyTorch
 KIT = "edgenas_kit.py"
 KIT_FILES = (KIT, "edgenas_env.py", "edgenas_serve.py", "edgenas_engines.py")  # the kit, its bench-conditions
 # probe, its server and its runners of LiteRT, ExecuTorch, OpenVINO and ncnn
-EVALUATE_SUFFIX = ".evaluate.json"  # model.int8.onnx -> model.int8.evaluate.json, model.tflite -> model.tflite.evaluate.json
+EVALUATE_SUFFIX = (
+    ".evaluate.json"  # model.int8.onnx -> model.int8.evaluate.json, model.tflite -> model.tflite.evaluate.json
+)
 
 
 def export_dir(run_path: str | Path) -> Path:

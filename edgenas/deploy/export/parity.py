@@ -26,6 +26,7 @@ from edgenas.run.rundir import RunDir, write_json_atomic
 from edgenas.runtime.backend import backend_of
 from edgenas.runtime.runners import kit_errors
 from edgenas.training.augment import normalize
+from edgenas.training.data import Split
 from edgenas.version import __version__
 
 
@@ -39,9 +40,10 @@ class HeldOut:
     source: str  # e.g. "test" or "test+val"
 
 
-def held_out(run: RunDir, model, data, samples: int) -> HeldOut:
+def held_out(run: RunDir, *, model, data, samples: int) -> HeldOut:
     """``samples`` held-out images in a fixed, seeded order, and the PyTorch model's outputs on them."""
-    parts, source = [], []
+    parts: list[Split] = []
+    source: list[str] = []
     for split in ("test", "val"):
         s = getattr(data, split)
         if len(s) and sum(len(p.y) for p in parts) < samples:
@@ -55,12 +57,12 @@ def held_out(run: RunDir, model, data, samples: int) -> HeldOut:
     inputs = normalize(x[order], data.mean, data.std)
     model = model.cpu().eval()
     with torch.inference_mode():
-        outputs = torch.cat([model(inputs[i:i + 256]) for i in range(0, len(inputs), 256)])
+        outputs = torch.cat([model(inputs[i : i + 256]) for i in range(0, len(inputs), 256)])
     return HeldOut(inputs.numpy(), y[order].numpy(), outputs.float().numpy(), "+".join(source))
 
 
-def _parity_figures(ref: HeldOut, actual: np.ndarray, task: str, tol: Tolerance) -> dict:
-    report = kit.parity_report(ref.outputs, actual, task, **tol.as_kwargs())
+def _parity_figures(ref: HeldOut, *, actual: np.ndarray, task: str, tol: Tolerance) -> dict:
+    report = kit.parity_report(ref.outputs, actual=actual, task=task, **tol.as_kwargs())
     if task == "classify" and actual.shape == ref.outputs.shape:
         report["reference_accuracy"] = float(np.mean(ref.outputs.argmax(1) == ref.labels))
         report["accuracy"] = float(np.mean(actual.argmax(1) == ref.labels))
@@ -68,13 +70,20 @@ def _parity_figures(ref: HeldOut, actual: np.ndarray, task: str, tol: Tolerance)
     return report
 
 
-def check_file(path: Path, fmt: ExportFormat, ref: HeldOut, task: str, tol: Tolerance, runtime: str | None = None) -> dict:
+def check_file(
+    path: Path, *, fmt: ExportFormat, ref: HeldOut, task: str, tol: Tolerance, runtime: str | None = None
+) -> dict:
     """Run ``ref.inputs`` through an exported file on its runtime; the kit's parity figures."""
     with kit_errors(), backend_of(runtime or fmt.runtime).open(path) as runner:
         actual = kit.run_batched(runner, ref.inputs)
-        report = _parity_figures(ref, actual, task, tol)
-        report.update(file=path.name, sha256=kit.file_sha256(path), runtime=runner.runtime,
-                      runtime_version=str(runner.runtime_version), device=runner.device)
+        report = _parity_figures(ref, actual=actual, task=task, tol=tol)
+        report.update(
+            file=path.name,
+            sha256=kit.file_sha256(path),
+            runtime=runner.runtime,
+            runtime_version=str(runner.runtime_version),
+            device=runner.device,
+        )
     return report
 
 
@@ -105,22 +114,35 @@ class ExportReport:
             check = "parity"
             if "accuracy_gate" in p:  # an INT8 file is judged by accuracy on the test split, not by logits
                 g, check = p["accuracy_gate"], "accuracy gate"
-                figures.insert(0, f"test {g['metric']} {g['int8']:.2f}% vs PyTorch {g['pytorch']:.2f}% on {g['images']} "
-                                  f"images, {g['drop_pp']:.2f} pp lost, at most {g['max_drop_pp']:g} pp allowed")
+                figures.insert(
+                    0,
+                    f"test {g['metric']} {g['int8']:.2f}% vs PyTorch {g['pytorch']:.2f}% on {g['images']} "
+                    f"images, {g['drop_pp']:.2f} pp lost, at most {g['max_drop_pp']:g} pp allowed",
+                )
             verdict = "passed" if p["passed"] else "FAILED: " + "; ".join(p["failures"])
-            out.append(f"{name} ({p['precision']}): {self.out_dir / p['file']}: {check} {verdict} ({', '.join(figures)})")
+            out.append(
+                f"{name} ({p['precision']}): {self.out_dir / p['file']}: {check} {verdict} ({', '.join(figures)})"
+            )
         out += [f"removed {path}: it was built from the previous model.onnx" for path in self.removed]
         return out
 
 
 def parity_error(report: ExportReport) -> ParityError:
-    failed = [f"{name} {p['precision']}: " + "; ".join(p["failures"]) for name, p in report.parity.items() if not p["passed"]]
-    return ParityError(f"parity check failed for {' | '.join(failed)} "
-                       f"(figures in {report.out_dir / layout.PARITY})")
+    failed = [
+        f"{name} {p['precision']}: " + "; ".join(p["failures"]) for name, p in report.parity.items() if not p["passed"]
+    ]
+    return ParityError(f"parity check failed for {' | '.join(failed)} (figures in {report.out_dir / layout.PARITY})")
 
 
-def recheck_parity(run_dir: str | Path, *, formats=("onnx",), parity_samples: int = 256,
-                  int8_max_drop: float = DEFAULT_INT8_MAX_DROP, model=None, data=None) -> ExportReport:
+def recheck_parity(
+    run_dir: str | Path,
+    *,
+    formats=("onnx",),
+    parity_samples: int = 256,
+    int8_max_drop: float = DEFAULT_INT8_MAX_DROP,
+    model=None,
+    data=None,
+) -> ExportReport:
     """Re-check the files in RUN_DIR/export against the run's PyTorch weights; write parity.json.
 
     Raises ``ParityError`` (after writing parity.json) when any format misses its tolerance.
@@ -130,7 +152,7 @@ def recheck_parity(run_dir: str | Path, *, formats=("onnx",), parity_samples: in
     formats = parse_formats(formats)
     model = model if model is not None else load_run_model(run, "cpu")
     data = data if data is not None else load_run_data(run)
-    ref = held_out(run, model, data, parity_samples)
+    ref = held_out(run, model=model, data=data, samples=parity_samples)
     task = run.meta.task
     previous = _read_parity(out)
     report = ExportReport(out)
@@ -141,7 +163,7 @@ def recheck_parity(run_dir: str | Path, *, formats=("onnx",), parity_samples: in
             raise UserInputError(f"{path} does not exist: export the {name} format of {run.path} first")
         precision = {"tensorrt": previous.get(name, {}).get("precision", "fp32"), "onnx-int8": "int8"}.get(name, "fp32")
         runtime = "tensorrt-int8" if name == "tensorrt" and precision == "int8" else None
-        p = check_file(path, fmt, ref, task, tolerance(precision, int8_max_drop), runtime)
+        p = check_file(path, fmt=fmt, ref=ref, task=task, tol=tolerance(precision, int8_max_drop), runtime=runtime)
         report.files[name] = path
         report.parity[name] = {"precision": precision, **p}
     write_parity(run, report)
@@ -159,12 +181,15 @@ def _read_parity(out: Path) -> dict:
 
 
 def write_parity(run: RunDir, report: ExportReport) -> None:
-    write_json_atomic(report.out_dir / layout.PARITY, {
-        "edgenas_version": __version__,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "run_dir": str(run.path),
-        "weights_sha256": kit.file_sha256(run.path / RunDir.WEIGHTS),  # the model.pt these figures are of
-        "passed": report.passed,
-        "formats": report.parity,
-        "skipped": report.skipped,
-    })
+    write_json_atomic(
+        report.out_dir / layout.PARITY,
+        {
+            "edgenas_version": __version__,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "run_dir": str(run.path),
+            "weights_sha256": kit.file_sha256(run.path / RunDir.WEIGHTS),  # the model.pt these figures are of
+            "passed": report.passed,
+            "formats": report.parity,
+            "skipped": report.skipped,
+        },
+    )

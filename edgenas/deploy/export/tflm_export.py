@@ -8,6 +8,7 @@ the test split and gated like the other INT8 files (``--int8-max-drop``).
 from __future__ import annotations
 
 from edgenas.config.memory_targets import MEMORY_TARGETS
+from edgenas.config.runtimes import RUNTIMES
 from edgenas.deploy.export.firmware import (
     BUNDLE_DIR,
     MODEL,
@@ -35,11 +36,22 @@ NORMALIZATION = "(pixel / 255 - mean) / std per channel"
 
 def _memory(run: RunDir, path, measured) -> dict:
     shape, arch = run.meta.data, run.arch()
-    est = footprint(arch, in_channels=shape.input_chw[0], input_size=tuple(shape.input_chw[1:]),
-                    outputs=shape.num_classes, target=MEMORY_TARGETS[TARGET])
-    return {"estimate": est.to_dict(),
-            "measured": {**measured.to_dict(), "flash_bytes": path.stat().st_size, "tflite_micro": tflm_version(),
-                         "file": f"{BUNDLE_DIR}/{MODEL}"}}
+    est = footprint(
+        arch,
+        in_channels=shape.input_chw[0],
+        input_size=shape.input_size,
+        outputs=shape.num_classes,
+        target=MEMORY_TARGETS[TARGET],
+    )
+    return {
+        "estimate": est.to_dict(),
+        "measured": {
+            **measured.to_dict(),
+            "flash_bytes": path.stat().st_size,
+            "tflite_micro": tflm_version(),
+            "file": f"{BUNDLE_DIR}/{MODEL}",
+        },
+    }
 
 
 def _record_in_summary(run: RunDir, memory: dict) -> None:
@@ -52,8 +64,17 @@ def _record_in_summary(run: RunDir, memory: dict) -> None:
     run.write(RunDir.SUMMARY, summary)
 
 
-def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut, calibration_images_count: int,
-                int8_max_drop: float, max_images: int | None) -> None:
+def export_tflm(
+    run: RunDir,
+    *,
+    model,
+    data,
+    report: ExportReport,
+    ref: HeldOut,
+    calibration_images_count: int,
+    int8_max_drop: float,
+    max_images: int | None,
+) -> None:
     """Convert, measure, evaluate through TFLM and write the bundle; record parity and the gate in ``report``."""
     if run.meta.task != "classify":
         raise UserInputError(f"the tflm format exports classifiers; {run.path} is a {run.meta.task} run")
@@ -62,21 +83,47 @@ def export_tflm(run: RunDir, *, model, data, report: ExportReport, ref: HeldOut,
     out.mkdir(exist_ok=True)
     calibration = calibration_images(data, calibration_images_count)
     tflm = backend_of(TFLM_RUNTIME)
-    path = tflm.convert(model, out / MODEL, input_chw=tuple(shape.input_chw), calibration=calibration)
+    path = tflm.convert(model, out=out / MODEL, input_chw=shape.input_chw, calibration=calibration)
     measured = measure_arena(path)
     memory = _memory(run, path, measured)
     write_json_atomic(out / MEMORY, memory)
     _record_in_summary(run, memory)
     fmt = FORMATS[BUNDLE_FORMAT]
-    parity = {**check_file(path, fmt, ref, "classify", FIGURES_ONLY), "file": fmt.file}  # INT8: the gate is accuracy
+    parity = {
+        **check_file(path, fmt=fmt, ref=ref, task="classify", tol=FIGURES_ONLY),
+        "file": fmt.file,
+    }  # INT8: the gate is accuracy
     c, h, w = shape.input_chw
     input_scale, input_zero_point = input_quantization(path)
-    write_bundle(out, path.read_bytes(), BundleFacts(
-        arena_bytes=aligned_arena(measured.arena), peak_memory_bytes=measured.head, persistent_bytes=measured.tail,
-        input_hwc=(h, w, c), input_scale=input_scale, input_zero_point=input_zero_point,
-        outputs=shape.num_classes, macs=count_macs(arch, c, shape.num_classes, (h, w)),
-        params=count_params(arch, c, shape.num_classes), arch=str(arch), tflm_version=tflm_version(),
-        normalization=f"{NORMALIZATION} (mean {list(shape.mean)}, std {list(shape.std)})"))
-    gate_int8(run, fmt=fmt, path=path, model=model, data=data, report=report, parity=parity,
-              samples=None, recipe={"images": len(calibration), "quantiser": f"PT2E ({tflm.converts_via})"},
-              int8_max_drop=int8_max_drop, max_images=max_images, memory=memory)
+    write_bundle(
+        out,
+        path.read_bytes(),
+        BundleFacts(
+            arena_bytes=aligned_arena(measured.arena),
+            peak_memory_bytes=measured.head,
+            persistent_bytes=measured.tail,
+            input_hwc=(h, w, c),
+            input_scale=input_scale,
+            input_zero_point=input_zero_point,
+            outputs=shape.num_classes,
+            macs=count_macs(arch, in_channels=c, num_classes=shape.num_classes, input_size=(h, w)),
+            params=count_params(arch, c, shape.num_classes),
+            arch=str(arch),
+            tflm_version=tflm_version(),
+            normalization=f"{NORMALIZATION} (mean {list(shape.mean)}, std {list(shape.std)})",
+        ),
+    )
+    gate_int8(
+        run,
+        fmt=fmt,
+        path=path,
+        model=model,
+        data=data,
+        report=report,
+        parity=parity,
+        samples=None,
+        recipe={"images": len(calibration), "quantiser": f"PT2E ({RUNTIMES[TFLM_RUNTIME].converts_via})"},
+        int8_max_drop=int8_max_drop,
+        max_images=max_images,
+        memory=memory,
+    )

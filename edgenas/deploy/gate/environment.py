@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 # Settings that change latency; results under different values are not like for like.
-SETTINGS = {"cpu_governor": "CPU governor", "cpu_max_freq_mhz": "maximum CPU clock (MHz)",
-            "jetson_nvpmodel": "Jetson power mode", "jetson_clocks": "jetson_clocks"}
+SETTINGS = {
+    "cpu_governor": "CPU governor",
+    "cpu_max_freq_mhz": "maximum CPU clock (MHz)",
+    "jetson_nvpmodel": "Jetson power mode",
+    "jetson_clocks": "jetson_clocks",
+}
 CLOCK_GAP = 0.2  # current CPU clocks further apart than 20 % of the higher one
 BUSY_SHARE = 0.5  # load average, less the bench's own threads, above half the CPUs: loaded
 
@@ -19,8 +23,11 @@ def _gpu_max_clocks(env: dict) -> list | None:
 
 def differences(a: dict, b: dict) -> list[str]:
     """The settings two environment blocks both recorded and disagree on."""
-    found = [f"{label} {a[k]!r} vs {b[k]!r}" for k, label in SETTINGS.items()
-             if a.get(k) is not None and b.get(k) is not None and a[k] != b[k]]
+    found = [
+        f"{label} {a[k]!r} vs {b[k]!r}"
+        for k, label in SETTINGS.items()
+        if a.get(k) is not None and b.get(k) is not None and a[k] != b[k]
+    ]
     fa, fb = a.get("cpu_freq_mhz"), b.get("cpu_freq_mhz")
     if fa and fb and abs(fa - fb) > CLOCK_GAP * max(fa, fb):
         found.append(f"CPU clock {fa:g} vs {fb:g} MHz")
@@ -31,9 +38,9 @@ def differences(a: dict, b: dict) -> list[str]:
 
 
 def load_note(env: dict, threads: int | None) -> str | None:
-    """"load average 3.1 on 2 CPUs" when others' work shared the machine with the bench."""
+    """ "load average 3.1 on 2 CPUs" when others' work shared the machine with the bench."""
     cpus = env.get("cpus")
-    loads = [l[0] for l in (env.get("load_avg_before"), env.get("load_avg_after")) if l]
+    loads = [avg[0] for avg in (env.get("load_avg_before"), env.get("load_avg_after")) if avg]
     if not cpus or not loads:
         return None
     if max(loads) - (threads or 1) > BUSY_SHARE * cpus:
@@ -44,10 +51,13 @@ def load_note(env: dict, threads: int | None) -> str | None:
 def throttle_note(env: dict) -> str | None:
     if not env.get("throttled"):
         return None
-    parts = [f"Raspberry Pi {env['rpi_throttled']} ({', '.join(env.get('rpi_throttle_flags') or [])})"
-             if env.get("rpi_throttled") not in (None, "0x0") else None,
-             f"{env['cpu_throttle_events']} CPU thermal throttle events" if env.get("cpu_throttle_events") else None,
-             *(f"{g['name']} slowed down ({g['throttle_reasons']})" for g in env.get("gpus") or [] if g.get("slowed_down"))]
+    parts = [
+        f"Raspberry Pi {env['rpi_throttled']} ({', '.join(env.get('rpi_throttle_flags') or [])})"
+        if env.get("rpi_throttled") not in (None, "0x0")
+        else None,
+        f"{env['cpu_throttle_events']} CPU thermal throttle events" if env.get("cpu_throttle_events") else None,
+        *(f"{g['name']} slowed down ({g['throttle_reasons']})" for g in env.get("gpus") or [] if g.get("slowed_down")),
+    ]
     return "throttled: " + ("; ".join(p for p in parts if p) or "yes")
 
 

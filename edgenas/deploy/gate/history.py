@@ -62,8 +62,11 @@ class History:
     def window(self, current: dict, size: int) -> list[Entry]:
         """The last ``size`` results measured in ``current``'s environment (runtime, device, threads,
         batch, input shape)."""
-        same = [e for e in self.entries
-                if all(e.record[f] == current[f] for f in ENV_FIELDS) and not _same_result(e.record, current)]
+        same = [
+            e
+            for e in self.entries
+            if all(e.record[f] == current[f] for f in ENV_FIELDS) and not _same_result(e.record, current)
+        ]
         return same[-size:] if size > 0 else []
 
     def holds(self, record: dict) -> bool:
@@ -147,7 +150,9 @@ class Trend:
 
     @property
     def regressed(self) -> bool:
-        return self.baseline is not None and exceeds(self.current[f"{self.metric}_ms"], self.baseline, self.max_regression)
+        return self.baseline is not None and exceeds(
+            self.current[f"{self.metric}_ms"], self.baseline, self.max_regression
+        )
 
     @property
     def exit_code(self) -> int:
@@ -160,26 +165,39 @@ class Trend:
             text = f"PASS: {m} {cur:.6g} ms is the first result in this environment: the history starts here"
         else:
             t = exact(self.max_regression)
-            change = distinct_text(relative_change(cur, self.baseline), [t, -t])
-            vs = (f"{cur:.6g} ms against the median {self.baseline:.6g} ms of the last {len(self.window)} results "
-                  f"(range {min(self.values()):.6g}-{max(self.values()):.6g} ms)")
-            text = (f"FAIL: {m} regressed by {change}: {vs}, over the {limit} threshold" if self.regressed
-                    else f"PASS: {m} changed by {change}: {vs}, within the {limit} threshold")
+            change = distinct_text(relative_change(cur, self.baseline), limits=[t, -t])
+            vs = (
+                f"{cur:.6g} ms against the median {self.baseline:.6g} ms of the last {len(self.window)} results "
+                f"(range {min(self.values()):.6g}-{max(self.values()):.6g} ms)"
+            )
+            text = (
+                f"FAIL: {m} regressed by {change}: {vs}, over the {limit} threshold"
+                if self.regressed
+                else f"PASS: {m} changed by {change}: {vs}, within the {limit} threshold"
+            )
         return text + "".join(f"\nwarning: {w}" for w in self.warnings)
 
     def trend_line(self) -> str:
         values = [*self.values(), float(self.current[f"{self.metric}_ms"])]
-        return (f"trend of {self.metric} (last {len(self.window)} results, then this one): {sparkline(values)} "
-                f"{min(values):.4g}-{max(values):.4g} ms")
+        return (
+            f"trend of {self.metric} (last {len(self.window)} results, then this one): {sparkline(values)} "
+            f"{min(values):.4g}-{max(values):.4g} ms"
+        )
 
     def table(self, markdown: bool = False) -> str:
         head = ("metric", f"median of last {len(self.window)}", f"current ({Path(self.name).name})", "change")
         body = []
         for m in (*METRICS, "mean"):
             base, cur = (statistics.median(self.values(m)) if self.window else None), float(self.current[f"{m}_ms"])
-            change = distinct_text(relative_change(cur, base), [exact(self.max_regression)]) if base else "-"
-            body.append((m + (" (gate)" if m == self.metric else ""), f"{base:.3f} ms" if base else "-",
-                         f"{cur:.3f} ms", change))
+            change = distinct_text(relative_change(cur, base), limits=[exact(self.max_regression)]) if base else "-"
+            body.append(
+                (
+                    m + (" (gate)" if m == self.metric else ""),
+                    f"{base:.3f} ms" if base else "-",
+                    f"{cur:.3f} ms",
+                    change,
+                )
+            )
         trend = f"\n\n`{self.trend_line()}`" if markdown else f"\n{self.trend_line()}"
         return render_table(head, body, markdown) + trend + verdict_block(self.verdict, markdown)
 
@@ -197,8 +215,13 @@ class Trend:
         fig, ax = plt.subplots(figsize=(5, 2.2), dpi=100)
         ax.plot(range(len(values)), values, marker="o", markersize=3)
         if self.baseline is not None:
-            ax.axhline(self.baseline * (1 + self.max_regression), color="red", linewidth=0.8, linestyle="--",
-                       label=f"median + {threshold_text(self.max_regression)}")
+            ax.axhline(
+                self.baseline * (1 + self.max_regression),
+                color="red",
+                linewidth=0.8,
+                linestyle="--",
+                label=f"median + {threshold_text(self.max_regression)}",
+            )
             ax.legend(loc="best", fontsize=8)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("result (last is the current one)")
@@ -210,8 +233,15 @@ class Trend:
         kit.write_atomic(path, lambda f: f.write(buf.getvalue()))
 
 
-def judge(current: dict, *, history: History, name: str, window: int = DEFAULT_WINDOW, metric: str = "p50",
-          max_regression: float = DEFAULT_MAX_REGRESSION) -> Trend:
+def judge(
+    current: dict,
+    *,
+    history: History,
+    name: str,
+    window: int = DEFAULT_WINDOW,
+    metric: str = "p50",
+    max_regression: float = DEFAULT_MAX_REGRESSION,
+) -> Trend:
     """``current`` against the last ``window`` results of its environment in ``history``."""
     if metric not in METRICS:
         raise UserInputError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")

@@ -7,8 +7,10 @@ leading shape. ``METHODS`` names them; ``DEFAULT_METHOD`` is what ``edgenas comp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from math import comb
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +42,7 @@ def _shaped(values, low: np.ndarray, high: np.ndarray):
 @cache
 def _binom_half_cdf(n: int) -> tuple[float, ...]:
     """P(B <= k) for B ~ Binomial(n, 1/2), k = 0..n."""
-    return tuple(np.cumsum([comb(n, i) for i in range(n + 1)]) / 2.0 ** n)
+    return tuple(np.cumsum([comb(n, i) for i in range(n + 1)]) / 2.0**n)
 
 
 @cache
@@ -50,7 +52,7 @@ def _signed_rank_cdf(n: int) -> tuple[float, ...]:
     counts[0] = 1
     for rank in range(1, n + 1):  # each rank is in the positive set or not
         counts[rank:] = counts[rank:] + counts[:-rank].copy()
-    return tuple(np.cumsum(counts) / 2.0 ** n)
+    return tuple(np.cumsum(counts) / 2.0**n)
 
 
 def _depth(cdf: tuple[float, ...], tail: float) -> int:
@@ -117,7 +119,13 @@ def bootstrap_interval(values, *, confidence: float = CONFIDENCE, resamples: int
     return _shaped(values, low, high)
 
 
-METHODS = {"wilcoxon": wilcoxon_interval, "hs": hs_interval, "sign": sign_interval, "bootstrap": bootstrap_interval}
+# method -> interval(ratios, confidence=...): (low, high), floats for one row of ratios, arrays for several
+METHODS: dict[str, Callable[..., tuple[Any, Any]]] = {
+    "wilcoxon": wilcoxon_interval,
+    "hs": hs_interval,
+    "sign": sign_interval,
+    "bootstrap": bootstrap_interval,
+}
 DEFAULT_METHOD = "wilcoxon"
 
 

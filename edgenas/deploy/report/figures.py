@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -12,8 +11,13 @@ from matplotlib.ticker import MaxNLocator
 from edgenas.deploy.report import pareto
 
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-AXIS_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency, ms (median)",
-               "peak memory": "peak memory, KB (activations)", "flash": "flash, KB (model file)"}
+AXIS_LABELS = {
+    "params": "parameters",
+    "macs": "MACs per image",
+    "latency": "latency, ms (median)",
+    "peak memory": "peak memory, KB (activations)",
+    "flash": "flash, KB (model file)",
+}
 BUDGET_KEYS = {"params": "max_params", "macs": "max_macs", "latency": "max_latency_ms"}
 
 
@@ -25,7 +29,7 @@ class Chart:
     points: int  # data points drawn: the report's check that a figure is not empty
 
 
-def new_figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw):
+def new_figure(width: float, *, height: float, rows: int = 1, cols: int = 1, **kw):
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.subplots(rows, cols, squeeze=False, **kw)
 
@@ -39,7 +43,7 @@ def _metric(view) -> str:
     return "verification accuracy, val pairs (%)" if view.task == "face" else "validation accuracy (%)"
 
 
-def best_so_far(journal: list[dict]) -> list[Optional[float]]:
+def best_so_far(journal: list[dict]) -> list[float | None]:
     """After each candidate, the best accuracy of the trained ones so far (None before the first)."""
     best, out = None, []
     for r in journal:
@@ -49,12 +53,12 @@ def best_so_far(journal: list[dict]) -> list[Optional[float]]:
     return out
 
 
-def trajectory(view) -> Optional[Chart]:
+def trajectory(view) -> Chart | None:
     """Candidate order against ranking accuracy by stage, skipped/failed marked, best so far, epochs."""
     journal = view.journal
     if not journal:
         return None
-    fig, axes = new_figure(10, 6.2, 2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, axes = new_figure(10, height=6.2, rows=2, cols=1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax, ax_epochs = axes[0][0], axes[1][0]
     colours = stage_colours(journal)
     numbers = range(1, len(journal) + 1)
@@ -67,8 +71,15 @@ def trajectory(view) -> Optional[Chart]:
     for status, marker, colour in (("skipped", "x", "#555555"), ("failed", "v", "#d62728")):
         ns = [n for n, r in zip(numbers, journal) if r["status"] == status]
         if ns:
-            ax.scatter(ns, [floor] * len(ns), marker=marker, color=colour, s=60, zorder=4,
-                       label=f"{status} ({len(ns)}, not ranked)")
+            ax.scatter(
+                ns,
+                [floor] * len(ns),
+                marker=marker,
+                color=colour,
+                s=60,
+                zorder=4,
+                label=f"{status} ({len(ns)}, not ranked)",
+            )
     best = [(n, b) for n, b in zip(numbers, best_so_far(journal)) if b is not None]
     if best:
         ax.step(*zip(*best), where="post", color="black", lw=1.2, label="best so far")
@@ -77,8 +88,13 @@ def trajectory(view) -> Optional[Chart]:
     ax.legend(loc="lower right", fontsize=8)
     state = "" if view.finished else f" (in progress: {len(journal)} candidates so far)"
     ax.set_title(f"Search trajectory{state}")
-    bars = ax_epochs.bar(list(numbers), [r["epochs"] for r in journal],
-                         color=[colours[r["stage"]] for r in journal], edgecolor="black", linewidth=0.4)
+    bars = ax_epochs.bar(
+        list(numbers),
+        [r["epochs"] for r in journal],
+        color=[colours[r["stage"]] for r in journal],
+        edgecolor="black",
+        linewidth=0.4,
+    )
     for bar, r in zip(bars, journal):
         if r["status"] != "trained":
             bar.set_hatch("//")
@@ -98,7 +114,7 @@ def tradeoff_axes(view) -> list[str]:
     return axes
 
 
-def _draw_tradeoff(ax, view, axis: str, colours: dict) -> int:
+def _draw_tradeoff(ax, *, view, axis: str, colours: dict) -> int:
 
     journal, lat = view.journal, view.latencies
     pts = pareto.points(journal, axis, lat)
@@ -108,17 +124,36 @@ def _draw_tradeoff(ax, view, axis: str, colours: dict) -> int:
             ax.scatter([p.cost for p in mine], [p.acc for p in mine], color=colour, s=30, label=stage, zorder=3)
     front = pareto.front(pts)
     if front:
-        ax.step([p.cost for p in front], [p.acc for p in front], where="post", color="black", lw=1.2,
-                label="Pareto front", zorder=2)
-        ax.scatter([p.cost for p in front], [p.acc for p in front], facecolors="none", edgecolors="black", s=90, zorder=4)
+        ax.step(
+            [p.cost for p in front],
+            [p.acc for p in front],
+            where="post",
+            color="black",
+            lw=1.2,
+            label="Pareto front",
+            zorder=2,
+        )
+        ax.scatter(
+            [p.cost for p in front], [p.acc for p in front], facecolors="none", edgecolors="black", s=90, zorder=4
+        )
     floor = min((p.acc for p in pts), default=0.0)
-    skipped = [(c, floor) for r in journal if r["status"] == "skipped" and (c := pareto.cost_of(r, axis, lat)) is not None]
+    skipped = [
+        (c, floor) for r in journal if r["status"] == "skipped" and (c := pareto.cost_of(r, axis, lat)) is not None
+    ]
     if skipped:
         ax.scatter(*zip(*skipped), marker="x", color="#555555", s=50, label="skipped (over budget)", zorder=4)
     winner = [p for p in pts if view.winner and str(pareto.arch_of(journal[p.number - 1])) == view.winner]
     if winner:
-        ax.scatter([p.cost for p in winner], [p.acc for p in winner], marker="*", color="gold", edgecolors="black",
-                   s=220, label="winner", zorder=5)
+        ax.scatter(
+            [p.cost for p in winner],
+            [p.acc for p in winner],
+            marker="*",
+            color="gold",
+            edgecolors="black",
+            s=220,
+            label="winner",
+            zorder=5,
+        )
     limit = (view.budget or {}).get(BUDGET_KEYS[axis]) or 0
     if limit:
         ax.axvline(limit, color="#d62728", ls="--", lw=1.2, label=f"budget {limit:,}")
@@ -128,18 +163,18 @@ def _draw_tradeoff(ax, view, axis: str, colours: dict) -> int:
     return len(pts) + len(skipped)
 
 
-def tradeoffs(view) -> Optional[Chart]:
+def tradeoffs(view) -> Chart | None:
     """Accuracy against params, MACs and (when measured) latency, with the front and the budget lines."""
     if not view.journal:
         return None
     axes = tradeoff_axes(view)
-    fig, grid = new_figure(4.6 * len(axes), 4.2, 1, len(axes), sharey=True)
+    fig, grid = new_figure(4.6 * len(axes), height=4.2, rows=1, cols=len(axes), sharey=True)
     colours = stage_colours(view.journal)
     drawn = 0
     for ax, axis in zip(grid[0], axes):
-        drawn += _draw_tradeoff(ax, view, axis, colours)
+        drawn += _draw_tradeoff(ax, view=view, axis=axis, colours=colours)
     grid[0][0].set_ylabel(_metric(view))
-    handles = {}
+    handles: dict[str, object] = {}  # legend label -> the first artist drawn with it
     for ax in grid[0]:  # one legend of every kind of mark drawn on any panel
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
@@ -148,12 +183,12 @@ def tradeoffs(view) -> Optional[Chart]:
     return Chart("tradeoffs", "Accuracy against parameters, MACs and latency", fig, drawn)
 
 
-def network(view) -> Optional[Chart]:
+def network(view) -> Chart | None:
     """The discovered network layer by layer: parameters and MACs per layer."""
     rows = view.layers
     if not rows:
         return None
-    fig, grid = new_figure(10, max(2.4, 1.2 + 0.38 * len(rows)), 1, 2, sharey=True)
+    fig, grid = new_figure(10, height=max(2.4, 1.2 + 0.38 * len(rows)), rows=1, cols=2, sharey=True)
     labels = [r["label"] for r in rows]
     ys = list(range(len(rows)))[::-1]
     colours = ["#2ca02c" if r["op"] == "conv" else "#1f77b4" if r["op"] == "sep" else "#7f7f7f" for r in rows]
@@ -166,7 +201,7 @@ def network(view) -> Optional[Chart]:
     return Chart("network", "The discovered network", fig, len(rows))
 
 
-def stage_times(view) -> Optional[Chart]:
+def stage_times(view) -> Chart | None:
     """Seconds spent training candidates per stage, and the final training."""
     seconds: dict[str, float] = {}
     for r in view.journal:
@@ -176,7 +211,7 @@ def stage_times(view) -> Optional[Chart]:
         seconds["final training"] = float(final)
     if not seconds:
         return None
-    fig, grid = new_figure(7, max(2.4, 0.8 + 0.45 * len(seconds)))
+    fig, grid = new_figure(7, height=max(2.4, 0.8 + 0.45 * len(seconds)))
     ax = grid[0][0]
     names = list(seconds)[::-1]
     ax.barh(names, [seconds[n] for n in names], color="#1f77b4")
@@ -188,12 +223,12 @@ def stage_times(view) -> Optional[Chart]:
     return Chart("stages", "Time per stage", fig, len(seconds))
 
 
-def budgets(view) -> Optional[Chart]:
+def budgets(view) -> Chart | None:
     """The winner's params, MACs and latency as a share of each budget that is set."""
     shares = [(axis, value, limit) for axis, value, limit in view.budget_use() if limit and value is not None]
     if not shares:
         return None
-    fig, grid = new_figure(7, max(2.4, 0.9 + 0.5 * len(shares)))
+    fig, grid = new_figure(7, height=max(2.4, 0.9 + 0.5 * len(shares)))
     ax = grid[0][0]
     names = [f"{AXIS_LABELS[a]}\n{v:,.4g} of {lim:,.4g}" for a, v, lim in shares]
     pct = [100.0 * v / lim for _, v, lim in shares]
@@ -204,10 +239,10 @@ def budgets(view) -> Optional[Chart]:
     return Chart("budgets", "Budgets against the winner", fig, len(shares))
 
 
-def export_accuracy(view) -> Optional[Chart]:
+def export_accuracy(view) -> Chart | None:
     """Held-out accuracy of PyTorch and of each exported format (fp32, fp16, INT8), from parity.json."""
     formats = (view.parity or {}).get("formats", {})
-    bars = []
+    bars: list[tuple[str, float]] = []  # (label, accuracy in percent)
     for name, p in formats.items():
         if "reference_accuracy" in p and not bars:
             bars.append(("PyTorch fp32", 100.0 * p["reference_accuracy"]))
@@ -217,7 +252,7 @@ def export_accuracy(view) -> Optional[Chart]:
             bars.append((f"{name} {p.get('precision', '')} (mean cosine x100)".strip(), 100.0 * p["mean_cosine"]))
     if not bars:
         return None
-    fig, grid = new_figure(7, max(2.4, 0.9 + 0.45 * len(bars)))
+    fig, grid = new_figure(7, height=max(2.4, 0.9 + 0.45 * len(bars)))
     ax = grid[0][0]
     ax.barh([b[0] for b in bars][::-1], [b[1] for b in bars][::-1], color="#9467bd")
     lo = min(b[1] for b in bars)
@@ -229,12 +264,12 @@ def export_accuracy(view) -> Optional[Chart]:
     return Chart("export", "Export parity and evaluation (fp32 vs INT8)", fig, len(bars))
 
 
-def bench(view) -> Optional[Chart]:
+def bench(view) -> Chart | None:
     """Latency distribution of each bench JSON found in the run directory."""
     records = [(name, b) for name, b in view.benches if b.get("samples_ms")]
     if not records:
         return None
-    fig, grid = new_figure(8, 3.6)
+    fig, grid = new_figure(8, height=3.6)
     ax = grid[0][0]
     for name, b in records:
         ax.hist(b["samples_ms"], bins=40, alpha=0.6, label=f"{name}: {b['runtime']}, batch {b['batch']}")
@@ -247,12 +282,12 @@ def bench(view) -> Optional[Chart]:
     return Chart("bench", "Bench latency distribution", fig, sum(len(b["samples_ms"]) for _, b in records))
 
 
-def roc(view) -> Optional[Chart]:
+def roc(view) -> Chart | None:
     """A face run's ROC curve on its verification pairs, when verify.json stores it."""
     curve = (view.verify or {}).get("roc")
     if not curve or not curve.get("fpr"):
         return None
-    fig, grid = new_figure(5, 4.6)
+    fig, grid = new_figure(5, height=4.6)
     ax = grid[0][0]
     auc = view.verify.get("roc_auc")
     ax.plot(curve["fpr"], curve["tpr"], color="#1f77b4", label=f"AUC {auc:.2f}%" if auc is not None else "ROC")

@@ -7,7 +7,6 @@ numbered 1, 2, … in journal order, the number ``edgenas pareto`` shows and ``t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from edgenas.search.space import Arch
 
@@ -27,14 +26,14 @@ def arch_of(record: dict) -> Arch:
     return Arch.from_dict(record)
 
 
-def latency_of(record: dict, latencies: dict[str, float]) -> Optional[float]:
+def latency_of(record: dict, latencies: dict[str, float]) -> float | None:
     """The record's measured latency, else the run's latency.jsonl entry for its architecture."""
     if record.get("latency_ms") is not None:
         return float(record["latency_ms"])
     return latencies.get(str(arch_of(record)))
 
 
-def cost_of(record: dict, axis: str, latencies: Optional[dict[str, float]] = None) -> Optional[float]:
+def cost_of(record: dict, axis: str, latencies: dict[str, float] | None = None) -> float | None:
     if axis not in AXES:
         raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
     if axis == "latency":
@@ -43,7 +42,7 @@ def cost_of(record: dict, axis: str, latencies: Optional[dict[str, float]] = Non
     return None if value is None else float(value)
 
 
-def points(journal: list[dict], axis: str, latencies: Optional[dict[str, float]] = None) -> list[Point]:
+def points(journal: list[dict], axis: str, latencies: dict[str, float] | None = None) -> list[Point]:
     """Trained candidates with a known cost; skipped (never trained) and failed ones are left out."""
     out = []
     for number, record in enumerate(journal, start=1):
@@ -72,25 +71,38 @@ def front(pts: list[Point]) -> list[Point]:
     return out
 
 
-def front_rows(journal: list[dict], axis: str = "params", latencies: Optional[dict[str, float]] = None) -> list[dict]:
+def front_rows(journal: list[dict], axis: str = "params", latencies: dict[str, float] | None = None) -> list[dict]:
     """The front as rows for ``edgenas pareto``: candidate number, architecture and its figures."""
     latencies = latencies or {}
     rows = []
     for p in front(points(journal, axis, latencies)):
         r = journal[p.number - 1]
-        rows.append({"candidate": p.number, "arch": str(arch_of(r)), "stage": r["stage"], "epochs": r["epochs"],
-                     "acc": r["acc"], "params": r["params"], "macs": r["macs"],
-                     "latency_ms": latency_of(r, latencies)})
+        rows.append(
+            {
+                "candidate": p.number,
+                "arch": str(arch_of(r)),
+                "stage": r["stage"],
+                "epochs": r["epochs"],
+                "acc": r["acc"],
+                "params": r["params"],
+                "macs": r["macs"],
+                "latency_ms": latency_of(r, latencies),
+            }
+        )
     return rows
 
 
 def format_rows(rows: list[dict], axis: str) -> str:
     """A plain-text table of the front."""
-    head = f"{'#':>4}  {'arch':24} {'stage':8} {'epochs':>6} {'acc %':>7} {'params':>10} {'MACs':>12} {'latency ms':>10}"
+    head = (
+        f"{'#':>4}  {'arch':24} {'stage':8} {'epochs':>6} {'acc %':>7} {'params':>10} {'MACs':>12} {'latency ms':>10}"
+    )
     lines = [head]
     for r in rows:
         lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}"
-        lines.append(f"{r['candidate']:>4}  {r['arch']:24} {r['stage']:8} {r['epochs']:>6} {r['acc']:>7.2f} "
-                     f"{r['params']:>10,} {r['macs']:>12,} {lat:>10}")
+        lines.append(
+            f"{r['candidate']:>4}  {r['arch']:24} {r['stage']:8} {r['epochs']:>6} {r['acc']:>7.2f} "
+            f"{r['params']:>10,} {r['macs']:>12,} {lat:>10}"
+        )
     lines.append(f"{len(rows)} non-dominated trained candidate(s): accuracy against {axis}")
     return "\n".join(lines)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
 
 from edgenas.deploy.report import figures
 from edgenas.deploy.report.html_page import page
@@ -24,7 +24,7 @@ def png_bytes(figure) -> bytes:
     return buf.getvalue()
 
 
-def render_charts(view: RunView) -> dict[str, tuple[object, bytes]]:
+def render_charts(view: RunView) -> dict[str, tuple[figures.Chart, bytes]]:
     """name -> (Chart, PNG bytes) for every figure the run has data for."""
     out = {}
     for draw in figures.ALL:
@@ -34,8 +34,13 @@ def render_charts(view: RunView) -> dict[str, tuple[object, bytes]]:
     return out
 
 
-def write_report(run_dir: str | Path, out: Optional[str | Path] = None, *, png_dir: Optional[str | Path] = None,
-                 warn: Callable[[str], None] = lambda line: None) -> list[Path]:
+def write_report(
+    run_dir: str | Path,
+    *,
+    out: str | Path | None = None,
+    png_dir: str | Path | None = None,
+    warn: Callable[[str], None] = lambda line: None,
+) -> list[Path]:
     """Write the HTML report (default RUN_DIR/report.html) and, with ``png_dir``, one PNG per figure.
     ``warn`` hears one line per damaged file left out of it."""
     view = load_view(run_dir)
@@ -48,7 +53,9 @@ def write_report(run_dir: str | Path, out: Optional[str | Path] = None, *, png_d
         raise ParamError("png_dir", str(png_dir), "is a file; give a directory")
     charts = render_charts(view)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    text = page(view, {name: (chart, base64.b64encode(data).decode()) for name, (chart, data) in charts.items()}, created)
+    text = page(
+        view, {name: (chart, base64.b64encode(data).decode()) for name, (chart, data) in charts.items()}, created
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, lambda f: f.write(text.encode()))
     written = [out]

@@ -8,7 +8,7 @@ asked first, and the strategy sees the answers in its own order.
 from __future__ import annotations
 
 import concurrent.futures as cf
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from edgenas.search.space import Arch
 from edgenas.search.speculation import last_accuracy, likely_next
@@ -31,7 +31,7 @@ class LatencyPrefetch:
             if str(arch) not in self.futures:
                 self.futures[str(arch)] = self.pool.submit(self.measure, self.prepare(arch))
 
-    def take(self, arch: Arch) -> Optional[float]:
+    def take(self, arch: Arch) -> float | None:
         """The latency measured (or being measured) ahead for ``arch``; None if it was not asked for."""
         future = self.futures.pop(str(arch), None)
         return None if future is None else future.result()
@@ -51,7 +51,7 @@ def drive_prefetching(factory: Callable[[], Strategy], evaluator, *, ahead: int 
     answers: list[Outcome] = []
 
     def answer(cand: Candidate) -> Outcome:
-        evaluator.prefetch(likely_next(factory, answers, last_accuracy(answers), ahead, at=strategy))
+        evaluator.prefetch(likely_next(factory, answers=answers, guess=last_accuracy(answers), k=ahead, at=strategy))
         answers.append(evaluator(cand))
         return answers[-1]
 

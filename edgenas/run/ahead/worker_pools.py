@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import logging
 import multiprocessing
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any
 
 import torch
 
@@ -27,49 +29,88 @@ class PoolSpec:
 
     profile: Profile
     dataset: str
-    data_dir: Optional[str]
+    data_dir: str | None
     split_seed: int
     device: str  # "cpu" or "cuda"
-    threads: Optional[int] = None  # CPU threads of each candidate's training (the run's; None: the policy's)
+    threads: int | None = None  # CPU threads of each candidate's training (the run's; None: the policy's)
 
     def load(self):
-        return task_for(self.profile.task).load_data(self.dataset, self.data_dir, self.profile, self.split_seed, False)
+        return task_for(self.profile.task).load_data(
+            self.dataset, data_dir=self.data_dir, profile=self.profile, seed=self.split_seed, download=False
+        )
 
 
 _WORKER: dict = {}
 
 
-def _worker_init(spec: "PoolSpec", cancelled):
+def _worker_init(spec: PoolSpec, cancelled):
     if spec.threads:
         torch.set_num_threads(spec.threads)  # loading the data too
     task = task_for(spec.profile.task)
-    _WORKER.update(task=task, data=spec.load().to(spec.device), profile=spec.profile, device=torch.device(spec.device),
-                   cancelled=cancelled, threads=spec.threads)
+    _WORKER.update(
+        task=task,
+        data=spec.load().to(spec.device),
+        profile=spec.profile,
+        device=torch.device(spec.device),
+        cancelled=cancelled,
+        threads=spec.threads,
+    )
 
 
 class Cancelled(Exception):
     pass
 
 
-def _train_one(task, data, profile, device, arch_dict: dict, epochs: int, seed: int, tag: str,
-               stop: Callable[[], bool] = lambda: False, threads: Optional[int] = None) -> dict:
+def _train_one(
+    task,
+    *,
+    data,
+    profile,
+    device,
+    arch_dict: dict,
+    epochs: int,
+    seed: int,
+    tag: str,
+    stop: Callable[[], bool] = lambda: False,
+    threads: int | None = None,
+) -> dict:
     """Train one candidate in a worker (process or Ray task), printing progress; TrainResult as a dict."""
-    def on_epoch(epoch, total, loss, train_acc, seconds):
+
+    def on_epoch(epoch, total, loss, train_acc, seconds):  # noqa: PLR0917 (an EpochCallback: called positionally)
         print(f"{tag}: epoch {epoch}/{total} loss {loss:.3f} train {train_acc:.1f}%", file=sys.stderr, flush=True)
         if stop():
             raise Cancelled
 
     try:
-        _, res = task.train(Arch.from_dict(arch_dict), data, epochs, profile, device, seed, on_epoch, threads=threads)
+        _, res = task.train(
+            Arch.from_dict(arch_dict),
+            data=data,
+            epochs=epochs,
+            profile=profile,
+            device=device,
+            seed=seed,
+            on_epoch=on_epoch,
+            threads=threads,
+        )
     except Cancelled:
         return {"status": "cancelled"}
     return dataclasses.asdict(res)
 
 
-def _worker_train(arch_dict: dict, epochs: int, seed: int, key: str, tag: str) -> dict:
+def _worker_train(arch_dict: dict, *, epochs: int, seed: int, key: str, tag: str) -> dict:
     w = _WORKER
-    return _train_one(w["task"], w["data"], w["profile"], w["device"], arch_dict, epochs, seed, tag,
-                      stop=lambda: key in w["cancelled"], threads=w["threads"])
+    return _train_one(
+        w["task"],
+        data=w["data"],
+        profile=w["profile"],
+        device=w["device"],
+        arch_dict=arch_dict,
+        epochs=epochs,
+        seed=seed,
+        tag=tag,
+        stop=lambda: key in w["cancelled"],
+        threads=w["threads"],
+    )
 
 
 class WorkerPool:
@@ -79,11 +120,14 @@ class WorkerPool:
         ctx = multiprocessing.get_context("spawn")
         self.manager = ctx.Manager()
         self.cancelled = self.manager.dict()
-        self.pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                           initargs=(spec, self.cancelled))
+        self.pool = cf.ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_worker_init, initargs=(spec, self.cancelled)
+        )
 
     def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future:
-        return self.pool.submit(_worker_train, cand.arch.to_dict(), cand.epochs, seed, cand.key(), tag)
+        return self.pool.submit(
+            _worker_train, cand.arch.to_dict(), epochs=cand.epochs, seed=seed, key=cand.key(), tag=tag
+        )
 
     def cancel(self, cand: Candidate, future: cf.Future) -> None:
         if not future.cancel():  # already running: it stops at its next epoch
@@ -92,7 +136,7 @@ class WorkerPool:
     def uncancel(self, cand: Candidate) -> None:
         self.cancelled.pop(cand.key(), None)
 
-    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]:
+    def result(self, cand: Candidate, future: cf.Future) -> dict | None:
         """The finished training's TrainResult as a dict; None if it was cancelled."""
         if future.cancelled():
             return None
@@ -104,11 +148,22 @@ class WorkerPool:
         self.manager.shutdown()
 
 
-def _ray_train(data, profile, device: str, threads: Optional[int], arch_dict: dict, epochs: int, seed: int,
-               tag: str) -> dict:
+def _ray_train(
+    data, *, profile, device: str, threads: int | None, arch_dict: dict, epochs: int, seed: int, tag: str
+) -> dict:
     """One candidate as a Ray task, on the GPU (or CPUs) Ray assigned to it (Ray cancels by killing it)."""
     dev = torch.device(device)
-    return _train_one(task_for(profile.task), data.to(dev), profile, dev, arch_dict, epochs, seed, tag, threads=threads)
+    return _train_one(
+        task_for(profile.task),
+        data=data.to(dev),
+        profile=profile,
+        device=dev,
+        arch_dict=arch_dict,
+        epochs=epochs,
+        seed=seed,
+        tag=tag,
+        threads=threads,
+    )
 
 
 class RayPool:
@@ -125,20 +180,29 @@ class RayPool:
         except ImportError:
             raise ParamError("ray", address, "Ray is not installed: pip install 'edgenas[ray]'") from None
         self.ray = ray
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 logging_level="WARNING", ignore_reinit_error=True)
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            ignore_reinit_error=True,
+        )
         gpus = ray.cluster_resources().get("GPU", 0)
         if spec.device == "cuda" and not gpus:
-            raise ParamError("ray", address, "the Ray cluster has no GPU; train on the CPU or start Ray workers on GPU machines")
+            raise ParamError(
+                "ray", address, "the Ray cluster has no GPU; train on the CPU or start Ray workers on GPU machines"
+            )
         resources = {"num_gpus": min(1.0, gpus / workers)} if spec.device == "cuda" else {"num_cpus": 1}
         self.data = ray.put(spec.load())
-        self.args = (spec.profile, spec.device, spec.threads)
-        self.train = ray.remote(**resources)(_ray_train)
+        self.args = {"profile": spec.profile, "device": spec.device, "threads": spec.threads}
+        # Ray's stubs type a remote function by its positional arity only: a keyword-only one matches no overload
+        self.train: Any = ray.remote(**resources)(_ray_train)  # type: ignore[arg-type]
         self.refs: dict[str, object] = {}
         self.cancelled: set[str] = set()
 
     def submit(self, cand: Candidate, seed: int, tag: str) -> cf.Future:
-        ref = self.train.remote(self.data, *self.args, cand.arch.to_dict(), cand.epochs, seed, tag)
+        ref = self.train.remote(
+            self.data, **self.args, arch_dict=cand.arch.to_dict(), epochs=cand.epochs, seed=seed, tag=tag
+        )
         self.refs[cand.key()] = ref
         self.cancelled.discard(cand.key())
         return ref.future()
@@ -152,7 +216,7 @@ class RayPool:
     def uncancel(self, cand: Candidate) -> None:
         pass  # a cancelled Ray task is gone; the driver submits it again when it is wanted
 
-    def result(self, cand: Candidate, future: cf.Future) -> Optional[dict]:
+    def result(self, cand: Candidate, future: cf.Future) -> dict | None:
         try:
             return future.result()
         except (self.ray.exceptions.TaskCancelledError, self.ray.exceptions.WorkerCrashedError):
