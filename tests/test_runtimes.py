@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -304,10 +305,12 @@ def test_the_kit_alone_with_only_numpy_and_litert_checks_benchmarks_and_serves(t
         server.wait(timeout=30)
 
 
-SEARCH_SPACES = [  # the demo space took 94 s (litert-int8) and 29 s (openvino-cpu) on one thread of a loaded machine
-    pytest.param({"depths": (2, 3), "widths": (4, 12), "width_step": 4}, id="ci"),  # tests/data/profiles/ci.toml's
-    pytest.param({"depths": (3, 6), "widths": (8, 24), "width_step": 4}, id="demo", marks=pytest.mark.slow),
-]
+# tests/data/profiles/ci.toml's space. The same searches on profiles/demo.toml's space (depths 3-6, widths 8-24) took
+# 40.5 s (litert-int8) and 12.1 s (openvino-cpu) on an idle core and passed: run with EDGENAS_DEMO_SPACE=1 (the path
+# is the same; the suite keeps the small space). Recorded in docs/lab/runtimes.md.
+SEARCH_SPACES = [pytest.param({"depths": (2, 3), "widths": (4, 12), "width_step": 4}, id="ci")]
+if os.environ.get("EDGENAS_DEMO_SPACE"):
+    SEARCH_SPACES.append(pytest.param({"depths": (3, 6), "widths": (8, 24), "width_step": 4}, id="demo"))
 
 
 @pytest.mark.parametrize("space", SEARCH_SPACES)
@@ -337,7 +340,7 @@ def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, sp
         capture_output=True,
         text=True,
         timeout=900,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)},
     )
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
