@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import make_meta, torch_threads
+from conftest import bench_record, make_meta, torch_threads
 from PIL import Image
 from test_export import copy_run, make_run
 
@@ -160,44 +160,22 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path):
 
 
 # -- compare, history and the kit's check -------------------------------------------------------------
-def _bench_record(ms: float, k: int = 0, **change) -> dict:
-
-    samples = [ms * f for f in (0.99, 1.0, 1.0, 1.01, 0.98, 1.0, 1.02, 1.0, 0.99, 1.0)]
-    r = {
-        "schema": kit.SCHEMA,
-        "model": "m.onnx",
-        "model_sha256": "a" * 64,
-        "runtime": "onnxruntime-cpu",
-        "runtime_version": "1.20",
-        "device": "cpu",
-        "host": "ci",
-        "threads": 1,
-        "batch": 1,
-        "input_shape": [1, 3, 32, 32],
-        "warmup": 1,
-        "runs": 10,
-        **kit.latency_stats(samples),
-        "samples_ms": samples,
-        "created": f"2026-01-01T00:00:{k:02d}Z",
-        "environment": kit.unknown_environment(),
-    }
-    return r | change
 
 
 def test_compare_says_when_the_runtime_version_changed(tmp_path):
     base, cur = tmp_path / "base.json", tmp_path / "cur.json"
-    base.write_text(json.dumps(_bench_record(1.0)))
-    cur.write_text(json.dumps(_bench_record(1.01, runtime_version="1.21")))
+    base.write_text(json.dumps(bench_record(1.0)))
+    cur.write_text(json.dumps(bench_record(1.01, runtime_version="1.21")))
     r = _cli("compare", "files", base, cur)
     assert r.exit_code == 0, r.output
     assert "warning: different onnxruntime-cpu versions: 1.20 vs 1.21" in r.output, r.output
-    cur.write_text(json.dumps(_bench_record(1.01)))
+    cur.write_text(json.dumps(bench_record(1.01)))
     assert "versions" not in _cli("compare", "files", base, cur).output
 
 
 def test_history_files_honour_the_umask(tmp_path):
     cur = tmp_path / "cur.json"
-    cur.write_text(json.dumps(_bench_record(1.0)))
+    cur.write_text(json.dumps(bench_record(1.0)))
     before = os.umask(0o022)
     try:
         r = _cli("compare", "history", tmp_path / "history", cur)

@@ -7,35 +7,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import bench_record as result
 
 from edgenas.cli import main
 from edgenas.deploy.gate.history import History, judge, sparkline
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import UserInputError
-
-
-def result(ms: float, k: int = 0, **env) -> dict:
-    """A bench JSON of 10 runs around ``ms`` (median exactly ``ms``); ``k`` makes it distinct."""
-    samples = [ms * f for f in (0.99, 1.0, 1.0, 1.01, 0.98, 1.0, 1.02, 1.0, 0.99, 1.0)]
-    r = {
-        "schema": kit.SCHEMA,
-        "model": "m.onnx",
-        "model_sha256": "a" * 64,
-        "runtime": "onnxruntime-cpu",
-        "runtime_version": "1.20",
-        "device": "cpu",
-        "host": "ci",
-        "threads": 1,
-        "batch": 1,
-        "input_shape": [1, 3, 32, 32],
-        "warmup": 1,
-        "runs": 10,
-        **kit.latency_stats(samples),
-        "samples_ms": samples,
-        "created": f"2026-01-01T00:{k // 60:02d}:{k % 60:02d}Z",
-        "environment": kit.unknown_environment(),
-    }
-    return r | env
 
 
 def filled(directory: Path, values: list[float], **env) -> History:
