@@ -12,6 +12,14 @@ quick_option = click.option(
     "--quick", is_flag=True, help="One pass of short timings (tests and smoke runs; less accurate)."
 )
 seed_of_networks = "Seed of the random networks."
+jobs_option = click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes converting the graphs before any is timed (LiteRT, ExecuTorch, OpenVINO take about a second "
+    "per graph; timing stays one graph at a time).",
+)
 
 
 def _echo_err(line: str) -> None:
@@ -30,26 +38,41 @@ def _echo_err(line: str) -> None:
 )
 @click.option(
     "--model",
-    type=click.Choice(["lookup", "regression"]),
-    default="lookup",
+    type=click.Choice(["pairs", "lookup", "regression"]),
+    default="pairs",
     show_default=True,
-    help="lookup: every part of the space timed; regression: least squares on random networks.",
+    help="pairs: every part and every pair of neighbouring parts timed (holds where a layer's cost depends on its "
+    "neighbours); lookup: every part timed in a chain (quicker to build); regression: least squares on random networks.",
 )
 @click.option(
     "--samples",
     type=click.IntRange(min=1),
     default=None,
-    help="Random networks measured to fit the model. Default: 40 (lookup), 60 (regression).",
+    help="Random networks measured to fit the model. Default: 40 (pairs, lookup), 60 (regression).",
 )
 @click.option("--dataset", default=None, help="Whose input shape and classes. Default: the profile's.")
 @click.option(
     "--classes", type=click.IntRange(min=1), default=None, help="Classes, for a dataset whose files decide them."
 )
 @quick_option
+@jobs_option
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help=seed_of_networks)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the table (JSON).")
 def latency_table(
-    profile_name, *, device_url, device_token_file, runtime, threads, model, samples, dataset, classes, quick, seed, out
+    profile_name,
+    *,
+    device_url,
+    device_token_file,
+    runtime,
+    threads,
+    model,
+    samples,
+    dataset,
+    classes,
+    quick,
+    jobs,
+    seed,
+    out,
 ):
     """Build a latency table for the profile's space, timed here or on a device server (--device URL)."""
     from edgenas.config.profile import load_profile
@@ -71,12 +94,15 @@ def latency_table(
         seed=seed,
         space_name=profile.name,
         rounds=1 if quick else tb.ROUNDS,
+        jobs=jobs,
         log=_echo_err,
     )
     write_json_atomic(Path(out), table.to_dict())
     where = f" on {device_url}" if device_url else ""
     click.echo(
-        f"wrote {out}: {table.model} table, {len(table.entries)} parts, built in {table.build_seconds:.0f} s "
+        f"wrote {out}: {table.model} table, {len(table.entries)} parts"
+        + (f" and {len(table.junctions)} pairs" if table.junctions else "")
+        + f", built in {table.build_seconds:.0f} s "
         f"for {target.runtime}{where}, {target.threads} thread(s), batch {target.batch}, input {target.input_chw}"
     )
 
@@ -106,9 +132,12 @@ def _refuse_non_finite(report: dict, table_path: str) -> None:
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True, help="Random networks to check.")
 @click.option("--profile", "profile_name", default=None, help="Draw from this profile's space. Default: the table's.")
 @quick_option
+@jobs_option
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=1, show_default=True, help=seed_of_networks)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the figures here.")
-def latency_check(table_path, *, device_url, device_token_file, runtime, samples, profile_name, quick, seed, json_out):
+def latency_check(
+    table_path, *, device_url, device_token_file, runtime, samples, profile_name, quick, jobs, seed, json_out
+):
     """Predicted vs measured latency of random networks: median and p95 |error| %, share within ±10 %."""
     from edgenas.config.profile import load_profile
     from edgenas.deploy.bench import check_writable
@@ -138,6 +167,7 @@ def latency_check(table_path, *, device_url, device_token_file, runtime, samples
         samples=samples,
         seed=seed,
         rounds=1 if quick else tb.ROUNDS,
+        jobs=jobs,
         log=_echo_err,
     )
     _refuse_non_finite(report, table_path)

@@ -134,13 +134,33 @@ def module_runner(
         with backend.wrap(model, input_chw=input_chw, model_path=Path("<module>"), threads=threads) as runner:
             yield runner
         return
-    options = {"batch": batch} if isinstance(backend, tensorrt.TensorRTBackend) else {}
     with tempfile.TemporaryDirectory(prefix="edgenas-runtime-") as tmp:
-        path = backend.convert(
-            model, out=Path(tmp) / f"model{backend.suffix}", input_chw=input_chw, calibration=calibration, **options
+        path = convert_into(
+            model, runtime=runtime, out=Path(tmp) / "model", input_chw=input_chw, batch=batch, calibration=calibration
         )
         with backend.open(path, threads=threads) as runner:
             yield runner
+
+
+def convert_into(
+    model,
+    *,
+    runtime: str,
+    out: Path,
+    input_chw: tuple[int, int, int],
+    batch: int = 1,
+    calibration: np.ndarray | None = None,
+) -> Path:
+    """``model`` converted for ``runtime`` as ``module_runner`` converts it, kept at ``out`` + the runtime's suffix
+    (to be opened with ``check_available(runtime).open`` as often as needed); the artifact's main file.
+    PyTorch runs modules, not artifacts: ``ParamError``."""
+    backend = check_available(runtime)
+    if isinstance(backend, torch_engine.TorchBackend):
+        raise ParamError("runtime", runtime, "PyTorch runs the module itself: there is no artifact to convert")
+    options = {"batch": batch} if isinstance(backend, tensorrt.TensorRTBackend) else {}
+    return backend.convert(
+        model, out=out.with_name(out.name + backend.suffix), input_chw=input_chw, calibration=calibration, **options
+    )
 
 
 def device_graph(

@@ -1,10 +1,18 @@
 """A latency table: a candidate's latency predicted from its parts, with no device time (``edgenas latency-table``).
 
 A network of the space is a plain chain, so its latency is close to stem + Σ layers + head + a fixed
-overhead, each layer set by (op, kernel, in and out width, stride, input H×W). Two models:
-``lookup`` (each distinct part of the space timed as a network runs it, in a chain; then a scale and
-the fixed overhead fitted on measured random networks) and ``regression`` (least squares on per-op-kind
-MACs, activations and layer count of measured random networks). ``edgenas latency-check`` says how good either is.
+overhead, each layer set by (op, kernel, in and out width, stride, input H×W). Three models:
+
+- ``pairs`` (the default): each distinct part of the space timed alone, and each pair of parts that can
+  follow one another timed together; what running side by side changes (a *junction*: one call and one
+  copy fewer, and whatever the runtime does at the seam, such as ONNX Runtime reordering a tensor between
+  its blocked NCHWc layout and plain NCHW) is added to the parts. A layer's cost then depends on its
+  neighbours, as it does in the runtime; then a scale and the fixed overhead fitted on measured random networks.
+- ``lookup``: each part timed in a chain before one fixed layer; cheaper to build (no pairs), right where a
+  layer's cost does not depend on its neighbours (it missed by up to 30 % on an AMD EPYC core with ONNX Runtime).
+- ``regression``: least squares on per-op-kind MACs, activations and layer count of measured random networks.
+
+``edgenas latency-check`` says how good any of them is on the machine.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from edgenas.search.space import (
 )
 
 SCHEMA = "edgenas.latency-table/2"  # /2: parts timed in a chain (/1 timed them alone: rebuild)
-MODELS = ("lookup", "regression")
+MODELS = ("pairs", "lookup", "regression")
 # What a table must have been built for to predict a run's candidates (its ``built_for`` keys).
 MATCHED = ("runtime", "runtime_version", "device", "threads", "batch", "input_shape", "task", "outputs")
 FEATURES = (
@@ -67,6 +75,11 @@ class Part(NamedTuple):
         return f"{'sep' if self.op == SEPARABLE else 'conv'}{self.kernel}/s{self.stride}:{where}"
 
 
+def junction_key(first: Part, second: Part) -> str:
+    """A ``pairs`` table's key for ``second`` running right after ``first``."""
+    return f"{first.key}+{second.key}"
+
+
 def arch_parts(arch: Arch, input_chw: tuple[int, int, int], outputs: int) -> list[Part]:
     """The parts ``arch``'s deployed network is made of, in order."""
     c, h, w = input_chw
@@ -93,6 +106,22 @@ def space_parts(config, input_chw: tuple[int, int, int], outputs: int) -> list[P
             ends.update((parts[0], parts[-1]))
     layers = {s._replace(op=op, kernel=k) for s in shapes for op in OPS for k in space_kernels(config)}
     return sorted(ends | layers)
+
+
+def space_junctions(config, input_chw: tuple[int, int, int], outputs: int) -> list[tuple[Part, Part]]:
+    """Every pair of parts that can follow one another in a network of ``config``'s space (each op and kernel on
+    either side of every seam), as ``space_parts`` lists the parts."""
+    kernels = space_kernels(config)
+    seams: set[tuple[Part, Part]] = set()
+    for width in range(narrowest_width(config), config.max_width + 1):
+        for depth in range(config.min_depth, config.max_depth + 1):
+            parts = arch_parts(Arch.plain(depth, width), input_chw, outputs)
+            seams.update(zip(parts, parts[1:]))
+
+    def variants(p: Part) -> list[Part]:
+        return [p._replace(op=op, kernel=k) for op in OPS for k in kernels] if p.kind == "layer" else [p]
+
+    return sorted({(a, b) for first, second in seams for a in variants(first) for b in variants(second)})
 
 
 def arch_features(arch: Arch, input_chw: tuple[int, int, int], outputs: int) -> list[float]:
@@ -122,12 +151,13 @@ class LatencyTable:
     built_for: dict  # runtime, runtime_version, device, host, threads, batch, input_shape [C, H, W], task, outputs
     model: str  # "lookup" or "regression"
     space: dict  # the search config it covers (and the profile it came from)
-    entries: dict  # lookup: part key -> ms (each timed in a chain, the rest of the chain's time taken off)
-    scale: float = 1.0  # lookup: predicted = scale * sum(entries) + overhead_ms
+    entries: dict  # part key -> ms (pairs: timed alone, less the empty graph; lookup: timed in a chain, less the chain's rest)
+    scale: float = 1.0  # pairs, lookup: predicted = scale * (sum(entries) + sum(junctions)) + overhead_ms
     overhead_ms: float = 0.0  # the call and the copies in and out, which a network pays once
     coef: tuple = ()  # regression: ms per unit of each of FEATURES
     build_seconds: float = 0.0
     extra: dict | None = None  # calibration and build records (versions, created, counts)
+    junctions: dict | None = None  # pairs: junction_key -> ms that running the two parts together adds (mostly < 0)
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -141,16 +171,12 @@ class LatencyTable:
             ms = float(sum(c * x for c, x in zip(self.coef, arch_features(arch, self.input_chw, outputs))))
             ms = max(ms, self._regression_floor_ms())
         else:
-            total = 0.0
-            for part in arch_parts(arch, self.input_chw, outputs):
-                part_ms = self.entries.get(part.key)
-                if part_ms is None:
-                    raise UserInputError(
-                        f"the latency table has no entry for {part.key} (of {arch}): it was built "
-                        "for another search space; rebuild it with `edgenas latency-table` for this "
-                        "profile"
-                    )
-                total += part_ms
+            parts = arch_parts(arch, self.input_chw, outputs)
+            total = sum(self._entry(self.entries, p.key, arch) for p in parts)
+            if self.model == "pairs":
+                total += sum(
+                    self._entry(self.junctions or {}, junction_key(a, b), arch) for a, b in zip(parts, parts[1:])
+                )
             ms = self.scale * total + self.overhead_ms
         # A NaN would pass every budget (NaN > budget is false): never hand one to the search.
         if not math.isfinite(ms) or ms < 0:
@@ -159,6 +185,16 @@ class LatencyTable:
                 ">= 0; rebuild the table with `edgenas latency-table`"
             )
         return ms
+
+    @staticmethod
+    def _entry(entries: dict, key: str, arch: Arch) -> float:
+        ms = entries.get(key)
+        if ms is None:
+            raise UserInputError(
+                f"the latency table has no entry for {key} (of {arch}): it was built for another search "
+                "space; rebuild it with `edgenas latency-table` for this profile"
+            )
+        return float(ms)
 
     def _regression_floor_ms(self) -> float:
         """A linear fit extrapolates below zero for networks narrower than those it was fitted on (the micro
@@ -183,8 +219,12 @@ class LatencyTable:
         """Parts of ``config``'s space this table cannot predict (always none for the regression model)."""
         if self.model == "regression":
             return []
-        wanted = space_parts(config, self.input_chw, int(self.built_for["outputs"]))
-        return [p.key for p in wanted if p.key not in self.entries]
+        outputs = int(self.built_for["outputs"])
+        missing = [p.key for p in space_parts(config, self.input_chw, outputs) if p.key not in self.entries]
+        if self.model == "pairs":
+            keys = (junction_key(a, b) for a, b in space_junctions(config, self.input_chw, outputs))
+            missing += [k for k in keys if k not in (self.junctions or {})]
+        return missing
 
     def to_dict(self) -> dict:
         return {
@@ -199,6 +239,7 @@ class LatencyTable:
             "coef": list(self.coef),
             **(self.extra or {}),
             "entries": self.entries,
+            **({"junctions": self.junctions} if self.model == "pairs" else {}),
         }
 
 
@@ -217,6 +258,7 @@ def table_from_dict(d, source: str) -> LatencyTable:
         if missing or model not in MODELS:
             raise ValueError(f"built_for lacks {missing[0]}" if missing else f"model {model!r} is not one of {MODELS}")
         entries = {str(k): _number(v, f"entry {k!r}", least=0.0) for k, v in d["entries"].items()}
+        junctions = {str(k): _number(v, f"junction {k!r}") for k, v in d.get("junctions", {}).items()}
         coef = tuple(_number(c, f"coef[{i}]") for i, c in enumerate(d.get("coef", ())))
         if model == "regression" and len(coef) != len(FEATURES):
             raise ValueError(f"a regression table needs {len(FEATURES)} coefficients, it has {len(coef)}")
@@ -233,6 +275,7 @@ def table_from_dict(d, source: str) -> LatencyTable:
             "features",
             "coef",
             "entries",
+            "junctions",
         }
         return LatencyTable(
             built_for,
@@ -244,6 +287,7 @@ def table_from_dict(d, source: str) -> LatencyTable:
             coef,
             float(d.get("build_seconds", 0.0)),
             {k: v for k, v in d.items() if k not in known},
+            junctions,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         what = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]

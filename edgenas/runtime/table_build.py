@@ -1,21 +1,25 @@
 """Building a latency table (``edgenas latency-table``) and checking one against measurements (``latency-check``).
 
-Parts and networks are timed through a ``ModuleTimer``: ``LocalTimer`` times them here on a
-runtime, ``DeviceTimer`` sends the same models (ONNX graphs, or an edge runtime's converted files) to a
-device server and has them timed there.
+Parts and networks are timed through a ``ModuleTimer``: each is converted once (``prepare``) and timed in
+several passes (``time_ms``). ``LocalTimer`` times them here on a runtime, ``DeviceTimer`` sends the same
+models (ONNX graphs, or an edge runtime's converted files) to a device server and has them timed there.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import platform
 import random
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from torch import nn
@@ -23,7 +27,7 @@ from torch import nn
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_kit as kit
 from edgenas.errors import DataError, ParamError, UserInputError
-from edgenas.runtime.backend import check_available
+from edgenas.runtime.backend import check_available, convert_into
 from edgenas.runtime.device_client import DeviceClient
 from edgenas.runtime.latency import (
     measure_module,
@@ -38,9 +42,11 @@ from edgenas.runtime.latency_table import (
     LatencyTable,
     Part,
     arch_features,
-    arch_parts,
+    junction_key,
+    space_junctions,
     space_parts,
 )
+from edgenas.runtime.runners import kit_errors
 from edgenas.runtime.target import Target
 from edgenas.search.space import CONV, SEPARABLE, Arch, out_size, random_arch
 from edgenas.training.network import Layer, build_network
@@ -50,17 +56,28 @@ from edgenas.version import __version__
 PART_SECONDS, NET_SECONDS = 0.1, 0.3
 QUICK_PART_SECONDS, QUICK_NET_SECONDS = 0.02, 0.05  # --quick: tests and smoke runs
 QUICK_DEVICE_RUNS = 30  # --quick on a device server: timed runs per graph
-FIT_SAMPLES = {"lookup": 40, "regression": 60}  # measured random networks the model is fitted on
+FIT_SAMPLES = {"pairs": 40, "lookup": 40, "regression": 60}  # measured random networks the model is fitted on
 REPEATS = 20  # networks latency-check measures twice, for the noise floor
 ANCHORS = (
     20  # of the table's fit networks, latency-check measures again beside the checked ones: the drift since the build
 )
-ROUNDS = 3  # a network's figure: the median of this many timings, each in its own pass (see _measure_networks)
+ROUNDS = 3  # a graph's figure: the median of this many timings, each in its own pass (see _time_in_passes)
+PREPARE_LOG_EVERY = 200  # a progress line per this many graphs converted (LiteRT: about a second each)
+
+
+class Graph(NamedTuple):
+    """A module made ready once (converted, or written as a device server is sent it) and timed in every pass."""
+
+    source: Path | Callable[[], nn.Module]  # the artifact; or, for PyTorch (no artifact), the module's builder
+    input_chw: tuple[int, int, int]
 
 
 class ModuleTimer(Protocol):
-    def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
-        """Median ms of one batch through ``module`` (``part``: a piece of a network, timed more briefly)."""
+    def prepare(self, build: Callable[[], nn.Module], input_chw: tuple[int, int, int], *, out: Path) -> Graph:
+        """``build()``'s module converted once, its files at ``out`` + a suffix (the caller owns the folder)."""
+
+    def time_ms(self, graph: Graph, *, part: bool) -> float:
+        """Median ms of one batch through ``graph`` (``part``: a piece of a network, timed more briefly)."""
 
     def built_for(self) -> dict:
         """The runtime, its version, the device and the threads the times are for."""
@@ -68,20 +85,29 @@ class ModuleTimer(Protocol):
 
 @dataclass(frozen=True)
 class LocalTimer:
-    """Times modules here, as ``measure_latency`` times networks (exported to ONNX, run on the kit's runner)."""
+    """Times modules here, as ``measure_latency`` times networks (converted for the runtime, run on the kit's runner)."""
 
     target: Target
     quick: bool = False
 
-    def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
+    def prepare(self, build: Callable[[], nn.Module], input_chw: tuple[int, int, int], *, out: Path) -> Graph:
+        t = self.target
+        if RUNTIMES[t.runtime].engine == "torch":
+            return Graph(build, input_chw)
+        return Graph(convert_into(build(), runtime=t.runtime, out=out, input_chw=input_chw, batch=t.batch), input_chw)
+
+    def time_ms(self, graph: Graph, *, part: bool) -> float:
         seconds = (
             (QUICK_PART_SECONDS if part else QUICK_NET_SECONDS)
             if self.quick
             else (PART_SECONDS if part else NET_SECONDS)
         )
-        return measure_module(
-            module, target=self.target, input_chw=input_chw, timer=partial(median_ms, min_seconds=seconds)
-        )
+        t, timer = self.target, partial(median_ms, min_seconds=seconds)
+        if callable(graph.source):
+            return measure_module(graph.source(), target=t, input_chw=graph.input_chw, timer=timer)
+        x = kit.bench_input(graph.input_chw, t.batch)
+        with check_available(t.runtime).open(graph.source, threads=t.threads) as runner, kit_errors():
+            return timer(lambda: runner(x))
 
     def built_for(self) -> dict:
         return local_built_for(self.target)
@@ -164,6 +190,18 @@ def context_layer(channels: int, *, lead: bool):
     return layer_module(channels, c_out=channels, stride=1, op=SEPARABLE, kernel=3, lead=lead)
 
 
+def pair_module(first: Part, second: Part, *, task: str):
+    """``second`` running right after ``first`` (a layer with its leading ReLU, which fuses into ``first``)."""
+    then = (
+        part_module(second, task=task)
+        if second.kind == "head"
+        else layer_module(
+            second.c_in, c_out=second.c_out, stride=second.stride, op=second.op, kernel=second.kernel, lead=True
+        )
+    )
+    return nn.Sequential(part_module(first, task=task), then).eval()
+
+
 def output_shape(part: Part) -> tuple[int, int, int]:
     """(C, H, W) of what a stem or layer puts out: what its context layer takes."""
     return part.c_out, out_size(part.h, part.stride), out_size(part.w, part.stride)
@@ -174,64 +212,117 @@ def in_chain(part: Part, *, task: str):
     return nn.Sequential(part_module(part, task=task), context_layer(part.c_out, lead=True)).eval()
 
 
-def _measure_networks(
-    archs: list[Arch],
+def _time_in_passes(
+    graphs: list[tuple[Callable[[], nn.Module], tuple[int, int, int], bool]],
     *,
     timer: ModuleTimer,
-    target: Target,
     log: Callable[[str], None],
     what: str,
     rounds: int = ROUNDS,
+    jobs: int = 1,
 ) -> list[float]:
-    """Each network's median over ``rounds`` timings, taken in passes over all of them (a session each),
-    so that neither one slow session nor the machine drifting over minutes decides a figure."""
+    """Each of ``graphs`` (a builder, its input, whether it is a part) converted once (by ``jobs`` processes),
+    then timed in ``rounds`` passes over all of them, one at a time, each pass in another order: a figure is the
+    median of its passes, so that neither one slow moment, nor the graph timed before it, nor the machine
+    drifting over minutes decides it. The converted files live in
+    a temporary folder until the end."""
 
-    def net(arch: Arch):  # built again for each pass (seeded: the same weights): 100 networks of tiny hold 2.4 GB
-        return random_network(arch, target)
+    def converted(done: int) -> None:
+        if done % PREPARE_LOG_EVERY == 0 or done == len(graphs):
+            log(f"{what}: {done} of {len(graphs)} graphs converted")
 
-    times = []
-    for r in range(rounds):
-        times.append([timer.time_ms(net(a), target.input_chw, part=False) for a in archs])
-        log(f"{what}: {len(archs)} networks measured ({r + 1}/{rounds} passes)")
-    return [float(v) for v in np.median(np.asarray(times), axis=0)]
+    with tempfile.TemporaryDirectory(prefix="edgenas-table-") as tmp:
+        outs = [Path(tmp) / f"g{i}" for i in range(len(graphs))]
+        if jobs > 1:  # conversions only: nothing is timed while they run
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
+            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+                futures = [pool.submit(timer.prepare, b, chw, out=o) for (b, chw, _), o in zip(graphs, outs)]
+                ready = []
+                for i, future in enumerate(futures):
+                    ready.append(future.result())
+                    converted(i + 1)
+        else:
+            ready = []
+            for i, ((build, input_chw, _), out) in enumerate(zip(graphs, outs)):
+                ready.append(timer.prepare(build, input_chw, out=out))
+                converted(i + 1)
+        times = np.zeros((rounds, len(graphs)))
+        for r in range(rounds):
+            # Each pass in its own order: a graph timed after the same neighbour, with its buffers where the same
+            # allocations put them, can be slow in every pass alike (ONNX Runtime, AMD EPYC: parts 30-55 % slow in
+            # all 3 passes of a fixed order); in shuffled passes the median sets such a pass aside.
+            for i in random.Random(r).sample(range(len(graphs)), len(graphs)):
+                times[r, i] = timer.time_ms(ready[i], part=graphs[i][2])
+            log(f"{what}: {len(graphs)} graphs timed ({r + 1}/{rounds} passes)")
+    return [float(v) for v in np.median(times, axis=0)]
 
 
-def _time_parts(
-    parts: list[Part], *, timer: ModuleTimer, target: Target, log, rounds: int = ROUNDS
-) -> tuple[dict, float]:
-    """Each part's time inside a chain, and the empty graph's (one tiny ReLU: the call's own cost).
+def _one_thread() -> None:
+    import torch
 
-    A part timed alone pays what a network pays once: the call, and the copy of its output out of
-    the runtime (for a 56-wide separable layer at 32x32 here: 22 µs, a third of its 60). So a stem or
-    layer is timed followed by a context layer (``in_chain``) and that context layer's time alone is
-    taken off: what is left is the part as a network runs it, with the ReLU after it fused. The head
-    ends a network and is timed alone, less the empty graph. All are medians over ``rounds`` passes
-    over every graph, as networks are (``_measure_networks``).
+    torch.set_num_threads(1)  # a conversion process among ``jobs`` others: one core each
+
+
+def empty_graph() -> nn.Module:
+    """One tiny ReLU: a graph that costs only the call."""
+    return nn.ReLU().eval()
+
+
+def _network_graphs(archs: list[Arch], target: Target) -> list:
+    # built when converted (seeded: the same weights each time), never all at once: 100 networks of tiny hold 2.4 GB
+    return [(partial(random_network, a, target), target.input_chw, False) for a in archs]
+
+
+def _part_graphs(parts: list[Part], *, task: str, pairs: list[tuple[Part, Part]] | None) -> tuple[list, Callable]:
+    """What a table's parts are timed as, and how to turn those times into its entries (and junctions).
+
+    ``pairs`` None (the ``lookup`` model): each stem or layer followed by a context layer (``in_chain``), that
+    context layer's time alone taken off; the head alone, less the empty graph. A part timed alone pays what a
+    network pays once: the call, and the copy of its output out of the runtime (for a 56-wide separable layer at
+    32x32 on one machine: 22 µs, a third of its 60); the context layer takes that off.
+
+    ``pairs`` given (the ``pairs`` model): each part alone less the empty graph (one tiny ReLU: the call's own
+    cost), and each pair (``pair_module``) as the junction: T(a then b) - T(a) - T(b) + T(empty), what running
+    them side by side changes. Σ entries + Σ junctions + T(empty) is then exact for any one part and any pair.
     """
-    contexts = sorted({output_shape(p) for p in parts if p.kind != "head"})
-    times, empties, bases = [], [], []
-    for r in range(rounds):
-        empties.append(timer.time_ms(nn.ReLU().eval(), (1, 1, 1), part=True))
-        bases.append([timer.time_ms(context_layer(c, lead=False), (c, h, w), part=False) for c, h, w in contexts])
-        times.append(
-            [
-                timer.time_ms(
-                    part_module(p, task=target.task) if p.kind == "head" else in_chain(p, task=target.task),
-                    (p.c_in, p.h, p.w),
-                    part=True,
-                )
+    empty: list = [(empty_graph, (1, 1, 1), True)]
+    if pairs is None:
+        contexts = sorted({output_shape(p) for p in parts if p.kind != "head"})
+        graphs = (
+            empty
+            + [(partial(context_layer, c, lead=False), (c, h, w), False) for c, h, w in contexts]
+            + [
+                (partial(part_module if p.kind == "head" else in_chain, p, task=task), (p.c_in, p.h, p.w), True)
                 for p in parts
             ]
         )
-        log(f"parts: {len(parts)} timed in a chain ({r + 1}/{rounds} passes)")
-    empty = float(np.median(empties))
-    base = dict(zip(contexts, np.median(np.asarray(bases), axis=0)))
-    medians = np.median(np.asarray(times), axis=0)
-    entries = {}
-    for p, ms in zip(parts, medians):
-        off = empty if p.kind == "head" else base[output_shape(p)]
-        entries[p.key] = max(float(ms - off), 0.0)
-    return entries, empty
+
+        def lookup_entries(times: list[float]) -> tuple[dict, dict, float]:
+            e, base = times[0], dict(zip(contexts, times[1 : 1 + len(contexts)]))
+            own = times[1 + len(contexts) :]
+            return (
+                {p.key: max(ms - (e if p.kind == "head" else base[output_shape(p)]), 0.0) for p, ms in zip(parts, own)},
+                {},
+                e,
+            )
+
+        return graphs, lookup_entries
+    graphs = (
+        empty
+        + [(partial(part_module, p, task=task), (p.c_in, p.h, p.w), True) for p in parts]
+        + [(partial(pair_module, a, b, task=task), (a.c_in, a.h, a.w), True) for a, b in pairs]
+    )
+
+    def pair_entries(times: list[float]) -> tuple[dict, dict, float]:
+        e = times[0]
+        alone = {p.key: ms for p, ms in zip(parts, times[1 : 1 + len(parts)])}
+        junctions = {
+            junction_key(a, b): ms - alone[a.key] - alone[b.key] + e
+            for (a, b), ms in zip(pairs, times[1 + len(parts) :])
+        }
+        return {k: max(ms - e, 0.0) for k, ms in alone.items()}, junctions, e
+
+    return graphs, pair_entries
 
 
 def build_table(
@@ -239,18 +330,19 @@ def build_table(
     *,
     target: Target,
     timer: ModuleTimer,
-    model: str = "lookup",
+    model: str = "pairs",
     samples: int | None = None,
     seed: int = 0,
     space_name: str = "",
     rounds: int = ROUNDS,
+    jobs: int = 1,
     log: Callable[[str], None] = lambda line: None,
 ) -> LatencyTable:
     """Time what ``config``'s space is made of on ``timer`` and fit ``model`` (``MODELS``) on ``samples`` random networks."""
     if model not in MODELS:
         raise ParamError("model", model, f"choose one of {', '.join(MODELS)}")
     samples = FIT_SAMPLES[model] if samples is None else samples
-    least = 6 if model == "lookup" else 2 * len(FEATURES)  # a few networks per fitted number
+    least = 2 * len(FEATURES) if model == "regression" else 6  # a few networks per fitted number
     if samples < least:
         raise ParamError("samples", samples, f"the {model} model needs at least {least} networks")
     started = time.monotonic()
@@ -258,23 +350,33 @@ def build_table(
     rng = random.Random(seed)
     archs = [random_arch(config, rng) for _ in range(samples)]
     entries: dict[str, float] = {}
+    junctions: dict[str, float] | None = None
     fitted: tuple[float, float] = (1.0, 0.0)
     coef: tuple[float, ...] = ()
     empty: float | None = None
-    if model == "lookup":
-        entries, empty = _time_parts(
-            space_parts(config, target.input_chw, target.outputs), timer=timer, target=target, log=log, rounds=rounds
+    nets = _network_graphs(archs, target)
+    if model == "regression":
+        measured = _time_in_passes(nets, timer=timer, log=log, what="fit networks", rounds=rounds, jobs=jobs)
+        features = np.asarray([arch_features(a, target.input_chw, target.outputs) for a in archs])
+        coef = tuple(float(v) for v in np.linalg.lstsq(features, np.asarray(measured), rcond=None)[0])
+    else:
+        chw, outputs = target.input_chw, target.outputs
+        pairs = space_junctions(config, chw, outputs) if model == "pairs" else None
+        parts = space_parts(config, chw, outputs)
+        graphs, to_entries = _part_graphs(parts, task=target.task, pairs=pairs)
+        log(f"{len(parts)} parts{f' and {len(pairs)} pairs of them' if pairs else ''} and {samples} networks to time")
+        # parts and the calibration networks in the same passes: the machine's drift touches both alike
+        times = _time_in_passes(
+            graphs + nets, timer=timer, log=log, what="parts and networks", rounds=rounds, jobs=jobs
         )
-        sums = np.asarray([sum(entries[p.key] for p in arch_parts(a, target.input_chw, target.outputs)) for a in archs])
-        measured = _measure_networks(archs, timer=timer, target=target, log=log, what="calibration", rounds=rounds)
+        entries, junctions, empty = to_entries(times[: len(graphs)])
+        measured = times[len(graphs) :]
+        unscaled = LatencyTable(built_for, model, {}, entries, junctions=junctions if pairs else None)
+        sums = np.asarray([unscaled.predict_ms(a) for a in archs])
         # predicted = scale * Σ parts + overhead (the call and the copies in and out), least squares on the relative error.
         m = np.asarray(measured)
         scale, overhead = np.linalg.lstsq(np.stack([sums / m, 1 / m], axis=1), np.ones(len(m)), rcond=None)[0]
         fitted = (float(scale), float(overhead))
-    else:
-        measured = _measure_networks(archs, timer=timer, target=target, log=log, what="fit", rounds=rounds)
-        features = np.asarray([arch_features(a, target.input_chw, target.outputs) for a in archs])
-        coef = tuple(float(v) for v in np.linalg.lstsq(features, np.asarray(measured), rcond=None)[0])
     space = {
         "profile": space_name,
         "min_depth": config.min_depth,
@@ -295,7 +397,17 @@ def build_table(
             "measured_ms": measured,
         },
     }
-    return LatencyTable(built_for, model, space, entries, *fitted, coef, round(time.monotonic() - started, 2), extra)
+    return LatencyTable(
+        built_for,
+        model,
+        space,
+        entries,
+        *fitted,
+        coef,
+        round(time.monotonic() - started, 2),
+        extra,
+        junctions if model == "pairs" else None,
+    )
 
 
 def _arch_of(text: str) -> Arch:
@@ -328,12 +440,13 @@ def check_table(
     samples: int = 100,
     seed: int = 1,
     rounds: int = ROUNDS,
+    jobs: int = 1,
     log: Callable[[str], None] = lambda line: None,
 ) -> dict:
     """Predicted vs measured latency of ``samples`` random networks of ``config``'s space: error figures and samples.
 
-    Two floors beside the error: the noise (the first ``REPEATS`` networks measured again, right after)
-    and the machine's drift since the table was built (up to ``ANCHORS`` of the table's own fit networks,
+    Two floors beside the error: the noise (the first ``REPEATS`` networks measured a second time, converted
+    again, in the same passes) and the machine's drift since the table was built (up to ``ANCHORS`` of the table's own fit networks,
     measured in the same passes as the checked ones, against their figures at build time). A table
     cannot predict better than the machine repeats itself across that time: ``drift_pct`` is how much
     slower (+) the machine runs now, and ``within_10pct_drift_removed`` the share within ±10 % once
@@ -345,13 +458,13 @@ def check_table(
     predicted = [table.predict_ms(a) for a in archs]  # first: a part the table lacks fails before any timing
     anchors, anchors_then = _anchors(table)
     started = time.monotonic()
-    both = _measure_networks(archs + anchors, timer=timer, target=target, log=log, what="check", rounds=rounds)
-    measured, anchors_now = both[:samples], both[samples:]
-    # The noise floor: the first networks measured again (as many passes), compared with themselves.
-    again = _measure_networks(
-        archs[:REPEATS], timer=timer, target=target, log=log, what="check, repeated", rounds=rounds
-    )
-    repeat = [100.0 * abs(a - m) / m for a, m in zip(again, measured)]
+    # The noise floor: the first networks measured a second time (converted again), in the same passes.
+    again = archs[:REPEATS]
+    every = _network_graphs(archs + anchors + again, target)
+    times = _time_in_passes(every, timer=timer, log=log, what="check", rounds=rounds, jobs=jobs)
+    measured, anchors_now = times[:samples], times[samples : samples + len(anchors)]
+    again_ms = times[samples + len(anchors) :]
+    repeat = [100.0 * abs(a - m) / m for a, m in zip(again_ms, measured)]
     errors = [100.0 * abs(p - m) / m for p, m in zip(predicted, measured)]
     signed = [100.0 * (p - m) / m for p, m in zip(predicted, measured)]
     drift = [100.0 * (n - t) / t for n, t in zip(anchors_now, anchors_then)]
@@ -424,22 +537,26 @@ class DeviceTimer:
     def __init__(self, client: DeviceClient, target: Target, *, quick: bool = False):
         self.client, self.target, self.quick = client, target, quick
 
-    def _bench(self, module, input_chw: tuple[int, int, int], name: str) -> dict:
+    def _bench(self, graph: bytes, name: str) -> dict:
         t = self.target
-        onnx = timing_graph(module, target=t, input_chw=input_chw)
         cpu = not RUNTIMES[t.runtime].needs_gpu
         runs: dict[str, Any] = dict(warmup=5, runs=QUICK_DEVICE_RUNS) if self.quick else {}
         return self.client.bench(
-            onnx, runtime=t.runtime, threads=t.threads if cpu else None, batch=t.batch, name=name, **runs
+            graph, runtime=t.runtime, threads=t.threads if cpu else None, batch=t.batch, name=name, **runs
         )
 
-    def time_ms(self, module, input_chw: tuple[int, int, int], *, part: bool) -> float:
-        return float(self._bench(module, input_chw, "part.onnx" if part else "network.onnx")["p50_ms"])
+    def prepare(self, build: Callable[[], nn.Module], input_chw: tuple[int, int, int], *, out: Path) -> Graph:
+        out.write_bytes(timing_graph(build(), target=self.target, input_chw=input_chw))
+        return Graph(out, input_chw)
+
+    def time_ms(self, graph: Graph, *, part: bool) -> float:
+        assert isinstance(graph.source, Path), "prepare writes the graph a device server is sent"
+        sent = graph.source.read_bytes()
+        return float(self._bench(sent, "part.onnx" if part else "network.onnx")["p50_ms"])
 
     def built_for(self) -> dict:
-        bench = self._bench(
-            nn.ReLU().eval(), (1, 1, 1), "empty.onnx"
-        )  # the device's name and runtime version, as it times
+        empty = timing_graph(nn.ReLU().eval(), target=self.target, input_chw=(1, 1, 1))
+        bench = self._bench(empty, "empty.onnx")  # the device's name and runtime version, as it times
         return {
             **self.target.keys(),
             "runtime_version": str(bench["runtime_version"]),
