@@ -120,6 +120,14 @@ def test_the_space_parts_cover_every_random_network(name, chw):
     assert len(keys) == len(set(keys))
 
 
+def test_the_cli_offers_every_model():
+    from edgenas.cli.latency import latency_table
+    from edgenas.runtime.latency_table import MODELS
+
+    (model,) = [p for p in latency_table.params if p.name == "model"]
+    assert tuple(model.type.choices) == MODELS and model.default == MODELS[0]  # the CLI spells them out: no import
+
+
 def test_regression_features_count_the_networks_macs():
     rng = random.Random(2)
     for _ in range(20):

@@ -7,6 +7,7 @@ models (ONNX graphs, or an edge runtime's converted files) to a device server an
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import platform
 import random
@@ -224,8 +225,7 @@ def _time_in_passes(
     """Each of ``graphs`` (a builder, its input, whether it is a part) converted once (by ``jobs`` processes),
     then timed in ``rounds`` passes over all of them, one at a time, each pass in another order: a figure is the
     median of its passes, so that neither one slow moment, nor the graph timed before it, nor the machine
-    drifting over minutes decides it. The converted files live in
-    a temporary folder until the end."""
+    drifting over minutes decides it. The converted files live in a temporary folder until the end."""
 
     def converted(done: int) -> None:
         if done % PREPARE_LOG_EVERY == 0 or done == len(graphs):
@@ -233,24 +233,23 @@ def _time_in_passes(
 
     with tempfile.TemporaryDirectory(prefix="edgenas-table-") as tmp:
         outs = [Path(tmp) / f"g{i}" for i in range(len(graphs))]
-        if jobs > 1:  # conversions only: nothing is timed while they run
-            context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
-            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+        with contextlib.ExitStack() as stack:
+            if jobs > 1:  # conversions only: nothing is timed while they run
+                context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
+                pool = stack.enter_context(ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread))
                 futures = [pool.submit(timer.prepare, b, chw, out=o) for (b, chw, _), o in zip(graphs, outs)]
-                ready = []
-                for i, future in enumerate(futures):
-                    ready.append(future.result())
-                    converted(i + 1)
-        else:
+                prepared = (f.result() for f in futures)
+            else:
+                prepared = (timer.prepare(b, chw, out=o) for (b, chw, _), o in zip(graphs, outs))
             ready = []
-            for i, ((build, input_chw, _), out) in enumerate(zip(graphs, outs)):
-                ready.append(timer.prepare(build, input_chw, out=out))
-                converted(i + 1)
+            for graph in prepared:
+                ready.append(graph)
+                converted(len(ready))
         times = np.zeros((rounds, len(graphs)))
         for r in range(rounds):
             # Each pass in its own order: a graph timed after the same neighbour, with its buffers where the same
-            # allocations put them, can be slow in every pass alike (ONNX Runtime, AMD EPYC: parts 30-55 % slow in
-            # all 3 passes of a fixed order); in shuffled passes the median sets such a pass aside.
+            # allocations put them, can be slow in every pass alike (ONNX Runtime, AMD EPYC: a few graphs 30-55 %
+            # slow in all 3 passes of a fixed order, none in shuffled ones; docs/lab/latency-tables.md).
             for i in random.Random(r).sample(range(len(graphs)), len(graphs)):
                 times[r, i] = timer.time_ms(ready[i], part=graphs[i][2])
             log(f"{what}: {len(graphs)} graphs timed ({r + 1}/{rounds} passes)")
