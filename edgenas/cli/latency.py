@@ -17,8 +17,8 @@ jobs_option = click.option(
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Processes converting the graphs before any is timed (LiteRT, ExecuTorch, OpenVINO take about a second "
-    "per graph; timing stays one graph at a time).",
+    help="Processes converting the graphs before any is timed (LiteRT and ExecuTorch take a second or two "
+    "per graph here; timing stays one graph at a time).",
 )
 
 
