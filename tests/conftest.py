@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -163,22 +164,9 @@ def make_meta(
     )
 
 
-@pytest.fixture(scope="session")
-def budget_run(tmp_path_factory):
-    """A finished search of the CI profile under a parameter budget (one candidate is skipped), made
-    by the CLI with stderr on a pipe: (run directory, stderr). Shared by the report, pareto and
-    progress tests."""
-    import subprocess
-    import sys
-
-    folder = tmp_path_factory.mktemp("budget")
-    profile = folder / "ci-budget.toml"
-    profile.write_text(
-        CI_PROFILE.read_text().replace('description = "', 'description = "Under a budget: ')
-        + "\n[budget]\nmax_params = 3100\n"
-    )
-    out = folder / "run"
-    cmd = [
+def discover_cmd(profile, out, *extra: str, device: str = "cpu") -> list[str]:
+    """The command line of ``edgenas discover`` in this Python, for a test that runs it in its own process."""
+    return [
         sys.executable,
         "-m",
         "edgenas.cli",
@@ -188,8 +176,26 @@ def budget_run(tmp_path_factory):
         "--out",
         str(out),
         "--device",
-        "cpu",
+        device,
+        *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def budget_run(tmp_path_factory):
+    """A finished search of the CI profile under a parameter budget (one candidate is skipped), made
+    by the CLI with stderr on a pipe: (run directory, stderr). Shared by the report, pareto and
+    progress tests."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("budget")
+    profile = folder / "ci-budget.toml"
+    profile.write_text(
+        CI_PROFILE.read_text().replace('description = "', 'description = "Under a budget: ')
+        + "\n[budget]\nmax_params = 3100\n"
+    )
+    out = folder / "run"
+    cmd = discover_cmd(profile, out)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     return out, r.stderr

@@ -4,12 +4,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import discover_cmd
 
 import edgenas
 from edgenas.cli import main
@@ -19,19 +19,7 @@ from edgenas.search.space import Arch, count_params
 
 
 def _discover(profile, out, *extra, timeout=600):
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgenas.cli",
-        "discover",
-        "--profile",
-        str(profile),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        *extra,
-    ]
+    cmd = discover_cmd(profile, out, *extra)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -81,18 +69,7 @@ def test_run_directory_contents(finished_run):
 def test_resume_after_sigkill_mid_candidate_ends_at_the_same_arch(finished_run, ci_profile, tmp_path):
     full, _ = finished_run
     out = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgenas.cli",
-        "discover",
-        "--profile",
-        str(ci_profile),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
+    cmd = discover_cmd(ci_profile, out)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     killed_in = None
@@ -189,18 +166,7 @@ def test_train_command_on_a_bare_arch_json(tmp_path, ci_profile):
 
 @pytest.mark.gpu
 def test_discover_on_cuda(tmp_path, ci_profile):
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgenas.cli",
-        "discover",
-        "--profile",
-        str(ci_profile),
-        "--out",
-        str(tmp_path / "g"),
-        "--device",
-        "cuda",
-    ]
+    cmd = discover_cmd(ci_profile, tmp_path / "g", device="cuda")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "g" / "summary.json").read_text())["device"].startswith("cuda")

@@ -11,12 +11,11 @@ import random
 import resource
 import signal
 import subprocess
-import sys
 import threading
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_meta
+from conftest import discover_cmd, make_meta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_discover import finished_run  # noqa: F401 -- the uninterrupted reference run (a fixture)
@@ -292,22 +291,6 @@ def _ci_meta(ci_profile):
 
 
 # -- processes: kills at random points, a file-size limit, SIGTERM, two processes on one run ------
-def _command(ci_profile, out, *extra) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "edgenas.cli",
-        "discover",
-        "--profile",
-        str(ci_profile),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        *extra,
-    ]
-
-
 def _run_until(cmd, stop, *, sig=signal.SIGKILL, limit_fsize=None, timeout=600, on_line=None):
     """Run ``cmd``; send ``sig`` after the stderr line for which ``stop(number, line)`` is true.
     ``on_line(line, pid)`` sees every line first. Returns (exit code, stderr lines). A watchdog
@@ -356,13 +339,13 @@ def test_sigkill_at_random_points_then_resume_ends_at_the_same_arch(finished_run
     for attempt in range(3):
         point = rng.randrange(1, total)
         code, lines = _run_until(
-            _command(ci_profile, out, *(["--resume"] if attempt else [])), lambda n, line, point=point: n == point
+            discover_cmd(ci_profile, out, *(["--resume"] if attempt else [])), lambda n, line, point=point: n == point
         )
         if code == 0:
             break
         assert code == -signal.SIGKILL, "".join(lines)
         _journal_intact(out)
-    done = subprocess.run(_command(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(discover_cmd(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     _same_result(out, full)
 
@@ -372,11 +355,13 @@ def test_file_size_limit_lock_and_sigterm_then_resume(finished_run, ci_profile, 
     full, _ = finished_run
     out = tmp_path / "run"
     # 1. killed once the first candidate is journaled
-    code, _ = _run_until(_command(ci_profile, out), lambda n, line: line.startswith("[depth #2]"))
+    code, _ = _run_until(discover_cmd(ci_profile, out), lambda n, line: line.startswith("[depth #2]"))
     assert code == -signal.SIGKILL and len(_journal_intact(out)) == 1
     # 2. resumed under a file-size limit that lets one more record in, and cuts the next one short
     first = len((out / RunDir.JOURNAL).read_bytes())
-    code, lines = _run_until(_command(ci_profile, out, "--resume"), lambda n, line: False, limit_fsize=2 * first + 50)
+    code, lines = _run_until(
+        discover_cmd(ci_profile, out, "--resume"), lambda n, line: False, limit_fsize=2 * first + 50
+    )
     assert code == 1, "".join(lines)
     assert lines[-1].startswith("edgenas: error: cannot write") and "journal.jsonl: file too large" in lines[-1]
     assert len(_journal_intact(out)) == 2
@@ -387,7 +372,7 @@ def test_file_size_limit_lock_and_sigterm_then_resume(finished_run, ci_profile, 
             os.kill(pid, signal.SIGSTOP)  # held still, so it cannot finish (and unlock) before the second asks
             try:
                 second = subprocess.run(
-                    _command(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600
+                    discover_cmd(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600
                 )
             finally:
                 os.kill(pid, signal.SIGCONT)
@@ -395,7 +380,7 @@ def test_file_size_limit_lock_and_sigterm_then_resume(finished_run, ci_profile, 
             assert "is in use by `edgenas discover` (pid" in one_line_error(second.stderr)
 
     code, lines = _run_until(
-        _command(ci_profile, out, "--resume"),
+        discover_cmd(ci_profile, out, "--resume"),
         lambda n, line: "epoch 1/" in line,
         sig=signal.SIGTERM,
         on_line=second_process,
@@ -405,7 +390,7 @@ def test_file_size_limit_lock_and_sigterm_then_resume(finished_run, ci_profile, 
     journaled = len(_journal_intact(out))
     assert finished - 1 <= journaled <= finished
     # 5. the cause fixed, resume finishes at the uninterrupted run's architecture
-    done = subprocess.run(_command(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(discover_cmd(ci_profile, out, "--resume"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("from the journal") == journaled
     _same_result(out, full)

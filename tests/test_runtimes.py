@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import slow_engines_marked, torch_threads
+from conftest import discover_cmd, slow_engines_marked, torch_threads
 
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.device_kit import edgenas_engines as engines
@@ -325,18 +325,7 @@ def test_a_search_under_a_latency_budget_on_an_edge_runtime_finishes(runtime, sp
     )
     out = tmp_path / "run"
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgenas.cli",
-            "discover",
-            "--profile",
-            str(profile),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ],
+        discover_cmd(profile, out),
         capture_output=True,
         text=True,
         timeout=900,

@@ -2,10 +2,9 @@
 
 import json
 import subprocess
-import sys
 
 import pytest
-from conftest import SEARCHLOGS
+from conftest import SEARCHLOGS, discover_cmd
 
 from edgenas.config.strategies import EgnasConfig
 from edgenas.run.rundir import RunDir
@@ -52,20 +51,7 @@ def test_likely_next_covers_both_outcomes_of_an_op_choice():
 @pytest.mark.slow
 def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile):
     out = tmp_path / "spec"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgenas.cli",
-        "discover",
-        "--profile",
-        str(ci_profile),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--workers",
-        "2",
-    ]
+    cmd = discover_cmd(ci_profile, out, "--workers", "2")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     journal = RunDir(out).journal()
@@ -82,22 +68,7 @@ def test_discover_with_workers_journals_speculative_results(tmp_path, ci_profile
 @pytest.mark.ray
 def test_discover_on_ray_reaches_the_same_decisions_as_worker_processes(tmp_path, ci_profile):
     out = tmp_path / "ray"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgenas.cli",
-        "discover",
-        "--profile",
-        str(ci_profile),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--workers",
-        "2",
-        "--ray",
-        "local",
-    ]
+    cmd = discover_cmd(ci_profile, out, "--workers", "2", "--ray", "local")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "as Ray tasks (local)" in r.stderr

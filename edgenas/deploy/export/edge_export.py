@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgenas.config.runtimes import RUNTIMES
 from edgenas.deploy.export.formats import FORMATS, TOLERANCES
-from edgenas.deploy.export.int8_gate import FIGURES_ONLY, gate_int8
+from edgenas.deploy.export.int8_gate import gate_int8
 from edgenas.deploy.export.parity import ExportReport, HeldOut, check_file
 from edgenas.device_kit import edgenas_engines as engines
 from edgenas.run.rundir import RunDir
@@ -63,7 +63,6 @@ def export_edge(
             **check_file(path, fmt=fmt, ref=ref, task=run.meta.task, tol=TOLERANCES["fp32"]),
         }
         return path
-    parity = check_file(path, fmt=fmt, ref=ref, task=run.meta.task, tol=FIGURES_ONLY)
     gate_int8(
         run,
         fmt=fmt,
@@ -71,7 +70,7 @@ def export_edge(
         model=model,
         data=data,
         report=report,
-        parity=parity,
+        ref=ref,
         samples=samples,
         recipe=recipe,
         int8_max_drop=int8_max_drop,

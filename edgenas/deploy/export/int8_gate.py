@@ -61,7 +61,7 @@ def export_onnx_int8(
 ) -> None:
     """Quantise ``onnx_path`` into model.int8.onnx, evaluate it on the whole test split against PyTorch,
     record parity and the gate in ``report``; the figures go to ``model.int8.evaluate.json``."""
-    fmt, task = FORMATS["onnx-int8"], run.meta.task
+    fmt = FORMATS["onnx-int8"]
     method = calibration_method or DEFAULT_CALIBRATION_METHOD
     calibration = calibration_images(data, calibration_images_count)
     recipe = {
@@ -78,7 +78,6 @@ def export_onnx_int8(
         method=method,
         metadata={"precision": "int8", "calibration": json.dumps(recipe)},
     )
-    parity = check_file(path, fmt=fmt, ref=ref, task=task, tol=FIGURES_ONLY)
     gate_int8(
         run,
         fmt=fmt,
@@ -86,7 +85,7 @@ def export_onnx_int8(
         model=model,
         data=data,
         report=report,
-        parity=parity,
+        ref=ref,
         samples=samples,
         recipe=recipe,
         int8_max_drop=int8_max_drop,
@@ -101,7 +100,7 @@ def gate_int8(
     model,
     data,
     report: ExportReport,
-    parity: dict,
+    ref: HeldOut,
     samples: HeldOut | None,
     recipe: dict,
     int8_max_drop: float,
@@ -110,10 +109,12 @@ def gate_int8(
 ) -> None:
     """The INT8 file ``path`` of ``fmt`` evaluated on the whole test split against PyTorch (``max_images``: its
     first N images only, for a slow interpreter such as TFLM's; figures in ``<file>.evaluate.json``) and gated on
-    what it loses (``int8_max_drop``); its parity figures, calibration ``recipe``, gate and ``extra`` entries (the
-    tflm bundle's ``memory``) recorded in ``report``, with the tolerances of the kit's check of ``samples`` where
-    the kit runs the file. A file over the gate stays for inspection."""
+    what it loses (``int8_max_drop``); its parity figures on ``ref`` (reported, not checked), calibration
+    ``recipe``, gate and ``extra`` entries (the tflm bundle's ``memory``) recorded in ``report``, with the
+    tolerances of the kit's check of ``samples`` where the kit runs the file. A file over the gate stays for
+    inspection."""
     task = run.meta.task
+    parity = check_file(path, fmt=fmt, ref=ref, task=task, tol=FIGURES_ONLY)
     result = evaluate_run(
         run.path, model=path, runtime=fmt.runtime, torch_model=model, data=data, max_images=max_images
     )

@@ -17,8 +17,8 @@ from edgenas.deploy.export.firmware import (
     write_bundle,
 )
 from edgenas.deploy.export.formats import FORMATS
-from edgenas.deploy.export.int8_gate import FIGURES_ONLY, gate_int8
-from edgenas.deploy.export.parity import ExportReport, HeldOut, check_file
+from edgenas.deploy.export.int8_gate import gate_int8
+from edgenas.deploy.export.parity import ExportReport, HeldOut
 from edgenas.errors import UserInputError
 from edgenas.run.rundir import RunDir, write_json_atomic
 from edgenas.runtime.backend import backend_of
@@ -89,10 +89,6 @@ def export_tflm(
     write_json_atomic(out / MEMORY, memory)
     _record_in_summary(run, memory)
     fmt = FORMATS[BUNDLE_FORMAT]
-    parity = {
-        **check_file(path, fmt=fmt, ref=ref, task="classify", tol=FIGURES_ONLY),
-        "file": fmt.file,
-    }  # INT8: the gate is accuracy
     c, h, w = shape.input_chw
     input_scale, input_zero_point = input_quantization(path)
     write_bundle(
@@ -120,10 +116,11 @@ def export_tflm(
         model=model,
         data=data,
         report=report,
-        parity=parity,
+        ref=ref,
         samples=None,
         recipe={"images": len(calibration), "quantiser": f"PT2E ({RUNTIMES[TFLM_RUNTIME].converts_via})"},
         int8_max_drop=int8_max_drop,
         max_images=max_images,
         memory=memory,
+        file=fmt.file,  # the bundle's file, as the export folder holds it
     )
