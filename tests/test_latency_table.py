@@ -23,6 +23,7 @@ from edgenas.runtime.latency_table import (
     LatencyTable,
     arch_features,
     arch_parts,
+    junction_key,
     read_table,
     space_junctions,
     space_parts,
@@ -485,6 +486,27 @@ def test_build_and_check_a_table_here(tmp_path, space, model, samples):
     assert re.search(r"100 random networks: median \|error\| [\d.]+ %", r.output)
     assert report["median_abs_error_pct"] < (10 if model == "lookup" else 60), report["median_abs_error_pct"]
     assert 0 <= report["within_10pct"] <= 1 and report["p95_abs_error_pct"] >= report["median_abs_error_pct"]
+
+
+def test_a_pairs_table_floors_a_noisy_sum_below_zero_at_the_empty_graph():
+    """Under load, a quick pairs table's junctions (each the difference of four timings of a few µs) summed below
+    zero for one of its calibration networks, and the build stopped with "a latency must be ... >= 0"."""
+    built_for = {"input_shape": [1, 8, 8], "outputs": 10}
+    arch = Arch.from_dict({"depth": 2, "width": 4, "ops": [0, 0], "kernels": [3, 3]})
+    parts = arch_parts(arch, (1, 8, 8), 10)
+    entries = {p.key: 0.001 for p in parts}
+    junctions = {junction_key(a, b): -0.002 for a, b in zip(parts, parts[1:])}
+    noisy = LatencyTable(built_for, "pairs", {}, entries, junctions=junctions, extra={"fit": {"empty_graph_ms": 0.004}})
+    assert (
+        noisy.model_ms(arch) == pytest.approx(len(parts) * 0.001 - (len(parts) - 1) * 0.002)
+        and noisy.model_ms(arch) < 0
+    )
+    assert noisy.predict_ms(arch) == 0.004  # no network runs faster than the empty graph
+    scaled = LatencyTable(built_for, "pairs", {}, entries, junctions=junctions, scale=2.0, overhead_ms=0.1)
+    assert scaled.predict_ms(arch) == pytest.approx(0.1 + 2 * noisy.model_ms(arch))  # above the floor: the model's
+    unfloored = LatencyTable(built_for, "pairs", {}, entries, junctions=junctions)  # no empty graph recorded: refused
+    with pytest.raises(UserInputError, match="a latency must be a finite number >= 0"):
+        unfloored.predict_ms(arch)
 
 
 def test_check_refuses_another_runtime_and_an_uncovered_profile(tmp_path):

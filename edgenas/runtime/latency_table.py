@@ -166,19 +166,9 @@ class LatencyTable:
         return c, h, w
 
     def predict_ms(self, arch: Arch) -> float:
-        """Predicted median latency (ms) of ``arch``; a part the table lacks is a ``UserInputError``."""
-        outputs = int(self.built_for["outputs"])
-        if self.model == "regression":
-            ms = float(sum(c * x for c, x in zip(self.coef, arch_features(arch, self.input_chw, outputs))))
-            ms = max(ms, self._regression_floor_ms())
-        else:
-            parts = arch_parts(arch, self.input_chw, outputs)
-            total = sum(self._entry(self.entries, p.key, arch) for p in parts)
-            if self.model == "pairs":
-                total += sum(
-                    self._entry(self.junctions or {}, junction_key(a, b), arch) for a, b in zip(parts, parts[1:])
-                )
-            ms = self.scale * total + self.overhead_ms
+        """Predicted median latency (ms) of ``arch``, no less than the table's floor (``_floor_ms``); a part the
+        table lacks is a ``UserInputError``."""
+        ms = max(self.model_ms(arch), self._floor_ms())
         # A NaN would pass every budget (NaN > budget is false): never hand one to the search.
         if not math.isfinite(ms) or ms < 0:
             raise UserInputError(
@@ -186,6 +176,18 @@ class LatencyTable:
                 ">= 0; rebuild the table with `edgenas latency-table`"
             )
         return ms
+
+    def model_ms(self, arch: Arch) -> float:
+        """What the table's model gives for ``arch`` (ms), unchecked: a sum of noisy parts and junctions, or a
+        linear fit's extrapolation, can fall below zero (the build fits scale and overhead on these)."""
+        outputs = int(self.built_for["outputs"])
+        if self.model == "regression":
+            return float(sum(c * x for c, x in zip(self.coef, arch_features(arch, self.input_chw, outputs))))
+        parts = arch_parts(arch, self.input_chw, outputs)
+        total = sum(self._entry(self.entries, p.key, arch) for p in parts)
+        if self.model == "pairs":
+            total += sum(self._entry(self.junctions or {}, junction_key(a, b), arch) for a, b in zip(parts, parts[1:]))
+        return self.scale * total + self.overhead_ms
 
     @staticmethod
     def _entry(entries: dict, key: str, arch: Arch) -> float:
@@ -197,17 +199,19 @@ class LatencyTable:
             )
         return float(ms)
 
-    def _regression_floor_ms(self) -> float:
-        """A linear fit extrapolates below zero for networks narrower than those it was fitted on (the micro
-        stages narrow below min_width): predictions are floored at the empty graph's time where the table
-        timed it, else at the fastest network it was fitted on (an over-estimate: a budget errs on the safe
-        side). -inf when the table records neither (a negative prediction is then refused)."""
+    def _floor_ms(self) -> float:
+        """No network runs faster than the empty graph (one call, the copies in and out): predictions are floored
+        at its time where the table timed it. A linear fit extrapolates below zero for networks narrower than
+        those it was fitted on (the micro stages narrow below min_width), and a quick pairs table's sum of noisy
+        junctions can: without the empty graph's time a regression is floored at the fastest network it was fitted
+        on (an over-estimate: a budget errs on the safe side). -inf when the table records neither (a negative
+        prediction is then refused)."""
         fit = (self.extra or {}).get("fit") or {}
         empty, measured = fit.get("empty_graph_ms"), fit.get("measured_ms") or []
-        finite = [float(v) for v in measured if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
         if isinstance(empty, (int, float)) and math.isfinite(empty) and empty >= 0:
             return float(empty)
-        return min(finite) if finite else -math.inf
+        finite = [float(v) for v in measured if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
+        return min(finite) if finite and self.model == "regression" else -math.inf
 
     def mismatch(self, expected: dict) -> str | None:
         """The first of ``expected``'s settings this table was built for otherwise, said in words (None: all agree)."""

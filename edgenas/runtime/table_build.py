@@ -371,7 +371,7 @@ def build_table(
         entries, junctions, empty = to_entries(times[: len(graphs)])
         measured = times[len(graphs) :]
         unscaled = LatencyTable(built_for, model, {}, entries, junctions=junctions if pairs else None)
-        sums = np.asarray([unscaled.predict_ms(a) for a in archs])
+        sums = np.asarray([unscaled.model_ms(a) for a in archs])
         # predicted = scale * Σ parts + overhead (the call and the copies in and out), least squares on the relative error.
         m = np.asarray(measured)
         scale, overhead = np.linalg.lstsq(np.stack([sums / m, 1 / m], axis=1), np.ones(len(m)), rcond=None)[0]
