@@ -442,10 +442,14 @@ def _check(table, *extra):
 def test_build_and_check_a_table_here(tmp_path, space, model, samples):
     """Built here on onnxruntime-cpu, 1 thread, and checked on 100 random networks of the space.
 
-    --quick tables are timed in short slices (20 ms of runs per part), so a margin is asserted: a wrong table
-    (units, parts, shapes) is off by far more. Measured on dev-xeon, idle and with the other core busy, at 1 and
-    2 torch threads: the lookup table's median |error| 2.0-2.3 %, p95 4.9-5.4 %, all within ±10 %; the
-    regression table's median 19.6-20.2 %. The pairs table of demo's width 12 (dev-cpu, AMD EPYC, the other
+    --quick tables are timed in short slices (20 ms of runs per part), so a margin is asserted. Measured on
+    dev-xeon, idle and with the other core busy, at 1 and 2 torch threads: the lookup table's median |error|
+    2.0-2.3 %, p95 4.9-5.4 %, all within ±10 %; the regression table's median 19.6-20.2 %. On dev-cpu (AMD EPYC,
+    whose seams the lookup model misses, see docs/lab/latency-tables.md) the tiny-part lookup table's median was
+    0.6-6.2 % in 8 quick builds (4 idle, 4 beside a busy core) and 10.6 % in a suite run on 2 pytest-xdist
+    workers, so its margin is 20 %; the same table with kernels 3 and 5 swapped is off by 22 %, with separable
+    and full convolutions swapped by 30 % (scale and overhead refitted; units are absorbed by the fit, and the
+    arithmetic is checked exactly under a cost model above). The pairs table of demo's width 12 (dev-cpu, AMD EPYC, the other
     core busy): median 2.7-32 % in six quick builds. A junction is the difference of four timings of a few µs,
     timed once: one slow session moves it, so a quick pairs table gets the regression's margin (a junction with
     the wrong sign or key is off by far more); its arithmetic is checked exactly under a cost model above, its
@@ -484,7 +488,7 @@ def test_build_and_check_a_table_here(tmp_path, space, model, samples):
     report = json.loads((tmp_path / "check.json").read_text())
     assert report["samples"] == 100 and len(report["networks"]) == 100
     assert re.search(r"100 random networks: median \|error\| [\d.]+ %", r.output)
-    assert report["median_abs_error_pct"] < (10 if model == "lookup" else 60), report["median_abs_error_pct"]
+    assert report["median_abs_error_pct"] < (20 if model == "lookup" else 60), report["median_abs_error_pct"]
     assert 0 <= report["within_10pct"] <= 1 and report["p95_abs_error_pct"] >= report["median_abs_error_pct"]
 
 
