@@ -31,6 +31,20 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+MAX_WORKERS = 4  # each pytest-xdist worker loads torch and the edge runtimes: a many-core machine's memory
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``pytest -n auto``: a worker per core this process may use (its CPU affinity, which psutil's count of
+    the machine's cores ignores), at most ``MAX_WORKERS``; PYTEST_XDIST_AUTO_NUM_WORKERS still decides."""
+    import os
+
+    from edgenas.training.threads import available_cores
+
+    return None if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") else min(available_cores(), MAX_WORKERS)
+
+
 # Engines whose conversion goes through torch.export: 5-60 s a network on a shared 2-core machine.
 SLOW_ENGINES = ("executorch", "litert")
 
