@@ -449,8 +449,8 @@ def test_build_and_check_a_table_here(tmp_path, space, model, samples):
     0.6-6.2 % in 8 quick builds (4 idle, 4 beside a busy core) and 10.6 % in a suite run on 2 pytest-xdist
     workers, so its margin is 20 %; the same table with kernels 3 and 5 swapped is off by 22 %, with separable
     and full convolutions swapped by 30 % (scale and overhead refitted; units are absorbed by the fit, and the
-    arithmetic is checked exactly under a cost model above). The pairs table of demo's width 12 (dev-cpu, AMD EPYC, the other
-    core busy): median 2.7-32 % in six quick builds. A junction is the difference of four timings of a few µs,
+    arithmetic is checked exactly under a cost model above). The pairs table of demo's width 12 (dev-cpu, AMD
+    EPYC, the other core busy): median 2.7-32 % in six quick builds. A junction is the difference of four timings of a few µs,
     timed once: one slow session moves it, so a quick pairs table gets the regression's margin (a junction with
     the wrong sign or key is off by far more); its arithmetic is checked exactly under a cost model above, its
     accuracy by a full build (docs/lab/latency-tables.md).

@@ -200,12 +200,11 @@ class LatencyTable:
         return float(ms)
 
     def _floor_ms(self) -> float:
-        """No network runs faster than the empty graph (one call, the copies in and out): predictions are floored
-        at its time where the table timed it. A linear fit extrapolates below zero for networks narrower than
-        those it was fitted on (the micro stages narrow below min_width), and a quick pairs table's sum of noisy
-        junctions can: without the empty graph's time a regression is floored at the fastest network it was fitted
-        on (an over-estimate: a budget errs on the safe side). -inf when the table records neither (a negative
-        prediction is then refused)."""
+        """No network runs faster than the empty graph (one call, the copies in and out), yet a model can predict
+        less: a linear fit extrapolated to networks narrower than those it was fitted on (the micro stages narrow
+        below min_width), a quick pairs table's sum of noisy junctions. Predictions are floored at the empty
+        graph's time where the table timed it; else a regression's at the fastest network it was fitted on (an
+        over-estimate: a budget errs on the safe side). -inf otherwise (a negative prediction is then refused)."""
         fit = (self.extra or {}).get("fit") or {}
         empty, measured = fit.get("empty_graph_ms"), fit.get("measured_ms") or []
         if isinstance(empty, (int, float)) and math.isfinite(empty) and empty >= 0:
